@@ -1,0 +1,128 @@
+package backing
+
+import (
+	"strings"
+)
+
+// Capability is a set of properties a backing device has, probed honestly
+// when it is opened and never assumed.
+type Capability uint8
+
+const (
+	// DAX: the device can hand out direct memory mappings of its contents.
+	DAX Capability = 1 << iota
+	// Sync: a CPU cache flush makes a store durable (real pmem, MAP_SYNC).
+	Sync
+	// WPFault: userfaultfd write-protect works on its mappings (tmpfs, hugetlbfs).
+	WPFault
+)
+
+// Has reports whether every capability in want is in c.
+func (c Capability) Has(want Capability) bool { return c&want == want }
+
+// String lists the capabilities as "dax,sync,wpfault", or "none".
+func (c Capability) String() string {
+	var names []string
+	for _, n := range []struct {
+		bit  Capability
+		name string
+	}{{DAX, "dax"}, {Sync, "sync"}, {WPFault, "wpfault"}} {
+		if c.Has(n.bit) {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// Kind says what a backing device is; its String is used in messages that
+// explain why a device lacks a capability ("/srv/a.img is a regular file").
+type Kind uint8
+
+const (
+	KindFile      Kind = iota // regular file on a block file system
+	KindBlock                 // block device
+	KindTmpfs                 // file on tmpfs, mapped shared: volatile memory
+	KindHugetlbfs             // file on hugetlbfs, mapped shared: volatile memory
+	KindFSDAX                 // file with the DAX attribute on an fsdax file system
+	KindDevDAX                // /dev/daxX.Y character device
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindFile:
+		return "regular file"
+	case KindBlock:
+		return "block device"
+	case KindTmpfs:
+		return "tmpfs file"
+	case KindHugetlbfs:
+		return "hugetlbfs file"
+	case KindFSDAX:
+		return "fsdax file"
+	case KindDevDAX:
+		return "devdax device"
+	}
+	return "unknown device"
+}
+
+// ID identifies the object behind a device independently of the path used
+// to open it (st_dev and st_ino of the opened file), like the kernel keys
+// origins by block device.
+type ID struct {
+	Dev, Ino uint64
+}
+
+// Device is a backing device: the media under every table. Offsets and
+// lengths are in bytes. ReadAt and WriteAt follow io.ReaderAt/io.WriterAt:
+// a short transfer returns an error, concurrent calls are allowed (writes
+// only on disjoint ranges), and the buffer is never retained.
+type Device interface {
+	// Path is the path the device was opened with.
+	Path() string
+	// ID identifies the underlying object (see ID).
+	ID() ID
+	Kind() Kind
+	// Size in bytes, fixed while the device is open.
+	Size() int64
+	// LogicalBlockSize is the smallest addressable unit in bytes (512 for
+	// files and memory, the queue's logical block size for block devices).
+	LogicalBlockSize() int
+	Capabilities() Capability
+	ReadOnly() bool
+
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	// Flush makes every completed write durable as far as the media allows.
+	Flush() error
+	// Discard deallocates the range (punch hole, BLKDISCARD); it reads back
+	// as zeroes on every device daxsnap opens.
+	Discard(off, n int64) error
+	// WriteZeroes makes the range read back as zeroes, allocated or not.
+	WriteZeroes(off, n int64) error
+	Close() error
+}
+
+// DirectAccesser is implemented by devices with the DAX capability: memory
+// regions mapped MAP_SHARED into the daemon.
+type DirectAccesser interface {
+	// DirectAccess returns the live memory of [off, off+n). The slice stays
+	// valid until the device is closed.
+	DirectAccess(off, n int64) ([]byte, error)
+	// FlushRange makes stores to [off, off+n) as durable as the media
+	// allows: msync for memory files, cache-line write-back and a fence
+	// for sync media.
+	FlushRange(off, n int64) error
+}
+
+// MappingSource is implemented by memory devices whose contents a client
+// process can map itself: the file to pass and where the range starts in it.
+type MappingSource interface {
+	// MapFile returns the open file backing the device and the file offset
+	// of device offset 0. The caller must not close it.
+	MapFile() (fd uintptr, fileOffset int64)
+	// PageSize is the mapping granularity (4 KiB, or 2 MiB on hugetlbfs).
+	PageSize() int64
+}

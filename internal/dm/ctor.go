@@ -1,0 +1,74 @@
+package dm
+
+import (
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
+
+// CtorContext is what a target constructor gets besides its arguments: its
+// place in the table and a way to open devices (the kernel's dm_target and
+// dm_get_device). Devices opened here are known to the core, which derives
+// the table's capabilities from them and releases them with the table.
+type CtorContext struct {
+	Device   string // mapped device name, for messages
+	Start    Sector // first sector of the target in the mapped device
+	Len      Sector // length of the target in sectors
+	ReadOnly bool   // the table is loaded read-only
+
+	pool *DevicePool
+	devs []*DeviceRef
+}
+
+// DeviceRef is a backing device as one table line refers to it.
+type DeviceRef struct {
+	Name string // as written in the table, re-printed by Status(StatusTable)
+	backing.Device
+	Start, Len Sector // the sectors of the device the target uses
+}
+
+// NewCtorContext builds a context for constructing targets outside a table
+// (tests, tools). Devices are opened through pool.
+func NewCtorContext(pool *DevicePool, device string, start, length Sector, readOnly bool) *CtorContext {
+	return &CtorContext{Device: device, Start: start, Len: length, ReadOnly: readOnly, pool: pool}
+}
+
+// OpenDevice opens the device called name (a path, or major:minor of a
+// block device) and checks that it holds sectors [start, start+length).
+func (c *CtorContext) OpenDevice(name string, start, length Sector) (*DeviceRef, error) {
+	if start > MaxSectors || length > MaxSectors-start {
+		return nil, fmt.Errorf("device %s: sectors %d+%d overflow", name, start, length)
+	}
+	dev, err := c.pool.Get(name, c.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	size := dev.Size() / SectorSize
+	if Sector(size) < start+length {
+		c.pool.Put(dev)
+		return nil, fmt.Errorf("device %s has %d sectors (%d bytes), too small for sectors %d..%d that this line maps",
+			name, size, dev.Size(), start, start+length)
+	}
+	if lbs := dev.LogicalBlockSize(); lbs > SectorSize {
+		per := Sector(lbs / SectorSize)
+		if start%per != 0 || length%per != 0 {
+			c.pool.Put(dev)
+			return nil, fmt.Errorf("device %s has %d-byte logical blocks: start %d and length %d must be multiples of %d sectors",
+				name, lbs, start, length, per)
+		}
+	}
+	ref := &DeviceRef{Name: name, Device: dev, Start: start, Len: length}
+	c.devs = append(c.devs, ref)
+	return ref, nil
+}
+
+// Devices lists the devices opened so far (iterate_devices).
+func (c *CtorContext) Devices() []*DeviceRef { return c.devs }
+
+// Release puts back every device opened through c.
+func (c *CtorContext) Release() {
+	for _, d := range c.devs {
+		c.pool.Put(d.Device)
+	}
+	c.devs = nil
+}

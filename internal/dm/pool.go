@@ -1,0 +1,95 @@
+package dm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
+
+// DevicePool opens backing devices once and shares them between every
+// table line and every table that names them, so that all users of one
+// file see one mapping (the kernel's dm_dev refcounts). It is safe for
+// concurrent use.
+type DevicePool struct {
+	// Opener opens a device by name; nil means backing.Open. The daemon
+	// sets it to resolve names of its own (pmem regions, mapped devices).
+	Opener func(name string, readOnly bool) (backing.Device, error)
+
+	mu   sync.Mutex
+	open map[poolKey]*pooled
+	byDv map[backing.Device]poolKey
+}
+
+type poolKey struct {
+	id       backing.ID
+	readOnly bool
+}
+
+type pooled struct {
+	dev  backing.Device
+	refs int
+}
+
+// NewDevicePool returns a pool that opens devices with opener (nil: backing.Open).
+func NewDevicePool(opener func(name string, readOnly bool) (backing.Device, error)) *DevicePool {
+	return &DevicePool{Opener: opener, open: make(map[poolKey]*pooled), byDv: make(map[backing.Device]poolKey)}
+}
+
+// Get opens name or shares an open device with the same identity.
+func (p *DevicePool) Get(name string, readOnly bool) (backing.Device, error) {
+	opener := p.Opener
+	if opener == nil {
+		opener = func(name string, ro bool) (backing.Device, error) {
+			return backing.Open(name, backing.Options{ReadOnly: ro})
+		}
+	}
+	dev, err := opener(name, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := poolKey{dev.ID(), readOnly}
+	if e, ok := p.open[key]; ok {
+		e.refs++
+		if e.dev != dev {
+			dev.Close()
+		}
+		return e.dev, nil
+	}
+	p.open[key] = &pooled{dev: dev, refs: 1}
+	p.byDv[dev] = key
+	return dev, nil
+}
+
+// Put releases one reference taken by Get; the last one closes the device.
+func (p *DevicePool) Put(dev backing.Device) error {
+	p.mu.Lock()
+	key, ok := p.byDv[dev]
+	if !ok {
+		p.mu.Unlock()
+		return errors.New("dm: device pool: put of a device it does not hold")
+	}
+	e := p.open[key]
+	e.refs--
+	if e.refs > 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	delete(p.open, key)
+	delete(p.byDv, dev)
+	p.mu.Unlock()
+	if err := dev.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", dev.Path(), err)
+	}
+	return nil
+}
+
+// Len reports how many distinct devices are open (for tests and status).
+func (p *DevicePool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.open)
+}

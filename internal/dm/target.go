@@ -1,0 +1,88 @@
+package dm
+
+import (
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
+
+// StatusType selects what Status prints, as dmsetup's status and table verbs.
+type StatusType int
+
+const (
+	// StatusInfo is the target's `dmsetup status` payload.
+	StatusInfo StatusType = iota
+	// StatusTable is the target's constructor arguments as `dmsetup table`
+	// prints them; parsing them again must build an identical target.
+	StatusTable
+)
+
+// TargetType is a registered kind of target (the kernel's struct target_type).
+type TargetType struct {
+	Name    string
+	Version [3]int
+	// New constructs a target from one table line's arguments (ctr). It
+	// validates every argument and opens its devices through ctx, and
+	// returns an error whose text is only the reason ("invalid offset
+	// \"x\": want a sector number"); the core adds device, line and type.
+	New func(ctx *CtorContext, args []string) (Target, error)
+}
+
+// Target implements one table line. Offsets are in bytes relative to the
+// start of the target; the core has already split I/O at target boundaries
+// and checked it lies within [0, Len), so targets never re-check bounds.
+// ReadAt/WriteAt follow io.ReaderAt/io.WriterAt; concurrent calls are
+// allowed (writes only on disjoint ranges).
+type Target interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	// Flush makes completed writes durable (REQ_PREFLUSH).
+	Flush() error
+	// Discard deallocates a range; what it reads back as is the target's business.
+	Discard(off, n int64) error
+	// WriteZeroes makes the range read back as zeroes.
+	WriteZeroes(off, n int64) error
+	// Status returns the text after "<start> <len> <type> " in dmsetup's
+	// status (StatusInfo) or table (StatusTable) output.
+	Status(kind StatusType) string
+	// Close releases the target (dtr). Devices opened through the
+	// CtorContext are released by the core, not by the target.
+	Close() error
+}
+
+// DirectAccesser is implemented by targets that can map their range to
+// memory (the kernel's direct_access). A target without it makes its table
+// DAX-incapable. The core calls it only when every device the target opened
+// is DAX-capable, unless the target opened no device (error).
+type DirectAccesser interface {
+	// DirectAccess returns the memory of target bytes [off, off+n); it may
+	// return fewer bytes (up to an internal boundary such as a stripe
+	// chunk), never zero without an error.
+	DirectAccess(off, n int64) ([]byte, error)
+}
+
+// Capabler is implemented by targets that narrow the capabilities the core
+// derives from their devices; why explains each capability taken away, for
+// the capability rule's message ("snapshot-origin over a regular file
+// cannot be write-protected").
+type Capabler interface {
+	Capabilities(fromDevices backing.Capability) (caps backing.Capability, why string)
+}
+
+// Messager is implemented by targets that take `dmsetup message`. A target
+// without it answers every message with ErrInvalidArgument.
+type Messager interface {
+	Message(args []string) (reply string, err error)
+}
+
+// Suspender is implemented by targets with presuspend/postsuspend work.
+// PostSuspend runs after in-flight I/O has drained.
+type Suspender interface {
+	PreSuspend()
+	PostSuspend()
+}
+
+// Resumer is implemented by targets with preresume/resume work. PreResume
+// may refuse the resume; the device then stays suspended with its tables.
+type Resumer interface {
+	PreResume() error
+	Resume()
+}
