@@ -1,0 +1,81 @@
+package dm
+
+import "fmt"
+
+// enter admits one block I/O: it waits while the device is suspended and
+// returns the live table, with io read-held until the caller's exit.
+func (d *Device) enter() (*Table, error) {
+	d.io.RLock()
+	if d.live == nil {
+		d.io.RUnlock()
+		return nil, fmt.Errorf("%s: %w: load and resume a table first", d.name, ErrNoTable)
+	}
+	return d.live, nil
+}
+
+func (d *Device) exit() { d.io.RUnlock() }
+
+// Size is the live table's size in bytes (0 without a live table). It
+// does not wait for a suspended device.
+func (d *Device) Size() int64 { return d.size.Load() }
+
+// ReadAt reads from the live table, split at target boundaries.
+func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	t, err := d.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer d.exit()
+	return t.readAt(p, off)
+}
+
+// WriteAt writes through the live table, split at target boundaries.
+func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	t, err := d.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer d.exit()
+	return t.writeAt(p, off)
+}
+
+// Flush makes every completed write durable.
+func (d *Device) Flush() error {
+	t, err := d.enter()
+	if err != nil {
+		return err
+	}
+	defer d.exit()
+	return t.flush()
+}
+
+// Discard deallocates [off, off+n).
+func (d *Device) Discard(off, n int64) error {
+	t, err := d.enter()
+	if err != nil {
+		return err
+	}
+	defer d.exit()
+	return t.discard(off, n)
+}
+
+// WriteZeroes makes [off, off+n) read back as zeroes.
+func (d *Device) WriteZeroes(off, n int64) error {
+	t, err := d.enter()
+	if err != nil {
+		return err
+	}
+	defer d.exit()
+	return t.writeZeroes(off, n)
+}
+
+// DirectAccess returns the memory behind [off, off+n) of a DAX-capable
+// device, limited to the range of the one target that holds off.
+func (d *Device) DirectAccess(off, n int64) ([]byte, error) {
+	t, err := d.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer d.exit()
+	return t.directAccess(off, n)
+}

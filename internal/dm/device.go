@@ -1,0 +1,346 @@
+package dm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
+
+// Device is a mapped device: a name, a live and an inactive table slot, a
+// suspended flag, an open count and an event counter (the kernel's
+// mapped_device). Block I/O goes through the live table; it waits while the
+// device is suspended.
+//
+// Locking: ctl serialises the verbs (load, suspend, resume, clear, remove,
+// message, info). io is read-held by every block I/O for its duration and
+// write-held for as long as the device is suspended, so suspend drains
+// in-flight I/O and holds new I/O until resume. ctl is taken before io;
+// block I/O never takes ctl.
+type Device struct {
+	m    *Manager
+	name string
+	uuid string
+
+	ctl       sync.Mutex
+	inactive  *Table
+	suspended bool
+	readOnly  bool
+	caps      backing.Capability // fixed dax/sync capability (capability rule)
+	capsFixed bool
+	openCount int
+	deferred  bool // remove on last close
+	removed   bool
+
+	io   sync.RWMutex
+	live *Table       // written only with io write-held
+	size atomic.Int64 // live table size in bytes, readable without waiting
+
+	events eventCounter
+}
+
+// Name returns the device name.
+func (d *Device) Name() string { return d.name }
+
+// UUID returns the device uuid ("" if none).
+func (d *Device) UUID() string { return d.uuid }
+
+// Load builds text into a table and puts it in the inactive slot,
+// replacing any inactive table (dmsetup load). The capability rule is
+// checked here: a table that would take dax or sync away is refused.
+func (d *Device) Load(text string) error {
+	t, err := BuildTable(d.m.reg, d.m.pool, d.name, text, d.readOnlyFlag())
+	if err != nil {
+		return err
+	}
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.removed {
+		t.Close()
+		return fmt.Errorf("load %s: %w", d.name, ErrNotFound)
+	}
+	if err := d.checkCapabilities(t); err != nil {
+		t.Close()
+		return err
+	}
+	if !d.capsFixed {
+		d.caps, d.capsFixed = t.Capabilities()&(DAX|Sync), true
+	}
+	old := d.inactive
+	d.inactive = t
+	if old != nil {
+		return old.Close()
+	}
+	return nil
+}
+
+func (d *Device) readOnlyFlag() bool {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	return d.readOnly
+}
+
+// SuspendOptions mirror dmsetup suspend's flags. NoFlush skips the flush of
+// the live table; with or without it, in-flight I/O is drained and new I/O
+// waits for resume.
+type SuspendOptions struct {
+	NoFlush bool
+}
+
+// Suspend stops the device: presuspend hooks, then new block I/O is held
+// and in-flight I/O drains, then the table is flushed unless NoFlush, then
+// postsuspend hooks. Suspending a suspended device does nothing.
+func (d *Device) Suspend(opts SuspendOptions) error {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.removed {
+		return fmt.Errorf("suspend %s: %w", d.name, ErrNotFound)
+	}
+	return d.suspendLocked(opts)
+}
+
+func (d *Device) suspendLocked(opts SuspendOptions) error {
+	if d.suspended {
+		return nil
+	}
+	live := d.live // stable: only changed with ctl held
+	if live != nil {
+		forEach[Suspender](live, Suspender.PreSuspend)
+	}
+	d.io.Lock()
+	d.suspended = true
+	if live == nil {
+		return nil
+	}
+	if !opts.NoFlush {
+		if err := live.flush(); err != nil {
+			d.suspended = false
+			d.io.Unlock()
+			forEach[Resumer](live, Resumer.Resume)
+			return fmt.Errorf("suspend %s: %w", d.name, err)
+		}
+	}
+	forEach[Suspender](live, Suspender.PostSuspend)
+	return nil
+}
+
+func forEach[I any](t *Table, fn func(I)) {
+	for _, target := range t.targets {
+		if x, ok := target.(I); ok {
+			fn(x)
+		}
+	}
+}
+
+// Resume makes the inactive table live if there is one (suspending first
+// if needed, as dmsetup resume does), then lets I/O flow again. Resume of a
+// running device with no inactive table does nothing.
+func (d *Device) Resume() error {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.removed {
+		return fmt.Errorf("resume %s: %w", d.name, ErrNotFound)
+	}
+	return d.resumeLocked()
+}
+
+func (d *Device) resumeLocked() error {
+	if d.inactive == nil && !d.suspended {
+		return nil
+	}
+	if d.inactive == nil && d.live == nil {
+		return fmt.Errorf("resume %s: %w: load a table first", d.name, ErrNoTable)
+	}
+	if err := d.suspendLocked(SuspendOptions{}); err != nil {
+		return err
+	}
+	next := d.live
+	if d.inactive != nil {
+		next = d.inactive
+	}
+	var err error
+	forEach[Resumer](next, func(r Resumer) {
+		if err == nil {
+			err = r.PreResume()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("resume %s: preresume refused, device stays suspended: %w", d.name, err)
+	}
+	var old *Table
+	if d.inactive != nil {
+		old, d.live, d.inactive = d.live, d.inactive, nil
+		d.size.Store(d.live.size.Bytes())
+		d.caps |= d.live.Capabilities() & (DAX | Sync)
+		d.events.bump()
+	}
+	d.suspended = false
+	d.io.Unlock()
+	forEach[Resumer](d.live, Resumer.Resume)
+	if old != nil {
+		return old.Close()
+	}
+	return nil
+}
+
+// Clear drops the inactive table (dmsetup clear).
+func (d *Device) Clear() error {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.inactive == nil {
+		return nil
+	}
+	t := d.inactive
+	d.inactive = nil
+	return t.Close()
+}
+
+// Table prints the live (or inactive) table as dmsetup table does.
+func (d *Device) Table(inactive bool) (string, error) {
+	return d.render(inactive, (*Table).Text)
+}
+
+// Status prints the live (or inactive) table's status as dmsetup status does.
+func (d *Device) Status(inactive bool) (string, error) {
+	return d.render(inactive, (*Table).StatusText)
+}
+
+func (d *Device) render(inactive bool, fn func(*Table) string) (string, error) {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	t := d.live
+	if inactive {
+		t = d.inactive
+	}
+	if t == nil {
+		return "", nil
+	}
+	return fn(t), nil
+}
+
+// Message delivers a message to the live target that covers sector.
+func (d *Device) Message(sector Sector, args []string) (string, error) {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.live == nil {
+		return "", fmt.Errorf("message %s: %w", d.name, ErrNoTable)
+	}
+	if len(args) == 0 {
+		return "", fmt.Errorf("message %s: %w: empty message", d.name, ErrInvalidArgument)
+	}
+	if sector >= d.live.size {
+		return "", fmt.Errorf("message %s: %w: sector %d is beyond the device's %d sectors", d.name, ErrInvalidArgument, sector, d.live.size)
+	}
+	i := d.live.find(sector.Bytes())
+	l := d.live.lines[i]
+	m, ok := d.live.targets[i].(Messager)
+	if !ok {
+		return "", fmt.Errorf("message %s: %w: target %s at sector %d takes no messages", d.name, ErrInvalidArgument, l.Type, l.Start)
+	}
+	reply, err := m.Message(args)
+	if err != nil {
+		return "", fmt.Errorf("message %s: %s: %w", d.name, l.Type, err)
+	}
+	return reply, nil
+}
+
+// Info describes a device as dmsetup info does.
+type Info struct {
+	Name, UUID     string
+	Suspended      bool
+	ReadOnly       bool
+	LiveTable      bool
+	InactiveTable  bool
+	OpenCount      int
+	EventNr        uint64
+	TargetCount    int // targets in the live table
+	Size           Sector
+	DeferredRemove bool
+	// Capabilities fixed by the capability rule (dax, sync), and what the
+	// live table offers now.
+	FixedCaps, LiveCaps backing.Capability
+}
+
+// Info returns the device's state.
+func (d *Device) Info() Info {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	in := Info{Name: d.name, UUID: d.uuid, Suspended: d.suspended, ReadOnly: d.readOnly,
+		LiveTable: d.live != nil, InactiveTable: d.inactive != nil, OpenCount: d.openCount,
+		EventNr: d.events.current(), DeferredRemove: d.deferred, FixedCaps: d.caps}
+	if d.live != nil {
+		in.TargetCount = len(d.live.targets)
+		in.Size = d.live.size
+		in.LiveCaps = d.live.Capabilities()
+	}
+	return in
+}
+
+// Capabilities returns what the live table offers (none without one).
+func (d *Device) Capabilities() backing.Capability {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.live == nil {
+		return 0
+	}
+	return d.live.Capabilities()
+}
+
+// SetReadOnly sets the device mode used by later loads (dmsetup --readonly).
+func (d *Device) SetReadOnly(ro bool) {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	d.readOnly = ro
+}
+
+// Open counts a user of the device (the open count dmsetup info shows).
+func (d *Device) Open() error {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.removed || d.deferred {
+		return fmt.Errorf("open %s: %w: removal is pending", d.name, ErrNotFound)
+	}
+	d.openCount++
+	return nil
+}
+
+// Close releases one Open; the last close of a device with a deferred
+// removal removes it.
+func (d *Device) Close() error {
+	d.ctl.Lock()
+	if d.openCount == 0 {
+		d.ctl.Unlock()
+		return errors.New("dm: close of a device that is not open")
+	}
+	d.openCount--
+	remove := d.openCount == 0 && d.deferred
+	d.ctl.Unlock()
+	if remove {
+		return d.m.Remove(d.name, RemoveOptions{})
+	}
+	return nil
+}
+
+// destroy tears the device down; ctl must be held and the device idle.
+func (d *Device) destroy() error {
+	if !d.suspended {
+		d.io.Lock()
+		d.suspended = true
+	}
+	d.removed = true
+	var errs []error
+	for _, t := range []*Table{d.live, d.inactive} {
+		if t != nil {
+			errs = append(errs, t.Close())
+		}
+	}
+	d.live, d.inactive = nil, nil
+	d.size.Store(0)
+	d.events.bump()
+	// Let held I/O go: it finds no live table and fails.
+	d.suspended = false
+	d.io.Unlock()
+	return errors.Join(errs...)
+}

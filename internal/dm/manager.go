@@ -1,0 +1,220 @@
+package dm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Manager holds the mapped devices by name (the kernel's name and uuid
+// hash) and builds their tables from a registry of target types and a pool
+// of backing devices.
+type Manager struct {
+	reg  *Registry
+	pool *DevicePool
+
+	mu   sync.Mutex
+	devs map[string]*Device
+}
+
+// NewManager returns an empty manager.
+func NewManager(reg *Registry, pool *DevicePool) *Manager {
+	return &Manager{reg: reg, pool: pool, devs: make(map[string]*Device)}
+}
+
+// Registry returns the target types the manager builds tables from.
+func (m *Manager) Registry() *Registry { return m.reg }
+
+// CreateOptions mirror dmsetup create's options.
+type CreateOptions struct {
+	UUID     string
+	Table    string // "" creates a device with no table (dmsetup create --notable)
+	ReadOnly bool
+}
+
+// Limits on names, as the kernel's (DM_NAME_LEN 128, DM_UUID_LEN 129,
+// both including the terminating NUL).
+const (
+	MaxNameLen = 127
+	MaxUUIDLen = 128
+)
+
+// Create makes a device; with a table it is loaded and resumed, so the
+// table is live when Create returns (dmsetup create).
+func (m *Manager) Create(name string, o CreateOptions) (*Device, error) {
+	if err := checkName("name", name, MaxNameLen); err != nil {
+		return nil, err
+	}
+	if o.UUID != "" {
+		if err := checkName("uuid", o.UUID, MaxUUIDLen); err != nil {
+			return nil, err
+		}
+	}
+	d := &Device{m: m, name: name, uuid: o.UUID, readOnly: o.ReadOnly}
+	m.mu.Lock()
+	if err := m.checkUnique(name, o.UUID); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	m.devs[name] = d
+	m.mu.Unlock()
+	if o.Table == "" {
+		return d, nil
+	}
+	err := d.Load(o.Table)
+	if err == nil {
+		err = d.Resume()
+	}
+	if err != nil {
+		return nil, errors.Join(err, m.drop(d))
+	}
+	return d, nil
+}
+
+func (m *Manager) drop(d *Device) error {
+	m.mu.Lock()
+	delete(m.devs, d.name)
+	m.mu.Unlock()
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	return d.destroy()
+}
+
+func checkName(what, s string, max int) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty device %s", ErrInvalidArgument, what)
+	case len(s) > max:
+		return fmt.Errorf("%w: device %s %q is %d bytes, at most %d allowed", ErrInvalidArgument, what, s, len(s), max)
+	case strings.ContainsAny(s, "/\x00") || strings.TrimSpace(s) != s || s == "." || s == "..":
+		return fmt.Errorf("%w: device %s %q: no '/', NUL, leading or trailing blanks, '.' or '..'", ErrInvalidArgument, what, s)
+	}
+	return nil
+}
+
+func (m *Manager) checkUnique(name, uuid string) error {
+	if _, ok := m.devs[name]; ok {
+		return fmt.Errorf("create %s: %w", name, ErrExists)
+	}
+	if uuid == "" {
+		return nil
+	}
+	for _, d := range m.devs {
+		if d.uuid == uuid {
+			return fmt.Errorf("create %s: %w: uuid %s belongs to %s", name, ErrExists, uuid, d.name)
+		}
+	}
+	return nil
+}
+
+// Get returns the device called name.
+func (m *Manager) Get(name string) (*Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devs[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	return d, nil
+}
+
+// List returns every device, sorted by name (dmsetup ls).
+func (m *Manager) List() []*Device {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Device, 0, len(m.devs))
+	for _, d := range m.devs {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// RemoveOptions mirror dmsetup remove's flags.
+type RemoveOptions struct {
+	// Force replaces the table of an open device with one that fails all
+	// I/O (`error`) before attempting the removal, as dmsetup remove
+	// --force does; the removal itself still needs the device closed.
+	Force bool
+	// Deferred removes an open device when its last user closes it.
+	Deferred bool
+}
+
+// Remove destroys a device. An open device is refused with ErrBusy unless
+// Deferred (removed on last close); Force first makes all its I/O fail.
+func (m *Manager) Remove(name string, o RemoveOptions) error {
+	d, err := m.Get(name)
+	if err != nil {
+		return fmt.Errorf("remove %s", err)
+	}
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.removed {
+		return fmt.Errorf("remove %s: %w", name, ErrNotFound)
+	}
+	if d.openCount > 0 {
+		if o.Force {
+			if err := d.wipeLocked(); err != nil {
+				return fmt.Errorf("remove --force %s: replace table with error: %w", name, err)
+			}
+		}
+		if o.Deferred {
+			d.deferred = true
+			return nil
+		}
+		return fmt.Errorf("remove %s: %w: open count %d; close it first, or use --deferred to remove it on last close", name, ErrBusy, d.openCount)
+	}
+	m.mu.Lock()
+	delete(m.devs, name)
+	m.mu.Unlock()
+	return d.destroy()
+}
+
+// WipeTable replaces the live table with an `error` table of the same size
+// (dmsetup wipe_table). `error` is DAX-capable, so the capability rule
+// always allows it.
+func (d *Device) WipeTable() error {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	return d.wipeLocked()
+}
+
+func (d *Device) wipeLocked() error {
+	if d.live == nil {
+		return nil
+	}
+	t, err := BuildTable(d.m.reg, d.m.pool, d.name, fmt.Sprintf("0 %d error", d.live.size), d.readOnly)
+	if err != nil {
+		return err
+	}
+	if old := d.inactive; old != nil {
+		old.Close()
+	}
+	d.inactive = t
+	return d.resumeLocked()
+}
+
+// Rename changes a device's name (dmsetup rename).
+func (m *Manager) Rename(old, name string) error {
+	if err := checkName("name", name, MaxNameLen); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devs[old]
+	if !ok {
+		return fmt.Errorf("rename %s: %w", old, ErrNotFound)
+	}
+	if _, ok := m.devs[name]; ok {
+		return fmt.Errorf("rename %s to %s: %w", old, name, ErrExists)
+	}
+	d.ctl.Lock()
+	d.name = name
+	d.ctl.Unlock()
+	delete(m.devs, old)
+	m.devs[name] = d
+	d.events.bump()
+	return nil
+}
