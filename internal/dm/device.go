@@ -82,28 +82,31 @@ func (d *Device) readOnlyFlag() bool {
 	return d.readOnly
 }
 
-// SuspendOptions mirror dmsetup suspend's flags. NoFlush skips the flush of
-// the live table; with or without it, in-flight I/O is drained and new I/O
-// waits for resume.
+// SuspendOptions mirror dmsetup suspend's flags. NoFlush is accepted for
+// compatibility: daxsnap queues no I/O inside targets, so there is nothing
+// to push back; in-flight I/O always completes before suspend returns.
+// Like the kernel, suspend does not flush: a FLUSH is the client's to send,
+// and completed writes survive a table swap either way.
 type SuspendOptions struct {
 	NoFlush bool
 }
 
 // Suspend stops the device: presuspend hooks, then new block I/O is held
-// and in-flight I/O drains, then the table is flushed unless NoFlush, then
-// postsuspend hooks. Suspending a suspended device does nothing.
+// and in-flight I/O drains, then postsuspend hooks. Suspending a suspended
+// device does nothing.
 func (d *Device) Suspend(opts SuspendOptions) error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed {
 		return fmt.Errorf("suspend %s: %w", d.name, ErrNotFound)
 	}
-	return d.suspendLocked(opts)
+	d.suspendLocked()
+	return nil
 }
 
-func (d *Device) suspendLocked(opts SuspendOptions) error {
+func (d *Device) suspendLocked() {
 	if d.suspended {
-		return nil
+		return
 	}
 	live := d.live // stable: only changed with ctl held
 	if live != nil {
@@ -111,19 +114,9 @@ func (d *Device) suspendLocked(opts SuspendOptions) error {
 	}
 	d.io.Lock()
 	d.suspended = true
-	if live == nil {
-		return nil
+	if live != nil {
+		forEach[Suspender](live, Suspender.PostSuspend)
 	}
-	if !opts.NoFlush {
-		if err := live.flush(); err != nil {
-			d.suspended = false
-			d.io.Unlock()
-			forEach[Resumer](live, Resumer.Resume)
-			return fmt.Errorf("suspend %s: %w", d.name, err)
-		}
-	}
-	forEach[Suspender](live, Suspender.PostSuspend)
-	return nil
 }
 
 func forEach[I any](t *Table, fn func(I)) {
@@ -153,9 +146,7 @@ func (d *Device) resumeLocked() error {
 	if d.inactive == nil && d.live == nil {
 		return fmt.Errorf("resume %s: %w: load a table first", d.name, ErrNoTable)
 	}
-	if err := d.suspendLocked(SuspendOptions{}); err != nil {
-		return err
-	}
+	d.suspendLocked()
 	next := d.live
 	if d.inactive != nil {
 		next = d.inactive
