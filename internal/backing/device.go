@@ -48,6 +48,7 @@ const (
 	KindHugetlbfs             // file on hugetlbfs, mapped shared: volatile memory
 	KindFSDAX                 // file with the DAX attribute on an fsdax file system
 	KindDevDAX                // /dev/daxX.Y character device
+	KindMapped                // another daxsnap mapped device (/dev/mapper/NAME)
 )
 
 func (k Kind) String() string {
@@ -64,6 +65,8 @@ func (k Kind) String() string {
 		return "fsdax file"
 	case KindDevDAX:
 		return "devdax device"
+	case KindMapped:
+		return "mapped device"
 	}
 	return "unknown device"
 }
