@@ -1,0 +1,5 @@
+// Package lint holds tests that enforce the house rules no compiler checks:
+// data flows down (exports → daemon → dm core → targets → stores/backing),
+// the core never imports an export or the daemon, targets never import each
+// other. See DESIGN.md "Layers and data flow" and STYLE.md "Allowed imports".
+package lint
