@@ -79,3 +79,23 @@ func (d *Device) DirectAccess(off, n int64) ([]byte, error) {
 	defer d.exit()
 	return t.directAccess(off, n)
 }
+
+// PrepareWrite runs the targets' copy-before-write step for [off, off+n)
+// without writing (see WritePreparer): the fault path calls it before it
+// lets a direct-access store reach the memory.
+func (d *Device) PrepareWrite(off, n int64) error {
+	t, err := d.enter()
+	if err != nil {
+		return err
+	}
+	defer d.exit()
+	if t.readOnly {
+		return fmt.Errorf("%w: prepare write of %d bytes at offset %d", ErrReadOnly, n, off)
+	}
+	return t.span(off, n, func(target Target, toff, _, n int64) error {
+		if wp, ok := target.(WritePreparer); ok {
+			return wp.PrepareWrite(toff, n)
+		}
+		return nil
+	})
+}

@@ -29,13 +29,19 @@ type lineCaps struct {
 // BuildTable parses text and constructs every target (the kernel's table
 // load: all constructors run now). On error nothing stays open.
 func BuildTable(reg *Registry, pool *DevicePool, device, text string, readOnly bool) (*Table, error) {
+	return buildTable(reg, pool, device, text, readOnly, nil)
+}
+
+// buildTable is BuildTable with the hook targets call to signal a device
+// event (a snapshot invalidated, a merge finished).
+func buildTable(reg *Registry, pool *DevicePool, device, text string, readOnly bool, event func()) (*Table, error) {
 	lines, err := ParseTable(text)
 	if err != nil {
 		return nil, withDevice(err, device)
 	}
 	t := &Table{lines: lines, readOnly: readOnly}
 	for _, l := range lines {
-		if err := t.add(reg, pool, device, l); err != nil {
+		if err := t.add(reg, pool, device, l, event); err != nil {
 			t.Close()
 			return nil, withDevice(err, device)
 		}
@@ -52,7 +58,7 @@ func withDevice(err error, device string) error {
 	return err
 }
 
-func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine) error {
+func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine, event func()) error {
 	tt, ok := reg.Lookup(l.Type)
 	if !ok {
 		return &TableError{Line: l.Line, Target: l.Type, Err: ErrUnknownTarget,
@@ -60,6 +66,7 @@ func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine)
 			Hint:   "known types: " + strings.Join(reg.Names(), ", ")}
 	}
 	ctx := NewCtorContext(pool, device, l.Start, l.Len, t.readOnly)
+	ctx.event = event
 	target, err := tt.New(ctx, l.Args)
 	if err != nil {
 		ctx.Release()

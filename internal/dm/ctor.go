@@ -16,8 +16,18 @@ type CtorContext struct {
 	Len      Sector // length of the target in sectors
 	ReadOnly bool   // the table is loaded read-only
 
-	pool *DevicePool
-	devs []*DeviceRef
+	pool  *DevicePool
+	devs  []*DeviceRef
+	event func()
+}
+
+// TriggerEvent bumps the mapped device's event number (the kernel's
+// dm_table_event), waking `dmsetup wait`: targets call it when their status
+// changes on its own, as when a snapshot is invalidated.
+func (c *CtorContext) TriggerEvent() {
+	if c.event != nil {
+		c.event()
+	}
 }
 
 // DeviceRef is a backing device as one table line refers to it.

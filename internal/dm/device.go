@@ -51,7 +51,7 @@ func (d *Device) UUID() string { return d.uuid }
 // replacing any inactive table (dmsetup load). The capability rule is
 // checked here: a table that would take dax or sync away is refused.
 func (d *Device) Load(text string) error {
-	t, err := BuildTable(d.m.reg, d.m.pool, d.name, text, d.readOnlyFlag())
+	t, err := buildTable(d.m.reg, d.m.pool, d.name, text, d.readOnlyFlag(), d.events.bump)
 	if err != nil {
 		return err
 	}

@@ -272,3 +272,23 @@ func TestDevice_messageAndEvents(t *testing.T) {
 		t.Fatalf("rename: %v, name %q", err, d.Name())
 	}
 }
+
+func TestDevice_targetEventAndPrepareWrite(t *testing.T) {
+	r := newRig(t)
+	d := r.create(t, "vol", "0 8 fake mem 0\n8 8 fake pmem 0")
+	nr := d.Info().EventNr
+	_, err := d.Message(0, []string{"event"})
+	must(t, err)
+	if got := d.Info().EventNr; got != nr+1 {
+		t.Fatalf("event number %d after a target event, want %d", got, nr+1)
+	}
+	must(t, d.PrepareWrite(4000, 200))
+	first, _ := d.Message(0, []string{"prepared"})
+	second, _ := d.Message(8, []string{"prepared"})
+	if first != "4000+96" || second != "0+104" {
+		t.Fatalf("PrepareWrite split as %q and %q, want 4000+96 and 0+104", first, second)
+	}
+	if err := d.PrepareWrite(8000, 500); !errors.Is(err, dm.ErrOutOfRange) {
+		t.Fatalf("PrepareWrite past the end: %v", err)
+	}
+}

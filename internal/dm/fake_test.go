@@ -18,6 +18,9 @@ type fakeTarget struct {
 	offset dm.Sector
 	args   []string
 	hooks  *hookCounts
+	ctx    *dm.CtorContext
+	// prepared records PrepareWrite calls as "off+n".
+	prepared []string
 }
 
 type fakeDAXTarget struct{ *fakeTarget }
@@ -43,7 +46,7 @@ func newFake(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &fakeTarget{dev: dev, offset: off, args: args, hooks: hooks}
+	t := &fakeTarget{dev: dev, offset: off, args: args, hooks: hooks, ctx: ctx}
 	if len(args) == 3 {
 		if args[2] != "nodax" {
 			return nil, fmt.Errorf("unknown flag %q", args[2])
@@ -82,8 +85,14 @@ func (t *fakeTarget) PreResume() error {
 }
 func (t *fakeTarget) Resume() { t.hooks.resume.Add(1) }
 func (t *fakeTarget) Message(args []string) (string, error) {
-	if args[0] == "ping" {
+	switch args[0] {
+	case "ping":
 		return "pong " + t.dev.Name, nil
+	case "event":
+		t.ctx.TriggerEvent()
+		return "", nil
+	case "prepared":
+		return strings.Join(t.prepared, " "), nil
 	}
 	return "", fmt.Errorf("%w: unknown message %q", dm.ErrInvalidArgument, args[0])
 }
@@ -114,3 +123,8 @@ func (failTarget) WriteZeroes(int64, int64) error            { return dm.ErrIO }
 func (failTarget) Close() error                              { return nil }
 func (failTarget) Status(dm.StatusType) string               { return "" }
 func (failTarget) DirectAccess(int64, int64) ([]byte, error) { return nil, dm.ErrIO }
+
+func (t *fakeTarget) PrepareWrite(off, n int64) error {
+	t.prepared = append(t.prepared, fmt.Sprintf("%d+%d", off, n))
+	return nil
+}

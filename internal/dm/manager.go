@@ -185,7 +185,7 @@ func (d *Device) wipeLocked() error {
 	if d.live == nil {
 		return nil
 	}
-	t, err := BuildTable(d.m.reg, d.m.pool, d.name, fmt.Sprintf("0 %d error", d.live.size), d.readOnly)
+	t, err := buildTable(d.m.reg, d.m.pool, d.name, fmt.Sprintf("0 %d error", d.live.size), d.readOnly, d.events.bump)
 	if err != nil {
 		return err
 	}

@@ -86,3 +86,13 @@ type Resumer interface {
 	PreResume() error
 	Resume()
 }
+
+// WritePreparer is implemented by targets that must do work before the
+// first write to a range reaches the media: snapshot-origin copies the
+// chunks into every snapshot that still needs them. Block writes through
+// the target do it themselves; the direct-access fault path, whose writes
+// bypass the target, calls it through Device.PrepareWrite. Targets without
+// it need no preparation.
+type WritePreparer interface {
+	PrepareWrite(off, n int64) error
+}
