@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 )
@@ -62,7 +63,7 @@ func (m *Mem) span(off, n int64) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	if off < 0 || n < 0 || off+n > int64(len(m.data)) {
+	if off < 0 || n < 0 || off > int64(len(m.data)) || n > int64(len(m.data))-off { // no off+n: it can overflow
 		return fmt.Errorf("backingtest: %s: range %d+%d outside device of %d bytes", m.name, off, n, len(m.data))
 	}
 	return nil
@@ -79,7 +80,7 @@ func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
 
 func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
 	if m.ro {
-		return 0, fmt.Errorf("backingtest: %s is read-only", m.name)
+		return 0, fmt.Errorf("backingtest: %s is read-only: %w", m.name, syscall.EROFS)
 	}
 	if err := m.span(off, int64(len(p))); err != nil {
 		return 0, err
@@ -91,7 +92,7 @@ func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
 
 func (m *Mem) WriteZeroes(off, n int64) error {
 	if m.ro {
-		return fmt.Errorf("backingtest: %s is read-only", m.name)
+		return fmt.Errorf("backingtest: %s is read-only: %w", m.name, syscall.EROFS)
 	}
 	if err := m.span(off, n); err != nil {
 		return err

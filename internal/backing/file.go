@@ -1,0 +1,60 @@
+package backing
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// fileDevice is a regular file on a block file system (ext4, xfs...): I/O
+// goes through the page cache with pread/pwrite.
+type fileDevice struct {
+	fdDevice
+}
+
+func newFile(f *os.File, path string, st *unix.Stat_t, opts Options) (*fileDevice, error) {
+	if st.Size == 0 {
+		return nil, fmt.Errorf("open backing device %s: the file is empty: size it first with truncate (truncate -s 1G %s)", path, path)
+	}
+	p := props{path: path, id: idOf(st), kind: KindFile, size: st.Size, lbs: 512, ro: opts.ReadOnly}
+	return &fileDevice{fdDevice{base: base{props: p}, f: f, fd: int(f.Fd())}}, nil
+}
+
+// Discard punches a hole; a file system that cannot gets zeroes written.
+func (d *fileDevice) Discard(off, n int64) error {
+	return d.zero("discard", off, n, punchHole)
+}
+
+// WriteZeroes zeroes the range keeping it allocated (ZERO_RANGE), else
+// punches a hole, else writes zeroes.
+func (d *fileDevice) WriteZeroes(off, n int64) error {
+	return d.zero("write zeroes", off, n, zeroRange, punchHole)
+}
+
+// zero tries each fallocate mode in turn and falls back to writing zeroes
+// when the file system supports none of them.
+func (d *fileDevice) zero(op string, off, n int64, modes ...uint32) error {
+	if err := d.enter(op, off, n, true); err != nil {
+		return err
+	}
+	defer d.mu.RUnlock()
+	if n == 0 {
+		return nil
+	}
+	for _, mode := range modes {
+		supported, err := d.fallocate(mode, off, n)
+		if err != nil {
+			return d.ioErr(op, off, n, fmt.Errorf("fallocate(%#x): %w", mode, err))
+		}
+		if supported {
+			return nil
+		}
+	}
+	if err := writeZeroes(d.f, off, n); err != nil {
+		return d.ioErr(op, off, n, err)
+	}
+	return nil
+}
+
+var _ Device = (*fileDevice)(nil)

@@ -1,0 +1,211 @@
+package backing_test
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/testutil"
+)
+
+// Helpers that create real media for the tests, each removed in t.Cleanup.
+
+const testSize = 1 << 20
+
+func randomBytes(seed uint64, n int64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, (n+7)&^7)
+	for i := 0; i < len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	return b[:n]
+}
+
+// writeFile creates path with size random bytes.
+func writeFile(t *testing.T, path string, size int64) string {
+	t.Helper()
+	if err := os.WriteFile(path, randomBytes(uint64(size), size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// tmpfsFile returns a file of size random bytes on /dev/shm.
+func tmpfsFile(t *testing.T, size int64) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "daxsnap-backing-")
+	if errors.Is(err, os.ErrNotExist) {
+		testutil.Skip(t, "/dev/shm does not exist: mount a tmpfs there (mount -t tmpfs tmpfs /dev/shm)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return writeFile(t, filepath.Join(dir, "mem"), size)
+}
+
+// diskFile returns a file of size random bytes on the file system of
+// t.TempDir (ext4 here), failing if that is a memory file system.
+func diskFile(t *testing.T, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Type == unix.TMPFS_MAGIC {
+		t.Fatalf("%s is on tmpfs: point TMPDIR at a block file system (ext4, xfs) for the plain-file tests", dir)
+	}
+	return writeFile(t, filepath.Join(dir, "disk.img"), size)
+}
+
+// loopDevice attaches a loop device over a file of size random bytes and
+// returns its node; sectorSize 0 keeps the default of 512.
+func loopDevice(t *testing.T, size int64, sectorSize int) string {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "losetup")
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		testutil.Skip(t, "no /dev/loop-control: the loop driver is not available here (modprobe loop)")
+	}
+	args := []string{"-f", "--show"}
+	if sectorSize != 0 {
+		args = append(args, "--sector-size", strconv.Itoa(sectorSize))
+	}
+	out, err := exec.Command("losetup", append(args, diskFile(t, size))...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+// hugetlbfsMount mounts hugetlbfs on a temporary directory with pages more
+// huge pages in the pool, and undoes both in t.Cleanup. It returns the
+// directory and the huge page size.
+func hugetlbfsMount(t *testing.T, pages int) (string, int64) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if !kernelHas(t, "hugetlbfs") {
+		testutil.Skip(t, "the kernel has no hugetlbfs (CONFIG_HUGETLBFS is off)")
+	}
+	pageSize := meminfo(t, "Hugepagesize") << 10
+	const knob = "/proc/sys/vm/nr_hugepages"
+	before := readInt(t, knob)
+	writeInt(t, knob, before+int64(pages))
+	t.Cleanup(func() { writeInt(t, knob, readInt(t, knob)-int64(pages)) })
+	if free := meminfo(t, "HugePages_Free"); free < int64(pages) {
+		testutil.Skip(t, fmt.Sprintf("the kernel found only %d free huge pages of %d bytes after raising %s by %d (memory too fragmented)",
+			free, pageSize, knob, pages))
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("none", dir, "hugetlbfs", 0, ""); err != nil {
+		t.Fatalf("mount -t hugetlbfs none %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("umount %s: %v (a device left open?)", dir, err)
+		}
+	})
+	return dir, pageSize
+}
+
+// hugetlbfsFile creates a file of size bytes on hugetlbfs and fills it
+// through the device itself (hugetlbfs has no write(2)).
+func hugetlbfsFile(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	path := filepath.Join(dir, fmt.Sprintf("mem%d", size))
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatalf("truncate %s to %d: %v", path, size, err)
+	}
+	dev, err := backing.Open(path, backing.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if _, err := dev.WriteAt(randomBytes(7, size), 0); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func kernelHas(t *testing.T, fs string) bool {
+	data, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(data), "\t"+fs+"\n")
+}
+
+// meminfo returns a /proc/meminfo value (kB for sizes, a count for pages).
+func meminfo(t *testing.T, key string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == key {
+			n, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/meminfo has no %s", key)
+	return 0
+}
+
+func readInt(t *testing.T, path string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func writeInt(t *testing.T, path string, n int64) {
+	if err := os.WriteFile(path, []byte(strconv.FormatInt(n, 10)), 0); err != nil {
+		t.Errorf("write %d to %s: %v", n, path, err)
+	}
+}
+
+// opener returns a backingtest opener for path.
+func opener(path string, ro bool) func(t *testing.T) backing.Device {
+	return func(t *testing.T) backing.Device {
+		t.Helper()
+		dev, err := backing.Open(path, backing.Options{ReadOnly: ro})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dev
+	}
+}

@@ -1,0 +1,208 @@
+package backing
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/pmem"
+)
+
+// memory is a memory region mapped MAP_SHARED into the daemon: a file on
+// tmpfs or hugetlbfs, an fsdax file, or a devdax device. Block I/O copies
+// from and to the mapping, so it is coherent with every direct mapping.
+type memory struct {
+	base
+	f        *os.File
+	fd       int
+	mem      []byte // the whole device; unmapped by Close
+	pageSize int64
+	// sync: stores are durable once their cache lines are written back
+	// (MAP_SYNC on persistent media). Writes then write their lines back
+	// themselves, and FlushRange needs no system call.
+	sync bool
+	// file: a file, whose holes can be punched and whose mapping msync
+	// writes back. A devdax device has neither fallocate nor fsync.
+	file bool
+}
+
+// newMemoryFile maps a regular file of kind KindTmpfs, KindHugetlbfs or
+// KindFSDAX; pageSize is its mapping granularity.
+func newMemoryFile(f *os.File, path string, st *unix.Stat_t, kind Kind, pageSize int64, opts Options) (*memory, error) {
+	size := st.Size
+	if size == 0 {
+		return nil, fmt.Errorf("open backing device %s: the %s is empty: size it first with truncate (truncate -s 1G %s)", path, kind, path)
+	}
+	if size%pageSize != 0 && kind == KindHugetlbfs {
+		return nil, fmt.Errorf("open backing device %s: size %d is not a multiple of the hugetlbfs page size %d: truncate it to a multiple",
+			path, size, pageSize)
+	}
+	mem, synced, err := mapShared(int(f.Fd()), size, opts.ReadOnly, kind == KindFSDAX)
+	if err != nil {
+		if kind == KindHugetlbfs && errors.Is(err, unix.ENOMEM) {
+			err = fmt.Errorf("%w: not enough free huge pages for %d bytes (raise /proc/sys/vm/nr_hugepages)", err, size)
+		}
+		return nil, fmt.Errorf("open backing device %s: %w", path, err)
+	}
+	caps := DAX
+	if kind == KindTmpfs || kind == KindHugetlbfs {
+		caps |= WPFault // userfaultfd write-protect works on shmem and hugetlb
+	}
+	if synced {
+		caps |= Sync
+	}
+	p := props{path: path, id: idOf(st), kind: kind, size: size, lbs: 512, caps: caps, ro: opts.ReadOnly}
+	return &memory{base: base{props: p}, f: f, fd: int(f.Fd()), mem: mem, pageSize: pageSize, sync: synced, file: true}, nil
+}
+
+func (m *memory) ReadAt(p []byte, off int64) (int, error) {
+	if err := m.enter("read", off, int64(len(p)), false); err != nil {
+		return 0, err
+	}
+	defer m.mu.RUnlock()
+	if err := guarded(func() { copy(p, m.mem[off:]) }); err != nil {
+		return 0, m.ioErr("read", off, int64(len(p)), err)
+	}
+	return len(p), nil
+}
+
+func (m *memory) WriteAt(p []byte, off int64) (int, error) {
+	if err := m.enter("write", off, int64(len(p)), true); err != nil {
+		return 0, err
+	}
+	defer m.mu.RUnlock()
+	dst := m.mem[off : off+int64(len(p))]
+	var err error
+	if ferr := guarded(func() { copy(dst, p); err = m.writeBack(dst) }); ferr != nil || err != nil {
+		return 0, m.ioErr("write", off, int64(len(p)), errors.Join(ferr, err))
+	}
+	return len(p), nil
+}
+
+// writeBack makes stores to b durable at once on sync media, as the
+// kernel's pmem driver does for writes (memcpy_flushcache).
+func (m *memory) writeBack(b []byte) error {
+	if m.sync {
+		return pmem.Flush(b)
+	}
+	return nil
+}
+
+// Flush writes the whole mapping back (msync). Sync media need only a
+// fence: their writes wrote back their lines already. Volatile devdax
+// memory has nothing to make durable.
+func (m *memory) Flush() error {
+	if err := m.enter("flush", 0, 0, false); err != nil {
+		return err
+	}
+	defer m.mu.RUnlock()
+	var err error
+	switch {
+	case m.file:
+		err = pmem.Msync(m.mem)
+	case m.sync:
+		err = pmem.Flush(nil)
+	}
+	if err != nil {
+		return m.ioErr("flush", 0, m.size, err)
+	}
+	return nil
+}
+
+// FlushRange makes stores to [off, off+n), direct ones included, durable:
+// cache-line write-back on sync media, msync of the pages otherwise.
+func (m *memory) FlushRange(off, n int64) error {
+	if err := m.enter("flush", off, n, false); err != nil {
+		return err
+	}
+	defer m.mu.RUnlock()
+	b := m.mem[off : off+n]
+	var err error
+	switch {
+	case m.sync:
+		if ferr := guarded(func() { err = pmem.Flush(b) }); ferr != nil {
+			err = ferr
+		}
+	case m.file:
+		err = pmem.Msync(b)
+	}
+	if err != nil {
+		return m.ioErr("flush", off, n, err)
+	}
+	return nil
+}
+
+// Discard punches the whole pages of the range out of the file, so they
+// give their memory back, and zeroes partial pages through the mapping.
+func (m *memory) Discard(off, n int64) error { return m.zero("discard", off, n) }
+
+// WriteZeroes is Discard: a punched page of a memory file reads back as
+// zeroes and is allocated again by the next store.
+func (m *memory) WriteZeroes(off, n int64) error { return m.zero("write zeroes", off, n) }
+
+func (m *memory) zero(op string, off, n int64) error {
+	if err := m.enter(op, off, n, true); err != nil {
+		return err
+	}
+	defer m.mu.RUnlock()
+	head, inner, tail := splitAligned(off, n, m.pageSize)
+	if inner.n > 0 && m.file {
+		err := unix.Fallocate(m.fd, punchHole, inner.off, inner.n)
+		if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			return m.ioErr(op, inner.off, inner.n, fmt.Errorf("fallocate(PUNCH_HOLE): %w", err))
+		}
+		if err == nil {
+			inner = span{}
+		}
+	}
+	for _, s := range []span{head, inner, tail} {
+		b := m.mem[s.off : s.off+s.n]
+		var err error
+		if ferr := guarded(func() { clear(b); err = m.writeBack(b) }); ferr != nil || err != nil {
+			return m.ioErr(op, s.off, s.n, errors.Join(ferr, err))
+		}
+	}
+	return nil
+}
+
+// DirectAccess returns the mapped memory of [off, off+n), valid until Close.
+// On a read-only device the memory is mapped PROT_READ: a store faults.
+func (m *memory) DirectAccess(off, n int64) ([]byte, error) {
+	if err := m.enter("direct access", off, n, false); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	return m.mem[off : off+n : off+n], nil
+}
+
+// MapFile returns the descriptor a client maps. After Close it returns an
+// invalid descriptor, so a late mmap fails with EBADF instead of mapping
+// whatever file reused the number.
+func (m *memory) MapFile() (uintptr, int64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ^uintptr(0), 0
+	}
+	return uintptr(m.fd), 0
+}
+
+func (m *memory) PageSize() int64 { return m.pageSize }
+
+func (m *memory) Close() error {
+	if err := m.shut(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	err := unix.Munmap(m.mem)
+	m.mem = nil
+	return errors.Join(err, m.f.Close())
+}
+
+var (
+	_ Device         = (*memory)(nil)
+	_ DirectAccesser = (*memory)(nil)
+	_ MappingSource  = (*memory)(nil)
+)
