@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Linear target over a tmpfs file vs pread/pwrite on the same file, same run.
-# Prints ns/op for both and the throughput ratio linear/file (goal >= 0.9).
+# Linear target over a tmpfs file vs pread/pwrite on the same file and vs
+# memmove on a shared mapping of it, all in one run. Prints MB/s and the
+# ratios linear/file (goal >= 0.9) and linear/memmove.
 set -euo pipefail
 cd "$(dirname "$0")"
 count=${COUNT:-3}
@@ -13,9 +14,10 @@ awk '
 	ws[w] = 1
 }
 END {
-	printf "%-14s %12s %12s %8s\n", "workload", "file MB/s", "linear MB/s", "ratio"
+	printf "%-14s %10s %10s %10s %12s %14s\n", "workload", "file", "memmove", "linear", "linear/file", "linear/memmove"
 	for (w in ws) {
-		f = mbs[w, "file"] / n[w, "file"]; l = mbs[w, "linear"] / n[w, "linear"]
-		printf "%-14s %12.0f %12.0f %8.2f\n", w, f, l, l / f
+		f = mbs[w, "file"] / n[w, "file"]; m = mbs[w, "memmove"] / n[w, "memmove"]; l = mbs[w, "linear"] / n[w, "linear"]
+		printf "%-14s %10.0f %10.0f %10.0f %12.2f %14.2f\n", w, f, m, l, l / f, l / m
 	}
+	print "(MB/s, mean of the -count runs)"
 }'

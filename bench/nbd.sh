@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Benchmark daxsnap's NBD server against its peers with fio's nbd engine
+# (libnbd), in one run so the ratios compare like with like:
+#   daxsnap   bench/nbdserve: internal/export/nbd serving 1 GiB of memory
+#             (switch to `daxsnap serve` with DAXSNAP_CMD once it exists)
+#   nbdkit    nbdkit memory 1G
+#   qemu-nbd  qemu-nbd on a raw file in tmpfs (/dev/shm)
+# Workloads run interleaved across the servers, ROUNDS times; the table
+# shows the median. Each server is filled once before measuring so reads
+# see data, not holes.
+#
+# Environment (defaults in brackets):
+#   RUNTIME   seconds per fio run [10]        IODEPTH  fio iodepth [16]
+#   SIZE      export size [1G]                ROUNDS   rounds, median shown [1]
+#   WORKLOADS rw:bs list ["randread:4k randwrite:4k read:1M write:1M"]
+#   SERVERS   which servers ["daxsnap nbdkit qemu-nbd"]
+#   TRANSPORT unix or tcp [unix]              PORT     first TCP port [10809]
+#   DAXSNAP_CMD  command serving the daxsnap export; {ADDR} is replaced by
+#             unix:PATH or HOST:PORT [bench/nbdserve -listen {ADDR} -size $SIZE]
+# Needs: go, fio with the nbd engine, nbdkit, qemu-nbd, nbdinfo
+# (apt-get install fio nbdkit qemu-utils libnbd-bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNTIME=${RUNTIME:-10}
+IODEPTH=${IODEPTH:-16}
+SIZE=${SIZE:-1G}
+ROUNDS=${ROUNDS:-1}
+WORKLOADS=${WORKLOADS:-"randread:4k randwrite:4k read:1M write:1M"}
+SERVERS=${SERVERS:-"daxsnap nbdkit qemu-nbd"}
+TRANSPORT=${TRANSPORT:-unix}
+PORT=${PORT:-10809}
+
+die() { echo "nbd.sh: $*" >&2; exit 1; }
+for tool in go fio nbdkit qemu-nbd nbdinfo; do
+	command -v "$tool" >/dev/null || die "$tool not found: apt-get install fio nbdkit qemu-utils libnbd-bin (and Go)"
+done
+fio --enghelp=nbd 2>/dev/null | grep -q uri || die "this fio has no nbd engine (Debian's fio has it; it needs libnbd)"
+
+tmp=$(mktemp -d /tmp/nbdbench.XXXXXX)
+shm=$(mktemp -d /dev/shm/nbdbench.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp" "$shm"
+}
+trap cleanup EXIT
+
+if [ -z "${DAXSNAP_CMD:-}" ]; then
+	go build -o "$tmp/nbdserve" ./bench/nbdserve
+	DAXSNAP_CMD="$tmp/nbdserve -listen {ADDR} -size $SIZE"
+fi
+
+# addr/uri for server number $1 named $2.
+addr_of() {
+	if [ "$TRANSPORT" = tcp ]; then echo "127.0.0.1:$((PORT + $1))"; else echo "$tmp/$2.sock"; fi
+}
+uri_of() {
+	if [ "$TRANSPORT" = tcp ]; then echo "nbd://$(addr_of "$1" "$2")/"; else echo "nbd+unix:///?socket=$(addr_of "$1" "$2")"; fi
+}
+
+start() { # index name
+	local a; a=$(addr_of "$1" "$2")
+	case $2 in
+	daxsnap)
+		local listen=$a
+		[ "$TRANSPORT" = unix ] && listen="unix:$a"
+		${DAXSNAP_CMD//\{ADDR\}/$listen} 2>"$tmp/$2.log" &
+		;;
+	nbdkit)
+		if [ "$TRANSPORT" = tcp ]; then
+			nbdkit -f -i 127.0.0.1 -p "${a##*:}" memory "$SIZE" 2>"$tmp/$2.log" &
+		else
+			nbdkit -f -U "$a" memory "$SIZE" 2>"$tmp/$2.log" &
+		fi
+		;;
+	qemu-nbd)
+		truncate -s "$SIZE" "$shm/disk.raw"
+		if [ "$TRANSPORT" = tcp ]; then
+			qemu-nbd -f raw -t -e 16 -b 127.0.0.1 -p "${a##*:}" "$shm/disk.raw" 2>"$tmp/$2.log" &
+		else
+			qemu-nbd -f raw -t -e 16 -k "$a" "$shm/disk.raw" 2>"$tmp/$2.log" &
+		fi
+		;;
+	*) die "unknown server $2 (want daxsnap, nbdkit or qemu-nbd)" ;;
+	esac
+	pids+=($!)
+	for _ in $(seq 100); do
+		nbdinfo --size "$(uri_of "$1" "$2")" >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+	cat "$tmp/$2.log" >&2
+	die "$2 did not start"
+}
+
+# fio_run uri rw bs runtime -> "iops MiB/s"
+fio_run() {
+	local extra=(--time_based "--runtime=$4")
+	[ "$4" = fill ] && extra=()
+	fio --name=bench --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --iodepth="$IODEPTH" \
+		--size="$SIZE" "${extra[@]}" --output-format=terse --terse-version=3 2>/dev/null |
+		awk -F';' 'NF > 50 { r = $8 + $49; bw = ($7 + $48) / 1024; printf "%d %.0f\n", r, bw }'
+}
+
+read -r -a servers <<<"$SERVERS"
+for i in "${!servers[@]}"; do
+	start "$i" "${servers[$i]}"
+	fio_run "$(uri_of "$i" "${servers[$i]}")" write 1M fill >/dev/null # fill
+done
+
+echo "fio --ioengine=nbd iodepth=$IODEPTH runtime=${RUNTIME}s size=$SIZE transport=$TRANSPORT rounds=$ROUNDS ($(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg))"
+for wl in $WORKLOADS; do
+	rw=${wl%%:*} bs=${wl##*:}
+	for r in $(seq "$ROUNDS"); do
+		for i in "${!servers[@]}"; do
+			echo "$r $(fio_run "$(uri_of "$i" "${servers[$i]}")" "$rw" "$bs" "$RUNTIME")" >>"$tmp/$wl.${servers[$i]}"
+		done
+	done
+done
+
+median() { # file column
+	sort -n -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
+{
+	printf "%-14s" workload
+	for s in "${servers[@]}"; do printf " %12s %9s" "$s IOPS" "MiB/s"; done
+	for s in "${servers[@]:1}"; do printf " %12s" "${servers[0]}/$s"; done
+	echo
+	for wl in $WORKLOADS; do
+		printf "%-14s" "$wl"
+		for s in "${servers[@]}"; do
+			printf " %12s %9s" "$(median "$tmp/$wl.$s" 2)" "$(median "$tmp/$wl.$s" 3)"
+		done
+		base=$(median "$tmp/$wl.${servers[0]}" 2)
+		for s in "${servers[@]:1}"; do
+			awk -v a="$base" -v b="$(median "$tmp/$wl.$s" 2)" 'BEGIN { if (b > 0) printf " %12.2f", a / b; else printf " %12s", "n/a" }'
+		done
+		echo
+	done
+}
