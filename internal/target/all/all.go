@@ -5,6 +5,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/dm"
 	errortarget "github.com/daxsnap/daxsnap/internal/target/error"
 	"github.com/daxsnap/daxsnap/internal/target/linear"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/daxsnap/daxsnap/internal/target/striped"
 	"github.com/daxsnap/daxsnap/internal/target/zero"
 )
@@ -14,6 +15,9 @@ func Types() []*dm.TargetType {
 	return []*dm.TargetType{
 		errortarget.Type,
 		linear.Type,
+		snapshot.OriginType,
+		snapshot.SnapshotType,
+		snapshot.MergeType,
 		striped.Type,
 		zero.Type,
 	}

@@ -15,7 +15,7 @@ import (
 func TestRegister(t *testing.T) {
 	r := dm.NewRegistry()
 	all.Register(r)
-	if got, want := r.Names(), []string{"error", "linear", "striped", "zero"}; !slices.Equal(got, want) {
+	if got, want := r.Names(), []string{"error", "linear", "snapshot", "snapshot-merge", "snapshot-origin", "striped", "zero"}; !slices.Equal(got, want) {
 		t.Errorf("registered %q, want %q", got, want)
 	}
 	for _, tt := range r.Types() {

@@ -1,0 +1,101 @@
+package snapshot
+
+import (
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/dm"
+)
+
+// OriginType is `snapshot-origin <origin>`: reads pass through; a write
+// first copies the chunks it touches into every active snapshot of the
+// origin that lacks them (origin_map, do_origin).
+var OriginType = &dm.TargetType{Name: "snapshot-origin", Version: [3]int{1, 9, 0}, New: newOrigin}
+
+type origin struct {
+	dev *dm.DeviceRef
+}
+
+var (
+	_ dm.Target         = (*origin)(nil)
+	_ dm.DirectAccesser = (*origin)(nil)
+	_ dm.Capabler       = (*origin)(nil)
+	_ dm.WritePreparer  = (*origin)(nil)
+)
+
+func newOrigin(ctx *dm.CtorContext, args []string) (dm.Target, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("want 1 argument <origin>, got %d", len(args))
+	}
+	dev, err := ctx.OpenDevice(args[0], 0, ctx.Len)
+	if err != nil {
+		return nil, fmt.Errorf("cannot get origin: %w", err)
+	}
+	return &origin{dev: dev}, nil
+}
+
+// prepareWrite copies [off, off+n) of the origin into every snapshot of it
+// that needs it: the one copy-before-write step of block and fault paths.
+func prepareWrite(dev backing.Device, off, n int64, except *cowState) {
+	for _, s := range states.snapshotsOf(dev.ID()) {
+		if s != except {
+			s.copyOut(off, n)
+		}
+	}
+}
+
+func (o *origin) PrepareWrite(off, n int64) error {
+	prepareWrite(o.dev.Device, off, n, nil)
+	return nil
+}
+
+func (o *origin) ReadAt(p []byte, off int64) (int, error) { return o.dev.ReadAt(p, off) }
+
+func (o *origin) WriteAt(p []byte, off int64) (int, error) {
+	prepareWrite(o.dev.Device, off, int64(len(p)), nil)
+	return o.dev.WriteAt(p, off)
+}
+
+func (o *origin) Flush() error { return o.dev.Flush() }
+
+func (o *origin) Discard(off, n int64) error {
+	prepareWrite(o.dev.Device, off, n, nil)
+	return o.dev.Discard(off, n)
+}
+
+func (o *origin) WriteZeroes(off, n int64) error {
+	prepareWrite(o.dev.Device, off, n, nil)
+	return o.dev.WriteZeroes(off, n)
+}
+
+func (o *origin) Status(kind dm.StatusType) string {
+	if kind == dm.StatusTable {
+		return o.dev.Name
+	}
+	return ""
+}
+
+func (o *origin) Close() error { return nil }
+
+// DirectAccess hands out the origin's memory. Stores through it bypass
+// WriteAt, so whoever maps it must run dm.Device.PrepareWrite before a
+// store reaches a chunk a snapshot still needs; daxsnap's sessions do it
+// from userfaultfd write-protect faults.
+func (o *origin) DirectAccess(off, n int64) ([]byte, error) {
+	da, ok := o.dev.Device.(backing.DirectAccesser)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is a %s without direct access", dm.ErrNotSupported, o.dev.Name, o.dev.Kind())
+	}
+	return da.DirectAccess(off, n)
+}
+
+// Capabilities keeps DAX only where write faults can be caught: without
+// userfaultfd write-protect a direct store would skip copy-before-write.
+func (o *origin) Capabilities(from backing.Capability) (backing.Capability, string) {
+	if from.Has(backing.WPFault) {
+		return from, ""
+	}
+	return from &^ (backing.DAX | backing.Sync), fmt.Sprintf(
+		"snapshot-origin cannot catch direct writes to %s, a %s without userfaultfd write-protect, so it would lose copy-on-write",
+		o.dev.Name, o.dev.Kind())
+}

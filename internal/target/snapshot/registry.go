@@ -1,0 +1,72 @@
+package snapshot
+
+import (
+	"sync"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
+
+// registry is the process-wide lookup the kernel keeps in dm-snap.c's
+// origin and exception-store hashes: COW states by COW device identity
+// (so targets naming one COW share it) and by origin identity (so origin
+// writes find every snapshot of their device).
+type registry struct {
+	mu       sync.Mutex
+	byCOW    map[backing.ID]*cowState
+	byOrigin map[backing.ID][]*cowState
+}
+
+var states = &registry{byCOW: map[backing.ID]*cowState{}, byOrigin: map[backing.ID][]*cowState{}}
+
+// acquire returns the state of the COW device, creating it with create if
+// no target holds it yet; the caller owns one reference.
+func (r *registry) acquire(cow backing.ID, create func() (*cowState, error)) (*cowState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.byCOW[cow]; ok {
+		s.refs++
+		return s, nil
+	}
+	s, err := create()
+	if err != nil {
+		return nil, err
+	}
+	s.refs = 1
+	r.byCOW[cow] = s
+	r.byOrigin[s.originID] = append(r.byOrigin[s.originID], s)
+	return s, nil
+}
+
+// release drops one reference; the last one unregisters and closes the state.
+func (r *registry) release(s *cowState) error {
+	r.mu.Lock()
+	s.refs--
+	last := s.refs == 0
+	if last {
+		delete(r.byCOW, s.cowID)
+		list := r.byOrigin[s.originID]
+		for i, x := range list {
+			if x == s {
+				list = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(r.byOrigin, s.originID)
+		} else {
+			r.byOrigin[s.originID] = list
+		}
+	}
+	r.mu.Unlock()
+	if last {
+		return s.close()
+	}
+	return nil
+}
+
+// snapshotsOf lists the states registered for an origin.
+func (r *registry) snapshotsOf(origin backing.ID) []*cowState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*cowState(nil), r.byOrigin[origin]...)
+}

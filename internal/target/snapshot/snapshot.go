@@ -1,0 +1,345 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/exstore"
+)
+
+// SnapshotType is `snapshot <origin> <cow> <P|PO|N> <chunk_size>
+// [<#feature args> [discard_zeroes_cow] [discard_passdown_origin]]`: a
+// writable point-in-time view of the origin.
+var SnapshotType = &dm.TargetType{Name: "snapshot", Version: [3]int{1, 16, 0}, New: newSnapshot}
+
+// snap is a snapshot or snapshot-merge target.
+type snap struct {
+	ctx           *dm.CtorContext
+	origin, cow   *dm.DeviceRef
+	state         *cowState
+	discardZeroes bool
+	passdown      bool
+	merger        *merger // snapshot-merge only
+}
+
+var (
+	_ dm.Target   = (*snap)(nil)
+	_ dm.Resumer  = (*snap)(nil)
+	_ dm.Messager = (*snap)(nil)
+)
+
+func newSnapshot(ctx *dm.CtorContext, args []string) (dm.Target, error) {
+	return construct(ctx, args, false)
+}
+
+// construct parses the shared arguments of snapshot and snapshot-merge
+// (snapshot_ctr) and attaches the target to its COW state.
+func construct(ctx *dm.CtorContext, args []string, merge bool) (*snap, error) {
+	if len(args) < 4 {
+		return nil, fmt.Errorf("want at least 4 arguments <origin> <COW device> <P|PO|N> <chunk size>, got %d", len(args))
+	}
+	storeType := strings.ToUpper(args[2])
+	switch storeType {
+	case "P", "PO":
+	case "N":
+		if merge {
+			return nil, errors.New("snapshot-merge needs a persistent store (P): a transient snapshot cannot merge")
+		}
+	default:
+		return nil, fmt.Errorf("invalid store type %q: want P (persistent), PO (persistent, overflow aware) or N (transient)", args[2])
+	}
+	chunk, err := dm.ParseSector(args[3])
+	if err != nil {
+		return nil, fmt.Errorf("invalid chunk size: %v", err)
+	}
+	discardZeroes, passdown, err := parseFeatures(args[4:])
+	if err != nil {
+		return nil, err
+	}
+	t := &snap{ctx: ctx, discardZeroes: discardZeroes, passdown: passdown}
+	if t.origin, err = ctx.OpenDevice(args[0], 0, ctx.Len); err != nil {
+		return nil, fmt.Errorf("cannot get origin device: %w", err)
+	}
+	if t.cow, err = ctx.OpenDevice(args[1], 0, 0); err != nil {
+		return nil, fmt.Errorf("cannot get COW device: %w", err)
+	}
+	if t.cow.ID() == t.origin.ID() {
+		return nil, fmt.Errorf("COW device cannot be the same as origin device (%s and %s are one device)", args[1], args[0])
+	}
+	t.state, err = states.acquire(t.cow.ID(), func() (*cowState, error) {
+		return openState(t.origin, t.cow, storeType, exstore.Sector(chunk))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if t.state.originID != t.origin.ID() {
+		states.release(t.state)
+		return nil, fmt.Errorf("COW device %s already holds a snapshot of %s, not of %s", args[1], t.state.originName, args[0])
+	}
+	if storeType != t.state.storeType {
+		states.release(t.state)
+		return nil, fmt.Errorf("COW device %s is in use as store type %s, not %s", args[1], t.state.storeType, storeType)
+	}
+	t.state.attach(t, ctx.TriggerEvent)
+	if merge {
+		t.merger = newMerger(t.state)
+	}
+	return t, nil
+}
+
+func parseFeatures(args []string) (discardZeroes, passdown bool, err error) {
+	if len(args) == 0 {
+		return false, false, nil
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 0 || n > 2 {
+		return false, false, fmt.Errorf("invalid number of feature arguments %q: want 0, 1 or 2", args[0])
+	}
+	if len(args)-1 != n {
+		return false, false, fmt.Errorf("%d feature arguments announced, %d given", n, len(args)-1)
+	}
+	for _, f := range args[1:] {
+		switch f {
+		case "discard_zeroes_cow":
+			discardZeroes = true
+		case "discard_passdown_origin":
+			passdown = true
+		default:
+			return false, false, fmt.Errorf("unrecognised feature requested: %q (known: discard_zeroes_cow, discard_passdown_origin)", f)
+		}
+	}
+	if passdown && !discardZeroes {
+		return false, false, errors.New("discard_passdown_origin feature depends on discard_zeroes_cow")
+	}
+	return discardZeroes, passdown, nil
+}
+
+// usable fails I/O to a snapshot that is invalid or was taken over by a
+// merge.
+func (t *snap) usable() error {
+	switch {
+	case !t.state.valid.Load():
+		return fmt.Errorf("%w: snapshot on %s is invalid", dm.ErrIO, t.cow.Name)
+	case t.merger == nil && t.state.merging.Load():
+		return fmt.Errorf("%w: snapshot on %s was handed over to snapshot-merge", dm.ErrIO, t.cow.Name)
+	}
+	return nil
+}
+
+// forChunks calls fn for each chunk-sized piece of [off, off+n).
+func (t *snap) forChunks(off, n int64, fn func(c exstore.Chunk, coff, pos, len int64) error) error {
+	cb := t.state.chunkBytes
+	for pos := int64(0); pos < n; {
+		c := exstore.Chunk((off + pos) / cb)
+		coff := (off + pos) % cb
+		piece := min(n-pos, cb-coff)
+		if err := fn(c, coff, pos, piece); err != nil {
+			return err
+		}
+		pos += piece
+	}
+	return nil
+}
+
+func (t *snap) ReadAt(p []byte, off int64) (int, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
+	err := t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
+		return t.readChunk(p[pos:pos+n], c, coff)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// readChunk reads from the COW if the chunk has an exception, else from
+// the origin while holding the chunk's lock, so the origin chunk cannot be
+// overwritten under the read.
+func (t *snap) readChunk(p []byte, c exstore.Chunk, coff int64) error {
+	s := t.state
+	if to, ok := s.lookup(c); ok && t.merger == nil {
+		_, err := t.cow.ReadAt(p, int64(to)*s.chunkBytes+coff)
+		return err
+	}
+	lk := s.lock(c)
+	lk.RLock()
+	defer lk.RUnlock()
+	if to, ok := s.lookup(c); ok {
+		_, err := t.cow.ReadAt(p, int64(to)*s.chunkBytes+coff)
+		return err
+	}
+	_, err := t.origin.ReadAt(p, int64(c)*s.chunkBytes+coff)
+	return err
+}
+
+func (t *snap) WriteAt(p []byte, off int64) (int, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
+	if t.merger != nil {
+		return t.mergeWrite(p, off)
+	}
+	err := t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
+		return t.writeChunk(p[pos:pos+n], c, coff)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writeChunk remaps a chunk into the COW on its first write: a write that
+// covers the whole chunk fills the new COW chunk itself (start_full_bio),
+// a partial one copies the origin chunk first.
+func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
+	s := t.state
+	if to, ok := s.lookup(c); ok {
+		_, err := t.cow.WriteAt(p, int64(to)*s.chunkBytes+coff)
+		return err
+	}
+	_, span := s.originSpan(c)
+	full := coff == 0 && int64(len(p)) == span
+	wrote := false
+	err := s.ensure([]exstore.Chunk{c}, func(c, to exstore.Chunk) error {
+		if full {
+			wrote = true
+			_, err := t.cow.WriteAt(p, int64(to)*s.chunkBytes)
+			return err
+		}
+		return s.copyChunk(c, to)
+	})
+	if err != nil {
+		return t.failedAllocation(err)
+	}
+	if wrote {
+		return nil
+	}
+	to, _ := s.lookup(c)
+	_, err = t.cow.WriteAt(p, int64(to)*s.chunkBytes+coff)
+	return err
+}
+
+// failedAllocation handles a snapshot write that could not get a COW
+// chunk: with PO a full COW overflows the snapshot, otherwise it is
+// invalidated.
+func (t *snap) failedAllocation(err error) error {
+	if errors.Is(err, exstore.ErrNoSpace) && t.state.storeType == "PO" {
+		if !t.state.overflow.Swap(true) {
+			t.state.triggerEvents()
+		}
+		return fmt.Errorf("%w: snapshot on %s overflowed: its COW device is full", dm.ErrNoSpace, t.cow.Name)
+	}
+	t.state.invalidate(err)
+	return fmt.Errorf("%w: snapshot on %s invalidated: %v", dm.ErrIO, t.cow.Name, err)
+}
+
+func (t *snap) WriteZeroes(off, n int64) error {
+	zero := make([]byte, min(n, 1<<20))
+	for pos := int64(0); pos < n; pos += int64(len(zero)) {
+		piece := zero[:min(int64(len(zero)), n-pos)]
+		if _, err := t.WriteAt(piece, off+pos); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Discard needs discard_zeroes_cow: whole chunks that have an exception
+// get their COW chunk zeroed, unmapped chunks are left alone (they still
+// read from the origin), and with discard_passdown_origin the range is
+// also discarded on the origin device, bypassing snapshot-origin.
+func (t *snap) Discard(off, n int64) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	if !t.discardZeroes {
+		return fmt.Errorf("%w: discard on a snapshot needs the discard_zeroes_cow feature", dm.ErrNotSupported)
+	}
+	if t.merger != nil {
+		return nil // the kernel ignores discards while merging
+	}
+	s := t.state
+	err := t.forChunks(off, n, func(c exstore.Chunk, coff, _, piece int64) error {
+		if coff != 0 || piece != s.chunkBytes {
+			return nil
+		}
+		if to, ok := s.lookup(c); ok {
+			return t.cow.WriteZeroes(int64(to)*s.chunkBytes, s.chunkBytes)
+		}
+		return nil
+	})
+	if err != nil || !t.passdown {
+		return err
+	}
+	return t.origin.Discard(off, n)
+}
+
+func (t *snap) Flush() error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	return errors.Join(t.cow.Flush(), t.origin.Flush())
+}
+
+func (t *snap) Status(kind dm.StatusType) string {
+	if kind == dm.StatusInfo {
+		return t.state.statusInfo()
+	}
+	s := fmt.Sprintf("%s %s %s %d", t.origin.Name, t.cow.Name, t.state.storeType, t.state.store.ChunkSize())
+	switch {
+	case t.passdown:
+		s += " 2 discard_zeroes_cow discard_passdown_origin"
+	case t.discardZeroes:
+		s += " 1 discard_zeroes_cow"
+	}
+	return s
+}
+
+// PreResume refuses a second merge of one origin.
+func (t *snap) PreResume() error {
+	if t.merger == nil {
+		return nil
+	}
+	for _, s := range states.snapshotsOf(t.origin.ID()) {
+		if s != t.state && s.merging.Load() {
+			return errors.New("a snapshot of this origin is already merging")
+		}
+	}
+	return nil
+}
+
+// Resume activates the snapshot: from now on origin writes copy out to it
+// (snapshot_resume sets s->active). A merge target starts merging.
+func (t *snap) Resume() {
+	t.state.active.Store(true)
+	if t.merger != nil {
+		t.state.merging.Store(true)
+		t.merger.start()
+	}
+}
+
+// PreSuspend stops a merge; resume restarts it where it was.
+func (t *snap) PreSuspend() {
+	if t.merger != nil {
+		t.merger.stop()
+	}
+}
+
+func (t *snap) PostSuspend() {}
+
+func (t *snap) Message(args []string) (string, error) {
+	return "", fmt.Errorf("%w: snapshot targets take no messages (got %q)", dm.ErrInvalidArgument, strings.Join(args, " "))
+}
+
+func (t *snap) Close() error {
+	if t.merger != nil {
+		t.merger.stop()
+	}
+	t.state.detach(t)
+	return states.release(t.state)
+}

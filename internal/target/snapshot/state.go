@@ -1,0 +1,286 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/exstore"
+)
+
+// lockStripes is the number of chunk locks per COW state: enough that
+// unrelated chunks rarely share one, few enough to lock all in order.
+const lockStripes = 256
+
+// cowState is one snapshot's state, shared by every target naming its COW
+// device (see the package documentation).
+type cowState struct {
+	refs int // guarded by registry.mu
+
+	cowID, originID backing.ID
+	origin, cow     backing.Device
+	originName      string
+	store           exstore.Store
+	storeType       string // "P", "PO" or "N" as the table gave it
+	chunkBytes      int64
+	originChunks    exstore.Chunk
+	log             *slog.Logger
+
+	locks [lockStripes]sync.RWMutex
+
+	mu         sync.RWMutex // guards exceptions; never held during I/O
+	exceptions map[exstore.Chunk]exstore.Chunk
+
+	active      atomic.Bool // a target using it has resumed: origin writes copy out
+	valid       atomic.Bool
+	overflow    atomic.Bool
+	merging     atomic.Bool // a snapshot-merge target took it over
+	mergeFailed atomic.Bool
+	invalidOnce sync.Once
+
+	evMu   sync.Mutex
+	events map[any]func() // event triggers of the targets using it
+
+	bufs sync.Pool
+}
+
+// openState opens the exception store on cow and loads its exceptions.
+func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector) (*cowState, error) {
+	s := &cowState{
+		cowID: cow.ID(), originID: origin.ID(), origin: origin.Device, cow: cow.Device,
+		originName: origin.Name, storeType: storeType, log: slog.Default().With("cow", cow.Name),
+		exceptions: map[exstore.Chunk]exstore.Chunk{}, events: map[any]func(){},
+	}
+	var err error
+	switch storeType {
+	case "N":
+		s.store, err = openTransient(cow.Device, chunk, origin.LogicalBlockSize())
+	default:
+		s.store, err = openPersistent(cow.Device, chunk, origin.LogicalBlockSize(), storeType == "PO")
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.chunkBytes = s.store.ChunkSize().Bytes()
+	s.originChunks = exstore.Chunk((origin.Size() + s.chunkBytes - 1) / s.chunkBytes)
+	s.bufs.New = func() any { b := make([]byte, s.chunkBytes); return &b }
+	s.valid.Store(true)
+	err = s.store.Load(func(e exstore.Exception) error {
+		if e.Old >= s.originChunks {
+			return exstore.Corruptf("exception %v: origin chunk %d is beyond the origin's %d chunks of %d bytes", e, e.Old, s.originChunks, s.chunkBytes)
+		}
+		s.exceptions[e.Old] = e.New
+		return nil
+	})
+	switch {
+	case errors.Is(err, exstore.ErrInvalidated):
+		s.valid.Store(false)
+	case err != nil:
+		s.store.Close()
+		return nil, fmt.Errorf("load exceptions from %s: %w", cow.Name, err)
+	}
+	return s, nil
+}
+
+func (s *cowState) close() error { return s.store.Close() }
+
+func (s *cowState) lookup(c exstore.Chunk) (exstore.Chunk, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, ok := s.exceptions[c]
+	return n, ok
+}
+
+// count is the number of exceptions in the table.
+func (s *cowState) count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.exceptions)
+}
+
+// chunks returns the chunks that [off, off+n) of the origin touches.
+func (s *cowState) chunks(off, n int64) (first, last exstore.Chunk) {
+	return exstore.Chunk(off / s.chunkBytes), exstore.Chunk((off + n - 1) / s.chunkBytes)
+}
+
+// missing lists the chunks in [first, last] without an exception.
+func (s *cowState) missing(first, last exstore.Chunk) []exstore.Chunk {
+	var out []exstore.Chunk
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := first; c <= last; c++ {
+		if _, ok := s.exceptions[c]; !ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *cowState) lock(c exstore.Chunk) *sync.RWMutex { return &s.locks[c%lockStripes] }
+
+// lockChunks write-locks the stripes of chunks in ascending order and
+// returns the function that unlocks them.
+func (s *cowState) lockChunks(chunks []exstore.Chunk) func() {
+	seen := map[int]bool{}
+	var idx []int
+	for _, c := range chunks {
+		i := int(c % lockStripes)
+		if !seen[i] {
+			seen[i] = true
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		s.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.locks[i].Unlock()
+		}
+	}
+}
+
+// originSpan is the part of chunk c that lies on the origin: a last chunk
+// may be partial when the origin is not a multiple of the chunk size.
+func (s *cowState) originSpan(c exstore.Chunk) (off, n int64) {
+	off = int64(c) * s.chunkBytes
+	return off, min(s.chunkBytes, s.origin.Size()-off)
+}
+
+// copyChunk copies origin chunk c into COW chunk to.
+func (s *cowState) copyChunk(c, to exstore.Chunk) error {
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	off, n := s.originSpan(c)
+	buf := (*bp)[:n]
+	if _, err := s.origin.ReadAt(buf, off); err != nil {
+		return fmt.Errorf("read origin chunk %d: %w", c, err)
+	}
+	if _, err := s.cow.WriteAt(buf, int64(to)*s.chunkBytes); err != nil {
+		return fmt.Errorf("copy origin chunk %d to COW chunk %d: %w", c, to, err)
+	}
+	return nil
+}
+
+// ensure gives every chunk in chunks an exception, filling each newly
+// reserved COW chunk with fill(old, new) before the exceptions are
+// committed together. It holds the chunks' locks throughout, so snapshot
+// reads of them from the origin have drained and none start until the
+// exceptions are in the table.
+func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk) error) error {
+	unlock := s.lockChunks(chunks)
+	defer unlock()
+	var pend []exstore.Exception
+	for _, c := range chunks {
+		if _, ok := s.lookup(c); ok {
+			continue
+		}
+		to, err := s.store.Prepare()
+		if err != nil {
+			return err
+		}
+		if err := fill(c, to); err != nil {
+			return err
+		}
+		pend = append(pend, exstore.Exception{Old: c, New: to})
+	}
+	if err := s.commit(pend); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, e := range pend {
+		s.exceptions[e.Old] = e.New
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// commit commits exceptions concurrently, so that the store can write them
+// in one metadata batch.
+func (s *cowState) commit(pend []exstore.Exception) error {
+	if len(pend) <= 1 {
+		if len(pend) == 1 {
+			return s.store.Commit(pend[0])
+		}
+		return nil
+	}
+	errs := make([]error, len(pend))
+	var wg sync.WaitGroup
+	for i, e := range pend {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.store.Commit(e)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// copyOut is the origin's copy-before-write for this snapshot: it never
+// fails the origin write; a snapshot that cannot keep up is invalidated.
+func (s *cowState) copyOut(off, n int64) {
+	if !s.active.Load() || !s.valid.Load() || s.merging.Load() {
+		return
+	}
+	first, last := s.chunks(off, n)
+	missing := s.missing(first, last)
+	if len(missing) == 0 {
+		return
+	}
+	if err := s.ensure(missing, s.copyChunk); err != nil {
+		s.invalidate(err)
+	}
+}
+
+// invalidate marks the snapshot invalid on disk and in memory, once.
+func (s *cowState) invalidate(cause error) {
+	s.invalidOnce.Do(func() {
+		s.valid.Store(false)
+		s.log.Error("invalidating snapshot", "origin", s.originName, "cause", cause)
+		if err := s.store.Drop(); err != nil && !errors.Is(err, exstore.ErrInvalidated) {
+			s.log.Error("could not record the invalidation on the COW device", "err", err)
+		}
+		s.triggerEvents()
+	})
+}
+
+func (s *cowState) attach(key any, event func()) {
+	s.evMu.Lock()
+	s.events[key] = event
+	s.evMu.Unlock()
+}
+
+func (s *cowState) detach(key any) {
+	s.evMu.Lock()
+	delete(s.events, key)
+	s.evMu.Unlock()
+}
+
+func (s *cowState) triggerEvents() {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	for _, ev := range s.events {
+		ev()
+	}
+}
+
+// statusInfo is the snapshot's `dmsetup status` payload.
+func (s *cowState) statusInfo() string {
+	switch {
+	case !s.valid.Load():
+		return "Invalid"
+	case s.mergeFailed.Load():
+		return "Merge failed"
+	case s.overflow.Load():
+		return "Overflow"
+	}
+	alloc, total, meta := s.store.Usage()
+	return fmt.Sprintf("%d/%d %d", alloc, total, meta)
+}
