@@ -132,6 +132,18 @@ func (t *Table) lacking(want backing.Capability) (TableLine, string, bool) {
 	return TableLine{}, "", false
 }
 
+// usesDevices reports whether any line opened a device. A table without
+// (all `error`) says nothing about what the device is, so it fixes no
+// capability: like the kernel, it inherits whatever the device had.
+func (t *Table) usesDevices() bool {
+	for _, c := range t.ctxs {
+		if len(c.Devices()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Size is the table's length in sectors.
 func (t *Table) Size() Sector { return t.size }
 

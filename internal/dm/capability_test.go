@@ -108,3 +108,17 @@ func TestCapabilityRule_errorTargetAlwaysAllowed(t *testing.T) {
 	}
 	must(t, d.Load("0 16 fake pmem 0"))
 }
+
+// A device that starts with a table of no devices (restored as `error`
+// because its backing vanished) has no capability fixed yet: its real
+// table may come back whatever it offers.
+func TestCapabilityRule_deviceFreeTableFixesNothing(t *testing.T) {
+	r := newRig(t)
+	d := r.create(t, "vol", "0 16 error")
+	if d.Info().FixedCaps != 0 {
+		t.Fatalf("error-only table fixed %v", d.Info().FixedCaps)
+	}
+	must(t, d.Load("0 16 fake mem 0"))
+	must(t, d.Resume())
+	refusedLoad(t, d, "0 16 fake file 0", "DAX-incapable")
+}

@@ -65,7 +65,7 @@ func (d *Device) Load(text string) error {
 		t.Close()
 		return err
 	}
-	if !d.capsFixed {
+	if !d.capsFixed && t.usesDevices() {
 		d.caps, d.capsFixed = t.Capabilities()&(DAX|Sync), true
 	}
 	old := d.inactive
@@ -164,7 +164,10 @@ func (d *Device) resumeLocked() error {
 	if d.inactive != nil {
 		old, d.live, d.inactive = d.live, d.inactive, nil
 		d.size.Store(d.live.size.Bytes())
-		d.caps |= d.live.Capabilities() & (DAX | Sync)
+		if d.live.usesDevices() {
+			d.caps |= d.live.Capabilities() & (DAX | Sync)
+			d.capsFixed = true
+		}
 		d.events.bump()
 	}
 	d.suspended = false
