@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,9 +33,22 @@ func main() {
 	file := flag.String("file", "", "serve this file instead of memory (created with -size if missing)")
 	name := flag.String("name", "", "export name")
 	debug := flag.Bool("debug", false, "log protocol events")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until shutdown")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nbdserve:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*listen, *size, *file, *name, *debug); err != nil {
 		fmt.Fprintln(os.Stderr, "nbdserve:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/wire"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) deviceCmds() []*cobra.Command {
+	return []*cobra.Command{a.createCmd(), a.loadCmd(), a.suspendCmd(), a.resumeCmd(),
+		a.nameCmd("clear", "Drop the inactive table", func(n string) error { return a.api().Clear(n) }),
+		a.nameCmd("wipe_table", "Replace the live table with `error` of the same size (all I/O fails)",
+			func(n string) error { return a.api().WipeTable(n) }),
+		a.removeCmd(), a.renameCmd(), a.messageCmd()}
+}
+
+// readTable takes the table from --table, a FILE argument or stdin, as
+// dmsetup does.
+func (a *app) readTable(verb, text string, fileArgs []string) (string, error) {
+	switch {
+	case text != "" && len(fileArgs) > 0:
+		return "", fmt.Errorf("%s: give the table with --table or as FILE, not both", verb)
+	case text != "":
+		return text, nil
+	case len(fileArgs) > 0:
+		b, err := os.ReadFile(fileArgs[0])
+		if err != nil {
+			return "", fmt.Errorf("%s: read table: %w", verb, err)
+		}
+		return string(b), nil
+	}
+	b, err := io.ReadAll(a.in)
+	if err != nil {
+		return "", fmt.Errorf("%s: read table from stdin: %w", verb, err)
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		return "", fmt.Errorf("%s: no table on stdin: give --table TEXT or a FILE (or --notable to create without one)", verb)
+	}
+	return string(b), nil
+}
+
+func (a *app) createCmd() *cobra.Command {
+	var req wire.DeviceCreate
+	var table string
+	cmd := &cobra.Command{
+		Use:   "create NAME [--table TEXT | FILE] [-u UUID] [--readonly] [--notable]",
+		Short: "Create a device; with a table it is loaded and resumed (the table is read from stdin if not given)",
+		Args:  args(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if !req.NoTable {
+				var err error
+				if req.Table, err = a.readTable("create "+req.Name, table, args[1:]); err != nil {
+					return err
+				}
+			}
+			_, err := a.api().Create(req)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&table, "table", "", "table text, lines `start length target args...` in 512-byte sectors")
+	f.StringVarP(&req.UUID, "uuid", "u", "", "device uuid")
+	f.BoolVarP(&req.ReadOnly, "readonly", "r", false, "create the device read-only")
+	f.BoolVarP(&req.NoTable, "notable", "n", false, "create the device without a table")
+	return cmd
+}
+
+func (a *app) loadCmd() *cobra.Command {
+	var table string
+	cmd := &cobra.Command{
+		Use:     "load NAME [--table TEXT | FILE]",
+		Aliases: []string{"reload"},
+		Short:   "Load a table into the inactive slot; `resume` makes it live",
+		Args:    args(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			text, err := a.readTable("load "+args[0], table, args[1:])
+			if err != nil {
+				return err
+			}
+			return a.api().Load(args[0], wire.Load{Table: text})
+		},
+	}
+	cmd.Flags().StringVar(&table, "table", "", "table text")
+	return cmd
+}
+
+func (a *app) suspendCmd() *cobra.Command {
+	var req wire.Suspend
+	var noLockfs bool
+	cmd := &cobra.Command{
+		Use:   "suspend NAME [--noflush]",
+		Short: "Flush, drain in-flight I/O and hold new I/O until resume",
+		Args:  args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.api().Suspend(args[0], req)
+		},
+	}
+	cmd.Flags().BoolVar(&req.NoFlush, "noflush", false, "do not flush before suspending")
+	cmd.Flags().BoolVar(&noLockfs, "nolockfs", false, "accepted for dmsetup compatibility (daxsnap freezes no file system)")
+	return cmd
+}
+
+func (a *app) resumeCmd() *cobra.Command {
+	var noFlush, noLockfs bool
+	cmd := &cobra.Command{
+		Use:   "resume NAME",
+		Short: "Make the inactive table live, if any, and let I/O flow",
+		Args:  args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.api().Resume(args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&noFlush, "noflush", false, "accepted for dmsetup compatibility")
+	cmd.Flags().BoolVar(&noLockfs, "nolockfs", false, "accepted for dmsetup compatibility")
+	return cmd
+}
+
+// nameCmd is a verb that takes only a device name.
+func (a *app) nameCmd(use, short string, fn func(string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NAME",
+		Short: short,
+		Args:  args(1, 1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return fn(args[0]) },
+	}
+}
+
+func (a *app) removeCmd() *cobra.Command {
+	var req wire.Remove
+	cmd := &cobra.Command{
+		Use:   "remove NAME [--force] [--deferred]",
+		Short: "Remove a device (an open one: --deferred removes it on last close, --force makes its I/O fail)",
+		Args:  args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.api().Remove(args[0], req)
+		},
+	}
+	cmd.Flags().BoolVarP(&req.Force, "force", "f", false, "replace the table of an open device with `error` first")
+	cmd.Flags().BoolVar(&req.Deferred, "deferred", false, "remove an open device when its last user closes it")
+	return cmd
+}
+
+func (a *app) renameCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename NAME NEW_NAME",
+		Short: "Rename a device",
+		Args:  args(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := a.api().Rename(args[0], wire.Rename{NewName: args[1]})
+			return err
+		},
+	}
+}
+
+func (a *app) messageCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "message NAME SECTOR TEXT...",
+		Short: "Send a message to the target covering SECTOR",
+		Args:  args(3, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sector, err := strconv.ParseUint(args[1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("message %s: sector %q: give a sector number (512-byte units)", args[0], args[1])
+			}
+			reply, err := a.api().Message(args[0], wire.Message{Sector: sector, Args: args[2:]})
+			if err != nil {
+				return err
+			}
+			if reply.Reply != "" {
+				fmt.Fprintln(a.out, strings.TrimRight(reply.Reply, "\n"))
+			}
+			return nil
+		},
+	}
+}

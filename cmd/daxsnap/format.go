@@ -1,0 +1,148 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// noDevices is what dmsetup prints when there is nothing to list.
+const noDevices = "No devices found\n"
+
+// label pads a dmsetup info label so that values start at column 20.
+func label(w io.Writer, name, value string) {
+	fmt.Fprintf(w, "%-19s%s\n", name+":", value)
+}
+
+// formatInfo prints one device as `dmsetup info` does (long form), less
+// the major and minor numbers daxsnap devices do not have, plus
+// daxsnap's own lines, and the blank line that ends each device.
+func formatInfo(w io.Writer, in wire.Info) {
+	label(w, "Name", in.Name)
+	label(w, "State", infoState(in))
+	label(w, "Tables present", infoTables(in))
+	label(w, "Open count", fmt.Sprint(in.OpenCount))
+	label(w, "Event number", fmt.Sprint(in.EventNr))
+	label(w, "Number of targets", fmt.Sprint(in.TargetCount))
+	if in.UUID != "" {
+		fmt.Fprintf(w, "UUID: %s\n", in.UUID)
+	}
+	label(w, "Capabilities", fmt.Sprintf("%s (fixed: %s)", in.Capabilities, in.FixedCaps))
+	if in.Note != "" {
+		label(w, "Note", in.Note)
+	}
+	fmt.Fprintln(w)
+}
+
+func infoState(in wire.Info) string {
+	s := "ACTIVE"
+	if in.Suspended {
+		s = "SUSPENDED"
+	}
+	if in.ReadOnly {
+		s += " (READ-ONLY)"
+	}
+	if in.DeferredRemove {
+		s += " (DEFERRED REMOVE)"
+	}
+	return s
+}
+
+func infoTables(in wire.Info) string {
+	switch {
+	case in.LiveTable && in.InactiveTable:
+		return "LIVE & INACTIVE"
+	case in.LiveTable:
+		return "LIVE"
+	case in.InactiveTable:
+		return "INACTIVE"
+	}
+	return "None"
+}
+
+// formatText prints table or status text as dmsetup does: as it is for a
+// named device, each line prefixed with "name: " when listing them all;
+// a device without a table prints an empty line (after the prefix).
+func formatText(w io.Writer, t wire.Text, prefixed bool) {
+	lines := strings.SplitAfter(t.Text, "\n")
+	if t.Text == "" {
+		lines = []string{"\n"}
+	} else if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	for _, l := range lines {
+		if prefixed {
+			fmt.Fprintf(w, "%s: ", t.Name)
+		}
+		if !strings.HasSuffix(l, "\n") {
+			l += "\n"
+		}
+		io.WriteString(w, l)
+	}
+}
+
+// formatTargets prints `dmsetup targets`.
+func formatTargets(w io.Writer, targets []wire.Target) {
+	for _, t := range targets {
+		fmt.Fprintf(w, "%-16s v%d.%d.%d\n", t.Name, t.Version[0], t.Version[1], t.Version[2])
+	}
+}
+
+// formatLs prints `dmsetup ls`: one name per line (daxsnap devices have
+// no major and minor numbers to show).
+func formatLs(w io.Writer, devs []wire.Info) {
+	if len(devs) == 0 {
+		io.WriteString(w, noDevices)
+		return
+	}
+	for _, d := range devs {
+		fmt.Fprintln(w, d.Name)
+	}
+}
+
+// formatPmem prints the regions as a table.
+func formatPmem(w io.Writer, regions []wire.Pmem) {
+	if len(regions) == 0 {
+		io.WriteString(w, "No pmem regions: create one with `daxsnap pmem create NAME --size 64M`\n")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSIZE\tFS\tPATH\tUSED BY")
+	for _, p := range regions {
+		users := strings.Join(p.UsedBy, ",")
+		if users == "" {
+			users = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, formatSize(p.Size), p.Filesystem, p.Path, users)
+	}
+	tw.Flush()
+	for _, p := range regions {
+		if p.Note != "" {
+			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Note)
+		}
+	}
+}
+
+// formatVersion prints client and daemon versions, dmsetup-style.
+func formatVersion(w io.Writer, client string, v *wire.Version) {
+	label(w, "Client version", client)
+	if v != nil {
+		label(w, "Daemon version", fmt.Sprintf("%s (API %s, %s)", v.Version, v.API, v.GoVersion))
+	}
+}
+
+// formatCheck prints what `table check` found.
+func formatCheck(w io.Writer, r wire.CheckReport) {
+	fmt.Fprintf(w, "table maps %d sectors (%s) in %d line(s); capabilities: %s\n",
+		r.Sectors, formatSize(int64(r.Sectors)*512), len(r.Lines), r.Capabilities)
+	for _, l := range r.Lines {
+		desc := strings.TrimSpace(l.Type + " " + strings.Join(l.Args, " "))
+		fmt.Fprintf(w, "line %d: sectors %d-%d (%d): %s: %s\n", l.Line, l.Start, l.Start+l.Length-1, l.Length, desc, l.Capabilities)
+		for _, d := range l.Devices {
+			fmt.Fprintf(w, "  %s: %s, %d bytes, %s\n", d.Name, d.Kind, d.Size, d.Capabilities)
+		}
+	}
+}

@@ -1,0 +1,14 @@
+// Command daxsnap is the daxsnap daemon (`daxsnap serve`) and its
+// dmsetup-like client: create, load, suspend, resume, info, table,
+// status, ... against the daemon's control socket, plus `pmem` for memory
+// regions, `table check` for offline table checks and `demo`.
+package main
+
+import "os"
+
+// version is the release, set with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) serveCmd() *cobra.Command {
+	var nbdAddr, logFormat, logLevel string
+	var noNBDUnix bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD exports, persistent devices",
+		Long: "Run the daemon until SIGINT or SIGTERM (a second signal exits at once).\n" +
+			"Devices and memory regions persist in the state directory and come back on the next start.",
+		Args: args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(a, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
+				NoNBDUnix: noNBDUnix, Version: version, Logger: log})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&nbdAddr, "nbd-addr", daemon.DefaultNBDAddr, `TCP address to export devices on over NBD ("" for none)`)
+	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on STATE/"+daemon.NBDSocketName)
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func newLogger(a *app, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("serve: --log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(a.err, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(a.err, opts)), nil
+	}
+	return nil, fmt.Errorf("serve: --log-format %q: use text or json", format)
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/wire"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) showCmds() []*cobra.Command {
+	table := a.textCmd("table", "Print the live (or --inactive) table, dmsetup-style")
+	table.AddCommand(a.checkCmd())
+	return []*cobra.Command{a.infoCmd(), table,
+		a.textCmd("status", "Print the live (or --inactive) table's status, dmsetup-style"),
+		a.lsCmd()}
+}
+
+// devicesFor returns the named device, or every device.
+func (a *app) devicesFor(args []string) ([]wire.Info, error) {
+	if len(args) == 1 {
+		in, err := a.api().Info(args[0])
+		return []wire.Info{in}, err
+	}
+	return a.api().Devices()
+}
+
+func (a *app) infoCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "info [NAME]",
+		Short: "Describe one device or all, as dmsetup info does",
+		Args:  args(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			devs, err := a.devicesFor(args)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(devs)
+			}
+			if len(devs) == 0 {
+				fmt.Fprint(a.out, noDevices)
+			}
+			for _, in := range devs {
+				formatInfo(a.out, in)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// textCmd is table or status: one device as it is, or every device with
+// a "name: " prefix per line. Notes go to stderr, keeping stdout as
+// dmsetup prints it.
+func (a *app) textCmd(verb, short string) *cobra.Command {
+	var inactive, asJSON bool
+	cmd := &cobra.Command{
+		Use:   verb + " [NAME] [--inactive]",
+		Short: short,
+		Args:  args(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			texts, err := a.texts(verb, args, inactive)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(texts)
+			}
+			if len(texts) == 0 {
+				fmt.Fprint(a.out, noDevices)
+			}
+			for _, t := range texts {
+				formatText(a.out, t, len(args) == 0)
+				if t.Note != "" {
+					fmt.Fprintf(a.err, "daxsnap: note: %s: %s\n", t.Name, t.Note)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&inactive, "inactive", false, "show the inactive table")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) texts(verb string, args []string, inactive bool) ([]wire.Text, error) {
+	fetch := a.api().Table
+	if verb == "status" {
+		fetch = a.api().Status
+	}
+	var names []string
+	if len(args) == 1 {
+		names = args
+	} else {
+		devs, err := a.api().Devices()
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range devs {
+			names = append(names, d.Name)
+		}
+	}
+	texts := []wire.Text{}
+	for _, n := range names {
+		t, err := fetch(n, inactive)
+		if err != nil {
+			return nil, err
+		}
+		texts = append(texts, t)
+	}
+	return texts, nil
+}
+
+func (a *app) lsCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List the devices",
+		Args:  args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			devs, err := a.api().Devices()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(devs)
+			}
+			formatLs(a.out, devs)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) targetsCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "targets",
+		Short: "List the target types and their versions",
+		Args:  args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			targets, err := a.api().Targets()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(targets)
+			}
+			formatTargets(a.out, targets)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the client's and the daemon's versions",
+		Args:  args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := a.api().Version()
+			if asJSON {
+				if err != nil {
+					return err
+				}
+				return a.printJSON(map[string]any{"client": version, "daemon": v})
+			}
+			if err != nil {
+				formatVersion(a.out, version, nil)
+				return err
+			}
+			formatVersion(a.out, version, &v)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) checkCmd() *cobra.Command {
+	var readOnly, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Build a table offline against the real devices; print what it maps or why it would not load",
+		Args:  args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			text, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("table check: %w", err)
+			}
+			rep, err := daemon.CheckTable(string(text), readOnly)
+			if err != nil {
+				return fmt.Errorf("table check %s: %w", args[0], err)
+			}
+			if asJSON {
+				return a.printJSON(rep)
+			}
+			formatCheck(a.out, rep)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&readOnly, "readonly", false, "open the devices read-only, as a read-only device would")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

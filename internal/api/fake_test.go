@@ -1,0 +1,101 @@
+package api
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// fakeService answers every call with canned data and records the calls;
+// a device called "busy", "dax", "missing"... fails with that class.
+type fakeService struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+var failures = map[string]error{
+	"busy":    fmt.Errorf("remove busy: %w: open count 1", dm.ErrBusy),
+	"dax":     &dm.TableError{Device: "dax", Line: 1, Target: "zero", Reason: "would lose dax", Err: dm.ErrDAXChange},
+	"bad":     &dm.TableError{Device: "bad", Line: 2, Reason: "gap in table"},
+	"missing": fmt.Errorf("info missing: %w", dm.ErrNotFound),
+	"taken":   fmt.Errorf("create taken: %w", dm.ErrExists),
+	"empty":   fmt.Errorf("resume empty: %w", dm.ErrNoTable),
+	"boom":    fmt.Errorf("something unexpected"),
+}
+
+func (f *fakeService) call(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeService) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeService) Version() (wire.Version, error) {
+	return wire.Version{Version: "fake", API: wire.APIVersion}, nil
+}
+func (f *fakeService) Targets() ([]wire.Target, error) {
+	return []wire.Target{{Name: "linear", Version: [3]int{1, 5, 0}}}, nil
+}
+func (f *fakeService) PmemList() ([]wire.Pmem, error) { return []wire.Pmem{}, nil }
+func (f *fakeService) PmemGet(name string) (wire.Pmem, error) {
+	return wire.Pmem{Name: name}, failures[name]
+}
+func (f *fakeService) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
+	f.call("pmem create %s %d %s %v", req.Name, req.Size, req.Dir, req.Hugetlb)
+	return wire.Pmem{Name: req.Name, Size: req.Size}, failures[req.Name]
+}
+func (f *fakeService) PmemRemove(name string) error {
+	f.call("pmem remove %s", name)
+	return failures[name]
+}
+func (f *fakeService) Devices() ([]wire.Info, error) { return []wire.Info{{Name: "a"}}, nil }
+func (f *fakeService) Create(req wire.DeviceCreate) (wire.Info, error) {
+	f.call("create %s uuid=%s ro=%v notable=%v table=%q", req.Name, req.UUID, req.ReadOnly, req.NoTable, req.Table)
+	return wire.Info{Name: req.Name}, failures[req.Name]
+}
+func (f *fakeService) Info(name string) (wire.Info, error) {
+	return wire.Info{Name: name}, failures[name]
+}
+func (f *fakeService) Load(name string, req wire.Load) error {
+	f.call("load %s %q", name, req.Table)
+	return failures[name]
+}
+func (f *fakeService) Suspend(name string, req wire.Suspend) error {
+	f.call("suspend %s noflush=%v", name, req.NoFlush)
+	return failures[name]
+}
+func (f *fakeService) Resume(name string) error    { f.call("resume %s", name); return failures[name] }
+func (f *fakeService) Clear(name string) error     { f.call("clear %s", name); return failures[name] }
+func (f *fakeService) WipeTable(name string) error { f.call("wipe %s", name); return failures[name] }
+func (f *fakeService) Remove(name string, req wire.Remove) error {
+	f.call("remove %s force=%v deferred=%v", name, req.Force, req.Deferred)
+	return failures[name]
+}
+func (f *fakeService) Rename(name string, req wire.Rename) (wire.Info, error) {
+	f.call("rename %s %s", name, req.NewName)
+	return wire.Info{Name: req.NewName}, failures[name]
+}
+func (f *fakeService) Message(name string, req wire.Message) (wire.MessageReply, error) {
+	f.call("message %s %d %v", name, req.Sector, req.Args)
+	return wire.MessageReply{Reply: "ok"}, failures[name]
+}
+func (f *fakeService) Table(name string, inactive bool) (wire.Text, error) {
+	return wire.Text{Name: name, Inactive: inactive, Text: "0 8 zero \n"}, failures[name]
+}
+func (f *fakeService) Status(name string, inactive bool) (wire.Text, error) {
+	return wire.Text{Name: name, Inactive: inactive, Text: "0 8 zero \n"}, failures[name]
+}
+func (f *fakeService) ReadData(name string, off, n int64) ([]byte, error) {
+	return make([]byte, n), failures[name]
+}
+func (f *fakeService) WriteData(name string, off int64, p []byte) error {
+	f.call("write %s %d %d", name, off, len(p))
+	return failures[name]
+}

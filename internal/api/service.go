@@ -1,0 +1,38 @@
+package api
+
+import "github.com/daxsnap/daxsnap/internal/wire"
+
+// Service is what the API serves. The daemon implements it; so does
+// Client, across the socket. Errors carry dm's error classes.
+type Service interface {
+	Version() (wire.Version, error)
+	Targets() ([]wire.Target, error)
+
+	PmemList() ([]wire.Pmem, error)
+	PmemGet(name string) (wire.Pmem, error)
+	PmemCreate(req wire.PmemCreate) (wire.Pmem, error)
+	PmemRemove(name string) error
+
+	Devices() ([]wire.Info, error)
+	Create(req wire.DeviceCreate) (wire.Info, error)
+	Info(name string) (wire.Info, error)
+	Load(name string, req wire.Load) error
+	Suspend(name string, req wire.Suspend) error
+	Resume(name string) error
+	Clear(name string) error
+	WipeTable(name string) error
+	Remove(name string, req wire.Remove) error
+	Rename(name string, req wire.Rename) (wire.Info, error)
+	Message(name string, req wire.Message) (wire.MessageReply, error)
+	Table(name string, inactive bool) (wire.Text, error)
+	Status(name string, inactive bool) (wire.Text, error)
+
+	// ReadData and WriteData are block I/O on a device, for tools and
+	// tests without an NBD client; WriteData flushes before returning.
+	ReadData(name string, off, n int64) ([]byte, error)
+	WriteData(name string, off int64, p []byte) error
+}
+
+// MaxDataLength bounds one ReadData or WriteData request, as NBD clients
+// bound their payloads.
+const MaxDataLength = 32 << 20

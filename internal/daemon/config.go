@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Defaults.
+const (
+	// DefaultNBDAddr is where `daxsnap serve` exports devices over TCP.
+	DefaultNBDAddr = "127.0.0.1:10809"
+	// DefaultPmemDir is where memory regions go unless told otherwise.
+	DefaultPmemDir = "/dev/shm"
+	// DefaultHugetlbDir is where huge-page regions go unless told otherwise.
+	DefaultHugetlbDir = "/dev/hugepages"
+	// SocketName and NBDSocketName are the sockets in the state directory.
+	SocketName    = "daxsnap.sock"
+	NBDSocketName = "nbd.sock"
+	// StateEnv names the environment variable holding the state directory.
+	StateEnv = "DAXSNAP_STATE"
+)
+
+// Config configures a daemon. The zero value is usable: state in
+// DefaultStateDir(), no TCP export, NBD on <state>/nbd.sock.
+type Config struct {
+	StateDir  string // default DefaultStateDir()
+	NBDAddr   string // TCP address for NBD; "" exports on the unix socket only
+	NoNBDUnix bool   // do not listen on <state>/nbd.sock
+	PmemDir   string // default DefaultPmemDir
+	Version   string // reported by GET /v1/version
+	Logger    *slog.Logger
+	// LockWait is how long to wait for another daemon to release the
+	// state file before refusing to start (default 200ms).
+	LockWait time.Duration
+}
+
+// DefaultStateDir is $DAXSNAP_STATE, or ./daxsnap-state.
+func DefaultStateDir() string {
+	if dir := os.Getenv(StateEnv); dir != "" {
+		return dir
+	}
+	return "./daxsnap-state"
+}
+
+func (c Config) withDefaults() Config {
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir()
+	}
+	if c.PmemDir == "" {
+		c.PmemDir = DefaultPmemDir
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.LockWait == 0 {
+		c.LockWait = 200 * time.Millisecond
+	}
+	return c
+}

@@ -1,0 +1,133 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/target/all"
+)
+
+// Daemon is a running daxsnap serve.
+type Daemon struct {
+	cfg   Config
+	log   *slog.Logger
+	store *state.Store
+	reg   *dm.Registry
+	pool  *dm.DevicePool
+	mgr   *dm.Manager
+
+	locks   nameLocks
+	graphMu sync.Mutex   // /dev/mapper reference checks + the loads they guard
+	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
+	notes   notes
+	ids     mappedIDs
+	metrics *ioMetrics
+
+	api     *api.Server
+	exports *exportServer
+	bg      sync.WaitGroup // serving goroutines and state reconciliations
+	errs    chan error     // a listener that stopped on its own
+
+	closing      atomic.Bool       // devices are being let go, not removed by a user
+	held         map[string]string // at shutdown: devices stacked on a suspended one
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Start brings a daemon up: state, devices, control socket, exports.
+func Start(cfg Config) (*Daemon, error) {
+	cfg = cfg.withDefaults()
+	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4)}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w: give --state a writable directory", cfg.StateDir, err)
+	}
+	store, err := state.Open(cfg.StateDir, cfg.LockWait)
+	if err != nil {
+		return nil, err
+	}
+	d.store = store
+	d.reg = dm.NewRegistry()
+	all.Register(d.reg)
+	d.pool = dm.NewDevicePool(d.open)
+	d.mgr = dm.NewManager(d.reg, d.pool)
+	d.metrics = newIOMetrics(d.mgr)
+	if err := d.restore(); err != nil {
+		return nil, errors.Join(err, d.closeDevices(), store.Close())
+	}
+	if err := d.listen(); err != nil {
+		return nil, errors.Join(err, d.closeDevices(), store.Close())
+	}
+	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
+		"devices", len(d.mgr.List()), "nbd", d.exports.addrs())
+	return d, nil
+}
+
+// SocketPath is the control socket.
+func (d *Daemon) SocketPath() string { return SocketPathIn(d.cfg.StateDir) }
+
+// SocketPathIn is the control socket of a daemon on state directory dir,
+// spelled as the user spelled dir ("./daxsnap-state/daxsnap.sock").
+func SocketPathIn(dir string) string { return strings.TrimSuffix(dir, "/") + "/" + SocketName }
+
+// StateDir is the state directory.
+func (d *Daemon) StateDir() string { return d.cfg.StateDir }
+
+// NBDAddrs lists where devices are exported over NBD ("tcp 127.0.0.1:10809",
+// "unix /path/nbd.sock").
+func (d *Daemon) NBDAddrs() []net.Addr { return d.exports.addrs() }
+
+// Run serves until ctx ends, then shuts down cleanly.
+func (d *Daemon) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case err := <-d.errs:
+		d.log.Error("listener failed, shutting down", "err", err)
+	}
+	return d.Shutdown(context.Background())
+}
+
+// Shutdown stops accepting, drains in-flight I/O (suspending every
+// device), flushes, closes every device and the state file. Cancelling
+// ctx stops waiting for API requests and NBD clients.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	d.shutdownOnce.Do(func() { d.shutdownErr = d.shutdown(ctx) })
+	return d.shutdownErr
+}
+
+func (d *Daemon) shutdown(ctx context.Context) error {
+	d.log.Info("shutting down: stop accepting")
+	var errs []error
+	apiCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.api.Shutdown(apiCtx); err != nil {
+		errs = append(errs, fmt.Errorf("stop control API: %w", err))
+	}
+	if err := d.exports.shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop NBD exports: %w", err))
+	}
+	errs = append(errs, d.quiesce())
+	d.bg.Wait()
+	errs = append(errs, d.closeDevices(), d.store.Close())
+	os.Remove(d.SocketPath())
+	err := errors.Join(errs...)
+	if err != nil {
+		d.log.Error("shutdown finished with errors", "err", err)
+	} else {
+		d.log.Info("shutdown complete")
+	}
+	return err
+}

@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// Remove destroys a device (dmsetup remove [--force] [--deferred]).
+func (d *Daemon) Remove(name string, req wire.Remove) error {
+	unlock := d.locks.lock(name)
+	defer unlock()
+	dev, err := d.device("remove", name)
+	if err != nil {
+		return err
+	}
+	if users := d.users(name); len(users) > 0 && !req.Deferred && !req.Force {
+		return errorf(dm.ErrBusy, "remove %s: the tables of %s map %s%s: remove them or load tables without it first (or --deferred, or --force to make its I/O fail)",
+			name, strings.Join(users, ", "), MapperPrefix, name)
+	}
+	remove := func() error { return d.mgr.Remove(name, dm.RemoveOptions{Force: req.Force, Deferred: req.Deferred}) }
+	err = d.store.DeviceTransition(name, "remove", remove, func() *state.Device { return d.record(dev) })
+	if req.Force && dev.Info().LiveTable {
+		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
+	}
+	if _, gerr := d.mgr.Get(name); gerr != nil {
+		d.forget(dev)
+	}
+	if err != nil {
+		return err
+	}
+	d.log.Info("device removed", "device", name, "deferred", dev.Info().DeferredRemove)
+	return nil
+}
+
+func (d *Daemon) forget(dev *dm.Device) {
+	d.ids.forget(dev)
+	d.metrics.forget(dev.Name())
+	d.notes.drop(dev.Name())
+}
+
+// Rename renames a device. A device that another table maps by name is
+// refused: daxsnap records tables as text, so the name is the link.
+func (d *Daemon) Rename(name string, req wire.Rename) (wire.Info, error) {
+	unlock := d.locks.lock(name, req.NewName)
+	defer unlock()
+	dev, err := d.device("rename", name)
+	if err != nil {
+		return wire.Info{}, err
+	}
+	d.graphMu.Lock()
+	defer d.graphMu.Unlock()
+	if users := d.users(name); len(users) > 0 {
+		return wire.Info{}, errorf(dm.ErrBusy, "rename %s: the tables of %s map %s%s by that name: load tables without it first",
+			name, strings.Join(users, ", "), MapperPrefix, name)
+	}
+	rename := func() error { return d.mgr.Rename(name, req.NewName) }
+	if err := d.store.DeviceTransition(name, "rename", rename, func() *state.Device { return d.record(dev) }); err != nil {
+		return wire.Info{}, err
+	}
+	d.notes.rename(name, req.NewName)
+	d.metrics.forget(name)
+	d.log.Info("device renamed", "device", name, "new_name", req.NewName)
+	return d.info(dev), nil
+}

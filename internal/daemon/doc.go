@@ -1,0 +1,21 @@
+// Package daemon is `daxsnap serve`: it wires the target registry, the
+// device pool, the mapped devices, the persistent state, the control API
+// and the exports together, and owns their lifecycle.
+//
+// Start opens the state directory (refusing a second daemon on it),
+// rebuilds every memory region and mapped device from the state file in
+// dependency order (a device whose table names /dev/mapper/X after X), and
+// listens on <state>/daxsnap.sock. A device whose recorded table no longer
+// loads comes back with an `error` table of the recorded size and a note
+// saying why; it never keeps the others from coming back.
+//
+// Every change to a device or region is a state transition (package
+// state): the record says what is in flight, the dm operation runs, and
+// the record is rewritten from what the device really is afterwards.
+//
+// Locking: a per-name lock serialises operations on one device (and
+// orders their records); graphMu serialises the checks that keep
+// /dev/mapper references acyclic with the loads they guard; pmemMu keeps
+// region removal from racing table loads. Order: name lock, graphMu,
+// pmemMu. Block I/O takes none of them.
+package daemon

@@ -1,0 +1,175 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// logBuffer collects a daemon's logs; safe after the test ends.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is a daemon on a temporary state directory with its memory
+// regions in a per-test directory under /dev/shm.
+type env struct {
+	t    *testing.T
+	cfg  daemon.Config
+	d    *daemon.Daemon
+	c    *api.Client
+	logs *logBuffer
+}
+
+// pmemDir makes a per-test directory on /dev/shm, removed afterwards.
+func pmemDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "daxsnap-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm to put memory regions in: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	logs := &logBuffer{}
+	e := &env{t: t, logs: logs, cfg: daemon.Config{
+		StateDir: t.TempDir(),
+		PmemDir:  pmemDir(t),
+		Version:  "test",
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}}
+	e.start()
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() {
+			t.Logf("daemon logs:\n%s", logs)
+		}
+	})
+	return e
+}
+
+func (e *env) start() {
+	e.t.Helper()
+	d, err := daemon.Start(e.cfg)
+	if err != nil {
+		e.t.Fatalf("start daemon: %v", err)
+	}
+	e.d = d
+	e.c = api.NewClient(d.SocketPath())
+}
+
+func (e *env) stop() {
+	if e.d == nil {
+		return
+	}
+	e.c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.d.Shutdown(ctx); err != nil {
+		e.t.Errorf("shutdown: %v", err)
+	}
+	e.d = nil
+}
+
+func (e *env) restart() {
+	e.t.Helper()
+	e.stop()
+	e.start()
+}
+
+// region creates a memory region of size bytes and returns its path.
+func (e *env) region(name string, size int64) string {
+	e.t.Helper()
+	p, err := e.c.PmemCreate(wire.PmemCreate{Name: name, Size: size})
+	if err != nil {
+		e.t.Fatalf("pmem create %s: %v", name, err)
+	}
+	return p.Path
+}
+
+func (e *env) create(name, table string) wire.Info {
+	e.t.Helper()
+	in, err := e.c.Create(wire.DeviceCreate{Name: name, Table: table})
+	if err != nil {
+		e.t.Fatalf("create %s: %v", name, err)
+	}
+	return in
+}
+
+func (e *env) info(name string) wire.Info {
+	e.t.Helper()
+	in, err := e.c.Info(name)
+	if err != nil {
+		e.t.Fatalf("info %s: %v", name, err)
+	}
+	return in
+}
+
+func (e *env) table(name string, inactive bool) string {
+	e.t.Helper()
+	txt, err := e.c.Table(name, inactive)
+	if err != nil {
+		e.t.Fatalf("table %s: %v", name, err)
+	}
+	return txt.Text
+}
+
+func (e *env) must(what string, err error) {
+	e.t.Helper()
+	if err != nil {
+		e.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// wantCode checks that err is an API error with code and a message
+// mentioning every fragment.
+func wantCode(t *testing.T, err error, code string, fragments ...string) {
+	t.Helper()
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		t.Fatalf("err = %v, want API error %s", err, code)
+	}
+	if ae.Code != code {
+		t.Fatalf("code %s (%q), want %s", ae.Code, ae.Message, code)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(ae.Message, f) {
+			t.Errorf("message %q lacks %q", ae.Message, f)
+		}
+	}
+}
+
+func linear(path string, sectors int) string {
+	return fmt.Sprintf("0 %d linear %s 0", sectors, path)
+}
+
+func wireCreateRO(name string) wire.DeviceCreate {
+	return wire.DeviceCreate{Name: name, Table: "0 8 zero", ReadOnly: true}
+}

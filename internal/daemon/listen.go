@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/daxsnap/daxsnap/internal/api"
+)
+
+// maxSocketPath is sun_path's size less the terminating NUL.
+const maxSocketPath = 107
+
+// listen opens the control socket and the NBD listeners and starts
+// serving them.
+func (d *Daemon) listen() error {
+	ctl, err := listenUnix(d.SocketPath())
+	if err != nil {
+		return err
+	}
+	d.api = api.NewServer(d, api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api")})
+	d.serve("control API", func() error { return d.api.Serve(ctl) }, http.ErrServerClosed)
+	exp, err := d.startExports()
+	if err != nil {
+		d.api.Shutdown(contextNow())
+		os.Remove(d.SocketPath())
+		return err
+	}
+	d.exports = exp
+	return nil
+}
+
+// serve runs fn in the background; an error other than done is reported.
+func (d *Daemon) serve(what string, fn func() error, done error) {
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		if err := fn(); err != nil && !errors.Is(err, done) {
+			select {
+			case d.errs <- fmt.Errorf("%s stopped: %w", what, err):
+			default:
+			}
+		}
+	}()
+}
+
+// listenUnix listens on path, mode 0600, replacing a stale socket (the
+// caller holds the state lock, so no live daemon owns it).
+func listenUnix(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state directory", path, len(path), maxSocketPath)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("restrict %s to its owner: %w", path, err)
+	}
+	return l, nil
+}

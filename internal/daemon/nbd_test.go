@@ -1,0 +1,79 @@
+package daemon_test
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/testutil"
+)
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Ensure that devices are exported over NBD on <state>/nbd.sock to real
+// clients, that their I/O shows in /metrics and that exports count as
+// opens only while connected.
+func TestDaemon_nbdExport(t *testing.T) {
+	testutil.RequireTool(t, "nbdinfo", "qemu-io", "curl")
+	e := newEnv(t)
+	path := e.region("r", 4*mib)
+	e.create("vol", linear(path, 8192))
+	uri := "nbd+unix:///vol?socket=" + filepath.Join(e.cfg.StateDir, daemon.NBDSocketName)
+
+	if out := run(t, "nbdinfo", "--size", uri); strings.TrimSpace(out) != "4194304" {
+		t.Fatalf("nbdinfo --size = %q", out)
+	}
+	list := run(t, "nbdinfo", "--list", "nbd+unix://?socket="+filepath.Join(e.cfg.StateDir, daemon.NBDSocketName))
+	if !strings.Contains(list, `export="vol"`) || !strings.Contains(list, "description: daxsnap device vol") {
+		t.Fatalf("nbdinfo --list lacks vol:\n%s", list)
+	}
+	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 65536 65536", "-c", "flush", uri)
+	got, err := e.c.ReadData("vol", 65536, 65536)
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x5a}, 65536)) {
+		t.Fatalf("data written over NBD not on the device: %v", err)
+	}
+	if in := e.info("vol"); in.OpenCount != 0 {
+		t.Fatalf("open count %d after the clients left, want 0", in.OpenCount)
+	}
+
+	metrics := run(t, "curl", "-sf", "--unix-socket", e.d.SocketPath(), "http://daxsnap/metrics")
+	for _, want := range []string{
+		`daxsnap_device_io_requests_total{device="vol",op="write"} 1`,
+		`daxsnap_device_io_bytes_total{device="vol",op="write"} 65536`,
+		`daxsnap_device_io_duration_seconds_bucket{device="vol",op="write",le="+Inf"} 1`,
+		`daxsnap_device_open_count{device="vol"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	info := run(t, "curl", "-sf", "--unix-socket", e.d.SocketPath(), "http://daxsnap/v1/devices/vol")
+	if !strings.Contains(info, `"name":"vol"`) {
+		t.Fatalf("curl info = %s", info)
+	}
+}
+
+// Ensure that a read-only device is exported read-only.
+func TestDaemon_nbdReadOnly(t *testing.T) {
+	testutil.RequireTool(t, "qemu-io")
+	e := newEnv(t)
+	e.must("create", func() error {
+		_, err := e.c.Create(wireCreateRO("ro"))
+		return err
+	}())
+	uri := "nbd+unix:///ro?socket=" + filepath.Join(e.cfg.StateDir, daemon.NBDSocketName)
+	out, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 1 0 512", uri).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Fatalf("write to a read-only export succeeded:\n%s", out)
+	}
+}

@@ -1,0 +1,62 @@
+package daemon
+
+import (
+	"strings"
+	"sync"
+)
+
+// note is what the daemon has to say about a device beyond dm's state.
+type note struct {
+	// degraded explains why the device serves an `error` table instead
+	// of its recorded one; keptLive is that recorded table, kept in the
+	// state file and retried at the next start.
+	degraded, keptLive string
+	// interrupted says which operation the daemon stopped in the middle of.
+	interrupted string
+}
+
+func (n note) String() string {
+	return strings.TrimSpace(n.degraded + " " + n.interrupted)
+}
+
+// notes holds the notes by device name.
+type notes struct {
+	mu sync.Mutex
+	m  map[string]note
+}
+
+func (n *notes) get(name string) note {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m[name]
+}
+
+func (n *notes) update(name string, fn func(*note)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = make(map[string]note)
+	}
+	v := n.m[name]
+	fn(&v)
+	if v == (note{}) {
+		delete(n.m, name)
+		return
+	}
+	n.m[name] = v
+}
+
+func (n *notes) rename(old, name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if v, ok := n.m[old]; ok {
+		delete(n.m, old)
+		n.m[name] = v
+	}
+}
+
+func (n *notes) drop(name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.m, name)
+}

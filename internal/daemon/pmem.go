@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// RegionSubdir is the directory regions go in, inside the memory file system.
+const RegionSubdir = "daxsnap"
+
+// PmemCreate makes a memory region: a file reserved on tmpfs or hugetlbfs.
+func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
+	op := "pmem create " + req.Name
+	if err := checkRegionName(op, req.Name); err != nil {
+		return wire.Pmem{}, err
+	}
+	dir := d.regionDir(req)
+	fs, err := d.checkRegion(op, dir, req)
+	if err != nil {
+		return wire.Pmem{}, err
+	}
+	d.pmemMu.Lock()
+	defer d.pmemMu.Unlock()
+	if rec, ok, err := d.store.Region(req.Name); err != nil {
+		return wire.Pmem{}, err
+	} else if ok {
+		return wire.Pmem{}, errorf(dm.ErrExists, "%s: a region with that name exists at %s: pick another name, or `daxsnap pmem remove %s` first", op, rec.Path, req.Name)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, RegionSubdir), 0o700); err != nil {
+		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
+	}
+	rec := state.Region{Name: req.Name, Path: filepath.Join(dir, RegionSubdir, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs"}
+	if _, err := os.Lstat(rec.Path); err == nil {
+		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
+	}
+	err = d.store.RegionTransition(req.Name, "create", rec, func() error { return createRegionFile(rec.Path, rec.Size) },
+		func() *state.Region { return created(rec) })
+	if err != nil {
+		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
+	}
+	d.log.Info("pmem region created", "region", req.Name, "path", rec.Path, "size", rec.Size, "fs", fs.name)
+	return d.pmemInfo(rec), nil
+}
+
+// created is the record of rec if its file exists, else nil.
+func created(rec state.Region) *state.Region {
+	if _, serr := os.Stat(rec.Path); serr != nil {
+		return nil
+	}
+	return &rec
+}
+
+func (d *Daemon) regionDir(req wire.PmemCreate) string {
+	switch {
+	case req.Dir != "":
+		return filepath.Clean(req.Dir)
+	case req.Hugetlb:
+		return DefaultHugetlbDir
+	}
+	return d.cfg.PmemDir
+}
+
+// checkRegion checks the directory and the size against it.
+func (d *Daemon) checkRegion(op, dir string, req wire.PmemCreate) (memFS, error) {
+	if req.Size <= 0 {
+		return memFS{}, errorf(dm.ErrInvalidArgument, "%s: size %d: give a size such as 64M or 4G", op, req.Size)
+	}
+	fs, err := probeMemFS(op, dir)
+	if err != nil && req.Hugetlb {
+		return fs, errorf(dm.ErrInvalidArgument, "%s: --hugetlb needs a hugetlbfs mount at %s, and there is none: mount one (mount -t hugetlbfs none %s), reserve pages (/proc/sys/vm/nr_hugepages), or give --dir",
+			op, dir, DefaultHugetlbDir)
+	}
+	if err != nil {
+		return fs, err
+	}
+	if req.Hugetlb && fs.name != "hugetlbfs" {
+		return fs, errorf(dm.ErrInvalidArgument, "%s: --hugetlb needs a hugetlbfs directory, and %s is %s: mount one (mount -t hugetlbfs none %s) and reserve pages (/proc/sys/vm/nr_hugepages)",
+			op, dir, fs.name, DefaultHugetlbDir)
+	}
+	if req.Size%fs.pageSize != 0 {
+		up := (req.Size/fs.pageSize + 1) * fs.pageSize
+		return fs, errorf(dm.ErrInvalidArgument, "%s: size %d is not a multiple of the %d-byte pages of %s: use %d", op, req.Size, fs.pageSize, dir, up)
+	}
+	if fs.free >= 0 && req.Size > fs.free {
+		return fs, errorf(dm.ErrNoSpace, "%s: %s has %d bytes free and the region needs %d: choose a smaller size, or free memory there", op, dir, fs.free, req.Size)
+	}
+	return fs, nil
+}
+
+// checkRegionName applies device name rules, and no leading dot.
+func checkRegionName(op, name string) error {
+	if name == "" || len(name) > dm.MaxNameLen || strings.HasPrefix(name, ".") ||
+		strings.ContainsAny(name, "/\x00") || strings.TrimSpace(name) != name {
+		return errorf(dm.ErrInvalidArgument, "%s: invalid region name %q: use 1 to %d characters, no '/', NUL, leading dot or blanks", op, name, dm.MaxNameLen)
+	}
+	return nil
+}
+
+// PmemList lists the regions.
+func (d *Daemon) PmemList() ([]wire.Pmem, error) {
+	recs, err := d.store.Regions()
+	if err != nil {
+		return nil, err
+	}
+	out := []wire.Pmem{}
+	for _, rec := range recs {
+		out = append(out, d.pmemInfo(rec))
+	}
+	return out, nil
+}
+
+// PmemGet describes one region.
+func (d *Daemon) PmemGet(name string) (wire.Pmem, error) {
+	rec, err := d.region("pmem", name)
+	if err != nil {
+		return wire.Pmem{}, err
+	}
+	return d.pmemInfo(rec), nil
+}
+
+func (d *Daemon) region(op, name string) (state.Region, error) {
+	rec, ok, err := d.store.Region(name)
+	if err != nil {
+		return rec, err
+	}
+	if !ok {
+		return rec, errorf(dm.ErrNotFound, "%s %s: no such region: `daxsnap pmem list` lists them", op, name)
+	}
+	return rec, nil
+}
+
+// PmemRemove deletes a region no table uses.
+func (d *Daemon) PmemRemove(name string) error {
+	d.pmemMu.Lock()
+	defer d.pmemMu.Unlock()
+	rec, err := d.region("pmem remove", name)
+	if err != nil {
+		return err
+	}
+	if users := d.regionUsers(rec.Path); len(users) > 0 {
+		return errorf(dm.ErrBusy, "pmem remove %s: the tables of %s map %s: remove those devices, or load tables without it, first",
+			name, strings.Join(users, ", "), rec.Path)
+	}
+	remove := func() error {
+		if err := os.Remove(rec.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("pmem remove %s: %w", name, err)
+		}
+		return nil
+	}
+	err = d.store.RegionTransition(name, "remove", rec, remove, func() *state.Region { return created(rec) })
+	if err == nil {
+		d.log.Info("pmem region removed", "region", name, "path", rec.Path)
+	}
+	return err
+}

@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// pmemInfo describes a region, with the devices using it and a note if
+// its file is gone or changed.
+func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
+	p := wire.Pmem{Name: rec.Name, Path: rec.Path, Size: rec.Size, Hugetlb: rec.Hugetlb,
+		Filesystem: "tmpfs", UsedBy: d.regionUsers(rec.Path)}
+	if rec.Hugetlb {
+		p.Filesystem = "hugetlbfs"
+	}
+	fi, err := os.Stat(rec.Path)
+	switch {
+	case err != nil:
+		p.Note = "file missing (" + err.Error() + "): tables naming it fail to load; `daxsnap pmem remove " + rec.Name + "` forgets it"
+	case fi.Size() != rec.Size:
+		p.Note = "file is " + strconv.FormatInt(fi.Size(), 10) + " bytes, not the " + strconv.FormatInt(rec.Size, 10) + " it was created with"
+	}
+	return p
+}
+
+// regionUsers lists the devices whose tables (live, inactive, or kept
+// while serving `error`) name path, or the same file by another path.
+func (d *Daemon) regionUsers(path string) []string {
+	target, statErr := os.Stat(path)
+	var users []string
+	for _, dev := range d.mgr.List() {
+		text := d.notes.get(dev.Name()).keptLive
+		for _, inactive := range []bool{false, true} {
+			t, _ := dev.Table(inactive)
+			text += t
+		}
+		if namesFile(text, path, target, statErr == nil) {
+			users = append(users, dev.Name())
+		}
+	}
+	return users
+}
+
+// namesFile reports whether a table argument is path or the same file.
+func namesFile(text, path string, target os.FileInfo, canStat bool) bool {
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		for _, arg := range f[3:] {
+			if arg == path {
+				return true
+			}
+			if canStat && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, MapperPrefix) {
+				if fi, err := os.Stat(arg); err == nil && os.SameFile(fi, target) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

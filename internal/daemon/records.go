@@ -1,0 +1,38 @@
+package daemon
+
+import (
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// record describes dev as the state file should keep it, read back from
+// dm after an operation so that it says what really happened; nil if dev
+// is gone. A degraded device keeps its recorded table, not the `error`
+// table it serves in its place.
+func (d *Daemon) record(dev *dm.Device) *state.Device {
+	if got, err := d.mgr.Get(dev.Name()); err != nil || got != dev {
+		return nil
+	}
+	in := dev.Info()
+	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
+		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove}
+	rec.Live, _ = dev.Table(false)
+	rec.Inactive, _ = dev.Table(true)
+	if kept := d.notes.get(in.Name).keptLive; kept != "" {
+		rec.Live = kept
+	}
+	return rec
+}
+
+// info converts dm's view of dev to the API's.
+func (d *Daemon) info(dev *dm.Device) wire.Info {
+	in := dev.Info()
+	return wire.Info{
+		Name: in.Name, UUID: in.UUID, Suspended: in.Suspended, ReadOnly: in.ReadOnly,
+		DeferredRemove: in.DeferredRemove, LiveTable: in.LiveTable, InactiveTable: in.InactiveTable,
+		OpenCount: in.OpenCount, EventNr: in.EventNr, TargetCount: in.TargetCount,
+		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
+		FixedCaps: in.FixedCaps.String(), Note: d.notes.get(in.Name).String(),
+	}
+}

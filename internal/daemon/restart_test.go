@@ -1,0 +1,202 @@
+package daemon_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// Ensure that devices, tables, suspension and data survive a restart, and
+// that a device stacked on another comes back after it even when its name
+// sorts first.
+func TestDaemon_restart(t *testing.T) {
+	e := newEnv(t)
+	path := e.region("r", 4*mib)
+	e.create("z-base", linear(path, 8192))
+	e.create("a-top", "0 8192 linear /dev/mapper/z-base 0")
+	e.create("mid", "0 8 zero")
+	e.must("load", e.c.Load("mid", wire.Load{Table: "0 16 zero"}))
+	e.must("suspend", e.c.Suspend("mid", wire.Suspend{}))
+	data := bytes.Repeat([]byte{0xa5, 0x5a}, 2048)
+	e.must("write", e.c.WriteData("a-top", 8192, data))
+
+	e.restart()
+	if got := e.table("a-top", false); got != "0 8192 linear /dev/mapper/z-base 0\n" {
+		t.Fatalf("a-top table after restart = %q", got)
+	}
+	if in := e.info("a-top"); in.Note != "" || !in.LiveTable {
+		t.Fatalf("a-top after restart: %+v", in)
+	}
+	if in := e.info("z-base"); in.OpenCount != 1 {
+		t.Fatalf("z-base open count %d after restart, want 1 (held by a-top)", in.OpenCount)
+	}
+	for _, dev := range []string{"a-top", "z-base"} {
+		got, err := e.c.ReadData(dev, 8192, int64(len(data)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: data lost across restart: %v", dev, err)
+		}
+	}
+	in := e.info("mid")
+	if !in.Suspended || !in.InactiveTable || in.Sectors != 8 {
+		t.Fatalf("mid after restart: %+v, want suspended with an inactive table", in)
+	}
+	if got := e.table("mid", true); got != "0 16 zero \n" {
+		t.Fatalf("mid inactive table = %q", got)
+	}
+	e.must("resume", e.c.Resume("mid"))
+	if in := e.info("mid"); in.Sectors != 16 {
+		t.Fatalf("mid after resume: %+v", in)
+	}
+}
+
+// Ensure that a device whose backing file vanished comes back serving
+// `error` with a note, without keeping the others (or a device stacked on
+// it) from coming back, and that its table returns with its file.
+func TestDaemon_restartMissingBacking(t *testing.T) {
+	e := newEnv(t)
+	path := e.region("r", 4*mib)
+	e.create("gone", linear(path, 8192))
+	e.create("above", "0 8192 linear /dev/mapper/gone 0")
+	e.create("fine", "0 8 zero")
+	e.stop()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+
+	in := e.info("gone")
+	if !in.LiveTable || in.Sectors != 8192 || !strings.Contains(in.Note, "did not load") || !strings.Contains(in.Note, path) {
+		t.Fatalf("gone after restart: %+v", in)
+	}
+	if got := e.table("gone", false); got != "0 8192 error \n" {
+		t.Fatalf("gone table = %q, want an error table of the recorded size", got)
+	}
+	st, err := e.c.Status("gone", false)
+	if err != nil || !strings.Contains(st.Note, "restart `daxsnap serve`") {
+		t.Fatalf("gone status = %+v, %v", st, err)
+	}
+	_, err = e.c.ReadData("gone", 0, 512)
+	wantCode(t, err, wire.CodeIO)
+	if in := e.info("above"); !in.LiveTable || in.Note != "" {
+		t.Fatalf("above after restart: %+v", in)
+	}
+	if in := e.info("fine"); !in.LiveTable {
+		t.Fatalf("fine after restart: %+v", in)
+	}
+	p, _ := e.c.PmemGet("r")
+	if !strings.Contains(p.Note, "missing") || len(p.UsedBy) != 1 {
+		t.Fatalf("pmem r: %+v, want a note and gone as its user", p)
+	}
+
+	// The recorded table was kept: with the file back, it loads again.
+	e.stop()
+	if err := os.WriteFile(path, make([]byte, 4*mib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	if got := e.table("gone", false); got != linear(path, 8192)+"\n" {
+		t.Fatalf("gone table with its file back = %q", got)
+	}
+	if in := e.info("gone"); in.Note != "" {
+		t.Fatalf("gone still has a note: %q", in.Note)
+	}
+}
+
+// Ensure that a second daemon on the same state directory is refused,
+// naming the holder.
+func TestDaemon_secondRefused(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.NoNBDUnix = true
+	_, err := daemon.Start(cfg)
+	if !errors.Is(err, state.ErrLocked) {
+		t.Fatalf("second start: %v, want ErrLocked", err)
+	}
+	want := "another daxsnap serve holds " + e.cfg.StateDir + "/daxsnap.db (pid " + strconv.Itoa(os.Getpid()) + ")"
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q lacks %q", err, want)
+	}
+	if _, err := e.c.Version(); err != nil {
+		t.Fatalf("first daemon hurt by the second: %v", err)
+	}
+}
+
+// Ensure that operations cut short by a stop are settled at start: an
+// unfinished create is dropped, any other leaves a note.
+func TestDaemon_interrupted(t *testing.T) {
+	e := newEnv(t)
+	e.create("loading", "0 8 zero")
+	e.stop()
+	s, err := state.Open(e.cfg.StateDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, _ := s.Device("loading")
+	rec.Op = "load"
+	s.PutDevice(rec)
+	s.PutDevice(state.Device{Name: "half", Op: "create"})
+	s.Close()
+	e.start()
+	if in := e.info("loading"); !strings.Contains(in.Note, "stopped during `load`") || !in.LiveTable {
+		t.Fatalf("loading after restart: %+v", in)
+	}
+	_, err = e.c.Info("half")
+	wantCode(t, err, wire.CodeNotFound)
+	// The next successful operation clears the note.
+	e.must("suspend", e.c.Suspend("loading", wire.Suspend{}))
+	if in := e.info("loading"); in.Note != "" {
+		t.Fatalf("note survived a successful operation: %q", in.Note)
+	}
+}
+
+// Ensure that a deferred removal happens at the last close and is
+// recorded, and that --force makes an open device's I/O fail.
+func TestDaemon_removeOpen(t *testing.T) {
+	e := newEnv(t)
+	e.create("low", "0 8 zero")
+	e.create("high", "0 8 linear /dev/mapper/low 0")
+	err := e.c.Remove("low", wire.Remove{Force: true})
+	wantCode(t, err, wire.CodeBusy, "open count 1")
+	if got := e.table("low", false); got != "0 8 error \n" {
+		t.Fatalf("low table after remove --force = %q", got)
+	}
+	e.must("remove --deferred", e.c.Remove("low", wire.Remove{Deferred: true}))
+	if in := e.info("low"); !in.DeferredRemove {
+		t.Fatalf("low after remove --deferred: %+v", in)
+	}
+	e.must("remove high", e.c.Remove("high", wire.Remove{}))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := e.c.Info("low")
+		if errors.Is(err, dm.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("low still there after its last close: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.stop()
+	s, err := state.Open(e.cfg.StateDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, kept, _ := s.Device("low")
+	s.Close()
+	if kept {
+		t.Fatal("low's record survived its deferred removal")
+	}
+	e.start()
+	if devs, _ := e.c.Devices(); len(devs) != 0 {
+		t.Fatalf("devices after restart: %+v", devs)
+	}
+}

@@ -1,0 +1,155 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+)
+
+// restore rebuilds regions and devices from the state file. Operations
+// that were in flight when the daemon stopped are finished or undone
+// first; then every device comes back in dependency order. Only a state
+// file that cannot be read stops the start; a device that cannot come
+// back as recorded comes back degraded.
+func (d *Daemon) restore() error {
+	if err := d.restoreRegions(); err != nil {
+		return err
+	}
+	recs, err := d.store.Devices()
+	if err != nil {
+		return err
+	}
+	byName := map[string]state.Device{}
+	deps := map[string][]string{}
+	for _, rec := range recs {
+		rec, keep := d.settle(rec)
+		if keep {
+			byName[rec.Name] = rec
+			deps[rec.Name] = mapperRefs(rec.Live + rec.Inactive)
+		}
+	}
+	for _, name := range dependencyOrder(deps) {
+		d.restoreDevice(byName[name])
+	}
+	return nil
+}
+
+// restoreRegions finishes interrupted region operations and checks that
+// every region's file is still there.
+func (d *Daemon) restoreRegions() error {
+	recs, err := d.store.Regions()
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		switch rec.Op {
+		case "create", "remove":
+			// Neither finished: the caller never heard of success. Undo.
+			err := os.Remove(rec.Path)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("finish interrupted pmem %s of %s: %w", rec.Op, rec.Name, err)
+			}
+			if err := d.store.DeleteRegion(rec.Name); err != nil {
+				return err
+			}
+			d.log.Warn("pmem operation was interrupted by the last stop; region dropped", "region", rec.Name, "op", rec.Op)
+			continue
+		}
+		if _, err := os.Stat(rec.Path); err != nil {
+			d.log.Warn("pmem region file is missing; tables naming it will serve errors", "region", rec.Name, "path", rec.Path, "err", err)
+		}
+	}
+	return nil
+}
+
+// settle resolves an operation the last daemon stopped in the middle of:
+// an unfinished create or remove (or a deferred removal, which nothing
+// holds open any more) drops the device; any other operation leaves the
+// device as recorded before it, with a note.
+func (d *Daemon) settle(rec state.Device) (state.Device, bool) {
+	if rec.Op == "create" || rec.Op == "remove" || rec.DeferredRemove {
+		if err := d.store.DeleteDevice(rec.Name); err != nil {
+			d.log.Error("drop record", "device", rec.Name, "err", err)
+		}
+		d.log.Warn("device not restored: its creation or removal was under way at the last stop", "device", rec.Name, "op", rec.Op)
+		return rec, false
+	}
+	if rec.Op != "" {
+		op := rec.Op
+		rec.Op = ""
+		if err := d.store.PutDevice(rec); err != nil {
+			d.log.Error("clear interrupted operation", "device", rec.Name, "err", err)
+		}
+		d.notes.update(rec.Name, func(n *note) {
+			n.interrupted = fmt.Sprintf("The daemon stopped during `%s`; the device is as it was before it: check it and repeat the operation if needed.", op)
+		})
+		d.log.Warn("operation was interrupted by the last stop; state before it restored", "device", rec.Name, "op", op)
+	}
+	return rec, true
+}
+
+// restoreDevice brings one device back: live table (or `error` in its
+// place), inactive table, suspension.
+func (d *Daemon) restoreDevice(rec state.Device) {
+	dev, err := d.mgr.Create(rec.Name, dm.CreateOptions{UUID: rec.UUID, ReadOnly: rec.ReadOnly})
+	if err != nil {
+		d.log.Error("device not restored", "device", rec.Name, "err", err)
+		return
+	}
+	if rec.Live != "" {
+		if err := d.restoreLive(dev, rec); err != nil {
+			d.log.Error("device restored without a table", "device", rec.Name, "err", err)
+		}
+	}
+	if rec.Inactive != "" {
+		if err := dev.Load(rec.Inactive); err != nil {
+			d.notes.update(rec.Name, func(n *note) {
+				n.interrupted += fmt.Sprintf(" Its inactive table did not load at start (%v) and was dropped.", err)
+			})
+			d.log.Warn("inactive table dropped", "device", rec.Name, "err", err)
+			if r := d.record(dev); r != nil {
+				d.store.PutDevice(*r)
+			}
+		}
+	}
+	if rec.Suspended {
+		dev.Suspend(dm.SuspendOptions{})
+	}
+	d.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", d.notes.get(rec.Name).String())
+}
+
+// restoreLive loads and resumes the recorded live table; if it does not
+// load, an `error` table of the recorded size takes its place and the
+// recorded table is kept for the next start.
+func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
+	err := dev.Load(rec.Live)
+	if err == nil {
+		return dev.Resume()
+	}
+	size, perr := tableSize(rec.Live)
+	if perr != nil {
+		return fmt.Errorf("recorded table is unreadable (%v) and did not load: %w", perr, err)
+	}
+	d.notes.update(rec.Name, func(n *note) {
+		n.keptLive = rec.Live
+		n.degraded = fmt.Sprintf("Its table did not load when the daemon started: %v. It serves an `error` table of %d sectors instead: all I/O fails. The recorded table is kept: bring back what it maps and restart `daxsnap serve`, or load a new table.", err, size)
+	})
+	d.log.Error("table did not load; serving an error table instead", "device", rec.Name, "sectors", size, "err", err)
+	if err := dev.Load(fmt.Sprintf("0 %d error", size)); err != nil {
+		return err
+	}
+	return dev.Resume()
+}
+
+// tableSize is the number of sectors a table text maps.
+func tableSize(text string) (dm.Sector, error) {
+	lines, err := dm.ParseTable(text)
+	if err != nil {
+		return 0, err
+	}
+	last := lines[len(lines)-1]
+	return last.Start + last.Len, nil
+}

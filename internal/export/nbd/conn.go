@@ -1,0 +1,180 @@
+package nbd
+
+import (
+	"bufio"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Buffer sizes. Negotiation needs little, and many idle connections must
+// not pin much memory; transmission buffers are large enough that a
+// queue-depth-16 burst of 4 KiB requests or replies moves in one system
+// call.
+const (
+	handshakeBufSize = 4 << 10
+	readBufSize      = 256 << 10
+	writeBufSize     = 256 << 10
+	socketBufSize    = 4 << 20
+)
+
+// conn is one client connection. One goroutine, the reader, runs the
+// handshake and then reads every request in order; it serves quick
+// requests itself and hands the rest to a goroutine each (see
+// transmit.go). Replies from all of them go through bw under wmu.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	log *slog.Logger
+	br  *bufio.Reader // reader goroutine only
+
+	wmu  sync.Mutex
+	bw   *bufio.Writer // guarded by wmu
+	werr error         // guarded by wmu: first write failure; later replies are dropped
+	hdr  []byte        // guarded by wmu: scratch for reply headers
+
+	// Fixed when transmission starts.
+	sess     session
+	exp      *Export
+	be       Backend
+	ext      Extenter // nil: report everything as data
+	noZeroes bool     // client set NBD_FLAG_C_NO_ZEROES
+
+	mu       sync.Mutex   // guards inflight
+	room     sync.Cond    // signalled when inflight drops
+	inflight int64        // bytes charged to requests handed to workers
+	stalls   atomic.Int64 // times the reader waited for budget (a metric)
+	workers  sync.WaitGroup
+
+	slow    atomic.Int64 // moving average of small I/O service time, ns
+	scratch []byte       // reader goroutine only: payload buffer for inline requests
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv: s,
+		nc:  nc,
+		log: s.log.With("conn", s.nextID.Add(1), "remote", remoteName(nc)),
+		br:  bufio.NewReaderSize(nc, handshakeBufSize),
+		bw:  bufio.NewWriterSize(nc, handshakeBufSize),
+		hdr: make([]byte, 0, 64),
+	}
+	c.room.L = &c.mu
+	return c
+}
+
+func remoteName(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
+		return a.Network() + ":" + a.String()
+	}
+	return nc.LocalAddr().Network() + ":" + nc.LocalAddr().String()
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve() {
+	defer c.srv.removeConn(c)
+	c.log.Debug("nbd: connection opened")
+	if c.handshake() {
+		c.transmit()
+	}
+	c.finish()
+}
+
+// finish waits for requests in flight, sends their replies, closes the
+// socket and only then releases the export: nothing touches the backend
+// after Release.
+func (c *conn) finish() {
+	c.workers.Wait()
+	c.flush()
+	_ = c.nc.Close()
+	if c.exp != nil && c.exp.Release != nil {
+		c.exp.Release()
+	}
+	c.log.Debug("nbd: connection closed")
+}
+
+// growBuffers swaps the negotiation buffers for transmission ones. The
+// writer was just flushed; the reader keeps anything the client already
+// sent by reading through the old one.
+func (c *conn) growBuffers() {
+	if c.br.Buffered() == 0 {
+		c.br = bufio.NewReaderSize(c.nc, readBufSize)
+	} else {
+		c.br = bufio.NewReaderSize(c.br, readBufSize)
+	}
+	c.bw = bufio.NewWriterSize(c.nc, writeBufSize)
+	if uc, ok := c.nc.(*net.UnixConn); ok {
+		// A unix socket's default buffer (wmem_default, ~208 KiB) makes
+		// a large reply park and wake the writer several times; TCP
+		// tunes its own. The kernel caps these at wmem_max/rmem_max.
+		_ = uc.SetWriteBuffer(socketBufSize)
+		_ = uc.SetReadBuffer(socketBufSize)
+	}
+}
+
+// interrupt wakes the reader out of a blocking read so it notices Shutdown.
+func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Now()) }
+
+// setDeadline sets the socket deadline without losing a concurrent
+// Shutdown's interrupt.
+func (c *conn) setDeadline(t time.Time) {
+	_ = c.nc.SetDeadline(t)
+	if c.srv.closing.Load() {
+		c.interrupt()
+	}
+}
+
+// flush sends buffered replies; false if the connection is broken.
+func (c *conn) flush() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.flushLocked()
+	return c.werr == nil
+}
+
+func (c *conn) flushLocked() {
+	if c.werr == nil && c.bw.Buffered() > 0 {
+		c.setWriteErr(c.bw.Flush())
+	}
+}
+
+// setWriteErr records the first write failure and closes the socket, so
+// the reader stops too: a half-written reply cannot be taken back.
+func (c *conn) setWriteErr(err error) {
+	if err == nil || c.werr != nil {
+		return
+	}
+	c.werr = err
+	c.log.Debug("nbd: write to client failed; closing", "err", err)
+	_ = c.nc.Close()
+}
+
+// acquire charges cost to the connection's in-flight budget, waiting
+// while it is spent. A request larger than the whole budget still runs,
+// alone.
+func (c *conn) acquire(cost int64) {
+	limit := c.srv.opts.MaxInFlight
+	c.mu.Lock()
+	if c.inflight > 0 && c.inflight+cost > limit {
+		// Replies the reader buffered must reach the client while we
+		// wait, or a client waiting for them would stall.
+		c.stalls.Add(1)
+		c.mu.Unlock()
+		c.flush()
+		c.mu.Lock()
+		for c.inflight > 0 && c.inflight+cost > limit {
+			c.room.Wait()
+		}
+	}
+	c.inflight += cost
+	c.mu.Unlock()
+}
+
+func (c *conn) release(cost int64) {
+	c.mu.Lock()
+	c.inflight -= cost
+	c.mu.Unlock()
+	c.room.Signal()
+}

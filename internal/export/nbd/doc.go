@@ -1,0 +1,42 @@
+// Package nbd serves block devices over the Network Block Device protocol
+// (NetworkBlockDevice/nbd doc/proto.md), written against the spec with
+// nbdkit's server/protocol.c as the model for validation.
+//
+// # Protocol
+//
+// Fixed newstyle handshake with NO_ZEROES. Options: GO and INFO (with
+// NBD_INFO_EXPORT, NAME, DESCRIPTION and BLOCK_SIZE: minimum 512,
+// preferred 4096, maximum payload 32 MiB), EXPORT_NAME, LIST, ABORT,
+// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT for
+// base:allocation. Every other option gets NBD_REP_ERR_UNSUP. Commands:
+// READ, WRITE, DISC, FLUSH, TRIM, CACHE (a no-op), WRITE_ZEROES (with
+// NO_HOLE and, for a FastZeroer backend, FAST_ZERO) and BLOCK_STATUS.
+// FUA is a Flush after the write. There is no TLS: STARTTLS is
+// unsupported, so serve on loopback or a unix socket, or tunnel.
+//
+// # Validation and errors
+//
+// Every request passes session.validate before anything else looks at
+// it; backend errors become NBD error numbers only in nbdErrno, by the
+// class dm.Errno gives them. A bad request magic closes the connection
+// (the stream cannot be resynchronised); a write payload that is invalid
+// is read and discarded, unless it is over 64 MiB, which closes the
+// connection. Nothing a client sends can make the server panic.
+//
+// # Concurrency
+//
+// Per connection, one reader goroutine runs the handshake and then reads
+// requests in order. It serves small reads and writes itself, which costs
+// no goroutine wake-up, and starts a goroutine for anything that may
+// block (flush, FUA, trim, zeroes, extents, transfers over 128 KiB), or
+// for small I/O too once it is measured to be slow. Replies go out of
+// order through one buffered writer: the reader flushes when no complete
+// request is waiting, workers flush after their reply. The bytes in
+// flight per connection are bounded (Options.MaxInFlight); at the bound,
+// the reader stops reading until workers finish. Lock order: conn.mu and
+// conn.wmu are never held together.
+//
+// The server announces NBD_FLAG_CAN_MULTI_CONN: an Exports implementation
+// must hand every connection to one name a Backend sharing the same data
+// and cache, as *dm.Device does.
+package nbd

@@ -1,0 +1,73 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"net"
+)
+
+// Reply writers. Each is called with wmu held and only buffers; the
+// caller decides when to flush. After a write failure they do nothing.
+//
+// With structured replies negotiated, READ answers with one
+// OFFSET_DATA chunk (or NONE for an empty read), BLOCK_STATUS with one
+// BLOCK_STATUS chunk, every error with an ERROR chunk carrying a message,
+// and other successes with a simple reply, which the spec allows for
+// replies without payload.
+
+func (c *conn) replySimple(r *request, errno uint32) {
+	c.write(appendSimpleReply(c.hdr[:0], errno, r.cookie), nil)
+}
+
+func (c *conn) replyError(r *request, errno uint32, msg string) {
+	if c.sess.structured {
+		c.write(appendErrorChunk(c.hdr[:0], r.cookie, errno, msg), nil)
+		return
+	}
+	c.replySimple(r, errno)
+}
+
+func (c *conn) replyRead(r *request, data []byte) {
+	if !c.sess.structured {
+		c.write(appendSimpleReply(c.hdr[:0], 0, r.cookie), data)
+		return
+	}
+	if len(data) == 0 {
+		// OFFSET_DATA must carry at least one byte.
+		c.write(appendChunkHeader(c.hdr[:0], replyFlagDone, chunkNone, r.cookie, 0), nil)
+		return
+	}
+	h := appendChunkHeader(c.hdr[:0], replyFlagDone, chunkOffsetData, r.cookie, uint32(8+len(data)))
+	c.write(binary.BigEndian.AppendUint64(h, r.offset), data)
+}
+
+func (c *conn) replyChunk(r *request, typ uint16, payload []byte) {
+	c.write(appendChunkHeader(c.hdr[:0], replyFlagDone, typ, r.cookie, uint32(len(payload))), payload)
+}
+
+// directWrite: payloads at least this large skip the buffer and go out
+// with the header in one writev, after what was buffered before them.
+const directWrite = 64 << 10
+
+func (c *conn) write(hdr, data []byte) {
+	c.hdr = hdr[:0] // keep any growth
+	if c.werr != nil {
+		return
+	}
+	if len(data) >= directWrite {
+		c.flushLocked()
+		if c.werr == nil {
+			bufs := net.Buffers{hdr, data}
+			_, err := bufs.WriteTo(c.nc)
+			c.setWriteErr(err)
+		}
+		return
+	}
+	if _, err := c.bw.Write(hdr); err != nil {
+		c.setWriteErr(err)
+		return
+	}
+	if len(data) > 0 {
+		_, err := c.bw.Write(data)
+		c.setWriteErr(err)
+	}
+}

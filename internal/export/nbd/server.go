@@ -1,0 +1,175 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("nbd: server closed")
+
+// Options tunes a Server; the zero value is usable.
+type Options struct {
+	// Logger receives connection and protocol events; nil means slog.Default().
+	Logger *slog.Logger
+	// MaxInFlight bounds the bytes one connection may have in flight
+	// (payloads plus a fixed charge per queued request). When reached,
+	// the server stops reading that connection's requests until some
+	// complete. Default 64 MiB.
+	MaxInFlight int64
+	// HandshakeTimeout bounds option negotiation. Default 30 s.
+	HandshakeTimeout time.Duration
+}
+
+const (
+	defaultMaxInFlight      = 64 << 20
+	defaultHandshakeTimeout = 30 * time.Second
+)
+
+// Server serves exports over NBD on any number of listeners.
+type Server struct {
+	exports Exports
+	opts    Options
+	log     *slog.Logger
+
+	closing atomic.Bool
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	lns     map[net.Listener]struct{}
+	conns   map[*conn]struct{}
+	active  sync.WaitGroup // one per live connection
+}
+
+// NewServer returns a server for exports.
+func NewServer(exports Exports, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = defaultMaxInFlight
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	return &Server{
+		exports: exports,
+		opts:    opts,
+		log:     opts.Logger,
+		lns:     make(map[net.Listener]struct{}),
+		conns:   make(map[*conn]struct{}),
+	}
+}
+
+// Serve accepts connections on l (TCP or unix) until Shutdown, and then
+// returns ErrServerClosed. Other accept errors are returned as they are;
+// temporary ones are retried with a back-off. Serve closes l.
+func (s *Server) Serve(l net.Listener) error {
+	defer l.Close()
+	if !s.track(l) {
+		return ErrServerClosed
+	}
+	defer s.untrack(l)
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("nbd: accept failed; retrying", "addr", l.Addr().String(), "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true) // the spec asks both ends to disable Nagle
+		}
+		c := newConn(s, nc)
+		if !s.addConn(c) {
+			_ = nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// isTemporary reports accept errors worth retrying (EMFILE, ECONNABORTED...).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Shutdown stops accepting, refuses further options and requests with
+// NBD_REP_ERR_SHUTDOWN / NBD_ESHUTDOWN, lets requests already being served
+// finish and their replies go out, then closes every connection. If ctx
+// ends first, the remaining connections are closed at once and ctx's
+// error is returned; requests still inside a backend finish on their own.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for l := range s.lns {
+		_ = l.Close()
+	}
+	for c := range s.conns {
+		c.interrupt()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.nc.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+func (s *Server) track(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.lns[l] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(l net.Listener) {
+	s.mu.Lock()
+	delete(s.lns, l)
+	s.mu.Unlock()
+}
+
+func (s *Server) addConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	return true
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.active.Done()
+}

@@ -1,0 +1,273 @@
+package nbd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Scheduling. Waking another goroutine costs tens of microseconds on a
+// busy machine, far more than copying 4 KiB from memory, so the reader
+// serves small reads and writes itself and only hands off requests that
+// may block: flushes, FUA writes, trims, zeroes, extent lookups and large
+// transfers. If small requests turn out slow too (a disk-backed backend)
+// they go to workers as well, so one slow request never holds up the rest.
+const (
+	inlineMax = 128 << 10 // largest READ/WRITE the reader serves itself
+	// slowThreshold: when the moving average of small I/O service time
+	// passes it, small I/O moves to workers; a hand-off is cheaper.
+	slowThreshold = int64(50 * time.Microsecond)
+	// jobCharge is added to every handed-off request's in-flight cost,
+	// so payload-free requests are bounded too.
+	jobCharge = 16 << 10
+)
+
+// job is one request being served.
+type job struct {
+	req    request
+	buf    []byte  // payload: write data in, read data out
+	pooled *[]byte // buf's pool entry, nil for the reader's scratch
+	cost   int64   // in-flight charge, 0 when served inline
+}
+
+// transmit reads requests until the client disconnects, the stream
+// breaks or the server shuts down.
+func (c *conn) transmit() {
+	for {
+		if !c.requestBuffered() && !c.flush() {
+			return
+		}
+		var hb [requestSize]byte
+		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
+			c.endOfStream(err)
+			return
+		}
+		r, err := decodeRequest(hb[:])
+		if err != nil {
+			c.log.Warn("nbd: malformed request; closing, the stream cannot be resynchronised", "err", err)
+			return
+		}
+		if r.typ == cmdDisc {
+			c.log.Debug("nbd: client disconnected (DISC)")
+			return
+		}
+		if err := c.handle(&r); err != nil {
+			c.endOfStream(err)
+			return
+		}
+	}
+}
+
+// requestBuffered reports whether a whole request, write payload
+// included, is already buffered, so reading it will not block and
+// buffered replies can wait to be sent with the next ones.
+func (c *conn) requestBuffered() bool {
+	n := c.br.Buffered()
+	if n < requestSize {
+		return false
+	}
+	b, _ := c.br.Peek(requestSize)
+	r, err := decodeRequest(b)
+	if err != nil {
+		return true // reading it will not block; it is rejected at once
+	}
+	return r.typ != cmdWrite || uint64(n) >= requestSize+uint64(r.length)
+}
+
+func (c *conn) endOfStream(err error) {
+	switch {
+	case errors.Is(err, io.EOF):
+		c.log.Debug("nbd: client closed the connection")
+	case c.srv.closing.Load():
+		c.log.Debug("nbd: connection closed for shutdown")
+	default:
+		c.log.Info("nbd: connection lost", "err", err)
+	}
+}
+
+// handle validates r, then serves it inline or hands it to a worker. An
+// error means the stream is broken.
+func (c *conn) handle(r *request) error {
+	v := c.sess.validate(r)
+	if v.errno == 0 && c.srv.closing.Load() {
+		v = verdict{errno: errShutdown, msg: "the server is shutting down"}
+	}
+	if v.errno != 0 {
+		if v.hangup {
+			c.log.Warn("nbd: invalid request; closing", "cookie", r.cookie, "msg", v.msg)
+			return errors.New(v.msg)
+		}
+		if r.typ == cmdWrite {
+			if _, err := c.br.Discard(int(r.length)); err != nil {
+				return err
+			}
+		}
+		c.log.Debug("nbd: invalid request", "cookie", r.cookie, "errno", v.errno, "msg", v.msg)
+		c.wmu.Lock()
+		c.replyError(r, v.errno, v.msg)
+		c.wmu.Unlock()
+		return nil
+	}
+	j := job{req: *r}
+	if c.inline(r) {
+		if r.typ == cmdRead || r.typ == cmdWrite {
+			j.buf = c.scratchFor(int(r.length))
+		}
+		if r.typ == cmdWrite {
+			if _, err := io.ReadFull(c.br, j.buf); err != nil {
+				return err
+			}
+		}
+		c.run(&j, false)
+		return nil
+	}
+	return c.dispatch(&j)
+}
+
+// inline decides whether the reader serves r itself.
+func (c *conn) inline(r *request) bool {
+	switch r.typ {
+	case cmdRead, cmdWrite:
+		return r.length <= inlineMax && r.flags&cmdFlagFUA == 0 && c.slow.Load() < slowThreshold
+	case cmdCache:
+		return true
+	case cmdBlockStatus:
+		return c.ext == nil
+	}
+	return false
+}
+
+// dispatch charges j to the in-flight budget, reads its payload and
+// starts a worker for it.
+func (c *conn) dispatch(j *job) error {
+	r := &j.req
+	j.cost = jobCharge
+	if r.typ == cmdRead || r.typ == cmdWrite {
+		j.cost += int64(r.length)
+	}
+	c.acquire(j.cost)
+	if r.typ == cmdRead || r.typ == cmdWrite {
+		j.pooled = getBuf(int(r.length))
+		j.buf = *j.pooled
+	}
+	if r.typ == cmdWrite {
+		if _, err := io.ReadFull(c.br, j.buf); err != nil {
+			putBuf(j.pooled)
+			c.release(j.cost)
+			return err
+		}
+	}
+	w := new(job)
+	*w = *j
+	c.workers.Add(1)
+	go c.work(w)
+	return nil
+}
+
+func (c *conn) work(j *job) {
+	defer c.workers.Done()
+	c.run(j, true)
+	if j.pooled != nil {
+		putBuf(j.pooled)
+	}
+	c.release(j.cost)
+}
+
+// scratchFor returns the reader's buffer, grown to n bytes.
+func (c *conn) scratchFor(n int) []byte {
+	if cap(c.scratch) < n {
+		c.scratch = make([]byte, max(n, 64<<10))
+	}
+	return c.scratch[:n]
+}
+
+// run executes j against the backend and sends its reply. Workers flush
+// at once; the reader flushes when it runs out of buffered requests.
+func (c *conn) run(j *job, flush bool) {
+	r := &j.req
+	timed := (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= inlineMax
+	var start time.Time
+	if timed {
+		start = time.Now()
+	}
+	status, err := c.exec(j)
+	if timed {
+		c.observe(int64(time.Since(start)))
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case err != nil:
+		errno := nbdErrno(err, r)
+		msg := cmdName(r.typ) + ": " + err.Error()
+		c.log.Warn("nbd: request failed", "cmd", cmdName(r.typ), "cookie", r.cookie, "offset", r.offset, "length", r.length, "errno", errno, "err", err)
+		c.replyError(r, errno, msg)
+	case r.typ == cmdRead:
+		c.replyRead(r, j.buf)
+	case r.typ == cmdBlockStatus:
+		c.replyChunk(r, chunkBlockStatus, status)
+	default:
+		c.replySimple(r, 0)
+	}
+	if flush {
+		c.flushLocked()
+	}
+}
+
+// observe folds one small-I/O service time into the moving average
+// (weight 1/8). Concurrent updates may lose one another; the average
+// only steers scheduling.
+func (c *conn) observe(ns int64) {
+	old := c.slow.Load()
+	c.slow.Store(old + (ns-old)/8)
+}
+
+// exec performs a validated request on the backend. For BLOCK_STATUS it
+// returns the chunk payload.
+func (c *conn) exec(j *job) ([]byte, error) {
+	r := &j.req
+	off, n := int64(r.offset), int64(r.length)
+	var err error
+	switch r.typ {
+	case cmdRead:
+		var m int
+		m, err = c.be.ReadAt(j.buf, off)
+		if m == len(j.buf) && errors.Is(err, io.EOF) {
+			err = nil // io.ReaderAt may report EOF with a full read at the end
+		} else if err == nil && m < len(j.buf) {
+			err = &shortError{"read", m, len(j.buf)}
+		}
+	case cmdWrite:
+		var m int
+		m, err = c.be.WriteAt(j.buf, off)
+		if err == nil && m < len(j.buf) {
+			err = &shortError{"write", m, len(j.buf)}
+		}
+	case cmdFlush:
+		err = c.be.Flush()
+	case cmdTrim:
+		if err = c.be.Discard(off, n); notSupported(err) {
+			err = nil // trim is a hint; ignoring it is allowed
+		}
+	case cmdWriteZeroes:
+		err = c.writeZeroes(r)
+	case cmdCache:
+		// A hint; the backend is memory or has its own cache.
+	case cmdBlockStatus:
+		return c.blockStatus(r)
+	}
+	if err == nil && r.flags&cmdFlagFUA != 0 && (r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes) {
+		err = c.be.Flush()
+	}
+	return nil, err
+}
+
+type shortError struct {
+	op   string
+	n, m int
+}
+
+func (e *shortError) Error() string {
+	return fmt.Sprintf("short %s: %d of %d bytes", e.op, e.n, e.m)
+}

@@ -1,0 +1,91 @@
+package state_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/state"
+	bolt "go.etcd.io/bbolt"
+)
+
+func open(t *testing.T, dir string) *state.Store {
+	t.Helper()
+	s, err := state.Open(dir, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Ensure that records survive closing and reopening the file.
+func TestStore_reopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	want := state.Device{Name: "a", UUID: "u", Live: "0 8 zero \n", Inactive: "0 16 zero \n", Suspended: true}
+	if err := s.PutDevice(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRegion(state.Region{Name: "r", Path: "/dev/shm/x/r", Size: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir)
+	got, ok, err := s.Device("a")
+	if err != nil || !ok || got != want {
+		t.Fatalf("Device(a) = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
+	regions, err := s.Regions()
+	if err != nil || len(regions) != 1 || regions[0].Size != 4096 {
+		t.Fatalf("Regions() = %+v, %v", regions, err)
+	}
+}
+
+// Ensure that a second Open of a held directory is refused, naming the
+// holder's pid (this process: flock conflicts between open files).
+func TestOpen_locked(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir)
+	_, err := state.Open(dir, 20*time.Millisecond)
+	var le *state.LockedError
+	if !errors.As(err, &le) || !errors.Is(err, state.ErrLocked) {
+		t.Fatalf("second Open: %v, want a LockedError", err)
+	}
+	if le.PID != os.Getpid() {
+		t.Errorf("holder pid %d, want %d", le.PID, os.Getpid())
+	}
+	msg := err.Error()
+	for _, want := range []string{"another daxsnap serve holds", filepath.Join(dir, state.FileName), "pid", "--state"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+}
+
+// Ensure that a file with another format version is refused, not rewritten.
+func TestOpen_formatVersion(t *testing.T) {
+	dir := t.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, state.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("version"), []byte{0, 0, 0, 9})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = state.Open(dir, 0)
+	if !errors.Is(err, state.ErrFormat) || !strings.Contains(err.Error(), "another --state") {
+		t.Fatalf("Open: %v, want ErrFormat with advice", err)
+	}
+}

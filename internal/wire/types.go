@@ -1,0 +1,105 @@
+package wire
+
+// APIVersion is the path prefix of every route.
+const APIVersion = "v1"
+
+// Version answers GET /v1/version.
+type Version struct {
+	Version   string `json:"version"`    // daxsnap release
+	API       string `json:"api"`        // APIVersion
+	GoVersion string `json:"go_version"` // toolchain the daemon was built with
+}
+
+// Target is one registered target type (dmsetup targets).
+type Target struct {
+	Name    string `json:"name"`
+	Version [3]int `json:"version"`
+}
+
+// PmemCreate asks for a memory region: a file of Size bytes on tmpfs (or
+// hugetlbfs), reserved up front, that tables name by its Path.
+type PmemCreate struct {
+	Name    string `json:"name"`
+	Size    int64  `json:"size"`              // bytes
+	Dir     string `json:"dir,omitempty"`     // tmpfs or hugetlbfs mount; default /dev/shm (/dev/hugepages with Hugetlb)
+	Hugetlb bool   `json:"hugetlb,omitempty"` // use huge pages (Dir must be hugetlbfs)
+}
+
+// Pmem describes a memory region.
+type Pmem struct {
+	Name       string   `json:"name"`
+	Path       string   `json:"path"` // what a table names, e.g. `0 131072 linear PATH 0`
+	Size       int64    `json:"size"`
+	Hugetlb    bool     `json:"hugetlb"`
+	Filesystem string   `json:"filesystem"`        // tmpfs or hugetlbfs
+	UsedBy     []string `json:"used_by,omitempty"` // devices whose tables name it
+	Note       string   `json:"note,omitempty"`    // why it is unusable, if it is
+}
+
+// DeviceCreate creates a mapped device (dmsetup create). With Table it is
+// loaded and resumed; with NoTable it has no table.
+type DeviceCreate struct {
+	Name     string `json:"name"`
+	UUID     string `json:"uuid,omitempty"`
+	Table    string `json:"table,omitempty"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	NoTable  bool   `json:"no_table,omitempty"`
+}
+
+// Load puts a table in a device's inactive slot (dmsetup load).
+type Load struct {
+	Table string `json:"table"`
+}
+
+// Suspend holds a device's I/O (dmsetup suspend).
+type Suspend struct {
+	NoFlush bool `json:"no_flush,omitempty"`
+}
+
+// Remove carries dmsetup remove's flags (query parameters force, deferred).
+type Remove struct {
+	Force    bool `json:"force,omitempty"`
+	Deferred bool `json:"deferred,omitempty"`
+}
+
+// Rename gives a device a new name (dmsetup rename).
+type Rename struct {
+	NewName string `json:"new_name"`
+}
+
+// Message is delivered to the target covering Sector (dmsetup message).
+type Message struct {
+	Sector uint64   `json:"sector"`
+	Args   []string `json:"args"`
+}
+
+// MessageReply is the target's answer, often empty.
+type MessageReply struct {
+	Reply string `json:"reply"`
+}
+
+// Info describes a mapped device (dmsetup info).
+type Info struct {
+	Name           string `json:"name"`
+	UUID           string `json:"uuid,omitempty"`
+	Suspended      bool   `json:"suspended"`
+	ReadOnly       bool   `json:"read_only"`
+	DeferredRemove bool   `json:"deferred_remove"`
+	LiveTable      bool   `json:"live_table"`
+	InactiveTable  bool   `json:"inactive_table"`
+	OpenCount      int    `json:"open_count"`
+	EventNr        uint64 `json:"event_nr"`
+	TargetCount    int    `json:"target_count"`
+	Sectors        uint64 `json:"sectors"`            // live table size in 512-byte sectors
+	Capabilities   string `json:"capabilities"`       // what the live table offers now
+	FixedCaps      string `json:"fixed_capabilities"` // dax/sync the device may never lose
+	Note           string `json:"note,omitempty"`     // daxsnap's remark, e.g. why the table is `error`
+}
+
+// Text is a device's table or status text (dmsetup table, dmsetup status).
+type Text struct {
+	Name     string `json:"name"`
+	Inactive bool   `json:"inactive"`
+	Text     string `json:"text"`           // lines "start length type args\n"; "" without a table
+	Note     string `json:"note,omitempty"` // as Info.Note
+}
