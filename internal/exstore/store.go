@@ -99,3 +99,11 @@ type Store interface {
 	// second Close returns nil.
 	Close() error
 }
+
+// BatchCommitter is implemented by stores that can commit many exceptions
+// in one metadata write on request (the persistent store). Callers with
+// several exceptions at hand use it instead of one Commit per exception;
+// its durability promise is Commit's, for all of them.
+type BatchCommitter interface {
+	CommitBatch(es []Exception) error
+}

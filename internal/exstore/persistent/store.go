@@ -79,7 +79,10 @@ func newBatch() *batch {
 	return &batch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
 }
 
-var _ exstore.Store = (*Store)(nil)
+var (
+	_ exstore.Store          = (*Store)(nil)
+	_ exstore.BatchCommitter = (*Store)(nil)
+)
 
 // Open reads the header of the COW device dev and returns a store ready for
 // Load. A device whose first four bytes are zero gets a new store when Load
@@ -290,15 +293,28 @@ func (s *Store) Prepare() (exstore.Chunk, error) {
 // Commit records e durably, sharing the metadata write with concurrent
 // commits. See exstore.Store.
 func (s *Store) Commit(e exstore.Exception) error {
+	return s.CommitBatch([]exstore.Exception{e})
+}
+
+// CommitBatch commits es together: they join one metadata batch (with any
+// commits queued meanwhile), so a caller with many exceptions at hand gets
+// the group commit without needing a goroutine per exception. On an error
+// the caller must treat every exception in es as not recorded.
+func (s *Store) CommitBatch(es []exstore.Exception) error {
+	if len(es) == 0 {
+		return nil
+	}
 	s.mu.Lock()
-	if err := s.admit(e); err != nil {
-		s.mu.Unlock()
-		return err
+	for _, e := range es {
+		if err := s.admit(e); err != nil {
+			s.mu.Unlock()
+			return err
+		}
 	}
 	s.inflight.Add(1)
 	defer s.inflight.Done()
 	b := s.open
-	b.recs = append(b.recs, e)
+	b.recs = append(b.recs, es...)
 	if !s.writing {
 		s.writing = true
 		s.open = newBatch()

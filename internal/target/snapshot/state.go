@@ -201,9 +201,12 @@ func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk)
 	return nil
 }
 
-// commit commits exceptions concurrently, so that the store can write them
-// in one metadata batch.
+// commit commits exceptions so that the store writes them in one metadata
+// batch: in one call where the store offers it, else concurrently.
 func (s *cowState) commit(pend []exstore.Exception) error {
+	if bc, ok := s.store.(exstore.BatchCommitter); ok {
+		return bc.CommitBatch(pend)
+	}
 	if len(pend) <= 1 {
 		if len(pend) == 1 {
 			return s.store.Commit(pend[0])
