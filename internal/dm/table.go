@@ -116,3 +116,25 @@ func FormatTable(lines []TableLine) string {
 	}
 	return b.String()
 }
+
+// ParseOffset parses a target's sector-offset argument, telling a
+// malformed number from one that is too large.
+func ParseOffset(s string) (Sector, error) {
+	v, err := ParseSector(s)
+	if err == nil {
+		return v, nil
+	}
+	if s != "" && strings.Trim(s, "0123456789") == "" {
+		return 0, fmt.Errorf("invalid offset %q: larger than the largest sector number %d", s, MaxSectors)
+	}
+	return 0, fmt.Errorf("invalid offset %q: want a sector number", s)
+}
+
+// QuoteArgs renders arguments for an argument-count message: ` ("a b")`,
+// or nothing when there are none.
+func QuoteArgs(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%q)", strings.Join(args, " "))
+}

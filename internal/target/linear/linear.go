@@ -7,7 +7,6 @@ package linear
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -29,9 +28,9 @@ var (
 // newLinear constructs a linear target from `<dev> <offset>` (linear_ctr).
 func newLinear(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	if len(args) != 2 {
-		return nil, fmt.Errorf("want 2 arguments <dev> <offset>, got %d%s", len(args), quoted(args))
+		return nil, fmt.Errorf("want 2 arguments <dev> <offset>, got %d%s", len(args), dm.QuoteArgs(args))
 	}
-	off, err := parseOffset(args[1])
+	off, err := dm.ParseOffset(args[1])
 	if err != nil {
 		return nil, err
 	}
@@ -42,25 +41,6 @@ func newLinear(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	return &linear{dev: dev, start: off.Bytes()}, nil
 }
 
-// parseOffset reads a start sector, telling a malformed number from one
-// that is too large.
-func parseOffset(s string) (dm.Sector, error) {
-	v, err := dm.ParseSector(s)
-	if err == nil {
-		return v, nil
-	}
-	if s != "" && strings.Trim(s, "0123456789") == "" {
-		return 0, fmt.Errorf("invalid offset %q: larger than the largest sector number %d", s, dm.MaxSectors)
-	}
-	return 0, fmt.Errorf("invalid offset %q: want a sector number", s)
-}
-
-func quoted(args []string) string {
-	if len(args) == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" (%q)", strings.Join(args, " "))
-}
 
 // mapOff is the one mapping from target to device offsets, used by block
 // I/O and direct access alike (linear_map_sector).

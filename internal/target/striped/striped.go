@@ -49,7 +49,7 @@ const syntax = "<#stripes> <chunk_size> followed by a <dev> <offset> pair per st
 // checked before any device is opened.
 func newStriped(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	if len(args) < 2 {
-		return nil, fmt.Errorf("want %s, got %d argument(s)%s", syntax, len(args), quoted(args))
+		return nil, fmt.Errorf("want %s, got %d argument(s)%s", syntax, len(args), dm.QuoteArgs(args))
 	}
 	n, err := strconv.ParseUint(args[0], 10, 32)
 	if err != nil || n == 0 {
@@ -67,7 +67,7 @@ func newStriped(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	}
 	offs := make([]dm.Sector, n)
 	for i := range offs {
-		if offs[i], err = parseOffset(args[3+2*i]); err != nil {
+		if offs[i], err = dm.ParseOffset(args[3+2*i]); err != nil {
 			return nil, fmt.Errorf("stripe %d of %d: %w", i+1, n, err)
 		}
 	}
@@ -110,25 +110,6 @@ func checkLength(length, chunk, n dm.Sector) error {
 		length, chunk, n, row, near)
 }
 
-// parseOffset reads a start sector, telling a malformed number from one
-// that is too large.
-func parseOffset(s string) (dm.Sector, error) {
-	v, err := dm.ParseSector(s)
-	if err == nil {
-		return v, nil
-	}
-	if s != "" && strings.Trim(s, "0123456789") == "" {
-		return 0, fmt.Errorf("invalid offset %q: larger than the largest sector number %d", s, dm.MaxSectors)
-	}
-	return 0, fmt.Errorf("invalid offset %q: want a sector number", s)
-}
-
-func quoted(args []string) string {
-	if len(args) == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" (%q)", strings.Join(args, " "))
-}
 
 // mapOff is the one mapping from a target offset to a stripe and an offset
 // in that stripe's device, used by block I/O and direct access
