@@ -61,7 +61,7 @@ func powerLossOnce(t *testing.T, rng *rand.Rand, it int) {
 	must(t, vol.Resume())
 
 	// Crash at the k-th device operation from now on.
-	k, ops := rng.Int64N(400), int64(0)
+	k, ops := 1+rng.Int64N(400), int64(0)
 	model := bytes.Clone(initial)
 	flushed := bytes.Clone(initial)        // origin as of the last completed flush
 	dirty := make([]bool, originBytes/512) // sectors written since that flush
