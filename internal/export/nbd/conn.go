@@ -48,7 +48,7 @@ type conn struct {
 	stalls   atomic.Int64 // times the reader waited for budget (a metric)
 	workers  sync.WaitGroup
 
-	slow    atomic.Int64 // moving average of small I/O service time, ns
+	slow    atomic.Int64 // moving average of READ/WRITE time per slowUnit, ns
 	scratch []byte       // reader goroutine only: payload buffer for inline requests
 }
 

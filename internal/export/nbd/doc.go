@@ -26,10 +26,10 @@
 // # Concurrency
 //
 // Per connection, one reader goroutine runs the handshake and then reads
-// requests in order. It serves small reads and writes itself, which costs
-// no goroutine wake-up, and starts a goroutine for anything that may
-// block (flush, FUA, trim, zeroes, extents, transfers over 128 KiB), or
-// for small I/O too once it is measured to be slow. Replies go out of
+// requests in order. It serves reads and writes of up to 1 MiB itself,
+// which costs no goroutine wake-up, and starts a goroutine for anything
+// that may block (flush, FUA, trim, zeroes, extents, larger transfers),
+// or for all I/O once the backend is measured to be slow. Replies go out of
 // order through one buffered writer: the reader flushes when no complete
 // request is waiting, workers flush after their reply. The bytes in
 // flight per connection are bounded (Options.MaxInFlight); at the bound,

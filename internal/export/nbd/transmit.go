@@ -8,16 +8,20 @@ import (
 )
 
 // Scheduling. Waking another goroutine costs tens of microseconds on a
-// busy machine, far more than copying 4 KiB from memory, so the reader
-// serves small reads and writes itself and only hands off requests that
-// may block: flushes, FUA writes, trims, zeroes, extent lookups and large
-// transfers. If small requests turn out slow too (a disk-backed backend)
-// they go to workers as well, so one slow request never holds up the rest.
+// busy machine, more than copying 4 KiB, or even 1 MiB, from memory, so
+// the reader serves reads and writes up to 1 MiB itself and only hands
+// off requests that may block: flushes, FUA writes, trims, zeroes,
+// extent lookups and larger transfers. If reads and writes turn out slow
+// too (a disk-backed backend) they go to workers as well, so one slow
+// request never holds up the rest.
 const (
-	inlineMax = 128 << 10 // largest READ/WRITE the reader serves itself
-	// slowThreshold: when the moving average of small I/O service time
-	// passes it, small I/O moves to workers; a hand-off is cheaper.
+	inlineMax  = 1 << 20   // largest READ/WRITE the reader serves itself
+	scratchMax = 128 << 10 // larger inline payloads use pooled buffers
+	// slowThreshold: when the moving average of READ/WRITE service time
+	// per slowUnit bytes (a 4 KiB request counts as one unit) passes it,
+	// they move to workers: a hand-off is cheaper than waiting.
 	slowThreshold = int64(50 * time.Microsecond)
+	slowUnit      = 64 << 10
 	// jobCharge is added to every handed-off request's in-flight cost,
 	// so payload-free requests are bounded too.
 	jobCharge = 16 << 10
@@ -111,18 +115,30 @@ func (c *conn) handle(r *request) error {
 	}
 	j := job{req: *r}
 	if c.inline(r) {
-		if r.typ == cmdRead || r.typ == cmdWrite {
-			j.buf = c.scratchFor(int(r.length))
-		}
-		if r.typ == cmdWrite {
-			if _, err := io.ReadFull(c.br, j.buf); err != nil {
-				return err
-			}
-		}
-		c.run(&j, false)
-		return nil
+		return c.serveInline(&j)
 	}
 	return c.dispatch(&j)
+}
+
+// serveInline serves j on the reader goroutine.
+func (c *conn) serveInline(j *job) error {
+	r := &j.req
+	if r.typ == cmdRead || r.typ == cmdWrite {
+		if r.length <= scratchMax {
+			j.buf = c.scratchFor(int(r.length))
+		} else {
+			j.pooled = getBuf(int(r.length))
+			j.buf = *j.pooled
+			defer putBuf(j.pooled)
+		}
+	}
+	if r.typ == cmdWrite {
+		if _, err := io.ReadFull(c.br, j.buf); err != nil {
+			return err
+		}
+	}
+	c.run(j, false)
+	return nil
 }
 
 // inline decides whether the reader serves r itself.
@@ -186,14 +202,14 @@ func (c *conn) scratchFor(n int) []byte {
 // at once; the reader flushes when it runs out of buffered requests.
 func (c *conn) run(j *job, flush bool) {
 	r := &j.req
-	timed := (r.typ == cmdRead || r.typ == cmdWrite) && r.length <= inlineMax
+	timed := r.typ == cmdRead || r.typ == cmdWrite
 	var start time.Time
 	if timed {
 		start = time.Now()
 	}
 	status, err := c.exec(j)
 	if timed {
-		c.observe(int64(time.Since(start)))
+		c.observe(int64(time.Since(start)) / (1 + int64(r.length)/slowUnit))
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -215,8 +231,8 @@ func (c *conn) run(j *job, flush bool) {
 	}
 }
 
-// observe folds one small-I/O service time into the moving average
-// (weight 1/8). Concurrent updates may lose one another; the average
+// observe folds one READ/WRITE service time per unit into the moving
+// average (weight 1/8). Concurrent updates may lose one another; the average
 // only steers scheduling.
 func (c *conn) observe(ns int64) {
 	old := c.slow.Load()

@@ -47,7 +47,7 @@ func TestTransmit_readWrite(t *testing.T) {
 	both(t, func(t *testing.T, structured bool) {
 		ts, m := rig(t, Options{})
 		c := connect(t, "unix", ts.unix, "disk", connectOpts{structured: structured})
-		for i, n := range []int{512, 4096, 128 << 10, 128<<10 + 512, 1 << 20, 4 << 20} {
+		for i, n := range []int{512, 4096, scratchMax, scratchMax + 512, inlineMax, inlineMax + 512, 4 << 20} {
 			data := pattern(n, uint64(i))
 			if rep := c.do(request{typ: cmdWrite, cookie: uint64(i), length: uint32(n)}, data); rep.errno != 0 {
 				t.Fatalf("write %d bytes: %v", n, rep)
@@ -498,7 +498,7 @@ func TestTransmit_outOfOrder(t *testing.T) {
 		var held sync.WaitGroup
 		held.Add(2)
 		m.hook = func(op string, off, n int64) error {
-			if op == "flush" || op == "write" && n == 1<<20 {
+			if op == "flush" || op == "write" && n == inlineMax*2 {
 				held.Done()
 				<-release
 			}
@@ -506,7 +506,7 @@ func TestTransmit_outOfOrder(t *testing.T) {
 		}
 		c := connect(t, "tcp", ts.tcp, "disk", connectOpts{structured: structured})
 		c.send(request{typ: cmdFlush, cookie: 1}, nil)
-		c.send(request{typ: cmdWrite, cookie: 2, offset: 2 << 20, length: 1 << 20}, make([]byte, 1<<20))
+		c.send(request{typ: cmdWrite, cookie: 2, offset: 2 << 20, length: inlineMax * 2}, make([]byte, inlineMax*2))
 		held.Wait()
 		const n = 200
 		for i := range n {
@@ -541,8 +541,8 @@ func TestTransmit_outOfOrder(t *testing.T) {
 // requests held in the backend, the server stops reading once the bytes
 // in flight reach MaxInFlight, and resumes as they complete.
 func TestTransmit_inFlightBound(t *testing.T) {
-	const budget = 1 << 20
-	const size = 256 << 10 // served by workers, charged size+jobCharge each
+	const size = 2 * inlineMax // served by workers, charged size+jobCharge each
+	const budget = 4*size - 1
 	ts, m := rig(t, Options{MaxInFlight: budget})
 	var inside, peak atomic.Int64
 	release := make(chan struct{})
@@ -557,7 +557,7 @@ func TestTransmit_inFlightBound(t *testing.T) {
 		return nil
 	}
 	c := connect(t, "tcp", ts.tcp, "disk", connectOpts{})
-	const n = 20
+	const n = 12
 	for i := range n {
 		c.send(request{typ: cmdRead, cookie: uint64(i), offset: uint64(i) * size % (4 << 20), length: size}, nil)
 	}
@@ -731,8 +731,8 @@ func TestServer_shutdownRefusesNewRequests(t *testing.T) {
 	c.send(request{typ: cmdFlush, cookie: 1}, nil)
 	<-entered
 	writes := m.writes.Load()
-	c.reads[2] = 256 << 10
-	burst := appendRequest(nil, request{typ: cmdRead, cookie: 2, length: 256 << 10})
+	c.reads[2] = 2 * inlineMax
+	burst := appendRequest(nil, request{typ: cmdRead, cookie: 2, length: 2 * inlineMax})
 	burst = appendRequest(burst, request{typ: cmdWrite, cookie: 3, length: 512})
 	c.writeAll(append(burst, make([]byte, 512)...))
 	waitFor(t, "the reader to wait for budget", func() bool { return ts.stalls() > 0 })
