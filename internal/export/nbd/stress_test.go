@@ -45,7 +45,7 @@ func TestStress_concurrentClients(t *testing.T) {
 				network, addr = "unix", ts.unix
 			}
 			c := connect(t, network, addr, "disk", connectOpts{structured: i%4 < 2})
-			n := runStressClient(t, c, i, ops, rand.New(rand.NewPCG(seed, uint64(i))))
+			n, _ := runStressClient(t, c, i, ops, rand.New(rand.NewPCG(seed, uint64(i))))
 			mu.Lock()
 			flushes += n
 			mu.Unlock()
@@ -66,8 +66,8 @@ type stressOp struct {
 
 // runStressClient issues ops random requests with up to stressDepth in
 // flight, checks every reply and returns how many requests must have
-// caused a backend flush.
-func runStressClient(t *testing.T, c *rawClient, id, ops int, rnd *rand.Rand) int {
+// caused a backend flush, and the model of its private region.
+func runStressClient(t *testing.T, c *rawClient, id, ops int, rnd *rand.Rand) (int, []byte) {
 	base := int64(stressShared + id*stressPrivate)
 	model := make([]byte, stressPrivate)
 	var (
@@ -159,7 +159,7 @@ func runStressClient(t *testing.T, c *rawClient, id, ops int, rnd *rand.Rand) in
 	if failed == "" && len(inflight) != 0 {
 		t.Errorf("connection %d: %d requests never answered", id, len(inflight))
 	}
-	return flushes
+	return flushes, model
 }
 
 func checkStressReply(rep reply, op *stressOp, ok bool) string {
