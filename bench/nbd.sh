@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark daxsnap's NBD server against its peers with fio's nbd engine
 # (libnbd), in one run so the ratios compare like with like:
-#   daxsnap   bench/nbdserve: internal/export/nbd serving 1 GiB of memory
-#             (switch to `daxsnap serve` with DAXSNAP_CMD once it exists)
+#   daxsnap   `daxsnap serve` exporting a linear volume on a pmem region
+#             (tmpfs) of SIZE; DAXSNAP=nbdserve serves plain memory through
+#             bench/nbdserve instead (the NBD server without dm)
 #   nbdkit    nbdkit memory 1G
 #   qemu-nbd  qemu-nbd on a raw file in tmpfs (/dev/shm)
 # Workloads run interleaved across the servers, ROUNDS times; the table
@@ -15,8 +16,7 @@
 #   WORKLOADS rw:bs list ["randread:4k randwrite:4k read:1M write:1M"]
 #   SERVERS   which servers ["daxsnap nbdkit qemu-nbd"]
 #   TRANSPORT unix or tcp [unix]              PORT     first TCP port [10809]
-#   DAXSNAP_CMD  command serving the daxsnap export; {ADDR} is replaced by
-#             unix:PATH or HOST:PORT [bench/nbdserve -listen {ADDR} -size $SIZE]
+#   DAXSNAP   daemon or nbdserve [daemon]
 # Needs: go, fio with the nbd engine, nbdkit, qemu-nbd, nbdinfo
 # (apt-get install fio nbdkit qemu-utils libnbd-bin).
 set -euo pipefail
@@ -47,26 +47,52 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${DAXSNAP_CMD:-}" ]; then
-	go build -o "$tmp/nbdserve" ./bench/nbdserve
-	DAXSNAP_CMD="$tmp/nbdserve -listen {ADDR} -size $SIZE"
-fi
+DAXSNAP=${DAXSNAP:-daemon}
+go build -o "$tmp/nbdserve" ./bench/nbdserve
+go build -o "$tmp/daxsnap" ./cmd/daxsnap
+state="$tmp/state"
 
-# addr/uri for server number $1 named $2.
+# addr/uri for server number $1 named $2; the daemon exports volume "vol",
+# on its own socket in the state directory.
 addr_of() {
-	if [ "$TRANSPORT" = tcp ]; then echo "127.0.0.1:$((PORT + $1))"; else echo "$tmp/$2.sock"; fi
+	if [ "$TRANSPORT" = tcp ]; then echo "127.0.0.1:$((PORT + $1))"
+	elif [ "$2" = daxsnap ] && [ "$DAXSNAP" = daemon ]; then echo "$state/nbd.sock"
+	else echo "$tmp/$2.sock"; fi
 }
 uri_of() {
-	if [ "$TRANSPORT" = tcp ]; then echo "nbd://$(addr_of "$1" "$2")/"; else echo "nbd+unix:///?socket=$(addr_of "$1" "$2")"; fi
+	local name=
+	[ "$2" = daxsnap ] && [ "$DAXSNAP" = daemon ] && name=vol
+	if [ "$TRANSPORT" = tcp ]; then echo "nbd://$(addr_of "$1" "$2")/$name"; else echo "nbd+unix:///$name?socket=$(addr_of "$1" "$2")"; fi
+}
+
+# start_daemon addr: daxsnap serve, a pmem region of SIZE, a linear volume on it.
+start_daemon() {
+	local nbd=""
+	[ "$TRANSPORT" = tcp ] && nbd=$1
+	"$tmp/daxsnap" --state "$state" serve --nbd-addr "$nbd" --log-level warn 2>"$tmp/daxsnap.log" &
+	pids+=($!)
+	for _ in $(seq 100); do [ -S "$state/daxsnap.sock" ] && break; sleep 0.1; done
+	"$tmp/daxsnap" --state "$state" pmem create bench --size "$SIZE" --dir "$shm" >/dev/null
+	local path
+	path=$(find "$shm" -type f -name bench | head -1)
+	[ -n "$path" ] || die "pmem region not found under $shm"
+	local bytes
+	bytes=$(stat -c %s "$path")
+	"$tmp/daxsnap" --state "$state" create vol --table "0 $((bytes / 512)) linear $path 0" >/dev/null
 }
 
 start() { # index name
 	local a; a=$(addr_of "$1" "$2")
 	case $2 in
 	daxsnap)
+		if [ "$DAXSNAP" = daemon ]; then
+			start_daemon "$a"
+			wait_ready "$1" "$2"
+			return
+		fi
 		local listen=$a
 		[ "$TRANSPORT" = unix ] && listen="unix:$a"
-		${DAXSNAP_CMD//\{ADDR\}/$listen} 2>"$tmp/$2.log" &
+		"$tmp/nbdserve" -listen "$listen" -size "$SIZE" 2>"$tmp/$2.log" &
 		;;
 	nbdkit)
 		if [ "$TRANSPORT" = tcp ]; then
@@ -86,11 +112,15 @@ start() { # index name
 	*) die "unknown server $2 (want daxsnap, nbdkit or qemu-nbd)" ;;
 	esac
 	pids+=($!)
+	wait_ready "$1" "$2"
+}
+
+wait_ready() { # index name
 	for _ in $(seq 100); do
 		nbdinfo --size "$(uri_of "$1" "$2")" >/dev/null 2>&1 && return
 		sleep 0.1
 	done
-	cat "$tmp/$2.log" >&2
+	cat "$tmp/$2.log" "$tmp/daxsnap.log" >&2 2>/dev/null || true
 	die "$2 did not start"
 }
 
