@@ -1,7 +1,8 @@
 // Command daxsnap is the daxsnap daemon (`daxsnap serve`) and its
 // dmsetup-like client: create, load, suspend, resume, info, table,
 // status, ... against the daemon's control socket, plus `pmem` for memory
-// regions, `table check` for offline table checks and `demo`.
+// regions, `snapshot` for LVM-style snapshots, `table check` and
+// `cow inspect` for offline checks, and `demo`.
 package main
 
 import "os"

@@ -99,3 +99,22 @@ func (f *fakeService) WriteData(name string, off int64, p []byte) error {
 	f.call("write %s %d %d", name, off, len(p))
 	return failures[name]
 }
+func (f *fakeService) Snapshots(origin string) ([]wire.Snapshot, error) {
+	f.call("snapshots origin=%s", origin)
+	return []wire.Snapshot{{Name: "s", Origin: origin}}, failures[origin]
+}
+func (f *fakeService) Snapshot(name string) (wire.Snapshot, error) {
+	return wire.Snapshot{Name: name, State: wire.SnapshotActive}, failures[name]
+}
+func (f *fakeService) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
+	f.call("snapshot create %s %s cow=%s size=%d chunk=%d transient=%v", req.Origin, req.Name, req.COW, req.COWSize, req.ChunkSize, req.Transient)
+	return wire.Snapshot{Name: req.Name, Origin: req.Origin}, failures[req.Name]
+}
+func (f *fakeService) SnapshotRemove(name string) error {
+	f.call("snapshot remove %s", name)
+	return failures[name]
+}
+func (f *fakeService) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+	f.call("snapshot merge %s nowait=%v", name, req.NoWait)
+	return wire.Snapshot{Name: name, State: wire.SnapshotMerged}, failures[name]
+}

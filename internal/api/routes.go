@@ -36,6 +36,12 @@ func (s *Server) routes(metrics http.Handler) {
 	m.HandleFunc("GET /v1/devices/{name}/data", s.readData)
 	m.HandleFunc("PUT /v1/devices/{name}/data", s.writeData)
 
+	m.HandleFunc("GET /v1/snapshots", s.snapshots)
+	m.HandleFunc("POST /v1/snapshots", s.snapshotCreate)
+	m.HandleFunc("GET /v1/snapshots/{name}", s.snapshot)
+	m.HandleFunc("DELETE /v1/snapshots/{name}", s.snapshotRemove)
+	m.HandleFunc("POST /v1/snapshots/{name}/merge", s.snapshotMerge)
+
 	if metrics != nil {
 		m.Handle("GET /metrics", metrics)
 	}
@@ -53,7 +59,7 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(allowed) == 0 {
-		writeError(w, fmt.Errorf("%w: no API route %s %s: see GET /v1/version, /v1/devices, /v1/pmem, /v1/targets",
+		writeError(w, fmt.Errorf("%w: no API route %s %s: see GET /v1/version, /v1/devices, /v1/snapshots, /v1/pmem, /v1/targets",
 			dm.ErrNotFound, r.Method, r.URL.Path))
 		return
 	}

@@ -27,6 +27,15 @@ type Service interface {
 	Table(name string, inactive bool) (wire.Text, error)
 	Status(name string, inactive bool) (wire.Text, error)
 
+	// Snapshots lists the snapshots (of origin, unless it is "").
+	Snapshots(origin string) ([]wire.Snapshot, error)
+	Snapshot(name string) (wire.Snapshot, error)
+	SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error)
+	SnapshotRemove(name string) error
+	// SnapshotMerge merges a snapshot into its origin; unless req.NoWait
+	// it returns when the merge has finished (State merged).
+	SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error)
+
 	// ReadData and WriteData are block I/O on a device, for tools and
 	// tests without an NBD client; WriteData flushes before returning.
 	ReadData(name string, off, n int64) ([]byte, error)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/session"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/target/all"
 )
@@ -32,12 +33,14 @@ type Daemon struct {
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
 	notes   notes
 	ids     mappedIDs
+	merges  *mergeJobs // background jobs finishing snapshot merges
 	metrics *ioMetrics
 
-	api     *api.Server
-	exports *exportServer
-	bg      sync.WaitGroup // serving goroutines and state reconciliations
-	errs    chan error     // a listener that stopped on its own
+	api      *api.Server
+	exports  *exportServer
+	sessions *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
+	bg       sync.WaitGroup  // serving goroutines and state reconciliations
+	errs     chan error      // a listener that stopped on its own
 
 	closing      atomic.Bool       // devices are being let go, not removed by a user
 	held         map[string]string // at shutdown: devices stacked on a suspended one
@@ -48,7 +51,7 @@ type Daemon struct {
 // Start brings a daemon up: state, devices, control socket, exports.
 func Start(cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
-	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4)}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4), merges: newMergeJobs()}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w: give --state a writable directory", cfg.StateDir, err)
 	}
@@ -63,9 +66,11 @@ func Start(cfg Config) (*Daemon, error) {
 	d.mgr = dm.NewManager(d.reg, d.pool)
 	d.metrics = newIOMetrics(d.mgr)
 	if err := d.restore(); err != nil {
+		d.merges.stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
 	if err := d.listen(); err != nil {
+		d.merges.stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
@@ -110,6 +115,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 func (d *Daemon) shutdown(ctx context.Context) error {
 	d.log.Info("shutting down: stop accepting")
+	d.merges.stop() // merges resume at the next start
 	var errs []error
 	apiCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -119,6 +125,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	if err := d.exports.shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop NBD exports: %w", err))
 	}
+	errs = append(errs, d.stopSessions())
 	errs = append(errs, d.quiesce())
 	d.bg.Wait()
 	errs = append(errs, d.closeDevices(), d.store.Close())

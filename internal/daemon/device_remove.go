@@ -16,6 +16,9 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 	if err != nil {
 		return err
 	}
+	if err := d.guardOfflineMerge("remove", name); err != nil {
+		return err
+	}
 	if users := d.users(name); len(users) > 0 && !req.Deferred && !req.Force {
 		return errorf(dm.ErrBusy, "remove %s: the tables of %s map %s%s: remove them or load tables without it first (or --deferred, or --force to make its I/O fail)",
 			name, strings.Join(users, ", "), MapperPrefix, name)

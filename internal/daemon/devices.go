@@ -115,6 +115,9 @@ func (d *Daemon) Suspend(name string, req wire.Suspend) error {
 // Resume swaps in the inactive table, if any, and lets I/O flow.
 func (d *Daemon) Resume(name string) error {
 	return d.mutate("resume", name, func(dev *dm.Device) error {
+		if err := d.guardOfflineMerge("resume", name); err != nil {
+			return err
+		}
 		swap := dev.Info().InactiveTable
 		if err := dev.Resume(); err != nil {
 			return err

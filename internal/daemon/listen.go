@@ -29,6 +29,12 @@ func (d *Daemon) listen() error {
 		return err
 	}
 	d.exports = exp
+	if err := d.startSessions(); err != nil {
+		d.exports.shutdown(contextNow())
+		d.api.Shutdown(contextNow())
+		os.Remove(d.SocketPath())
+		return err
+	}
 	return nil
 }
 

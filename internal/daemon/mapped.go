@@ -24,6 +24,7 @@ type mappedDevice struct {
 var (
 	_ backing.Device         = (*mappedDevice)(nil)
 	_ backing.DirectAccesser = (*mappedDevice)(nil)
+	_ dm.ExtentSource        = (*mappedDevice)(nil)
 )
 
 func (m *mappedDevice) Path() string                     { return m.path }
@@ -67,6 +68,10 @@ func (m *mappedDevice) writable(op string, off, n int64) error {
 
 // DirectAccess hands out the mapped device's memory (its live table's).
 func (m *mappedDevice) DirectAccess(off, n int64) ([]byte, error) { return m.dev.DirectAccess(off, n) }
+
+// Extents resolves a range to the files of the mapped device's live table,
+// so a table over /dev/mapper/NAME can be mapped by clients too.
+func (m *mappedDevice) Extents(off, n int64) ([]dm.Extent, error) { return m.dev.Extents(off, n) }
 
 // FlushRange flushes the whole device: dm has no ranged flush.
 func (m *mappedDevice) FlushRange(off, n int64) error { return m.dev.Flush() }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
@@ -24,7 +25,14 @@ func (d *Daemon) restore() error {
 	}
 	byName := map[string]state.Device{}
 	deps := map[string][]string{}
+	var pending []pendingOp
 	for _, rec := range recs {
+		if p, ok := parseSnapshotOp(rec.Name, rec.Op); ok {
+			// The snapshot verbs finish or undo it below, with every
+			// device back; the op stays recorded until they have.
+			pending = append(pending, p)
+			rec.Op = ""
+		}
 		rec, keep := d.settle(rec)
 		if keep {
 			byName[rec.Name] = rec
@@ -34,6 +42,7 @@ func (d *Daemon) restore() error {
 	for _, name := range dependencyOrder(deps) {
 		d.restoreDevice(byName[name])
 	}
+	d.recoverSnapshots(pending)
 	return nil
 }
 
@@ -125,9 +134,12 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 // load, an `error` table of the recorded size takes its place and the
 // recorded table is kept for the next start.
 func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
-	err := dev.Load(rec.Live)
-	if err == nil {
-		return dev.Resume()
+	lost := strings.ReplaceAll(lostOnRestart(rec.Live), "NAME", rec.Name)
+	var err error
+	if lost == "" {
+		if err = dev.Load(rec.Live); err == nil {
+			return dev.Resume()
+		}
 	}
 	size, perr := tableSize(rec.Live)
 	if perr != nil {
@@ -136,8 +148,11 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
 	d.notes.update(rec.Name, func(n *note) {
 		n.keptLive = rec.Live
 		n.degraded = fmt.Sprintf("Its table did not load when the daemon started: %v. It serves an `error` table of %d sectors instead: all I/O fails. The recorded table is kept: bring back what it maps and restart `daxsnap serve`, or load a new table.", err, size)
+		if lost != "" {
+			n.degraded = lost
+		}
 	})
-	d.log.Error("table did not load; serving an error table instead", "device", rec.Name, "sectors", size, "err", err)
+	d.log.Error("table did not load; serving an error table instead", "device", rec.Name, "sectors", size, "err", err, "lost", lost)
 	if err := dev.Load(fmt.Sprintf("0 %d error", size)); err != nil {
 		return err
 	}

@@ -96,3 +96,28 @@ type Resumer interface {
 type WritePreparer interface {
 	PrepareWrite(off, n int64) error
 }
+
+// Remapper is implemented by targets that pass a range straight through to
+// one backing device (linear, striped, snapshot-origin): Remap returns the
+// device and offset that hold target byte off, and how many bytes from off
+// (at most n, never 0 without an error) lie there contiguously. Device.Extents
+// uses it to hand the backing files of a DAX device to a client.
+type Remapper interface {
+	Remap(off, n int64) (ref *DeviceRef, devOff, length int64, err error)
+}
+
+// ExtentSource is implemented by backing devices that are themselves mapped
+// devices (/dev/mapper/NAME in a table line): Device.Extents recurses into
+// them.
+type ExtentSource interface {
+	Extents(off, n int64) ([]Extent, error)
+}
+
+// WriteGranularizer is implemented by targets whose direct-access stores
+// must be caught before they reach memory (snapshot-origin): WriteGranularity
+// returns the size of the aligned unit that one copy-before-write step
+// covers around target byte off (the smallest chunk size among the
+// snapshots that still copy out), or 0 when no store needs catching now.
+type WriteGranularizer interface {
+	WriteGranularity(off int64) int64
+}

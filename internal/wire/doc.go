@@ -26,6 +26,11 @@
 //	GET    /v1/devices/{name}/status?inactive=  Text
 //	GET    /v1/devices/{name}/data?offset=&length=   raw bytes
 //	PUT    /v1/devices/{name}/data?offset=           raw bytes (written, then flushed)
+//	GET    /v1/snapshots?origin=            []Snapshot
+//	POST   /v1/snapshots                    SnapshotCreate -> Snapshot
+//	GET    /v1/snapshots/{name}             Snapshot
+//	DELETE /v1/snapshots/{name}
+//	POST   /v1/snapshots/{name}/merge       SnapshotMerge -> Snapshot (State merged unless no_wait)
 //	GET    /metrics                         Prometheus text format
 //
 // Every error is an ErrorBody with one of the Code constants.

@@ -23,6 +23,7 @@ type linear struct {
 var (
 	_ dm.Target         = (*linear)(nil)
 	_ dm.DirectAccesser = (*linear)(nil)
+	_ dm.Remapper       = (*linear)(nil)
 )
 
 // newLinear constructs a linear target from `<dev> <offset>` (linear_ctr).
@@ -40,7 +41,6 @@ func newLinear(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	}
 	return &linear{dev: dev, start: off.Bytes()}, nil
 }
-
 
 // mapOff is the one mapping from target to device offsets, used by block
 // I/O and direct access alike (linear_map_sector).
@@ -60,6 +60,11 @@ func (l *linear) DirectAccess(off, n int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is a %s without direct access", dm.ErrNotSupported, l.dev.Name, l.dev.Kind())
 	}
 	return da.DirectAccess(l.mapOff(off), n)
+}
+
+// Remap says where target bytes [off, off+n) live: all in one run of the device.
+func (l *linear) Remap(off, n int64) (*dm.DeviceRef, int64, int64, error) {
+	return l.dev, l.mapOff(off), n, nil
 }
 
 func (l *linear) Status(kind dm.StatusType) string {

@@ -21,6 +21,9 @@ var (
 	_ dm.DirectAccesser = (*origin)(nil)
 	_ dm.Capabler       = (*origin)(nil)
 	_ dm.WritePreparer  = (*origin)(nil)
+	_ dm.Remapper       = (*origin)(nil)
+
+	_ dm.WriteGranularizer = (*origin)(nil)
 )
 
 func newOrigin(ctx *dm.CtorContext, args []string) (dm.Target, error) {
@@ -87,6 +90,28 @@ func (o *origin) DirectAccess(off, n int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is a %s without direct access", dm.ErrNotSupported, o.dev.Name, o.dev.Kind())
 	}
 	return da.DirectAccess(off, n)
+}
+
+// Remap says where target bytes live: the origin, at the same offsets.
+func (o *origin) Remap(off, n int64) (*dm.DeviceRef, int64, int64, error) {
+	return o.dev, off, n, nil
+}
+
+// WriteGranularity is the smallest chunk size among the snapshots of the
+// origin that copy out on origin writes (active, valid, not merging), or 0
+// when there is none: a direct store needs catching only while one exists,
+// and one copy-before-write step then covers a whole chunk.
+func (o *origin) WriteGranularity(off int64) int64 {
+	var g int64
+	for _, s := range states.snapshotsOf(o.dev.ID()) {
+		if !s.active.Load() || !s.valid.Load() || s.merging.Load() {
+			continue
+		}
+		if g == 0 || s.chunkBytes < g {
+			g = s.chunkBytes
+		}
+	}
+	return g
 }
 
 // Capabilities keeps DAX only where write faults can be caught: without

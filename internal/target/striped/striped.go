@@ -41,6 +41,7 @@ type striped struct {
 var (
 	_ dm.Target         = (*striped)(nil)
 	_ dm.DirectAccesser = (*striped)(nil)
+	_ dm.Remapper       = (*striped)(nil)
 )
 
 const syntax = "<#stripes> <chunk_size> followed by a <dev> <offset> pair per stripe"
@@ -109,7 +110,6 @@ func checkLength(length, chunk, n dm.Sector) error {
 	return fmt.Errorf("target length %d is not a multiple of chunk size × stripes = %d × %d = %d sectors; make it %s",
 		length, chunk, n, row, near)
 }
-
 
 // mapOff is the one mapping from a target offset to a stripe and an offset
 // in that stripe's device, used by block I/O and direct access
@@ -235,6 +235,13 @@ func (s *striped) DirectAccess(off, n int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is a %s without direct access", dm.ErrNotSupported, st.dev.Name, st.dev.Kind())
 	}
 	return da.DirectAccess(devOff, min(n, s.chunk-off%s.chunk))
+}
+
+// Remap says where target byte off lives, up to the end of its chunk: the
+// next chunk lives on another device.
+func (s *striped) Remap(off, n int64) (*dm.DeviceRef, int64, int64, error) {
+	st, devOff := s.mapOff(off)
+	return st.dev, devOff, min(n, s.chunk-off%s.chunk), nil
 }
 
 func (s *striped) Status(kind dm.StatusType) string {

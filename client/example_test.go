@@ -1,0 +1,33 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/daxsnap/daxsnap/client"
+)
+
+// Map a volume, store to it directly and make the stores durable. The
+// daemon (daxsnap serve --state /var/lib/daxsnap) must be running with a
+// DAX-capable device "vol" (a linear map of a memory region, say).
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "/var/lib/daxsnap/dax.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	m, err := c.Map(ctx, "vol", client.MapOptions{Length: 1 << 20, Write: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	n := copy(m.Bytes(), "hello, DAX")
+	if err := m.Persist(0, n); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(m.Durability())
+}

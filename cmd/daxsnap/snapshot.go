@@ -1,0 +1,284 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/wire"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) snapshotCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Snapshots the way LVM sets them up: ORIGIN keeps its name, ORIGIN-real holds its table",
+	}
+	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotListCmd(), a.snapshotRemoveCmd(), a.snapshotMergeCmd())
+	return cmd
+}
+
+func (a *app) snapshotCreateCmd() *cobra.Command {
+	var req wire.SnapshotCreate
+	var cowSize, chunk string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "create ORIGIN NAME [--cow FILE | --cow-size SIZE] [--chunk 4k] [--transient]",
+		Short: "Take a snapshot of ORIGIN as a new device NAME; ORIGIN pauses, never fails",
+		Long: "Take a snapshot of ORIGIN: its table moves to ORIGIN-real, NAME becomes\n" +
+			"`snapshot /dev/mapper/ORIGIN-real COW P CHUNK` and ORIGIN becomes\n" +
+			"`snapshot-origin /dev/mapper/ORIGIN-real`, all while ORIGIN is suspended.\n" +
+			"A DAX origin stays DAX. Without --cow the daemon creates STATE/cow/NAME.cow\n" +
+			"(10% of the origin, at least 8 MiB, at most a full copy) and deletes it with the snapshot.",
+		Args: args(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op := "snapshot create " + strings.Join(args, " ")
+			req.Origin, req.Name = args[0], args[1]
+			var err error
+			if cowSize != "" {
+				if req.COWSize, err = parseSize(cowSize); err != nil {
+					return fmt.Errorf("%s: --cow-size: %w", op, err)
+				}
+			}
+			if chunk != "" {
+				if req.ChunkSize, err = parseSize(chunk); err != nil {
+					return fmt.Errorf("%s: --chunk: %w", op, err)
+				}
+			}
+			if req.COW != "" {
+				if req.COW, err = filepath.Abs(req.COW); err != nil {
+					return fmt.Errorf("%s: --cow: %w", op, err)
+				}
+			}
+			s, err := a.api().SnapshotCreate(req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(s)
+			}
+			fmt.Fprintf(a.out, "created snapshot %s of %s: COW %s, store %s, chunk %s\n", s.Name, s.Origin, s.COW, s.Store, formatSize(s.ChunkSize))
+			if s.Note != "" {
+				fmt.Fprintf(a.out, "note: %s\n", s.Note)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.COW, "cow", "", "existing file for the exception store (its first bytes must be zero)")
+	f.StringVar(&cowSize, "cow-size", "", "size of the COW file the daemon creates, e.g. 256M")
+	f.StringVar(&chunk, "chunk", "", "chunk size, a power of two such as 4k (default) to 512k")
+	f.BoolVar(&req.Transient, "transient", false, "keep exceptions in memory only (store N): lost when the daemon stops")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) snapshotListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list [ORIGIN]",
+		Aliases: []string{"ls"},
+		Short:   "List snapshots: origin, COW, store, chunk size, usage and state (merge progress)",
+		Args:    args(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			origin := ""
+			if len(args) == 1 {
+				origin = args[0]
+			}
+			snaps, err := a.api().Snapshots(origin)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(snaps)
+			}
+			formatSnapshots(a.out, snaps)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) snapshotRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "remove NAME",
+		Aliases: []string{"rm"},
+		Short:   "Remove a snapshot; the last one of an origin gives it back its own table",
+		Args:    args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.api().SnapshotRemove(args[0])
+		},
+	}
+}
+
+func (a *app) snapshotMergeCmd() *cobra.Command {
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:   "merge NAME [--no-wait]",
+		Short: "Merge a persistent snapshot back into its origin, with a progress bar",
+		Long: "Copy the snapshot's exceptions back onto its origin, then remove the snapshot.\n" +
+			"A non-DAX origin stays usable while it merges. A DAX origin cannot load\n" +
+			"snapshot-merge (it has no direct access), so it stays suspended (its I/O waits)\n" +
+			"while ORIGIN-merge does the work: it keeps DAX throughout.\n" +
+			"With --no-wait the daemon finishes the merge in the background.",
+		Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			c := a.api()
+			if noWait {
+				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{NoWait: true})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "merging %s into %s%s: `daxsnap snapshot list %s` shows the progress\n", name, s.Origin, offlineNote(s), s.Origin)
+				return nil
+			}
+			type result struct {
+				s   wire.Snapshot
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{})
+				done <- result{s, err}
+			}()
+			bar := progressBar{w: a.err}
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case r := <-done:
+					if r.err != nil {
+						bar.end()
+						return r.err
+					}
+					bar.show(name, r.s.Origin, &wire.MergeProgress{Percent: 100})
+					bar.end()
+					fmt.Fprintf(a.out, "merged %s into %s\n", name, r.s.Origin)
+					return nil
+				case <-tick.C:
+					if s, err := c.Snapshot(name); err == nil && s.Merge != nil {
+						bar.show(name, s.Origin, s.Merge)
+					}
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the merge has started")
+	return cmd
+}
+
+func offlineNote(s wire.Snapshot) string {
+	if s.Merge != nil && s.Merge.Offline {
+		return fmt.Sprintf(" offline on %s (%s is DAX-capable: it stays suspended until the merge is done)", s.Merge.Device, s.Origin)
+	}
+	return ""
+}
+
+// progressBar draws one line, redrawn in place.
+type progressBar struct {
+	w     io.Writer
+	drawn bool
+}
+
+func (b *progressBar) show(name, origin string, p *wire.MergeProgress) {
+	const width = 30
+	n := int(p.Percent * width / 100)
+	n = min(max(n, 0), width)
+	fmt.Fprintf(b.w, "\rmerging %s into %s [%s%s] %5.1f%% (%d chunks left)", name, origin,
+		strings.Repeat("#", n), strings.Repeat(".", width-n), p.Percent, p.Remaining)
+	b.drawn = true
+}
+
+func (b *progressBar) end() {
+	if b.drawn {
+		fmt.Fprintln(b.w)
+		b.drawn = false
+	}
+}
+
+// formatSnapshots prints snapshot list.
+func formatSnapshots(w io.Writer, snaps []wire.Snapshot) {
+	if len(snaps) == 0 {
+		io.WriteString(w, "No snapshots: take one with `daxsnap snapshot create ORIGIN NAME`\n")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tORIGIN\tSTORE\tCHUNK\tUSAGE\tSTATE\tCOW")
+	for _, s := range snaps {
+		cow := s.COW
+		if s.COWOwned {
+			cow += " (daxsnap's)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Origin, s.Store, formatSize(s.ChunkSize),
+			snapshotUsage(s), snapshotState(s), cow)
+	}
+	tw.Flush()
+	for _, s := range snaps {
+		if s.Note != "" {
+			fmt.Fprintf(w, "%s: %s\n", s.Name, s.Note)
+		}
+		if s.Merge != nil && s.Merge.Error != "" {
+			fmt.Fprintf(w, "%s: merge: %s\n", s.Name, s.Merge.Error)
+		}
+	}
+}
+
+func snapshotUsage(s wire.Snapshot) string {
+	if s.Total == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%%", s.Usage)
+}
+
+func snapshotState(s wire.Snapshot) string {
+	switch {
+	case s.Merge != nil && s.State == wire.SnapshotMerging:
+		where := ""
+		if s.Merge.Offline {
+			where = " offline"
+		}
+		return fmt.Sprintf("merging%s %.1f%%", where, s.Merge.Percent)
+	case s.State == wire.SnapshotMergeFailed:
+		return "merge failed"
+	}
+	return s.State
+}
+
+func (a *app) cowCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cow",
+		Short: "COW devices (exception stores in the kernel's persistent format)",
+	}
+	var asJSON bool
+	inspect := &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Print a COW device's header, metadata areas and exceptions (offline, no daemon)",
+		Args:  args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := daemon.InspectCOW(args[0])
+			if r == nil {
+				return err
+			}
+			if asJSON {
+				if jerr := a.printJSON(daemon.COWReportWire(r)); jerr != nil {
+					return jerr
+				}
+			} else if werr := r.WriteText(a.out); werr != nil {
+				return werr
+			}
+			if err != nil {
+				return fmt.Errorf("cow inspect %s: %w", args[0], err)
+			}
+			return nil
+		},
+	}
+	inspect.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(inspect)
+	return cmd
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// fileVol creates device name over a new 4 MiB file.
+func (c *cli) fileVol(name string) string {
+	c.t.Helper()
+	path := filepath.Join(c.t.TempDir(), name+".img")
+	if err := os.WriteFile(path, make([]byte, 4<<20), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	c.ok("create", name, "--table", "0 8192 linear "+path+" 0")
+	return path
+}
+
+// Ensure that the snapshot verbs print what they did, list snapshots as a
+// table and as JSON, merge with a progress bar, and remove.
+func TestCLI_snapshot(t *testing.T) {
+	c := newCLI(t)
+	c.fileVol("vol")
+	cow := filepath.Join(c.d.StateDir(), "cow", "s1.cow")
+	out := c.ok("snapshot", "create", "vol", "s1")
+	golden(t, "snapshot create", out, "created snapshot s1 of vol: COW "+cow+", store P, chunk 4KiB\n"+
+		"note: COW "+cow+": 4218880 bytes (10% of the origin, at least 8 MiB, at most a full copy of 4218880 bytes); give --cow-size to choose.\n")
+	mine := filepath.Join(t.TempDir(), "mine.cow")
+	os.WriteFile(mine, make([]byte, 1<<20), 0o600)
+	c.ok("snapshot", "create", "vol", "s2", "--cow", mine, "--chunk", "16k")
+	c.ok("snapshot", "create", "vol", "t1", "--transient", "--cow-size", "1M")
+
+	fields := strings.Fields(c.ok("snapshot", "list"))
+	golden(t, "snapshot list", strings.Join(fields, " "), "NAME ORIGIN STORE CHUNK USAGE STATE COW "+
+		"s1 vol P 4KiB 0.19% active "+cow+" (daxsnap's) "+
+		"s2 vol P 16KiB 3.12% active "+mine+" "+
+		"t1 vol N 4KiB 0.00% active "+filepath.Join(c.d.StateDir(), "cow", "t1.cow")+" (daxsnap's)")
+	var list []wire.Snapshot
+	if err := json.Unmarshal([]byte(c.ok("snapshot", "list", "vol", "--json")), &list); err != nil || len(list) != 3 || list[1].COW != mine || list[1].ChunkSize != 16384 {
+		t.Fatalf("snapshot list --json: %+v, %v", list, err)
+	}
+	golden(t, "table vol", c.ok("table", "vol"), "0 8192 snapshot-origin /dev/mapper/vol-real\n")
+
+	code, out, errOut := runIn("", "--socket", c.socket, "snapshot", "merge", "s1")
+	if code != 0 || out != "merged s1 into vol\n" || !strings.Contains(errOut, "merging s1 into vol [##############################] 100.0%") {
+		t.Fatalf("snapshot merge: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out = c.ok("snapshot", "merge", "s2", "--no-wait")
+	if !strings.HasPrefix(out, "merging s2 into vol: `daxsnap snapshot list vol` shows the progress") {
+		t.Fatalf("merge --no-wait: %q", out)
+	}
+	c.fail("t1 is a transient snapshot", "snapshot", "merge", "t1")
+	for i := 0; ; i++ {
+		if list := c.ok("snapshot", "ls"); !strings.Contains(list, "s2") {
+			break
+		}
+		if i > 500 {
+			t.Fatal("s2 never finished merging")
+		}
+		waitShort()
+	}
+	c.ok("snapshot", "rm", "t1")
+	golden(t, "snapshot list (none)", c.ok("snapshot", "list"), "No snapshots: take one with `daxsnap snapshot create ORIGIN NAME`\n")
+	golden(t, "ls", c.ok("ls"), "vol\n")
+	if _, err := os.Stat(mine); err != nil {
+		t.Fatalf("the user's COW file went with its snapshot: %v", err)
+	}
+
+	c.fail("no origin device nope", "snapshot", "create", "nope", "x")
+	c.fail("--cow-size: invalid size", "snapshot", "create", "vol", "x", "--cow-size", "lots")
+	c.fail("not a power of two", "snapshot", "create", "vol", "x", "--chunk", "3k")
+	c.fail("usage: daxsnap snapshot create ORIGIN NAME", "snapshot", "create", "vol")
+	c.fail("no snapshot called x", "snapshot", "remove", "x")
+}
+
+// Ensure that cow inspect reads a COW file offline, as text and JSON, and
+// that a file that is not a COW device fails with the report so far.
+func TestCLI_cowInspect(t *testing.T) {
+	c := newCLI(t)
+	c.fileVol("vol")
+	cow := filepath.Join(t.TempDir(), "s.cow")
+	os.WriteFile(cow, make([]byte, 1<<20), 0o600)
+	c.ok("snapshot", "create", "vol", "s", "--cow", cow)
+	for _, off := range []int64{0, 4096, 3 * 4096} {
+		if err := c.d.WriteData("vol", off, []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := c.ok("cow", "inspect", cow)
+	for _, want := range []string{
+		"COW device:   " + cow + " (1048576 bytes",
+		"header:       magic 0x70416e53, valid 1 (valid), version 1, chunk_size 8 sectors",
+		"area 0:       chunk 1, 3 records (current)",
+		"exceptions:   3",
+		"  0: origin chunk 0 -> COW chunk 2",
+		"  2: origin chunk 3 -> COW chunk 4",
+		"usage:        40/2048 sectors allocated, 16 metadata sectors",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cow inspect lacks %q:\n%s", want, out)
+		}
+	}
+	var rep wire.COWReport
+	if err := json.Unmarshal([]byte(c.ok("cow", "inspect", cow, "--json")), &rep); err != nil ||
+		len(rep.Exceptions) != 3 || rep.Exceptions[1] != (wire.COWException{Old: 1, New: 3}) || rep.ChunkSize != 8 || rep.Valid != 1 {
+		t.Fatalf("cow inspect --json: %+v, %v", rep, err)
+	}
+
+	junk := filepath.Join(t.TempDir(), "junk")
+	os.WriteFile(junk, append([]byte("junkjunk"), make([]byte, 8192)...), 0o600)
+	code, out, errOut := runIn("", "cow", "inspect", junk)
+	checkFailure(t, code, errOut, "is not 0x70416e53", []string{"cow", "inspect", junk})
+	if !strings.Contains(out, "ERROR:") {
+		t.Fatalf("cow inspect of junk printed no report: %q", out)
+	}
+	code, _, errOut = runIn("", "cow", "inspect", junk+".none")
+	checkFailure(t, code, errOut, "no such file", []string{"cow", "inspect"})
+}
+
+func waitShort() { time.Sleep(10 * time.Millisecond) }

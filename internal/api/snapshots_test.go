@@ -1,0 +1,58 @@
+package api
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// Ensure that the snapshot calls reach the service with their arguments
+// and replies, across the socket.
+func TestClient_snapshotVerbs(t *testing.T) {
+	f := &fakeService{}
+	c := serve(t, f, Options{})
+	s, err := c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s 1", COW: "/c", ChunkSize: 8192, Transient: true})
+	if err != nil || s.Name != "s 1" || s.Origin != "vol" {
+		t.Fatalf("create = %+v, %v", s, err)
+	}
+	list, err := c.Snapshots("vol")
+	if err != nil || len(list) != 1 || list[0].Origin != "vol" {
+		t.Fatalf("list = %+v, %v", list, err)
+	}
+	if _, err := c.Snapshots(""); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Snapshot("s/2"); err != nil || s.Name != "s/2" || s.State != wire.SnapshotActive {
+		t.Fatalf("show = %+v, %v", s, err)
+	}
+	if s, err := c.SnapshotMerge("s/2", wire.SnapshotMerge{NoWait: true}); err != nil || s.State != wire.SnapshotMerged {
+		t.Fatalf("merge = %+v, %v", s, err)
+	}
+	if err := c.SnapshotRemove("s/2"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"snapshot create vol s 1 cow=/c size=0 chunk=8192 transient=true",
+		"snapshots origin=vol", "snapshots origin=", "snapshot merge s/2 nowait=true", "snapshot remove s/2"}
+	if got := f.Calls(); !slices.Equal(got, want) {
+		t.Fatalf("calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Errors keep their class; a bad body is refused before the service.
+	if err := c.SnapshotRemove("busy"); !errors.Is(err, dm.ErrBusy) {
+		t.Fatalf("remove busy: %v", err)
+	}
+	if _, err := c.Snapshots("missing"); !errors.Is(err, dm.ErrNotFound) {
+		t.Fatalf("list missing: %v", err)
+	}
+	_, err = c.do("POST", "/v1/snapshots", nil, map[string]any{"origin": "vol", "bogus": 1}, nil)
+	if !errors.Is(err, dm.ErrInvalidArgument) || !strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("unknown field: %v", err)
+	}
+	_, err = c.do("POST", "/v1/snapshots", nil, nil, nil)
+	if !errors.Is(err, dm.ErrInvalidArgument) {
+		t.Fatalf("empty body: %v", err)
+	}
+}

@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/session"
+)
+
+// SessionSocketName is the DAX session socket (client.Dial) in the state
+// directory.
+const SessionSocketName = "dax.sock"
+
+// SessionSocketPath is the DAX session socket.
+func (d *Daemon) SessionSocketPath() string { return SessionSocketPathIn(d.cfg.StateDir) }
+
+// SessionSocketPathIn is the DAX session socket of a daemon on state
+// directory dir.
+func SessionSocketPathIn(dir string) string {
+	return strings.TrimSuffix(dir, "/") + "/" + SessionSocketName
+}
+
+// startSessions serves DAX mapping sessions on <state>/dax.sock.
+func (d *Daemon) startSessions() error {
+	path := d.SessionSocketPath()
+	if len(path) > maxSocketPath {
+		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state directory", path, len(path), maxSocketPath)
+	}
+	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.mgr.Get, Log: d.log})
+	if err != nil {
+		return err
+	}
+	d.sessions = srv
+	if d.metrics != nil {
+		d.metrics.reg.MustRegister(&sessionCollector{srv: srv})
+	}
+	d.serve("DAX sessions", srv.Serve, nil)
+	return nil
+}
+
+// stopSessions ends every DAX session: their mappings stay in the clients
+// but lose write protection, so snapshots taken later would miss their
+// stores; it runs before the devices are suspended, because a fault
+// handler waits for a suspended device.
+func (d *Daemon) stopSessions() error {
+	if d.sessions == nil {
+		return nil
+	}
+	if err := d.sessions.Close(); err != nil {
+		return fmt.Errorf("stop DAX sessions: %w", err)
+	}
+	return nil
+}
+
+// beginSnapshotCut starts the consistent cut of dev's mappings for a new
+// snapshot (see session.Server.BeginCut): snapshot creation calls it
+// before it suspends dev and activates the snapshot, and calls the
+// returned finish after dev has resumed, on success and failure alike.
+func (d *Daemon) beginSnapshotCut(dev *dm.Device) (finish func() error) {
+	if d.sessions == nil {
+		return func() error { return nil }
+	}
+	return d.sessions.BeginCut(dev)
+}
+
+// protectMappings write-protects every session's mappings of dev once a
+// snapshot of it is already active: a consistent cut only if no fault was
+// resolved since the activation; prefer beginSnapshotCut.
+func (d *Daemon) protectMappings(dev *dm.Device) error {
+	if d.sessions == nil {
+		return nil
+	}
+	return d.sessions.Protect(dev)
+}
+
+// DAXSessions lists the open DAX sessions and their mappings.
+func (d *Daemon) DAXSessions() []session.Info {
+	if d.sessions == nil {
+		return nil
+	}
+	return d.sessions.Sessions()
+}
+
+// DAXAudit checks that every write-protected mapping of every session still
+// carries the userfaultfd write-protect flag in its process (smaps "uw").
+func (d *Daemon) DAXAudit() []session.Problem {
+	if d.sessions == nil {
+		return nil
+	}
+	return d.sessions.Audit()
+}

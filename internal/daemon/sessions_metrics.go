@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/daxsnap/daxsnap/internal/session"
+)
+
+// sessionCollector reports the DAX sessions' counters at scrape time.
+type sessionCollector struct{ srv *session.Server }
+
+var (
+	descDAXSessions = prometheus.NewDesc("daxsnap_dax_sessions", "Open DAX mapping sessions.", nil, nil)
+	descDAXMappings = prometheus.NewDesc("daxsnap_dax_mappings", "Live DAX mappings in all sessions.", nil, nil)
+	descDAXFaults   = prometheus.NewDesc("daxsnap_dax_faults_total", "Write-protect faults read from sessions' userfaultfds.", nil, nil)
+	descDAXHeld     = prometheus.NewDesc("daxsnap_dax_faults_held_total", "Faults held until a protection sweep finished (consistent cut).", nil, nil)
+	descDAXHeldSecs = prometheus.NewDesc("daxsnap_dax_faults_held_seconds_total", "Time faults spent held by protection sweeps.", nil, nil)
+	descDAXCOW      = prometheus.NewDesc("daxsnap_dax_cow_faults_total", "Faults that ran copy-before-write (a snapshot was active).", nil, nil)
+	descDAXCOWBytes = prometheus.NewDesc("daxsnap_dax_cow_prepared_bytes_total", "Bytes covered by copy-before-write on faults (chunks already copied included).", nil, nil)
+	descDAXSweeps   = prometheus.NewDesc("daxsnap_dax_sweeps_total", "Protection sweeps (one per snapshot activation of a mapped device).", nil, nil)
+	descDAXSweepSec = prometheus.NewDesc("daxsnap_dax_sweep_seconds_total", "Total duration of protection sweeps.", nil, nil)
+	descDAXErrors   = prometheus.NewDesc("daxsnap_dax_handler_errors_total", "Fault handler failures (un-protect or read errors).", nil, nil)
+	descDAXRefused  = prometheus.NewDesc("daxsnap_dax_refusals_total", "Map requests and sessions refused.", nil, nil)
+	descDAXLatency  = prometheus.NewDesc("daxsnap_dax_fault_seconds", "Handler time per resolved fault, from reading it to waking the writer.", nil, nil)
+)
+
+func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXHeldSecs,
+		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency} {
+		ch <- d
+	}
+}
+
+func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	sessions, mappings := c.srv.Live()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	gauge(descDAXSessions, float64(sessions))
+	gauge(descDAXMappings, float64(mappings))
+	counter(descDAXFaults, float64(st.Faults.Load()))
+	counter(descDAXHeld, float64(st.Held.Load()))
+	counter(descDAXHeldSecs, float64(st.HeldNanos.Load())/1e9)
+	counter(descDAXCOW, float64(st.Prepared.Load()))
+	counter(descDAXCOWBytes, float64(st.PreparedBytes.Load()))
+	counter(descDAXSweeps, float64(st.Sweeps.Load()))
+	counter(descDAXSweepSec, float64(st.SweepNanos.Load())/1e9)
+	counter(descDAXErrors, float64(st.HandlerErrors.Load()))
+	counter(descDAXRefused, float64(st.Refusals.Load()))
+	buckets := map[float64]uint64{}
+	var count uint64
+	for i, le := range session.FaultBuckets {
+		count += uint64(st.FaultLatency[i].Load())
+		buckets[le.Seconds()] = count
+	}
+	count += uint64(st.FaultLatency[len(session.FaultBuckets)].Load())
+	ch <- prometheus.MustNewConstHistogram(descDAXLatency, count, float64(st.FaultNanos.Load())/1e9, buckets)
+}

@@ -1,0 +1,280 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// createPlan is a checked snapshot creation.
+type createPlan struct {
+	op        string
+	l         originLayout
+	name      string
+	origin    *dm.Device
+	size      dm.Sector
+	newReal   bool   // the origin does not sit on ORIGIN-real yet
+	realTable string // the origin's live table, for a new ORIGIN-real
+	cow       string
+	cowSize   int64 // > 0: the daemon creates the COW file
+	store     string
+	chunk     dm.Sector
+	note      string // what the daemon chose
+}
+
+func (p createPlan) snapshotTable() string {
+	return fmt.Sprintf("0 %d snapshot %s %s %s %d\n", p.size, p.l.realPath(), p.cow, p.store, p.chunk)
+}
+
+func (p createPlan) originTable() string {
+	return fmt.Sprintf("0 %d snapshot-origin %s\n", p.size, p.l.realPath())
+}
+
+// SnapshotCreate takes a snapshot of req.Origin as LVM does: the origin's
+// table moves to ORIGIN-real (unless it has snapshots already), the
+// snapshot NAME maps ORIGIN-real and a COW, and the origin becomes
+// snapshot-origin over ORIGIN-real, all while the origin is suspended, so
+// its users see a pause and never an error. Any failure undoes every step.
+func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
+	op := fmt.Sprintf("snapshot create %s %s", req.Origin, req.Name)
+	if err := checkSnapshotNames(op, req); err != nil {
+		return wire.Snapshot{}, err
+	}
+	l := layoutOf(req.Origin)
+	unlock := d.lockLayout(l, req.Name)
+	defer unlock()
+	p, err := d.planCreate(op, l, req)
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	err = d.store.DeviceTransition(l.origin, "snapshot-create "+p.name, func() error { return d.doCreate(p) },
+		func() *state.Device { return d.record(p.origin) })
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	d.log.Info("snapshot created", "snapshot", p.name, "origin", l.origin, "cow", p.cow, "store", p.store, "chunk", p.chunk)
+	s, err := d.findSnapshot(op, p.name)
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	out := d.describe(s)
+	out.Note = strings.TrimSpace(p.note + " " + out.Note)
+	return out, nil
+}
+
+func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
+	switch {
+	case req.Origin == "":
+		return errorf(dm.ErrInvalidArgument, "snapshot create: no origin given: name the device to snapshot")
+	case req.Name == "" || len(req.Name) > dm.MaxNameLen || strings.ContainsAny(req.Name, "/ \t\n\x00"):
+		return errorf(dm.ErrInvalidArgument, "%s: snapshot name %.40q: give a name of 1 to %d bytes without '/' or blanks", op, req.Name, dm.MaxNameLen)
+	case len(req.Origin)+len(mergeSuffix) > dm.MaxNameLen:
+		return errorf(dm.ErrInvalidArgument, "%s: origin name is %d bytes; its snapshots need %s%s, which must fit in %d: rename the origin to something shorter",
+			op, len(req.Origin), req.Origin, mergeSuffix, dm.MaxNameLen)
+	case req.COW != "" && req.COWSize != 0:
+		return errorf(dm.ErrInvalidArgument, "%s: both a COW file and a COW size given: give --cow FILE or --cow-size SIZE, not both", op)
+	case req.COWSize < 0 || req.ChunkSize < 0:
+		return errorf(dm.ErrInvalidArgument, "%s: negative size: give sizes such as 64M and 4k", op)
+	}
+	return nil
+}
+
+// planCreate checks everything that can be checked before the first step.
+func (d *Daemon) planCreate(op string, l originLayout, req wire.SnapshotCreate) (createPlan, error) {
+	p := createPlan{op: op, l: l, name: req.Name, store: "P"}
+	if req.Transient {
+		p.store = "N"
+	}
+	origin, err := d.mgr.Get(l.origin)
+	if err != nil {
+		return p, errorf(dm.ErrNotFound, "%s: no origin device %s: `daxsnap ls` lists the devices", op, l.origin)
+	}
+	p.origin = origin
+	if err := d.checkNewName(op, l, req.Name); err != nil {
+		return p, err
+	}
+	if err := d.checkOrigin(op, l, origin); err != nil {
+		return p, err
+	}
+	live, _ := origin.Table(false)
+	if over, ok := originOver(live); ok && over == l.realPath() {
+		if _, err := d.mgr.Get(l.real); err != nil {
+			return p, errorf(dm.ErrNotFound, "%s: %s maps %s, which does not exist: load a table into %s by hand first", op, l.origin, l.realPath(), l.origin)
+		}
+	} else {
+		if _, err := d.mgr.Get(l.real); err == nil {
+			return p, errorf(dm.ErrExists, "%s: a device called %s exists, but %s does not map it; a snapshot needs that name for %s's current table: rename or remove %s",
+				op, l.real, l.origin, l.origin, l.real)
+		}
+		p.newReal, p.realTable = true, live
+	}
+	p.size = origin.Info().Size
+	if p.chunk, err = checkChunk(op, req.ChunkSize, dm.SectorSize); err != nil {
+		return p, err
+	}
+	return p, d.planCOW(&p, req)
+}
+
+// checkNewName refuses a snapshot name already taken (or reserved).
+func (d *Daemon) checkNewName(op string, l originLayout, name string) error {
+	if name == l.origin || name == l.real || name == l.merge {
+		return errorf(dm.ErrInvalidArgument, "%s: %s is the name of the origin or one daxsnap needs for its snapshots (%s, %s): pick another name", op, name, l.real, l.merge)
+	}
+	if _, err := d.mgr.Get(name); err == nil {
+		return errorf(dm.ErrExists, "%s: a device called %s exists: pick another name, or remove it first", op, name)
+	}
+	return nil
+}
+
+// checkOrigin refuses an origin that cannot take a snapshot now.
+func (d *Daemon) checkOrigin(op string, l originLayout, origin *dm.Device) error {
+	if m, ok := d.mergeOf(l); ok {
+		return errorf(dm.ErrBusy, "%s: a snapshot is merging into %s (on %s): wait for the merge to finish (`daxsnap snapshot list %s`)", op, l.origin, m.dev.Name(), l.origin)
+	}
+	in := origin.Info()
+	n := d.notes.get(l.origin)
+	switch {
+	case n.keptLive != "":
+		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table because its own did not load (%s): fix that first", op, l.origin, n.degraded)
+	case !in.LiveTable:
+		return errorf(dm.ErrNoTable, "%s: %s has no live table: load and resume one first", op, l.origin)
+	case in.Suspended:
+		return errorf(dm.ErrSuspended, "%s: %s is suspended: resume it first (`daxsnap resume %s`)", op, l.origin, l.origin)
+	case in.InactiveTable:
+		return errorf(dm.ErrBusy, "%s: %s has an inactive table loaded, which taking a snapshot would replace: resume or clear it first", op, l.origin)
+	}
+	live, _ := origin.Table(false)
+	if s, ok := d.snapshotOf(origin); ok {
+		of := s.origin
+		if of == "" {
+			of = s.line.origin
+		}
+		return errorf(dm.ErrInvalidArgument, "%s: %s is itself a snapshot (of %s): like LVM, daxsnap does not snapshot a snapshot; take another snapshot of %s instead",
+			op, l.origin, of, of)
+	}
+	if over, ok := originOver(live); ok && over != l.realPath() {
+		return errorf(dm.ErrInvalidArgument, "%s: %s is a snapshot-origin of %s, not of %s as `daxsnap snapshot create` sets up: take its snapshots with the device verbs",
+			op, l.origin, over, l.realPath())
+	}
+	return d.checkNotUnderSnapshots(op, l)
+}
+
+// checkNotUnderSnapshots refuses an origin that is itself the device
+// under another origin's snapshots (X-real) or under snapshots set up by
+// hand.
+func (d *Daemon) checkNotUnderSnapshots(op string, l originLayout) error {
+	users := d.users(l.origin)
+	slices.Sort(users)
+	if x, ok := strings.CutSuffix(l.origin, realSuffix); ok {
+		if dev, err := d.mgr.Get(x); err == nil {
+			if over, ok := originOver(d.recordedLive(dev)); ok && over == MapperPrefix+l.origin {
+				return errorf(dm.ErrInvalidArgument, "%s: %s holds the data of %s under its snapshots: snapshot %s instead", op, l.origin, x, x)
+			}
+		}
+	}
+	for _, u := range users {
+		dev, err := d.mgr.Get(u)
+		if err != nil {
+			continue
+		}
+		_, isOrigin := originOver(d.recordedLive(dev))
+		if s, ok := parseSnapLine(d.recordedLive(dev)); isOrigin || ok && s.typ == "snapshot" {
+			return errorf(dm.ErrInvalidArgument, "%s: %s is the origin of %s, set up by hand: take further snapshots the same way, with the device verbs", op, l.origin, u)
+		}
+	}
+	return nil
+}
+
+// planCOW checks the COW the user gave, or decides the one to create.
+func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
+	if req.COW != "" {
+		p.cow = filepath.Clean(req.COW)
+		return d.checkGivenCOW(p.op, p.cow, p.chunk, p.store)
+	}
+	p.cow = filepath.Join(d.cowDir(), p.name+".cow")
+	if abs, err := filepath.Abs(p.cow); err == nil {
+		p.cow = abs
+	}
+	if user := d.tableUsing(p.cow); user != "" {
+		return errorf(dm.ErrExists, "%s: %s is the COW of %s: pick another snapshot name", p.op, p.cow, user)
+	}
+	originBytes := p.size.Bytes()
+	p.cowSize = req.COWSize
+	if p.cowSize == 0 {
+		p.cowSize = defaultCOWSize(originBytes, p.chunk, p.store)
+		p.note = fmt.Sprintf("COW %s: %d bytes (10%% of the origin, at least %d MiB, at most a full copy of %d bytes); give --cow-size to choose.",
+			p.cow, p.cowSize, MinDefaultCOW>>20, fullCOWSize(originBytes, p.chunk, p.store))
+	}
+	p.cowSize = (p.cowSize + p.chunk.Bytes() - 1) / p.chunk.Bytes() * p.chunk.Bytes()
+	if need := minCOWChunks(p.store) * p.chunk.Bytes(); p.cowSize < need {
+		return errorf(dm.ErrInvalidArgument, "%s: COW size %d bytes is too small: a %s snapshot with %d-byte chunks needs at least %d bytes (a full copy of %s takes %d): give a larger --cow-size",
+			p.op, req.COWSize, storeName(p.store), p.chunk.Bytes(), need, p.l.origin, fullCOWSize(originBytes, p.chunk, p.store))
+	}
+	return nil
+}
+
+// doCreate runs the steps of a snapshot creation, undoing all of them if
+// one fails: the origin ends up as it was, resumed.
+func (d *Daemon) doCreate(p createPlan) error {
+	var undo undoStack
+	fail := func(err error) error { return undo.unwind(p.op, fmt.Errorf("%s: %w", p.op, err)) }
+	origin := p.origin
+	if p.newReal {
+		if err := fault("create-real"); err != nil {
+			return fail(err)
+		}
+		real, err := d.createDevice(p.l.real, p.realTable, origin.Info().ReadOnly)
+		if err != nil {
+			return fail(fmt.Errorf("create %s with %s's table: %w", p.l.real, p.l.origin, err))
+		}
+		undo.push(func() error { return d.removeDevice(real, false) })
+	}
+	if p.cowSize > 0 {
+		if os.Remove(p.cow) == nil { // left by an interrupted creation
+			d.log.Warn("deleted a stale COW file no table used", "path", p.cow)
+		}
+		sparse, err := createCOW(p.cow, p.cowSize)
+		if err != nil {
+			return fail(fmt.Errorf("create COW file %s: %w", p.cow, err))
+		}
+		if sparse {
+			p.note += " The file system cannot reserve blocks (fallocate), so the COW file is sparse and may fail to grow."
+		}
+		undo.push(func() error { return d.removeOwnedCOW(p.cow) })
+	}
+	if p.newReal {
+		if err := fault("load-origin"); err != nil {
+			return fail(err)
+		}
+		if err := origin.Load(p.originTable()); err != nil {
+			return fail(fmt.Errorf("load snapshot-origin into %s: %w", p.l.origin, err))
+		}
+		undo.push(origin.Clear)
+	}
+	if err := d.quiesceOrigin(p.op, origin); err != nil {
+		return fail(err)
+	}
+	undo.push(func() error { return errors.Join(origin.Clear(), origin.Resume()) })
+	if err := fault("create-snapshot"); err != nil {
+		return fail(err)
+	}
+	snap, err := d.createDevice(p.name, p.snapshotTable(), false)
+	if err != nil {
+		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
+	}
+	undo.push(func() error { return d.removeDevice(snap, true) })
+	if err := fault("resume-origin"); err != nil {
+		return fail(err)
+	}
+	if err := origin.Resume(); err != nil {
+		return fail(fmt.Errorf("resume %s: %w", p.l.origin, err))
+	}
+	return nil
+}

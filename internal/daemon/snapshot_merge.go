@@ -1,0 +1,391 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// Merging (lvconvert --merge). A non-DAX origin merges online: its table
+// becomes snapshot-merge, which copies the snapshot's exceptions back while
+// the origin stays usable. A DAX (or sync) origin cannot load
+// snapshot-merge, which has no direct access: the capability rule refuses
+// it. It merges offline instead: the origin stays suspended (its I/O waits,
+// its DAX capability never changes) while a new device, ORIGIN-merge, runs
+// the snapshot-merge table. Either way a background job waits until the
+// status says the merge is done (allocated == metadata), then removes the
+// snapshot, gives the origin its snapshot-origin (or, with no snapshots
+// left, ORIGIN-real's) table, and resumes it. The tables say what is in
+// progress, so after a restart the merge resumes and the job finishes it.
+
+// mergeJob drives one merge to its end.
+type mergeJob struct {
+	origin, name string
+	// resumeFinish: the last daemon stopped while finishing, so a missing
+	// merge device means the copying was done.
+	resumeFinish bool
+	done         chan struct{}
+
+	mu    sync.Mutex
+	start uint64 // exceptions left when the job began
+	seen  bool
+	err   error
+}
+
+func (j *mergeJob) observe(remaining uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.seen {
+		j.start, j.seen = remaining, true
+	}
+}
+
+func (j *mergeJob) result() (start uint64, seen bool, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.start, j.seen, j.err
+}
+
+func (j *mergeJob) running() bool {
+	select {
+	case <-j.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// mergeJobs are the jobs by origin; ctx ends when the daemon stops.
+type mergeJobs struct {
+	mu       sync.Mutex
+	byOrigin map[string]*mergeJob
+	wg       sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+func newMergeJobs() *mergeJobs {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &mergeJobs{byOrigin: map[string]*mergeJob{}, ctx: ctx, cancel: cancel}
+}
+
+func (m *mergeJobs) get(origin string) *mergeJob {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byOrigin[origin]
+}
+
+// stop cancels every job's waiting and waits for the jobs to return.
+func (m *mergeJobs) stop() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// errStopping: the daemon stops before the merge finished.
+var errStopping = errors.New("the daemon is stopping")
+
+// startJob starts the job finishing the merge on origin, or returns the
+// one already running.
+func (d *Daemon) startJob(origin, name string, resumeFinish bool) *mergeJob {
+	m := d.merges
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if j := m.byOrigin[origin]; j != nil && j.running() {
+		return j
+	}
+	j := &mergeJob{origin: origin, name: name, resumeFinish: resumeFinish, done: make(chan struct{})}
+	m.byOrigin[origin] = j
+	if m.ctx.Err() != nil {
+		j.err = errStopping
+		close(j.done)
+		return j
+	}
+	m.wg.Add(1)
+	go d.runMerge(j)
+	return j
+}
+
+func (d *Daemon) runMerge(j *mergeJob) {
+	defer d.merges.wg.Done()
+	err := d.waitMerged(j)
+	if err == nil {
+		err = d.finishMerge(j)
+	}
+	switch {
+	case err == nil:
+		d.log.Info("snapshot merged", "snapshot", j.name, "origin", j.origin)
+	case errors.Is(err, errStopping):
+		d.log.Info("merge continues at the next start", "snapshot", j.name, "origin", j.origin)
+	default:
+		d.log.Error("merge did not finish", "snapshot", j.name, "origin", j.origin, "err", err)
+	}
+	j.mu.Lock()
+	j.err = err
+	j.mu.Unlock()
+	close(j.done)
+}
+
+// SnapshotMerge merges a persistent snapshot back into its origin. It
+// waits until the merge has finished, unless req.NoWait.
+func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+	op := "snapshot merge " + name
+	s, err := d.findSnapshot(op, name)
+	if err != nil {
+		return wire.Snapshot{}, err
+	}
+	if err := s.managed(op); err != nil {
+		return wire.Snapshot{}, err
+	}
+	j := d.merges.get(s.origin)
+	if j == nil || !j.running() || j.name != name {
+		if err := d.startMerge(op, name, "snapshot-merge "+name); err != nil {
+			return wire.Snapshot{}, err
+		}
+		j = d.startJob(s.origin, name, false)
+	}
+	if req.NoWait {
+		return d.Snapshot(name)
+	}
+	select {
+	case <-j.done:
+	case <-d.merges.ctx.Done():
+		<-j.done
+	}
+	if _, _, err := j.result(); err != nil {
+		if errors.Is(err, errStopping) {
+			return wire.Snapshot{}, errorf(dm.ErrBusy, "%s: the daemon stopped before the merge finished; it resumes when `daxsnap serve` starts again: run `daxsnap snapshot merge %s` then to wait for it", op, name)
+		}
+		return wire.Snapshot{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.cow, COWOwned: d.ownsCOW(s.line.cow),
+		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size), State: wire.SnapshotMerged}, nil
+}
+
+// startMerge hands the snapshot to a snapshot-merge table (as a state
+// transition recorded as op on the origin). A merge of this snapshot
+// already under way is left as it is.
+func (d *Daemon) startMerge(op, name, recOp string) error {
+	s, err := d.findSnapshot(op, name)
+	if err != nil {
+		return err
+	}
+	l := s.layout()
+	unlock := d.lockLayout(l, name)
+	defer unlock()
+	if s, err = d.findSnapshot(op, name); err != nil {
+		return err
+	}
+	if err := s.managed(op); err != nil {
+		return err
+	}
+	origin, err := d.mgr.Get(l.origin)
+	if err != nil {
+		return errorf(dm.ErrNotFound, "%s: its origin %s is gone", op, l.origin)
+	}
+	if m, ok := d.mergeOf(l); ok {
+		if sameFile(m.line.cow, s.line.cow) {
+			return d.holdForOfflineMerge(op, recOp, l, m, origin)
+		}
+		other, _ := d.mergingSnapshot(l, m)
+		return errorf(dm.ErrBusy, "%s: snapshot %s is merging into %s: wait for it to finish first", op, other.name, l.origin)
+	}
+	offline := origin.Info().FixedCaps&(dm.DAX|dm.Sync) != 0
+	if err := d.checkMergeable(op, l, s, origin, offline); err != nil {
+		return err
+	}
+	err = d.store.DeviceTransition(l.origin, recOp, func() error { return d.doStartMerge(op, l, s, origin, offline) },
+		func() *state.Device { return d.record(origin) })
+	if err != nil {
+		return err
+	}
+	d.log.Info("merge started", "snapshot", name, "origin", l.origin, "offline", offline)
+	return nil
+}
+
+// holdForOfflineMerge makes sure the origin of a running offline merge
+// is suspended: after a restart interrupted the merge's start, it came
+// back resumed.
+func (d *Daemon) holdForOfflineMerge(op, recOp string, l originLayout, m mergeView, origin *dm.Device) error {
+	if !m.offline || origin.Info().Suspended {
+		return nil
+	}
+	return d.store.DeviceTransition(l.origin, recOp, func() error { return d.quiesceOrigin(op, origin) },
+		func() *state.Device { return d.record(origin) })
+}
+
+// checkMergeable refuses what cannot merge.
+func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+	status, _ := s.dev.Status(false)
+	in := origin.Info()
+	switch st := parseUsage(statusPayload(status)).state; {
+	case s.line.store == "N":
+		return errorf(dm.ErrNotSupported, "%s: %s is a transient snapshot (store N), whose exceptions live only in memory: it cannot merge; copy its data instead", op, s.name)
+	case s.degraded:
+		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table (%s): nothing to merge", op, s.name, d.notes.get(s.name).degraded)
+	case st == wire.SnapshotInvalid:
+		return errorf(dm.ErrIO, "%s: %s is invalid (its COW filled up or failed), so its contents are lost: remove it (`daxsnap snapshot remove %s`)", op, s.name, s.name)
+	case s.dev.Info().OpenCount > 0:
+		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first; a merging snapshot cannot be used", op, s.name, s.dev.Info().OpenCount)
+	case !in.LiveTable || in.Suspended || in.InactiveTable:
+		return errorf(dm.ErrBusy, "%s: origin %s must be resumed, with a live table and no inactive one: resume it (or clear its inactive table) first", op, l.origin)
+	}
+	if _, err := d.mgr.Get(l.merge); offline && err == nil {
+		return errorf(dm.ErrExists, "%s: %s is DAX-capable, so it merges offline through a device called %s, and one exists: rename or remove it", op, l.origin, l.merge)
+	}
+	return nil
+}
+
+// doStartMerge loads snapshot-merge into the origin (online) or creates
+// ORIGIN-merge with it while the origin stays suspended (offline).
+func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+	table := s.line.text("snapshot-merge")
+	if err := fault("start-merge"); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if !offline {
+		if err := origin.Load(table); err != nil {
+			return fmt.Errorf("%s: load snapshot-merge into %s: %w", op, l.origin, err)
+		}
+		if err := d.quiesceOrigin(op, origin); err != nil {
+			return errors.Join(err, origin.Clear())
+		}
+		if err := origin.Resume(); err != nil {
+			return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Clear(), origin.Resume())
+		}
+		return nil
+	}
+	if err := d.quiesceOrigin(op, origin); err != nil {
+		return err
+	}
+	if _, err := d.mgr.Get(l.merge); err == nil {
+		return nil // created before a restart: it resumed merging
+	}
+	if _, err := d.createDevice(l.merge, table, false); err != nil {
+		return errors.Join(fmt.Errorf("%s: create %s to merge offline: %w", op, l.merge, err), origin.Resume())
+	}
+	return nil
+}
+
+// waitMerged waits until the merge on j's origin has copied everything.
+func (d *Daemon) waitMerged(j *mergeJob) error {
+	l := layoutOf(j.origin)
+	for {
+		m, ok := d.mergeOf(l)
+		if !ok {
+			if j.resumeFinish {
+				return nil
+			}
+			return fmt.Errorf("the merge device of %s is gone before the merge finished: %s still holds what was not merged", j.origin, j.name)
+		}
+		status, _ := m.dev.Status(false)
+		u := parseUsage(statusPayload(status))
+		switch u.state {
+		case wire.SnapshotMergeFailed, wire.SnapshotInvalid, wire.SnapshotError:
+			return fmt.Errorf("merge of %s into %s failed (status %q): the daemon log says why; `daxsnap snapshot remove %s` abandons it",
+				j.name, j.origin, statusPayload(status), j.name)
+		}
+		j.observe(u.exceptions(m.line.store, m.line.chunk))
+		if u.allocated == u.metadata {
+			return nil
+		}
+		nr := m.dev.Info().EventNr
+		ctx, cancel := context.WithTimeout(d.merges.ctx, 50*time.Millisecond)
+		m.dev.WaitEvent(ctx, nr)
+		cancel()
+		if d.merges.ctx.Err() != nil {
+			return errStopping
+		}
+	}
+}
+
+// finishMerge removes the merged snapshot and gives the origin its
+// table back, as a state transition.
+func (d *Daemon) finishMerge(j *mergeJob) error {
+	op := fmt.Sprintf("snapshot merge %s: finish", j.name)
+	l := layoutOf(j.origin)
+	unlock := d.lockLayout(l, j.name)
+	defer unlock()
+	origin, err := d.mgr.Get(l.origin)
+	if err != nil {
+		return fmt.Errorf("%s: origin %s is gone", op, l.origin)
+	}
+	if m, ok := d.mergeOf(l); ok {
+		status, _ := m.dev.Status(false)
+		if u := parseUsage(statusPayload(status)); u.state != wire.SnapshotActive || u.allocated != u.metadata {
+			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), statusPayload(status))
+		}
+	}
+	return d.store.DeviceTransition(l.origin, "snapshot-merge-finish "+j.name, func() error { return d.doFinishMerge(op, l, j.name, origin) },
+		func() *state.Device { return d.record(origin) })
+}
+
+func (d *Daemon) doFinishMerge(op string, l originLayout, name string, origin *dm.Device) error {
+	if err := fault("finish-merge"); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := d.quiesceOrigin(op, origin); err != nil {
+		return err
+	}
+	var cow string
+	if m, ok := d.mergeOf(l); ok {
+		cow = m.line.cow
+		if m.offline {
+			if err := d.removeDevice(m.dev, true); err != nil {
+				return fmt.Errorf("%s: remove %s: %w", op, l.merge, err)
+			}
+		}
+	}
+	if s, err := d.findSnapshot(op, name); err == nil && s.line.origin == l.realPath() {
+		cow = s.line.cow
+		if err := d.removeDevice(s.dev, true); err != nil {
+			return fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err)
+		}
+	}
+	if err := d.settleOrigin(l, origin); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if cow != "" && d.tableUsing(cow) == "" {
+		return d.removeOwnedCOW(cow)
+	}
+	return nil
+}
+
+// mergeProgress describes merge m of snapshot s.
+func (d *Daemon) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
+	status, _ := m.dev.Status(false)
+	u := parseUsage(statusPayload(status))
+	p := &wire.MergeProgress{Device: m.dev.Name(), Offline: m.offline, Remaining: u.exceptions(m.line.store, m.line.chunk)}
+	p.Start = p.Remaining
+	if j := d.merges.get(s.origin); j != nil && j.name == s.name {
+		start, seen, err := j.result()
+		if seen {
+			p.Start = max(start, p.Remaining)
+		}
+		if err != nil && !errors.Is(err, errStopping) {
+			p.Error = err.Error()
+		}
+	}
+	if u.state == wire.SnapshotMergeFailed {
+		p.Error = "the merge stopped on an error (see the daemon log); `daxsnap snapshot remove " + s.name + "` abandons it"
+	}
+	p.Percent = 100
+	if p.Start > 0 {
+		p.Percent = float64(p.Start-p.Remaining) * 100 / float64(p.Start)
+	}
+	return p
+}
+
+// offlineMergeOf reports an offline merge still running on origin.
+func (d *Daemon) offlineMergeOf(origin string) (mergeView, bool) {
+	m, ok := d.mergeOf(layoutOf(origin))
+	if !ok || !m.offline || d.mergeFailed(m) {
+		return mergeView{}, false
+	}
+	return m, true
+}

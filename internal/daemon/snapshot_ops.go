@@ -1,0 +1,186 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+)
+
+// The building blocks of the snapshot verbs. Callers hold the locks of
+// every device involved (lockLayout), so none of these lock.
+
+// lockLayout takes the name locks of l's devices and of names, then
+// graphMu and pmemMu, in the daemon's lock order.
+func (d *Daemon) lockLayout(l originLayout, names ...string) (unlock func()) {
+	unlockNames := d.locks.lock(append([]string{l.origin, l.real, l.merge}, names...)...)
+	d.graphMu.Lock()
+	d.pmemMu.RLock()
+	return func() {
+		d.pmemMu.RUnlock()
+		d.graphMu.Unlock()
+		unlockNames()
+	}
+}
+
+// createDevice creates name with a table (loaded and resumed) as a state
+// transition.
+func (d *Daemon) createDevice(name, table string, readOnly bool) (*dm.Device, error) {
+	if err := d.checkRefs(name, table); err != nil {
+		return nil, err
+	}
+	var dev *dm.Device
+	create := func() (err error) {
+		dev, err = d.mgr.Create(name, dm.CreateOptions{Table: table, ReadOnly: readOnly})
+		return err
+	}
+	err := d.store.DeviceTransition(name, "create", create, func() *state.Device {
+		if dev == nil {
+			return nil
+		}
+		return d.record(dev)
+	})
+	return dev, err
+}
+
+// removeDevice removes a device as a state transition. One still open
+// (an NBD client connected) gets an `error` table and goes on its last
+// close, if force; otherwise it is refused as busy.
+func (d *Daemon) removeDevice(dev *dm.Device, force bool) error {
+	name := dev.Name()
+	opts := dm.RemoveOptions{}
+	if force && dev.Info().OpenCount > 0 {
+		opts = dm.RemoveOptions{Force: true, Deferred: true}
+	}
+	remove := func() error { return d.mgr.Remove(name, opts) }
+	err := d.store.DeviceTransition(name, "remove", remove, func() *state.Device { return d.record(dev) })
+	if _, gerr := d.mgr.Get(name); gerr != nil {
+		d.forget(dev)
+	} else if opts.Deferred {
+		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
+	}
+	return err
+}
+
+// removeByName removes device name if it exists.
+func (d *Daemon) removeByName(name string, force bool) error {
+	dev, err := d.mgr.Get(name)
+	if err != nil {
+		return nil
+	}
+	return d.removeDevice(dev, force)
+}
+
+// quiesceOrigin flushes and suspends the origin: in-flight writes finish
+// (and copy out to the snapshots they must), new ones wait.
+func (d *Daemon) quiesceOrigin(op string, dev *dm.Device) error {
+	if in := dev.Info(); in.LiveTable && !in.Suspended {
+		if err := dev.Flush(); err != nil {
+			return fmt.Errorf("%s: flush %s before suspending it: %w", op, dev.Name(), err)
+		}
+	}
+	return dev.Suspend(dm.SuspendOptions{})
+}
+
+// wantedOriginTable is the table the origin should have for the
+// snapshots it has: snapshot-origin over ORIGIN-real while any remain,
+// ORIGIN-real's own table once none do, and what it has when it does not
+// sit on ORIGIN-real at all.
+func (d *Daemon) wantedOriginTable(l originLayout, origin *dm.Device) (string, error) {
+	live, _ := origin.Table(false)
+	over, ok := originOver(live)
+	if !ok || over != l.realPath() {
+		return live, nil
+	}
+	if m, ok := d.mergeOf(l); ok && !m.offline && !d.mergeFailed(m) {
+		if _, ok := d.mergingSnapshot(l, m); ok {
+			return live, nil // a merge still running keeps its table
+		}
+	}
+	if len(d.snapshotsOf(l)) > 0 {
+		return fmt.Sprintf("0 %d snapshot-origin %s\n", origin.Info().Size, l.realPath()), nil
+	}
+	real, err := d.mgr.Get(l.real)
+	if err != nil {
+		return "", fmt.Errorf("%s maps %s, which is gone: load a table into %s by hand", l.origin, l.realPath(), l.origin)
+	}
+	return real.Table(false)
+}
+
+// settleOrigin gives a suspended origin the table wantedOriginTable says
+// and resumes it, then removes ORIGIN-real if nothing uses it any more.
+func (d *Daemon) settleOrigin(l originLayout, origin *dm.Device) error {
+	want, err := d.wantedOriginTable(l, origin)
+	if err != nil {
+		return errors.Join(err, origin.Resume())
+	}
+	if live, _ := origin.Table(false); live != want {
+		if err := origin.Load(want); err != nil {
+			return errors.Join(fmt.Errorf("load %s with %q: %w", l.origin, want, err), origin.Resume())
+		}
+	}
+	if err := origin.Resume(); err != nil {
+		return err
+	}
+	if err := d.recordMidOp(origin); err != nil {
+		return err
+	}
+	return d.dropUnusedReal(l)
+}
+
+// recordMidOp rewrites a device's record with its tables as they are now,
+// keeping the op in flight recorded: once the origin no longer maps
+// ORIGIN-real, which is about to go, a stop must not bring back a table
+// that names it.
+func (d *Daemon) recordMidOp(dev *dm.Device) error {
+	rec, ok, err := d.store.Device(dev.Name())
+	now := d.record(dev)
+	if err != nil || !ok || now == nil {
+		return err
+	}
+	now.Op = rec.Op
+	return d.store.PutDevice(*now)
+}
+
+// dropUnusedReal removes ORIGIN-real once no table maps it.
+func (d *Daemon) dropUnusedReal(l originLayout) error {
+	real, err := d.mgr.Get(l.real)
+	if err != nil || len(d.users(l.real)) > 0 {
+		return nil
+	}
+	if err := d.removeDevice(real, false); err != nil {
+		return fmt.Errorf("remove %s, which nothing maps any more: %w", l.real, err)
+	}
+	return nil
+}
+
+// undoStack runs compensating steps in reverse order.
+type undoStack []func() error
+
+func (u *undoStack) push(fn func() error) { *u = append(*u, fn) }
+
+// unwind undoes everything and joins err with what undoing failed.
+func (u undoStack) unwind(op string, err error) error {
+	var errs []error
+	for i := len(u) - 1; i >= 0; i-- {
+		if uerr := u[i](); uerr != nil {
+			errs = append(errs, uerr)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(err, fmt.Errorf("%s: undoing it failed too, check `daxsnap ls` and `daxsnap snapshot list`: %w", op, errors.Join(errs...)))
+	}
+	return err
+}
+
+// faultHook, if set (tests), fails the step it names.
+var faultHook atomic.Pointer[func(step string) error]
+
+func fault(step string) error {
+	if fn := faultHook.Load(); fn != nil {
+		return (*fn)(step)
+	}
+	return nil
+}

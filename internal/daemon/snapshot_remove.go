@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// SnapshotRemove removes a snapshot (lvremove): with the origin suspended,
+// the snapshot device goes; if it was the origin's last, the origin gets
+// ORIGIN-real's table back and ORIGIN-real goes too. A COW file the
+// daemon created is deleted.
+func (d *Daemon) SnapshotRemove(name string) error {
+	op := "snapshot remove " + name
+	s, err := d.findSnapshot(op, name)
+	if err != nil {
+		return err
+	}
+	if err := s.managed(op); err != nil {
+		return err
+	}
+	l := s.layout()
+	unlock := d.lockLayout(l, name)
+	defer unlock()
+	if s, err = d.findSnapshot(op, name); err != nil { // it may have changed before the locks
+		return err
+	}
+	if err := s.managed(op); err != nil {
+		return err
+	}
+	origin, err := d.mgr.Get(l.origin)
+	if err != nil {
+		return errorf(dm.ErrNotFound, "%s: its origin %s is gone: remove %s with `daxsnap remove %s`", op, l.origin, name, name)
+	}
+	if err := d.checkRemovable(op, l, s, origin); err != nil {
+		return err
+	}
+	err = d.store.DeviceTransition(l.origin, "snapshot-remove "+name, func() error { return d.doRemove(op, l, s, origin) },
+		func() *state.Device { return d.record(origin) })
+	if err != nil {
+		return err
+	}
+	d.log.Info("snapshot removed", "snapshot", name, "origin", l.origin)
+	return nil
+}
+
+// checkRemovable refuses to remove a snapshot that is merging (unless the
+// merge failed) or in use.
+func (d *Daemon) checkRemovable(op string, l originLayout, s snapView, origin *dm.Device) error {
+	if in := s.dev.Info(); in.OpenCount > 0 {
+		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first", op, s.name, in.OpenCount)
+	}
+	m, merging := d.mergeOf(l)
+	if merging {
+		failed := d.mergeFailed(m)
+		switch {
+		case sameFile(m.line.cow, s.line.cow) && !failed:
+			return errorf(dm.ErrBusy, "%s: %s is merging into %s: wait for the merge to finish (`daxsnap snapshot merge %s` waits)", op, s.name, l.origin, s.name)
+		case m.offline && !failed:
+			return errorf(dm.ErrBusy, "%s: %s is suspended while another snapshot merges into it offline: wait for that merge (`daxsnap snapshot list %s`)", op, l.origin, l.origin)
+		}
+	}
+	if in := origin.Info(); in.Suspended && !(merging && m.offline) {
+		return errorf(dm.ErrSuspended, "%s: origin %s is suspended: resume it first", op, l.origin)
+	}
+	return nil
+}
+
+// mergeFailed reports whether a merge stopped on an error.
+func (d *Daemon) mergeFailed(m mergeView) bool {
+	status, _ := m.dev.Status(false)
+	st := parseUsage(statusPayload(status)).state
+	return st == wire.SnapshotMergeFailed || st == wire.SnapshotInvalid
+}
+
+// doRemove takes the snapshot out from under a suspended origin. A failed
+// merge of it is abandoned: the origin gets its snapshot-origin (or
+// ORIGIN-real's) table back.
+func (d *Daemon) doRemove(op string, l originLayout, s snapView, origin *dm.Device) error {
+	if err := d.quiesceOrigin(op, origin); err != nil {
+		return err
+	}
+	if err := fault("remove-snapshot"); err != nil {
+		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
+	}
+	if m, ok := d.mergeOf(l); ok && m.offline && sameFile(m.line.cow, s.line.cow) {
+		if err := d.removeDevice(m.dev, true); err != nil {
+			return errors.Join(fmt.Errorf("%s: remove the failed merge device %s: %w", op, l.merge, err), origin.Resume())
+		}
+	}
+	if err := d.removeDevice(s.dev, false); err != nil {
+		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
+	}
+	if err := d.settleOrigin(l, origin); err != nil {
+		return fmt.Errorf("%s: %s is removed, but giving %s its table back failed: %w", op, s.name, l.origin, err)
+	}
+	return d.removeOwnedCOW(s.line.cow)
+}

@@ -1,0 +1,240 @@
+package dm_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/backing/backingtest"
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/target/linear"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
+	"github.com/daxsnap/daxsnap/internal/target/striped"
+)
+
+// mapMem is a test memory device that is also a MappingSource (its "file"
+// is a fake descriptor: the tests here only compare offsets).
+type mapMem struct {
+	*backingtest.Mem
+	fd   uintptr
+	page int64
+}
+
+func (m *mapMem) MapFile() (uintptr, int64) { return m.fd, 4096 }
+func (m *mapMem) PageSize() int64           { return m.page }
+
+// nested is a backing device that is another mapped device.
+type nested struct {
+	*backingtest.Mem
+	dev *dm.Device
+}
+
+func (n *nested) Extents(off, len int64) ([]dm.Extent, error) { return n.dev.Extents(off, len) }
+
+func extentRig(t *testing.T) (*dm.Manager, map[string]backing.Device) {
+	t.Helper()
+	devs := map[string]backing.Device{
+		"a":     &mapMem{Mem: backingtest.NewMem("a", mib, backing.DAX|backing.WPFault), fd: 10, page: 4096},
+		"b":     &mapMem{Mem: backingtest.NewMem("b", mib, backing.DAX|backing.WPFault), fd: 11, page: 4096},
+		"plain": backingtest.NewMem("plain", mib, backing.DAX|backing.WPFault), // DAX, but no file to pass
+		"file":  backingtest.NewMem("file", mib, 0),
+	}
+	reg := dm.NewRegistry()
+	reg.Register(linear.Type)
+	reg.Register(striped.Type)
+	reg.Register(snapshot.OriginType)
+	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
+		if d, ok := devs[name]; ok {
+			return d, nil
+		}
+		return nil, fmt.Errorf("open %s: no such file or directory", name)
+	}))
+	return m, devs
+}
+
+type ext struct {
+	off, n int64
+	src    string
+	srcOff int64
+}
+
+func simplify(exts []dm.Extent) []ext {
+	var out []ext
+	for _, e := range exts {
+		out = append(out, ext{e.Off, e.Len, e.Source.(backing.Device).Path(), e.SourceOff})
+	}
+	return out
+}
+
+func TestExtents(t *testing.T) {
+	m, devs := extentRig(t)
+	create := func(name, table string) *dm.Device {
+		d, err := m.Create(name, dm.CreateOptions{Table: table})
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		return d
+	}
+	lin := create("lin", "0 8 linear a 8\n8 8 linear a 16\n16 16 linear b 0\n")
+	str := create("str", "0 64 striped 2 8 a 0 b 64\n")
+	org := create("org", "0 2048 snapshot-origin a\n")
+	inner := create("inner", "0 32 linear b 32\n")
+	devs["nest"] = &nested{Mem: backingtest.NewMem("nest", 32*512, backing.DAX|backing.WPFault), dev: inner}
+	nest := create("outer", "0 8 linear a 0\n8 16 linear nest 8\n")
+
+	cases := []struct {
+		name   string
+		dev    *dm.Device
+		off, n int64
+		want   []ext
+	}{
+		{"linear-merged", lin, 0, 8192, []ext{{0, 8192, "a", 4096}}},
+		{"linear-two-devices", lin, 4096, 12288, []ext{{4096, 4096, "a", 8192}, {8192, 8192, "b", 0}}},
+		{"linear-tail", lin, 12288, 4096, []ext{{12288, 4096, "b", 4096}}},
+		{"striped-chunks", str, 0, 32768, []ext{
+			{0, 4096, "a", 0}, {4096, 4096, "b", 32768}, {8192, 4096, "a", 4096}, {12288, 4096, "b", 36864},
+			{16384, 4096, "a", 8192}, {20480, 4096, "b", 40960}, {24576, 4096, "a", 12288}, {28672, 4096, "b", 45056}}},
+		{"striped-mid-chunk", str, 6144, 4096, []ext{{6144, 2048, "b", 34816}, {8192, 2048, "a", 4096}}},
+		{"snapshot-origin", org, 512, 1<<20 - 512, []ext{{512, 1<<20 - 512, "a", 512}}},
+		{"nested", nest, 0, 12288, []ext{{0, 4096, "a", 0}, {4096, 8192, "b", 16384 + 4096}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := c.dev.Extents(c.off, c.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := simplify(got); fmt.Sprint(g) != fmt.Sprint(c.want) {
+				t.Errorf("Extents(%d, %d) = %v, want %v", c.off, c.n, g, c.want)
+			}
+			for _, e := range got {
+				if e.PageSize != 4096 {
+					t.Errorf("extent %+v: page size %d, want 4096", e, e.PageSize)
+				}
+			}
+		})
+	}
+
+	errCases := []struct {
+		name, table string
+		off, n      int64
+		is          error
+		msg         string
+	}{
+		{"not-dax", "0 8 linear file 0\n", 0, 4096, dm.ErrNotSupported, "not DAX-capable"},
+		{"no-file", "0 8 linear plain 0\n", 0, 4096, dm.ErrNotSupported, "not memory a client can map"},
+		{"beyond-end", "0 8 linear a 0\n", 0, 8192, dm.ErrOutOfRange, "device has 4096 bytes"},
+		{"negative", "0 8 linear a 0\n", -1, 512, dm.ErrOutOfRange, "offset -1"},
+		{"empty", "0 8 linear a 0\n", 0, 0, dm.ErrInvalidArgument, "range of 0 bytes"},
+	}
+	for i, c := range errCases {
+		t.Run(c.name, func(t *testing.T) {
+			d := create(fmt.Sprintf("err%d", i), c.table)
+			_, err := d.Extents(c.off, c.n)
+			if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("Extents(%d, %d) = %v; want %v mentioning %q", c.off, c.n, err, c.is, c.msg)
+			}
+		})
+	}
+
+	t.Run("no-live-table", func(t *testing.T) {
+		d, err := m.Create("empty", dm.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Extents(0, 512); !errors.Is(err, dm.ErrNoTable) {
+			t.Fatalf("Extents without a table = %v, want ErrNoTable", err)
+		}
+	})
+}
+
+func TestWriteGranularity_NoSnapshot(t *testing.T) {
+	m, _ := extentRig(t)
+	for _, table := range []string{"0 2048 snapshot-origin a\n", "0 2048 linear a 0\n"} {
+		d, err := m.Create(strings.Fields(table)[2], dm.CreateOptions{Table: table})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := d.WriteGranularity(0, mib); g != 0 {
+			t.Errorf("%q: WriteGranularity = %d without snapshots, want 0", table, g)
+		}
+	}
+}
+
+// TestExtents_Tmpfs maps the extents of a striped device over two real
+// tmpfs files, as a client would, and checks the mapping shows exactly
+// what block I/O wrote.
+func TestExtents_Tmpfs(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "daxsnap-extents-")
+	if err != nil {
+		t.Skipf("no tmpfs at /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	var names []string
+	for _, n := range []string{"m0", "m1"} {
+		p := filepath.Join(dir, n)
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, 2*mib); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, p)
+	}
+	reg := dm.NewRegistry()
+	reg.Register(linear.Type)
+	reg.Register(striped.Type)
+	pool := dm.NewDevicePool(func(name string, ro bool) (backing.Device, error) {
+		return backing.Open(name, backing.Options{ReadOnly: ro})
+	})
+	m := dm.NewManager(reg, pool)
+	table := fmt.Sprintf("0 2048 striped 2 16 %s 0 %s 64\n2048 1024 linear %s 2048\n", names[0], names[1], names[0])
+	d, err := m.Create("tmpfs", dm.CreateOptions{Table: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Remove("tmpfs", dm.RemoveOptions{}) })
+	size := d.Size()
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if _, err := d.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	exts, err := d.Extents(0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exts) != mib/8192+1 {
+		t.Errorf("%d extents, want %d (one per 8 KiB stripe chunk, then the linear line)", len(exts), mib/8192+1)
+	}
+	var pos int64
+	for _, e := range exts {
+		if e.Off != pos {
+			t.Fatalf("extent %+v does not start where the previous ended (%d)", e, pos)
+		}
+		fd, foff := e.Source.MapFile()
+		mem, err := unix.Mmap(int(fd), foff+e.SourceOff, int(e.Len), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatalf("mmap extent %+v: %v", e, err)
+		}
+		if !bytes.Equal(mem, data[e.Off:e.Off+e.Len]) {
+			t.Errorf("extent %+v: mapped bytes differ from what was written at device offset %d", e, e.Off)
+		}
+		unix.Munmap(mem)
+		pos += e.Len
+	}
+	if pos != size {
+		t.Errorf("extents cover %d bytes, device has %d", pos, size)
+	}
+}

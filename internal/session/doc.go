@@ -1,0 +1,30 @@
+// Package session is the daemon side of DAX mappings: it serves the session
+// protocol (internal/wire, on <state>/dax.sock), hands clients the files
+// behind a device range (dm.Device.Extents) so they map the memory
+// themselves, and takes over the userfaultfd each client registers its
+// writable mapping with, to run copy-on-write for snapshots of the device.
+//
+// # Faults
+//
+// Every writable mapping over write-protectable memory has a handler
+// goroutine reading its userfaultfd (spin, then block; batched). A write
+// fault at device offset o runs the device's copy-before-write step
+// (dm.Device.PrepareWrite) for the aligned unit around o (the smallest
+// snapshot chunk, dm.Device.WriteGranularity; at least the memory's page),
+// then lifts the protection of that unit in every mapping of the device,
+// in every session, and wakes the writer.
+//
+// # Consistent cut
+//
+// Protect(dev), called once a new snapshot of dev copies out on origin
+// writes, write-protects every mapping of dev. While the sweep runs, faults
+// on already-protected pages are held and resolved only when it has
+// finished, so a write is in the snapshot iff it reached memory before its
+// page was protected: a prefix-closed image. A mapping made while the
+// device has snapshots is protected whole before the client gets it.
+//
+// Limits (see docs/dax.md): block writes are not held during the sweep;
+// PrepareWrite runs on the top device only (a mapping of a table over
+// /dev/mapper/ORIGIN does not reach the origin's snapshots); a device's
+// table change does not recall mappings yet.
+package session

@@ -1,0 +1,261 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/uffd"
+)
+
+// mapping is one armed client mapping: device bytes [off, off+n) at client
+// address addr.
+type mapping struct {
+	sess  *session
+	id    uint64
+	dev   *dm.Device
+	ds    *devState
+	off   int64
+	n     int64
+	write bool
+	page  int64
+	uffd  *uffd.FD // nil: no write protection (read-only, or memory without wpfault)
+
+	mu   sync.Mutex
+	addr uintptr // moves with an mremap of the whole range
+
+	faults, held atomic.Int64
+	dropped      atomic.Bool
+	handling     bool          // a handler goroutine runs
+	done         chan struct{} // closed when the handler has returned
+}
+
+// attach puts the mapping in its device's index and, when some snapshot of
+// the device copies out, protects it whole before the client may use it.
+// Without one it still checks the client registered the whole range.
+func (m *mapping) attach() error {
+	ds := m.ds
+	ds.sweepMu.Lock()
+	defer ds.sweepMu.Unlock()
+	ds.mapsMu.Lock()
+	ds.maps[m] = struct{}{}
+	ds.mapsMu.Unlock()
+	if m.uffd == nil {
+		return nil
+	}
+	// Either operation fails (ErrNotRegistered) unless the client
+	// registered the whole range with this userfaultfd.
+	op := m.uffd.Unprotect
+	if m.dev.WriteGranularity(m.off, m.n) > 0 {
+		op = m.uffd.Protect
+	}
+	err := retry(func() error { return op(m.addr, uintptr(m.n)) })
+	if err != nil {
+		return fmt.Errorf("mapping %d of %s: the userfaultfd must have the whole range registered in write-protect mode: %w", m.id, m.dev.Name(), err)
+	}
+	m.handling = true
+	go m.handle()
+	return nil
+}
+
+// retry runs a range operation until the client's pending layout change
+// (munmap, mremap, madvise) has gone through, for up to a second.
+func retry(op func() error) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := op()
+		if !errors.Is(err, uffd.ErrLayoutChanging) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
+// gone reports errors that mean the mapping or its process no longer exists.
+func gone(err error) bool {
+	return errors.Is(err, uffd.ErrProcessGone) || errors.Is(err, uffd.ErrClosed) || errors.Is(err, uffd.ErrNotRegistered)
+}
+
+func (m *mapping) base() uintptr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+// protectAll write-protects the whole mapping.
+func (m *mapping) protectAll() error {
+	if m.uffd == nil || m.dropped.Load() {
+		return nil
+	}
+	err := retry(func() error { return m.uffd.Protect(m.base(), uintptr(m.n)) })
+	if err != nil && gone(err) {
+		// The process exited (its session ends on its socket), or it
+		// unmapped the range and the handler is about to drop it: either
+		// way nothing can store through this mapping any more.
+		return nil
+	}
+	return err
+}
+
+// unprotect lifts protection of device range [off, off+n) where this
+// mapping covers it, and wakes writers there.
+func (m *mapping) unprotect(off, n int64) {
+	if m.uffd == nil {
+		return
+	}
+	lo, hi := max(off, m.off), min(off+n, m.off+m.n)
+	if lo >= hi {
+		return
+	}
+	addr := m.base() + uintptr(lo-m.off)
+	if err := retry(func() error { return m.uffd.Unprotect(addr, uintptr(hi-lo)) }); err != nil && !gone(err) {
+		m.sess.srv.stats.HandlerErrors.Add(1)
+		m.sess.srv.log.Error("un-protect failed: the writer may stay blocked until the session ends",
+			append(m.sess.log(), "device", m.dev.Name(), "offset", lo, "length", hi-lo, "err", err)...)
+	}
+}
+
+// drop removes the mapping from its device's index and releases its
+// userfaultfd (the kernel then lifts its protection and wakes any writer).
+func (m *mapping) drop() {
+	if m.dropped.Swap(true) {
+		return
+	}
+	ds := m.ds
+	if ds != nil {
+		ds.mapsMu.Lock()
+		delete(ds.maps, m)
+		ds.mapsMu.Unlock()
+	}
+	if m.uffd != nil {
+		m.uffd.Close()
+	}
+	if m.handling {
+		// The handler returns once its current fault is resolved; one
+		// waiting for a suspended device may take until the device
+		// resumes, and nobody must hang on that (shutdown, a session's end).
+		select {
+		case <-m.done:
+		case <-time.After(dropWait):
+			m.sess.srv.log.Warn("fault handler still busy after its mapping was dropped (device suspended?); not waiting for it",
+				append(m.sess.log(), "device", m.dev.Name())...)
+		}
+	}
+}
+
+// dropWait bounds how long dropping a mapping waits for its handler.
+const dropWait = 5 * time.Second
+
+// handle reads the userfaultfd until it is closed.
+func (m *mapping) handle() {
+	defer close(m.done)
+	srv := m.sess.srv
+	buf := make([]uffd.Msg, 64)
+	for {
+		n, err := m.uffd.Wait(buf, srv.spin, uffd.BlockPoll)
+		if err != nil {
+			if !errors.Is(err, uffd.ErrClosed) {
+				srv.stats.HandlerErrors.Add(1)
+				srv.log.Error("fault handler stops", append(m.sess.log(), "device", m.dev.Name(), "err", err)...)
+				m.sess.conn.Close() // end the session: its mappings are released
+			}
+			return
+		}
+		for _, msg := range buf[:n] {
+			m.event(msg)
+		}
+	}
+}
+
+func (m *mapping) event(msg uffd.Msg) {
+	srv := m.sess.srv
+	switch msg.Event {
+	case uffd.EventPagefault:
+		f := msg.Fault()
+		m.faults.Add(1)
+		srv.stats.Faults.Add(1)
+		base := m.base()
+		if f.Addr < base || f.Addr >= base+uintptr(m.n) {
+			srv.log.Warn("fault outside the mapping", append(m.sess.log(), "addr", f.Addr, "mapping", base)...)
+			m.uffd.Wake(f.Addr&^uintptr(m.page-1), uintptr(m.page))
+			return
+		}
+		m.fault(m.off+int64(f.Addr-base), time.Now())
+	case uffd.EventRemove:
+		// MADV_REMOVE/DONTNEED of a shared mapping zeroes pages without a
+		// write fault: run copy-before-write at once (best effort: the
+		// client's madvise has already gone on).
+		start, end := msg.Range()
+		base := m.base()
+		lo, hi := max(start, base), min(end, base+uintptr(m.n))
+		if lo < hi {
+			srv.log.Warn("client discarded mapped pages (MADV_REMOVE): copying them for snapshots, racing the discard",
+				append(m.sess.log(), "device", m.dev.Name())...)
+			off := m.off + int64(lo-base)
+			if err := m.dev.PrepareWrite(off, int64(hi-lo)); err != nil {
+				srv.log.Error("copy before discard failed", "err", err)
+			}
+		}
+	case uffd.EventRemap:
+		from, to, n := msg.Remap()
+		m.mu.Lock()
+		if from == m.addr && n == uintptr(m.n) {
+			m.addr = to
+		}
+		m.mu.Unlock()
+	case uffd.EventUnmap:
+		start, end := msg.Range()
+		base := m.base()
+		if start < base+uintptr(m.n) && end > base {
+			m.dropped.Store(true) // the handler leaves after this batch: Close below interrupts Wait
+			ds := m.ds
+			ds.mapsMu.Lock()
+			delete(ds.maps, m)
+			ds.mapsMu.Unlock()
+			m.sess.forget(m.id, m)
+			go m.uffd.Close()
+		}
+	}
+}
+
+// fault resolves a write fault at device offset off: copy-before-write for
+// its unit, then un-protect that unit in every mapping of the device. During
+// a sweep it is held until the sweep ends.
+func (m *mapping) fault(off int64, began time.Time) {
+	ds := m.ds
+	ds.mu.RLock()
+	if ch := ds.sweeping; ch != nil && !m.sess.srv.brokenCut.Load() {
+		ds.mu.RUnlock()
+		m.held.Add(1)
+		m.sess.srv.stats.Held.Add(1)
+		go func() {
+			<-ch
+			m.sess.srv.stats.HeldNanos.Add(int64(time.Since(began)))
+			m.fault(off, began)
+		}()
+		return
+	}
+	defer ds.mu.RUnlock()
+	defer func() { m.sess.srv.stats.observe(time.Since(began)) }()
+	dev := m.dev
+	g := dev.WriteGranularity(off, 1)
+	unit := max(g, m.page)
+	if r := unit % m.page; r != 0 {
+		unit += m.page - r
+	}
+	start := off - off%unit
+	end := min(start+unit, dev.Size())
+	if g > 0 {
+		m.sess.srv.stats.Prepared.Add(1)
+		m.sess.srv.stats.PreparedBytes.Add(end - start)
+		if err := dev.PrepareWrite(start, end-start); err != nil {
+			m.sess.srv.log.Error("copy-before-write failed; letting the write through", "device", dev.Name(), "offset", start, "err", err)
+		}
+	}
+	for _, other := range ds.list() {
+		other.unprotect(start, end-start)
+	}
+}

@@ -1,0 +1,362 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Socket is the path of the unix socket (<state>/dax.sock).
+	Socket string
+	// Lookup finds a device by name.
+	Lookup func(name string) (*dm.Device, error)
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+	// Spin is how long a fault handler polls its userfaultfd after a
+	// message before it blocks; 0 means DefaultSpin, negative none.
+	Spin time.Duration
+	// Allow decides whether a peer uid may open sessions; nil allows root
+	// and the daemon's own uid.
+	Allow func(uid uint32) bool
+}
+
+// DefaultSpin is the handlers' spin before blocking: long enough to catch
+// the next fault of a writer streaming through protected chunks.
+const DefaultSpin = 50 * time.Microsecond
+
+// Server accepts sessions and owns their mappings.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	ln   *net.UnixListener
+	spin time.Duration
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*session]struct{}
+	devs     map[*dm.Device]*devState
+
+	wg sync.WaitGroup // accept loop and sessions
+
+	// sweepHook, set by tests, runs in a sweep after each mapping it
+	// protected; brokenCut, set by tests only, resolves faults during a
+	// sweep at once instead of holding them (to show the checker catches
+	// the broken cut).
+	sweepHook func(protected int)
+	brokenCut atomic.Bool
+
+	stats Stats
+}
+
+// Stats are the server's counters since it started.
+type Stats struct {
+	Sessions, Maps          atomic.Int64 // sessions and mappings ever opened
+	Faults, Held            atomic.Int64 // write faults read; of them, held by a sweep
+	Prepared, PreparedBytes atomic.Int64 // copy-before-write steps run, and the bytes they covered
+	Sweeps, SweepNanos      atomic.Int64 // protection sweeps and their total duration
+	HeldNanos               atomic.Int64 // total time faults spent held by sweeps
+	HandlerErrors, Refusals atomic.Int64
+
+	// FaultLatency counts resolved faults by the handler's time from
+	// reading the fault to waking the writer, in FaultBuckets.
+	FaultLatency [len(FaultBuckets) + 1]atomic.Int64
+	FaultNanos   atomic.Int64 // their sum
+}
+
+// FaultBuckets are the upper bounds of Stats.FaultLatency's buckets; the
+// last bucket counts the rest.
+var FaultBuckets = [...]time.Duration{
+	5 * time.Microsecond, 10 * time.Microsecond, 20 * time.Microsecond, 50 * time.Microsecond,
+	100 * time.Microsecond, 200 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 5 * time.Millisecond, 50 * time.Millisecond,
+}
+
+func (st *Stats) observe(d time.Duration) {
+	i := 0
+	for i < len(FaultBuckets) && d > FaultBuckets[i] {
+		i++
+	}
+	st.FaultLatency[i].Add(1)
+	st.FaultNanos.Add(int64(d))
+}
+
+// Live counts the open sessions and their mappings now.
+func (s *Server) Live() (sessions, mappings int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for x := range s.sessions {
+		x.mu.Lock()
+		mappings += len(x.maps)
+		x.mu.Unlock()
+	}
+	return len(s.sessions), mappings
+}
+
+// Listen creates the socket (mode 0666: every user may connect, Allow
+// decides who may map) and returns a server; call Serve.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Lookup == nil {
+		return nil, errors.New("session: Config.Lookup is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Allow == nil {
+		own := uint32(os.Getuid())
+		cfg.Allow = func(uid uint32) bool { return uid == 0 || uid == own }
+	}
+	spin := cfg.Spin
+	if spin == 0 {
+		spin = DefaultSpin
+	} else if spin < 0 {
+		spin = 0
+	}
+	if err := os.Remove(cfg.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("session: remove stale socket %s: %w", cfg.Socket, err)
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.Socket, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("session: listen on %s: %w", cfg.Socket, err)
+	}
+	if err := os.Chmod(cfg.Socket, 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("session: chmod %s: %w", cfg.Socket, err)
+	}
+	return &Server{cfg: cfg, log: cfg.Log.With("component", "session"), ln: ln, spin: spin,
+		sessions: map[*session]struct{}{}, devs: map[*dm.Device]*devState{}}, nil
+}
+
+// Socket returns the socket path.
+func (s *Server) Socket() string { return s.cfg.Socket }
+
+// Stats returns the server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Serve accepts sessions until Close; it returns nil after Close.
+func (s *Server) Serve() error {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("session: accept: %w", err)
+		}
+		s.start(c)
+	}
+}
+
+// Close stops accepting, ends every session (releasing its mappings) and
+// waits for them.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for x := range s.sessions {
+		sessions = append(sessions, x)
+	}
+	s.mu.Unlock()
+	err := s.ln.Close()
+	for _, x := range sessions {
+		x.conn.Close()
+	}
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) start(c *net.UnixConn) {
+	cred, err := peerCred(c)
+	if err != nil {
+		s.log.Warn("session refused: no peer credentials", "err", err)
+		c.Close()
+		return
+	}
+	x := &session{srv: s, conn: c, pid: int(cred.Pid), uid: cred.Uid, started: time.Now(), maps: map[uint64]*mapping{}}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.sessions[x] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.stats.Sessions.Add(1)
+	go func() {
+		defer s.wg.Done()
+		x.serve()
+		s.mu.Lock()
+		delete(s.sessions, x)
+		s.mu.Unlock()
+	}()
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// devState is what the server knows of one device: its mappings in every
+// session and the state of a protection sweep.
+type devState struct {
+	dev *dm.Device
+
+	// sweepMu serialises sweeps and the protection of new mappings, so a
+	// mapping is either in a sweep's list or checked after it.
+	sweepMu sync.Mutex
+
+	// mu is read-held by each fault resolution (copy-before-write, then
+	// un-protect everywhere) and write-held to start or end a sweep, so no
+	// resolution that began before a sweep un-protects after it started.
+	mu       sync.RWMutex
+	sweeping chan struct{} // non-nil while a sweep runs; closed at its end
+
+	mapsMu sync.Mutex
+	maps   map[*mapping]struct{}
+}
+
+func (s *Server) devState(dev *dm.Device, create bool) *devState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ds := s.devs[dev]
+	if ds == nil && create {
+		ds = &devState{dev: dev, maps: map[*mapping]struct{}{}}
+		s.devs[dev] = ds
+	}
+	return ds
+}
+
+func (ds *devState) list() []*mapping {
+	ds.mapsMu.Lock()
+	defer ds.mapsMu.Unlock()
+	out := make([]*mapping, 0, len(ds.maps))
+	for m := range ds.maps {
+		out = append(out, m)
+	}
+	return out
+}
+
+// BeginCut starts the consistent cut for a snapshot of dev. Call it
+// before the snapshot becomes active (before its table is resumed, and
+// before dev is suspended for it), and call the returned finish once the
+// snapshot is active, or has failed to become so, and dev has resumed.
+// From BeginCut on, every write fault on dev's mappings is held; finish
+// write-protects every session's writable mappings of dev, then resolves
+// the held faults. A store is thus in the snapshot iff it reached memory
+// before its page was protected: no fault can copy a chunk into the new
+// snapshot while the chunk is still writable elsewhere (which would freeze
+// an older value than later stores before the cut). New mappings of dev
+// wait for finish. Mappings whose process is gone are skipped.
+func (s *Server) BeginCut(dev *dm.Device) (finish func() error) {
+	ds := s.devState(dev, true)
+	ds.sweepMu.Lock()
+	start := time.Now()
+	done := make(chan struct{})
+	ds.mu.Lock() // waits for resolutions already under way
+	ds.sweeping = done
+	ds.mu.Unlock()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			defer ds.sweepMu.Unlock()
+			var errs []error
+			for i, m := range ds.list() {
+				if err := m.protectAll(); err != nil {
+					errs = append(errs, err)
+				}
+				if s.sweepHook != nil {
+					s.sweepHook(i + 1)
+				}
+			}
+			ds.mu.Lock()
+			ds.sweeping = nil
+			close(done)
+			ds.mu.Unlock()
+			s.stats.Sweeps.Add(1)
+			s.stats.SweepNanos.Add(int64(time.Since(start)))
+			if e := errors.Join(errs...); e != nil {
+				err = fmt.Errorf("protect mappings of %s: %w", dev.Name(), e)
+			}
+		})
+		return err
+	}
+}
+
+// Protect is BeginCut and finish at once, for a snapshot that is already
+// active. It is a consistent cut only if no write fault on dev was
+// resolved since the snapshot became active (none can be while no page of
+// dev's mappings is protected, such as before the first snapshot): prefer
+// BeginCut.
+func (s *Server) Protect(dev *dm.Device) error { return s.BeginCut(dev)() }
+
+// Info describes a session.
+type Info struct {
+	PID      int           `json:"pid"`
+	UID      uint32        `json:"uid"`
+	Started  time.Time     `json:"started"`
+	Mappings []MappingInfo `json:"mappings"`
+}
+
+// MappingInfo describes one mapping of a session.
+type MappingInfo struct {
+	ID     uint64 `json:"id"`
+	Device string `json:"device"`
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+	Addr   uint64 `json:"addr"`
+	Write  bool   `json:"write"`
+	Faults int64  `json:"faults"`
+	Held   int64  `json:"held"`
+}
+
+// Sessions lists the open sessions.
+func (s *Server) Sessions() []Info {
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for x := range s.sessions {
+		sessions = append(sessions, x)
+	}
+	s.mu.Unlock()
+	out := make([]Info, 0, len(sessions))
+	for _, x := range sessions {
+		out = append(out, x.info())
+	}
+	return out
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, unix.ECONNRESET)
+}

@@ -1,0 +1,330 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/uffd"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// session is one client connection and the mappings it holds.
+type session struct {
+	srv     *Server
+	conn    *net.UnixConn
+	pid     int
+	uid     uint32
+	started time.Time
+
+	mu      sync.Mutex
+	maps    map[uint64]*mapping // armed mappings by ID
+	pending map[uint64]*grant   // granted, not armed yet
+}
+
+// grant is a mapping the daemon has described but the client has not
+// armed yet.
+type grant struct {
+	dev  *dm.Device
+	req  wire.MapReq
+	page int64
+	wp   bool
+}
+
+func (x *session) log() []any { return []any{"pid", x.pid, "uid", x.uid} }
+
+// serve reads requests until the connection ends, then releases everything.
+func (x *session) serve() {
+	defer x.release()
+	if !x.srv.cfg.Allow(x.uid) {
+		x.srv.stats.Refusals.Add(1)
+		x.send(wire.SessionMsg{Op: wire.OpError, Error: &wire.ErrorBody{Code: wire.CodePermission,
+			Error: fmt.Sprintf("uid %d may not map daxsnap devices: only root and the daemon's uid may, for now", x.uid)}})
+		return
+	}
+	buf := make([]byte, wire.MaxSessionPacket)
+	for {
+		m, fds, err := wire.RecvSession(x.conn, buf)
+		if err != nil {
+			if !isEOF(err) {
+				x.srv.log.Warn("session ends: bad packet", append(x.log(), "err", err)...)
+			}
+			return
+		}
+		if err := x.handle(m, fds); err != nil {
+			x.srv.log.Warn("session ends", append(x.log(), "err", err)...)
+			return
+		}
+	}
+}
+
+func (x *session) send(m wire.SessionMsg, fds ...int) error {
+	return wire.SendSession(x.conn, m, fds...)
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// handle answers one request; an error ends the session.
+func (x *session) handle(m wire.SessionMsg, fds []int) error {
+	switch m.Op {
+	case wire.OpMap:
+		closeAll(fds)
+		if m.Map == nil {
+			return x.refuse(m.ID, wire.CodeInvalidArgument, errors.New("map request without its map body"))
+		}
+		return x.grant(m.ID, *m.Map)
+	case wire.OpArmed:
+		return x.arm(m, fds)
+	case wire.OpUnmap:
+		closeAll(fds)
+		x.mu.Lock()
+		mp := x.maps[m.ID]
+		delete(x.maps, m.ID)
+		delete(x.pending, m.ID)
+		x.mu.Unlock()
+		if mp != nil {
+			mp.drop()
+		}
+		return x.send(wire.SessionMsg{Op: wire.OpUnmapped, ID: m.ID})
+	default:
+		closeAll(fds)
+		return x.refuse(m.ID, wire.CodeInvalidArgument, fmt.Errorf("unknown operation %q", m.Op))
+	}
+}
+
+// refuse answers with an error; only a failure to send ends the session.
+func (x *session) refuse(id uint64, code string, err error) error {
+	x.srv.stats.Refusals.Add(1)
+	return x.send(wire.SessionMsg{Op: wire.OpError, ID: id, Error: &wire.ErrorBody{Code: code, Error: err.Error()}})
+}
+
+// grant checks a map request and sends the pieces and their descriptors.
+func (x *session) grant(id uint64, req wire.MapReq) error {
+	dev, err := x.srv.cfg.Lookup(req.Device)
+	if err != nil {
+		return x.refuse(id, codeOf(err), err)
+	}
+	g, fds, err := x.describe(dev, req)
+	defer closeAll(fds)
+	if err != nil {
+		return x.refuse(id, codeOf(err), err)
+	}
+	x.mu.Lock()
+	if x.pending == nil {
+		x.pending = map[uint64]*grant{}
+	}
+	_, dup := x.maps[id]
+	if _, ok := x.pending[id]; ok {
+		dup = true
+	}
+	if !dup {
+		x.pending[id] = &grant{dev: dev, req: req, page: g.PageSize, wp: g.WriteProtect}
+	}
+	x.mu.Unlock()
+	if dup {
+		return x.refuse(id, wire.CodeExists, fmt.Errorf("mapping id %d is already in use in this session", id))
+	}
+	return x.send(wire.SessionMsg{Op: wire.OpGrant, ID: id, Grant: g}, fds...)
+}
+
+// describe resolves the request to pieces, opening one descriptor per file
+// with the access the request allows.
+func (x *session) describe(dev *dm.Device, req wire.MapReq) (*wire.MapGrant, []int, error) {
+	name := dev.Name()
+	size := dev.Size()
+	switch {
+	case req.Length <= 0:
+		return nil, nil, fmt.Errorf("%w: map of %d bytes of %s: give a positive length", dm.ErrInvalidArgument, req.Length, name)
+	case req.Offset < 0 || req.Offset > size || req.Length > size-req.Offset:
+		return nil, nil, fmt.Errorf("%w: map of %d bytes at offset %d: %s has %d bytes", dm.ErrOutOfRange, req.Length, req.Offset, name, size)
+	}
+	info := dev.Info()
+	caps := info.LiveCaps
+	if !caps.Has(dm.DAX) {
+		return nil, nil, fmt.Errorf("%w: device %s is not DAX-capable (its live table offers %v): only DAX devices can be mapped; use block I/O (NBD, API) instead",
+			dm.ErrNotSupported, name, caps)
+	}
+	if req.Write && info.ReadOnly {
+		return nil, nil, fmt.Errorf("%w: device %s is read-only: map it without Write", dm.ErrReadOnly, name)
+	}
+	exts, err := dev.Extents(req.Offset, req.Length)
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.RequireSync && !caps.Has(dm.Sync) {
+		return nil, nil, fmt.Errorf("device %s is not sync (MAP_SYNC) capable: its memory is a %v (%s), volatile: "+
+			"a flushed store is not durable there; map without RequireSync (Persist is then msync, durable across daemon restarts, not reboots) "+
+			"or use a device on fsdax/devdax media (%w)",
+			name, exts[0].Kind, exts[0].Path, dm.ErrNotSupported)
+	}
+	if len(exts) > wire.MaxMapPieces {
+		return nil, nil, fmt.Errorf("%w: %d bytes at offset %d of %s lie in %d pieces (striped chunks?), more than the %d one mapping may have: map a smaller range",
+			dm.ErrNotSupported, req.Length, req.Offset, name, len(exts), wire.MaxMapPieces)
+	}
+	var page int64
+	for _, e := range exts {
+		page = max(page, e.PageSize)
+	}
+	if req.Offset%page != 0 || req.Length%page != 0 {
+		return nil, nil, fmt.Errorf("%w: map of %d bytes at offset %d of %s: offset and length must be multiples of its memory's page size, %d bytes",
+			dm.ErrInvalidArgument, req.Length, req.Offset, name, page)
+	}
+	g := &wire.MapGrant{PageSize: page, Sync: caps.Has(dm.Sync), WriteProtect: req.Write && caps.Has(dm.WPFault)}
+	if g.Sync {
+		g.Durability = "sync media: Persist writes the range back from the CPU caches"
+	} else {
+		g.Durability = fmt.Sprintf("volatile memory (%v): Persist is msync; the contents survive a daemon restart, not a reboot", exts[0].Kind)
+	}
+	type fileKey struct{ fd uintptr }
+	index := map[fileKey]int{}
+	var fds []int
+	fail := func(err error) (*wire.MapGrant, []int, error) {
+		closeAll(fds)
+		return nil, nil, err
+	}
+	for _, e := range exts {
+		fd, base := e.Source.MapFile()
+		foff := base + e.SourceOff
+		if (e.Off-req.Offset)%page != 0 || foff%page != 0 || e.Len%page != 0 {
+			return fail(fmt.Errorf("%w: %s maps %d bytes at %d from %s offset %d, not aligned to the %d-byte pages of the mapping: a striped chunk or linear offset smaller than the page?",
+				dm.ErrNotSupported, name, e.Len, e.Off, e.Path, foff, page))
+		}
+		k := fileKey{fd}
+		i, ok := index[k]
+		if !ok {
+			if len(fds) == wire.MaxMapFiles {
+				return fail(fmt.Errorf("%w: the range of %s lies in more than %d files", dm.ErrNotSupported, name, wire.MaxMapFiles))
+			}
+			nfd, err := reopen(int(fd), req.Write)
+			if err != nil {
+				return fail(fmt.Errorf("%s: reopen %s: %w", name, e.Path, err))
+			}
+			i = len(fds)
+			fds = append(fds, nfd)
+			index[k] = i
+		}
+		g.Pieces = append(g.Pieces, wire.MapPiece{Off: e.Off - req.Offset, Len: e.Len, FD: i, FileOffset: foff})
+	}
+	return g, fds, nil
+}
+
+// reopen opens the file behind the daemon's descriptor anew, read-only for
+// a read-only map, so that the client cannot get write access from it.
+func reopen(fd int, write bool) (int, error) {
+	flags := unix.O_RDONLY
+	if write {
+		flags = unix.O_RDWR
+	}
+	if fd < 0 {
+		return -1, errors.New("the device is closed")
+	}
+	return unix.Open("/proc/self/fd/"+strconv.Itoa(fd), flags|unix.O_CLOEXEC, 0)
+}
+
+// arm takes over a mapping the client has built: the userfaultfd, its
+// place in the device index and, if the device has snapshots, its
+// protection; then says ready.
+func (x *session) arm(m wire.SessionMsg, fds []int) error {
+	x.mu.Lock()
+	g := x.pending[m.ID]
+	delete(x.pending, m.ID)
+	x.mu.Unlock()
+	bad := func(code string, err error) error {
+		closeAll(fds)
+		return x.refuse(m.ID, code, err)
+	}
+	switch {
+	case g == nil:
+		return bad(wire.CodeNotFound, fmt.Errorf("armed mapping id %d was not granted", m.ID))
+	case m.Armed == nil || m.Armed.Addr == 0 || m.Armed.Length != g.req.Length || m.Armed.Addr%uint64(g.page) != 0:
+		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: want the address (aligned to %d) and length %d of the mapping", m.ID, g.page, g.req.Length))
+	case g.wp && (!m.Armed.UFFD || len(fds) != 1):
+		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: a write map of %s needs its userfaultfd attached (got %d descriptors)", m.ID, g.req.Device, len(fds)))
+	case !g.wp && len(fds) != 0:
+		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", m.ID))
+	}
+	mp := &mapping{sess: x, id: m.ID, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(m.Armed.Addr),
+		write: g.req.Write, page: g.page, done: make(chan struct{})}
+	if g.wp {
+		u, err := uffd.FromFD(fds[0])
+		if err != nil {
+			return x.refuse(m.ID, wire.CodeInvalidArgument, err)
+		}
+		mp.uffd = u
+	}
+	mp.ds = x.srv.devState(g.dev, true)
+	if err := mp.attach(); err != nil {
+		mp.drop()
+		return x.refuse(m.ID, codeOf(err), err)
+	}
+	x.mu.Lock()
+	x.maps[m.ID] = mp
+	x.mu.Unlock()
+	x.srv.stats.Maps.Add(1)
+	return x.send(wire.SessionMsg{Op: wire.OpReady, ID: m.ID})
+}
+
+// forget removes mapping m from the session's list (it was unmapped).
+func (x *session) forget(id uint64, m *mapping) {
+	x.mu.Lock()
+	if x.maps[id] == m {
+		delete(x.maps, id)
+	}
+	x.mu.Unlock()
+}
+
+// release drops every mapping of the session and closes its connection.
+func (x *session) release() {
+	x.conn.Close()
+	x.mu.Lock()
+	maps := x.maps
+	x.maps = map[uint64]*mapping{}
+	x.pending = nil
+	x.mu.Unlock()
+	for _, mp := range maps {
+		mp.drop()
+	}
+}
+
+func (x *session) info() Info {
+	in := Info{PID: x.pid, UID: x.uid, Started: x.started}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, mp := range x.maps {
+		mp.mu.Lock()
+		addr := mp.addr
+		mp.mu.Unlock()
+		in.Mappings = append(in.Mappings, MappingInfo{ID: mp.id, Device: mp.dev.Name(), Offset: mp.off, Length: mp.n,
+			Addr: uint64(addr), Write: mp.write, Faults: mp.faults.Load(), Held: mp.held.Load()})
+	}
+	return in
+}
+
+// codeOf maps dm's sentinel errors to wire codes.
+func codeOf(err error) string {
+	switch {
+	case errors.Is(err, dm.ErrNotFound):
+		return wire.CodeNotFound
+	case errors.Is(err, dm.ErrOutOfRange):
+		return wire.CodeOutOfRange
+	case errors.Is(err, dm.ErrNotSupported):
+		return wire.CodeNotSupported
+	case errors.Is(err, dm.ErrReadOnly):
+		return wire.CodeReadOnly
+	case errors.Is(err, dm.ErrNoTable):
+		return wire.CodeNoTable
+	case errors.Is(err, dm.ErrInvalidArgument):
+		return wire.CodeInvalidArgument
+	}
+	return wire.CodeInternal
+}

@@ -1,0 +1,100 @@
+package wire
+
+// The session protocol runs on <state>/dax.sock, a unix SOCK_SEQPACKET
+// socket separate from the HTTP API: one SessionMsg per packet, as JSON,
+// with file descriptors attached to the packet (SCM_RIGHTS). The client
+// sends a request and waits for its answer; the daemon answers in order.
+//
+// Mapping a device (the client library does all of it in Map):
+//
+//	client → daemon  OpMap     Map: device, range, write, require_sync
+//	daemon → client  OpGrant   Grant: the pieces to map, one descriptor each
+//	                           (O_RDONLY for a read-only map), or OpError
+//	client                     reserves one address range, maps every piece
+//	                           MAP_FIXED|MAP_SHARED into it, MADV_DONTFORK,
+//	                           closes the descriptors; for a write map over
+//	                           write-protectable memory it creates a
+//	                           userfaultfd and registers the range (WP mode)
+//	client → daemon  OpArmed   Armed: where the range is; the userfaultfd
+//	                           attached (the client closes its own copy)
+//	daemon → client  OpReady   the daemon protected what snapshots still
+//	                           need and handles the faults from now on
+//	                           (or OpError: the client unmaps)
+//
+// Unmapping: the client unmaps the range, then sends OpUnmap with the
+// mapping's ID; the daemon answers OpUnmapped. Closing the connection
+// releases every mapping of the session.
+
+// Session message operations (SessionMsg.Op).
+const (
+	OpMap      = "map"
+	OpGrant    = "grant"
+	OpArmed    = "armed"
+	OpReady    = "ready"
+	OpUnmap    = "unmap"
+	OpUnmapped = "unmapped"
+	OpError    = "error"
+)
+
+// SessionMsg is one packet of the session protocol. ID names the mapping
+// the message is about: the client picks it in OpMap, every later message
+// about that mapping carries it.
+type SessionMsg struct {
+	Op    string     `json:"op"`
+	ID    uint64     `json:"id"`
+	Map   *MapReq    `json:"map,omitempty"`
+	Grant *MapGrant  `json:"grant,omitempty"`
+	Armed *MapArmed  `json:"armed,omitempty"`
+	Error *ErrorBody `json:"error,omitempty"` // with OpError
+}
+
+// MapReq asks for a mapping of [Offset, Offset+Length) of a device.
+type MapReq struct {
+	Device string `json:"device"`
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+	Write  bool   `json:"write,omitempty"`
+	// RequireSync: fail unless the device is sync (MAP_SYNC: a cache
+	// flush makes a store durable), instead of mapping volatile memory.
+	RequireSync bool `json:"require_sync,omitempty"`
+}
+
+// MapGrant says how to build the mapping: Pieces in order cover the range
+// exactly; the packet carries one descriptor per piece, in order.
+type MapGrant struct {
+	Pieces   []MapPiece `json:"pieces"`
+	PageSize int64      `json:"page_size"` // alignment of the address range
+	// Sync: map with MAP_SHARED_VALIDATE|MAP_SYNC.
+	Sync bool `json:"sync,omitempty"`
+	// WriteProtect: the daemon catches writes with userfaultfd
+	// write-protect; a write map must send a registered userfaultfd.
+	WriteProtect bool `json:"write_protect,omitempty"`
+	// Durability describes what Persist achieves ("volatile memory: ...").
+	Durability string `json:"durability,omitempty"`
+}
+
+// MapPiece is [Off, Off+Len) of the mapping (relative to its start), held
+// by the packet's descriptor FD (an index) at FileOffset.
+type MapPiece struct {
+	Off        int64 `json:"off"`
+	Len        int64 `json:"len"`
+	FD         int   `json:"fd"`
+	FileOffset int64 `json:"file_offset"`
+}
+
+// MapArmed says where the client mapped the range; UFFD says the packet
+// carries the userfaultfd the range is registered with.
+type MapArmed struct {
+	Addr   uint64 `json:"addr"`
+	Length int64  `json:"length"`
+	UFFD   bool   `json:"uffd,omitempty"`
+}
+
+// MaxSessionPacket bounds one session packet (a packet must fit the
+// socket's send buffer); MaxMapPieces bounds the pieces of one mapping so
+// that its grant fits, and MaxMapFiles the descriptors of one grant.
+const (
+	MaxSessionPacket = 128 << 10
+	MaxMapPieces     = 1024
+	MaxMapFiles      = 64
+)

@@ -1,0 +1,112 @@
+package wire
+
+// SnapshotCreate takes a snapshot of a device the way LVM does (lvcreate
+// -s): the origin keeps its name; its old table moves to ORIGIN-real and
+// the snapshot is a new device NAME.
+type SnapshotCreate struct {
+	Origin string `json:"origin"`
+	Name   string `json:"name"`
+	// COW names an existing file (or /dev/mapper device) for the exception
+	// store; its first bytes must be zero. Empty: the daemon creates
+	// <state>/cow/NAME.cow of COWSize bytes and deletes it with the snapshot.
+	COW     string `json:"cow,omitempty"`
+	COWSize int64  `json:"cow_size,omitempty"` // bytes; 0: 10% of the origin, at least 8 MiB, at most a full copy
+	// ChunkSize in bytes; 0 is 4 KiB (LVM's default).
+	ChunkSize int64 `json:"chunk_size,omitempty"`
+	// Transient uses store type N: exceptions only in the daemon's
+	// memory, lost when it stops.
+	Transient bool `json:"transient,omitempty"`
+}
+
+// SnapshotMerge merges a snapshot back into its origin (lvconvert --merge).
+type SnapshotMerge struct {
+	// NoWait returns once the merge has started; the daemon finishes it
+	// in the background and `Snapshot` shows its progress.
+	NoWait bool `json:"no_wait,omitempty"`
+}
+
+// Snapshot states.
+const (
+	SnapshotActive      = "active"       // usable; exceptions accumulate
+	SnapshotInvalid     = "invalid"      // COW full or I/O error: contents lost, I/O fails
+	SnapshotOverflow    = "overflow"     // PO store full on a snapshot write: reads work
+	SnapshotMerging     = "merging"      // being copied back onto the origin
+	SnapshotMergeFailed = "merge_failed" // the merge stopped on an error
+	SnapshotMerged      = "merged"       // the merge finished: the snapshot is gone
+	SnapshotError       = "error"        // its table did not come back: see Note
+)
+
+// Snapshot describes a snapshot device (daxsnap snapshot list).
+type Snapshot struct {
+	Name   string `json:"name"`
+	Origin string `json:"origin"` // the origin device, or the origin path if daxsnap did not set it up
+	COW    string `json:"cow"`
+	// COWOwned: daxsnap created the COW file and deletes it with the snapshot.
+	COWOwned  bool   `json:"cow_owned"`
+	Store     string `json:"store"`      // P, PO or N
+	ChunkSize int64  `json:"chunk_size"` // bytes
+	Sectors   uint64 `json:"sectors"`    // snapshot size, 512-byte sectors
+	State     string `json:"state"`      // one of the Snapshot* states
+	// From `dmsetup status`, in sectors; zero when State is not active,
+	// overflow or merging.
+	Allocated uint64  `json:"allocated_sectors"`
+	Total     uint64  `json:"total_sectors"`
+	Metadata  uint64  `json:"metadata_sectors"`
+	Usage     float64 `json:"usage_percent"` // allocated/total, as lvs prints Data%
+	// Exceptions is the number of origin chunks the COW holds.
+	Exceptions uint64         `json:"exceptions"`
+	Merge      *MergeProgress `json:"merge,omitempty"`
+	Note       string         `json:"note,omitempty"`
+}
+
+// MergeProgress is how far a merge has come.
+type MergeProgress struct {
+	// Device runs the merge: the origin itself, or ORIGIN-merge while a
+	// DAX origin stays suspended (an offline merge).
+	Device  string `json:"device"`
+	Offline bool   `json:"offline"`
+	// Remaining exceptions to copy back; Start is how many there were
+	// when this daemon took the merge up (after a restart: at the restart).
+	Remaining uint64  `json:"remaining"`
+	Start     uint64  `json:"start"`
+	Percent   float64 `json:"percent"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// COWReport is what `daxsnap cow inspect` finds on a COW device.
+type COWReport struct {
+	Path              string         `json:"path"`
+	DeviceBytes       int64          `json:"device_bytes"`
+	LogicalBlockSize  int            `json:"logical_block_size"`
+	Fresh             bool           `json:"fresh"` // magic 0: no store yet
+	Magic             uint32         `json:"magic"`
+	Valid             uint32         `json:"valid"`
+	Version           uint32         `json:"version"`
+	HeaderChunkSize   uint32         `json:"header_chunk_size"` // sectors, as stored
+	ChunkSize         uint64         `json:"chunk_size"`        // sectors, once the header is valid
+	ExceptionsPerArea uint64         `json:"exceptions_per_area"`
+	DeviceChunks      uint64         `json:"device_chunks"`
+	Areas             []COWArea      `json:"areas"`
+	Exceptions        []COWException `json:"exceptions"`
+	NextFree          uint64         `json:"next_free"`
+	Allocated         uint64         `json:"allocated_sectors"`
+	Total             uint64         `json:"total_sectors"`
+	Metadata          uint64         `json:"metadata_sectors"`
+	Notes             []string       `json:"notes,omitempty"`
+	Problem           string         `json:"problem,omitempty"`
+}
+
+// COWArea is one metadata area of a COW device.
+type COWArea struct {
+	Index     uint64 `json:"index"`
+	Chunk     uint64 `json:"chunk"`
+	Records   uint64 `json:"records"`
+	Full      bool   `json:"full"`
+	DirtyTail bool   `json:"dirty_tail,omitempty"`
+}
+
+// COWException maps an origin chunk to the COW chunk holding its old data.
+type COWException struct {
+	Old uint64 `json:"old_chunk"`
+	New uint64 `json:"new_chunk"`
+}
