@@ -64,16 +64,6 @@ func (d *Daemon) beginSnapshotCut(dev *dm.Device) (finish func() error) {
 	return d.sessions.BeginCut(dev)
 }
 
-// protectMappings write-protects every session's mappings of dev once a
-// snapshot of it is already active: a consistent cut only if no fault was
-// resolved since the activation; prefer beginSnapshotCut.
-func (d *Daemon) protectMappings(dev *dm.Device) error {
-	if d.sessions == nil {
-		return nil
-	}
-	return d.sessions.Protect(dev)
-}
-
 // DAXSessions lists the open DAX sessions and their mappings.
 func (d *Daemon) DAXSessions() []session.Info {
 	if d.sessions == nil {

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
-	"github.com/daxsnap/daxsnap/internal/daemon"
 )
 
 // The test binary doubles as a DAX client (clienttest); init runs before
@@ -46,16 +45,8 @@ func TestDAXSession_Snapshot(t *testing.T) {
 	if w := binary.LittleEndian.Uint64(before[5*4096:]); w != 1<<32|5 {
 		t.Fatalf("block read of page 5 = %#x after the client's fill, want %#x", w, 1<<32|5)
 	}
-	// The cut brackets the daemon's snapshot verb, as snapshot creation
-	// itself must (see beginSnapshotCut).
-	finish, err := daemon.BeginSnapshotCut(e.d, "vol")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The snapshot verb makes the consistent cut itself.
 	e.snap("vol", "s1", transient)
-	if err := finish(); err != nil {
-		t.Fatal(err)
-	}
 	// A mapping made now resolves through snapshot-origin and
 	// /dev/mapper/vol-real, and comes protected.
 	c2 := clienttest.Start(t, e.d.SessionSocketPath())

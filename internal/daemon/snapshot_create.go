@@ -258,23 +258,31 @@ func (d *Daemon) doCreate(p createPlan) error {
 		}
 		undo.push(origin.Clear)
 	}
+	// The consistent cut for direct mappings: from here on write faults on
+	// the origin's mappings are held; finishing write-protects every mapping
+	// and then resolves them, once the snapshot is active (or undone).
+	finishCut := d.beginSnapshotCut(origin)
+	failCut := func(err error) error { return errors.Join(fail(err), finishCut()) }
 	if err := d.quiesceOrigin(p.op, origin); err != nil {
-		return fail(err)
+		return failCut(err)
 	}
 	undo.push(func() error { return errors.Join(origin.Clear(), origin.Resume()) })
 	if err := fault("create-snapshot"); err != nil {
-		return fail(err)
+		return failCut(err)
 	}
 	snap, err := d.createDevice(p.name, p.snapshotTable(), false)
 	if err != nil {
-		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
+		return failCut(fmt.Errorf("create snapshot device %s: %w", p.name, err))
 	}
 	undo.push(func() error { return d.removeDevice(snap, true) })
 	if err := fault("resume-origin"); err != nil {
-		return fail(err)
+		return failCut(err)
 	}
 	if err := origin.Resume(); err != nil {
-		return fail(fmt.Errorf("resume %s: %w", p.l.origin, err))
+		return failCut(fmt.Errorf("resume %s: %w", p.l.origin, err))
+	}
+	if err := finishCut(); err != nil {
+		return fmt.Errorf("%s: write-protect direct mappings of %s: %w", p.op, p.l.origin, err)
 	}
 	return nil
 }

@@ -16,12 +16,13 @@
 //
 // # Consistent cut
 //
-// Protect(dev), called once a new snapshot of dev copies out on origin
-// writes, write-protects every mapping of dev. While the sweep runs, faults
-// on already-protected pages are held and resolved only when it has
-// finished, so a write is in the snapshot iff it reached memory before its
-// page was protected: a prefix-closed image. A mapping made while the
-// device has snapshots is protected whole before the client gets it.
+// BeginCut(dev), called before a new snapshot of dev becomes active, holds
+// every write fault on dev's mappings; its finish, called once the
+// snapshot is active, write-protects every mapping of dev and then resolves
+// the held faults. A write is thus in the snapshot iff it reached memory
+// before its page was protected: a prefix-closed image. A mapping made
+// while the device has snapshots is protected whole before the client gets
+// it.
 //
 // Limits (see docs/dax.md): block writes are not held during the sweep;
 // PrepareWrite runs on the top device only (a mapping of a table over
