@@ -260,7 +260,8 @@ func (d *Daemon) doCreate(p createPlan) error {
 	}
 	// The consistent cut for direct mappings: from here on write faults on
 	// the origin's mappings are held; finishing write-protects every mapping
-	// and then resolves them, once the snapshot is active (or undone).
+	// and then lets them resolve, once the snapshot is active (or undone).
+	// Block writes are held by the suspend for the whole sweep.
 	finishCut := d.beginSnapshotCut(origin)
 	failCut := func(err error) error { return errors.Join(fail(err), finishCut()) }
 	if err := d.quiesceOrigin(p.op, origin); err != nil {
@@ -278,11 +279,13 @@ func (d *Daemon) doCreate(p createPlan) error {
 	if err := fault("resume-origin"); err != nil {
 		return failCut(err)
 	}
-	if err := origin.Resume(); err != nil {
-		return failCut(fmt.Errorf("resume %s: %w", p.l.origin, err))
-	}
+	// Protect while the origin is still suspended, so block writes too
+	// wait for the end of the sweep; held faults resolve after resume.
 	if err := finishCut(); err != nil {
-		return fmt.Errorf("%s: write-protect direct mappings of %s: %w", p.op, p.l.origin, err)
+		return fail(fmt.Errorf("write-protect direct mappings of %s: %w", p.l.origin, err))
+	}
+	if err := origin.Resume(); err != nil {
+		return fail(fmt.Errorf("resume %s: %w", p.l.origin, err))
 	}
 	return nil
 }
