@@ -36,6 +36,8 @@ Capabilities:      dax,wpfault (fixed: dax)
 	golden(t, "table", c.ok("table"), "vol: 0 8192 linear "+path+" 0\nz: \n")
 	golden(t, "status", c.ok("status"), "vol: 0 8192 linear \nz: \n")
 	golden(t, "ls", c.ok("ls"), "vol\nz\n")
+	golden(t, "sessions", c.ok("sessions"), "No DAX sessions\n")
+	golden(t, "sessions --json", c.ok("sessions", "--json"), "[]\n")
 	golden(t, "info z", c.ok("info", "z"), `Name:              z
 State:             ACTIVE
 Tables present:    None

@@ -146,3 +146,24 @@ func formatCheck(w io.Writer, r wire.CheckReport) {
 		}
 	}
 }
+
+// formatSessions prints one line per mapping, then the audit's findings.
+func formatSessions(w io.Writer, sessions []wire.DAXSession) {
+	if len(sessions) == 0 {
+		io.WriteString(w, "No DAX sessions\n")
+		return
+	}
+	fmt.Fprintf(w, "%-8s %-6s %-16s %12s %12s %-4s %8s %6s\n", "PID", "UID", "DEVICE", "OFFSET", "LENGTH", "MODE", "FAULTS", "HELD")
+	for _, s := range sessions {
+		for _, m := range s.Mappings {
+			mode := "ro"
+			if m.Write {
+				mode = "rw"
+			}
+			fmt.Fprintf(w, "%-8d %-6d %-16s %12d %12d %-4s %8d %6d\n", s.PID, s.UID, m.Device, m.Offset, m.Length, mode, m.Faults, m.Held)
+		}
+		for _, p := range s.Problems {
+			fmt.Fprintf(w, "pid %d: PROBLEM: %s\n", s.PID, p)
+		}
+	}
+}

@@ -211,3 +211,25 @@ func (a *app) checkCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
+
+func (a *app) sessionsCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "sessions",
+		Short: "List the processes that map devices directly, and audit their write protection",
+		Args:  args(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sessions, err := a.api().Sessions()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(sessions)
+			}
+			formatSessions(a.out, sessions)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -118,3 +118,8 @@ func (f *fakeService) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.S
 	f.call("snapshot merge %s nowait=%v", name, req.NoWait)
 	return wire.Snapshot{Name: name, State: wire.SnapshotMerged}, failures[name]
 }
+func (f *fakeService) Sessions() ([]wire.DAXSession, error) {
+	f.call("sessions")
+	return []wire.DAXSession{{PID: 42, UID: 7, Mappings: []wire.DAXMapping{{Device: "vol", Length: 4096, Write: true}},
+		Problems: []string{"mapping 1 of vol lacks uw"}}}, nil
+}

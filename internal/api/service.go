@@ -36,6 +36,10 @@ type Service interface {
 	// it returns when the merge has finished (State merged).
 	SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error)
 
+	// Sessions lists the clients that map devices directly, with the
+	// write-protect audit's findings.
+	Sessions() ([]wire.DAXSession, error)
+
 	// ReadData and WriteData are block I/O on a device, for tools and
 	// tests without an NBD client; WriteData flushes before returning.
 	ReadData(name string, off, n int64) ([]byte, error)

@@ -76,3 +76,13 @@ func (c *Client) SnapshotRemove(name string) error {
 func (c *Client) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
 	return post[wire.Snapshot](c, "POST", snapPath(name, "merge"), req)
 }
+
+// GET /v1/sessions
+func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
+	v, err := s.svc.Sessions()
+	reply(w, http.StatusOK, v, err)
+}
+
+func (c *Client) Sessions() ([]wire.DAXSession, error) {
+	return get[[]wire.DAXSession](c, "/v1/sessions", nil)
+}

@@ -56,3 +56,20 @@ func TestClient_snapshotVerbs(t *testing.T) {
 		t.Fatalf("empty body: %v", err)
 	}
 }
+
+// Ensure that the session listing crosses the socket intact.
+func TestClient_sessions(t *testing.T) {
+	f := &fakeService{}
+	c := serve(t, f, Options{})
+	got, err := c.Sessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].PID != 42 || got[0].UID != 7 || len(got[0].Mappings) != 1 ||
+		got[0].Mappings[0].Device != "vol" || !got[0].Mappings[0].Write || len(got[0].Problems) != 1 {
+		t.Fatalf("sessions = %+v", got)
+	}
+	if calls := f.Calls(); !slices.Equal(calls, []string{"sessions"}) {
+		t.Fatalf("calls %q", calls)
+	}
+}

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/session"
+	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
 // SessionSocketName is the DAX session socket (client.Dial) in the state
@@ -79,4 +81,24 @@ func (d *Daemon) DAXAudit() []session.Problem {
 		return nil
 	}
 	return d.sessions.Audit()
+}
+
+// Sessions lists the DAX sessions for the API, with the audit's findings
+// attached to the session they concern.
+func (d *Daemon) Sessions() ([]wire.DAXSession, error) {
+	problems := map[int][]string{}
+	for _, p := range d.DAXAudit() {
+		problems[p.PID] = append(problems[p.PID], fmt.Sprintf("mapping %d of %s: %s", p.ID, p.Device, p.Reason))
+	}
+	out := []wire.DAXSession{}
+	for _, s := range d.DAXSessions() {
+		ws := wire.DAXSession{PID: s.PID, UID: s.UID, Started: s.Started, Problems: problems[s.PID], Mappings: []wire.DAXMapping{}}
+		for _, m := range s.Mappings {
+			ws.Mappings = append(ws.Mappings, wire.DAXMapping{Device: m.Device, Offset: m.Offset, Length: m.Length,
+				Addr: m.Addr, Write: m.Write, Faults: m.Faults, Held: m.Held})
+		}
+		out = append(out, ws)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out, nil
 }

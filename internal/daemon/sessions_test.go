@@ -75,6 +75,21 @@ func TestDAXSession_Snapshot(t *testing.T) {
 	if !found {
 		t.Errorf("DAX sessions = %+v, want the first client's (pid %d) with its mapping of vol", e.d.DAXSessions(), c.Cmd.Process.Pid)
 	}
+	// The same through the API, as `daxsnap sessions` shows it.
+	listed, err := e.c.Sessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found = false
+	for _, s := range listed {
+		if s.PID == c.Cmd.Process.Pid && len(s.Mappings) == 1 && s.Mappings[0].Device == "vol" && s.Mappings[0].Length == size &&
+			s.Mappings[0].Write && len(s.Problems) == 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("API sessions = %+v, want pid %d mapping all of vol read-write with no audit problem", listed, c.Cmd.Process.Pid)
+	}
 	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", e.d.SocketPath())
 	}}}
