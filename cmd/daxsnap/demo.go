@@ -12,6 +12,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"github.com/spf13/cobra"
 )
@@ -121,12 +122,12 @@ func (a *app) demoVolume(env *demoEnv) (string, error) {
 // bytes landed in the region file where the table says.
 func (a *app) demoIO(env *demoEnv, regionPath string) error {
 	sock := filepath.Join(env.state, daemon.NBDSocketName)
-	nbd, err := dialNBD("unix", sock, demoDevice)
+	nbd, err := nbdclient.Dial("unix", sock, demoDevice)
 	if err != nil {
 		return err
 	}
 	defer nbd.Close()
-	a.step("connected over NBD to %s, export %q: %d bytes", sock, demoDevice, nbd.size)
+	a.step("connected over NBD to %s, export %q: %d bytes", sock, demoDevice, nbd.Size())
 	pattern := demoBytes()
 	if err := nbd.WriteAt(pattern, demoOffset); err != nil {
 		return fmt.Errorf("nbd write: %w", err)

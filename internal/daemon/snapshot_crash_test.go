@@ -18,6 +18,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -315,7 +316,7 @@ func (g *crashRig) writeAndKill() {
 	sock := filepath.Join(g.state, daemon.NBDSocketName)
 	var wg sync.WaitGroup
 	for w := range crashConns {
-		conn, err := dialTestNBD(sock, "vol")
+		conn, err := nbdclient.Dial("unix", sock, "vol")
 		if err != nil {
 			g.t.Fatal(err)
 		}

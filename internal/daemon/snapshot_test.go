@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -200,7 +201,7 @@ func TestSnapshot_errors(t *testing.T) {
 	_, err = e.c.SnapshotMerge("t1", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeNotSupported, "transient snapshot", "cannot merge")
 	// An open snapshot (an NBD client on it) is neither removed nor merged.
-	conn, err := dialTestNBD(filepath.Join(e.cfg.StateDir, daemon.NBDSocketName), "s1")
+	conn, err := nbdclient.Dial("unix", filepath.Join(e.cfg.StateDir, daemon.NBDSocketName), "s1")
 	if err != nil {
 		t.Fatal(err)
 	}

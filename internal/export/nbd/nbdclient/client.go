@@ -1,4 +1,8 @@
-package main
+// Package nbdclient is the smallest NBD client daxsnap needs for its demo
+// and its tests: fixed newstyle handshake, NBD_OPT_GO, then one request at
+// a time with simple replies (NetworkBlockDevice/nbd doc/proto.md). Real
+// work wants qemu-img, nbdcopy or the kernel's nbd-client.
+package nbdclient
 
 import (
 	"bufio"
@@ -9,11 +13,8 @@ import (
 	"net"
 )
 
-// nbdClient is the smallest NBD client the demo needs: fixed newstyle
-// handshake, NBD_OPT_GO, then one request at a time with simple replies
-// (NetworkBlockDevice/nbd doc/proto.md). Real work wants qemu-img,
-// nbdcopy or the kernel's nbd-client.
-type nbdClient struct {
+// Client is one connection to one export. It is not safe for concurrent use.
+type Client struct {
 	conn   net.Conn
 	r      *bufio.Reader
 	size   int64
@@ -39,13 +40,13 @@ const (
 	nbdCmdFlush      = 3
 )
 
-// dialNBD connects to network/addr and opens export name.
-func dialNBD(network, addr, name string) (*nbdClient, error) {
+// Dial connects to network/addr ("unix" or "tcp") and opens export name.
+func Dial(network, addr, name string) (*Client, error) {
 	conn, err := net.Dial(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("nbd: connect to %s: %w", addr, err)
 	}
-	c := &nbdClient{conn: conn, r: bufio.NewReader(conn)}
+	c := &Client{conn: conn, r: bufio.NewReader(conn)}
 	if err := c.handshake(name); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("nbd: open export %q at %s: %w", name, addr, err)
@@ -53,7 +54,7 @@ func dialNBD(network, addr, name string) (*nbdClient, error) {
 	return c, nil
 }
 
-func (c *nbdClient) handshake(name string) error {
+func (c *Client) handshake(name string) error {
 	var greet struct {
 		Magic, Opt uint64
 		Flags      uint16
@@ -79,7 +80,7 @@ func (c *nbdClient) handshake(name string) error {
 }
 
 // goReplies reads option replies up to NBD_REP_ACK, keeping the size.
-func (c *nbdClient) goReplies() error {
+func (c *Client) goReplies() error {
 	for {
 		var h struct {
 			Magic          uint64
@@ -108,7 +109,7 @@ func (c *nbdClient) goReplies() error {
 
 // do sends one request and waits for its simple reply, reading len(rd)
 // bytes of data for a read.
-func (c *nbdClient) do(cmd uint16, off int64, length int, wr, rd []byte) error {
+func (c *Client) do(cmd uint16, off int64, length int, wr, rd []byte) error {
 	c.cookie++
 	req := binary.BigEndian.AppendUint32(nil, nbdRequestMagic)
 	req = binary.BigEndian.AppendUint16(req, 0)
@@ -136,14 +137,22 @@ func (c *nbdClient) do(cmd uint16, off int64, length int, wr, rd []byte) error {
 	return err
 }
 
-func (c *nbdClient) ReadAt(p []byte, off int64) error { return c.do(nbdCmdRead, off, len(p), nil, p) }
-func (c *nbdClient) WriteAt(p []byte, off int64) error {
+// Size is the export's size, from the server's NBD_INFO_EXPORT.
+func (c *Client) Size() int64 { return c.size }
+
+// ReadAt reads len(p) bytes at off.
+func (c *Client) ReadAt(p []byte, off int64) error { return c.do(nbdCmdRead, off, len(p), nil, p) }
+
+// WriteAt writes p at off; it is acknowledged, not yet flushed.
+func (c *Client) WriteAt(p []byte, off int64) error {
 	return c.do(nbdCmdWrite, off, len(p), p, nil)
 }
-func (c *nbdClient) Flush() error { return c.do(nbdCmdFlush, 0, 0, nil, nil) }
+
+// Flush makes every acknowledged write durable (NBD_CMD_FLUSH).
+func (c *Client) Flush() error { return c.do(nbdCmdFlush, 0, 0, nil, nil) }
 
 // Close disconnects politely.
-func (c *nbdClient) Close() error {
+func (c *Client) Close() error {
 	c.cookie++
 	req := binary.BigEndian.AppendUint32(nil, nbdRequestMagic)
 	req = binary.BigEndian.AppendUint16(req, 0)
