@@ -89,7 +89,9 @@ func Main() int {
 				defer close(done)
 				var seq uint64
 				for ; !stop.Load(); seq++ {
-					binary.LittleEndian.PutUint64(mem[(seq%pages)*pageSize:], seq+1)
+					// One 8-byte store, also under -race (where PutUint64
+					// becomes eight byte stores a cut can split).
+					atomic.StoreUint64((*uint64)(unsafe.Pointer(&mem[(seq%pages)*pageSize])), seq+1)
 				}
 				last.Store(seq)
 			}()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -449,32 +450,48 @@ func checkPrefix(t *testing.T, name string, img []byte) uint64 {
 		if j >= p {
 			want = j - (j-p)%pages + 1
 		}
-		if got := word(img, int(p)); got != want {
+		if got := word(img, int(p)); got != want && !tornNext(got, want, j, p, pages) {
 			t.Fatalf("%s is not a prefix of the writes: page %d holds write %d, want %d (cut at write %d)", name, p, got, want, j)
 		}
 	}
 	return j
 }
 
-// skipUnderRace skips the snapshot stress tests under the race detector:
-// there, a few percent of snapshots taken while a client streams stores
-// miss the last stores to the page its writer then faults on (memory read
-// at copy time is several laps old, while later pages have the newer
-// laps). Never seen without -race (hundreds of runs); under investigation,
-// see docs/dax.md.
-func skipUnderRace(t *testing.T) {
-	if raceEnabled {
-		t.Skip("known issue under -race: stores to the first faulting page during the protect ioctl missing from the snapshot (docs/dax.md, open issues)")
+// tornNext reports whether got, found on page p where the cut at write j
+// wants want, is write j+1 (value j+2) caught half done: its low bytes
+// already stored over want's high bytes. The client's
+// binary.LittleEndian.PutUint64 is a single 8-byte store only when the
+// compiler combines its byte stores; under -race every byte store is
+// instrumented separately and the word is written as 8 byte stores, low
+// byte first (bench/uffdwp/wp_prefix reproduces this with -b). Only the
+// page of write j+1 can hold such a mix, and the image is then still a
+// prefix of the writer's (byte) stores.
+func tornNext(got, want, j, p, pages uint64) bool {
+	if (j+1)%pages != p {
+		return false
 	}
+	next := j + 2
+	for k := 1; k < 8; k++ {
+		low := uint64(1)<<(8*k) - 1
+		if got == next&low|want&^low {
+			tornSeen.Add(1)
+			return true
+		}
+	}
+	return false
 }
+
+// tornSeen counts the torn words tornNext accepted (logged by the diagnostic
+// and TestSnapshot_ManyWritersRepeated).
+var tornSeen atomic.Int64
 
 // TestSnapshot_ManyWritersRepeated: writers in three processes stream
 // into their own quarter of a volume while snapshots are created,
 // checked and removed again and again; each snapshot must hold a prefix
 // of every writer's stores.
 func TestSnapshot_ManyWritersRepeated(t *testing.T) {
-	skipUnderRace(t)
 	const rounds = 6
+	torn0 := tornSeen.Load()
 	files := []string{"mem"}
 	for i := 0; i < rounds; i++ {
 		files = append(files, fmt.Sprintf("cow%d", i))
@@ -521,8 +538,8 @@ func TestSnapshot_ManyWritersRepeated(t *testing.T) {
 		c.Do("quit")
 	}
 	st := r.srv.Stats()
-	t.Logf("faults %d, held %d, prepared %d, sweeps %d (%v total)", st.Faults.Load(), st.Held.Load(), st.Prepared.Load(),
-		st.Sweeps.Load(), time.Duration(st.SweepNanos.Load()))
+	t.Logf("faults %d, held %d, prepared %d, sweeps %d (%v total), torn words accepted %d", st.Faults.Load(), st.Held.Load(), st.Prepared.Load(),
+		st.Sweeps.Load(), time.Duration(st.SweepNanos.Load()), tornSeen.Load()-torn0)
 }
 
 // TestProtocol_Misbehaving: a client that does not follow the protocol is
@@ -598,7 +615,6 @@ func TestProtocol_Misbehaving(t *testing.T) {
 // broken (faults during the sweep resolved at once), the checker must
 // find a violation.
 func TestSnapshot_CausalWriters(t *testing.T) {
-	skipUnderRace(t)
 	const writers, rounds = 4, 4
 	files := []string{"mem"}
 	for i := 0; i < rounds+1; i++ {

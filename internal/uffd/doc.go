@@ -64,6 +64,13 @@
 //     the range, even one registered with another userfaultfd of the same
 //     process; the faults go to the userfaultfd the mapping is registered
 //     with.
+//   - Visibility: once Protect returns, every store another process made
+//     through the range before it is visible through any other mapping of
+//     the file, and every later store faults: memory read right after
+//     Protect is a prefix of the writer's stores, store by store
+//     (bench/uffdwp/wp_prefix, 0 misses in 220,000 cuts on tmpfs). A store
+//     the compiler splits (Go under -race writes a PutUint64 as 8 byte
+//     stores) can be caught half done.
 //   - On hugetlbfs every range must be huge-page aligned, and fault
 //     addresses are rounded down to the huge page.
 //
