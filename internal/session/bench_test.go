@@ -1,11 +1,19 @@
 package session_test
 
 import (
+	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/client"
 	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
@@ -63,5 +71,214 @@ func benchFirstWrite(b *testing.B, chunk int64) {
 	b.ReportMetric(float64(p50.Nanoseconds())/float64(b.N)/1e3, "p50-µs/fault")
 	b.ReportMetric(float64(p99.Nanoseconds())/float64(b.N)/1e3, "p99-µs/fault")
 	b.ReportMetric(float64(int64(faults)*chunk)/sum.Seconds()/1e6, "MB/s")
+	c.Do("quit")
+}
+
+// benchSize is the mapped volume size of the no-snapshot and pause
+// benchmarks: DAXBENCH_SIZE bytes (suffix M or G), else def.
+func benchSize(def int64) int64 {
+	s := os.Getenv("DAXBENCH_SIZE")
+	if s == "" {
+		return def
+	}
+	mul := int64(1)
+	switch s[len(s)-1] {
+	case 'G', 'g':
+		mul, s = 1<<30, s[:len(s)-1]
+	case 'M', 'm':
+		mul, s = 1<<20, s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return def
+	}
+	return n * mul
+}
+
+// BenchmarkMappedWrites: 4 KiB copies (sequential, then random order)
+// into a client mapping of a snapshot-origin volume with no snapshot,
+// and the same copies into a plain memfd mapping of the same size, in
+// the same iteration. Both sides are pre-faulted by one store per page
+// first, so neither pays page allocation. Reported: MB/s of each and
+// their ratio (goal ≥ 0.95).
+func BenchmarkMappedWrites(b *testing.B) {
+	size := benchSize(1 << 30)
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	r := newRigSized(b, size, "mem")
+	if _, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := client.Dial(ctx, r.srv.Socket())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	mp, err := c.Map(ctx, "vol", client.MapOptions{Length: size, Write: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mp.Close()
+	fd, err := unix.MemfdCreate("daxbench", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, size); err != nil {
+		b.Fatal(err)
+	}
+	plain, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Munmap(plain)
+	dax := mp.Bytes()
+	for off := 0; off < int(size); off += 4096 { // pre-fault both the same way
+		dax[off] = 1
+		plain[off] = 1
+	}
+	src := make([]byte, 4096)
+	for i := range src {
+		src[i] = byte(i*7 + 1)
+	}
+	pages := int(size / 4096)
+	seq := make([]int, pages)
+	for i := range seq {
+		seq[i] = i * 4096
+	}
+	rnd := append([]int(nil), seq...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	rng.Shuffle(len(rnd), func(i, j int) { rnd[i], rnd[j] = rnd[j], rnd[i] })
+	pass := func(mem []byte, order []int) time.Duration {
+		t0 := time.Now()
+		for _, off := range order {
+			copy(mem[off:off+4096], src)
+		}
+		return time.Since(t0)
+	}
+	for _, pc := range []struct {
+		name  string
+		order []int
+	}{{"seq", seq}, {"rand", rnd}} {
+		b.Run(fmt.Sprintf("%s/size=%dMiB", pc.name, size>>20), func(b *testing.B) {
+			b.SetBytes(2 * size)
+			var td, tp time.Duration
+			for i := 0; i < b.N; i++ {
+				// Alternate which side goes first, so neither always
+				// follows the other's cache state.
+				if i%2 == 0 {
+					td += pass(dax, pc.order)
+					tp += pass(plain, pc.order)
+				} else {
+					tp += pass(plain, pc.order)
+					td += pass(dax, pc.order)
+				}
+			}
+			dmb := float64(size) * float64(b.N) / td.Seconds() / 1e6
+			pm := float64(size) * float64(b.N) / tp.Seconds() / 1e6
+			b.ReportMetric(dmb, "dax-MB/s")
+			b.ReportMetric(pm, "memfd-MB/s")
+			b.ReportMetric(dmb/pm, "ratio")
+		})
+	}
+	if n := r.srv.Stats().Faults.Load(); n != 0 {
+		b.Logf("%d write faults with no snapshot", n)
+	}
+}
+
+// BenchmarkSnapshotPause: a client process maps a whole volume (1 and
+// 4 GiB, DAXBENCH_PAUSE_SIZES in GiB to change) and stores into it once
+// every 64 KiB, pass after pass, each store timed; meanwhile a snapshot
+// (64 KiB chunks) is created the way the daemon does it: BeginCut,
+// activate, sweep. Reported: the sweep time (Stats.SweepNanos), the
+// longest any single store of the writer took in the passes that
+// overlapped the snapshot (held by the sweep, plus its copy-on-write
+// fault), and the held-fault time the server counted.
+func BenchmarkSnapshotPause(b *testing.B) {
+	sizes := []int64{1, 4}
+	if s := os.Getenv("DAXBENCH_PAUSE_SIZES"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			if n, err := strconv.ParseInt(f, 10, 64); err == nil && n > 0 {
+				sizes = append(sizes, n)
+			}
+		}
+	}
+	for _, g := range sizes {
+		b.Run(fmt.Sprintf("size=%dGiB", g), func(b *testing.B) { benchPause(b, g<<30) })
+	}
+}
+
+func benchPause(b *testing.B, size int64) {
+	const chunk, stride = 64 << 10, 64 << 10
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	r := newRigSized(b, size, "mem", "cow")
+	vol, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := clienttest.Start(b, r.srv.Socket())
+	c.Do("map vol 0 %d rw", size)
+	c.Do("timed 4096") // populate every page
+	st := r.srv.Stats()
+	var sweep, maxWait, held time.Duration
+	var heldN int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var stop atomic.Bool
+		type res struct {
+			max  time.Duration
+			errs string
+		}
+		done := make(chan res, 1)
+		go func() {
+			var rs res
+			for passes := 0; !stop.Load() || passes < 2; passes++ {
+				ans, ok := c.Try(5*time.Minute, "timed %d", stride)
+				if !ok || !strings.HasPrefix(ans, "ok ") {
+					rs.errs = ans
+					break
+				}
+				var n int
+				var q50, q99, mx, s int64
+				fmt.Sscan(strings.TrimPrefix(ans, "ok "), &n, &q50, &q99, &mx, &s)
+				rs.max = max(rs.max, time.Duration(mx))
+				if stop.Load() {
+					break
+				}
+			}
+			done <- rs
+		}()
+		time.Sleep(20 * time.Millisecond) // the writer is mid-pass
+		s0, h0, hn0 := st.SweepNanos.Load(), st.HeldNanos.Load(), st.Held.Load()
+		finish := r.srv.BeginCut(vol)
+		if _, err := r.m.Create("snap", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %s %s N %d\n", size/512, r.path("mem"), r.path("cow"), chunk/512)}); err != nil {
+			b.Fatal(err)
+		}
+		if err := finish(); err != nil {
+			b.Fatal(err)
+		}
+		stop.Store(true)
+		rs := <-done
+		if rs.errs != "" {
+			b.Fatalf("writer: %q", rs.errs)
+		}
+		sweep += time.Duration(st.SweepNanos.Load() - s0)
+		held += time.Duration(st.HeldNanos.Load() - h0)
+		heldN += st.Held.Load() - hn0
+		maxWait = max(maxWait, rs.max)
+		if err := r.m.Remove("snap", dm.RemoveOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(sweep.Microseconds())/float64(b.N)/1e3, "sweep-ms")
+	b.ReportMetric(float64(maxWait.Microseconds())/1e3, "max-wait-ms")
+	b.ReportMetric(float64(held.Microseconds())/float64(b.N)/1e3, "held-ms")
+	b.ReportMetric(float64(heldN)/float64(b.N), "held-faults")
 	c.Do("quit")
 }
