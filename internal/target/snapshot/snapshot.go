@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/exstore"
 )
@@ -82,6 +83,10 @@ func construct(ctx *dm.CtorContext, args []string, merge bool) (*snap, error) {
 	if storeType != t.state.storeType {
 		states.release(t.state)
 		return nil, fmt.Errorf("COW device %s is in use as store type %s, not %s", args[1], t.state.storeType, storeType)
+	}
+	if err := checkPageSize(t.origin, t.state.chunkBytes); err != nil {
+		states.release(t.state)
+		return nil, err
 	}
 	t.state.attach(t, ctx.TriggerEvent)
 	if merge {
@@ -343,4 +348,32 @@ func (t *snap) Close() error {
 	}
 	t.state.detach(t)
 	return states.release(t.state)
+}
+
+// checkPageSize refuses a chunk smaller than the pages of the origin's
+// memory: a direct-access write fault is caught per page, and the copy
+// before it must cover the whole page (2 MiB on hugetlbfs).
+func checkPageSize(origin *dm.DeviceRef, chunkBytes int64) error {
+	page, where := memoryPage(origin.Device)
+	if page <= chunkBytes {
+		return nil
+	}
+	return fmt.Errorf("chunk size %d sectors (%d bytes) is smaller than the %d-byte pages of %s: direct-access write faults copy whole pages; use a chunk size of at least %d sectors",
+		chunkBytes/dm.SectorSize, chunkBytes, page, where, page/dm.SectorSize)
+}
+
+// memoryPage is the mapping page size of the memory behind dev, found
+// through stacked mapped devices, or 0 if dev is not mappable memory.
+func memoryPage(dev backing.Device) (int64, string) {
+	switch d := dev.(type) {
+	case backing.MappingSource:
+		return d.PageSize(), fmt.Sprintf("%s (a %s)", dev.Path(), dev.Kind())
+	case dm.ExtentSource:
+		exts, err := d.Extents(0, 1)
+		if err != nil || len(exts) == 0 {
+			return 0, ""
+		}
+		return exts[0].PageSize, fmt.Sprintf("%s (a %s under %s)", exts[0].Path, exts[0].Kind, dev.Path())
+	}
+	return 0, ""
 }

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/backing/backingtest"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/target/all"
 )
 
 func must(t testing.TB, err error) {
@@ -325,5 +327,37 @@ func TestOrigin_capabilities(t *testing.T) {
 	err = d.Load("0 512 snapshot-origin orig")
 	if !errors.Is(err, dm.ErrDAXChange) || !strings.Contains(err.Error(), "snapshot-origin cannot catch direct writes to orig") {
 		t.Fatalf("load snapshot-origin over sync pmem: %v", err)
+	}
+}
+
+// hugeMem is memory with 2 MiB mapping pages, as a hugetlbfs region.
+type hugeMem struct{ *backingtest.Mem }
+
+func (hugeMem) MapFile() (uintptr, int64) { return ^uintptr(0), 0 }
+func (hugeMem) PageSize() int64           { return 2 << 20 }
+
+// A snapshot of hugetlbfs-like memory needs chunks of at least one page:
+// write faults are caught, and copied, a whole page at a time.
+func TestSnapshot_chunkSmallerThanPage(t *testing.T) {
+	orig := hugeMem{backingtest.NewMem("huge", 4<<20, backing.DAX|backing.WPFault)}
+	cow := backingtest.NewMem("cow", 16<<20, 0)
+	reg := dm.NewRegistry()
+	all.Register(reg)
+	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
+		switch name {
+		case "huge":
+			return orig, nil
+		case "cow":
+			return cow, nil
+		}
+		return nil, fmt.Errorf("open %s: no such file or directory", name)
+	}))
+	_, err := m.Create("s", dm.CreateOptions{Table: "0 8192 snapshot huge cow P 8"})
+	if err == nil || !strings.Contains(err.Error(), "chunk size 8 sectors (4096 bytes) is smaller than the 2097152-byte pages of huge (a tmpfs file): direct-access write faults copy whole pages; use a chunk size of at least 4096 sectors") {
+		t.Fatalf("4 KiB chunks over 2 MiB pages: %v", err)
+	}
+	clear(cow.Bytes()[:1<<20])
+	if _, err := m.Create("s", dm.CreateOptions{Table: "0 8192 snapshot huge cow P 4096"}); err != nil {
+		t.Fatalf("2 MiB chunks over 2 MiB pages: %v", err)
 	}
 }
