@@ -33,6 +33,7 @@
 # about 3 x SIZE + 16 x NSIZE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SIZE=${SIZE:-256M}
 NSIZE=${NSIZE:-64M}
@@ -43,7 +44,6 @@ WORKLOADS=${WORKLOADS:-"randwrite:4k write:1M"}
 SERVERS=${SERVERS:-"daxsnap daxsnap-snap nbdkit qemu-nbd"}
 ROUNDS=${ROUNDS:-3}
 
-die() { echo "cow.sh: $*" >&2; exit 1; }
 for tool in go fio nbdkit qemu-nbd qemu-img python3; do
 	command -v "$tool" >/dev/null || die "$tool not found: apt-get install fio nbdkit qemu-utils python3 (and Go)"
 done
@@ -56,15 +56,7 @@ size_b=$(bytes "$SIZE")
 nsize_b=$(bytes "$NSIZE")
 chunk_b=$(bytes "$CHUNK")
 
-tmp=$(mktemp -d /tmp/cowbench.XXXXXX)
-shm=$(mktemp -d /dev/shm/cowbench.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp" "$shm"
-}
-trap cleanup EXIT
+bench_scratch cowbench
 
 go build -o "$tmp/daxsnap" ./cmd/daxsnap
 dx() { "$tmp/daxsnap" --state "$shm/state" "$@"; }

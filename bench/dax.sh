@@ -27,18 +27,11 @@
 # ROUNDS uffdwp rounds [40], NBD=0 to skip 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SIZE=${SIZE:-1G}
 PAUSE_SIZES=${PAUSE_SIZES:-1,4}
 NBD_SIZE=${NBD_SIZE:-256M}
-tmp=$(mktemp -d /tmp/daxbench.XXXXXX)
-shm=$(mktemp -d /dev/shm/daxbench.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp" "$shm"
-}
-trap cleanup EXIT
+bench_scratch daxbench
 go build -o "$tmp/uffdwp" ./bench/uffdwp
 go test -c -o "$tmp/session.test" ./internal/session
 go build -o "$tmp/daxsnap" ./cmd/daxsnap

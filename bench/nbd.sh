@@ -21,6 +21,7 @@
 # (apt-get install fio nbdkit qemu-utils libnbd-bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNTIME=${RUNTIME:-10}
 IODEPTH=${IODEPTH:-16}
@@ -31,21 +32,12 @@ SERVERS=${SERVERS:-"daxsnap nbdkit qemu-nbd"}
 TRANSPORT=${TRANSPORT:-unix}
 PORT=${PORT:-10809}
 
-die() { echo "nbd.sh: $*" >&2; exit 1; }
 for tool in go fio nbdkit qemu-nbd nbdinfo; do
 	command -v "$tool" >/dev/null || die "$tool not found: apt-get install fio nbdkit qemu-utils libnbd-bin (and Go)"
 done
 fio --enghelp=nbd 2>/dev/null | grep -q uri || die "this fio has no nbd engine (Debian's fio has it; it needs libnbd)"
 
-tmp=$(mktemp -d /tmp/nbdbench.XXXXXX)
-shm=$(mktemp -d /dev/shm/nbdbench.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp" "$shm"
-}
-trap cleanup EXIT
+bench_scratch nbdbench
 
 DAXSNAP=${DAXSNAP:-daemon}
 go build -o "$tmp/nbdserve" ./bench/nbdserve

@@ -296,14 +296,7 @@ func TestTransmit_flushAndFUA(t *testing.T) {
 // backend's Flush returned.
 func TestTransmit_flushWaits(t *testing.T) {
 	ts, m := rig(t, Options{})
-	entered, release := make(chan struct{}), make(chan struct{})
-	m.hook = func(op string, off, n int64) error {
-		if op == "flush" {
-			close(entered)
-			<-release
-		}
-		return nil
-	}
+	entered, release := holdFlush(m)
 	c := connect(t, "tcp", ts.tcp, "disk", connectOpts{})
 	c.send(request{typ: cmdFlush, cookie: 1}, nil)
 	<-entered
@@ -619,14 +612,7 @@ func TestTransmit_slowBackend(t *testing.T) {
 
 func TestTransmit_discWaitsForInFlight(t *testing.T) {
 	ts, m := rig(t, Options{})
-	entered, release := make(chan struct{}), make(chan struct{})
-	m.hook = func(op string, off, n int64) error {
-		if op == "flush" {
-			close(entered)
-			<-release
-		}
-		return nil
-	}
+	entered, release := holdFlush(m)
 	c := connect(t, "tcp", ts.tcp, "disk", connectOpts{structured: true})
 	c.send(request{typ: cmdFlush, cookie: 1}, nil)
 	<-entered
@@ -645,14 +631,7 @@ func TestTransmit_discWaitsForInFlight(t *testing.T) {
 
 func TestServer_shutdown(t *testing.T) {
 	ts, m := rig(t, Options{})
-	entered, release := make(chan struct{}), make(chan struct{})
-	m.hook = func(op string, off, n int64) error {
-		if op == "flush" {
-			close(entered)
-			<-release
-		}
-		return nil
-	}
+	entered, release := holdFlush(m)
 	c := connect(t, "tcp", ts.tcp, "disk", connectOpts{structured: true})
 	idle := connect(t, "unix", ts.unix, "disk", connectOpts{})
 	neg := fixed(t, ts)
@@ -691,14 +670,7 @@ func TestServer_shutdown(t *testing.T) {
 
 func TestServer_shutdownDeadline(t *testing.T) {
 	ts, m := rig(t, Options{})
-	entered, release := make(chan struct{}), make(chan struct{})
-	m.hook = func(op string, off, n int64) error {
-		if op == "flush" {
-			close(entered)
-			<-release
-		}
-		return nil
-	}
+	entered, release := holdFlush(m)
 	c := connect(t, "tcp", ts.tcp, "disk", connectOpts{})
 	c.send(request{typ: cmdFlush, cookie: 1}, nil)
 	<-entered
@@ -719,14 +691,7 @@ func TestServer_shutdownRefusesNewRequests(t *testing.T) {
 	// A budget smaller than one large read: with the flush held, the
 	// reader waits in acquire holding the read, the write buffered behind it.
 	ts, m := rig(t, Options{MaxInFlight: 20 << 10})
-	entered, release := make(chan struct{}), make(chan struct{})
-	m.hook = func(op string, off, n int64) error {
-		if op == "flush" {
-			close(entered)
-			<-release
-		}
-		return nil
-	}
+	entered, release := holdFlush(m)
 	c := connect(t, "tcp", ts.tcp, "disk", connectOpts{})
 	c.send(request{typ: cmdFlush, cookie: 1}, nil)
 	<-entered
@@ -807,4 +772,18 @@ func TestTransmit_shortIO(t *testing.T) {
 	if rep := c.do(request{typ: cmdWrite, cookie: 2, length: 4096}, make([]byte, 4096)); rep.errno != errIO || !strings.Contains(rep.msg, "short write") {
 		t.Fatalf("short write: %v, want EIO", rep)
 	}
+}
+
+// holdFlush makes the backend's next Flush signal entered and then block
+// until release is closed: a request kept in flight on purpose.
+func holdFlush(m *memBackend) (entered, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	m.hook = func(op string, off, n int64) error {
+		if op == "flush" {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	return entered, release
 }
