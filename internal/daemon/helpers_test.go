@@ -132,6 +132,24 @@ func (e *env) info(name string) wire.Info {
 	return in
 }
 
+// waitOpenCount waits until name's open count is want. An NBD client
+// that sent DISC may exit before the server has closed its side, so the
+// count drops shortly after the client is gone, not before.
+func (e *env) waitOpenCount(name string, want int) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		in := e.info(name)
+		if in.OpenCount == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("open count of %s is %d after 10s, want %d", name, in.OpenCount, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (e *env) table(name string, inactive bool) string {
 	e.t.Helper()
 	txt, err := e.c.Table(name, inactive)

@@ -42,9 +42,7 @@ func TestDaemon_nbdExport(t *testing.T) {
 	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x5a}, 65536)) {
 		t.Fatalf("data written over NBD not on the device: %v", err)
 	}
-	if in := e.info("vol"); in.OpenCount != 0 {
-		t.Fatalf("open count %d after the clients left, want 0", in.OpenCount)
-	}
+	e.waitOpenCount("vol", 0)
 
 	metrics := run(t, "curl", "-sf", "--unix-socket", e.d.SocketPath(), "http://daxsnap/metrics")
 	for _, want := range []string{
