@@ -25,6 +25,8 @@ var (
 	_ backing.Device         = (*mappedDevice)(nil)
 	_ backing.DirectAccesser = (*mappedDevice)(nil)
 	_ dm.ExtentSource        = (*mappedDevice)(nil)
+	_ dm.WritePreparer       = (*mappedDevice)(nil)
+	_ dm.WriteGranularizer   = (*mappedDevice)(nil)
 )
 
 func (m *mappedDevice) Path() string                     { return m.path }
@@ -72,6 +74,18 @@ func (m *mappedDevice) DirectAccess(off, n int64) ([]byte, error) { return m.dev
 // Extents resolves a range to the files of the mapped device's live table,
 // so a table over /dev/mapper/NAME can be mapped by clients too.
 func (m *mappedDevice) Extents(off, n int64) ([]dm.Extent, error) { return m.dev.Extents(off, n) }
+
+// PrepareWrite runs the mapped device's copy-before-write for a direct
+// store through a table stacked on it (a snapshot-origin below).
+func (m *mappedDevice) PrepareWrite(off, n int64) error {
+	if err := m.writable("prepare write", off, n); err != nil {
+		return err
+	}
+	return m.dev.PrepareWrite(off, n)
+}
+
+// WriteGranularity is the mapped device's unit of copy-before-write at off.
+func (m *mappedDevice) WriteGranularity(off int64) int64 { return m.dev.WriteGranularity(off, 1) }
 
 // FlushRange flushes the whole device: dm has no ranged flush.
 func (m *mappedDevice) FlushRange(off, n int64) error { return m.dev.Flush() }

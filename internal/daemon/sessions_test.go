@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -130,4 +131,47 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestDAXSession_StackedOverOrigin maps "top", a linear table over
+// /dev/mapper/vol at an offset, and snapshots vol while the mapping lives:
+// stores through top land in vol's memory, so the snapshot must catch them
+// as it catches stores through a mapping of vol itself, both for a mapping
+// made before the snapshot (swept by its cut) and one made after it
+// (protected when it is armed).
+func TestDAXSession_StackedOverOrigin(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: userfaultfd on another process's memory")
+	}
+	const size, skip = 1 << 20, 8192
+	e := newEnv(t)
+	e.pmemVol("vol", size)
+	e.create("top", fmt.Sprintf("0 %d linear /dev/mapper/vol %d\n", (size-skip)/512, skip/512))
+	c := clienttest.Start(t, e.d.SessionSocketPath())
+	c.Do("map top 0 %d rw", size-skip)
+	c.Do("fill 1")
+	before := e.read("vol", 0, size)
+	if w := binary.LittleEndian.Uint64(before[skip+3*4096:]); w != 1<<32|3 {
+		t.Fatalf("vol at top's page 3 = %#x after the client's fill, want %#x", w, 1<<32|3)
+	}
+	e.snap("vol", "s1", transient)
+	c.Do("fill 2")
+	if got := e.read("s1", 0, size); !bytes.Equal(got, before) {
+		t.Errorf("snapshot s1 of vol changed by stores through top, mapped before it, first at byte %d", firstDiff(got, before))
+	}
+	c2 := clienttest.Start(t, e.d.SessionSocketPath())
+	c2.Do("map top 0 %d rw", size-skip)
+	c2.Do("fill 3")
+	c2.Do("quit")
+	if got := e.read("s1", 0, size); !bytes.Equal(got, before) {
+		t.Errorf("snapshot s1 of vol changed by stores through top, mapped after it, first at byte %d", firstDiff(got, before))
+	}
+	after := e.read("vol", skip, size-skip)
+	for p := 0; p < (size-skip)/4096; p++ {
+		if w := binary.LittleEndian.Uint64(after[p*4096:]); w != 3<<32|uint64(p) {
+			t.Fatalf("vol at top's page %d = %#x after the fills, want %#x", p, w, 3<<32|uint64(p))
+		}
+	}
+	c.Do("unmap")
+	c.Do("quit")
 }

@@ -1,6 +1,10 @@
 package dm
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
 
 // enter admits one block I/O: it waits while the device is suspended and
 // returns the live table, with io read-held until the caller's exit.
@@ -94,8 +98,42 @@ func (d *Device) PrepareWrite(off, n int64) error {
 	}
 	return t.span(off, n, func(target Target, toff, _, n int64) error {
 		if wp, ok := target.(WritePreparer); ok {
-			return wp.PrepareWrite(toff, n)
+			if err := wp.PrepareWrite(toff, n); err != nil {
+				return err
+			}
 		}
-		return nil
+		return remapped(target, toff, n, func(dev backing.Device, devOff, n int64) error {
+			if wp, ok := dev.(WritePreparer); ok {
+				return wp.PrepareWrite(devOff, n)
+			}
+			return nil
+		})
 	})
+}
+
+// remapped calls fn for each run of target range [off, off+n) in the
+// devices a Remapper passes it to; targets that are not Remappers have
+// none. Direct stores through a table over /dev/mapper/NAME land in NAME's
+// memory, so what NAME must do before a store (its snapshot-origin's
+// copy-out) is reached this way: the backing device of such a line is
+// NAME itself, a WritePreparer and WriteGranularizer.
+func remapped(target Target, off, n int64, fn func(dev backing.Device, devOff, n int64) error) error {
+	rm, ok := target.(Remapper)
+	if !ok {
+		return nil
+	}
+	for pos := off; pos < off+n; {
+		ref, devOff, length, err := rm.Remap(pos, off+n-pos)
+		if err != nil {
+			return err
+		}
+		if length <= 0 {
+			return fmt.Errorf("remap of %d bytes at %d returned %d bytes", off+n-pos, pos, length)
+		}
+		if err := fn(ref.Device, devOff, length); err != nil {
+			return err
+		}
+		pos += length
+	}
+	return nil
 }

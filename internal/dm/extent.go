@@ -2,6 +2,7 @@ package dm
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 )
@@ -20,6 +21,10 @@ type Extent struct {
 	// Kind and Path describe Source, for messages.
 	Kind backing.Kind
 	Path string
+	// Via lists the mapped devices the piece was resolved through, the
+	// device Extents was called on first: a store to the piece is a write
+	// to each of them (a snapshot of any of them must catch it).
+	Via []*Device
 }
 
 // Extents resolves [off, off+n) of the live table to the files that hold
@@ -37,6 +42,9 @@ func (d *Device) Extents(off, n int64) ([]Extent, error) {
 	exts, err := t.extents(off, n)
 	if err != nil {
 		return nil, fmt.Errorf("%s: extents of %d bytes at offset %d: %w", d.name, n, off, err)
+	}
+	for i := range exts {
+		exts[i].Via = append([]*Device{d}, exts[i].Via...)
 	}
 	return exts, nil
 }
@@ -106,7 +114,7 @@ func resolve(ref *DeviceRef, off, n int64) ([]Extent, error) {
 func appendExtent(out []Extent, e Extent) []Extent {
 	if k := len(out) - 1; k >= 0 {
 		last := &out[k]
-		if last.Source == e.Source && last.Off+last.Len == e.Off && last.SourceOff+last.Len == e.SourceOff {
+		if last.Source == e.Source && last.Off+last.Len == e.Off && last.SourceOff+last.Len == e.SourceOff && slices.Equal(last.Via, e.Via) {
 			last.Len += e.Len
 			return out
 		}
@@ -115,7 +123,8 @@ func appendExtent(out []Extent, e Extent) []Extent {
 }
 
 // WriteGranularity returns the smallest non-zero WriteGranularity of the
-// live table's lines over [off, off+n) (see WriteGranularizer): the unit
+// live table's lines over [off, off+n) and of the mapped devices they
+// remap onto (see WriteGranularizer): the unit
 // the direct-access fault path prepares and un-protects at once, or 0 when
 // no store in the range needs catching.
 func (d *Device) WriteGranularity(off, n int64) int64 {
@@ -125,13 +134,21 @@ func (d *Device) WriteGranularity(off, n int64) int64 {
 	}
 	defer d.exit()
 	var g int64
-	_ = t.span(off, n, func(target Target, toff, _, _ int64) error {
-		if wg, ok := target.(WriteGranularizer); ok {
-			if v := wg.WriteGranularity(toff); v > 0 && (g == 0 || v < g) {
-				g = v
-			}
+	least := func(v int64) {
+		if v > 0 && (g == 0 || v < g) {
+			g = v
 		}
-		return nil
+	}
+	_ = t.span(off, n, func(target Target, toff, _, n int64) error {
+		if wg, ok := target.(WriteGranularizer); ok {
+			least(wg.WriteGranularity(toff))
+		}
+		return remapped(target, toff, n, func(dev backing.Device, devOff, _ int64) error {
+			if wg, ok := dev.(WriteGranularizer); ok {
+				least(wg.WriteGranularity(devOff))
+			}
+			return nil
+		})
 	})
 	return g
 }

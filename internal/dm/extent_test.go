@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,6 +119,13 @@ func TestExtents(t *testing.T) {
 			for _, e := range got {
 				if e.PageSize != 4096 {
 					t.Errorf("extent %+v: page size %d, want 4096", e, e.PageSize)
+				}
+				want := []*dm.Device{c.dev}
+				if e.Source.(backing.Device).Path() == "b" && c.dev == nest {
+					want = append(want, inner)
+				}
+				if !slices.Equal(e.Via, want) {
+					t.Errorf("extent %+v: via %v, want %v", e, e.Via, want)
 				}
 			}
 		})
@@ -236,5 +244,51 @@ func TestExtents_Tmpfs(t *testing.T) {
 	}
 	if pos != size {
 		t.Errorf("extents cover %d bytes, device has %d", pos, size)
+	}
+}
+
+// preparer is a backing device that is a mapped device with its own
+// copy-before-write (a snapshot-origin below a stacked table): it records
+// the PrepareWrite calls that reach it and reports granularity g.
+type preparer struct {
+	*backingtest.Mem
+	g     int64
+	calls []string
+}
+
+func (p *preparer) PrepareWrite(off, n int64) error {
+	p.calls = append(p.calls, fmt.Sprintf("%d+%d", off, n))
+	return nil
+}
+
+func (p *preparer) WriteGranularity(off int64) int64 { return p.g }
+
+// Ensure that PrepareWrite and WriteGranularity reach a mapped device that
+// a table's lines remap onto, at the offsets it sees, so direct stores
+// through a table over /dev/mapper/ORIGIN get the origin's copy-out.
+func TestPrepareWrite_Stacked(t *testing.T) {
+	m, devs := extentRig(t)
+	p := &preparer{Mem: backingtest.NewMem("p", mib, backing.DAX|backing.WPFault), g: 65536}
+	devs["p"] = p
+	top, err := m.Create("top", dm.CreateOptions{Table: "0 16 linear p 8\n16 16 striped 2 8 p 64 a 0\n32 8 linear a 0\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.PrepareWrite(0, 40*512); err != nil {
+		t.Fatal(err)
+	}
+	// linear: [4096, 12288) of p; striped: chunk 0 on p at 32768, chunk 1 on a.
+	if got, want := strings.Join(p.calls, " "), "4096+8192 32768+4096"; got != want {
+		t.Errorf("PrepareWrite reached p as %q, want %q", got, want)
+	}
+	if g := top.WriteGranularity(0, 40*512); g != 65536 {
+		t.Errorf("WriteGranularity over p = %d, want p's 65536", g)
+	}
+	if g := top.WriteGranularity(32*512, 8*512); g != 0 {
+		t.Errorf("WriteGranularity of the line over a alone = %d, want 0", g)
+	}
+	p.g = 0
+	if g := top.WriteGranularity(0, 40*512); g != 0 {
+		t.Errorf("WriteGranularity = %d once p needs no catching, want 0", g)
 	}
 }

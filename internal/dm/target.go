@@ -92,7 +92,9 @@ type Resumer interface {
 // chunks into every snapshot that still needs them. Block writes through
 // the target do it themselves; the direct-access fault path, whose writes
 // bypass the target, calls it through Device.PrepareWrite. Targets without
-// it need no preparation.
+// it need no preparation. A backing device that is itself a mapped device
+// (/dev/mapper/NAME) implements it too, and Device.PrepareWrite reaches it
+// through the lines that remap onto it.
 type WritePreparer interface {
 	PrepareWrite(off, n int64) error
 }
@@ -118,6 +120,8 @@ type ExtentSource interface {
 // returns the size of the aligned unit that one copy-before-write step
 // covers around target byte off (the smallest chunk size among the
 // snapshots that still copy out), or 0 when no store needs catching now.
+// Mapped devices used as backing devices implement it too (see
+// WritePreparer).
 type WriteGranularizer interface {
 	WriteGranularity(off int64) int64
 }

@@ -14,10 +14,14 @@ import (
 // mapping is one armed client mapping: device bytes [off, off+n) at client
 // address addr.
 type mapping struct {
-	sess  *session
-	id    uint64
-	dev   *dm.Device
-	ds    *devState
+	sess *session
+	id   uint64
+	dev  *dm.Device
+	ds   *devState // dev's
+	// dss are the states of dev and of every device the mapped range was
+	// resolved through (tables over /dev/mapper/NAME), in seq order: a
+	// snapshot of any of them must catch the mapping's stores.
+	dss   []*devState
 	off   int64
 	n     int64
 	write bool
@@ -37,12 +41,15 @@ type mapping struct {
 // the device copies out, protects it whole before the client may use it.
 // Without one it still checks the client registered the whole range.
 func (m *mapping) attach() error {
-	ds := m.ds
-	ds.sweepMu.Lock()
-	defer ds.sweepMu.Unlock()
-	ds.mapsMu.Lock()
-	ds.maps[m] = struct{}{}
-	ds.mapsMu.Unlock()
+	for _, ds := range m.dss {
+		ds.sweepMu.Lock()
+		defer ds.sweepMu.Unlock()
+	}
+	for _, ds := range m.dss {
+		ds.mapsMu.Lock()
+		ds.maps[m] = struct{}{}
+		ds.mapsMu.Unlock()
+	}
 	if m.uffd == nil {
 		return nil
 	}
@@ -124,12 +131,7 @@ func (m *mapping) drop() {
 	if m.dropped.Swap(true) {
 		return
 	}
-	ds := m.ds
-	if ds != nil {
-		ds.mapsMu.Lock()
-		delete(ds.maps, m)
-		ds.mapsMu.Unlock()
-	}
+	m.detach()
 	if m.uffd != nil {
 		m.uffd.Close()
 	}
@@ -143,6 +145,15 @@ func (m *mapping) drop() {
 			m.sess.srv.log.Warn("fault handler still busy after its mapping was dropped (device suspended?); not waiting for it",
 				append(m.sess.log(), "device", m.dev.Name())...)
 		}
+	}
+}
+
+// detach removes the mapping from its devices' indexes.
+func (m *mapping) detach() {
+	for _, ds := range m.dss {
+		ds.mapsMu.Lock()
+		delete(ds.maps, m)
+		ds.mapsMu.Unlock()
 	}
 }
 
@@ -211,10 +222,7 @@ func (m *mapping) event(msg uffd.Msg) {
 		base := m.base()
 		if start < base+uintptr(m.n) && end > base {
 			m.dropped.Store(true) // the handler leaves after this batch: Close below interrupts Wait
-			ds := m.ds
-			ds.mapsMu.Lock()
-			delete(ds.maps, m)
-			ds.mapsMu.Unlock()
+			m.detach()
 			m.sess.forget(m.id, m)
 			go m.uffd.Close()
 		}
@@ -225,10 +233,20 @@ func (m *mapping) event(msg uffd.Msg) {
 // its unit, then un-protect that unit in every mapping of the device. During
 // a sweep it is held until the sweep ends.
 func (m *mapping) fault(off int64, began time.Time) {
-	ds := m.ds
-	ds.mu.RLock()
-	if ch := ds.sweeping; ch != nil && !m.sess.srv.brokenCut.Load() {
-		ds.mu.RUnlock()
+	var ch chan struct{}
+	for _, ds := range m.dss {
+		ds.mu.RLock()
+		if ds.sweeping != nil && ch == nil {
+			ch = ds.sweeping
+		}
+	}
+	unlock := func() {
+		for _, ds := range m.dss {
+			ds.mu.RUnlock()
+		}
+	}
+	if ch != nil && !m.sess.srv.brokenCut.Load() {
+		unlock()
 		m.held.Add(1)
 		m.sess.srv.stats.Held.Add(1)
 		go func() {
@@ -238,7 +256,7 @@ func (m *mapping) fault(off int64, began time.Time) {
 		}()
 		return
 	}
-	defer ds.mu.RUnlock()
+	defer unlock()
 	defer func() { m.sess.srv.stats.observe(time.Since(began)) }()
 	dev := m.dev
 	g := dev.WriteGranularity(off, 1)
@@ -255,7 +273,7 @@ func (m *mapping) fault(off int64, began time.Time) {
 			m.sess.srv.log.Error("copy-before-write failed; letting the write through", "device", dev.Name(), "offset", start, "err", err)
 		}
 	}
-	for _, other := range ds.list() {
+	for _, other := range m.ds.list() {
 		other.unprotect(start, end-start)
 	}
 }

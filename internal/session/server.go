@@ -47,6 +47,7 @@ type Server struct {
 	closed   bool
 	sessions map[*session]struct{}
 	devs     map[*dm.Device]*devState
+	devSeq   uint64
 
 	wg sync.WaitGroup // accept loop and sessions
 
@@ -232,6 +233,7 @@ func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 // session and the state of a protection sweep.
 type devState struct {
 	dev *dm.Device
+	seq uint64 // creation order: a mapping locks its devices' states in it
 
 	// sweepMu serialises sweeps and the protection of new mappings, so a
 	// mapping is either in a sweep's list or checked after it.
@@ -252,7 +254,8 @@ func (s *Server) devState(dev *dm.Device, create bool) *devState {
 	defer s.mu.Unlock()
 	ds := s.devs[dev]
 	if ds == nil && create {
-		ds = &devState{dev: dev, maps: map[*mapping]struct{}{}}
+		s.devSeq++
+		ds = &devState{dev: dev, seq: s.devSeq, maps: map[*mapping]struct{}{}}
 		s.devs[dev] = ds
 	}
 	return ds
@@ -272,6 +275,8 @@ func (ds *devState) list() []*mapping {
 // before the snapshot becomes active (before its table is resumed, and
 // before dev is suspended for it), and call the returned finish once the
 // snapshot is active, or has failed to become so, and dev has resumed.
+// dev's mappings are those of dev itself and of every device whose mapped
+// range was resolved through dev (a table over /dev/mapper/DEV).
 // From BeginCut on, every write fault on dev's mappings is held; finish
 // write-protects every session's writable mappings of dev, then resolves
 // the held faults. A store is thus in the snapshot iff it reached memory

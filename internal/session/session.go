@@ -1,9 +1,11 @@
 package session
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +34,7 @@ type session struct {
 // armed yet.
 type grant struct {
 	dev  *dm.Device
+	via  []*dm.Device // dev and the devices the range was resolved through
 	req  wire.MapReq
 	page int64
 	wp   bool
@@ -114,7 +117,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 	if err != nil {
 		return x.refuse(id, codeOf(err), err)
 	}
-	g, fds, err := x.describe(dev, req)
+	g, via, fds, err := x.describe(dev, req)
 	defer closeAll(fds)
 	if err != nil {
 		return x.refuse(id, codeOf(err), err)
@@ -128,7 +131,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 		dup = true
 	}
 	if !dup {
-		x.pending[id] = &grant{dev: dev, req: req, page: g.PageSize, wp: g.WriteProtect}
+		x.pending[id] = &grant{dev: dev, via: via, req: req, page: g.PageSize, wp: g.WriteProtect}
 	}
 	x.mu.Unlock()
 	if dup {
@@ -138,8 +141,14 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 }
 
 // describe resolves the request to pieces, opening one descriptor per file
-// with the access the request allows.
-func (x *session) describe(dev *dm.Device, req wire.MapReq) (*wire.MapGrant, []int, error) {
+// with the access the request allows; via lists dev and every device the
+// pieces were resolved through.
+func (x *session) describe(dev *dm.Device, req wire.MapReq) (g *wire.MapGrant, via []*dm.Device, fds []int, err error) {
+	g, fds, err = x.describeExtents(dev, req, &via)
+	return g, via, fds, err
+}
+
+func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.Device) (*wire.MapGrant, []int, error) {
 	name := dev.Name()
 	size := dev.Size()
 	switch {
@@ -214,6 +223,14 @@ func (x *session) describe(dev *dm.Device, req wire.MapReq) (*wire.MapGrant, []i
 			index[k] = i
 		}
 		g.Pieces = append(g.Pieces, wire.MapPiece{Off: e.Off - req.Offset, Len: e.Len, FD: i, FileOffset: foff})
+		for _, d := range e.Via {
+			if !slices.Contains(*via, d) {
+				*via = append(*via, d)
+			}
+		}
+	}
+	if !slices.Contains(*via, dev) {
+		*via = append(*via, dev)
 	}
 	return g, fds, nil
 }
@@ -263,6 +280,10 @@ func (x *session) arm(m wire.SessionMsg, fds []int) error {
 		mp.uffd = u
 	}
 	mp.ds = x.srv.devState(g.dev, true)
+	for _, d := range g.via {
+		mp.dss = append(mp.dss, x.srv.devState(d, true))
+	}
+	slices.SortFunc(mp.dss, func(a, b *devState) int { return cmp.Compare(a.seq, b.seq) })
 	if err := mp.attach(); err != nil {
 		mp.drop()
 		return x.refuse(m.ID, codeOf(err), err)
