@@ -120,6 +120,14 @@ type DirectAccesser interface {
 	FlushRange(off, n int64) error
 }
 
+// Populater is implemented by memory devices that can make a range's pages
+// present in the daemon's mapping ahead of use, so the daemon's own stores
+// there take no page fault (1–3 µs per 4 KiB page of tmpfs, more for a
+// hole that needs a new page). It changes no data.
+type Populater interface {
+	Populate(off, n int64) error
+}
+
 // MappingSource is implemented by memory devices whose contents a client
 // process can map itself: the file to pass and where the range starts in it.
 type MappingSource interface {

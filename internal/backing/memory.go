@@ -167,6 +167,30 @@ func (m *memory) zero(op string, off, n int64) error {
 	return nil
 }
 
+// Populate makes the pages of [off, off+n) present and writable in the
+// daemon's mapping (MADV_POPULATE_WRITE, allocating holes), widened to
+// whole pages. Kernels before 5.14 lack it: the file's pages are then only
+// allocated (fallocate), which saves the allocation, not the fault.
+func (m *memory) Populate(off, n int64) error {
+	if err := m.enter("populate", off, n, true); err != nil {
+		return err
+	}
+	defer m.mu.RUnlock()
+	lo := off - off%m.pageSize
+	hi := min(m.size, (off+n+m.pageSize-1)/m.pageSize*m.pageSize)
+	if lo >= hi {
+		return nil
+	}
+	err := unix.Madvise(m.mem[lo:hi], unix.MADV_POPULATE_WRITE)
+	if errors.Is(err, unix.EINVAL) && m.file {
+		err = unix.Fallocate(m.fd, 0, lo, hi-lo)
+	}
+	if err != nil {
+		return m.ioErr("populate", lo, hi-lo, err)
+	}
+	return nil
+}
+
 // DirectAccess returns the mapped memory of [off, off+n), valid until Close.
 // On a read-only device the memory is mapped PROT_READ: a store faults.
 func (m *memory) DirectAccess(off, n int64) ([]byte, error) {

@@ -46,7 +46,8 @@ type cowState struct {
 	evMu   sync.Mutex
 	events map[any]func() // event triggers of the targets using it
 
-	bufs sync.Pool
+	bufs  sync.Pool
+	ahead *cowAhead // nil unless the COW device is memory
 }
 
 // openState opens the exception store on cow and loads its exceptions.
@@ -84,10 +85,15 @@ func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector
 		s.store.Close()
 		return nil, fmt.Errorf("load exceptions from %s: %w", cow.Name, err)
 	}
+	s.ahead = newCowAhead(cow.Device, s.chunkBytes, s.log)
+	s.ahead.used(0)
 	return s, nil
 }
 
-func (s *cowState) close() error { return s.store.Close() }
+func (s *cowState) close() error {
+	s.ahead.wait()
+	return s.store.Close()
+}
 
 func (s *cowState) lookup(c exstore.Chunk) (exstore.Chunk, bool) {
 	s.mu.RLock()
@@ -185,6 +191,7 @@ func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk)
 		if err != nil {
 			return err
 		}
+		s.ahead.used(int64(to+1) * s.chunkBytes)
 		if err := fill(c, to); err != nil {
 			return err
 		}
