@@ -2,11 +2,15 @@ package snapshot_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,5 +363,74 @@ func TestSnapshot_chunkSmallerThanPage(t *testing.T) {
 	clear(cow.Bytes()[:1<<20])
 	if _, err := m.Create("s", dm.CreateOptions{Table: "0 8192 snapshot huge cow P 4096"}); err != nil {
 		t.Fatalf("2 MiB chunks over 2 MiB pages: %v", err)
+	}
+}
+
+// recordInvalidations counts the invalidations that snapshots opened from
+// now on report.
+func recordInvalidations(t *testing.T) *atomic.Int64 {
+	var n atomic.Int64
+	old := slog.Default()
+	// Not old.Handler(): the default one writes through package log, which
+	// SetDefault points back at slog (a deadlock).
+	slog.SetDefault(slog.New(countingHandler{Handler: slog.NewTextHandler(os.Stderr, nil), msg: "invalidating snapshot", n: &n}))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return &n
+}
+
+type countingHandler struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{Handler: h.Handler.WithAttrs(as), msg: h.msg, n: h.n}
+}
+
+// Ensure that removing a snapshot while origin writes copy out into it
+// lets those copies finish before its store closes: a removed snapshot is
+// never invalidated (and logged as such) by a copy that found it just
+// before its removal.
+func TestSnapshot_removeDuringCopyOut(t *testing.T) {
+	invalidated := recordInvalidations(t)
+	w := newWorld(t, 0)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			p := pattern(4096, byte(g))
+			for !stop.Load() {
+				if _, err := w.vol.WriteAt(p, rng.Int64N(originBytes/4096)*4096); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := range 40 {
+		w.takeSnapshot(i%2, "N")
+		time.Sleep(time.Millisecond)
+		must(t, w.m.Remove(fmt.Sprintf("s%d", i%2), dm.RemoveOptions{}))
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := invalidated.Load(); n != 0 {
+		t.Fatalf("%d snapshots invalidated while being removed", n)
 	}
 }

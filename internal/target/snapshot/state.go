@@ -48,6 +48,13 @@ type cowState struct {
 
 	bufs  sync.Pool
 	ahead *cowAhead // nil unless the COW device is memory
+
+	// copying is read-held by each origin copy-out, which may have found
+	// the state just before its last target released it; close write-holds
+	// it to let those finish before the store closes, and sets closed so
+	// none starts after.
+	copying sync.RWMutex
+	closed  bool
 }
 
 // openState opens the exception store on cow and loads its exceptions.
@@ -91,6 +98,9 @@ func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector
 }
 
 func (s *cowState) close() error {
+	s.copying.Lock()
+	s.closed = true
+	s.copying.Unlock()
 	s.ahead.wait()
 	return s.store.Close()
 }
@@ -238,6 +248,11 @@ func (s *cowState) commit(pend []exstore.Exception) error {
 func (s *cowState) copyOut(off, n int64) {
 	if !s.active.Load() || !s.valid.Load() || s.merging.Load() {
 		return
+	}
+	s.copying.RLock()
+	defer s.copying.RUnlock()
+	if s.closed {
+		return // removed since the origin listed it
 	}
 	first, last := s.chunks(off, n)
 	missing := s.missing(first, last)
