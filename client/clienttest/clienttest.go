@@ -12,6 +12,8 @@
 //	stop                       stop streaming; answers "ok LAST" (writes done)
 //	timed STRIDE               one store every STRIDE bytes, each timed; answers
 //	                           "ok N P50 P99 MAX SUM" (nanoseconds)
+//	loop STRIDE                the stores of timed, pass after pass, until halt
+//	halt                       stop looping; answers as timed does, over every store
 //	poke OFF                   store 0xa5 at OFF; answers once the store completed
 //	segv OFF                   store with SIGSEGV at its default action
 //	fork OFF                   a forked child probes OFF; answers how it ended
@@ -61,6 +63,8 @@ func Main() int {
 	var stop atomic.Bool
 	var last atomic.Uint64
 	done := make(chan struct{})
+	var halt atomic.Bool
+	var looped chan string // loop's answer
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		f := strings.Fields(in.Text())
@@ -71,7 +75,10 @@ func Main() int {
 		switch f[0] {
 		case "map": // map DEVICE OFF LEN rw|ro
 			m, err = c.Map(ctx, f[1], client.MapOptions{Offset: arg(2), Length: arg(3), Write: f[4] == "rw"})
-			if err != nil {
+			if ce, ok := err.(*client.Error); ok {
+				fmt.Printf("err %v (code %s)\n", err, ce.Code)
+				continue
+			} else if err != nil {
 				fmt.Println("err", err)
 				continue
 			}
@@ -117,12 +124,31 @@ func Main() int {
 				mem[off]++
 				lat = append(lat, time.Since(t0))
 			}
-			slices.Sort(lat)
-			var sum time.Duration
-			for _, d := range lat {
-				sum += d
+			fmt.Println("ok", timings(lat))
+		case "loop": // loop STRIDE: timed's stores, pass after pass, until halt
+			mem := m.Bytes()
+			stride := int(arg(1))
+			halt.Store(false)
+			ch := make(chan string, 1)
+			looped = ch
+			go func() {
+				var lat []time.Duration
+				for off := 0; !halt.Load(); off = (off + stride) % len(mem) {
+					t0 := time.Now()
+					mem[off]++
+					lat = append(lat, time.Since(t0)) // before halt is seen: a held store counts
+				}
+				ch <- timings(lat)
+			}()
+			fmt.Println("ok")
+		case "halt":
+			if looped == nil {
+				fmt.Println("err halt: no loop running")
+				continue
 			}
-			fmt.Println("ok", len(lat), int64(lat[len(lat)/2]), int64(lat[len(lat)*99/100]), int64(lat[len(lat)-1]), int64(sum))
+			halt.Store(true)
+			fmt.Println("ok", <-looped)
+			looped = nil
 		case "poke": // poke OFF: one store; the answer comes when it completed
 			m.Bytes()[arg(1)] = 0xa5
 			fmt.Println("ok")
@@ -147,6 +173,19 @@ func Main() int {
 		}
 	}
 	return 0
+}
+
+// timings is "N P50 P99 MAX SUM" (nanoseconds) of the store latencies lat.
+func timings(lat []time.Duration) string {
+	if len(lat) == 0 {
+		return "0 0 0 0 0"
+	}
+	slices.Sort(lat)
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	return fmt.Sprint(len(lat), int64(lat[len(lat)/2]), int64(lat[len(lat)*99/100]), int64(lat[len(lat)-1]), int64(sum))
 }
 
 // sink keeps forkTouch's load from being optimised away.
@@ -218,12 +257,34 @@ type Child struct {
 // TestMain must call Main when IsChild.
 func Start(t testing.TB, socket string) *Child {
 	t.Helper()
+	return StartAs(t, socket, User{})
+}
+
+// User is who a child runs as. The zero User is the test's own user.
+type User struct {
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups (none if empty)
+	// Bin is a copy of the test binary that UID may execute (the one go
+	// test built sits in a directory only its owner may enter).
+	Bin string
+}
+
+// StartAs is Start with the child running as u (the test must be root;
+// u needs search permission on the directories of Bin and socket).
+func StartAs(t testing.TB, socket string, u User) *Child {
+	t.Helper()
 	bin := os.Args[0]
 	if b := os.Getenv("DAXSNAP_CLIENTTEST_BIN"); b != "" {
 		bin = b
 	}
+	if u.Bin != "" {
+		bin = u.Bin
+	}
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+socket)
+	if u.UID != 0 || u.GID != 0 || len(u.Groups) > 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}}
+	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

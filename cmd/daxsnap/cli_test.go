@@ -28,6 +28,7 @@ Event number:      1
 Number of targets: 1
 UUID: uuid-1
 Capabilities:      dax,wpfault (fixed: dax)
+Owner:             uid 0, gid 6, mode 0600
 
 `)
 	golden(t, "table vol", c.ok("table", "vol"), "0 8192 linear "+path+" 0\n")
@@ -45,6 +46,7 @@ Open count:        0
 Event number:      0
 Number of targets: 0
 Capabilities:      none (fixed: none)
+Owner:             uid 0, gid 6, mode 0600
 
 `)
 

@@ -47,12 +47,26 @@ func (a *app) readTable(verb, text string, fileArgs []string) (string, error) {
 func (a *app) createCmd() *cobra.Command {
 	var req wire.DeviceCreate
 	var table string
+	var uid, gid uint32
 	cmd := &cobra.Command{
-		Use:   "create NAME [--table TEXT | FILE] [-u UUID] [--readonly] [--notable]",
+		Use:   "create NAME [--table TEXT | FILE] [-u UUID] [--readonly] [--notable] [-U UID] [-G GID] [-M MODE]",
 		Short: "Create a device; with a table it is loaded and resumed (the table is read from stdin if not given)",
-		Args:  args(1, 2),
+		Long: `Create a device; with a table it is loaded and resumed (the table is read from stdin if not given).
+
+--uid, --gid and --mode give the device an owner and permission bits, as
+dmsetup create does for its node: they decide which users may map it
+through the DAX session socket (read needs r, a writable map r and w;
+root may map anything). The defaults are dmsetup's: uid 0, gid 6 (disk),
+mode 0600.`,
+		Args: args(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
+			if cmd.Flags().Changed("uid") {
+				req.UID = &uid
+			}
+			if cmd.Flags().Changed("gid") {
+				req.GID = &gid
+			}
 			if !req.NoTable {
 				var err error
 				if req.Table, err = a.readTable("create "+req.Name, table, args[1:]); err != nil {
@@ -68,6 +82,9 @@ func (a *app) createCmd() *cobra.Command {
 	f.StringVarP(&req.UUID, "uuid", "u", "", "device uuid")
 	f.BoolVarP(&req.ReadOnly, "readonly", "r", false, "create the device read-only")
 	f.BoolVarP(&req.NoTable, "notable", "n", false, "create the device without a table")
+	f.Uint32VarP(&uid, "uid", "U", 0, "owner `UID` of the device, for DAX map permission (default 0)")
+	f.Uint32VarP(&gid, "gid", "G", 0, "group `GID` of the device (default 6, disk)")
+	f.StringVarP(&req.Mode, "mode", "M", "", "permission bits of the device, octal `MODE` (default 0600)")
 	return cmd
 }
 

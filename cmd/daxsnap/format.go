@@ -31,6 +31,7 @@ func formatInfo(w io.Writer, in wire.Info) {
 		fmt.Fprintf(w, "UUID: %s\n", in.UUID)
 	}
 	label(w, "Capabilities", fmt.Sprintf("%s (fixed: %s)", in.Capabilities, in.FixedCaps))
+	label(w, "Owner", fmt.Sprintf("uid %d, gid %d, mode %s", in.UID, in.GID, in.Mode))
 	if in.Note != "" {
 		label(w, "Note", in.Note)
 	}

@@ -13,7 +13,7 @@ func TestFormatInfo(t *testing.T) {
 	var b strings.Builder
 	formatInfo(&b, wire.Info{Name: "x", Suspended: true, ReadOnly: true, DeferredRemove: true,
 		InactiveTable: true, OpenCount: 2, EventNr: 7, Capabilities: "none", FixedCaps: "dax",
-		Note: "Its table did not load."})
+		Note: "Its table did not load.", UID: 1000, GID: 6, Mode: "0660"})
 	golden(t, "info", b.String(), `Name:              x
 State:             SUSPENDED (READ-ONLY) (DEFERRED REMOVE)
 Tables present:    INACTIVE
@@ -21,6 +21,7 @@ Open count:        2
 Event number:      7
 Number of targets: 0
 Capabilities:      none (fixed: dax)
+Owner:             uid 1000, gid 6, mode 0660
 Note:              Its table did not load.
 
 `)

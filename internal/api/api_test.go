@@ -36,6 +36,8 @@ func TestClient_verbs(t *testing.T) {
 	c.PmemCreate(wire.PmemCreate{Name: "r", Size: 4096, Dir: "/d", Hugetlb: true})
 	c.PmemRemove("r")
 	c.Create(wire.DeviceCreate{Name: "a b", UUID: "u", Table: "0 8 zero", ReadOnly: true})
+	uid, gid := uint32(65534), uint32(0)
+	c.Create(wire.DeviceCreate{Name: "owned", NoTable: true, UID: &uid, GID: &gid, Mode: "0640"})
 	c.Load("a/b", wire.Load{Table: "t"})
 	c.Suspend("a", wire.Suspend{NoFlush: true})
 	c.Resume("a")
@@ -47,7 +49,8 @@ func TestClient_verbs(t *testing.T) {
 	c.WriteData("a", 512, []byte("hello"))
 	want := []string{
 		"pmem create r 4096 /d true", "pmem remove r",
-		`create a b uuid=u ro=true notable=false table="0 8 zero"`, `load a/b "t"`,
+		`create a b uuid=u ro=true notable=false owner=-:-:"" table="0 8 zero"`,
+		`create owned uuid= ro=false notable=true owner=65534:0:"0640" table=""`, `load a/b "t"`,
 		"suspend a noflush=true", "resume a", "clear a", "wipe a",
 		"remove a force=true deferred=true", "rename a b", "message a 7 [x y]", "write a 512 5",
 	}

@@ -57,8 +57,17 @@ func (f *fakeService) PmemRemove(name string) error {
 }
 func (f *fakeService) Devices() ([]wire.Info, error) { return []wire.Info{{Name: "a"}}, nil }
 func (f *fakeService) Create(req wire.DeviceCreate) (wire.Info, error) {
-	f.call("create %s uuid=%s ro=%v notable=%v table=%q", req.Name, req.UUID, req.ReadOnly, req.NoTable, req.Table)
+	f.call("create %s uuid=%s ro=%v notable=%v owner=%s:%s:%q table=%q", req.Name, req.UUID, req.ReadOnly, req.NoTable,
+		optID(req.UID), optID(req.GID), req.Mode, req.Table)
 	return wire.Info{Name: req.Name}, failures[req.Name]
+}
+
+// optID prints an optional uid or gid, "-" when absent.
+func optID(id *uint32) string {
+	if id == nil {
+		return "-"
+	}
+	return fmt.Sprint(*id)
 }
 func (f *fakeService) Info(name string) (wire.Info, error) {
 	return wire.Info{Name: name}, failures[name]

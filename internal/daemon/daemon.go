@@ -32,6 +32,7 @@ type Daemon struct {
 	graphMu sync.Mutex   // /dev/mapper reference checks + the loads they guard
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
 	notes   notes
+	owners  owners // who may map each device (owners.go)
 	ids     mappedIDs
 	merges  *mergeJobs // background jobs finishing snapshot merges
 	metrics *ioMetrics

@@ -39,6 +39,10 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	if err := checkCreate(req); err != nil {
 		return wire.Info{}, err
 	}
+	owner, err := ownerOf(req)
+	if err != nil {
+		return wire.Info{}, err
+	}
 	unlock := d.locks.lock(req.Name)
 	defer unlock()
 	if _, err := d.mgr.Get(req.Name); err == nil {
@@ -54,6 +58,9 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	var dev *dm.Device
 	create := func() (err error) {
 		dev, err = d.mgr.Create(req.Name, dm.CreateOptions{UUID: req.UUID, Table: req.Table, ReadOnly: req.ReadOnly})
+		if dev != nil {
+			d.owners.set(dev, owner)
+		}
 		return err
 	}
 	outcome := func() *state.Device {
@@ -65,7 +72,7 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	if err := d.store.DeviceTransition(req.Name, "create", create, outcome); err != nil {
 		return wire.Info{}, err
 	}
-	d.log.Info("device created", "device", req.Name, "table", req.Table != "")
+	d.log.Info("device created", "device", req.Name, "table", req.Table != "", "owner", owner.String())
 	return d.info(dev), nil
 }
 

@@ -65,6 +65,7 @@ func (d *Daemon) forgetRemoved(dev *dm.Device) {
 		return
 	}
 	d.ids.forget(dev)
+	d.owners.forget(dev)
 	d.metrics.forget(name)
 	d.notes.drop(name)
 	if err := d.store.DeleteDevice(name); err != nil {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -16,7 +17,7 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	}
 	in := dev.Info()
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
-		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove}
+		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev))}
 	rec.Live, _ = dev.Table(false)
 	rec.Inactive, _ = dev.Table(true)
 	if kept := d.notes.get(in.Name).keptLive; kept != "" {
@@ -28,11 +29,13 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 // info converts dm's view of dev to the API's.
 func (d *Daemon) info(dev *dm.Device) wire.Info {
 	in := dev.Info()
+	owner := d.owners.get(dev)
 	return wire.Info{
 		Name: in.Name, UUID: in.UUID, Suspended: in.Suspended, ReadOnly: in.ReadOnly,
 		DeferredRemove: in.DeferredRemove, LiveTable: in.LiveTable, InactiveTable: in.InactiveTable,
 		OpenCount: in.OpenCount, EventNr: in.EventNr, TargetCount: in.TargetCount,
 		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
 		FixedCaps: in.FixedCaps.String(), Note: d.notes.get(in.Name).String(),
+		UID: owner.UID, GID: owner.GID, Mode: access.FormatMode(owner.Mode),
 	}
 }

@@ -108,6 +108,7 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 		d.log.Error("device not restored", "device", rec.Name, "err", err)
 		return
 	}
+	d.owners.set(dev, restoredOwner(rec))
 	if rec.Live != "" {
 		if err := d.restoreLive(dev, rec); err != nil {
 			d.log.Error("device restored without a table", "device", rec.Name, "err", err)

@@ -27,6 +27,7 @@ var rules = []rule{
 	{From: []string{"internal/export/..."}, To: []string{"internal/daemon/...", "internal/api/...", "internal/session/...", "internal/state/...", "cmd/..."}, Why: "exports sit beside the API, below the daemon"},
 	{From: []string{"internal/api/..."}, To: []string{"internal/daemon/...", "internal/export/...", "internal/session/...", "internal/state/...", "internal/target/...", "cmd/..."}, Why: "the API reaches the daemon only through its service interface"},
 	{From: []string{"internal/state/..."}, To: []string{"internal/..."}, Why: "state stores records (table text) and imports nothing of daxsnap"},
+	{From: []string{"internal/access/..."}, To: []string{"internal/..."}, Why: "access is the permission rule (owner, mode, peer) alone and imports nothing of daxsnap"},
 	{From: []string{"client/..."}, To: []string{"internal/dm/...", "internal/daemon/...", "internal/api/...", "internal/export/...", "internal/session/...", "internal/state/...", "internal/target/...", "internal/exstore/...", "internal/backing/...", "cmd/..."}, Why: "the client library speaks wire and uffd only"},
 	{From: []string{"internal/...", "client/..."}, To: []string{"cmd/..."}, Why: "nothing imports a command"},
 }

@@ -52,6 +52,7 @@ func TestCheck_catchesViolations(t *testing.T) {
 		"internal/export/nbd":         {"internal/daemon"},
 		"internal/api":                {"internal/state"},
 		"internal/state":              {"internal/dm"},
+		"internal/access":             {"internal/dm"},
 		"client":                      {"internal/dm"},
 		"internal/daemon":             {"cmd/daxsnap"},
 		"internal/exstore/persistent": {"internal/session"},

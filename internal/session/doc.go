@@ -24,6 +24,14 @@
 // while the device has snapshots is protected whole before the client gets
 // it.
 //
+// # Authorization
+//
+// Any user may connect. Each map request is checked by Config.Authorize
+// with the peer's SO_PEERCRED uid, gid and pid and its supplementary
+// groups (access.Groups, read once per session); the daemon's check uses
+// the device's owner and mode (docs/dax.md "Who may map a device").
+// Without Authorize only root and the server's own uid may map.
+//
 // Limits (see docs/dax.md): block writes are not held during the sweep;
 // PrepareWrite runs on the top device only (a mapping of a table over
 // /dev/mapper/ORIGIN does not reach the origin's snapshots); a device's

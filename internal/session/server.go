@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
@@ -27,9 +28,12 @@ type Config struct {
 	// Spin is how long a fault handler polls its userfaultfd after a
 	// message before it blocks; 0 means DefaultSpin, negative none.
 	Spin time.Duration
-	// Allow decides whether a peer uid may open sessions; nil allows root
-	// and the daemon's own uid.
-	Allow func(uid uint32) bool
+	// Authorize decides, for each map request, whether the peer may map
+	// dev (for writing if write); a non-nil error refuses the request
+	// with wire.CodePermission and the error's text, which should say
+	// who may and what to do. Any user may connect: the check is per
+	// request. nil allows root and the daemon's own uid only.
+	Authorize func(peer access.Peer, dev *dm.Device, write bool) error
 }
 
 // DefaultSpin is the handlers' spin before blocking: long enough to catch
@@ -105,8 +109,8 @@ func (s *Server) Live() (sessions, mappings int) {
 	return len(s.sessions), mappings
 }
 
-// Listen creates the socket (mode 0666: every user may connect, Allow
-// decides who may map) and returns a server; call Serve.
+// Listen creates the socket (mode 0666: every user may connect,
+// Authorize decides who may map what) and returns a server; call Serve.
 func Listen(cfg Config) (*Server, error) {
 	if cfg.Lookup == nil {
 		return nil, errors.New("session: Config.Lookup is required")
@@ -114,9 +118,8 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.Allow == nil {
-		own := uint32(os.Getuid())
-		cfg.Allow = func(uid uint32) bool { return uid == 0 || uid == own }
+	if cfg.Authorize == nil {
+		cfg.Authorize = rootOnly(uint32(os.Geteuid()))
 	}
 	spin := cfg.Spin
 	if spin == 0 {
@@ -196,7 +199,8 @@ func (s *Server) start(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	x := &session{srv: s, conn: c, pid: int(cred.Pid), uid: cred.Uid, started: time.Now(), maps: map[uint64]*mapping{}}
+	x := &session{srv: s, conn: c, pid: int(cred.Pid), uid: cred.Uid, started: time.Now(), maps: map[uint64]*mapping{},
+		peer: access.Peer{PID: int(cred.Pid), UID: cred.Uid, GID: cred.Gid}}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/uffd"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -23,6 +24,7 @@ type session struct {
 	conn    *net.UnixConn
 	pid     int
 	uid     uint32
+	peer    access.Peer // uid, gid, supplementary groups: what Authorize checks
 	started time.Time
 
 	mu      sync.Mutex
@@ -45,12 +47,7 @@ func (x *session) log() []any { return []any{"pid", x.pid, "uid", x.uid} }
 // serve reads requests until the connection ends, then releases everything.
 func (x *session) serve() {
 	defer x.release()
-	if !x.srv.cfg.Allow(x.uid) {
-		x.srv.stats.Refusals.Add(1)
-		x.send(wire.SessionMsg{Op: wire.OpError, Error: &wire.ErrorBody{Code: wire.CodePermission,
-			Error: fmt.Sprintf("uid %d may not map daxsnap devices: only root and the daemon's uid may, for now", x.uid)}})
-		return
-	}
+	x.learnGroups()
 	buf := make([]byte, wire.MaxSessionPacket)
 	for {
 		m, fds, err := wire.RecvSession(x.conn, buf)
@@ -116,6 +113,10 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 	dev, err := x.srv.cfg.Lookup(req.Device)
 	if err != nil {
 		return x.refuse(id, codeOf(err), err)
+	}
+	if err := x.srv.cfg.Authorize(x.peer, dev, req.Write); err != nil {
+		x.srv.log.Info("map refused", append(x.log(), "device", req.Device, "write", req.Write, "err", err)...)
+		return x.refuse(id, wire.CodePermission, err)
 	}
 	g, via, fds, err := x.describe(dev, req)
 	defer closeAll(fds)

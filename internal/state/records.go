@@ -27,6 +27,18 @@ type Device struct {
 	// Op is the operation in flight ("create", "load", "suspend", ...),
 	// "" when none.
 	Op string `json:"op,omitempty"`
+	// Owner is who may map the device (dmsetup create --uid --gid
+	// --mode). nil in records written before daxsnap kept owners: such
+	// a device has dmsetup's defaults (uid 0, gid 6, mode 0600), which
+	// the daemon applies.
+	Owner *Owner `json:"owner,omitempty"`
+}
+
+// Owner is a device's owner uid and gid and its permission bits.
+type Owner struct {
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Mode uint32 `json:"mode"` // permission bits, 0 to 0777
 }
 
 func (r *Region) setOp(op string) { r.Op = op }

@@ -89,3 +89,49 @@ func TestOpen_formatVersion(t *testing.T) {
 		t.Fatalf("Open: %v, want ErrFormat with advice", err)
 	}
 }
+
+// Ensure that a device record written before daxsnap kept owners (no
+// "owner" key, format version 1 all the same) still loads, with no Owner,
+// and that an owner round-trips, gid 0 and mode 0 included.
+func TestStore_ownerCompat(t *testing.T) {
+	dir := t.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, state.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = `{"name":"old","uuid":"u","live":"0 8 zero \n","suspended":true}`
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		if err := meta.Put([]byte("version"), []byte{0, 0, 0, 1}); err != nil {
+			return err
+		}
+		devs, err := tx.CreateBucket([]byte("devices"))
+		if err != nil {
+			return err
+		}
+		return devs.Put([]byte("old"), []byte(old))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, dir)
+	got, ok, err := s.Device("old")
+	want := state.Device{Name: "old", UUID: "u", Live: "0 8 zero \n", Suspended: true}
+	if err != nil || !ok || got != want {
+		t.Fatalf("old record = %+v, %v, %v; want %+v (no owner)", got, ok, err, want)
+	}
+	rec := state.Device{Name: "new", Live: "0 8 zero \n", Owner: &state.Owner{UID: 65534, GID: 0, Mode: 0}}
+	if err := s.PutDevice(rec); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir)
+	got, _, err = s.Device("new")
+	if err != nil || got.Owner == nil || *got.Owner != *rec.Owner {
+		t.Fatalf("new record = %+v (owner %+v), %v; want owner %+v", got, got.Owner, err, *rec.Owner)
+	}
+}

@@ -38,12 +38,20 @@ type Pmem struct {
 
 // DeviceCreate creates a mapped device (dmsetup create). With Table it is
 // loaded and resumed; with NoTable it has no table.
+//
+// UID, GID and Mode are the device's owner and permission bits, as
+// dmsetup create --uid --gid --mode give its node: they decide who may
+// map it through the DAX session socket (docs/dax.md). Absent, they are
+// dmsetup's defaults: uid 0, gid 6 (disk), mode "0600".
 type DeviceCreate struct {
-	Name     string `json:"name"`
-	UUID     string `json:"uuid,omitempty"`
-	Table    string `json:"table,omitempty"`
-	ReadOnly bool   `json:"read_only,omitempty"`
-	NoTable  bool   `json:"no_table,omitempty"`
+	Name     string  `json:"name"`
+	UUID     string  `json:"uuid,omitempty"`
+	Table    string  `json:"table,omitempty"`
+	ReadOnly bool    `json:"read_only,omitempty"`
+	NoTable  bool    `json:"no_table,omitempty"`
+	UID      *uint32 `json:"uid,omitempty"`
+	GID      *uint32 `json:"gid,omitempty"`
+	Mode     string  `json:"mode,omitempty"` // octal permission bits, "0000" to "0777"
 }
 
 // Load puts a table in a device's inactive slot (dmsetup load).
@@ -94,6 +102,9 @@ type Info struct {
 	Capabilities   string `json:"capabilities"`       // what the live table offers now
 	FixedCaps      string `json:"fixed_capabilities"` // dax/sync the device may never lose
 	Note           string `json:"note,omitempty"`     // daxsnap's remark, e.g. why the table is `error`
+	UID            uint32 `json:"uid"`                // owner (DeviceCreate.UID)
+	GID            uint32 `json:"gid"`                // group (DeviceCreate.GID)
+	Mode           string `json:"mode"`               // permission bits, four octal digits ("0600")
 }
 
 // Text is a device's table or status text (dmsetup table, dmsetup status).
