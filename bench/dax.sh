@@ -15,7 +15,12 @@
 # 3. Snapshot-creation pause (BenchmarkSnapshotPause): a client process
 #    stores once every 64 KiB of a mapped PAUSE_SIZES GiB volume, pass
 #    after pass, while a snapshot is created (BeginCut, activate, sweep):
-#    the sweep time and the longest single store of the writer.
+#    the sweep time and the longest single store of the writer. The
+#    writer stops once the sweep has ended, so the transient COW store
+#    (at most 1 GiB, sparse) holds only the few chunks written after the
+#    cut: n GiB needs n GiB of /dev/shm. PAUSE_SIZES=1,4,16 needs ~17 GiB
+#    free there and took 2 min on a 2-CPU VM (16 GiB alone ~1.5 min,
+#    mostly populating the volume's pages), hence the default of 1,4.
 # 4. NBD first writes after a snapshot on the same kind of volume
 #    (`daxsnap serve`, a pmem region on tmpfs, snapshot with 4 KiB
 #    chunks): fio --ioengine=nbd randwrite 4k over the whole origin right

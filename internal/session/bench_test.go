@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,10 +191,16 @@ func BenchmarkMappedWrites(b *testing.B) {
 // 4 GiB, DAXBENCH_PAUSE_SIZES in GiB to change) and stores into it once
 // every 64 KiB, pass after pass, each store timed; meanwhile a snapshot
 // (64 KiB chunks) is created the way the daemon does it: BeginCut,
-// activate, sweep. Reported: the sweep time (Stats.SweepNanos), the
-// longest any single store of the writer took in the passes that
-// overlapped the snapshot (held by the sweep, plus its copy-on-write
-// fault), and the held-fault time the server counted.
+// activate, sweep. The writer stops as soon as the sweep has ended (its
+// held store completes first), so the copy-on-write store only needs room
+// for the few chunks first written after the cut: it is a transient one
+// of at most 1 GiB, and a volume of n GiB needs n GiB of /dev/shm, not 2n.
+// Each iteration starts from the same state: the mapping populated and
+// writable (it is remade and populated again after each snapshot).
+// Reported: the sweep time (Stats.SweepNanos), the longest any single
+// store of the writer took (held by the sweep, plus its copy-on-write
+// fault), the held-fault time the server counted, and the bytes copied
+// into the snapshot before the writer stopped.
 func BenchmarkSnapshotPause(b *testing.B) {
 	sizes := []int64{1, 4}
 	if s := os.Getenv("DAXBENCH_PAUSE_SIZES"); s != "" {
@@ -217,68 +222,84 @@ func benchPause(b *testing.B, size int64) {
 		b.Skip("needs root")
 	}
 	r := newRigSized(b, size, "mem", "cow")
+	cowSize := min(size, 1<<30)
+	if err := os.Truncate(r.path("cow"), cowSize); err != nil {
+		b.Fatal(err)
+	}
 	vol, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))})
 	if err != nil {
 		b.Fatal(err)
 	}
 	c := clienttest.Start(b, r.srv.Socket())
-	c.Do("map vol 0 %d rw", size)
-	c.Do("timed 4096") // populate every page
+	do := func(cmd string, args ...any) { // c.Do with room for populating many GiB
+		if ans, ok := c.Try(5*time.Minute, cmd, args...); ans != "ok" {
+			b.Fatalf("child: %s: %q (answered: %v)", fmt.Sprintf(cmd, args...), ans, ok)
+		}
+	}
+	remap := func() { // a mapping of the whole volume, every page populated and writable
+		do("map vol 0 %d rw", size)
+		if ans, ok := c.Try(5*time.Minute, "timed 4096"); !ok || !strings.HasPrefix(ans, "ok ") {
+			b.Fatalf("child: populate: %q", ans)
+		}
+	}
+	remap()
 	st := r.srv.Stats()
 	var sweep, maxWait, held time.Duration
-	var heldN int64
+	var heldN, copied, maxCopied int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		var stop atomic.Bool
-		type res struct {
-			max  time.Duration
-			errs string
-		}
-		done := make(chan res, 1)
-		go func() {
-			var rs res
-			for passes := 0; !stop.Load() || passes < 2; passes++ {
-				ans, ok := c.Try(5*time.Minute, "timed %d", stride)
-				if !ok || !strings.HasPrefix(ans, "ok ") {
-					rs.errs = ans
-					break
-				}
-				var n int
-				var q50, q99, mx, s int64
-				fmt.Sscan(strings.TrimPrefix(ans, "ok "), &n, &q50, &q99, &mx, &s)
-				rs.max = max(rs.max, time.Duration(mx))
-				if stop.Load() {
-					break
-				}
-			}
-			done <- rs
-		}()
+		do("loop %d", stride)
 		time.Sleep(20 * time.Millisecond) // the writer is mid-pass
-		s0, h0, hn0 := st.SweepNanos.Load(), st.HeldNanos.Load(), st.Held.Load()
+		s0, h0, hn0, p0 := st.SweepNanos.Load(), st.HeldNanos.Load(), st.Held.Load(), st.PreparedBytes.Load()
 		finish := r.srv.BeginCut(vol)
-		if _, err := r.m.Create("snap", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %s %s N %d\n", size/512, r.path("mem"), r.path("cow"), chunk/512)}); err != nil {
+		snap, err := r.m.Create("snap", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %s %s N %d\n", size/512, r.path("mem"), r.path("cow"), chunk/512)})
+		if err != nil {
 			b.Fatal(err)
 		}
 		if err := finish(); err != nil {
 			b.Fatal(err)
 		}
-		stop.Store(true)
-		rs := <-done
-		if rs.errs != "" {
-			b.Fatalf("writer: %q", rs.errs)
+		ans, ok := c.Try(time.Minute, "halt")
+		if !ok || !strings.HasPrefix(ans, "ok ") {
+			b.Fatalf("writer: %q", ans)
 		}
+		b.StopTimer()
+		var n int
+		var q50, q99, mx, sum int64
+		fmt.Sscan(strings.TrimPrefix(ans, "ok "), &n, &q50, &q99, &mx, &sum)
 		sweep += time.Duration(st.SweepNanos.Load() - s0)
 		held += time.Duration(st.HeldNanos.Load() - h0)
 		heldN += st.Held.Load() - hn0
-		maxWait = max(maxWait, rs.max)
+		maxWait = max(maxWait, time.Duration(mx))
+		cp := st.PreparedBytes.Load() - p0
+		copied += cp
+		maxCopied = max(maxCopied, cp)
+		// The copies must all have fitted: an overflowing transient
+		// snapshot is invalidated and lets later writes through, which
+		// would change what is measured.
+		if status, _ := snap.Status(false); !strings.Contains(status, "/") {
+			b.Fatalf("snapshot status %q after %d bytes copied into a %d-byte COW store: make it larger", status, cp, cowSize)
+		}
 		if err := r.m.Remove("snap", dm.RemoveOptions{}); err != nil {
 			b.Fatal(err)
 		}
+		// Pages the writer did not store to after the cut are still
+		// protected: start the next iteration from a fresh, populated,
+		// writable mapping, as the first.
+		if i < b.N-1 {
+			do("unmap")
+			remap()
+		}
+		b.StartTimer()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(sweep.Microseconds())/float64(b.N)/1e3, "sweep-ms")
 	b.ReportMetric(float64(maxWait.Microseconds())/1e3, "max-wait-ms")
 	b.ReportMetric(float64(held.Microseconds())/float64(b.N)/1e3, "held-ms")
 	b.ReportMetric(float64(heldN)/float64(b.N), "held-faults")
+	b.ReportMetric(float64(copied)/float64(b.N)/(1<<20), "copied-MiB")
+	if maxCopied > cowSize/2 {
+		b.Logf("up to %d bytes copied after the cut, more than half the %d-byte COW store", maxCopied, cowSize)
+	}
 	c.Do("quit")
 }
