@@ -14,6 +14,7 @@ var (
 	descDAXMappings = prometheus.NewDesc("daxsnap_dax_mappings", "Live DAX mappings in all sessions.", nil, nil)
 	descDAXFaults   = prometheus.NewDesc("daxsnap_dax_faults_total", "Write-protect faults read from sessions' userfaultfds.", nil, nil)
 	descDAXHeld     = prometheus.NewDesc("daxsnap_dax_faults_held_total", "Faults held until a protection sweep finished (consistent cut).", nil, nil)
+	descDAXRepeats  = prometheus.NewDesc("daxsnap_dax_faults_repeated_total", "Repeats of a held fault (its writer took a signal and faulted again), not held again.", nil, nil)
 	descDAXHeldSecs = prometheus.NewDesc("daxsnap_dax_faults_held_seconds_total", "Time faults spent held by protection sweeps.", nil, nil)
 	descDAXCOW      = prometheus.NewDesc("daxsnap_dax_cow_faults_total", "Faults that ran copy-before-write (a snapshot was active).", nil, nil)
 	descDAXCOWBytes = prometheus.NewDesc("daxsnap_dax_cow_prepared_bytes_total", "Bytes covered by copy-before-write on faults (chunks already copied included).", nil, nil)
@@ -25,7 +26,7 @@ var (
 )
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXHeldSecs,
+	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXRepeats, descDAXHeldSecs,
 		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency} {
 		ch <- d
 	}
@@ -42,6 +43,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descDAXMappings, float64(mappings))
 	counter(descDAXFaults, float64(st.Faults.Load()))
 	counter(descDAXHeld, float64(st.Held.Load()))
+	counter(descDAXRepeats, float64(st.Repeats.Load()))
 	counter(descDAXHeldSecs, float64(st.HeldNanos.Load())/1e9)
 	counter(descDAXCOW, float64(st.Prepared.Load()))
 	counter(descDAXCOWBytes, float64(st.PreparedBytes.Load()))

@@ -32,6 +32,12 @@ type mapping struct {
 	addr uintptr // moves with an mremap of the whole range
 
 	faults, held atomic.Int64
+
+	// heldPages are the pages whose fault a sweep holds: a writer
+	// interrupted by a signal (the Go runtime preempts every ~10 ms) faults
+	// again on the same page, and the repeat needs no second resolution.
+	heldMu    sync.Mutex
+	heldPages map[int64]struct{}
 	dropped      atomic.Bool
 	handling     bool          // a handler goroutine runs
 	done         chan struct{} // closed when the handler has returned
@@ -247,10 +253,29 @@ func (m *mapping) fault(off int64, began time.Time) {
 	}
 	if ch != nil && !m.sess.srv.brokenCut.Load() {
 		unlock()
+		page := off - off%m.page
+		m.heldMu.Lock()
+		_, repeat := m.heldPages[page]
+		if !repeat {
+			if m.heldPages == nil {
+				m.heldPages = map[int64]struct{}{}
+			}
+			m.heldPages[page] = struct{}{}
+		}
+		m.heldMu.Unlock()
+		if repeat {
+			// The held resolution un-protects the page, which wakes this
+			// writer too.
+			m.sess.srv.stats.Repeats.Add(1)
+			return
+		}
 		m.held.Add(1)
 		m.sess.srv.stats.Held.Add(1)
 		go func() {
 			<-ch
+			m.heldMu.Lock()
+			delete(m.heldPages, page)
+			m.heldMu.Unlock()
 			m.sess.srv.stats.HeldNanos.Add(int64(time.Since(began)))
 			m.fault(off, began)
 		}()

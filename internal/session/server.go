@@ -69,6 +69,7 @@ type Server struct {
 type Stats struct {
 	Sessions, Maps          atomic.Int64 // sessions and mappings ever opened
 	Faults, Held            atomic.Int64 // write faults read; of them, held by a sweep
+	Repeats                 atomic.Int64 // of them, repeats of a held fault (the writer took a signal), not held again
 	Prepared, PreparedBytes atomic.Int64 // copy-before-write steps run, and the bytes they covered
 	Sweeps, SweepNanos      atomic.Int64 // protection sweeps and their total duration
 	HeldNanos               atomic.Int64 // total time faults spent held by sweeps

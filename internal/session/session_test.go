@@ -401,8 +401,12 @@ func TestProtect_HoldsFaultsDuringSweep(t *testing.T) {
 		close(resume)
 		t.Fatalf("%d of 2 stores completed during the sweep, want 1 (the one to the mapping not yet protected)", answered)
 	}
-	if held := r.srv.Stats().Held.Load(); held == 0 {
-		t.Errorf("no fault counted as held during the sweep")
+	// One blocked store is one held fault, however often the Go runtime's
+	// preemption signal made it fault again.
+	if held, repeats := r.srv.Stats().Held.Load(), r.srv.Stats().Repeats.Load(); held != 1 {
+		t.Errorf("%d faults counted as held during the sweep (and %d repeats), want 1", held, repeats)
+	} else {
+		t.Logf("1 held fault, %d repeats", repeats)
 	}
 	close(resume)
 	if err := <-errc; err != nil {
