@@ -9,11 +9,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 )
 
 // The test binary doubles as a DAX client (clienttest); init runs before
@@ -174,4 +179,171 @@ func TestDAXSession_StackedOverOrigin(t *testing.T) {
 	}
 	c.Do("unmap")
 	c.Do("quit")
+}
+
+// TestDAXSession_NBDThroughout: a three-line linear volume over two
+// memory regions, mapped as one slice by two client processes that each
+// stream stores through their half (which crosses line boundaries), while
+// snapshots are taken and removed with the daemon's verbs and an NBD
+// client keeps reading and writing the volume. Every NBD request
+// succeeds, every snapshot read over NBD is a prefix of each writer's
+// stores, and at the end the mapping and block reads agree page by page.
+func TestDAXSession_NBDThroughout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: userfaultfd on another process's memory")
+	}
+	const size, half, pages = 2 << 20, 1 << 20, (1 << 20) / 4096
+	e := newEnv(t)
+	a, b := e.region("a", 1<<20), e.region("b", 1<<20)
+	e.create("vol", fmt.Sprintf("0 1024 linear %s 1024\n1024 2048 linear %s 0\n3072 1024 linear %s 0\n", a, b, a))
+	nbdSock := filepath.Join(e.cfg.StateDir, daemon.NBDSocketName)
+
+	c := [2]*clienttest.Child{clienttest.Start(t, e.d.SessionSocketPath()), clienttest.Start(t, e.d.SessionSocketPath())}
+	c[0].Do("map vol 0 %d rw", size) // fill and check the whole slice first
+	c[0].Do("fill 7")
+	img := e.read("vol", 0, size)
+	for p := 0; p < size/4096; p++ {
+		if w := binary.LittleEndian.Uint64(img[p*4096:]); w != 7<<32|uint64(p) {
+			t.Fatalf("block read of page %d = %#x after a fill through the one-slice mapping, want %#x", p, w, 7<<32|uint64(p))
+		}
+	}
+	c[0].Do("unmap")
+	e.must("zero", e.c.WriteData("vol", 0, make([]byte, size)))
+	for i := range c {
+		c[i].Do("map vol %d %d rw", i*half, half)
+		c[i].Send("stream")
+	}
+	for i := range c {
+		if ans, ok := c[i].Wait(10 * time.Second); !ok || ans != "ok" {
+			t.Fatalf("writer %d: stream = %q", i, ans)
+		}
+	}
+
+	stop := make(chan struct{})
+	nbdErr := make(chan error, 1)
+	var nbdOps atomic.Int64
+	go func() {
+		nbdErr <- func() error {
+			nc, err := nbdclient.Dial("unix", nbdSock, "vol")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			buf := make([]byte, 64<<10)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				off := int64(i%32) * int64(len(buf))
+				if err := nc.ReadAt(buf, off); err != nil {
+					return fmt.Errorf("NBD read at %d: %w", off, err)
+				}
+				// Writes go to the second word of a page, which the
+				// writers never touch.
+				if err := nc.WriteAt([]byte{byte(i), 1, 2, 3, 4, 5, 6, 7}, off+8); err != nil {
+					return fmt.Errorf("NBD write at %d: %w", off+8, err)
+				}
+				nbdOps.Add(1)
+			}
+		}()
+	}()
+
+	for n := 1; n <= 5; n++ {
+		name := fmt.Sprintf("s%d", n)
+		time.Sleep(20 * time.Millisecond)
+		e.snap("vol", name, transient)
+		nc, err := nbdclient.Dial("unix", nbdSock, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := make([]byte, size)
+		if err := nc.ReadAt(img, 0); err != nil {
+			t.Fatalf("NBD read of snapshot %s: %v", name, err)
+		}
+		nc.Close()
+		for i := 0; i < 2; i++ {
+			if err := streamPrefix(img[i*half:(i+1)*half], pages); err != nil {
+				t.Errorf("snapshot %s, writer %d's half: %v", name, i, err)
+			}
+		}
+		e.waitOpenCount(name, 0) // the server closes its side after the client
+		e.must("snapshot remove", e.c.SnapshotRemove(name))
+	}
+	close(stop)
+	if err := <-nbdErr; err != nil {
+		t.Fatal(err)
+	}
+	for i := range c {
+		c[i].Do("stop")
+	}
+	t.Logf("%d NBD read+write pairs during 5 snapshots", nbdOps.Load())
+	if nbdOps.Load() == 0 {
+		t.Error("no NBD request completed while the clients wrote")
+	}
+	c[1].Do("fill 9")
+	got := e.read("vol", half, half)
+	for p := 0; p < pages; p++ {
+		if w := binary.LittleEndian.Uint64(got[p*4096:]); w != 9<<32|uint64(p) {
+			t.Fatalf("block read of page %d of the second half = %#x, want %#x", p, w, 9<<32|uint64(p))
+		}
+	}
+	for i := range c {
+		c[i].Do("quit")
+	}
+}
+
+// streamPrefix checks that img, the first word of each of its pages
+// written by clienttest's "stream" (store seq+1 into page seq%pages), holds
+// the stores before some point and none after: the largest value M is the
+// last store, and every page holds the last store to it at or before M.
+func streamPrefix(img []byte, pages int) error {
+	var m uint64
+	for p := 0; p < pages; p++ {
+		m = max(m, binary.LittleEndian.Uint64(img[p*4096:]))
+	}
+	for p := 0; p < pages; p++ {
+		got := binary.LittleEndian.Uint64(img[p*4096:])
+		var want uint64
+		if k := uint64(p + 1); m >= k {
+			want = m - (m-k)%uint64(pages)
+		}
+		if got != want {
+			return fmt.Errorf("page %d holds %d, want %d: not a prefix of the writer's stores (last store in the image: %d)", p, got, want, m)
+		}
+	}
+	return nil
+}
+
+// Ensure that streamPrefix accepts exactly the images of a stream cut
+// after some store.
+func TestStreamPrefix(t *testing.T) {
+	const pages = 4
+	image := func(words ...uint64) []byte {
+		img := make([]byte, pages*4096)
+		for p, w := range words {
+			binary.LittleEndian.PutUint64(img[p*4096:], w)
+		}
+		return img
+	}
+	for _, c := range []struct {
+		words []uint64
+		ok    bool
+	}{
+		{[]uint64{0, 0, 0, 0}, true},  // before the first store
+		{[]uint64{1, 2, 0, 0}, true},  // after 2 stores
+		{[]uint64{5, 6, 3, 4}, true},  // after 6: pages 0 and 1 lapped
+		{[]uint64{5, 2, 3, 4}, true},  // after 5
+		{[]uint64{1, 0, 3, 0}, false}, // store 3 without store 2
+		{[]uint64{5, 6, 3, 0}, false}, // 6 stores, store 4 missing
+		{[]uint64{9, 6, 7, 8}, true},  // after 9
+		{[]uint64{9, 2, 7, 8}, false}, // page 1 missed store 6
+		{[]uint64{1, 6, 7, 8}, false}, // page 0 missed store 5
+	} {
+		err := streamPrefix(image(c.words...), pages)
+		if (err == nil) != c.ok {
+			t.Errorf("streamPrefix(%v) = %v, want ok=%v", c.words, err, c.ok)
+		}
+	}
 }
