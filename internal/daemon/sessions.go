@@ -34,6 +34,7 @@ func (d *Daemon) startSessions() error {
 		return err
 	}
 	d.sessions = srv
+	d.mgr.SetSwapGuard(d.guardMappedMemory)
 	if d.metrics != nil {
 		d.metrics.reg.MustRegister(&sessionCollector{srv: srv})
 	}
@@ -53,6 +54,42 @@ func (d *Daemon) stopSessions() error {
 		return fmt.Errorf("stop DAX sessions: %w", err)
 	}
 	return nil
+}
+
+// guardMappedMemory refuses a table swap (or forced removal) of a device
+// whose memory client processes map, unless the new table keeps every
+// byte in the same place of the same memory: their mappings would go on
+// reaching the old place. The design's answer is to recall the mappings
+// (stop the world); until daxsnap can, the holders must unmap first.
+func (d *Daemon) guardMappedMemory(dev *dm.Device, live, next *dm.Table) error {
+	holders := d.sessions.Holders(dev)
+	if len(holders) == 0 || dm.SameMemory(live, next) {
+		return nil
+	}
+	return errorf(dm.ErrBusy, "%s is mapped by %s, and the new table puts its memory elsewhere (or nowhere): "+
+		"daxsnap cannot recall mappings yet; have those processes unmap it (or stop them) and retry",
+		dev.Name(), describeHolders(holders))
+}
+
+// mappedBusy refuses op on dev while client processes map it.
+func (d *Daemon) mappedBusy(op string, dev *dm.Device, why string) error {
+	if d.sessions == nil {
+		return nil
+	}
+	if holders := d.sessions.Holders(dev); len(holders) > 0 {
+		return errorf(dm.ErrBusy, "%s: %s is mapped by %s, and %s: have those processes unmap it (or stop them) and retry",
+			op, dev.Name(), describeHolders(holders), why)
+	}
+	return nil
+}
+
+// describeHolders is "pid 12 (vol bytes 0+1048576), pid 13 (top ...)".
+func describeHolders(hs []session.Holder) string {
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		parts[i] = fmt.Sprintf("pid %d (%s bytes %d+%d)", h.PID, h.Device, h.Offset, h.Length)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // beginSnapshotCut starts the consistent cut of dev's mappings for a new

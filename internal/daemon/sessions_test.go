@@ -19,6 +19,7 @@ import (
 	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
+	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
 // The test binary doubles as a DAX client (clienttest); init runs before
@@ -346,4 +347,61 @@ func TestStreamPrefix(t *testing.T) {
 			t.Errorf("streamPrefix(%v) = %v, want ok=%v", c.words, err, c.ok)
 		}
 	}
+}
+
+// TestDAXSession_MappedMemoryStays: while a client maps vol, nothing may
+// move or remove vol's memory under it (daxsnap cannot recall mappings
+// yet): a table that puts it elsewhere, a removal (plain or forced) and an
+// offline merge are refused as busy, naming the client's pid, and vol
+// keeps running its table; a snapshot (same memory, through vol-real) is
+// allowed. Once the client unmaps, all of it works.
+func TestDAXSession_MappedMemoryStays(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: userfaultfd on another process's memory")
+	}
+	const size = 1 << 20
+	e := newEnv(t)
+	e.pmemVol("vol", size)
+	other := e.region("other", size)
+	c := clienttest.Start(t, e.d.SessionSocketPath())
+	c.Do("map vol 0 %d rw", size)
+	c.Do("fill 1")
+	pid := fmt.Sprintf("pid %d (vol bytes 0+%d)", c.Cmd.Process.Pid, size)
+	if in := e.info("vol"); in.OpenCount != 1 {
+		t.Errorf("open count %d with one mapping, want 1 (a mapping holds its device open)", in.OpenCount)
+	}
+
+	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
+	wantCode(t, e.c.Resume("vol"), wire.CodeBusy, pid, "puts its memory elsewhere", "unmap")
+	if in := e.info("vol"); in.Suspended || !in.InactiveTable {
+		t.Fatalf("vol after the refused resume: %+v, want running its old table, the new one still loaded", in)
+	}
+	e.must("clear", e.c.Clear("vol"))
+	wantCode(t, e.c.Remove("vol", wire.Remove{}), wire.CodeBusy, "open")
+	wantCode(t, e.c.Remove("vol", wire.Remove{Force: true}), wire.CodeBusy, pid)
+	if in := e.info("vol"); in.Suspended || !strings.Contains(e.table("vol", false), "linear") {
+		t.Fatalf("vol after the refused forced removal: %+v, table %q", in, e.table("vol", false))
+	}
+
+	e.snap("vol", "s1") // the same memory through vol-real: allowed
+	c.Do("fill 2")
+	_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	wantCode(t, err, wire.CodeBusy, pid, "offline merge")
+	if in := e.info("vol"); in.Suspended {
+		t.Fatalf("vol suspended after the refused merge: %+v", in)
+	}
+	c.Do("fill 3") // the mapping still works
+
+	c.Do("unmap")
+	e.waitOpenCount("vol", 0)
+	if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{}); err != nil {
+		t.Fatalf("merge after the client unmapped: %v", err)
+	}
+	got := e.read("vol", 0, size)
+	if w := binary.LittleEndian.Uint64(got[7*4096:]); w != 1<<32|7 {
+		t.Errorf("vol page 7 after merging s1 back = %#x, want the snapshot's %#x", w, 1<<32|7)
+	}
+	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
+	e.must("resume", e.c.Resume("vol"))
+	c.Do("quit")
 }

@@ -90,6 +90,39 @@ func (t *Table) extents(off, n int64) ([]Extent, error) {
 	return out, nil
 }
 
+// SameMemory reports whether tables a and b put every byte of the device
+// in the same place of the same memory, so that a client mapping made
+// under a stays right under b (snapshot-origin over /dev/mapper/X-real
+// in place of X's linear table, for instance). A table with a line that
+// is not memory (error, zero) is the same as none.
+func SameMemory(a, b *Table) bool {
+	if a.size != b.size {
+		return false
+	}
+	ea, erra := a.extents(0, a.size.Bytes())
+	eb, errb := b.extents(0, b.size.Bytes())
+	if erra != nil || errb != nil {
+		return false
+	}
+	type place struct {
+		off, n int64
+		src    backing.MappingSource
+		srcOff int64
+	}
+	places := func(es []Extent) []place {
+		var out []place
+		for _, e := range es {
+			if k := len(out) - 1; k >= 0 && out[k].src == e.Source && out[k].off+out[k].n == e.Off && out[k].srcOff+out[k].n == e.SourceOff {
+				out[k].n += e.Len
+				continue
+			}
+			out = append(out, place{e.Off, e.Len, e.Source, e.SourceOff})
+		}
+		return out
+	}
+	return slices.Equal(places(ea), places(eb))
+}
+
 // resolve turns [off, off+n) of a backing device into extents relative to
 // that range's start.
 func resolve(ref *DeviceRef, off, n int64) ([]Extent, error) {

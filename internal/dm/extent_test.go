@@ -16,6 +16,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/backing/backingtest"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	errortarget "github.com/daxsnap/daxsnap/internal/target/error"
 	"github.com/daxsnap/daxsnap/internal/target/linear"
 	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/daxsnap/daxsnap/internal/target/striped"
@@ -52,6 +53,7 @@ func extentRig(t *testing.T) (*dm.Manager, map[string]backing.Device) {
 	reg.Register(linear.Type)
 	reg.Register(striped.Type)
 	reg.Register(snapshot.OriginType)
+	reg.Register(errortarget.Type)
 	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
 		if d, ok := devs[name]; ok {
 			return d, nil
@@ -290,5 +292,106 @@ func TestPrepareWrite_Stacked(t *testing.T) {
 	p.g = 0
 	if g := top.WriteGranularity(0, 40*512); g != 0 {
 		t.Errorf("WriteGranularity = %d once p needs no catching, want 0", g)
+	}
+}
+
+// Ensure that SameMemory holds exactly when every byte stays in the same
+// place of the same memory, however the tables split it.
+func TestSameMemory(t *testing.T) {
+	m, _ := extentRig(t)
+	cases := []struct {
+		a, b string
+		same bool
+	}{
+		{"0 16 linear a 8\n", "0 8 linear a 8\n8 8 linear a 16\n", true},
+		{"0 16 linear a 8\n", "0 16 snapshot-origin a\n", false}, // offset 8 vs 0
+		{"0 16 linear a 0\n", "0 16 snapshot-origin a\n", true},
+		{"0 16 linear a 0\n", "0 16 linear b 0\n", false},
+		{"0 16 linear a 0\n", "0 32 linear a 0\n", false},
+		{"0 16 striped 2 8 a 0 b 0\n", "0 8 linear a 0\n8 8 linear b 0\n", true},
+		{"0 16 striped 2 8 a 0 b 0\n", "0 8 linear b 0\n8 8 linear a 0\n", false},
+		{"0 16 linear a 0\n", "0 16 error\n", false},
+	}
+	for i, c := range cases {
+		d, err := m.Create(fmt.Sprintf("d%d", i), dm.CreateOptions{Table: c.a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bool
+		m.SetSwapGuard(func(_ *dm.Device, live, next *dm.Table) error {
+			got = dm.SameMemory(live, next)
+			return nil
+		})
+		if err := d.Load(c.b); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		m.SetSwapGuard(nil)
+		if got != c.same {
+			t.Errorf("SameMemory(%q, %q) = %v, want %v", c.a, c.b, got, c.same)
+		}
+	}
+}
+
+// Ensure that a refused swap keeps the live table, running again when the
+// resume had suspended it and suspended when it was, and that a refused
+// forced removal leaves the device as it was.
+func TestSwapGuard_Refused(t *testing.T) {
+	m, devs := extentRig(t)
+	no := errors.New("mapped by pid 42")
+	m.SetSwapGuard(func(*dm.Device, *dm.Table, *dm.Table) error { return no })
+	d, err := m.Create("g", dm.CreateOptions{Table: "0 16 linear a 0\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devs["a"].WriteAt([]byte("live"), 0); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, suspended bool) {
+		t.Helper()
+		in := d.Info()
+		if in.Suspended != suspended || !in.InactiveTable {
+			t.Fatalf("%s: %+v, want suspended=%v with the refused table still inactive", what, in, suspended)
+		}
+		if tbl, _ := d.Table(false); !strings.Contains(tbl, "linear a 0") {
+			t.Fatalf("%s: live table %q, want the old one", what, tbl)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(d.Load("0 16 linear b 0\n"))
+	if err := d.Resume(); !errors.Is(err, no) {
+		t.Fatalf("resume = %v, want the guard's refusal", err)
+	}
+	check("refused resume of a running device", false)
+	p := make([]byte, 4)
+	if _, err := d.ReadAt(p, 0); err != nil || string(p) != "live" {
+		t.Fatalf("read after the refused resume = %q, %v", p, err)
+	}
+	must(d.Suspend(dm.SuspendOptions{}))
+	if err := d.Resume(); !errors.Is(err, no) {
+		t.Fatalf("resume = %v, want the guard's refusal", err)
+	}
+	check("refused resume of a suspended device", true)
+	must(d.Clear())
+	must(d.Resume())
+	must(d.Open()) // only an open device's forced removal swaps in an error table
+	if err := m.Remove("g", dm.RemoveOptions{Force: true}); !errors.Is(err, no) {
+		t.Fatalf("forced remove = %v, want the guard's refusal", err)
+	}
+	if tbl, _ := d.Table(false); !strings.Contains(tbl, "linear a 0") || d.Info().Suspended {
+		t.Fatalf("after a refused forced remove: table %q, %+v", tbl, d.Info())
+	}
+	m.SetSwapGuard(nil)
+	must(m.Remove("g", dm.RemoveOptions{Force: true, Deferred: true}))
+	must(d.Close())
+	if _, err := m.Get("g"); !errors.Is(err, dm.ErrNotFound) {
+		t.Fatalf("g after its deferred removal and last close: %v", err)
 	}
 }

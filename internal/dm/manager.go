@@ -15,8 +15,29 @@ type Manager struct {
 	reg  *Registry
 	pool *DevicePool
 
-	mu   sync.Mutex
-	devs map[string]*Device
+	mu    sync.Mutex
+	devs  map[string]*Device
+	guard SwapGuard
+}
+
+// SwapGuard is asked before a resume makes next the live table of d in
+// place of live (a forced removal's error table included), with d
+// suspended, so that nothing new can map d meanwhile. An error refuses the
+// swap: the live table stays, running again if the resume suspended it.
+// The daemon refuses a swap that would move memory client processes map.
+type SwapGuard func(d *Device, live, next *Table) error
+
+// SetSwapGuard installs g for every device of m.
+func (m *Manager) SetSwapGuard(g SwapGuard) {
+	m.mu.Lock()
+	m.guard = g
+	m.mu.Unlock()
+}
+
+func (m *Manager) swapGuard() SwapGuard {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.guard
 }
 
 // NewManager returns an empty manager.
@@ -188,6 +209,14 @@ func (d *Device) wipeLocked() error {
 	t, err := buildTable(d.m.reg, d.m.pool, d.name, fmt.Sprintf("0 %d error", d.live.size), d.readOnly, d.events.bump)
 	if err != nil {
 		return err
+	}
+	if g := d.m.swapGuard(); g != nil {
+		// Asked first with d running, so a refusal leaves d as it was;
+		// resumeLocked asks again once d is suspended.
+		if err := g(d, d.live, t); err != nil {
+			t.Close()
+			return fmt.Errorf("remove %s: %w", d.name, err)
+		}
 	}
 	if old := d.inactive; old != nil {
 		old.Close()

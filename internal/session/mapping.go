@@ -38,9 +38,11 @@ type mapping struct {
 	// again on the same page, and the repeat needs no second resolution.
 	heldMu    sync.Mutex
 	heldPages map[int64]struct{}
-	dropped      atomic.Bool
-	handling     bool          // a handler goroutine runs
-	done         chan struct{} // closed when the handler has returned
+	dropped   atomic.Bool
+	opened    bool          // holds dev open (set before attach)
+	closeOnce sync.Once     // the device's Close, once
+	handling  bool          // a handler goroutine runs
+	done      chan struct{} // closed when the handler has returned
 }
 
 // attach puts the mapping in its device's index and, when some snapshot of
@@ -154,12 +156,21 @@ func (m *mapping) drop() {
 	}
 }
 
-// detach removes the mapping from its devices' indexes.
+// detach removes the mapping from its devices' indexes and lets the
+// device go: a live mapping holds it open, as an mmap of a block device
+// does, so that it cannot be removed from under the client.
 func (m *mapping) detach() {
 	for _, ds := range m.dss {
 		ds.mapsMu.Lock()
 		delete(ds.maps, m)
 		ds.mapsMu.Unlock()
+	}
+	if m.opened {
+		m.closeOnce.Do(func() {
+			if err := m.dev.Close(); err != nil {
+				m.sess.srv.log.Warn("closing a mapped device failed", append(m.sess.log(), "device", m.dev.Name(), "err", err)...)
+			}
+		})
 	}
 }
 

@@ -1,12 +1,14 @@
 package session
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -369,4 +371,30 @@ func (s *Server) Sessions() []Info {
 
 func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, unix.ECONNRESET)
+}
+
+// Holder is a live mapping that reaches a device: of the device itself or
+// of a table stacked on it.
+type Holder struct {
+	PID            int
+	Device         string // the device the client mapped
+	Offset, Length int64
+}
+
+// Holders lists the live mappings whose memory dev's table places: a
+// change of where that table puts memory would leave them pointing at the
+// old place.
+func (s *Server) Holders(dev *dm.Device) []Holder {
+	ds := s.devState(dev, false)
+	if ds == nil {
+		return nil
+	}
+	var out []Holder
+	for _, m := range ds.list() {
+		if !m.dropped.Load() {
+			out = append(out, Holder{PID: m.sess.pid, Device: m.dev.Name(), Offset: m.off, Length: m.n})
+		}
+	}
+	slices.SortFunc(out, func(a, b Holder) int { return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.Offset, b.Offset)) })
+	return out
 }

@@ -285,6 +285,11 @@ func (x *session) arm(m wire.SessionMsg, fds []int) error {
 		mp.dss = append(mp.dss, x.srv.devState(d, true))
 	}
 	slices.SortFunc(mp.dss, func(a, b *devState) int { return cmp.Compare(a.seq, b.seq) })
+	if err := g.dev.Open(); err != nil {
+		mp.drop()
+		return x.refuse(m.ID, codeOf(err), err)
+	}
+	mp.opened = true
 	if err := mp.attach(); err != nil {
 		mp.drop()
 		return x.refuse(m.ID, codeOf(err), err)
