@@ -2,9 +2,12 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,16 +28,33 @@ type MapOptions struct {
 	// (MAP_SYNC: a flushed store is durable), instead of mapping memory
 	// whose durability is weaker.
 	RequireSync bool
+	// OnRecall, if set, is called when the daemon recalls the mapping
+	// (before a table change that moves the volume's memory, or its
+	// removal): the program must stop using the slice Bytes returned
+	// before OnRecall returns, because the library then unmaps it. Access
+	// maps it again when next called. A mapping whose Bytes were taken
+	// without OnRecall refuses recalls, and the change is refused (busy).
+	OnRecall func()
 }
 
 // Mapping is a mapped range of a volume.
 type Mapping struct {
-	c          *Client
+	c      *Client
+	device string
+	opts   MapOptions
+
+	// acc is read-held by Access for its function's run, and write-held
+	// by a recall while it unmaps: a recall waits for accesses under way.
+	acc sync.RWMutex
+
+	mu         sync.Mutex // guards what follows
 	id         uint64
-	device     string
 	mem        []byte
 	sync       bool
 	durability string
+	recalled   bool // given back to the daemon; Access maps it again
+	raw        bool // Bytes was called: the program may hold the slice
+	closed     bool
 }
 
 // WP features the library asks for: write-protect on shmem and hugetlbfs
@@ -46,28 +66,53 @@ const (
 
 // Map maps [o.Offset, o.Offset+o.Length) of device. When it returns, any
 // write protection the volume's snapshots need is in place and the daemon
-// handles write faults.
+// handles write faults. While the device's mappings are being recalled
+// for a table change, Map waits (until ctx ends) and asks again.
 func (c *Client) Map(ctx context.Context, device string, o MapOptions) (*Mapping, error) {
+	m := &Mapping{c: c, device: device, opts: o}
+	if err := m.mapWithRetry(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// mapWithRetry maps m, asking again while the daemon says retry.
+func (m *Mapping) mapWithRetry(ctx context.Context) error {
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := m.c.mapOnce(ctx, m)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != wire.CodeRetry {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (still being changed when %v)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// mapOnce runs one map exchange for m, which gets a new ID and memory.
+func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.nextID++
-	id := c.nextID
+	o, device := m.opts, m.device
+	id := c.nextID.Add(1)
 	r, fds, err := c.exchange(ctx, wire.SessionMsg{Op: wire.OpMap, ID: id, Map: &wire.MapReq{
 		Device: device, Offset: o.Offset, Length: o.Length, Write: o.Write, RequireSync: o.RequireSync}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if r.Op != wire.OpGrant || r.Grant == nil {
 		closeFDs(fds)
-		return nil, refused("map", device, r)
+		return refused("map", device, r)
 	}
 	mem, err := build(r.Grant, fds, o)
 	closeFDs(fds)
 	if err != nil {
 		c.abandon(ctx, id)
-		return nil, fmt.Errorf("daxsnap: map %s: %w", device, err)
+		return fmt.Errorf("daxsnap: map %s: %w", device, err)
 	}
-	m := &Mapping{c: c, id: id, device: device, mem: mem, sync: r.Grant.Sync, durability: r.Grant.Durability}
 	armed := wire.SessionMsg{Op: wire.OpArmed, ID: id, Armed: &wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&mem[0]))), Length: o.Length}}
 	var ufd *uffd.FD
 	if r.Grant.WriteProtect {
@@ -75,10 +120,17 @@ func (c *Client) Map(ctx context.Context, device string, o MapOptions) (*Mapping
 		if err != nil {
 			munmap(mem)
 			c.abandon(ctx, id)
-			return nil, fmt.Errorf("daxsnap: map %s: %w", device, err)
+			return fmt.Errorf("daxsnap: map %s: %w", device, err)
 		}
 		armed.Armed.UFFD = true
 	}
+	// Known before armed: a recall may come as soon as the daemon has it.
+	m.mu.Lock()
+	m.id, m.mem, m.sync, m.durability, m.recalled = id, mem, r.Grant.Sync, r.Grant.Durability, false
+	m.mu.Unlock()
+	c.mapsMu.Lock()
+	c.maps[id] = m
+	c.mapsMu.Unlock()
 	var ans wire.SessionMsg
 	if ufd != nil {
 		cerr := ufd.Control(func(raw int) { ans, fds, err = c.exchange(ctx, armed, raw) })
@@ -96,10 +148,55 @@ func (c *Client) Map(ctx context.Context, device string, o MapOptions) (*Mapping
 		err = refused("map", device, ans)
 	}
 	if err != nil {
-		munmap(mem)
-		return nil, err
+		c.forget(id)
+		m.mu.Lock()
+		if m.id == id && !m.recalled {
+			munmap(mem)
+			m.mem = nil
+		}
+		m.mu.Unlock()
+		return err
 	}
-	return m, nil
+	return nil
+}
+
+func (c *Client) forget(id uint64) {
+	c.mapsMu.Lock()
+	delete(c.maps, id)
+	c.mapsMu.Unlock()
+}
+
+// recall gives the mapping msg names back to the daemon: it waits for
+// the accesses under way, unmaps, and says so.
+func (c *Client) recall(msg wire.SessionMsg) {
+	c.mapsMu.Lock()
+	m := c.maps[msg.ID]
+	c.mapsMu.Unlock()
+	if m == nil {
+		c.send(wire.SessionMsg{Op: wire.OpRecalled, ID: msg.ID}) // nothing mapped under that ID
+		return
+	}
+	m.mu.Lock()
+	holds := m.raw && m.opts.OnRecall == nil
+	m.mu.Unlock()
+	if holds {
+		c.send(wire.SessionMsg{Op: wire.OpRecallRefused, ID: msg.ID, Error: &wire.ErrorBody{Code: wire.CodeBusy,
+			Error: "the program holds the memory through Mapping.Bytes without MapOptions.OnRecall, so the library cannot stop its accesses"}})
+		return
+	}
+	if m.opts.OnRecall != nil {
+		m.opts.OnRecall()
+	}
+	m.acc.Lock()
+	m.mu.Lock()
+	if m.id == msg.ID && !m.recalled {
+		munmap(m.mem)
+		m.mem, m.recalled, m.raw = nil, true, false
+	}
+	m.mu.Unlock()
+	m.acc.Unlock()
+	c.forget(msg.ID)
+	c.send(wire.SessionMsg{Op: wire.OpRecalled, ID: msg.ID})
 }
 
 // abandon tells the daemon a granted mapping will not be armed.
@@ -205,32 +302,102 @@ func closeFDs(fds []int) {
 	}
 }
 
-// Bytes returns the mapped memory (nil after Close).
-func (m *Mapping) Bytes() []byte { return m.mem }
+// Bytes returns the mapped memory (nil after Close, or after a recall
+// until Access maps it again). A program that keeps the slice must set
+// MapOptions.OnRecall, or the mapping refuses recalls; Access is the way
+// to use a mapping that may be recalled.
+func (m *Mapping) Bytes() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.raw = true
+	return m.mem
+}
+
+// Access runs fn with the mapping's memory, mapping it again first if the
+// daemon recalled it; a recall waits until fn returns. fn must not keep
+// the slice.
+func (m *Mapping) Access(ctx context.Context, fn func(mem []byte) error) error {
+	for {
+		m.acc.RLock()
+		m.mu.Lock()
+		mem, recalled, closed := m.mem, m.recalled, m.closed
+		m.mu.Unlock()
+		switch {
+		case closed:
+			m.acc.RUnlock()
+			return fmt.Errorf("daxsnap: access %s: mapping is closed", m.device)
+		case !recalled:
+			err := fn(mem)
+			m.acc.RUnlock()
+			return err
+		}
+		m.acc.RUnlock()
+		if err := m.remap(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// remap maps a recalled mapping again.
+func (m *Mapping) remap(ctx context.Context) error {
+	m.acc.Lock()
+	defer m.acc.Unlock()
+	m.mu.Lock()
+	recalled := m.recalled && !m.closed
+	m.mu.Unlock()
+	if !recalled {
+		return nil
+	}
+	if err := m.mapWithRetry(ctx); err != nil {
+		return fmt.Errorf("daxsnap: map %s again after its recall: %w", m.device, err)
+	}
+	return nil
+}
+
+// Recalled reports whether the daemon has taken the mapping back (Access
+// maps it again).
+func (m *Mapping) Recalled() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.recalled
+}
 
 // Sync reports whether the mapping is on sync media (MAP_SYNC).
-func (m *Mapping) Sync() bool { return m.sync }
+func (m *Mapping) Sync() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sync
+}
 
 // Durability says what Persist achieves on this volume.
-func (m *Mapping) Durability() string { return m.durability }
+func (m *Mapping) Durability() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.durability
+}
 
 // Persist makes stores to [off, off+n) of the mapping as durable as the
 // media allows: msync(MS_SYNC), which on MAP_SYNC media writes the cache
 // lines back and on memory files writes nothing further (memory volumes
 // are as durable as their memory: see Durability).
 func (m *Mapping) Persist(off, n int) error {
-	if m.mem == nil {
-		return fmt.Errorf("daxsnap: persist %s: mapping is closed", m.device)
+	m.acc.RLock()
+	defer m.acc.RUnlock()
+	m.mu.Lock()
+	mem := m.mem
+	m.mu.Unlock()
+	if mem == nil {
+		return fmt.Errorf("daxsnap: persist %s: mapping is closed or recalled", m.device)
 	}
-	if off < 0 || n < 0 || off > len(m.mem) || n > len(m.mem)-off {
-		return fmt.Errorf("daxsnap: persist %s: range %d+%d outside the %d-byte mapping", m.device, off, n, len(m.mem))
+	if off < 0 || n < 0 || off > len(mem) || n > len(mem)-off {
+		return fmt.Errorf("daxsnap: persist %s: range %d+%d outside the %d-byte mapping", m.device, off, n, len(mem))
 	}
 	if n == 0 {
 		return nil
 	}
 	ps := os.Getpagesize()
 	lo := off &^ (ps - 1)
-	if err := unix.Msync(m.mem[lo:off+n], unix.MS_SYNC); err != nil {
+	if err := unix.Msync(mem[lo:off+n], unix.MS_SYNC); err != nil {
 		return fmt.Errorf("daxsnap: persist %s: msync: %w", m.device, err)
 	}
 	return nil
@@ -238,18 +405,24 @@ func (m *Mapping) Persist(off, n int) error {
 
 // Close unmaps the range and tells the daemon.
 func (m *Mapping) Close() error {
-	if m.mem == nil {
-		return nil
+	m.acc.Lock()
+	defer m.acc.Unlock()
+	m.mu.Lock()
+	mem, id, recalled, closed := m.mem, m.id, m.recalled, m.closed
+	m.mem, m.closed = nil, true
+	m.mu.Unlock()
+	if closed || recalled {
+		return nil // a recalled mapping is the daemon's already
 	}
-	err := munmap(m.mem)
-	m.mem = nil
+	err := munmap(mem)
 	c := m.c
+	c.forget(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.isClosed() {
 		return err
 	}
-	r, fds, xerr := c.exchange(context.Background(), wire.SessionMsg{Op: wire.OpUnmap, ID: m.id})
+	r, fds, xerr := c.exchange(context.Background(), wire.SessionMsg{Op: wire.OpUnmap, ID: id})
 	closeFDs(fds)
 	if xerr == nil && r.Op != wire.OpUnmapped {
 		xerr = refused("unmap", m.device, r)

@@ -149,6 +149,27 @@ func Main() int {
 			halt.Store(true)
 			fmt.Println("ok", <-looped)
 			looped = nil
+		case "access-fill": // access-fill SEED: fill through Mapping.Access (maps again after a recall)
+			seed := uint64(arg(1))
+			err := m.Access(ctx, func(mem []byte) error {
+				for off := 0; off < len(mem); off += 8 {
+					binary.LittleEndian.PutUint64(mem[off:], seed<<32|uint64(off/pageSize))
+				}
+				return nil
+			})
+			if err != nil {
+				fmt.Println("err", err)
+				continue
+			}
+			fmt.Println("ok")
+		case "access-hold": // access-hold MS: hold an Access for MS milliseconds, in the background
+			d := time.Duration(arg(1)) * time.Millisecond
+			held := make(chan struct{})
+			go m.Access(ctx, func([]byte) error { close(held); time.Sleep(d); return nil })
+			<-held
+			fmt.Println("ok")
+		case "recalled": // recalled: whether the daemon took the mapping back
+			fmt.Println("ok", m.Recalled())
 		case "poke": // poke OFF: one store; the answer comes when it completed
 			m.Bytes()[arg(1)] = 0xa5
 			fmt.Println("ok")

@@ -17,22 +17,31 @@ const (
 	// SocketName and NBDSocketName are the sockets in the state directory.
 	SocketName    = "daxsnap.sock"
 	NBDSocketName = "nbd.sock"
+	// FUSEDirName is `daxsnap serve`'s FUSE mount point in the state
+	// directory unless told otherwise.
+	FUSEDirName = "fuse"
 	// StateEnv names the environment variable holding the state directory.
 	StateEnv = "DAXSNAP_STATE"
 )
 
 // Config configures a daemon. The zero value is usable: state in
-// DefaultStateDir(), no TCP export, NBD on <state>/nbd.sock.
+// DefaultStateDir(), no TCP export, NBD on <state>/nbd.sock, no FUSE mount.
 type Config struct {
 	StateDir  string // default DefaultStateDir()
 	NBDAddr   string // TCP address for NBD; "" exports on the unix socket only
 	NoNBDUnix bool   // do not listen on <state>/nbd.sock
 	PmemDir   string // default DefaultPmemDir
-	Version   string // reported by GET /v1/version
-	Logger    *slog.Logger
+	// FUSEDir is where every device is a file (internal/export/fusefs);
+	// "" mounts nothing. A mount that fails is a warning, not an error.
+	FUSEDir string
+	Version string // reported by GET /v1/version
+	Logger  *slog.Logger
 	// LockWait is how long to wait for another daemon to release the
 	// state file before refusing to start (default 200ms).
 	LockWait time.Duration
+	// RecallTimeout is how long client processes get to give back DAX
+	// mappings a table change moves (default 5s).
+	RecallTimeout time.Duration
 }
 
 // DefaultStateDir is $DAXSNAP_STATE, or ./daxsnap-state.
@@ -58,6 +67,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LockWait == 0 {
 		c.LockWait = 200 * time.Millisecond
+	}
+	if c.RecallTimeout == 0 {
+		c.RecallTimeout = 5 * time.Second
 	}
 	return c
 }

@@ -56,19 +56,25 @@ func (d *Daemon) stopSessions() error {
 	return nil
 }
 
-// guardMappedMemory refuses a table swap (or forced removal) of a device
-// whose memory client processes map, unless the new table keeps every
-// byte in the same place of the same memory: their mappings would go on
-// reaching the old place. The design's answer is to recall the mappings
-// (stop the world); until daxsnap can, the holders must unmap first.
-func (d *Daemon) guardMappedMemory(dev *dm.Device, live, next *dm.Table) error {
-	holders := d.sessions.Holders(dev)
-	if len(holders) == 0 || dm.SameMemory(live, next) {
-		return nil
+// guardMappedMemory runs before a table swap (or forced removal) of dev:
+// when the new table puts dev's memory elsewhere (or nowhere), it recalls
+// every client mapping of dev and of tables over it (the design's stop
+// the world), holding new mappings off until the swap is done. A mapping
+// not given back in time refuses the swap as busy, naming its process.
+func (d *Daemon) guardMappedMemory(dev *dm.Device, live, next *dm.Table) (func(), error) {
+	if dm.SameMemory(live, next) {
+		return func() {}, nil
 	}
-	return errorf(dm.ErrBusy, "%s is mapped by %s, and the new table puts its memory elsewhere (or nowhere): "+
-		"daxsnap cannot recall mappings yet; have those processes unmap it (or stop them) and retry",
-		dev.Name(), describeHolders(holders))
+	return d.recallMappings(dev, fmt.Sprintf("the table of %s changes where its memory is", dev.Name()))
+}
+
+// recallMappings recalls the mappings of dev (see guardMappedMemory).
+func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
+	release, err := d.sessions.Recall(dev, d.cfg.RecallTimeout, reason)
+	if err != nil {
+		return nil, errorf(dm.ErrBusy, "%v: the processes must unmap %s (or end) first; nothing was changed", err, dev.Name())
+	}
+	return release, nil
 }
 
 // mappedBusy refuses op on dev while client processes map it.

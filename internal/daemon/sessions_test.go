@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
+	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -349,12 +351,13 @@ func TestStreamPrefix(t *testing.T) {
 	}
 }
 
-// TestDAXSession_MappedMemoryStays: while a client maps vol, nothing may
-// move or remove vol's memory under it (daxsnap cannot recall mappings
-// yet): a table that puts it elsewhere, a removal (plain or forced) and an
-// offline merge are refused as busy, naming the client's pid, and vol
-// keeps running its table; a snapshot (same memory, through vol-real) is
-// allowed. Once the client unmaps, all of it works.
+// TestDAXSession_MappedMemoryStays: while a client maps vol through the
+// raw slice of Mapping.Bytes with no OnRecall (so its mapping cannot be
+// recalled), nothing may move or remove vol's memory under it: a table
+// that puts it elsewhere, a removal (plain or forced) and an offline merge
+// are refused as busy, naming the client's pid, and vol keeps running its
+// table; a snapshot (same memory, through vol-real) is allowed. Once the
+// client unmaps, all of it works.
 func TestDAXSession_MappedMemoryStays(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: userfaultfd on another process's memory")
@@ -372,7 +375,7 @@ func TestDAXSession_MappedMemoryStays(t *testing.T) {
 	}
 
 	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
-	wantCode(t, e.c.Resume("vol"), wire.CodeBusy, pid, "puts its memory elsewhere", "unmap")
+	wantCode(t, e.c.Resume("vol"), wire.CodeBusy, pid, "not given back", "Mapping.Bytes without MapOptions.OnRecall", "unmap")
 	if in := e.info("vol"); in.Suspended || !in.InactiveTable {
 		t.Fatalf("vol after the refused resume: %+v, want running its old table, the new one still loaded", in)
 	}
@@ -386,7 +389,7 @@ func TestDAXSession_MappedMemoryStays(t *testing.T) {
 	e.snap("vol", "s1") // the same memory through vol-real: allowed
 	c.Do("fill 2")
 	_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
-	wantCode(t, err, wire.CodeBusy, pid, "offline merge")
+	wantCode(t, err, wire.CodeBusy, pid, "not given back")
 	if in := e.info("vol"); in.Suspended {
 		t.Fatalf("vol suspended after the refused merge: %+v", in)
 	}
@@ -403,5 +406,83 @@ func TestDAXSession_MappedMemoryStays(t *testing.T) {
 	}
 	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
 	e.must("resume", e.c.Resume("vol"))
+	c.Do("quit")
+}
+
+// TestDAXSession_Recall: a client that uses its mapping through Access
+// gives it back when a table change moves vol's memory (stop the world):
+// the resume succeeds, and the client's next Access maps the new memory.
+// A client that does not give its mapping back in time makes the change
+// fail as busy with nothing changed; a forced removal recalls too.
+func TestDAXSession_Recall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: userfaultfd on another process's memory")
+	}
+	const size = 1 << 20
+	e := newEnv(t)
+	e.stop()
+	e.cfg.RecallTimeout = 500 * time.Millisecond
+	e.start()
+	oldMem := e.pmemVol("vol", size)
+	other := e.region("other", size)
+	c := clienttest.Start(t, e.d.SessionSocketPath())
+	c.Do("map vol 0 %d rw", size)
+	c.Do("access-fill 1")
+	e.snap("vol", "s1") // write-protected: the fill below faults and copies
+	c.Do("access-fill 2")
+
+	// vol moves to "other": the mapping is recalled, the swap goes through.
+	e.must("snapshot remove", e.c.SnapshotRemove("s1"))
+	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
+	e.must("resume", e.c.Resume("vol"))
+	if ans := c.Do("recalled"); ans != "true" {
+		t.Fatalf("client after the swap: recalled = %q, want true", ans)
+	}
+	if len(e.d.DAXSessions()[0].Mappings) != 0 {
+		t.Fatalf("the daemon still lists the recalled mapping: %+v", e.d.DAXSessions())
+	}
+	c.Do("access-fill 3") // maps again: the new memory
+	got := e.read("vol", 0, size)
+	for p := 0; p < size/4096; p++ {
+		if w := binary.LittleEndian.Uint64(got[p*4096:]); w != 3<<32|uint64(p) {
+			t.Fatalf("vol page %d = %#x after the fill through the re-made mapping, want %#x", p, w, 3<<32|uint64(p))
+		}
+	}
+	old, err := os.ReadFile(oldMem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := binary.LittleEndian.Uint64(old[5*4096:]); w != 2<<32|5 {
+		t.Errorf("vol's old memory page 5 = %#x, want the last fill before the swap, %#x", w, 2<<32|5)
+	}
+
+	// A client that holds its Access past the deadline: busy, unchanged.
+	c.Do("access-hold 1500")
+	e.must("load", e.c.Load("vol", wire.Load{Table: linear(oldMem, size/512)}))
+	err = e.c.Resume("vol")
+	wantCode(t, err, wire.CodeBusy, fmt.Sprintf("pid %d (vol bytes 0+%d)", c.Cmd.Process.Pid, size), "no answer within the deadline", "nothing was changed")
+	if tbl := e.table("vol", false); !strings.Contains(tbl, other) {
+		t.Fatalf("vol's live table after the refused swap = %q, want the one over %s", tbl, other)
+	}
+	e.must("clear", e.c.Clear("vol"))
+
+	// Forced removal recalls the (re-made) mapping, then wipes the table.
+	c.Do("access-fill 4")
+	e.must("remove --force", func() error {
+		err := e.c.Remove("vol", wire.Remove{Force: true})
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == wire.CodeBusy && strings.Contains(ae.Message, "open") {
+			return nil // wiped, still open until the recalled mapping's close lands
+		}
+		return err
+	}())
+	if tbl := e.table("vol", false); !strings.Contains(tbl, "error") {
+		t.Fatalf("vol's table after remove --force = %q, want error", tbl)
+	}
+	e.waitOpenCount("vol", 0)
+	e.must("remove", e.c.Remove("vol", wire.Remove{}))
+	if ans, _ := c.Try(10*time.Second, "access-fill 5"); !strings.HasPrefix(ans, "err") || !strings.Contains(ans, "does not exist") {
+		t.Errorf("Access after vol's removal = %q, want an error saying it is gone", ans)
+	}
 	c.Do("quit")
 }

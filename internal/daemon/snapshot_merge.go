@@ -260,6 +260,16 @@ func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.
 		}
 		return nil
 	}
+	if _, err := d.mgr.Get(l.merge); err != nil && d.sessions != nil {
+		// The merge rewrites the origin's memory under any mapping of it:
+		// take them back first; new ones wait while the origin is
+		// suspended, for the whole merge.
+		release, err := d.recallMappings(origin, fmt.Sprintf("an offline merge of %s into %s rewrites its memory", s.name, l.origin))
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		defer release()
+	}
 	if err := d.quiesceOrigin(op, origin); err != nil {
 		return err
 	}

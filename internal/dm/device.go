@@ -146,19 +146,17 @@ func (d *Device) resumeLocked() error {
 	if d.inactive == nil && d.live == nil {
 		return fmt.Errorf("resume %s: %w: load a table first", d.name, ErrNoTable)
 	}
-	wasSuspended := d.suspended
+	if g := d.m.swapGuard(); g != nil && d.inactive != nil && d.live != nil {
+		release, err := g(d, d.live, d.inactive)
+		if err != nil {
+			return fmt.Errorf("resume %s: %w", d.name, err)
+		}
+		defer release()
+	}
 	d.suspendLocked()
 	next := d.live
 	if d.inactive != nil {
 		next = d.inactive
-		if g := d.m.swapGuard(); g != nil && d.live != nil {
-			if err := g(d, d.live, next); err != nil {
-				if !wasSuspended {
-					d.restartLive()
-				}
-				return fmt.Errorf("resume %s: %w", d.name, err)
-			}
-		}
 	}
 	var err error
 	forEach[Resumer](next, func(r Resumer) {
@@ -186,15 +184,6 @@ func (d *Device) resumeLocked() error {
 		return old.Close()
 	}
 	return nil
-}
-
-// restartLive undoes the suspension of a resume that refused its new
-// table: the live table runs again, the inactive one stays loaded.
-func (d *Device) restartLive() {
-	forEach[Resumer](d.live, func(r Resumer) { _ = r.PreResume() })
-	d.suspended = false
-	d.io.Unlock()
-	forEach[Resumer](d.live, Resumer.Resume)
 }
 
 // Clear drops the inactive table (dmsetup clear).

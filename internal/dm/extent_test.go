@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -318,9 +319,9 @@ func TestSameMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got bool
-		m.SetSwapGuard(func(_ *dm.Device, live, next *dm.Table) error {
+		m.SetSwapGuard(func(_ *dm.Device, live, next *dm.Table) (func(), error) {
 			got = dm.SameMemory(live, next)
-			return nil
+			return func() {}, nil
 		})
 		if err := d.Load(c.b); err != nil {
 			t.Fatal(err)
@@ -335,13 +336,35 @@ func TestSameMemory(t *testing.T) {
 	}
 }
 
-// Ensure that a refused swap keeps the live table, running again when the
-// resume had suspended it and suspended when it was, and that a refused
-// forced removal leaves the device as it was.
+// Ensure that the guard is asked before the resume suspends the device,
+// that a refused swap keeps the live table (running, or suspended when it
+// was), that a refused forced removal leaves the device as it was, and
+// that an allowed swap releases the guard once.
 func TestSwapGuard_Refused(t *testing.T) {
 	m, devs := extentRig(t)
 	no := errors.New("mapped by pid 42")
-	m.SetSwapGuard(func(*dm.Device, *dm.Table, *dm.Table) error { return no })
+	refuse := true
+	var released int
+	m.SetSwapGuard(func(d *dm.Device, _, _ *dm.Table) (func(), error) {
+		// The guard runs with d's control lock held (no Info here), and
+		// before the resume suspends d: I/O still flows.
+		if !refuse {
+			done := make(chan error, 1)
+			go func() { _, err := d.ReadAt(make([]byte, 512), 0); done <- err }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("read during the guard: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("guard asked with the device suspended by the resume itself")
+			}
+		}
+		if refuse {
+			return nil, no
+		}
+		return func() { released++ }, nil
+	})
 	d, err := m.Create("g", dm.CreateOptions{Table: "0 16 linear a 0\n"})
 	if err != nil {
 		t.Fatal(err)
@@ -387,6 +410,12 @@ func TestSwapGuard_Refused(t *testing.T) {
 	}
 	if tbl, _ := d.Table(false); !strings.Contains(tbl, "linear a 0") || d.Info().Suspended {
 		t.Fatalf("after a refused forced remove: table %q, %+v", tbl, d.Info())
+	}
+	refuse = false
+	must(d.Load("0 16 linear b 0\n"))
+	must(d.Resume())
+	if released != 1 {
+		t.Errorf("release called %d times after an allowed swap, want 1", released)
 	}
 	m.SetSwapGuard(nil)
 	must(m.Remove("g", dm.RemoveOptions{Force: true, Deferred: true}))

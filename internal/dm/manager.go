@@ -21,11 +21,14 @@ type Manager struct {
 }
 
 // SwapGuard is asked before a resume makes next the live table of d in
-// place of live (a forced removal's error table included), with d
-// suspended, so that nothing new can map d meanwhile. An error refuses the
-// swap: the live table stays, running again if the resume suspended it.
-// The daemon refuses a swap that would move memory client processes map.
-type SwapGuard func(d *Device, live, next *Table) error
+// place of live (a forced removal's error table included), before d is
+// suspended for it (a device suspended beforehand stays so), with d's
+// control lock held: no other load, suspend or resume of d runs
+// meanwhile. An error refuses the swap and leaves d as it was; otherwise
+// release is called once the swap is done or has failed. The daemon
+// recalls client mappings of memory the swap moves (stop the world),
+// holding new mappings of d off until release.
+type SwapGuard func(d *Device, live, next *Table) (release func(), err error)
 
 // SetSwapGuard installs g for every device of m.
 func (m *Manager) SetSwapGuard(g SwapGuard) {
@@ -210,19 +213,19 @@ func (d *Device) wipeLocked() error {
 	if err != nil {
 		return err
 	}
-	if g := d.m.swapGuard(); g != nil {
-		// Asked first with d running, so a refusal leaves d as it was;
-		// resumeLocked asks again once d is suspended.
-		if err := g(d, d.live, t); err != nil {
+	old := d.inactive
+	d.inactive = t
+	if err := d.resumeLocked(); err != nil {
+		if d.inactive == t { // refused before the swap: as it was
 			t.Close()
-			return fmt.Errorf("remove %s: %w", d.name, err)
+			d.inactive = old
 		}
+		return err
 	}
-	if old := d.inactive; old != nil {
+	if old != nil {
 		old.Close()
 	}
-	d.inactive = t
-	return d.resumeLocked()
+	return nil
 }
 
 // Rename changes a device's name (dmsetup rename).

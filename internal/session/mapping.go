@@ -7,8 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/uffd"
+	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
 // mapping is one armed client mapping: device bytes [off, off+n) at client
@@ -40,9 +42,13 @@ type mapping struct {
 	heldPages map[int64]struct{}
 	dropped   atomic.Bool
 	opened    bool          // holds dev open (set before attach)
-	closeOnce sync.Once     // the device's Close, once
+	closeOnce sync.Once     // detach's work, once
+	gone      chan struct{} // closed by detach
 	handling  bool          // a handler goroutine runs
 	done      chan struct{} // closed when the handler has returned
+
+	files     []backing.ID         // the memory files mapped, for a recall's check
+	recallAns chan wire.SessionMsg // the client's answer to the recall under way
 }
 
 // attach puts the mapping in its device's index and, when some snapshot of
@@ -52,6 +58,11 @@ func (m *mapping) attach() error {
 	for _, ds := range m.dss {
 		ds.sweepMu.Lock()
 		defer ds.sweepMu.Unlock()
+	}
+	for _, ds := range m.dss {
+		if ds.fence.Load() > 0 {
+			return fmt.Errorf("device %s: %w: map again shortly", ds.dev.Name(), errFenced)
+		}
 	}
 	for _, ds := range m.dss {
 		ds.mapsMu.Lock()
@@ -165,13 +176,21 @@ func (m *mapping) detach() {
 		delete(ds.maps, m)
 		ds.mapsMu.Unlock()
 	}
-	if m.opened {
-		m.closeOnce.Do(func() {
+	m.closeOnce.Do(func() {
+		if m.gone != nil {
+			close(m.gone)
+		}
+		if !m.opened {
+			return
+		}
+		// Not waited for: a recall runs while the device's control lock
+		// is held (for the resume it serves), which Close needs.
+		go func() {
 			if err := m.dev.Close(); err != nil {
 				m.sess.srv.log.Warn("closing a mapped device failed", append(m.sess.log(), "device", m.dev.Name(), "err", err)...)
 			}
-		})
-	}
+		}()
+	})
 }
 
 // dropWait bounds how long dropping a mapping waits for its handler.

@@ -76,6 +76,9 @@ type Stats struct {
 	Sweeps, SweepNanos      atomic.Int64 // protection sweeps and their total duration
 	HeldNanos               atomic.Int64 // total time faults spent held by sweeps
 	HandlerErrors, Refusals atomic.Int64
+	// Recalls counts mappings recalled (stop the world), RecallFailures
+	// those not given back, RecallNanos the time recalls took.
+	Recalls, RecallFailures, RecallNanos atomic.Int64
 
 	// FaultLatency counts resolved faults by the handler's time from
 	// reading the fault to waking the writer, in FaultBuckets.
@@ -254,6 +257,10 @@ type devState struct {
 
 	mapsMu sync.Mutex
 	maps   map[*mapping]struct{}
+
+	// fence counts recalls under way: new mappings of the device are
+	// refused (CodeRetry) while it is not 0. Changed with sweepMu held.
+	fence atomic.Int32
 }
 
 func (s *Server) devState(dev *dm.Device, create bool) *devState {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/daxsnap/daxsnap/internal/access"
+	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/uffd"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -27,6 +28,8 @@ type session struct {
 	peer    access.Peer // uid, gid, supplementary groups: what Authorize checks
 	started time.Time
 
+	sendMu sync.Mutex // answers and recalls come from different goroutines
+
 	mu      sync.Mutex
 	maps    map[uint64]*mapping // armed mappings by ID
 	pending map[uint64]*grant   // granted, not armed yet
@@ -35,11 +38,12 @@ type session struct {
 // grant is a mapping the daemon has described but the client has not
 // armed yet.
 type grant struct {
-	dev  *dm.Device
-	via  []*dm.Device // dev and the devices the range was resolved through
-	req  wire.MapReq
-	page int64
-	wp   bool
+	dev   *dm.Device
+	via   []*dm.Device // dev and the devices the range was resolved through
+	files []backing.ID // the memory files of the pieces
+	req   wire.MapReq
+	page  int64
+	wp    bool
 }
 
 func (x *session) log() []any { return []any{"pid", x.pid, "uid", x.uid} }
@@ -65,6 +69,8 @@ func (x *session) serve() {
 }
 
 func (x *session) send(m wire.SessionMsg, fds ...int) error {
+	x.sendMu.Lock()
+	defer x.sendMu.Unlock()
 	return wire.SendSession(x.conn, m, fds...)
 }
 
@@ -85,6 +91,15 @@ func (x *session) handle(m wire.SessionMsg, fds []int) error {
 		return x.grant(m.ID, *m.Map)
 	case wire.OpArmed:
 		return x.arm(m, fds)
+	case wire.OpRecalled, wire.OpRecallRefused:
+		closeAll(fds)
+		x.mu.Lock()
+		mp := x.maps[m.ID]
+		x.mu.Unlock()
+		if mp == nil || !mp.answerRecall(m) {
+			x.srv.log.Warn("recall answer for no recall under way", append(x.log(), "op", m.Op, "id", m.ID)...)
+		}
+		return nil
 	case wire.OpUnmap:
 		closeAll(fds)
 		x.mu.Lock()
@@ -118,10 +133,13 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 		x.srv.log.Info("map refused", append(x.log(), "device", req.Device, "write", req.Write, "err", err)...)
 		return x.refuse(id, wire.CodePermission, err)
 	}
-	g, via, fds, err := x.describe(dev, req)
+	g, via, files, fds, err := x.describe(dev, req)
 	defer closeAll(fds)
 	if err != nil {
 		return x.refuse(id, codeOf(err), err)
+	}
+	if err := x.srv.fenced(via); err != nil {
+		return x.refuse(id, wire.CodeRetry, err)
 	}
 	x.mu.Lock()
 	if x.pending == nil {
@@ -132,7 +150,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 		dup = true
 	}
 	if !dup {
-		x.pending[id] = &grant{dev: dev, via: via, req: req, page: g.PageSize, wp: g.WriteProtect}
+		x.pending[id] = &grant{dev: dev, via: via, files: files, req: req, page: g.PageSize, wp: g.WriteProtect}
 	}
 	x.mu.Unlock()
 	if dup {
@@ -144,12 +162,12 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 // describe resolves the request to pieces, opening one descriptor per file
 // with the access the request allows; via lists dev and every device the
 // pieces were resolved through.
-func (x *session) describe(dev *dm.Device, req wire.MapReq) (g *wire.MapGrant, via []*dm.Device, fds []int, err error) {
-	g, fds, err = x.describeExtents(dev, req, &via)
-	return g, via, fds, err
+func (x *session) describe(dev *dm.Device, req wire.MapReq) (g *wire.MapGrant, via []*dm.Device, files []backing.ID, fds []int, err error) {
+	g, fds, err = x.describeExtents(dev, req, &via, &files)
+	return g, via, files, fds, err
 }
 
-func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.Device) (*wire.MapGrant, []int, error) {
+func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.Device, files *[]backing.ID) (*wire.MapGrant, []int, error) {
 	name := dev.Name()
 	size := dev.Size()
 	switch {
@@ -229,6 +247,9 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 				*via = append(*via, d)
 			}
 		}
+		if bd, ok := e.Source.(backing.Device); ok && !slices.Contains(*files, bd.ID()) {
+			*files = append(*files, bd.ID())
+		}
 	}
 	if !slices.Contains(*via, dev) {
 		*via = append(*via, dev)
@@ -272,7 +293,7 @@ func (x *session) arm(m wire.SessionMsg, fds []int) error {
 		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", m.ID))
 	}
 	mp := &mapping{sess: x, id: m.ID, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(m.Armed.Addr),
-		write: g.req.Write, page: g.page, done: make(chan struct{})}
+		write: g.req.Write, page: g.page, files: g.files, done: make(chan struct{}), gone: make(chan struct{})}
 	if g.wp {
 		u, err := uffd.FromFD(fds[0])
 		if err != nil {
@@ -340,6 +361,8 @@ func (x *session) info() Info {
 // codeOf maps dm's sentinel errors to wire codes.
 func codeOf(err error) string {
 	switch {
+	case errors.Is(err, errFenced):
+		return wire.CodeRetry
 	case errors.Is(err, dm.ErrNotFound):
 		return wire.CodeNotFound
 	case errors.Is(err, dm.ErrOutOfRange):

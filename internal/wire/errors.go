@@ -9,6 +9,7 @@ type ErrorBody struct {
 // Error codes, each with the HTTP status the API answers with.
 const (
 	CodeBusy            = "busy"               // 409: device open or in use
+	CodeRetry           = "retry"              // 503: the device is being changed (mappings recalled): ask again shortly
 	CodeDAXChange       = "dax_change"         // 409: load would take dax or sync away
 	CodeExists          = "exists"             // 409: name or uuid taken
 	CodeNoTable         = "no_table"           // 409: the needed table slot is empty

@@ -24,6 +24,15 @@ package wire
 // Unmapping: the client unmaps the range, then sends OpUnmap with the
 // mapping's ID; the daemon answers OpUnmapped. Closing the connection
 // releases every mapping of the session.
+//
+// Recall (the daemon's stop-the-world, before a change that moves or
+// removes mapped memory): the daemon sends OpRecall with the mapping's ID
+// and a deadline, unasked; the client library pauses the mapping's
+// accessors, unmaps the range and sends OpRecalled (no answer), or sends
+// OpRecallRefused when the program holds the memory in a way the library
+// cannot pause. The daemon then checks /proc/PID/maps. A recalled mapping
+// is mapped again, lazily, by the library. While a device's mappings are
+// recalled, map requests for it are refused with CodeRetry.
 
 // Session message operations (SessionMsg.Op).
 const (
@@ -34,18 +43,30 @@ const (
 	OpUnmap    = "unmap"
 	OpUnmapped = "unmapped"
 	OpError    = "error"
+
+	OpRecall        = "recall"         // daemon → client, Recall set
+	OpRecalled      = "recalled"       // client → daemon, after munmap
+	OpRecallRefused = "recall_refused" // client → daemon, Error says why
 )
 
 // SessionMsg is one packet of the session protocol. ID names the mapping
 // the message is about: the client picks it in OpMap, every later message
 // about that mapping carries it.
 type SessionMsg struct {
-	Op    string     `json:"op"`
-	ID    uint64     `json:"id"`
-	Map   *MapReq    `json:"map,omitempty"`
-	Grant *MapGrant  `json:"grant,omitempty"`
-	Armed *MapArmed  `json:"armed,omitempty"`
-	Error *ErrorBody `json:"error,omitempty"` // with OpError
+	Op     string     `json:"op"`
+	ID     uint64     `json:"id"`
+	Map    *MapReq    `json:"map,omitempty"`
+	Grant  *MapGrant  `json:"grant,omitempty"`
+	Armed  *MapArmed  `json:"armed,omitempty"`
+	Recall *Recall    `json:"recall,omitempty"`
+	Error  *ErrorBody `json:"error,omitempty"` // with OpError and OpRecallRefused
+}
+
+// Recall asks the client to give a mapping back within DeadlineMS
+// milliseconds, because Reason.
+type Recall struct {
+	DeadlineMS int64  `json:"deadline_ms"`
+	Reason     string `json:"reason"`
 }
 
 // MapReq asks for a mapping of [Offset, Offset+Length) of a device.
