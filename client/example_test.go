@@ -31,3 +31,29 @@ func Example() {
 	}
 	fmt.Println(m.Durability())
 }
+
+// Use a mapping through Access when the volume's table may change while
+// the program runs (a table reload, a removal, an offline merge): the
+// daemon can then recall the mapping, and Access maps it again.
+func ExampleMapping_Access() {
+	ctx := context.Background()
+	c, err := client.Dial(ctx, "/var/lib/daxsnap/dax.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	m, err := c.Map(ctx, "vol", client.MapOptions{Length: 1 << 20, Write: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	for i := 0; i < 3; i++ {
+		err := m.Access(ctx, func(mem []byte) error {
+			mem[i] = byte(i) // a recall waits until this function returns
+			return nil
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+}
