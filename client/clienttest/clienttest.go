@@ -168,6 +168,27 @@ func Main() int {
 			go m.Access(ctx, func([]byte) error { close(held); time.Sleep(d); return nil })
 			<-held
 			fmt.Println("ok")
+		case "access-stream": // access-stream: stream's stores, 64 per Access, until "stop"
+			go func() {
+				defer close(done)
+				var seq uint64
+				for !stop.Load() {
+					err := m.Access(ctx, func(mem []byte) error {
+						pages := uint64(len(mem) / pageSize)
+						for range 64 {
+							atomic.StoreUint64((*uint64)(unsafe.Pointer(&mem[(seq%pages)*pageSize])), seq+1)
+							seq++
+						}
+						return nil
+					})
+					if err != nil {
+						fmt.Fprintln(os.Stderr, "access-stream:", err)
+						break
+					}
+				}
+				last.Store(seq)
+			}()
+			fmt.Println("ok")
 		case "recalled": // recalled: whether the daemon took the mapping back
 			fmt.Println("ok", m.Recalled())
 		case "poke": // poke OFF: one store; the answer comes when it completed

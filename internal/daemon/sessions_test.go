@@ -486,3 +486,74 @@ func TestDAXSession_Recall(t *testing.T) {
 	}
 	c.Do("quit")
 }
+
+// TestDAXSession_RecallStress: four client processes stream stores through
+// Access into their quarter of vol while vol's table moves between two
+// memory regions again and again (each move recalls every mapping) and an
+// NBD client reads throughout. Every move succeeds, and each writer's last
+// store lands in the memory vol has at the end: no store went to memory
+// the device had left.
+func TestDAXSession_RecallStress(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: userfaultfd on another process's memory")
+	}
+	const size, quarter = 1 << 20, 1 << 18
+	e := newEnv(t)
+	regions := [2]string{e.region("a", size), e.region("b", size)}
+	e.create("vol", linear(regions[0], size/512))
+	var c [4]*clienttest.Child
+	for i := range c {
+		c[i] = clienttest.Start(t, e.d.SessionSocketPath())
+		c[i].Do("map vol %d %d rw", i*quarter, quarter)
+		c[i].Do("access-stream")
+	}
+	stop := make(chan struct{})
+	nbdErr := make(chan error, 1)
+	go func() {
+		nbdErr <- func() error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				if _, err := e.c.ReadData("vol", 0, 65536); err != nil {
+					return err
+				}
+			}
+		}()
+	}()
+	moves := 21 // odd: vol ends on the other region than the one it started on
+	if testing.Short() {
+		moves = 5
+	}
+	for i := 1; i <= moves; i++ {
+		e.must("load", e.c.Load("vol", wire.Load{Table: linear(regions[i%2], size/512)}))
+		if err := e.c.Resume("vol"); err != nil {
+			t.Fatalf("move %d of vol to %s: %v", i, regions[i%2], err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-nbdErr; err != nil {
+		t.Fatalf("block reads during the moves: %v", err)
+	}
+	var lasts [len(c)]uint64
+	for i := range c {
+		fmt.Sscan(c[i].Do("stop"), &lasts[i])
+	}
+	img := e.read("vol", 0, size)
+	for i := range c {
+		last := lasts[i]
+		if last == 0 {
+			t.Fatalf("writer %d stored nothing", i)
+		}
+		pages := uint64(quarter / 4096)
+		p := (last - 1) % pages
+		if w := binary.LittleEndian.Uint64(img[i*quarter+int(p)*4096:]); w != last {
+			t.Errorf("writer %d's last store (%d, page %d) reads %d from vol's final memory", i, last, p, w)
+		}
+		c[i].Do("quit")
+	}
+	t.Logf("%d moves", moves)
+}
