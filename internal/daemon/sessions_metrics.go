@@ -22,12 +22,16 @@ var (
 	descDAXSweepSec = prometheus.NewDesc("daxsnap_dax_sweep_seconds_total", "Total duration of protection sweeps.", nil, nil)
 	descDAXErrors   = prometheus.NewDesc("daxsnap_dax_handler_errors_total", "Fault handler failures (un-protect or read errors).", nil, nil)
 	descDAXRefused  = prometheus.NewDesc("daxsnap_dax_refusals_total", "Map requests and sessions refused.", nil, nil)
+	descDAXRecalls  = prometheus.NewDesc("daxsnap_dax_recalls_total", "Mappings recalled before a table change moved their memory (stop the world).", nil, nil)
+	descDAXRecallNo = prometheus.NewDesc("daxsnap_dax_recall_failures_total", "Recalled mappings not given back (the change was refused as busy).", nil, nil)
+	descDAXRecallS  = prometheus.NewDesc("daxsnap_dax_recall_seconds_total", "Time recalls took.", nil, nil)
 	descDAXLatency  = prometheus.NewDesc("daxsnap_dax_fault_seconds", "Handler time per resolved fault, from reading it to waking the writer.", nil, nil)
 )
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXRepeats, descDAXHeldSecs,
-		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency} {
+		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency,
+		descDAXRecalls, descDAXRecallNo, descDAXRecallS} {
 		ch <- d
 	}
 }
@@ -44,6 +48,9 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDAXFaults, float64(st.Faults.Load()))
 	counter(descDAXHeld, float64(st.Held.Load()))
 	counter(descDAXRepeats, float64(st.Repeats.Load()))
+	counter(descDAXRecalls, float64(st.Recalls.Load()))
+	counter(descDAXRecallNo, float64(st.RecallFailures.Load()))
+	counter(descDAXRecallS, float64(st.RecallNanos.Load())/1e9)
 	counter(descDAXHeldSecs, float64(st.HeldNanos.Load())/1e9)
 	counter(descDAXCOW, float64(st.Prepared.Load()))
 	counter(descDAXCOWBytes, float64(st.PreparedBytes.Load()))

@@ -441,6 +441,9 @@ func TestDAXSession_Recall(t *testing.T) {
 	if len(e.d.DAXSessions()[0].Mappings) != 0 {
 		t.Fatalf("the daemon still lists the recalled mapping: %+v", e.d.DAXSessions())
 	}
+	if m := regexp.MustCompile(`(?m)^daxsnap_dax_recalls_total ([0-9]+)`).FindStringSubmatch(e.metrics()); m == nil || m[1] != "1" {
+		t.Errorf("daxsnap_dax_recalls_total = %v after one recalled mapping, want 1", m)
+	}
 	c.Do("access-fill 3") // maps again: the new memory
 	got := e.read("vol", 0, size)
 	for p := 0; p < size/4096; p++ {
@@ -556,4 +559,22 @@ func TestDAXSession_RecallStress(t *testing.T) {
 		c[i].Do("quit")
 	}
 	t.Logf("%d moves", moves)
+}
+
+// metrics returns the daemon's /metrics text.
+func (e *env) metrics() string {
+	e.t.Helper()
+	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", e.d.SocketPath())
+	}}}
+	resp, err := hc.Get("http://daxsnap/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(body)
 }
