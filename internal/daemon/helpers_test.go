@@ -38,7 +38,7 @@ func (b *logBuffer) String() string {
 // env is a daemon on a temporary state directory with its memory
 // regions in a per-test directory under /dev/shm.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	cfg  daemon.Config
 	d    *daemon.Daemon
 	c    *api.Client
@@ -46,7 +46,7 @@ type env struct {
 }
 
 // pmemDir makes a per-test directory on /dev/shm, removed afterwards.
-func pmemDir(t *testing.T) string {
+func pmemDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/dev/shm", "daxsnap-test-")
 	if err != nil {
@@ -56,7 +56,7 @@ func pmemDir(t *testing.T) string {
 	return dir
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	logs := &logBuffer{}
 	e := &env{t: t, logs: logs, cfg: daemon.Config{
