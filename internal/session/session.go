@@ -97,7 +97,9 @@ func (x *session) handle(m wire.SessionMsg, fds []int) error {
 		mp := x.maps[m.ID]
 		x.mu.Unlock()
 		if mp == nil || !mp.answerRecall(m) {
-			x.srv.log.Warn("recall answer for no recall under way", append(x.log(), "op", m.Op, "id", m.ID)...)
+			// Usual: the unmap event that the client's munmap raised has
+			// already dropped the mapping, which ended its recall.
+			x.srv.log.Debug("recall answer for no recall under way", append(x.log(), "op", m.Op, "id", m.ID)...)
 		}
 		return nil
 	case wire.OpUnmap:
