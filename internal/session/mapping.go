@@ -185,7 +185,10 @@ func (m *mapping) detach() {
 		}
 		// Not waited for: a recall runs while the device's control lock
 		// is held (for the resume it serves), which Close needs.
+		srv := m.sess.srv
+		srv.closing.Add(1)
 		go func() {
+			defer srv.closing.Done()
 			if err := m.dev.Close(); err != nil {
 				m.sess.srv.log.Warn("closing a mapped device failed", append(m.sess.log(), "device", m.dev.Name(), "err", err)...)
 			}

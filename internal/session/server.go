@@ -55,7 +55,8 @@ type Server struct {
 	devs     map[*dm.Device]*devState
 	devSeq   uint64
 
-	wg sync.WaitGroup // accept loop and sessions
+	wg      sync.WaitGroup // accept loop and sessions
+	closing sync.WaitGroup // device closes of dropped mappings
 
 	// sweepHook, set by tests, runs in a sweep after each mapping it
 	// protected; brokenCut, set by tests only, resolves faults during a
@@ -195,6 +196,7 @@ func (s *Server) Close() error {
 		x.conn.Close()
 	}
 	s.wg.Wait()
+	s.closing.Wait() // the devices are free for the caller's shutdown
 	return err
 }
 
