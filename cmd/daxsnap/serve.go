@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
@@ -10,26 +11,32 @@ import (
 )
 
 func (a *app) serveCmd() *cobra.Command {
-	var nbdAddr, logFormat, logLevel string
+	var nbdAddr, fuseDir, logFormat, logLevel string
 	var noNBDUnix bool
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD exports, persistent devices",
+		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD and FUSE exports, persistent devices",
 		Long: "Run the daemon until SIGINT or SIGTERM (a second signal exits at once).\n" +
-			"Devices and memory regions persist in the state directory and come back on the next start.",
+			"Devices and memory regions persist in the state directory and come back on the next start.\n" +
+			"Every device is a file in the FUSE mount (STATE/fuse unless --fuse says otherwise):\n" +
+			"`losetup -f --show STATE/fuse/NAME` makes it a block device for mkfs, mount and fsck.",
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(a, logFormat, logLevel)
 			if err != nil {
 				return err
 			}
+			if !cmd.Flags().Changed("fuse") {
+				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
+			}
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
-				NoNBDUnix: noNBDUnix, Version: version, Logger: log})
+				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&nbdAddr, "nbd-addr", daemon.DefaultNBDAddr, `TCP address to export devices on over NBD ("" for none)`)
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on STATE/"+daemon.NBDSocketName)
+	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

@@ -58,6 +58,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // keeps devices across a SIGTERM-clean restart, and removes its socket.
 func TestCLI_serve(t *testing.T) {
 	state := t.TempDir()
+	t.Cleanup(func() { syscall.Unmount(filepath.Join(state, "fuse"), syscall.MNT_DETACH) })
 	sock := filepath.Join(state, "daxsnap.sock")
 	serve, stderr := daxsnapProcess(t, "serve", "--state", state, "--nbd-addr", "")
 	defer serve.Process.Kill()

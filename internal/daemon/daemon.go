@@ -14,6 +14,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/session"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/target/all"
@@ -39,6 +40,7 @@ type Daemon struct {
 
 	api      *api.Server
 	exports  *exportServer
+	fuse     *fusefs.Server  // devices as files (fuse.go); nil when off
 	sessions *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
 	bg       sync.WaitGroup  // serving goroutines and state reconciliations
 	errs     chan error      // a listener that stopped on its own
@@ -75,7 +77,7 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
-		"devices", len(d.mgr.List()), "nbd", d.exports.addrs())
+		"devices", len(d.mgr.List()), "nbd", d.exports.addrs(), "fuse", d.FUSEDir())
 	return d, nil
 }
 
@@ -126,6 +128,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	if err := d.exports.shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop NBD exports: %w", err))
 	}
+	errs = append(errs, d.stopFUSE())
 	errs = append(errs, d.stopSessions())
 	errs = append(errs, d.quiesce())
 	d.bg.Wait()

@@ -13,23 +13,28 @@ import (
 // maxSocketPath is sun_path's size less the terminating NUL.
 const maxSocketPath = 107
 
-// listen opens the control socket and the NBD listeners and starts
-// serving them.
+// listen mounts the FUSE export, then opens the control socket and the
+// NBD listeners and starts serving them: a client that reaches the
+// socket finds the mount in place.
 func (d *Daemon) listen() error {
+	d.startFUSE()
 	ctl, err := listenUnix(d.SocketPath())
 	if err != nil {
+		d.stopFUSE()
 		return err
 	}
 	d.api = api.NewServer(d, api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api")})
 	d.serve("control API", func() error { return d.api.Serve(ctl) }, http.ErrServerClosed)
 	exp, err := d.startExports()
 	if err != nil {
+		d.stopFUSE()
 		d.api.Shutdown(contextNow())
 		os.Remove(d.SocketPath())
 		return err
 	}
 	d.exports = exp
 	if err := d.startSessions(); err != nil {
+		d.stopFUSE()
 		d.exports.shutdown(contextNow())
 		d.api.Shutdown(contextNow())
 		os.Remove(d.SocketPath())
