@@ -578,3 +578,36 @@ func (e *env) metrics() string {
 	}
 	return string(body)
 }
+
+// TestDAXSession_RecallAtSuspend: in LVM's order (load the new table,
+// suspend, resume) the recall happens at suspend, while vol still serves
+// I/O, so a writer streaming through Access into a snapshotted vol (its
+// stores fault and copy out) is not stuck in a fault the suspension would
+// hold. Its last store lands in the memory vol ends on.
+func TestDAXSession_RecallAtSuspend(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: userfaultfd on another process's memory")
+	}
+	const size = 1 << 20
+	e := newEnv(t)
+	e.pmemVol("vol", size)
+	other := e.region("other", size)
+	c := clienttest.Start(t, e.d.SessionSocketPath())
+	c.Do("map vol 0 %d rw", size)
+	c.Do("access-stream")
+	e.snap("vol", "s1") // protects every page: the writer faults its way round
+	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
+	e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
+	if ans := c.Do("recalled"); ans != "true" {
+		t.Errorf("client after the suspend: recalled = %q, want true", ans)
+	}
+	e.must("resume", e.c.Resume("vol"))
+	time.Sleep(20 * time.Millisecond)
+	var last uint64
+	fmt.Sscan(c.Do("stop"), &last)
+	img := e.read("vol", 0, size)
+	if p := (last - 1) % (size / 4096); binary.LittleEndian.Uint64(img[p*4096:]) != last {
+		t.Errorf("the writer's last store %d is not on page %d of vol's new memory", last, p)
+	}
+	c.Do("quit")
+}

@@ -34,6 +34,10 @@ type Device struct {
 	deferred  bool // remove on last close
 	removed   bool
 
+	// guardRelease is the SwapGuard's release when it was asked at
+	// suspend, for the resume to call.
+	guardRelease func()
+
 	io   sync.RWMutex
 	live *Table       // written only with io write-held
 	size atomic.Int64 // live table size in bytes, readable without waiting
@@ -100,6 +104,16 @@ func (d *Device) Suspend(opts SuspendOptions) error {
 	if d.removed {
 		return fmt.Errorf("suspend %s: %w", d.name, ErrNotFound)
 	}
+	// With a new table already loaded (dmsetup load, then suspend, then
+	// resume, as LVM does), the guard runs now, while d still serves I/O,
+	// and holds until the resume; a refusal leaves d running.
+	if g := d.m.swapGuard(); g != nil && !d.suspended && d.inactive != nil && d.live != nil && d.guardRelease == nil {
+		release, err := g(d, d.live, d.inactive)
+		if err != nil {
+			return fmt.Errorf("suspend %s: %w", d.name, err)
+		}
+		d.guardRelease = release
+	}
 	d.suspendLocked()
 	return nil
 }
@@ -146,7 +160,12 @@ func (d *Device) resumeLocked() error {
 	if d.inactive == nil && d.live == nil {
 		return fmt.Errorf("resume %s: %w: load a table first", d.name, ErrNoTable)
 	}
-	if g := d.m.swapGuard(); g != nil && d.inactive != nil && d.live != nil {
+	if release := d.guardRelease; release != nil {
+		// Asked at suspend: whatever table was loaded since, nothing could
+		// map d meanwhile.
+		d.guardRelease = nil
+		defer release()
+	} else if g := d.m.swapGuard(); g != nil && d.inactive != nil && d.live != nil {
 		release, err := g(d, d.live, d.inactive)
 		if err != nil {
 			return fmt.Errorf("resume %s: %w", d.name, err)
@@ -331,6 +350,10 @@ func (d *Device) destroy() error {
 		d.suspended = true
 	}
 	d.removed = true
+	if d.guardRelease != nil {
+		d.guardRelease()
+		d.guardRelease = nil
+	}
 	var errs []error
 	for _, t := range []*Table{d.live, d.inactive} {
 		if t != nil {

@@ -397,7 +397,9 @@ func TestSwapGuard_Refused(t *testing.T) {
 	if _, err := d.ReadAt(p, 0); err != nil || string(p) != "live" {
 		t.Fatalf("read after the refused resume = %q, %v", p, err)
 	}
+	must(d.Clear()) // suspend, then load: the guard is asked at resume
 	must(d.Suspend(dm.SuspendOptions{}))
+	must(d.Load("0 16 linear b 0\n"))
 	if err := d.Resume(); !errors.Is(err, no) {
 		t.Fatalf("resume = %v, want the guard's refusal", err)
 	}
@@ -417,6 +419,25 @@ func TestSwapGuard_Refused(t *testing.T) {
 	if released != 1 {
 		t.Errorf("release called %d times after an allowed swap, want 1", released)
 	}
+
+	// load, suspend, resume (LVM's order): asked at suspend, released at
+	// resume, not asked twice; a refusal at suspend leaves d running.
+	refuse = true
+	must(d.Load("0 16 linear a 0\n"))
+	if err := d.Suspend(dm.SuspendOptions{}); !errors.Is(err, no) {
+		t.Fatalf("suspend with a refused table loaded = %v, want the guard's refusal", err)
+	}
+	if d.Info().Suspended {
+		t.Fatal("suspended after the guard refused")
+	}
+	refuse = false
+	must(d.Suspend(dm.SuspendOptions{}))
+	refuse = true // a second ask would fail the resume
+	must(d.Resume())
+	if released != 2 {
+		t.Errorf("release called %d times in all, want 2", released)
+	}
+	refuse = false
 	m.SetSwapGuard(nil)
 	must(m.Remove("g", dm.RemoveOptions{Force: true, Deferred: true}))
 	must(d.Close())

@@ -59,15 +59,10 @@ func (m *mapping) attach() error {
 		ds.sweepMu.Lock()
 		defer ds.sweepMu.Unlock()
 	}
-	for _, ds := range m.dss {
-		if ds.fence.Load() > 0 {
-			return fmt.Errorf("device %s: %w: map again shortly", ds.dev.Name(), errFenced)
-		}
-	}
-	for _, ds := range m.dss {
-		ds.mapsMu.Lock()
-		ds.maps[m] = struct{}{}
-		ds.mapsMu.Unlock()
+	// A recall fences and lists a device's mappings under its mapsMu: m
+	// is either in that list or sees the fence.
+	if err := m.index(); err != nil {
+		return err
 	}
 	if m.uffd == nil {
 		return nil
@@ -84,6 +79,23 @@ func (m *mapping) attach() error {
 	}
 	m.handling = true
 	go m.handle()
+	return nil
+}
+
+// index adds m to its devices' indexes unless a recall fences one of them.
+func (m *mapping) index() error {
+	for _, ds := range m.dss {
+		ds.mapsMu.Lock()
+		defer ds.mapsMu.Unlock()
+	}
+	for _, ds := range m.dss {
+		if ds.fence.Load() > 0 {
+			return fmt.Errorf("device %s: %w: map again shortly", ds.dev.Name(), errFenced)
+		}
+	}
+	for _, ds := range m.dss {
+		ds.maps[m] = struct{}{}
+	}
 	return nil
 }
 

@@ -69,10 +69,15 @@ func (e *RecallError) Error() string {
 // (a *RecallError) nothing stays fenced.
 func (s *Server) Recall(dev *dm.Device, timeout time.Duration, reason string) (release func(), err error) {
 	ds := s.devState(dev, true)
-	ds.sweepMu.Lock()
+	// Not sweepMu: a snapshot's cut holds it from before the origin's
+	// suspend (where a recall may run) to after.
+	ds.mapsMu.Lock()
 	ds.fence.Add(1)
-	maps := ds.list()
-	ds.sweepMu.Unlock()
+	maps := make([]*mapping, 0, len(ds.maps))
+	for m := range ds.maps {
+		maps = append(maps, m)
+	}
+	ds.mapsMu.Unlock()
 	var once sync.Once
 	release = func() { once.Do(func() { ds.fence.Add(-1) }) }
 	if len(maps) == 0 {

@@ -261,7 +261,7 @@ type devState struct {
 	maps   map[*mapping]struct{}
 
 	// fence counts recalls under way: new mappings of the device are
-	// refused (CodeRetry) while it is not 0. Changed with sweepMu held.
+	// refused (CodeRetry) while it is not 0. Raised with mapsMu held.
 	fence atomic.Int32
 }
 
