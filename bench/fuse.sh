@@ -90,23 +90,4 @@ for wl in $WORKLOADS; do
 	done
 done
 
-median() { # file column
-	sort -n -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
-}
-{
-	printf "%-14s" workload
-	for t in "${targets[@]}"; do printf " %14s %9s" "$t IOPS" "MiB/s"; done
-	for t in "${targets[@]:1}"; do printf " %20s" "${targets[0]}/$t"; done
-	echo
-	for wl in $WORKLOADS; do
-		printf "%-14s" "$wl"
-		for t in "${targets[@]}"; do
-			printf " %14s %9s" "$(median "$tmp/$wl.$t" 2)" "$(median "$tmp/$wl.$t" 3)"
-		done
-		base=$(median "$tmp/$wl.${targets[0]}" 2)
-		for t in "${targets[@]:1}"; do
-			awk -v a="$base" -v b="$(median "$tmp/$wl.$t" 2)" 'BEGIN { if (b > 0) printf " %20.2f", a / b; else printf " %20s", "n/a" }'
-		done
-		echo
-	done
-}
+bench_table 20 "${targets[@]}"

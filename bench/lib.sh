@@ -17,3 +17,31 @@ bench_cleanup() {
 	wait 2>/dev/null || true
 	rm -rf "$tmp" "$shm"
 }
+
+# median FILE COLUMN: the median of a column of numbers.
+median() {
+	sort -n -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
+
+# bench_table WIDTH NAME...: for each of $WORKLOADS, the median IOPS and
+# MiB/s of every NAME (files $tmp/WORKLOAD.NAME, lines "round iops mibs"),
+# then the first NAME's IOPS over each other's.
+bench_table() {
+	local w=$1 wl n base
+	shift
+	printf "%-14s" workload
+	for n in "$@"; do printf " %${w}s %9s" "$n IOPS" "MiB/s"; done
+	for n in "${@:2}"; do printf " %${w}s" "$1/$n"; done
+	echo
+	for wl in $WORKLOADS; do
+		printf "%-14s" "$wl"
+		for n in "$@"; do
+			printf " %${w}s %9s" "$(median "$tmp/$wl.$n" 2)" "$(median "$tmp/$wl.$n" 3)"
+		done
+		base=$(median "$tmp/$wl.$1" 2)
+		for n in "${@:2}"; do
+			awk -v a="$base" -v b="$(median "$tmp/$wl.$n" 2)" -v w="$w" 'BEGIN { if (b > 0) printf " %*.2f", w, a / b; else printf " %*s", w, "n/a" }'
+		done
+		echo
+	done
+}

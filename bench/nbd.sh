@@ -141,23 +141,4 @@ for wl in $WORKLOADS; do
 	done
 done
 
-median() { # file column
-	sort -n -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
-}
-{
-	printf "%-14s" workload
-	for s in "${servers[@]}"; do printf " %12s %9s" "$s IOPS" "MiB/s"; done
-	for s in "${servers[@]:1}"; do printf " %12s" "${servers[0]}/$s"; done
-	echo
-	for wl in $WORKLOADS; do
-		printf "%-14s" "$wl"
-		for s in "${servers[@]}"; do
-			printf " %12s %9s" "$(median "$tmp/$wl.$s" 2)" "$(median "$tmp/$wl.$s" 3)"
-		done
-		base=$(median "$tmp/$wl.${servers[0]}" 2)
-		for s in "${servers[@]:1}"; do
-			awk -v a="$base" -v b="$(median "$tmp/$wl.$s" 2)" 'BEGIN { if (b > 0) printf " %12.2f", a / b; else printf " %12s", "n/a" }'
-		done
-		echo
-	done
-}
+bench_table 12 "${servers[@]}"
