@@ -157,7 +157,15 @@ func (s *Server) Stats() *Stats { return &s.stats }
 
 // Serve accepts sessions until Close; it returns nil after Close.
 func (s *Server) Serve() error {
+	// Added under mu, as start does for sessions: Close's Wait must not
+	// race an Add (a daemon stopped right after it started).
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	defer s.wg.Done()
 	for {
 		c, err := s.ln.AcceptUnix()
