@@ -14,13 +14,16 @@ var exit = os.Exit
 // ServeUntilSignal starts a daemon and serves until SIGINT or SIGTERM,
 // then shuts down cleanly; a second signal exits at once.
 func ServeUntilSignal(cfg Config) error {
+	// Caught from before Start: once the sockets accept, a client (or a
+	// test) may signal at once, and the default action would kill the
+	// daemon without its shutdown.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	d, err := Start(cfg)
 	if err != nil {
 		return err
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go handleSignals(sigs, cancel, d.log)
