@@ -1,7 +1,6 @@
 package backing_test
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -105,12 +104,12 @@ func hugetlbfsMount(t *testing.T, pages int) (string, int64) {
 	if !kernelHas(t, "hugetlbfs") {
 		testutil.Skip(t, "the kernel has no hugetlbfs (CONFIG_HUGETLBFS is off)")
 	}
-	pageSize := meminfo(t, "Hugepagesize") << 10
+	pageSize := testutil.Meminfo(t, "Hugepagesize") << 10
 	const knob = "/proc/sys/vm/nr_hugepages"
 	before := readInt(t, knob)
 	writeInt(t, knob, before+int64(pages))
 	t.Cleanup(func() { writeInt(t, knob, readInt(t, knob)-int64(pages)) })
-	if free := meminfo(t, "HugePages_Free"); free < int64(pages) {
+	if free := testutil.Meminfo(t, "HugePages_Free"); free < int64(pages) {
 		testutil.Skip(t, fmt.Sprintf("the kernel found only %d free huge pages of %d bytes after raising %s by %d (memory too fragmented)",
 			free, pageSize, knob, pages))
 	}
@@ -156,28 +155,6 @@ func kernelHas(t *testing.T, fs string) bool {
 		t.Fatal(err)
 	}
 	return strings.Contains(string(data), "\t"+fs+"\n")
-}
-
-// meminfo returns a /proc/meminfo value (kB for sizes, a count for pages).
-func meminfo(t *testing.T, key string) int64 {
-	t.Helper()
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == key {
-			n, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("/proc/meminfo has no %s", key)
-	return 0
 }
 
 func readInt(t *testing.T, path string) int64 {

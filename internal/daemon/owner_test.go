@@ -15,6 +15,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -123,9 +124,7 @@ func rewriteRecord(t *testing.T, dir, name string, fn func(map[string]any)) {
 // read-write, and a 0660 device of a group it has only as a
 // supplementary group read-write.
 func TestDAXSession_perDeviceAuthorization(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs a client as uid 65534")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size = 1 << 20
 	const nobody, group = 65534, 4242
 	e := newEnv(t)

@@ -77,27 +77,6 @@ func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
 	return release, nil
 }
 
-// mappedBusy refuses op on dev while client processes map it.
-func (d *Daemon) mappedBusy(op string, dev *dm.Device, why string) error {
-	if d.sessions == nil {
-		return nil
-	}
-	if holders := d.sessions.Holders(dev); len(holders) > 0 {
-		return errorf(dm.ErrBusy, "%s: %s is mapped by %s, and %s: have those processes unmap it (or stop them) and retry",
-			op, dev.Name(), describeHolders(holders), why)
-	}
-	return nil
-}
-
-// describeHolders is "pid 12 (vol bytes 0+1048576), pid 13 (top ...)".
-func describeHolders(hs []session.Holder) string {
-	parts := make([]string, len(hs))
-	for i, h := range hs {
-		parts[i] = fmt.Sprintf("pid %d (%s bytes %d+%d)", h.PID, h.Device, h.Offset, h.Length)
-	}
-	return strings.Join(parts, ", ")
-}
-
 // beginSnapshotCut starts the consistent cut of dev's mappings for a new
 // snapshot (see session.Server.BeginCut): snapshot creation calls it
 // before it suspends dev and activates the snapshot, and calls the

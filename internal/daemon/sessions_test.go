@@ -21,6 +21,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -38,9 +39,7 @@ func init() {
 // snapshot holds the memory at snapshot time while the origin gets the
 // stores made after it.
 func TestDAXSession_Snapshot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size = 1 << 20
 	e := newEnv(t)
 	e.pmemVol("vol", size)
@@ -148,9 +147,7 @@ func grepLines(s, sub string) string {
 // made before the snapshot (swept by its cut) and one made after it
 // (protected when it is armed).
 func TestDAXSession_StackedOverOrigin(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size, skip = 1 << 20, 8192
 	e := newEnv(t)
 	e.pmemVol("vol", size)
@@ -192,9 +189,7 @@ func TestDAXSession_StackedOverOrigin(t *testing.T) {
 // succeeds, every snapshot read over NBD is a prefix of each writer's
 // stores, and at the end the mapping and block reads agree page by page.
 func TestDAXSession_NBDThroughout(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size, half, pages = 2 << 20, 1 << 20, (1 << 20) / 4096
 	e := newEnv(t)
 	a, b := e.region("a", 1<<20), e.region("b", 1<<20)
@@ -359,9 +354,7 @@ func TestStreamPrefix(t *testing.T) {
 // table; a snapshot (same memory, through vol-real) is allowed. Once the
 // client unmaps, all of it works.
 func TestDAXSession_MappedMemoryStays(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size = 1 << 20
 	e := newEnv(t)
 	e.pmemVol("vol", size)
@@ -415,9 +408,7 @@ func TestDAXSession_MappedMemoryStays(t *testing.T) {
 // A client that does not give its mapping back in time makes the change
 // fail as busy with nothing changed; a forced removal recalls too.
 func TestDAXSession_Recall(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size = 1 << 20
 	e := newEnv(t)
 	e.stop()
@@ -497,9 +488,7 @@ func TestDAXSession_Recall(t *testing.T) {
 // store lands in the memory vol has at the end: no store went to memory
 // the device had left.
 func TestDAXSession_RecallStress(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size, quarter = 1 << 20, 1 << 18
 	e := newEnv(t)
 	regions := [2]string{e.region("a", size), e.region("b", size)}
@@ -585,9 +574,7 @@ func (e *env) metrics() string {
 // stores fault and copy out) is not stuck in a fault the suspension would
 // hold. Its last store lands in the memory vol ends on.
 func TestDAXSession_RecallAtSuspend(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: userfaultfd on another process's memory")
-	}
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
 	const size = 1 << 20
 	e := newEnv(t)
 	e.pmemVol("vol", size)

@@ -276,12 +276,6 @@ func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.
 	if _, err := d.mgr.Get(l.merge); err == nil {
 		return nil // created before a restart: it resumed merging
 	}
-	// Checked with the origin suspended: no new mapping completes until
-	// it resumes. Stores through a mapping would race the merge's copies,
-	// and loads would see chunks not merged yet.
-	if err := d.mappedBusy(op, origin, "an offline merge rewrites its memory under the mappings"); err != nil {
-		return errors.Join(err, origin.Resume())
-	}
 	if _, err := d.createDevice(l.merge, table, false); err != nil {
 		return errors.Join(fmt.Errorf("%s: create %s to merge offline: %w", op, l.merge, err), origin.Resume())
 	}

@@ -22,12 +22,7 @@ type Problem struct {
 // write-protect flag ("uw"): a mapping without it would let stores past
 // copy-on-write. Sessions whose process is gone are skipped.
 func (s *Server) Audit() []Problem {
-	s.mu.Lock()
-	sessions := make([]*session, 0, len(s.sessions))
-	for x := range s.sessions {
-		sessions = append(sessions, x)
-	}
-	s.mu.Unlock()
+	sessions := s.liveSessions()
 	var out []Problem
 	for _, x := range sessions {
 		var ranges []auditRange

@@ -43,7 +43,7 @@ func hugetlbfsFile(t *testing.T, pages int64) (string, int64) {
 	}
 	// Free counts pages promised to mappings but not yet faulted in
 	// (Rsvd): those are not available.
-	if avail := meminfo(t, "HugePages_Free") - meminfo(t, "HugePages_Rsvd"); avail < pages {
+	if avail := testutil.Meminfo(t, "HugePages_Free") - testutil.Meminfo(t, "HugePages_Rsvd"); avail < pages {
 		testutil.Skip(t, fmt.Sprintf("%d huge pages are free and unreserved, the test needs %d: reserve some as root "+
 			"(echo 128 > /proc/sys/vm/nr_hugepages; .ci/run does)", avail, pages))
 	}
@@ -71,27 +71,6 @@ func hugetlbfsFile(t *testing.T, pages int64) (string, int64) {
 		t.Fatal(err)
 	}
 	return p, hp
-}
-
-// meminfo is a /proc/meminfo field's number (kB for sizes, a count for
-// HugePages_*).
-func meminfo(t *testing.T, key string) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, key+":"); ok {
-			v, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s in /proc/meminfo", key)
-	return 0
 }
 
 // TestHugetlbfs_Snapshot: a snapshot-origin volume on hugetlbfs memory,

@@ -73,10 +73,7 @@ func (s *Server) Recall(dev *dm.Device, timeout time.Duration, reason string) (r
 	// suspend (where a recall may run) to after.
 	ds.mapsMu.Lock()
 	ds.fence.Add(1)
-	maps := make([]*mapping, 0, len(ds.maps))
-	for m := range ds.maps {
-		maps = append(maps, m)
-	}
+	maps := ds.listLocked()
 	ds.mapsMu.Unlock()
 	var once sync.Once
 	release = func() { once.Do(func() { ds.fence.Add(-1) }) }

@@ -1,14 +1,12 @@
 package session
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -288,9 +286,25 @@ func (s *Server) devState(dev *dm.Device, create bool) *devState {
 func (ds *devState) list() []*mapping {
 	ds.mapsMu.Lock()
 	defer ds.mapsMu.Unlock()
+	return ds.listLocked()
+}
+
+// listLocked is list with mapsMu held.
+func (ds *devState) listLocked() []*mapping {
 	out := make([]*mapping, 0, len(ds.maps))
 	for m := range ds.maps {
 		out = append(out, m)
+	}
+	return out
+}
+
+// liveSessions lists the open sessions.
+func (s *Server) liveSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.sessions))
+	for x := range s.sessions {
+		out = append(out, x)
 	}
 	return out
 }
@@ -373,12 +387,7 @@ type MappingInfo struct {
 
 // Sessions lists the open sessions.
 func (s *Server) Sessions() []Info {
-	s.mu.Lock()
-	sessions := make([]*session, 0, len(s.sessions))
-	for x := range s.sessions {
-		sessions = append(sessions, x)
-	}
-	s.mu.Unlock()
+	sessions := s.liveSessions()
 	out := make([]Info, 0, len(sessions))
 	for _, x := range sessions {
 		out = append(out, x.info())
@@ -391,27 +400,9 @@ func isEOF(err error) bool {
 }
 
 // Holder is a live mapping that reaches a device: of the device itself or
-// of a table stacked on it.
+// of a table stacked on it (a recall names the ones not given back).
 type Holder struct {
 	PID            int
 	Device         string // the device the client mapped
 	Offset, Length int64
-}
-
-// Holders lists the live mappings whose memory dev's table places: a
-// change of where that table puts memory would leave them pointing at the
-// old place.
-func (s *Server) Holders(dev *dm.Device) []Holder {
-	ds := s.devState(dev, false)
-	if ds == nil {
-		return nil
-	}
-	var out []Holder
-	for _, m := range ds.list() {
-		if !m.dropped.Load() {
-			out = append(out, Holder{PID: m.sess.pid, Device: m.dev.Name(), Offset: m.off, Length: m.n})
-		}
-	}
-	slices.SortFunc(out, func(a, b Holder) int { return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.Offset, b.Offset)) })
-	return out
 }

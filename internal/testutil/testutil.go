@@ -6,6 +6,8 @@ package testutil
 import (
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -35,6 +37,27 @@ func RequireTool(t testing.TB, tools ...string) {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		Skip(t, "needs root (losetup, mounts): run the tests as root")
+		Skip(t, "needs root (losetup, mounts, userfaultfd on other processes): run the tests as root")
 	}
+}
+
+// Meminfo returns a /proc/meminfo field's number (kB for sizes, a count
+// for HugePages_*).
+func Meminfo(t testing.TB, key string) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			v, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s in /proc/meminfo", key)
+	return 0
 }

@@ -248,11 +248,11 @@ func hugetlbfsFile(t *testing.T, pages int) (*os.File, int) {
 	if !strings.Contains(string(fss), "\thugetlbfs\n") {
 		testutil.Skip(t, "the kernel has no hugetlbfs (CONFIG_HUGETLBFS is off)")
 	}
-	hp := int(meminfo(t, "Hugepagesize")) << 10
+	hp := int(testutil.Meminfo(t, "Hugepagesize")) << 10
 	const knob = "/proc/sys/vm/nr_hugepages"
 	writeKnob(t, knob, readKnob(t, knob)+int64(pages))
 	t.Cleanup(func() { writeKnob(t, knob, readKnob(t, knob)-int64(pages)) })
-	if free := meminfo(t, "HugePages_Free"); free < int64(pages) {
+	if free := testutil.Meminfo(t, "HugePages_Free"); free < int64(pages) {
 		testutil.Skip(t, fmt.Sprintf("only %d free huge pages of %d bytes after raising %s by %d (memory too fragmented)", free, hp, knob, pages))
 	}
 	dir := t.TempDir()
@@ -273,25 +273,6 @@ func hugetlbfsFile(t *testing.T, pages int) (*os.File, int) {
 		t.Fatal(err)
 	}
 	return f, hp
-}
-
-func meminfo(t *testing.T, key string) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, key+":"); ok {
-			v, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s in /proc/meminfo", key)
-	return 0
 }
 
 func readKnob(t *testing.T, path string) int64 {
