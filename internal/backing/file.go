@@ -27,9 +27,11 @@ func (d *fileDevice) Discard(off, n int64) error {
 }
 
 // WriteZeroes zeroes the range keeping it allocated (ZERO_RANGE), else
-// punches a hole, else writes zeroes.
+// writes zeroes. It never punches a hole: a file whose blocks were
+// reserved up front (a COW file) must not lose them, or a later write
+// could fail on a full file system.
 func (d *fileDevice) WriteZeroes(off, n int64) error {
-	return d.zero("write zeroes", off, n, zeroRange, punchHole)
+	return d.zero("write zeroes", off, n, zeroRange)
 }
 
 // zero tries each fallocate mode in turn and falls back to writing zeroes

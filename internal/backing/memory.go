@@ -23,8 +23,8 @@ type memory struct {
 	// (MAP_SYNC on persistent media). Writes then write their lines back
 	// themselves, and FlushRange needs no system call.
 	sync bool
-	// file: a file, whose holes can be punched and whose mapping msync
-	// writes back. A devdax device has neither fallocate nor fsync.
+	// file: a file, whose pages can be allocated (fallocate) and whose
+	// mapping msync writes back. A devdax device has neither.
 	file bool
 }
 
@@ -134,34 +134,33 @@ func (m *memory) FlushRange(off, n int64) error {
 	return nil
 }
 
-// Discard punches the whole pages of the range out of the file, so they
-// give their memory back, and zeroes partial pages through the mapping.
+// Discard zeroes the range through the mapping. It does not punch holes:
+// a region's memory is reserved when it is made (fallocate), and a page
+// given back to tmpfs or the huge page pool could be taken by someone
+// else, so that a later store to it fails (SIGBUS, an I/O error) on a
+// full file system. A discarded range reads back as zeroes.
 func (m *memory) Discard(off, n int64) error { return m.zero("discard", off, n) }
 
-// WriteZeroes is Discard: a punched page of a memory file reads back as
-// zeroes and is allocated again by the next store.
+// WriteZeroes zeroes the range through the mapping, keeping its memory
+// reserved (see Discard). tmpfs has no FALLOC_FL_ZERO_RANGE, and punching
+// a hole and allocating it again would leave a window in which the pages
+// can be lost.
 func (m *memory) WriteZeroes(off, n int64) error { return m.zero("write zeroes", off, n) }
+
+// zeroStep bounds how much one clear covers, so a store to a hole that
+// fails (SIGBUS) is reported near where it happened.
+const zeroStep = 1 << 20
 
 func (m *memory) zero(op string, off, n int64) error {
 	if err := m.enter(op, off, n, true); err != nil {
 		return err
 	}
 	defer m.mu.RUnlock()
-	head, inner, tail := splitAligned(off, n, m.pageSize)
-	if inner.n > 0 && m.file {
-		err := unix.Fallocate(m.fd, punchHole, inner.off, inner.n)
-		if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
-			return m.ioErr(op, inner.off, inner.n, fmt.Errorf("fallocate(PUNCH_HOLE): %w", err))
-		}
-		if err == nil {
-			inner = span{}
-		}
-	}
-	for _, s := range []span{head, inner, tail} {
-		b := m.mem[s.off : s.off+s.n]
+	for pos := off; pos < off+n; pos += zeroStep {
+		b := m.mem[pos:min(pos+zeroStep, off+n)]
 		var err error
 		if ferr := guarded(func() { clear(b); err = m.writeBack(b) }); ferr != nil || err != nil {
-			return m.ioErr(op, s.off, s.n, errors.Join(ferr, err))
+			return m.ioErr(op, pos, int64(len(b)), errors.Join(ferr, err))
 		}
 	}
 	return nil
