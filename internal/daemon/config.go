@@ -42,6 +42,10 @@ type Config struct {
 	// RecallTimeout is how long client processes get to give back DAX
 	// mappings a table change moves (default 5s).
 	RecallTimeout time.Duration
+	// FailStep, if set (tests), is asked before each step of the snapshot
+	// verbs ("create-real", "load-origin", "start-merge", ...): an error
+	// fails that step, as a crash or an I/O error there would.
+	FailStep func(step string) error
 }
 
 // DefaultStateDir is $DAXSNAP_STATE, or ./daxsnap-state.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +44,8 @@ type env struct {
 	d    *daemon.Daemon
 	c    *api.Client
 	logs *logBuffer
+	// failStep is this env's daemon's FailStep, kept across restarts.
+	failStep atomic.Pointer[func(step string) error]
 }
 
 // pmemDir makes a per-test directory on /dev/shm, removed afterwards.
@@ -65,6 +68,12 @@ func newEnv(t testing.TB) *env {
 		Version:  "test",
 		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}}
+	e.cfg.FailStep = func(step string) error {
+		if fn := e.failStep.Load(); fn != nil {
+			return (*fn)(step)
+		}
+		return nil
+	}
 	e.start()
 	t.Cleanup(func() {
 		e.stop()
@@ -96,6 +105,13 @@ func (e *env) stop() {
 		e.t.Errorf("shutdown: %v", err)
 	}
 	e.d = nil
+}
+
+// setFailStep makes the snapshot verbs of e's daemon (and of the daemons
+// restart starts) fail the step fn fails, until reset is called.
+func (e *env) setFailStep(fn func(step string) error) (reset func()) {
+	e.failStep.Store(&fn)
+	return func() { e.failStep.Store(nil) }
 }
 
 func (e *env) restart() {

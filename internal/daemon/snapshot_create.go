@@ -227,7 +227,7 @@ func (d *Daemon) doCreate(p createPlan) error {
 	fail := func(err error) error { return undo.unwind(p.op, fmt.Errorf("%s: %w", p.op, err)) }
 	origin := p.origin
 	if p.newReal {
-		if err := fault("create-real"); err != nil {
+		if err := d.fault("create-real"); err != nil {
 			return fail(err)
 		}
 		real, err := d.createDevice(p.l.real, p.realTable, origin.Info().ReadOnly)
@@ -250,7 +250,7 @@ func (d *Daemon) doCreate(p createPlan) error {
 		undo.push(func() error { return d.removeOwnedCOW(p.cow) })
 	}
 	if p.newReal {
-		if err := fault("load-origin"); err != nil {
+		if err := d.fault("load-origin"); err != nil {
 			return fail(err)
 		}
 		if err := origin.Load(p.originTable()); err != nil {
@@ -268,7 +268,7 @@ func (d *Daemon) doCreate(p createPlan) error {
 		return failCut(err)
 	}
 	undo.push(func() error { return errors.Join(origin.Clear(), origin.Resume()) })
-	if err := fault("create-snapshot"); err != nil {
+	if err := d.fault("create-snapshot"); err != nil {
 		return failCut(err)
 	}
 	snap, err := d.createDevice(p.name, p.snapshotTable(), false)
@@ -276,7 +276,7 @@ func (d *Daemon) doCreate(p createPlan) error {
 		return failCut(fmt.Errorf("create snapshot device %s: %w", p.name, err))
 	}
 	undo.push(func() error { return d.removeDevice(snap, true) })
-	if err := fault("resume-origin"); err != nil {
+	if err := d.fault("resume-origin"); err != nil {
 		return failCut(err)
 	}
 	// Protect while the origin is still suspended, so block writes too

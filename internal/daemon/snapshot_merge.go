@@ -245,7 +245,7 @@ func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *d
 // ORIGIN-merge with it while the origin stays suspended (offline).
 func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
 	table := s.line.text("snapshot-merge")
-	if err := fault("start-merge"); err != nil {
+	if err := d.fault("start-merge"); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if !offline {
@@ -336,7 +336,7 @@ func (d *Daemon) finishMerge(j *mergeJob) error {
 }
 
 func (d *Daemon) doFinishMerge(op string, l originLayout, name string, origin *dm.Device) error {
-	if err := fault("finish-merge"); err != nil {
+	if err := d.fault("finish-merge"); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := d.quiesceOrigin(op, origin); err != nil {

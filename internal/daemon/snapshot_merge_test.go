@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -237,7 +236,7 @@ func TestSnapshot_daxKeepsDAX(t *testing.T) {
 	}
 	e.write("vol", 0, randBytes(r, volSize))
 
-	reset := daemon.SetFaultHook(func(s string) error {
+	reset := e.setFailStep(func(s string) error {
 		if s == "finish-merge" {
 			return errors.New("injected finish failure")
 		}
@@ -298,7 +297,7 @@ func TestSnapshot_mergeAcrossRestart(t *testing.T) {
 				}
 			}
 			// Hold the finish so the restart always finds the merge in progress.
-			reset := daemon.SetFaultHook(func(s string) error {
+			reset := e.setFailStep(func(s string) error {
 				if s == "finish-merge" {
 					return errors.New("held")
 				}

@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
@@ -175,12 +174,10 @@ func (u undoStack) unwind(op string, err error) error {
 	return err
 }
 
-// faultHook, if set (tests), fails the step it names.
-var faultHook atomic.Pointer[func(step string) error]
-
-func fault(step string) error {
-	if fn := faultHook.Load(); fn != nil {
-		return (*fn)(step)
+// fault fails step if the configured FailStep (tests) says so.
+func (d *Daemon) fault(step string) error {
+	if d.cfg.FailStep != nil {
+		return d.cfg.FailStep(step)
 	}
 	return nil
 }

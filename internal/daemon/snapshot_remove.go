@@ -83,7 +83,7 @@ func (d *Daemon) doRemove(op string, l originLayout, s snapView, origin *dm.Devi
 	if err := d.quiesceOrigin(op, origin); err != nil {
 		return err
 	}
-	if err := fault("remove-snapshot"); err != nil {
+	if err := d.fault("remove-snapshot"); err != nil {
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
 	}
 	if m, ok := d.mergeOf(l); ok && m.offline && sameFile(m.line.cow, s.line.cow) {

@@ -243,7 +243,7 @@ func TestSnapshot_createRollback(t *testing.T) {
 					e.snap("vol", "first")
 				}
 				devs, table, cows := e.devNames(), e.table("vol", false), e.cowFiles()
-				reset := daemon.SetFaultHook(func(s string) error {
+				reset := e.setFailStep(func(s string) error {
 					if s == step {
 						return errors.New("injected failure")
 					}

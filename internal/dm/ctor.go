@@ -30,6 +30,17 @@ func (c *CtorContext) TriggerEvent() {
 	}
 }
 
+// Shared returns the value stored under key for every target built on the
+// same device pool, that is every table of one Manager, creating it with
+// create on first use. It is where a target type keeps what the kernel
+// keeps module-wide (dm-snap.c's origin and exception-store hashes):
+// per Manager here, so two Managers in one process (two daemons) never
+// see each other's targets. key should be a value of an unexported type
+// of the target's package, as with context.WithValue.
+func (c *CtorContext) Shared(key any, create func() any) any {
+	return c.pool.sharedValue(key, create)
+}
+
 // DeviceRef is a backing device as one table line refers to it.
 type DeviceRef struct {
 	Name string // as written in the table, re-printed by Status(StatusTable)

@@ -17,9 +17,10 @@ type DevicePool struct {
 	// sets it to resolve names of its own (pmem regions, mapped devices).
 	Opener func(name string, readOnly bool) (backing.Device, error)
 
-	mu   sync.Mutex
-	open map[poolKey]*pooled
-	byDv map[backing.Device]poolKey
+	mu     sync.Mutex
+	open   map[poolKey]*pooled
+	byDv   map[backing.Device]poolKey
+	shared map[any]any // see CtorContext.Shared
 }
 
 type poolKey struct {
@@ -92,4 +93,19 @@ func (p *DevicePool) Len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.open)
+}
+
+// sharedValue returns the value under key, creating it with create on first use.
+func (p *DevicePool) sharedValue(key any, create func() any) any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v, ok := p.shared[key]; ok {
+		return v
+	}
+	if p.shared == nil {
+		p.shared = make(map[any]any)
+	}
+	v := create()
+	p.shared[key] = v
+	return v
 }

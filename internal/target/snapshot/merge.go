@@ -104,7 +104,7 @@ func (m *merger) step() (int, error) {
 	defer unlock()
 	off, _ := s.originSpan(firstOld)
 	lastOff, lastLen := s.originSpan(last.Old)
-	prepareWrite(s.origin, off, lastOff+lastLen-off, s)
+	prepareWrite(s.reg, s.origin, off, lastOff+lastLen-off, s)
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
 	for i, c := range chunks {
@@ -148,7 +148,7 @@ func (t *snap) mergeWrite(p []byte, off int64) (int, error) {
 		}
 		lk.Unlock()
 		o := int64(c)*s.chunkBytes + coff
-		prepareWrite(s.origin, o, n, s)
+		prepareWrite(s.reg, s.origin, o, n, s)
 		_, err := t.origin.WriteAt(p[pos:pos+n], o)
 		return err
 	})

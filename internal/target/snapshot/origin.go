@@ -14,6 +14,7 @@ var OriginType = &dm.TargetType{Name: "snapshot-origin", Version: [3]int{1, 9, 0
 
 type origin struct {
 	dev *dm.DeviceRef
+	reg *registry
 }
 
 var (
@@ -34,13 +35,13 @@ func newOrigin(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot get origin: %w", err)
 	}
-	return &origin{dev: dev}, nil
+	return &origin{dev: dev, reg: registryOf(ctx)}, nil
 }
 
 // prepareWrite copies [off, off+n) of the origin into every snapshot of it
 // that needs it: the one copy-before-write step of block and fault paths.
-func prepareWrite(dev backing.Device, off, n int64, except *cowState) {
-	for _, s := range states.snapshotsOf(dev.ID()) {
+func prepareWrite(reg *registry, dev backing.Device, off, n int64, except *cowState) {
+	for _, s := range reg.snapshotsOf(dev.ID()) {
 		if s != except {
 			s.copyOut(off, n)
 		}
@@ -48,26 +49,26 @@ func prepareWrite(dev backing.Device, off, n int64, except *cowState) {
 }
 
 func (o *origin) PrepareWrite(off, n int64) error {
-	prepareWrite(o.dev.Device, off, n, nil)
+	prepareWrite(o.reg, o.dev.Device, off, n, nil)
 	return nil
 }
 
 func (o *origin) ReadAt(p []byte, off int64) (int, error) { return o.dev.ReadAt(p, off) }
 
 func (o *origin) WriteAt(p []byte, off int64) (int, error) {
-	prepareWrite(o.dev.Device, off, int64(len(p)), nil)
+	prepareWrite(o.reg, o.dev.Device, off, int64(len(p)), nil)
 	return o.dev.WriteAt(p, off)
 }
 
 func (o *origin) Flush() error { return o.dev.Flush() }
 
 func (o *origin) Discard(off, n int64) error {
-	prepareWrite(o.dev.Device, off, n, nil)
+	prepareWrite(o.reg, o.dev.Device, off, n, nil)
 	return o.dev.Discard(off, n)
 }
 
 func (o *origin) WriteZeroes(off, n int64) error {
-	prepareWrite(o.dev.Device, off, n, nil)
+	prepareWrite(o.reg, o.dev.Device, off, n, nil)
 	return o.dev.WriteZeroes(off, n)
 }
 
@@ -103,7 +104,7 @@ func (o *origin) Remap(off, n int64) (*dm.DeviceRef, int64, int64, error) {
 // and one copy-before-write step then covers a whole chunk.
 func (o *origin) WriteGranularity(off int64) int64 {
 	var g int64
-	for _, s := range states.snapshotsOf(o.dev.ID()) {
+	for _, s := range o.reg.snapshotsOf(o.dev.ID()) {
 		if !s.active.Load() || !s.valid.Load() || s.merging.Load() {
 			continue
 		}

@@ -4,19 +4,30 @@ import (
 	"sync"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
-// registry is the process-wide lookup the kernel keeps in dm-snap.c's
+// registry is the lookup the kernel keeps module-wide in dm-snap.c's
 // origin and exception-store hashes: COW states by COW device identity
 // (so targets naming one COW share it) and by origin identity (so origin
-// writes find every snapshot of their device).
+// writes find every snapshot of their device). There is one per
+// dm.Manager (its device pool), handed to targets through their
+// constructor context: two daemons in one process never share one.
 type registry struct {
 	mu       sync.Mutex
 	byCOW    map[backing.ID]*cowState
 	byOrigin map[backing.ID][]*cowState
 }
 
-var states = &registry{byCOW: map[backing.ID]*cowState{}, byOrigin: map[backing.ID][]*cowState{}}
+// registryKey keys the registry among a Manager's shared values.
+type registryKey struct{}
+
+// registryOf returns the registry of the Manager ctx builds a table for.
+func registryOf(ctx *dm.CtorContext) *registry {
+	return ctx.Shared(registryKey{}, func() any {
+		return &registry{byCOW: map[backing.ID]*cowState{}, byOrigin: map[backing.ID][]*cowState{}}
+	}).(*registry)
+}
 
 // acquire returns the state of the COW device, creating it with create if
 // no target holds it yet; the caller owns one reference.
@@ -32,6 +43,7 @@ func (r *registry) acquire(cow backing.ID, create func() (*cowState, error)) (*c
 		return nil, err
 	}
 	s.refs = 1
+	s.reg = r
 	r.byCOW[cow] = s
 	r.byOrigin[s.originID] = append(r.byOrigin[s.originID], s)
 	return s, nil

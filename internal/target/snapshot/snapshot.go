@@ -70,22 +70,23 @@ func construct(ctx *dm.CtorContext, args []string, merge bool) (*snap, error) {
 	if t.cow.ID() == t.origin.ID() {
 		return nil, fmt.Errorf("COW device cannot be the same as origin device (%s and %s are one device)", args[1], args[0])
 	}
-	t.state, err = states.acquire(t.cow.ID(), func() (*cowState, error) {
+	reg := registryOf(ctx)
+	t.state, err = reg.acquire(t.cow.ID(), func() (*cowState, error) {
 		return openState(t.origin, t.cow, storeType, exstore.Sector(chunk))
 	})
 	if err != nil {
 		return nil, err
 	}
 	if t.state.originID != t.origin.ID() {
-		states.release(t.state)
+		reg.release(t.state)
 		return nil, fmt.Errorf("COW device %s already holds a snapshot of %s, not of %s", args[1], t.state.originName, args[0])
 	}
 	if storeType != t.state.storeType {
-		states.release(t.state)
+		reg.release(t.state)
 		return nil, fmt.Errorf("COW device %s is in use as store type %s, not %s", args[1], t.state.storeType, storeType)
 	}
 	if err := checkPageSize(t.origin, t.state.chunkBytes); err != nil {
-		states.release(t.state)
+		reg.release(t.state)
 		return nil, err
 	}
 	t.state.attach(t, ctx.TriggerEvent)
@@ -311,7 +312,7 @@ func (t *snap) PreResume() error {
 	if t.merger == nil {
 		return nil
 	}
-	for _, s := range states.snapshotsOf(t.origin.ID()) {
+	for _, s := range t.state.reg.snapshotsOf(t.origin.ID()) {
 		if s != t.state && s.merging.Load() {
 			return errors.New("a snapshot of this origin is already merging")
 		}
@@ -347,7 +348,7 @@ func (t *snap) Close() error {
 		t.merger.stop()
 	}
 	t.state.detach(t)
-	return states.release(t.state)
+	return t.state.reg.release(t.state)
 }
 
 // checkPageSize refuses a chunk smaller than the pages of the origin's

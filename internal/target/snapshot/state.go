@@ -20,7 +20,8 @@ const lockStripes = 256
 // cowState is one snapshot's state, shared by every target naming its COW
 // device (see the package documentation).
 type cowState struct {
-	refs int // guarded by registry.mu
+	refs int       // guarded by registry.mu
+	reg  *registry // the registry holding it, set by acquire
 
 	cowID, originID backing.ID
 	origin, cow     backing.Device
