@@ -44,28 +44,3 @@ func (d *Daemon) forget(dev *dm.Device) {
 	d.metrics.forget(dev.Name())
 	d.notes.drop(dev.Name())
 }
-
-// Rename renames a device. A device that another table maps by name is
-// refused: daxsnap records tables as text, so the name is the link.
-func (d *Daemon) Rename(name string, req wire.Rename) (wire.Info, error) {
-	unlock := d.locks.lock(name, req.NewName)
-	defer unlock()
-	dev, err := d.device("rename", name)
-	if err != nil {
-		return wire.Info{}, err
-	}
-	d.graphMu.Lock()
-	defer d.graphMu.Unlock()
-	if users := d.users(name); len(users) > 0 {
-		return wire.Info{}, errorf(dm.ErrBusy, "rename %s: the tables of %s map %s%s by that name: load tables without it first",
-			name, strings.Join(users, ", "), MapperPrefix, name)
-	}
-	rename := func() error { return d.mgr.Rename(name, req.NewName) }
-	if err := d.store.DeviceTransition(name, "rename", rename, func() *state.Device { return d.record(dev) }); err != nil {
-		return wire.Info{}, err
-	}
-	d.notes.rename(name, req.NewName)
-	d.metrics.forget(name)
-	d.log.Info("device renamed", "device", name, "new_name", req.NewName)
-	return d.info(dev), nil
-}

@@ -14,7 +14,6 @@ import (
 // as long as it lives; its capabilities are those of the live table.
 type mappedDevice struct {
 	dev      *dm.Device
-	path     string
 	id       backing.ID
 	readOnly bool
 	release  func(*dm.Device) error
@@ -27,9 +26,13 @@ var (
 	_ dm.ExtentSource        = (*mappedDevice)(nil)
 	_ dm.WritePreparer       = (*mappedDevice)(nil)
 	_ dm.WriteGranularizer   = (*mappedDevice)(nil)
+	_ dm.Renamable           = (*mappedDevice)(nil)
 )
 
-func (m *mappedDevice) Path() string                     { return m.path }
+// Path is /dev/mapper/NAME with the device's name now: tables hold the
+// device, not its name, so a rename carries them along.
+func (m *mappedDevice) Path() string                     { return MapperPrefix + m.dev.Name() }
+func (m *mappedDevice) CurrentName() string              { return m.Path() }
 func (m *mappedDevice) ID() backing.ID                   { return m.id }
 func (m *mappedDevice) Kind() backing.Kind               { return backing.KindMapped }
 func (m *mappedDevice) Size() int64                      { return m.dev.Size() }
@@ -63,7 +66,7 @@ func (m *mappedDevice) WriteZeroes(off, n int64) error {
 
 func (m *mappedDevice) writable(op string, off, n int64) error {
 	if m.readOnly {
-		return fmt.Errorf("%s: %w: %s of %d bytes at offset %d", m.path, dm.ErrReadOnly, op, n, off)
+		return fmt.Errorf("%s: %w: %s of %d bytes at offset %d", m.Path(), dm.ErrReadOnly, op, n, off)
 	}
 	return nil
 }
@@ -93,7 +96,7 @@ func (m *mappedDevice) FlushRange(off, n int64) error { return m.dev.Flush() }
 // Close releases the device; a second Close is an error, never a second release.
 func (m *mappedDevice) Close() error {
 	if m.closed.Swap(true) {
-		return fmt.Errorf("%s: closed twice", m.path)
+		return fmt.Errorf("%s: closed twice", m.Path())
 	}
 	return m.release(m.dev)
 }

@@ -60,3 +60,39 @@ func (n *notes) drop(name string) {
 	defer n.mu.Unlock()
 	delete(n.m, name)
 }
+
+// renameRefs rewrites the kept tables that name a renamed device, as dm's
+// tables, which hold the device itself, now print it.
+func (n *notes) renameRefs(plan []rename) {
+	paths := map[string]string{}
+	for _, r := range plan {
+		paths[MapperPrefix+r.from] = MapperPrefix + r.to
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name, v := range n.m {
+		if v.keptLive != "" {
+			v.keptLive = replaceFields(v.keptLive, paths)
+			n.m[name] = v
+		}
+	}
+}
+
+// replaceFields replaces every blank-separated field of text found in
+// with, line by line.
+func replaceFields(text string, with map[string]string) string {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		changed := false
+		for j, w := range f {
+			if to, ok := with[w]; ok {
+				f[j], changed = to, true
+			}
+		}
+		if changed {
+			lines[i] = strings.Join(f, " ")
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -31,7 +31,7 @@ func (d *Daemon) openMapped(name string, readOnly bool) (backing.Device, error) 
 	if err := dev.Open(); err != nil {
 		return nil, fmt.Errorf("%s%s: %w", MapperPrefix, name, err)
 	}
-	return &mappedDevice{dev: dev, path: MapperPrefix + name, id: d.ids.get(dev),
+	return &mappedDevice{dev: dev, id: d.ids.get(dev),
 		readOnly: readOnly || in.ReadOnly, release: d.closeDevice}, nil
 }
 

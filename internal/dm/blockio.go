@@ -12,7 +12,7 @@ func (d *Device) enter() (*Table, error) {
 	d.io.RLock()
 	if d.live == nil {
 		d.io.RUnlock()
-		return nil, fmt.Errorf("%s: %w: load and resume a table first", d.name, ErrNoTable)
+		return nil, fmt.Errorf("%s: %w: load and resume a table first", d.Name(), ErrNoTable)
 	}
 	return d.live, nil
 }

@@ -22,8 +22,8 @@ func (d *Device) checkCapabilities(t *Table) error {
 		}
 		if l, why, ok := t.lacking(c.bit); ok {
 			return &TableError{Line: l.Line, Target: l.Type, Err: ErrDAXChange,
-				Reason: fmt.Sprintf("%s is %s; this table would make it %s because %s", d.name, c.name, c.what, why),
-				Hint:   fmt.Sprintf("programs may have it mapped, so it must stay that way: remove and recreate %s when nothing has it open", d.name)}
+				Reason: fmt.Sprintf("%s is %s; this table would make it %s because %s", d.Name(), c.name, c.what, why),
+				Hint:   fmt.Sprintf("programs may have it mapped, so it must stay that way: remove and recreate %s when nothing has it open", d.Name())}
 		}
 	}
 	return nil

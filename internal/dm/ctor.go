@@ -43,9 +43,26 @@ func (c *CtorContext) Shared(key any, create func() any) any {
 
 // DeviceRef is a backing device as one table line refers to it.
 type DeviceRef struct {
-	Name string // as written in the table, re-printed by Status(StatusTable)
+	Name string // as written in the table; see TableName
 	backing.Device
 	Start, Len Sector // the sectors of the device the target uses
+}
+
+// Renamable is a backing device whose name may change while tables hold
+// it: a mapped device renamed. Tables refer to devices by identity, as the
+// kernel's do (by dev_t), so they keep working and print the new name.
+type Renamable interface {
+	// CurrentName is the name a table line would give the device now.
+	CurrentName() string
+}
+
+// TableName is the device's name as Status(StatusTable) prints it: as
+// written in the table, or the current name of a device renamed since.
+func (r *DeviceRef) TableName() string {
+	if n, ok := r.Device.(Renamable); ok {
+		return n.CurrentName()
+	}
+	return r.Name
 }
 
 // NewCtorContext builds a context for constructing targets outside a table

@@ -21,7 +21,7 @@ import (
 // block I/O never takes ctl.
 type Device struct {
 	m    *Manager
-	name string
+	name atomic.Pointer[string] // changed by Manager.Rename while I/O runs
 	uuid string
 
 	ctl       sync.Mutex
@@ -46,7 +46,7 @@ type Device struct {
 }
 
 // Name returns the device name.
-func (d *Device) Name() string { return d.name }
+func (d *Device) Name() string { return *d.name.Load() }
 
 // UUID returns the device uuid ("" if none).
 func (d *Device) UUID() string { return d.uuid }
@@ -55,7 +55,7 @@ func (d *Device) UUID() string { return d.uuid }
 // replacing any inactive table (dmsetup load). The capability rule is
 // checked here: a table that would take dax or sync away is refused.
 func (d *Device) Load(text string) error {
-	t, err := buildTable(d.m.reg, d.m.pool, d.name, text, d.readOnlyFlag(), d.events.bump)
+	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.readOnlyFlag(), d.events.bump)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func (d *Device) Load(text string) error {
 	defer d.ctl.Unlock()
 	if d.removed {
 		t.Close()
-		return fmt.Errorf("load %s: %w", d.name, ErrNotFound)
+		return fmt.Errorf("load %s: %w", d.Name(), ErrNotFound)
 	}
 	if err := d.checkCapabilities(t); err != nil {
 		t.Close()
@@ -102,7 +102,7 @@ func (d *Device) Suspend(opts SuspendOptions) error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed {
-		return fmt.Errorf("suspend %s: %w", d.name, ErrNotFound)
+		return fmt.Errorf("suspend %s: %w", d.Name(), ErrNotFound)
 	}
 	// With a new table already loaded (dmsetup load, then suspend, then
 	// resume, as LVM does), the guard runs now, while d still serves I/O,
@@ -110,7 +110,7 @@ func (d *Device) Suspend(opts SuspendOptions) error {
 	if g := d.m.swapGuard(); g != nil && !d.suspended && d.inactive != nil && d.live != nil && d.guardRelease == nil {
 		release, err := g(d, d.live, d.inactive)
 		if err != nil {
-			return fmt.Errorf("suspend %s: %w", d.name, err)
+			return fmt.Errorf("suspend %s: %w", d.Name(), err)
 		}
 		d.guardRelease = release
 	}
@@ -148,7 +148,7 @@ func (d *Device) Resume() error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed {
-		return fmt.Errorf("resume %s: %w", d.name, ErrNotFound)
+		return fmt.Errorf("resume %s: %w", d.Name(), ErrNotFound)
 	}
 	return d.resumeLocked()
 }
@@ -158,7 +158,7 @@ func (d *Device) resumeLocked() error {
 		return nil
 	}
 	if d.inactive == nil && d.live == nil {
-		return fmt.Errorf("resume %s: %w: load a table first", d.name, ErrNoTable)
+		return fmt.Errorf("resume %s: %w: load a table first", d.Name(), ErrNoTable)
 	}
 	if release := d.guardRelease; release != nil {
 		// Asked at suspend: whatever table was loaded since, nothing could
@@ -168,7 +168,7 @@ func (d *Device) resumeLocked() error {
 	} else if g := d.m.swapGuard(); g != nil && d.inactive != nil && d.live != nil {
 		release, err := g(d, d.live, d.inactive)
 		if err != nil {
-			return fmt.Errorf("resume %s: %w", d.name, err)
+			return fmt.Errorf("resume %s: %w", d.Name(), err)
 		}
 		defer release()
 	}
@@ -184,7 +184,7 @@ func (d *Device) resumeLocked() error {
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("resume %s: preresume refused, device stays suspended: %w", d.name, err)
+		return fmt.Errorf("resume %s: preresume refused, device stays suspended: %w", d.Name(), err)
 	}
 	var old *Table
 	if d.inactive != nil {
@@ -245,23 +245,23 @@ func (d *Device) Message(sector Sector, args []string) (string, error) {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.live == nil {
-		return "", fmt.Errorf("message %s: %w", d.name, ErrNoTable)
+		return "", fmt.Errorf("message %s: %w", d.Name(), ErrNoTable)
 	}
 	if len(args) == 0 {
-		return "", fmt.Errorf("message %s: %w: empty message", d.name, ErrInvalidArgument)
+		return "", fmt.Errorf("message %s: %w: empty message", d.Name(), ErrInvalidArgument)
 	}
 	if sector >= d.live.size {
-		return "", fmt.Errorf("message %s: %w: sector %d is beyond the device's %d sectors", d.name, ErrInvalidArgument, sector, d.live.size)
+		return "", fmt.Errorf("message %s: %w: sector %d is beyond the device's %d sectors", d.Name(), ErrInvalidArgument, sector, d.live.size)
 	}
 	i := d.live.find(sector.Bytes())
 	l := d.live.lines[i]
 	m, ok := d.live.targets[i].(Messager)
 	if !ok {
-		return "", fmt.Errorf("message %s: %w: target %s at sector %d takes no messages", d.name, ErrInvalidArgument, l.Type, l.Start)
+		return "", fmt.Errorf("message %s: %w: target %s at sector %d takes no messages", d.Name(), ErrInvalidArgument, l.Type, l.Start)
 	}
 	reply, err := m.Message(args)
 	if err != nil {
-		return "", fmt.Errorf("message %s: %s: %w", d.name, l.Type, err)
+		return "", fmt.Errorf("message %s: %s: %w", d.Name(), l.Type, err)
 	}
 	return reply, nil
 }
@@ -287,7 +287,7 @@ type Info struct {
 func (d *Device) Info() Info {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	in := Info{Name: d.name, UUID: d.uuid, Suspended: d.suspended, ReadOnly: d.readOnly,
+	in := Info{Name: d.Name(), UUID: d.uuid, Suspended: d.suspended, ReadOnly: d.readOnly,
 		LiveTable: d.live != nil, InactiveTable: d.inactive != nil, OpenCount: d.openCount,
 		EventNr: d.events.current(), DeferredRemove: d.deferred, FixedCaps: d.caps}
 	if d.live != nil {
@@ -320,7 +320,7 @@ func (d *Device) Open() error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed || d.deferred {
-		return fmt.Errorf("open %s: %w: removal is pending", d.name, ErrNotFound)
+		return fmt.Errorf("open %s: %w: removal is pending", d.Name(), ErrNotFound)
 	}
 	d.openCount++
 	return nil
@@ -338,7 +338,7 @@ func (d *Device) Close() error {
 	remove := d.openCount == 0 && d.deferred
 	d.ctl.Unlock()
 	if remove {
-		return d.m.Remove(d.name, RemoveOptions{})
+		return d.m.Remove(d.Name(), RemoveOptions{})
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func (d *Device) Extents(off, n int64) ([]Extent, error) {
 	defer d.exit()
 	exts, err := t.extents(off, n)
 	if err != nil {
-		return nil, fmt.Errorf("%s: extents of %d bytes at offset %d: %w", d.name, n, off, err)
+		return nil, fmt.Errorf("%s: extents of %d bytes at offset %d: %w", d.Name(), n, off, err)
 	}
 	for i := range exts {
 		exts[i].Via = append([]*Device{d}, exts[i].Via...)

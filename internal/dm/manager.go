@@ -76,7 +76,8 @@ func (m *Manager) Create(name string, o CreateOptions) (*Device, error) {
 			return nil, err
 		}
 	}
-	d := &Device{m: m, name: name, uuid: o.UUID, readOnly: o.ReadOnly}
+	d := &Device{m: m, uuid: o.UUID, readOnly: o.ReadOnly}
+	d.name.Store(&name)
 	m.mu.Lock()
 	if err := m.checkUnique(name, o.UUID); err != nil {
 		m.mu.Unlock()
@@ -99,7 +100,7 @@ func (m *Manager) Create(name string, o CreateOptions) (*Device, error) {
 
 func (m *Manager) drop(d *Device) error {
 	m.mu.Lock()
-	delete(m.devs, d.name)
+	delete(m.devs, d.Name())
 	m.mu.Unlock()
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
@@ -127,7 +128,7 @@ func (m *Manager) checkUnique(name, uuid string) error {
 	}
 	for _, d := range m.devs {
 		if d.uuid == uuid {
-			return fmt.Errorf("create %s: %w: uuid %s belongs to %s", name, ErrExists, uuid, d.name)
+			return fmt.Errorf("create %s: %w: uuid %s belongs to %s", name, ErrExists, uuid, d.Name())
 		}
 	}
 	return nil
@@ -152,7 +153,7 @@ func (m *Manager) List() []*Device {
 	for _, d := range m.devs {
 		out = append(out, d)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
 	return out
 }
 
@@ -175,7 +176,7 @@ func (m *Manager) Remove(name string, o RemoveOptions) error {
 	}
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed {
+	if d.removed || d.Name() != name { // removed, or renamed meanwhile
 		return fmt.Errorf("remove %s: %w", name, ErrNotFound)
 	}
 	if d.openCount > 0 {
@@ -209,7 +210,7 @@ func (d *Device) wipeLocked() error {
 	if d.live == nil {
 		return nil
 	}
-	t, err := buildTable(d.m.reg, d.m.pool, d.name, fmt.Sprintf("0 %d error", d.live.size), d.readOnly, d.events.bump)
+	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), fmt.Sprintf("0 %d error", d.live.size), d.readOnly, d.events.bump)
 	if err != nil {
 		return err
 	}
@@ -228,25 +229,37 @@ func (d *Device) wipeLocked() error {
 	return nil
 }
 
-// Rename changes a device's name (dmsetup rename).
+// Rename changes a device's name (dmsetup rename). Tables that use the
+// device hold it by identity, as the kernel's do: they keep working, and
+// print the new name (see DeviceRef.TableName).
 func (m *Manager) Rename(old, name string) error {
 	if err := checkName("name", name, MaxNameLen); err != nil {
 		return err
 	}
+	d, err := m.Get(old)
+	if err != nil {
+		return fmt.Errorf("rename %s: %w", old, ErrNotFound)
+	}
+	// ctl before m.mu, as Remove takes them: a removal in flight finishes
+	// first, and one that starts later finds the device by its new name.
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.removed {
+		return fmt.Errorf("rename %s: %w", old, ErrNotFound)
+	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.devs[old]
-	if !ok {
+	if m.devs[old] != d {
+		m.mu.Unlock()
 		return fmt.Errorf("rename %s: %w", old, ErrNotFound)
 	}
 	if _, ok := m.devs[name]; ok {
+		m.mu.Unlock()
 		return fmt.Errorf("rename %s to %s: %w", old, name, ErrExists)
 	}
-	d.ctl.Lock()
-	d.name = name
-	d.ctl.Unlock()
 	delete(m.devs, old)
 	m.devs[name] = d
+	d.name.Store(&name)
+	m.mu.Unlock()
 	d.events.bump()
 	return nil
 }

@@ -35,6 +35,29 @@ func (s *Store) DeleteDevice(name string) error { return s.del(bucketDevices, na
 // DeleteRegion drops the record of region name.
 func (s *Store) DeleteRegion(name string) error { return s.del(bucketRegions, name) }
 
+// ReplaceDevices drops the records named in drop and stores recs, in one
+// transaction: a rename of several devices, and the records of the
+// devices whose tables name them, change together or not at all.
+func (s *Store) ReplaceDevices(drop []string, recs []Device) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range drop {
+			if err := tx.Bucket(bucketDevices).Delete([]byte(name)); err != nil {
+				return err
+			}
+		}
+		for i := range recs {
+			if err := putTx(tx, bucketDevices, recs[i].Name, &recs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write state file %s: %w", s.path, err)
+	}
+	return nil
+}
+
 // DeviceTransition records op in flight on device name (creating a bare
 // record if there is none), runs fn, and then stores outcome() in one
 // transaction: nil deletes the record; a record with another name

@@ -69,7 +69,7 @@ func (l *linear) Remap(off, n int64) (*dm.DeviceRef, int64, int64, error) {
 
 func (l *linear) Status(kind dm.StatusType) string {
 	if kind == dm.StatusTable {
-		return fmt.Sprintf("%s %d", l.dev.Name, l.start/dm.SectorSize)
+		return fmt.Sprintf("%s %d", l.dev.TableName(), l.start/dm.SectorSize)
 	}
 	return ""
 }

@@ -74,7 +74,7 @@ func (o *origin) WriteZeroes(off, n int64) error {
 
 func (o *origin) Status(kind dm.StatusType) string {
 	if kind == dm.StatusTable {
-		return o.dev.Name
+		return o.dev.TableName()
 	}
 	return ""
 }

@@ -297,7 +297,7 @@ func (t *snap) Status(kind dm.StatusType) string {
 	if kind == dm.StatusInfo {
 		return t.state.statusInfo()
 	}
-	s := fmt.Sprintf("%s %s %s %d", t.origin.Name, t.cow.Name, t.state.storeType, t.state.store.ChunkSize())
+	s := fmt.Sprintf("%s %s %s %d", t.origin.TableName(), t.cow.TableName(), t.state.storeType, t.state.store.ChunkSize())
 	switch {
 	case t.passdown:
 		s += " 2 discard_zeroes_cow discard_passdown_origin"

@@ -249,13 +249,13 @@ func (s *striped) Status(kind dm.StatusType) string {
 	if kind == dm.StatusTable {
 		fmt.Fprintf(&b, "%d %d", len(s.stripes), s.chunk/dm.SectorSize)
 		for _, st := range s.stripes {
-			fmt.Fprintf(&b, " %s %d", st.dev.Name, st.start/dm.SectorSize)
+			fmt.Fprintf(&b, " %s %d", st.dev.TableName(), st.start/dm.SectorSize)
 		}
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%d ", len(s.stripes))
 	for _, st := range s.stripes {
-		fmt.Fprintf(&b, "%s ", st.dev.Name)
+		fmt.Fprintf(&b, "%s ", st.dev.TableName())
 	}
 	b.WriteString("1 ")
 	for _, st := range s.stripes {

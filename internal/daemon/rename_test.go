@@ -1,0 +1,129 @@
+package daemon_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// Ensure that renaming an origin renames its snapshot layout with it, as
+// lvrename does: the snapshots stay its snapshots, tables name the new
+// devices, a new snapshot of it can be made, and all of it survives a
+// restart.
+func TestRename_originKeepsItsSnapshots(t *testing.T) {
+	e := newEnv(t)
+	const size = 4 * mib
+	e.fileVol("vol", size)
+	a, b, c := bytes.Repeat([]byte{0xa}, size), bytes.Repeat([]byte{0xb}, size), bytes.Repeat([]byte{0xc}, size)
+	e.write("vol", 0, a)
+	e.snap("vol", "s1")
+	e.write("vol", 0, b)
+
+	if _, err := e.c.Rename("vol", wire.Rename{NewName: "volX"}); err != nil {
+		t.Fatalf("rename vol volX: %v", err)
+	}
+	check := func(when string, snaps map[string][]byte) {
+		t.Helper()
+		e.wantDevices(append([]string{"volX", "volX-real"}, keys(snaps)...)...)
+		if got := e.table("volX", false); !strings.Contains(got, "snapshot-origin /dev/mapper/volX-real") {
+			t.Fatalf("%s: table of volX %q, want snapshot-origin over /dev/mapper/volX-real", when, got)
+		}
+		list := e.snapList("")
+		if len(list) != len(snaps) {
+			t.Fatalf("%s: snapshot list %+v, want %v", when, list, keys(snaps))
+		}
+		for _, s := range list {
+			if s.Origin != "volX" || s.State != wire.SnapshotActive {
+				t.Fatalf("%s: snapshot %s has origin %q, state %s; want volX, active", when, s.Name, s.Origin, s.State)
+			}
+			if got := e.table(s.Name, false); !strings.Contains(got, "snapshot /dev/mapper/volX-real ") {
+				t.Fatalf("%s: table of %s %q, want it over /dev/mapper/volX-real", when, s.Name, got)
+			}
+			e.wantData(s.Name, snaps[s.Name])
+		}
+		if l := e.snapList("volX"); len(l) != len(snaps) {
+			t.Fatalf("%s: snapshot list volX: %+v", when, l)
+		}
+	}
+	check("after rename", map[string][]byte{"s1": a})
+	e.wantData("volX", b)
+
+	e.snap("volX", "s2")
+	e.write("volX", 0, c)
+	check("after a second snapshot", map[string][]byte{"s1": a, "s2": b})
+	e.wantData("volX", c)
+
+	e.restart()
+	check("after restart", map[string][]byte{"s1": a, "s2": b})
+	e.wantData("volX", c)
+
+	// The layout comes apart under its new names.
+	e.must("snapshot remove s1", e.c.SnapshotRemove("s1"))
+	e.must("snapshot remove s2", e.c.SnapshotRemove("s2"))
+	e.wantDevices("volX")
+	e.wantData("volX", c)
+}
+
+// Ensure that a device other tables map can be renamed, as in the kernel:
+// the tables keep working, print the new name, and are restored with it.
+func TestRename_deviceUnderAnotherTable(t *testing.T) {
+	e := newEnv(t)
+	e.fileVol("base", mib)
+	e.create("top", "0 2048 linear /dev/mapper/base 0")
+	data := bytes.Repeat([]byte("renamed"), 1000)
+	e.write("top", 4096, data)
+
+	if _, err := e.c.Rename("base", wire.Rename{NewName: "base2"}); err != nil {
+		t.Fatalf("rename base base2 under top: %v", err)
+	}
+	want := "0 2048 linear /dev/mapper/base2 0\n"
+	if got := e.table("top", false); got != want {
+		t.Fatalf("table of top after rename: %q, want %q", got, want)
+	}
+	if got := e.read("top", 4096, int64(len(data))); !bytes.Equal(got, data) {
+		t.Fatal("top reads other data after its device was renamed")
+	}
+	e.write("top", 0, data)
+	err := e.c.Remove("base2", wire.Remove{})
+	wantCode(t, err, wire.CodeBusy, "top", "/dev/mapper/base2")
+
+	e.restart()
+	if got := e.table("top", false); got != want {
+		t.Fatalf("table of top after restart: %q, want %q", got, want)
+	}
+	if got := e.read("base2", 0, int64(len(data))); !bytes.Equal(got, data) {
+		t.Fatal("base2 lost data written through top")
+	}
+	e.wantDevices("base2", "top")
+}
+
+// Ensure that renames that would break a snapshot layout are refused and
+// say what to do instead.
+func TestRename_keepsLayoutsWhole(t *testing.T) {
+	e := newEnv(t)
+	e.fileVol("vol", mib)
+	e.snap("vol", "s1")
+	e.create("other", "0 8 zero")
+
+	_, err := e.c.Rename("vol-real", wire.Rename{NewName: "x"})
+	wantCode(t, err, wire.CodeInvalidArgument, "snapshot layout of origin vol", "rename vol")
+	_, err = e.c.Rename("other", wire.Rename{NewName: "vol-merge"})
+	wantCode(t, err, wire.CodeInvalidArgument, "kept for the snapshot layout of origin vol")
+	e.create("new-real", "0 8 zero")
+	_, err = e.c.Rename("vol", wire.Rename{NewName: "new"})
+	wantCode(t, err, wire.CodeExists, "new-real")
+	e.wantDevices("vol", "vol-real", "s1", "other", "new-real")
+	if l := e.snapList("vol"); len(l) != 1 {
+		t.Fatalf("snapshots of vol after refused renames: %+v", l)
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
