@@ -55,6 +55,14 @@ type Mapping struct {
 	recalled   bool // given back to the daemon; Access maps it again
 	raw        bool // Bytes was called: the program may hold the slice
 	closed     bool
+	lost       error // why a new daemon refused to adopt the mapping (Access reports it)
+
+	// What a new daemon needs to adopt the mapping after a restart: the
+	// library's own reference to the userfaultfd (so that the range stays
+	// protected while no daemon holds one), and what was mapped where.
+	ufd    *uffd.FD // nil: not write-protected
+	pieces []wire.MapPiece
+	files  []wire.FileID
 }
 
 // WP features the library asks for: write-protect on shmem and hugetlbfs
@@ -76,12 +84,13 @@ func (c *Client) Map(ctx context.Context, device string, o MapOptions) (*Mapping
 	return m, nil
 }
 
-// mapWithRetry maps m, asking again while the daemon says retry.
+// mapWithRetry maps m, asking again while the daemon says retry or the
+// connection is lost (the daemon restarts).
 func (m *Mapping) mapWithRetry(ctx context.Context) error {
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		err := m.c.mapOnce(ctx, m)
 		var e *Error
-		if !errors.As(err, &e) || e.Code != wire.CodeRetry {
+		if !errors.Is(err, errLost) && (!errors.As(err, &e) || e.Code != wire.CodeRetry) {
 			return err
 		}
 		select {
@@ -96,9 +105,13 @@ func (m *Mapping) mapWithRetry(ctx context.Context) error {
 func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	l, err := c.connected(ctx)
+	if err != nil {
+		return err
+	}
 	o, device := m.opts, m.device
 	id := c.nextID.Add(1)
-	r, fds, err := c.exchange(ctx, wire.SessionMsg{Op: wire.OpMap, ID: id, Map: &wire.MapReq{
+	r, fds, err := c.exchange(ctx, l, wire.SessionMsg{Op: wire.OpMap, ID: id, Map: &wire.MapReq{
 		Device: device, Offset: o.Offset, Length: o.Length, Write: o.Write, RequireSync: o.RequireSync}})
 	if err != nil {
 		return err
@@ -108,9 +121,15 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 		return refused("map", device, r)
 	}
 	mem, err := build(r.Grant, fds, o)
+	var files []wire.FileID
+	if err == nil {
+		if files, err = fileIDs(fds); err != nil {
+			munmap(mem)
+		}
+	}
 	closeFDs(fds)
 	if err != nil {
-		c.abandon(ctx, id)
+		c.abandon(ctx, l, id)
 		return fmt.Errorf("daxsnap: map %s: %w", device, err)
 	}
 	armed := wire.SessionMsg{Op: wire.OpArmed, ID: id, Armed: &wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&mem[0]))), Length: o.Length}}
@@ -119,7 +138,7 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 		ufd, err = register(mem)
 		if err != nil {
 			munmap(mem)
-			c.abandon(ctx, id)
+			c.abandon(ctx, l, id)
 			return fmt.Errorf("daxsnap: map %s: %w", device, err)
 		}
 		armed.Armed.UFFD = true
@@ -127,21 +146,21 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 	// Known before armed: a recall may come as soon as the daemon has it.
 	m.mu.Lock()
 	m.id, m.mem, m.sync, m.durability, m.recalled = id, mem, r.Grant.Sync, r.Grant.Durability, false
+	m.ufd, m.pieces, m.files = ufd, r.Grant.Pieces, files
 	m.mu.Unlock()
 	c.mapsMu.Lock()
 	c.maps[id] = m
 	c.mapsMu.Unlock()
 	var ans wire.SessionMsg
 	if ufd != nil {
-		cerr := ufd.Control(func(raw int) { ans, fds, err = c.exchange(ctx, armed, raw) })
-		// The daemon holds its own copy now; ours must go, or a writer
-		// would wait forever on a fault after the daemon is gone.
-		ufd.Close()
+		// The daemon gets its own copy; the library keeps one, so that the
+		// protection outlives the daemon's (see adoptAll).
+		cerr := ufd.Control(func(raw int) { ans, fds, err = c.exchange(ctx, l, armed, raw) })
 		if err == nil {
 			err = cerr
 		}
 	} else {
-		ans, fds, err = c.exchange(ctx, armed)
+		ans, fds, err = c.exchange(ctx, l, armed)
 	}
 	closeFDs(fds)
 	if err == nil && ans.Op != wire.OpReady {
@@ -151,8 +170,11 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 		c.forget(id)
 		m.mu.Lock()
 		if m.id == id && !m.recalled {
+			if ufd != nil {
+				ufd.Close() // first: with no daemon holding it, munmap would wait for one to read the unmap event
+			}
 			munmap(mem)
-			m.mem = nil
+			m.mem, m.ufd = nil, nil
 		}
 		m.mu.Unlock()
 		return err
@@ -160,27 +182,169 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 	return nil
 }
 
+// fileIDs says which file each granted descriptor is.
+func fileIDs(fds []int) ([]wire.FileID, error) {
+	ids := make([]wire.FileID, len(fds))
+	for i, fd := range fds {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, fmt.Errorf("stat granted descriptor %d: %w", i, err)
+		}
+		ids[i] = wire.FileID{Dev: st.Dev, Ino: st.Ino}
+	}
+	return ids, nil
+}
+
+// releaseUFFD lets go of the library's reference to the userfaultfd: once
+// no daemon holds one either, the kernel lifts the write protection and
+// wakes any waiting writer.
+func (m *Mapping) releaseUFFD() {
+	m.mu.Lock()
+	u := m.ufd
+	m.ufd = nil
+	m.mu.Unlock()
+	if u != nil {
+		u.Close()
+	}
+}
+
+// adoptAll hands every live mapping to the daemon on the new connection
+// l, with its userfaultfd. c.mu held. A mapping the daemon refuses (its
+// device is gone, or maps other memory now) is given up as a recall
+// does; an error means the connection failed and must be made again.
+func (c *Client) adoptAll(ctx context.Context, l *link) error {
+	c.mapsMu.Lock()
+	maps := make([]*Mapping, 0, len(c.maps))
+	for _, m := range c.maps {
+		maps = append(maps, m)
+	}
+	c.mapsMu.Unlock()
+	for _, m := range maps {
+		for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+			err := c.adopt(ctx, l, m)
+			var e *Error
+			if !errors.As(err, &e) {
+				if err != nil {
+					return err
+				}
+				break
+			}
+			if e.Code != wire.CodeRetry {
+				go m.giveUp(e)
+				break
+			}
+			select { // the device is being changed: ask again
+			case <-l.dead:
+				return errLost
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+	}
+	return nil
+}
+
+// adopt asks the daemon on l to take m over; nil if it did, or m is no
+// longer mapped; an *Error if it refused.
+func (c *Client) adopt(ctx context.Context, l *link, m *Mapping) error {
+	m.mu.Lock()
+	if m.closed || m.recalled || m.mem == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	msg := wire.SessionMsg{Op: wire.OpAdopt, ID: m.id, Adopt: &wire.MapAdopt{
+		Map:    wire.MapReq{Device: m.device, Offset: m.opts.Offset, Length: m.opts.Length, Write: m.opts.Write, RequireSync: m.opts.RequireSync},
+		Armed:  wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&m.mem[0]))), Length: m.opts.Length, UFFD: m.ufd != nil},
+		Pieces: m.pieces, Files: m.files}}
+	u := m.ufd
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	var ans wire.SessionMsg
+	var fds []int
+	var err error
+	if u != nil {
+		if cerr := u.Control(func(raw int) { ans, fds, err = c.exchange(ctx, l, msg, raw) }); cerr != nil {
+			return nil // closed meanwhile: the mapping is gone
+		}
+	} else {
+		ans, fds, err = c.exchange(ctx, l, msg)
+	}
+	closeFDs(fds)
+	if err != nil {
+		return err
+	}
+	if ans.Op != wire.OpReady {
+		return refused("adopt", m.device, ans)
+	}
+	return nil
+}
+
+// adoptTimeout bounds one adoption's answer (the daemon protects the
+// range first, which a held sweep may delay); past it the connection is
+// made again.
+const adoptTimeout = time.Minute
+
+// giveUp ends a mapping the new daemon refused to adopt, as a recall
+// does: OnRecall, then the range is unmapped and Access maps it again (and
+// reports why it cannot). An access under way gets a while to finish; one
+// that does not (it may wait on a protected page no daemon will handle)
+// loses the range under it, and its next store gets SIGSEGV: a store must
+// never land unprotected.
+func (m *Mapping) giveUp(why error) {
+	if m.opts.OnRecall != nil {
+		m.opts.OnRecall()
+	}
+	locked := false
+	for deadline := time.Now().Add(giveUpWait); !locked && time.Now().Before(deadline); {
+		if locked = m.acc.TryLock(); !locked {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	m.mu.Lock()
+	id := m.id
+	if !m.closed && !m.recalled {
+		munmap(m.mem) // before the userfaultfd goes: no unprotected moment
+		m.mem, m.recalled, m.raw = nil, true, false
+		m.lost = why
+	}
+	u := m.ufd
+	m.ufd = nil
+	m.mu.Unlock()
+	if u != nil {
+		u.Close()
+	}
+	if locked {
+		m.acc.Unlock()
+	}
+	m.c.forget(id)
+}
+
+// giveUpWait is how long giveUp waits for accesses under way.
+const giveUpWait = 2 * time.Second
+
 func (c *Client) forget(id uint64) {
 	c.mapsMu.Lock()
 	delete(c.maps, id)
 	c.mapsMu.Unlock()
 }
 
-// recall gives the mapping msg names back to the daemon: it waits for
-// the accesses under way, unmaps, and says so.
-func (c *Client) recall(msg wire.SessionMsg) {
+// recall gives the mapping msg names back to the daemon on l: it waits
+// for the accesses under way, unmaps, and says so.
+func (c *Client) recall(l *link, msg wire.SessionMsg) {
 	c.mapsMu.Lock()
 	m := c.maps[msg.ID]
 	c.mapsMu.Unlock()
 	if m == nil {
-		c.send(wire.SessionMsg{Op: wire.OpRecalled, ID: msg.ID}) // nothing mapped under that ID
+		l.send(wire.SessionMsg{Op: wire.OpRecalled, ID: msg.ID}) // nothing mapped under that ID
 		return
 	}
 	m.mu.Lock()
 	holds := m.raw && m.opts.OnRecall == nil
 	m.mu.Unlock()
 	if holds {
-		c.send(wire.SessionMsg{Op: wire.OpRecallRefused, ID: msg.ID, Error: &wire.ErrorBody{Code: wire.CodeBusy,
+		l.send(wire.SessionMsg{Op: wire.OpRecallRefused, ID: msg.ID, Error: &wire.ErrorBody{Code: wire.CodeBusy,
 			Error: "the program holds the memory through Mapping.Bytes without MapOptions.OnRecall, so the library cannot stop its accesses"}})
 		return
 	}
@@ -190,18 +354,22 @@ func (c *Client) recall(msg wire.SessionMsg) {
 	m.acc.Lock()
 	m.mu.Lock()
 	if m.id == msg.ID && !m.recalled {
+		if m.ufd != nil {
+			m.ufd.Close() // the daemon holds its copy until the unmap event
+			m.ufd = nil
+		}
 		munmap(m.mem)
 		m.mem, m.recalled, m.raw = nil, true, false
 	}
 	m.mu.Unlock()
 	m.acc.Unlock()
 	c.forget(msg.ID)
-	c.send(wire.SessionMsg{Op: wire.OpRecalled, ID: msg.ID})
+	l.send(wire.SessionMsg{Op: wire.OpRecalled, ID: msg.ID})
 }
 
 // abandon tells the daemon a granted mapping will not be armed.
-func (c *Client) abandon(ctx context.Context, id uint64) {
-	if r, fds, err := c.exchange(ctx, wire.SessionMsg{Op: wire.OpUnmap, ID: id}); err == nil {
+func (c *Client) abandon(ctx context.Context, l *link, id uint64) {
+	if r, fds, err := c.exchange(ctx, l, wire.SessionMsg{Op: wire.OpUnmap, ID: id}); err == nil {
 		closeFDs(fds)
 		_ = r
 	}
@@ -320,12 +488,15 @@ func (m *Mapping) Access(ctx context.Context, fn func(mem []byte) error) error {
 	for {
 		m.acc.RLock()
 		m.mu.Lock()
-		mem, recalled, closed := m.mem, m.recalled, m.closed
+		mem, recalled, closed, lost := m.mem, m.recalled, m.closed, m.lost
 		m.mu.Unlock()
 		switch {
 		case closed:
 			m.acc.RUnlock()
 			return fmt.Errorf("daxsnap: access %s: mapping is closed", m.device)
+		case lost != nil:
+			m.acc.RUnlock()
+			return fmt.Errorf("daxsnap: access %s: the daemon that started after a restart did not take the mapping over: %w", m.device, lost)
 		case !recalled:
 			err := fn(mem)
 			m.acc.RUnlock()
@@ -408,22 +579,31 @@ func (m *Mapping) Close() error {
 	m.acc.Lock()
 	defer m.acc.Unlock()
 	m.mu.Lock()
-	mem, id, recalled, closed := m.mem, m.id, m.recalled, m.closed
-	m.mem, m.closed = nil, true
+	mem, id, recalled, closed, u := m.mem, m.id, m.recalled, m.closed, m.ufd
+	m.mem, m.closed, m.ufd = nil, true, nil
 	m.mu.Unlock()
 	if closed || recalled {
 		return nil // a recalled mapping is the daemon's already
 	}
-	err := munmap(mem)
 	c := m.c
 	c.forget(id)
+	if u != nil {
+		// First: with no daemon holding a copy (between daemons), the
+		// munmap would wait for one to read its unmap event.
+		u.Close()
+	}
+	err := munmap(mem)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.isClosed() {
-		return err
+	l := c.current()
+	if c.isClosed() || l == nil {
+		return err // no daemon has the mapping (the next one is not told of it)
 	}
-	r, fds, xerr := c.exchange(context.Background(), wire.SessionMsg{Op: wire.OpUnmap, ID: id})
+	r, fds, xerr := c.exchange(context.Background(), l, wire.SessionMsg{Op: wire.OpUnmap, ID: id})
 	closeFDs(fds)
+	if errors.Is(xerr, errLost) {
+		xerr = nil // the daemon went with the mapping
+	}
 	if xerr == nil && r.Op != wire.OpUnmapped {
 		xerr = refused("unmap", m.device, r)
 	}

@@ -1,10 +1,14 @@
 package clienttest
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/daxsnap/daxsnap/client"
 )
 
 // The causal log: writers in several processes append records to a shared
@@ -108,6 +112,35 @@ func writeCausal(mem []byte, w, n int, stop *atomic.Bool) uint64 {
 	}
 	for !stop.Load() {
 		c.step()
+	}
+	return c.s
+}
+
+// accessCausal is writeCausal through m.Access, 16 records per Access,
+// so that a recall (or a daemon restart) may come between any two runs.
+func accessCausal(ctx context.Context, m *client.Mapping, w, n int, stop *atomic.Bool) uint64 {
+	var c *causalWriter
+	for !stop.Load() {
+		err := m.Access(ctx, func(mem []byte) error {
+			if c == nil {
+				var err error
+				if c, err = newCausalWriter(mem, w, n); err != nil {
+					return err
+				}
+			}
+			c.mem = mem
+			for range 16 {
+				c.step()
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "access-causal:", err)
+			break
+		}
+	}
+	if c == nil {
+		return 0
 	}
 	return c.s
 }

@@ -9,6 +9,7 @@
 //	fill SEED                  every word of page p := SEED<<32 | p
 //	stream                     write seq+1 to page seq%P, seq = 0, 1, ..., until stop
 //	causal W N                 writer W of N appends causal records until stop (causal.go)
+//	access-causal W N          causal's records, 16 per Mapping.Access, until stop
 //	stop                       stop streaming; answers "ok LAST" (writes done)
 //	timed STRIDE               one store every STRIDE bytes, each timed; answers
 //	                           "ok N P50 P99 MAX SUM" (nanoseconds)
@@ -109,6 +110,13 @@ func Main() int {
 			go func() {
 				defer close(done)
 				last.Store(writeCausal(mem, w, n, &stop))
+			}()
+			fmt.Println("ok")
+		case "access-causal": // access-causal W N: causal through Mapping.Access (maps again after a recall)
+			w, n := int(arg(1)), int(arg(2))
+			go func() {
+				defer close(done)
+				last.Store(accessCausal(ctx, m, w, n, &stop))
 			}()
 			fmt.Println("ok")
 		case "stop":

@@ -42,9 +42,11 @@ func (d *Daemon) startSessions() error {
 	return nil
 }
 
-// stopSessions ends every DAX session: their mappings stay in the clients
-// but lose write protection, so snapshots taken later would miss their
-// stores; it runs before the devices are suspended, because a fault
+// stopSessions ends every DAX session. Their mappings stay in the clients
+// and stay write-protected, because the client library keeps its own
+// reference to each userfaultfd: a store to a protected page waits until
+// the next daemon adopts the mapping (the library reconnects and hands it
+// over). It runs before the devices are suspended, because a fault
 // handler waits for a suspended device.
 func (d *Daemon) stopSessions() error {
 	if d.sessions == nil {

@@ -156,8 +156,11 @@ func (m *mapping) unprotect(off, n int64) {
 	}
 }
 
-// drop removes the mapping from its device's index and releases its
-// userfaultfd (the kernel then lifts its protection and wakes any writer).
+// drop removes the mapping from its device's index and releases the
+// daemon's copy of its userfaultfd. The client library keeps its own, so
+// the range stays protected (a writer there waits) until the library
+// hands it to the next daemon or closes it; with a client holding no copy
+// (an older library) the kernel lifts the protection and wakes any writer.
 func (m *mapping) drop() {
 	if m.dropped.Swap(true) {
 		return

@@ -69,6 +69,7 @@ type Server struct {
 // Stats are the server's counters since it started.
 type Stats struct {
 	Sessions, Maps          atomic.Int64 // sessions and mappings ever opened
+	Adopted                 atomic.Int64 // of the mappings, those made with an earlier daemon (adopt.go)
 	Faults, Held            atomic.Int64 // write faults read; of them, held by a sweep
 	Repeats                 atomic.Int64 // of them, repeats of a held fault (the writer took a signal), not held again
 	Prepared, PreparedBytes atomic.Int64 // copy-before-write steps run, and the bytes they covered

@@ -91,6 +91,8 @@ func (x *session) handle(m wire.SessionMsg, fds []int) error {
 		return x.grant(m.ID, *m.Map)
 	case wire.OpArmed:
 		return x.arm(m, fds)
+	case wire.OpAdopt:
+		return x.adopt(m, fds)
 	case wire.OpRecalled, wire.OpRecallRefused:
 		closeAll(fds)
 		x.mu.Lock()
@@ -280,26 +282,37 @@ func (x *session) arm(m wire.SessionMsg, fds []int) error {
 	g := x.pending[m.ID]
 	delete(x.pending, m.ID)
 	x.mu.Unlock()
+	if g == nil {
+		closeAll(fds)
+		return x.refuse(m.ID, wire.CodeNotFound, fmt.Errorf("armed mapping id %d was not granted", m.ID))
+	}
+	return x.install(m.ID, g, m.Armed, fds, false)
+}
+
+// install checks where the client mapped grant g (armed, with the
+// userfaultfd in fds), then indexes, protects and handles the mapping and
+// says ready. An adopted mapping (made with an earlier daemon) has
+// writers the old daemon may have left waiting: they are woken once the
+// mapping is handled again, and fault anew where it is protected.
+func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, adopted bool) error {
 	bad := func(code string, err error) error {
 		closeAll(fds)
-		return x.refuse(m.ID, code, err)
+		return x.refuse(id, code, err)
 	}
 	switch {
-	case g == nil:
-		return bad(wire.CodeNotFound, fmt.Errorf("armed mapping id %d was not granted", m.ID))
-	case m.Armed == nil || m.Armed.Addr == 0 || m.Armed.Length != g.req.Length || m.Armed.Addr%uint64(g.page) != 0:
-		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: want the address (aligned to %d) and length %d of the mapping", m.ID, g.page, g.req.Length))
-	case g.wp && (!m.Armed.UFFD || len(fds) != 1):
-		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: a write map of %s needs its userfaultfd attached (got %d descriptors)", m.ID, g.req.Device, len(fds)))
+	case armed == nil || armed.Addr == 0 || armed.Length != g.req.Length || armed.Addr%uint64(g.page) != 0:
+		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: want the address (aligned to %d) and length %d of the mapping", id, g.page, g.req.Length))
+	case g.wp && (!armed.UFFD || len(fds) != 1):
+		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: a write map of %s needs its userfaultfd attached (got %d descriptors)", id, g.req.Device, len(fds)))
 	case !g.wp && len(fds) != 0:
-		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", m.ID))
+		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", id))
 	}
-	mp := &mapping{sess: x, id: m.ID, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(m.Armed.Addr),
+	mp := &mapping{sess: x, id: id, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(armed.Addr),
 		write: g.req.Write, page: g.page, files: g.files, done: make(chan struct{}), gone: make(chan struct{})}
 	if g.wp {
 		u, err := uffd.FromFD(fds[0])
 		if err != nil {
-			return x.refuse(m.ID, wire.CodeInvalidArgument, err)
+			return x.refuse(id, wire.CodeInvalidArgument, err)
 		}
 		mp.uffd = u
 	}
@@ -310,18 +323,38 @@ func (x *session) arm(m wire.SessionMsg, fds []int) error {
 	slices.SortFunc(mp.dss, func(a, b *devState) int { return cmp.Compare(a.seq, b.seq) })
 	if err := g.dev.Open(); err != nil {
 		mp.drop()
-		return x.refuse(m.ID, codeOf(err), err)
+		return x.refuse(id, codeOf(err), err)
 	}
 	mp.opened = true
 	if err := mp.attach(); err != nil {
 		mp.drop()
-		return x.refuse(m.ID, codeOf(err), err)
+		return x.refuse(id, codeOf(err), err)
+	}
+	if adopted && mp.uffd != nil {
+		// A fault the old daemon read but never resolved keeps its writer
+		// waiting for a wake that would never come: wake every writer in
+		// the range; where the page is still protected it faults again,
+		// and this daemon's handler resolves it.
+		if err := mp.uffd.Wake(mp.base(), uintptr(mp.n)); err != nil && !gone(err) {
+			mp.drop()
+			return x.refuse(id, wire.CodeInternal, fmt.Errorf("wake the writers of adopted mapping %d of %s: %w", id, g.req.Device, err))
+		}
 	}
 	x.mu.Lock()
-	x.maps[m.ID] = mp
+	_, dup := x.maps[id]
+	if !dup {
+		x.maps[id] = mp
+	}
 	x.mu.Unlock()
+	if dup {
+		mp.drop()
+		return x.refuse(id, wire.CodeExists, fmt.Errorf("mapping id %d is already in use in this session", id))
+	}
 	x.srv.stats.Maps.Add(1)
-	return x.send(wire.SessionMsg{Op: wire.OpReady, ID: m.ID})
+	if adopted {
+		x.srv.stats.Adopted.Add(1)
+	}
+	return x.send(wire.SessionMsg{Op: wire.OpReady, ID: id})
 }
 
 // forget removes mapping m from the session's list (it was unmapped).

@@ -34,6 +34,22 @@ package wire
 // is mapped again, lazily, by the library. While a device's mappings are
 // recalled, map requests for it are refused with CodeRetry.
 
+// Adoption (after a daemon restart): the client library keeps its own
+// copy of every mapping's userfaultfd, so the range stays write-protected
+// while no daemon runs: a store to a protected page waits in the kernel.
+// When the session's connection ends, the library dials again until a
+// daemon answers and, for each mapping, sends:
+//
+//	client → daemon  OpAdopt   Adopt: device, range, address, and the pieces
+//	                           and files it mapped (their identity); the
+//	                           userfaultfd attached
+//	daemon → client  OpReady   the daemon checked the device still maps the
+//	                           same memory there, protected what snapshots
+//	                           need, woke the stores the old daemon left
+//	                           waiting, and handles the faults from now on
+//	                           (or OpError: the library gives the mapping up
+//	                           as a recall does; CodeRetry: ask again)
+
 // Session message operations (SessionMsg.Op).
 const (
 	OpMap      = "map"
@@ -43,6 +59,7 @@ const (
 	OpUnmap    = "unmap"
 	OpUnmapped = "unmapped"
 	OpError    = "error"
+	OpAdopt    = "adopt" // client → daemon, Adopt set: a mapping made with an earlier daemon
 
 	OpRecall        = "recall"         // daemon → client, Recall set
 	OpRecalled      = "recalled"       // client → daemon, after munmap
@@ -59,6 +76,7 @@ type SessionMsg struct {
 	Grant  *MapGrant  `json:"grant,omitempty"`
 	Armed  *MapArmed  `json:"armed,omitempty"`
 	Recall *Recall    `json:"recall,omitempty"`
+	Adopt  *MapAdopt  `json:"adopt,omitempty"`
 	Error  *ErrorBody `json:"error,omitempty"` // with OpError and OpRecallRefused
 }
 
@@ -109,6 +127,22 @@ type MapArmed struct {
 	Addr   uint64 `json:"addr"`
 	Length int64  `json:"length"`
 	UFFD   bool   `json:"uffd,omitempty"`
+}
+
+// MapAdopt asks a daemon to take over a mapping an earlier daemon granted
+// (Map and Armed as they were), built from Pieces (as granted) over
+// Files: the identity of the file behind each piece descriptor, by index.
+type MapAdopt struct {
+	Map    MapReq     `json:"map"`
+	Armed  MapArmed   `json:"armed"`
+	Pieces []MapPiece `json:"pieces"`
+	Files  []FileID   `json:"files"`
+}
+
+// FileID is a file's identity (stat's st_dev and st_ino).
+type FileID struct {
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
 }
 
 // MaxSessionPacket bounds one session packet (a packet must fit the
