@@ -132,7 +132,7 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 		c.abandon(ctx, l, id)
 		return fmt.Errorf("daxsnap: map %s: %w", device, err)
 	}
-	armed := wire.SessionMsg{Op: wire.OpArmed, ID: id, Armed: &wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&mem[0]))), Length: o.Length}}
+	armed := wire.SessionMsg{Op: wire.OpArmed, ID: id, Armed: &wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&mem[0]))), Length: o.Length, Keep: true}}
 	var ufd *uffd.FD
 	if r.Grant.WriteProtect {
 		ufd, err = register(mem)
@@ -170,10 +170,7 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 		c.forget(id)
 		m.mu.Lock()
 		if m.id == id && !m.recalled {
-			if ufd != nil {
-				ufd.Close() // first: with no daemon holding it, munmap would wait for one to read the unmap event
-			}
-			munmap(mem)
+			unmapGuarded(mem, ufd)
 			m.mem, m.ufd = nil, nil
 		}
 		m.mu.Unlock()
@@ -255,7 +252,7 @@ func (c *Client) adopt(ctx context.Context, l *link, m *Mapping) error {
 	}
 	msg := wire.SessionMsg{Op: wire.OpAdopt, ID: m.id, Adopt: &wire.MapAdopt{
 		Map:    wire.MapReq{Device: m.device, Offset: m.opts.Offset, Length: m.opts.Length, Write: m.opts.Write, RequireSync: m.opts.RequireSync},
-		Armed:  wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&m.mem[0]))), Length: m.opts.Length, UFFD: m.ufd != nil},
+		Armed:  wire.MapArmed{Addr: uint64(uintptr(unsafe.Pointer(&m.mem[0]))), Length: m.opts.Length, UFFD: m.ufd != nil, Keep: true},
 		Pieces: m.pieces, Files: m.files}}
 	u := m.ufd
 	m.mu.Unlock()
@@ -305,16 +302,11 @@ func (m *Mapping) giveUp(why error) {
 	m.mu.Lock()
 	id := m.id
 	if !m.closed && !m.recalled {
-		munmap(m.mem) // before the userfaultfd goes: no unprotected moment
-		m.mem, m.recalled, m.raw = nil, true, false
+		unmapGuarded(m.mem, m.ufd)
+		m.mem, m.ufd, m.recalled, m.raw = nil, nil, true, false
 		m.lost = why
 	}
-	u := m.ufd
-	m.ufd = nil
 	m.mu.Unlock()
-	if u != nil {
-		u.Close()
-	}
 	if locked {
 		m.acc.Unlock()
 	}
@@ -354,12 +346,8 @@ func (c *Client) recall(l *link, msg wire.SessionMsg) {
 	m.acc.Lock()
 	m.mu.Lock()
 	if m.id == msg.ID && !m.recalled {
-		if m.ufd != nil {
-			m.ufd.Close() // the daemon holds its copy until the unmap event
-			m.ufd = nil
-		}
-		munmap(m.mem)
-		m.mem, m.recalled, m.raw = nil, true, false
+		unmapGuarded(m.mem, m.ufd) // the daemon holds its copy until the unmap event
+		m.mem, m.ufd, m.recalled, m.raw = nil, nil, true, false
 	}
 	m.mu.Unlock()
 	m.acc.Unlock()
@@ -425,6 +413,23 @@ func build(g *wire.MapGrant, fds []int, o MapOptions) ([]byte, error) {
 		return nil, fmt.Errorf("madvise(MADV_DONTFORK): %w", err)
 	}
 	return mem, nil
+}
+
+// unmapGuarded unmaps mem and lets go of the library's userfaultfd u
+// (nil: none), with no moment in which a store could land unprotected:
+// the range is made inaccessible first; then u is closed (when no daemon
+// holds a copy, the kernel lifts the protection and wakes the waiting
+// writers, which fault on the inaccessible range: SIGSEGV); then it is
+// unmapped (with no daemon reading the userfaultfd, an unmap event would
+// make munmap wait for one).
+func unmapGuarded(mem []byte, u *uffd.FD) error {
+	if u != nil {
+		if len(mem) > 0 {
+			unix.Mprotect(mem, unix.PROT_NONE)
+		}
+		u.Close()
+	}
+	return munmap(mem)
 }
 
 // munmap unmaps mem (unix.Munmap only takes slices unix.Mmap made).
@@ -587,12 +592,7 @@ func (m *Mapping) Close() error {
 	}
 	c := m.c
 	c.forget(id)
-	if u != nil {
-		// First: with no daemon holding a copy (between daemons), the
-		// munmap would wait for one to read its unmap event.
-		u.Close()
-	}
-	err := munmap(mem)
+	err := unmapGuarded(mem, u)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.current()

@@ -119,7 +119,7 @@ func (d *Daemon) Sessions() ([]wire.DAXSession, error) {
 		ws := wire.DAXSession{PID: s.PID, UID: s.UID, Started: s.Started, Problems: problems[s.PID], Mappings: []wire.DAXMapping{}}
 		for _, m := range s.Mappings {
 			ws.Mappings = append(ws.Mappings, wire.DAXMapping{Device: m.Device, Offset: m.Offset, Length: m.Length,
-				Addr: m.Addr, Write: m.Write, Faults: m.Faults, Held: m.Held})
+				Addr: m.Addr, Write: m.Write, Faults: m.Faults, Held: m.Held, OutlivesDaemon: m.OutlivesDaemon, Adopted: m.Adopted})
 		}
 		out = append(out, ws)
 	}

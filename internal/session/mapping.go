@@ -29,6 +29,9 @@ type mapping struct {
 	write bool
 	page  int64
 	uffd  *uffd.FD // nil: no write protection (read-only, or memory without wpfault)
+	// keep: the client keeps its own userfaultfd reference and hands the
+	// mapping to the next daemon; adopted: made with an earlier daemon.
+	keep, adopted bool
 
 	mu   sync.Mutex
 	addr uintptr // moves with an mremap of the whole range

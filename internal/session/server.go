@@ -384,6 +384,12 @@ type MappingInfo struct {
 	Write  bool   `json:"write"`
 	Faults int64  `json:"faults"`
 	Held   int64  `json:"held"`
+	// OutlivesDaemon: the client keeps the mapping write-protected when
+	// its session ends with the daemon, and hands it to the next daemon
+	// (adopt.go): a stopping daemon need not wait for it. Adopted: the
+	// mapping was made with an earlier daemon.
+	OutlivesDaemon bool `json:"outlives_daemon"`
+	Adopted        bool `json:"adopted,omitempty"`
 }
 
 // Sessions lists the open sessions.

@@ -308,7 +308,7 @@ func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, 
 		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", id))
 	}
 	mp := &mapping{sess: x, id: id, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(armed.Addr),
-		write: g.req.Write, page: g.page, files: g.files, done: make(chan struct{}), gone: make(chan struct{})}
+		write: g.req.Write, page: g.page, files: g.files, keep: armed.Keep, adopted: adopted, done: make(chan struct{}), gone: make(chan struct{})}
 	if g.wp {
 		u, err := uffd.FromFD(fds[0])
 		if err != nil {
@@ -388,7 +388,7 @@ func (x *session) info() Info {
 		addr := mp.addr
 		mp.mu.Unlock()
 		in.Mappings = append(in.Mappings, MappingInfo{ID: mp.id, Device: mp.dev.Name(), Offset: mp.off, Length: mp.n,
-			Addr: uint64(addr), Write: mp.write, Faults: mp.faults.Load(), Held: mp.held.Load()})
+			Addr: uint64(addr), Write: mp.write, Faults: mp.faults.Load(), Held: mp.held.Load(), OutlivesDaemon: mp.keep, Adopted: mp.adopted})
 	}
 	return in
 }

@@ -127,6 +127,10 @@ type MapArmed struct {
 	Addr   uint64 `json:"addr"`
 	Length int64  `json:"length"`
 	UFFD   bool   `json:"uffd,omitempty"`
+	// Keep: the client keeps its own reference to the userfaultfd, so the
+	// mapping stays protected when the daemon goes, and hands the mapping
+	// to the next daemon (OpAdopt): a stop need not wait for it.
+	Keep bool `json:"keep,omitempty"`
 }
 
 // MapAdopt asks a daemon to take over a mapping an earlier daemon granted

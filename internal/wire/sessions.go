@@ -23,4 +23,9 @@ type DAXMapping struct {
 	Write  bool   `json:"write"`
 	Faults int64  `json:"faults"` // write faults resolved
 	Held   int64  `json:"held"`   // faults held by a snapshot's sweep
+	// OutlivesDaemon: the client keeps the mapping protected through a
+	// daemon stop and hands it to the next daemon; Adopted: this daemon
+	// took it over from an earlier one.
+	OutlivesDaemon bool `json:"outlives_daemon"`
+	Adopted        bool `json:"adopted,omitempty"`
 }
