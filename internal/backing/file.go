@@ -15,7 +15,7 @@ type fileDevice struct {
 
 func newFile(f *os.File, path string, st *unix.Stat_t, opts Options) (*fileDevice, error) {
 	if st.Size == 0 {
-		return nil, fmt.Errorf("open backing device %s: the file is empty: size it first with truncate (truncate -s 1G %s)", path, path)
+		return nil, fmt.Errorf("open backing device %s: the file is empty: size it first with truncate (truncate -s 1G %s)", path, shellArg(path))
 	}
 	p := props{path: path, id: idOf(st), kind: KindFile, size: st.Size, lbs: 512, ro: opts.ReadOnly}
 	return &fileDevice{fdDevice{base: base{props: p}, f: f, fd: int(f.Fd())}}, nil

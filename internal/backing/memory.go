@@ -33,7 +33,7 @@ type memory struct {
 func newMemoryFile(f *os.File, path string, st *unix.Stat_t, kind Kind, pageSize int64, opts Options) (*memory, error) {
 	size := st.Size
 	if size == 0 {
-		return nil, fmt.Errorf("open backing device %s: the %s is empty: size it first with truncate (truncate -s 1G %s)", path, kind, path)
+		return nil, fmt.Errorf("open backing device %s: the %s is empty: size it first with truncate (truncate -s 1G %s)", path, kind, shellArg(path))
 	}
 	if size%pageSize != 0 && kind == KindHugetlbfs {
 		return nil, fmt.Errorf("open backing device %s: size %d is not a multiple of the hugetlbfs page size %d: truncate it to a multiple",

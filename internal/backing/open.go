@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,6 +60,18 @@ func Open(path string, opts Options) (Device, error) {
 	default:
 		return nil, fmt.Errorf("open backing device %s: it is %s: %w; %s", path, describeMode(m), ErrUnsupported, accepted)
 	}
+}
+
+// shellArg is s as one argument of a shell command in a hint: as is if
+// it is plain, else in single quotes.
+func shellArg(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:@%+=,-", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func describeMode(m fs.FileMode) string {

@@ -191,3 +191,30 @@ func TestMemory_MapFileAfterClose(t *testing.T) {
 		t.Fatalf("MapFile after Close: %d, want an invalid descriptor", fd)
 	}
 }
+
+// Ensure that files of kernel interface file systems (/proc, /sys,
+// cgroups) are refused as such, never with a hint to size them with
+// truncate, and that a hint naming a path with blanks quotes it.
+func TestOpen_kernelFilesAndHints(t *testing.T) {
+	for _, path := range []string{"/proc/self/mem", "/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled"} {
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		dev, err := backing.Open(path, backing.Options{ReadOnly: true})
+		if err == nil {
+			dev.Close()
+			t.Errorf("Open(%s) succeeded", path)
+			continue
+		}
+		if !errors.Is(err, backing.ErrUnsupported) || !strings.Contains(err.Error(), "a kernel interface, not storage") ||
+			strings.Contains(err.Error(), "truncate") {
+			t.Errorf("Open(%s): %v, want refused as a kernel interface file, with no truncate hint", path, err)
+		}
+	}
+	odd := filepath.Join(t.TempDir(), "it's empty")
+	writeFile(t, odd, 0)
+	_, err := backing.Open(odd, backing.Options{})
+	if want := `truncate -s 1G '` + filepath.Dir(odd) + `/it'\''s empty'`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open(%q): %v, want a hint containing %s", odd, err, want)
+	}
+}

@@ -16,6 +16,9 @@ func probeRegular(fd int) (Kind, int64, error) {
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		return 0, 0, fmt.Errorf("statfs: %w", err)
 	}
+	if name, ok := kernelFS[int64(sfs.Type)]; ok {
+		return 0, 0, fmt.Errorf("it is on %s, a kernel interface, not storage: %w; %s", name, ErrUnsupported, accepted)
+	}
 	switch int64(sfs.Type) {
 	case unix.TMPFS_MAGIC:
 		return KindTmpfs, int64(os.Getpagesize()), nil
@@ -46,4 +49,26 @@ func hasDAXAttr(fd int) (bool, error) {
 		return false, fmt.Errorf("statx: %w", err)
 	}
 	return stx.Attributes_mask&unix.STATX_ATTR_DAX != 0 && stx.Attributes&unix.STATX_ATTR_DAX != 0, nil
+}
+
+// kernelFS are the file systems whose files are kernel interfaces
+// (/proc, /sys, cgroups...): their regular files report a size of 0 or
+// of a page, and reading or writing them as a disk means nothing, or harm
+// (/proc/self/mem is the daemon's own memory).
+var kernelFS = map[int64]string{
+	unix.PROC_SUPER_MAGIC:    "procfs",
+	unix.SYSFS_MAGIC:         "sysfs",
+	unix.CGROUP_SUPER_MAGIC:  "cgroupfs",
+	unix.CGROUP2_SUPER_MAGIC: "cgroup2",
+	unix.DEBUGFS_MAGIC:       "debugfs",
+	unix.TRACEFS_MAGIC:       "tracefs",
+	unix.SECURITYFS_MAGIC:    "securityfs",
+	unix.BPF_FS_MAGIC:        "bpffs",
+	unix.EFIVARFS_MAGIC:      "efivarfs",
+	unix.PSTOREFS_MAGIC:      "pstore",
+	unix.DEVPTS_SUPER_MAGIC:  "devpts",
+	unix.SELINUX_MAGIC:       "selinuxfs",
+	unix.SMACK_MAGIC:         "smackfs",
+	unix.NSFS_MAGIC:          "nsfs",
+	unix.BINFMTFS_MAGIC:      "binfmt_misc",
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,21 +85,26 @@ func (d *Daemon) checkRegion(op, dir string, req wire.PmemCreate) (memFS, error)
 		return fs, errorf(dm.ErrInvalidArgument, "%s: --hugetlb needs a hugetlbfs directory, and %s is %s: mount one (mount -t hugetlbfs none %s) and reserve pages (/proc/sys/vm/nr_hugepages)",
 			op, dir, fs.name, DefaultHugetlbDir)
 	}
-	if req.Size%fs.pageSize != 0 {
-		up := (req.Size/fs.pageSize + 1) * fs.pageSize
-		return fs, errorf(dm.ErrInvalidArgument, "%s: size %d is not a multiple of the %d-byte pages of %s: use %d", op, req.Size, fs.pageSize, dir, up)
+	if req.Size > math.MaxInt64-fs.pageSize {
+		return fs, errorf(dm.ErrInvalidArgument, "%s: size %d bytes is more than any memory: give a size such as 64M or 4G", op, req.Size)
 	}
 	if fs.free >= 0 && req.Size > fs.free {
 		return fs, errorf(dm.ErrNoSpace, "%s: %s has %d bytes free and the region needs %d: choose a smaller size, or free memory there", op, dir, fs.free, req.Size)
+	}
+	if req.Size%fs.pageSize != 0 {
+		up := (req.Size/fs.pageSize + 1) * fs.pageSize
+		return fs, errorf(dm.ErrInvalidArgument, "%s: size %d is not a multiple of the %d-byte pages of %s: use %d", op, req.Size, fs.pageSize, dir, up)
 	}
 	return fs, nil
 }
 
 // checkRegionName applies device name rules, and no leading dot.
 func checkRegionName(op, name string) error {
-	if name == "" || len(name) > dm.MaxNameLen || strings.HasPrefix(name, ".") ||
-		strings.ContainsAny(name, "/\x00") || strings.TrimSpace(name) != name {
-		return errorf(dm.ErrInvalidArgument, "%s: invalid region name %q: use 1 to %d characters, no '/', NUL, leading dot or blanks", op, name, dm.MaxNameLen)
+	if name == "" || len(name) > dm.MaxNameLen || strings.HasPrefix(name, ".") {
+		return errorf(dm.ErrInvalidArgument, "%s: invalid region name %.40q: use 1 to %d characters, not starting with a dot", op, name, dm.MaxNameLen)
+	}
+	if bad := dm.BadNameChar(name); bad != "" {
+		return errorf(dm.ErrInvalidArgument, "%s: invalid region name %q: it contains %s, which `pmem list` and the tables cannot carry: use letters, digits and punctuation such as - _ . + : @", op, name, bad)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,8 +74,10 @@ func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
 	switch {
 	case req.Origin == "":
 		return errorf(dm.ErrInvalidArgument, "snapshot create: no origin given: name the device to snapshot")
-	case req.Name == "" || len(req.Name) > dm.MaxNameLen || strings.ContainsAny(req.Name, "/ \t\n\x00"):
+	case req.Name == "" || len(req.Name) > dm.MaxNameLen:
 		return errorf(dm.ErrInvalidArgument, "%s: snapshot name %.40q: give a name of 1 to %d bytes without '/' or blanks", op, req.Name, dm.MaxNameLen)
+	case dm.BadNameChar(req.Name) != "":
+		return errorf(dm.ErrInvalidArgument, "%s: snapshot name %q contains %s: give a name without '/', blanks or control characters", op, req.Name, dm.BadNameChar(req.Name))
 	case len(req.Origin)+len(mergeSuffix) > dm.MaxNameLen:
 		return errorf(dm.ErrInvalidArgument, "%s: origin name is %d bytes; its snapshots need %s%s, which must fit in %d: rename the origin to something shorter",
 			op, len(req.Origin), req.Origin, mergeSuffix, dm.MaxNameLen)
@@ -211,6 +214,11 @@ func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 		p.cowSize = defaultCOWSize(originBytes, p.chunk, p.store)
 		p.note = fmt.Sprintf("COW %s: %d bytes (10%% of the origin, at least %d MiB, at most a full copy of %d bytes); give --cow-size to choose.",
 			p.cow, p.cowSize, MinDefaultCOW>>20, fullCOWSize(originBytes, p.chunk, p.store))
+	}
+	if p.cowSize > math.MaxInt64-p.chunk.Bytes() {
+		// Rounding it up to whole chunks would overflow.
+		return errorf(dm.ErrInvalidArgument, "%s: COW size %d bytes is too large for any file: a full copy of %s takes %d bytes: give a --cow-size of at most that",
+			p.op, req.COWSize, p.l.origin, fullCOWSize(originBytes, p.chunk, p.store))
 	}
 	p.cowSize = (p.cowSize + p.chunk.Bytes() - 1) / p.chunk.Bytes() * p.chunk.Bytes()
 	if need := minCOWChunks(p.store) * p.chunk.Bytes(); p.cowSize < need {

@@ -78,7 +78,7 @@ func TestDevice_createErrors(t *testing.T) {
 	if _, err := r.m.Create("c", dm.CreateOptions{UUID: "x"}); !errors.Is(err, dm.ErrExists) || !strings.Contains(err.Error(), "belongs to b") {
 		t.Fatalf("duplicate uuid: %v", err)
 	}
-	for _, name := range []string{"", "a/b", ".", "..", " x", strings.Repeat("n", 128)} {
+	for _, name := range []string{"", "a/b", ".", "..", " x", "a b", "a\nb", "a\tb", "a\x7fb", strings.Repeat("n", 128)} {
 		if _, err := r.m.Create(name, dm.CreateOptions{}); !errors.Is(err, dm.ErrInvalidArgument) {
 			t.Fatalf("name %q: %v", name, err)
 		}

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Manager holds the mapped devices by name (the kernel's name and uuid
@@ -112,11 +113,46 @@ func checkName(what, s string, max int) error {
 	case s == "":
 		return fmt.Errorf("%w: empty device %s", ErrInvalidArgument, what)
 	case len(s) > max:
-		return fmt.Errorf("%w: device %s %q is %d bytes, at most %d allowed", ErrInvalidArgument, what, s, len(s), max)
-	case strings.ContainsAny(s, "/\x00") || strings.TrimSpace(s) != s || s == "." || s == "..":
-		return fmt.Errorf("%w: device %s %q: no '/', NUL, leading or trailing blanks, '.' or '..'", ErrInvalidArgument, what, s)
+		return fmt.Errorf("%w: device %s %.40q... is %d bytes, at most %d allowed", ErrInvalidArgument, what, s, len(s), max)
+	case s == "." || s == "..":
+		return fmt.Errorf("%w: device %s %q: '.' and '..' name directories, not devices: pick another %s", ErrInvalidArgument, what, s, what)
+	}
+	if bad := BadNameChar(s); bad != "" {
+		return fmt.Errorf("%w: device %s %q contains %s, which `ls`, `dmsetup ls` and the tables cannot carry: use letters, digits and punctuation such as - _ . + : @", ErrInvalidArgument, what, s, bad)
 	}
 	return nil
+}
+
+// BadNameChar describes the first character of name that no device or
+// region name may contain ("a tab at byte 3"), or is "" if there is none.
+// Like dmsetup, daxsnap refuses what its own output cannot carry: names
+// are printed one a line, in columns split at blanks, and as paths.
+func BadNameChar(name string) string {
+	for i, r := range name {
+		var what string
+		switch {
+		case r == '/':
+			what = "'/'"
+		case r == 0:
+			what = "a NUL byte"
+		case r == '\n':
+			what = "a newline"
+		case r == '\t':
+			what = "a tab"
+		case r == ' ':
+			what = "a space"
+		case r == utf8.RuneError:
+			what = "a byte that is not UTF-8"
+		case unicode.IsSpace(r):
+			what = fmt.Sprintf("a blank (%U)", r)
+		case !unicode.IsPrint(r):
+			what = fmt.Sprintf("a control or unprintable character (%U)", r)
+		default:
+			continue
+		}
+		return fmt.Sprintf("%s at byte %d", what, i)
+	}
+	return ""
 }
 
 func (m *Manager) checkUnique(name, uuid string) error {
