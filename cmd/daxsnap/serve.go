@@ -12,14 +12,16 @@ import (
 
 func (a *app) serveCmd() *cobra.Command {
 	var nbdAddr, fuseDir, logFormat, logLevel string
-	var noNBDUnix bool
+	var noNBDUnix, recoverState bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD and FUSE exports, persistent devices",
 		Long: "Run the daemon until SIGINT or SIGTERM (a second signal exits at once).\n" +
 			"Devices and memory regions persist in the state directory and come back on the next start.\n" +
 			"Every device is a file in the FUSE mount (STATE/fuse unless --fuse says otherwise):\n" +
-			"`losetup -f --show STATE/fuse/NAME` makes it a block device for mkfs, mount and fsck.",
+			"`losetup -f --show STATE/fuse/NAME` makes it a block device for mkfs, mount and fsck.\n" +
+			"The state file STATE/daxsnap.db is checked at start and backed up to STATE/daxsnap.db.bak\n" +
+			"after every change; a damaged or lost one is refused, and --recover starts from the backup.",
 		Args: args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(a, logFormat, logLevel)
@@ -30,13 +32,14 @@ func (a *app) serveCmd() *cobra.Command {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
-				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log})
+				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&nbdAddr, "nbd-addr", daemon.DefaultNBDAddr, `TCP address to export devices on over NBD ("" for none)`)
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on STATE/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
+	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

@@ -115,3 +115,52 @@ func TestCLI_demo(t *testing.T) {
 		t.Errorf("demo left %v behind", after)
 	}
 }
+
+// Ensure that `serve` refuses a truncated state file with an error that
+// says what to do, instead of crashing in bbolt (SIGBUS), and that
+// `serve --recover` starts from the backup with the devices it records.
+func TestCLI_serveRecover(t *testing.T) {
+	state := t.TempDir()
+	t.Cleanup(func() { syscall.Unmount(filepath.Join(state, "fuse"), syscall.MNT_DETACH) })
+	sock := filepath.Join(state, "daxsnap.sock")
+	serve, stderr := daxsnapProcess(t, "serve", "--state", state, "--nbd-addr", "", "--fuse", "")
+	defer serve.Process.Kill()
+	waitFor(t, "the control socket", func() bool {
+		code, _, _ := runIn("", "--socket", sock, "version")
+		return code == 0
+	})
+	if code, _, errOut := runIn("", "--state", state, "create", "kept", "--table", "0 8 zero"); code != 0 {
+		t.Fatal(errOut)
+	}
+	serve.Process.Signal(syscall.SIGTERM)
+	if err := serve.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v\n%s", err, stderr)
+	}
+	db := filepath.Join(state, "daxsnap.db")
+	if err := os.Truncate(db, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+
+	damaged, stderr := daxsnapProcess(t, "serve", "--state", state, "--nbd-addr", "", "--fuse", "")
+	err := damaged.Wait()
+	if code := damaged.ProcessState.ExitCode(); err == nil || code != 1 {
+		t.Fatalf("serve on a truncated state file: %v (exit %d), want exit 1\n%s", err, code, stderr)
+	}
+	for _, want := range []string{"daxsnap: state file " + db, "truncated", "serve --recover", db + ".bak"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("serve's error lacks %q:\n%s", want, stderr)
+		}
+	}
+
+	again, stderr := daxsnapProcess(t, "serve", "--state", state, "--nbd-addr", "", "--fuse", "", "--recover")
+	defer again.Process.Kill()
+	waitFor(t, "the recovered daemon", func() bool {
+		code, out, _ := runIn("", "--socket", sock, "ls")
+		return code == 0 && out == "kept\n"
+	})
+	again.Process.Signal(syscall.SIGINT)
+	again.Wait()
+	if !strings.Contains(stderr.String(), "state restored from its backup") {
+		t.Errorf("serve --recover did not say what it did:\n%s", stderr)
+	}
+}

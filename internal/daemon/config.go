@@ -39,6 +39,9 @@ type Config struct {
 	// LockWait is how long to wait for another daemon to release the
 	// state file before refusing to start (default 200ms).
 	LockWait time.Duration
+	// Recover puts the backup of the last good state (daxsnap.db.bak)
+	// in place of a damaged, missing or empty state file (serve --recover).
+	Recover bool
 	// RecallTimeout is how long client processes get to give back DAX
 	// mappings a table change moves (default 5s).
 	RecallTimeout time.Duration

@@ -58,7 +58,7 @@ func Start(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w: give --state a writable directory", cfg.StateDir, err)
 	}
-	store, err := state.Open(cfg.StateDir, cfg.LockWait)
+	store, err := state.OpenOptions(cfg.StateDir, state.Options{LockWait: cfg.LockWait, Recover: cfg.Recover, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

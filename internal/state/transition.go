@@ -106,7 +106,7 @@ func transition[T any, PT interface {
 		PT(&rec).setOp(op)
 		return putTx(tx, bucket, name, &rec)
 	}
-	if err := s.db.Update(begin); err != nil {
+	if err := s.update(begin); err != nil {
 		return fmt.Errorf("%s %s: record the operation in %s: %w", op, name, s.path, err)
 	}
 	err := fn()
@@ -120,7 +120,7 @@ func transition[T any, PT interface {
 		}
 		return putTx(tx, bucket, key, rec)
 	}
-	if serr := s.db.Update(end); serr != nil {
+	if serr := s.update(end); serr != nil {
 		err = errors.Join(err, fmt.Errorf("%s %s: record the outcome in %s: %w", op, name, s.path, serr))
 	}
 	return err
@@ -176,7 +176,7 @@ func putTx(tx *bolt.Tx, bucket []byte, name string, rec any) error {
 }
 
 func (s *Store) put(bucket []byte, name string, rec any) error {
-	err := s.db.Update(func(tx *bolt.Tx) error { return putTx(tx, bucket, name, rec) })
+	err := s.update(func(tx *bolt.Tx) error { return putTx(tx, bucket, name, rec) })
 	if err != nil {
 		return fmt.Errorf("write state file %s: %w", s.path, err)
 	}
@@ -184,7 +184,7 @@ func (s *Store) put(bucket []byte, name string, rec any) error {
 }
 
 func (s *Store) del(bucket []byte, name string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(name)) })
+	err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(name)) })
 	if err != nil {
 		return fmt.Errorf("write state file %s: %w", s.path, err)
 	}
