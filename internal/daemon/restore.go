@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -115,7 +116,13 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 		}
 	}
 	if rec.Inactive != "" {
-		if err := dev.Load(rec.Inactive); err != nil {
+		err := error(nil)
+		if lost := d.headerLost(rec.Inactive); lost != "" {
+			err = errors.New(strings.ReplaceAll(lost, "NAME", rec.Name))
+		} else {
+			err = dev.Load(rec.Inactive)
+		}
+		if err != nil {
 			d.notes.update(rec.Name, func(n *note) {
 				n.interrupted += fmt.Sprintf(" Its inactive table did not load at start (%v) and was dropped.", err)
 			})
@@ -135,7 +142,11 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 // load, an `error` table of the recorded size takes its place and the
 // recorded table is kept for the next start.
 func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
-	lost := strings.ReplaceAll(lostOnRestart(rec.Live), "NAME", rec.Name)
+	lost := lostOnRestart(rec.Live)
+	if lost == "" {
+		lost = d.headerLost(rec.Live)
+	}
+	lost = strings.ReplaceAll(lost, "NAME", rec.Name)
 	var err error
 	if lost == "" {
 		if err = dev.Load(rec.Live); err == nil {
@@ -158,6 +169,41 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
 		return err
 	}
 	return dev.Resume()
+}
+
+// headerLost says why a recorded table must not be loaded again: a
+// persistent snapshot (or snapshot-merge) line whose COW no longer starts
+// with the SnAp magic. A persistent store starts afresh on a zeroed
+// header, so loading the table would rewrite area 0 and present the
+// origin's current data as the snapshot; every recorded table was loaded
+// once, so its COW had a header then. A COW that cannot be read is left
+// to the load to report.
+func (d *Daemon) headerLost(table string) string {
+	lines, err := dm.ParseTable(table)
+	if err != nil {
+		return ""
+	}
+	for _, l := range lines {
+		if (l.Type != "snapshot" && l.Type != "snapshot-merge") || len(l.Args) < 3 {
+			continue
+		}
+		if store := strings.ToUpper(l.Args[2]); store != "P" && store != "PO" {
+			continue
+		}
+		head, _, err := d.cowHead(l.Args[1])
+		if err != nil || len(head) < 4 {
+			continue
+		}
+		if magic := binary.LittleEndian.Uint32(head); magic != snapMagic {
+			way := "remove it: `daxsnap snapshot remove NAME` (or `daxsnap remove NAME`)"
+			if l.Type == "snapshot-merge" {
+				way = "its merge cannot go on; load a table without it, or remove the device"
+			}
+			return fmt.Sprintf("Its persistent COW %s no longer starts with a snapshot header (magic %#08x, not %#08x \"SnAp\"), so its exceptions cannot be found. Loading it would start an empty store there and present the origin's current data as the snapshot, so it serves an `error` table instead, and the daemon never re-initializes the COW. If you have a copy of the COW, put it back and restart `daxsnap serve`; otherwise %s.",
+				l.Args[1], magic, uint32(snapMagic), way)
+		}
+	}
+	return ""
 }
 
 // tableSize is the number of sectors a table text maps.
