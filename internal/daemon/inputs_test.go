@@ -58,3 +58,43 @@ func TestInputs_hugeSizes(t *testing.T) {
 		t.Fatalf("devices after refused sizes: %q, want only vol", got)
 	}
 }
+
+// Ensure that state records that do not hold together are not trusted
+// at start: a device record naming another device than its key creates
+// neither (it used to create the one it names), a region record likewise
+// is not listed, and a recorded mode of 99999 gives the device the
+// restrictive defaults with a note that says so, not silently.
+func TestInputs_stateRecordsThatDoNotHoldTogether(t *testing.T) {
+	e := newEnv(t)
+	e.createOwned("victim", "0 8 zero", 65534, 65534, "0666")
+	e.createOwned("odd", "0 8 zero", 65534, 65534, "0666")
+	e.region("r", 1<<20)
+	e.stop()
+	rewriteRecord(t, e.cfg.StateDir, "victim", func(rec map[string]any) { rec["name"] = "intruder" })
+	rewriteRecord(t, e.cfg.StateDir, "odd", func(rec map[string]any) { rec["owner"].(map[string]any)["mode"] = 99999 })
+	rewriteIn(t, e.cfg.StateDir, "regions", "r", func(rec map[string]any) { rec["name"] = "q" })
+	e.start()
+	if got := e.devNames(); strings.Join(got, " ") != "odd" {
+		t.Errorf("devices after start: %q, want only odd (victim's record names intruder)", got)
+	}
+	in := e.info("odd")
+	wantOwner(t, in, 0, 6, "0600")
+	if !strings.Contains(in.Note, "recorded owner is not valid") || !strings.Contains(in.Note, "0303237") {
+		t.Errorf("odd's note %q, want one saying its recorded owner (mode 0303237) is not valid", in.Note)
+	}
+	if ps, err := e.c.PmemList(); err != nil || len(ps) != 0 {
+		t.Errorf("regions after start: %+v, %v; want none (r's record names q)", ps, err)
+	}
+	logs := e.logs.String()
+	for _, want := range []string{"key=victim name=intruder", "key=r name=q", "stored under one name and names another"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q", want)
+		}
+	}
+	// The names are free again: creating them replaces the bad records.
+	e.create("victim", "0 8 zero")
+	e.restart()
+	if got := e.devNames(); strings.Join(got, " ") != "odd victim" {
+		t.Errorf("devices after recreating victim: %q", got)
+	}
+}

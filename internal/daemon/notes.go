@@ -13,10 +13,12 @@ type note struct {
 	degraded, keptLive string
 	// interrupted says which operation the daemon stopped in the middle of.
 	interrupted string
+	// record says what was wrong with the device's state record.
+	record string
 }
 
 func (n note) String() string {
-	return strings.TrimSpace(n.degraded + " " + n.interrupted)
+	return strings.TrimSpace(strings.TrimSpace(n.degraded+" "+n.interrupted) + " " + n.record)
 }
 
 // notes holds the notes by device name.

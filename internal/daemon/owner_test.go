@@ -94,15 +94,22 @@ func TestDaemon_owner(t *testing.T) {
 // stopped daemon.
 func rewriteRecord(t *testing.T, dir, name string, fn func(map[string]any)) {
 	t.Helper()
+	rewriteIn(t, dir, "devices", name, fn)
+}
+
+// rewriteIn edits the JSON record stored under key in bucket ("devices",
+// "regions") of a stopped daemon's state file.
+func rewriteIn(t *testing.T, dir, bucket, key string, fn func(map[string]any)) {
+	t.Helper()
 	db, err := bolt.Open(filepath.Join(dir, state.FileName), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("devices"))
+		b := tx.Bucket([]byte(bucket))
 		var rec map[string]any
-		if err := json.Unmarshal(b.Get([]byte(name)), &rec); err != nil {
+		if err := json.Unmarshal(b.Get([]byte(key)), &rec); err != nil {
 			return err
 		}
 		fn(rec)
@@ -110,7 +117,7 @@ func rewriteRecord(t *testing.T, dir, name string, fn func(map[string]any)) {
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(name), js)
+		return b.Put([]byte(key), js)
 	})
 	if err != nil {
 		t.Fatal(err)

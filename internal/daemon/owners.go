@@ -78,17 +78,19 @@ func recordOwner(o access.Owner) *state.Owner {
 }
 
 // restoredOwner is the owner a record gives its device: a record from
-// before daxsnap kept owners (or one that does not check) gets the
-// defaults.
-func restoredOwner(rec state.Device) access.Owner {
+// before daxsnap kept owners gets the defaults. So does one whose owner
+// does not check (a mode of 99999, uid -1: a state file edited by hand
+// or damaged), and problem then says so, for the device's note.
+func restoredOwner(rec state.Device) (o access.Owner, problem string) {
 	if rec.Owner == nil {
-		return access.Default()
+		return access.Default(), ""
 	}
-	o := access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
-	if o.Check() != nil {
-		return access.Default()
+	o = access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
+	if err := o.Check(); err != nil {
+		return access.Default(), fmt.Sprintf("Its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map: recreate it with the owner you want (daxsnap create %s --uid --gid --mode).",
+			err, access.Default(), rec.Name)
 	}
-	return o
+	return o, ""
 }
 
 // authorizeMap is the DAX session server's Authorize: may peer map dev

@@ -74,10 +74,10 @@ func TestOwnerOf(t *testing.T) {
 	if _, err := ownerOf(wire.DeviceCreate{Name: "a", Mode: "1777"}); err == nil {
 		t.Error("mode 1777 accepted")
 	}
-	if got := restoredOwner(state.Device{Name: "old"}); got != access.Default() {
-		t.Errorf("old record restores owner %+v, want the default", got)
+	if got, problem := restoredOwner(state.Device{Name: "old"}); got != access.Default() || problem != "" {
+		t.Errorf("old record restores owner %+v (%q), want the default", got, problem)
 	}
-	if got := restoredOwner(state.Device{Owner: &state.Owner{UID: 5, GID: 0, Mode: 0o640}}); got != (access.Owner{UID: 5, Mode: 0o640}) {
-		t.Errorf("restored owner %+v", got)
+	if got, problem := restoredOwner(state.Device{Owner: &state.Owner{UID: 5, GID: 0, Mode: 0o640}}); got != (access.Owner{UID: 5, Mode: 0o640}) || problem != "" {
+		t.Errorf("restored owner %+v (%q)", got, problem)
 	}
 }

@@ -17,6 +17,7 @@ import (
 // file that cannot be read stops the start; a device that cannot come
 // back as recorded comes back degraded.
 func (d *Daemon) restore() error {
+	d.reportMisfiled()
 	if err := d.restoreRegions(); err != nil {
 		return err
 	}
@@ -109,7 +110,12 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 		d.log.Error("device not restored", "device", rec.Name, "err", err)
 		return
 	}
-	d.owners.set(dev, restoredOwner(rec))
+	owner, problem := restoredOwner(rec)
+	d.owners.set(dev, owner)
+	if problem != "" {
+		d.notes.update(rec.Name, func(n *note) { n.record = problem })
+		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name, "owner", fmt.Sprintf("%+v", *rec.Owner))
+	}
 	if rec.Live != "" {
 		if err := d.restoreLive(dev, rec); err != nil {
 			d.log.Error("device restored without a table", "device", rec.Name, "err", err)

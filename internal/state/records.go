@@ -43,3 +43,15 @@ type Owner struct {
 
 func (r *Region) setOp(op string) { r.Op = op }
 func (d *Device) setOp(op string) { d.Op = op }
+
+func (r *Region) recordName() string { return r.Name }
+func (d *Device) recordName() string { return d.Name }
+
+// misfiled reports whether rec names something other than the key it is
+// stored under: a state file edited by hand or damaged. Such a record is
+// not trusted (Misfiled lists them); reading it as the thing its key or
+// its name says would create or change another device or region.
+func misfiled(rec any, key []byte) bool {
+	n, ok := rec.(interface{ recordName() string })
+	return ok && n.recordName() != string(key)
+}

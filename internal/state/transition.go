@@ -134,6 +134,9 @@ func list[T any](s *Store, bucket []byte) ([]T, error) {
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("record %s/%s: %w", bucket, k, err)
 			}
+			if misfiled(&rec, k) {
+				return nil
+			}
 			out = append(out, rec)
 			return nil
 		})
@@ -163,6 +166,10 @@ func getTx[T any](tx *bolt.Tx, bucket []byte, name string) (T, bool, error) {
 	}
 	if err := json.Unmarshal(v, &rec); err != nil {
 		return rec, false, fmt.Errorf("record %s/%s: %w", bucket, name, err)
+	}
+	if misfiled(&rec, []byte(name)) {
+		var zero T
+		return zero, false, nil
 	}
 	return rec, true, nil
 }
