@@ -18,7 +18,7 @@ func (a *app) snapshotCmd() *cobra.Command {
 		Use:   "snapshot",
 		Short: "Snapshots the way LVM sets them up: ORIGIN keeps its name, ORIGIN-real holds its table",
 	}
-	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotListCmd(), a.snapshotRemoveCmd(), a.snapshotMergeCmd())
+	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotListCmd(), a.snapshotRemoveCmd(), a.snapshotMergeCmd(), a.snapshotExtendCmd())
 	return cmd
 }
 
@@ -114,6 +114,47 @@ func (a *app) snapshotRemoveCmd() *cobra.Command {
 			return a.api().SnapshotRemove(args[0])
 		},
 	}
+}
+
+func (a *app) snapshotExtendCmd() *cobra.Command {
+	var size string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "extend NAME --size +N|N",
+		Short: "Grow a snapshot's COW file (lvextend): by N with +N, to N without",
+		Long: "Grow the COW file of snapshot NAME, as lvextend does for an LVM snapshot:\n" +
+			"--size +256M adds 256 MiB, --size 1G makes it 1 GiB. The snapshot takes the\n" +
+			"new space in at once; it never shrinks, and never grows past a full copy of\n" +
+			"its origin. A COW given as a block or daxsnap device is grown by growing that device.",
+		Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op := "snapshot extend " + args[0]
+			var req wire.SnapshotExtend
+			n, err := parseSize(strings.TrimPrefix(size, "+"))
+			switch {
+			case size == "":
+				return fmt.Errorf("%s: --size is missing: give +N to add N bytes (e.g. +256M), or N for the new size", op)
+			case err != nil:
+				return fmt.Errorf("%s: --size: %w", op, err)
+			case strings.HasPrefix(size, "+"):
+				req.Add = n
+			default:
+				req.Size = n
+			}
+			s, err := a.api().SnapshotExtend(args[0], req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(s)
+			}
+			fmt.Fprintf(a.out, "extended snapshot %s: COW %s is %s, %.2f%% used\n", s.Name, s.COW, formatSize(int64(s.Total)*512), s.Usage)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&size, "size", "", "+N to add N bytes (e.g. +256M), N for the new size")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
 func (a *app) snapshotMergeCmd() *cobra.Command {

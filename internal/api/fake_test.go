@@ -123,6 +123,9 @@ func (f *fakeService) SnapshotRemove(name string) error {
 	f.call("snapshot remove %s", name)
 	return failures[name]
 }
+func (f *fakeService) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
+	return wire.Snapshot{Name: name}, failures[name]
+}
 func (f *fakeService) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
 	f.call("snapshot merge %s nowait=%v", name, req.NoWait)
 	return wire.Snapshot{Name: name, State: wire.SnapshotMerged}, failures[name]

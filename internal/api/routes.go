@@ -41,6 +41,7 @@ func (s *Server) routes(metrics http.Handler) {
 	m.HandleFunc("GET /v1/snapshots/{name}", s.snapshot)
 	m.HandleFunc("DELETE /v1/snapshots/{name}", s.snapshotRemove)
 	m.HandleFunc("POST /v1/snapshots/{name}/merge", s.snapshotMerge)
+	m.HandleFunc("POST /v1/snapshots/{name}/extend", s.snapshotExtend)
 	m.HandleFunc("GET /v1/sessions", s.sessions)
 
 	if metrics != nil {

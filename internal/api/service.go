@@ -32,6 +32,8 @@ type Service interface {
 	Snapshot(name string) (wire.Snapshot, error)
 	SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error)
 	SnapshotRemove(name string) error
+	// SnapshotExtend grows a snapshot's COW (lvextend).
+	SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error)
 	// SnapshotMerge merges a snapshot into its origin; unless req.NoWait
 	// it returns when the merge has finished (State merged).
 	SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error)

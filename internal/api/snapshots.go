@@ -44,6 +44,17 @@ func (s *Server) snapshotMerge(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, v, err)
 }
 
+// POST /v1/snapshots/{name}/extend
+func (s *Server) snapshotExtend(w http.ResponseWriter, r *http.Request) {
+	var req wire.SnapshotExtend
+	if err := decode(w, r, &req, true); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := s.svc.SnapshotExtend(r.PathValue("name"), req)
+	reply(w, http.StatusOK, v, err)
+}
+
 func snapPath(name string, sub ...string) string {
 	p := "/v1/snapshots/" + url.PathEscape(name)
 	for _, x := range sub {
@@ -75,6 +86,10 @@ func (c *Client) SnapshotRemove(name string) error {
 
 func (c *Client) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
 	return post[wire.Snapshot](c, "POST", snapPath(name, "merge"), req)
+}
+
+func (c *Client) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
+	return post[wire.Snapshot](c, "POST", snapPath(name, "extend"), req)
 }
 
 // GET /v1/sessions

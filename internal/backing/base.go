@@ -30,10 +30,21 @@ type base struct {
 func (b *base) Path() string             { return b.path }
 func (b *base) ID() ID                   { return b.id }
 func (b *base) Kind() Kind               { return b.kind }
-func (b *base) Size() int64              { return b.size }
+func (b *base) Size() int64              { b.mu.RLock(); defer b.mu.RUnlock(); return b.size }
 func (b *base) LogicalBlockSize() int    { return b.lbs }
 func (b *base) Capabilities() Capability { return b.caps }
 func (b *base) ReadOnly() bool           { return b.ro }
+
+// grow takes in a larger size once no operation runs; never a smaller one.
+func (b *base) grow(size int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return fmt.Errorf("reprobe %s: %w", b.path, ErrClosed)
+	}
+	b.size = max(b.size, size)
+	return nil
+}
 
 // enter starts an operation on [off, off+n): it holds mu shared and checks
 // that the device is open, writable when write is set, and holds the range.

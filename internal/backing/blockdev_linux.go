@@ -47,6 +47,16 @@ func newBlock(f *os.File, path string, st *unix.Stat_t, opts Options) (*blockDev
 	return &blockDevice{fdDevice{base: base{props: p}, f: f, fd: fd}}, nil
 }
 
+// Reprobe takes in a block device that grew since it was opened (see
+// Reprober).
+func (d *blockDevice) Reprobe() error {
+	var size uint64
+	if err := ioctlPtr(d.fd, unix.BLKGETSIZE64, unsafe.Pointer(&size)); err != nil {
+		return fmt.Errorf("reprobe %s: BLKGETSIZE64: %w", d.path, err)
+	}
+	return d.grow(int64(size))
+}
+
 // Discard zeroes and deallocates the range: fallocate(PUNCH_HOLE) on a
 // block device is the block layer's write-zeroes with unmap, which reads
 // back as zeroes. BLKDISCARD alone would not promise that (discarded blocks

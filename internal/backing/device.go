@@ -88,7 +88,7 @@ type Device interface {
 	// ID identifies the underlying object (see ID).
 	ID() ID
 	Kind() Kind
-	// Size in bytes, fixed while the device is open.
+	// Size in bytes. It changes only by Reprober.Reprobe, and only up.
 	Size() int64
 	// LogicalBlockSize is the smallest addressable unit in bytes (512 for
 	// files and memory, the queue's logical block size for block devices).
@@ -118,6 +118,14 @@ type DirectAccesser interface {
 	// allows: msync for memory files, cache-line write-back and a fence
 	// for sync media.
 	FlushRange(off, n int64) error
+}
+
+// Reprober is implemented by devices that can grow while open: a regular
+// file (truncate) or a block device (lvextend, a loop device resized).
+// Reprobe reads the size again and takes in any growth; a device never
+// shrinks while open, so every range a table was built on stays in range.
+type Reprober interface {
+	Reprobe() error
 }
 
 // Populater is implemented by memory devices that can make a range's pages

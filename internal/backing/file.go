@@ -59,4 +59,16 @@ func (d *fileDevice) zero(op string, off, n int64, modes ...uint32) error {
 	return nil
 }
 
-var _ Device = (*fileDevice)(nil)
+// Reprobe takes in a file that grew since it was opened (see Reprober).
+func (d *fileDevice) Reprobe() error {
+	var st unix.Stat_t
+	if err := unix.Fstat(d.fd, &st); err != nil {
+		return fmt.Errorf("reprobe %s: fstat: %w", d.path, err)
+	}
+	return d.grow(st.Size)
+}
+
+var (
+	_ Device   = (*fileDevice)(nil)
+	_ Reprober = (*fileDevice)(nil)
+)

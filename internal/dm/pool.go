@@ -54,10 +54,17 @@ func (p *DevicePool) Get(name string, readOnly bool) (backing.Device, error) {
 	defer p.mu.Unlock()
 	key := poolKey{dev.ID(), readOnly}
 	if e, ok := p.open[key]; ok {
-		e.refs++
 		if e.dev != dev {
 			dev.Close()
+			// A table being loaded sees the device as it is now: a file
+			// or block device may have grown since it was first opened.
+			if r, ok := e.dev.(backing.Reprober); ok {
+				if err := r.Reprobe(); err != nil {
+					return nil, err
+				}
+			}
 		}
+		e.refs++
 		return e.dev, nil
 	}
 	p.open[key] = &pooled{dev: dev, refs: 1}

@@ -100,6 +100,14 @@ type Store interface {
 	Close() error
 }
 
+// Grower is implemented by stores that can take in a COW device grown
+// since they were opened (lvextend of a snapshot): Grow reads the
+// device's size again, and Prepare hands out the new chunks. The kernel's
+// persistent store sees a larger COW device the same way, by its size.
+type Grower interface {
+	Grow()
+}
+
 // BatchCommitter is implemented by stores that can commit many exceptions
 // in one metadata write on request (the persistent store). Callers with
 // several exceptions at hand use it instead of one Commit per exception;

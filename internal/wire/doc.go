@@ -30,6 +30,7 @@
 //	POST   /v1/snapshots                    SnapshotCreate -> Snapshot
 //	GET    /v1/snapshots/{name}             Snapshot
 //	DELETE /v1/snapshots/{name}
+//	POST   /v1/snapshots/{name}/extend      SnapshotExtend -> Snapshot
 //	POST   /v1/snapshots/{name}/merge       SnapshotMerge -> Snapshot (State merged unless no_wait)
 //	GET    /metrics                         Prometheus text format
 //

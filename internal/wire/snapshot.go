@@ -18,6 +18,13 @@ type SnapshotCreate struct {
 	Transient bool `json:"transient,omitempty"`
 }
 
+// SnapshotExtend grows a snapshot's COW file (lvextend of a snapshot).
+// Exactly one of Add and Size is set.
+type SnapshotExtend struct {
+	Add  int64 `json:"add,omitempty"`  // bytes to add (--size +N)
+	Size int64 `json:"size,omitempty"` // the new size in bytes (--size N)
+}
+
 // SnapshotMerge merges a snapshot back into its origin (lvconvert --merge).
 type SnapshotMerge struct {
 	// NoWait returns once the merge has started; the daemon finishes it

@@ -82,6 +82,7 @@ func newBatch() *batch {
 var (
 	_ exstore.Store          = (*Store)(nil)
 	_ exstore.BatchCommitter = (*Store)(nil)
+	_ exstore.Grower         = (*Store)(nil)
 )
 
 // Open reads the header of the COW device dev and returns a store ready for
@@ -140,6 +141,17 @@ func open(dev backing.Device, opts Options) (*Store, error) {
 	}
 	s.area = make([]byte, s.g.chunkBytes)
 	return s, nil
+}
+
+// Grow takes in a COW device that grew (see exstore.Grower). It waits
+// for metadata I/O in progress, so the scanner and the commit path each
+// see one size; a smaller size is ignored.
+func (s *Store) Grow() {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.devChunks = max(s.devChunks, exstore.Chunk(s.dev.Size()/s.g.chunkBytes))
 }
 
 // readHeader reads the first logical block of dev.

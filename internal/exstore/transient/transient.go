@@ -37,7 +37,17 @@ type Store struct {
 	nextFree exstore.Chunk
 }
 
-var _ exstore.Store = (*Store)(nil)
+var (
+	_ exstore.Store  = (*Store)(nil)
+	_ exstore.Grower = (*Store)(nil)
+)
+
+// Grow takes in a COW device that grew (see exstore.Grower).
+func (s *Store) Grow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.devChunks = max(s.devChunks, exstore.Chunk(s.dev.Size()/s.chunk.Bytes()))
+}
 
 // New returns a transient store whose data chunks live on dev. The store
 // does not take ownership of dev.

@@ -321,8 +321,10 @@ func (t *snap) PreResume() error {
 }
 
 // Resume activates the snapshot: from now on origin writes copy out to it
-// (snapshot_resume sets s->active). A merge target starts merging.
+// (snapshot_resume sets s->active). A COW device that grew meanwhile is
+// taken in. A merge target starts merging.
 func (t *snap) Resume() {
+	t.state.grow()
 	t.state.active.Store(true)
 	if t.merger != nil {
 		t.state.merging.Store(true)

@@ -98,6 +98,20 @@ func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector
 	return s, nil
 }
 
+// grow lets the store use a COW device that grew since it was opened
+// (snapshot extend): the device reads its size again, then the store.
+func (s *cowState) grow() {
+	if r, ok := s.cow.(backing.Reprober); ok {
+		if err := r.Reprobe(); err != nil {
+			s.log.Warn("COW device size not read again; the snapshot keeps its old size", "err", err)
+			return
+		}
+	}
+	if g, ok := s.store.(exstore.Grower); ok {
+		g.Grow()
+	}
+}
+
 func (s *cowState) close() error {
 	s.copying.Lock()
 	s.closed = true
