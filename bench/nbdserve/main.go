@@ -123,11 +123,11 @@ type single struct {
 	be   nbd.Backend
 }
 
-func (s single) Open(string) (*nbd.Export, error) {
+func (s single) Open(*nbd.Client, string) (*nbd.Export, error) {
 	return &nbd.Export{Name: s.name, Description: "nbdserve", Backend: s.be}, nil
 }
 
-func (s single) List() []nbd.ExportInfo {
+func (s single) List(*nbd.Client) []nbd.ExportInfo {
 	return []nbd.ExportInfo{{Name: s.name, Description: "nbdserve"}}
 }
 

@@ -224,11 +224,11 @@ func waitClosed(c *api.Client, name string) error {
 func (a *app) demoNext() {
 	fmt.Fprint(a.out, `
 Where to look next:
-  daxsnap serve                                  # the daemon; state in ./daxsnap-state, NBD on 127.0.0.1:10809
+  daxsnap serve                                  # the daemon; state in ./daxsnap-state, NBD on ./daxsnap-state/nbd.sock
   daxsnap pmem create fast --size 1G             # a memory region (prints its path)
   daxsnap create vol --table "0 2097152 linear /dev/shm/daxsnap/fast 0"
   daxsnap info vol; daxsnap table vol; daxsnap status vol
-  qemu-img info nbd://127.0.0.1:10809/vol        # any NBD client: qemu-img, nbdinfo, nbdcopy, fio
+  qemu-img info "nbd+unix:///vol?socket=daxsnap-state/nbd.sock"   # any NBD client: qemu-img, nbdinfo, nbdcopy, fio
   curl --unix-socket daxsnap-state/daxsnap.sock http://x/metrics
   daxsnap --help                                 # every verb; docs: DESIGN.md
 `)

@@ -11,8 +11,8 @@ import (
 )
 
 func (a *app) serveCmd() *cobra.Command {
-	var nbdAddr, fuseDir, logFormat, logLevel string
-	var noNBDUnix, recoverState bool
+	var nbdAddr, tlsCreds, tlsAuthz, fuseDir, logFormat, logLevel string
+	var noNBDUnix, nbdInsecure, recoverState bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD and FUSE exports, persistent devices",
@@ -32,11 +32,15 @@ func (a *app) serveCmd() *cobra.Command {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
+				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&nbdAddr, "nbd-addr", daemon.DefaultNBDAddr, `TCP address to export devices on over NBD ("" for none)`)
+	f.StringVar(&nbdAddr, "nbd-addr", "", `TCP address to export devices on over NBD, such as 127.0.0.1:10809 (default none); needs --tls-creds or --nbd-insecure`)
+	f.StringVar(&tlsCreds, "tls-creds", "", "directory with ca-cert.pem, server-cert.pem and server-key.pem (as for qemu-nbd and nbdkit): NBD on TCP requires TLS and a client certificate the CA signed")
+	f.StringVar(&tlsAuthz, "tls-authz", "", `file of "USER SUBJECT" lines mapping client certificate subjects (RFC 4514, "CN=alice,O=Example") to local users; without it a certificate's CN names the user`)
+	f.BoolVar(&nbdInsecure, "nbd-insecure", false, "allow NBD on plain TCP, on a loopback address only: clients are anonymous and get only what each device's other permission bits allow")
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on STATE/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")

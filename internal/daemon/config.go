@@ -8,8 +8,6 @@ import (
 
 // Defaults.
 const (
-	// DefaultNBDAddr is where `daxsnap serve` exports devices over TCP.
-	DefaultNBDAddr = "127.0.0.1:10809"
 	// DefaultPmemDir is where memory regions go unless told otherwise.
 	DefaultPmemDir = "/dev/shm"
 	// DefaultHugetlbDir is where huge-page regions go unless told otherwise.
@@ -27,10 +25,22 @@ const (
 // Config configures a daemon. The zero value is usable: state in
 // DefaultStateDir(), no TCP export, NBD on <state>/nbd.sock, no FUSE mount.
 type Config struct {
-	StateDir  string // default DefaultStateDir()
-	NBDAddr   string // TCP address for NBD; "" exports on the unix socket only
-	NoNBDUnix bool   // do not listen on <state>/nbd.sock
-	PmemDir   string // default DefaultPmemDir
+	StateDir string // default DefaultStateDir()
+	// NBDAddr is a TCP address for NBD; "" exports on the unix socket
+	// only. TCP needs NBDTLSCreds, or NBDInsecure and a loopback address
+	// (nbdauth.go says who may do what through each).
+	NBDAddr string
+	// NBDTLSCreds is a directory with ca-cert.pem, server-cert.pem and
+	// server-key.pem: TCP clients must STARTTLS with a certificate the CA
+	// signed, which NBDTLSAuthz (a file of "USER SUBJECT" lines) maps to
+	// a local user, or else whose CN names one.
+	NBDTLSCreds string
+	NBDTLSAuthz string
+	// NBDInsecure allows plain TCP on a loopback address: clients are
+	// anonymous and get only what each device's other bits allow.
+	NBDInsecure bool
+	NoNBDUnix   bool   // do not listen on <state>/nbd.sock
+	PmemDir     string // default DefaultPmemDir
 	// FUSEDir is where every device is a file (internal/export/fusefs);
 	// "" mounts nothing. A mount that fails is a warning, not an error.
 	FUSEDir string

@@ -34,9 +34,12 @@ type Daemon struct {
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
 	notes   notes
 	owners  owners // who may map each device (owners.go)
-	ids     mappedIDs
-	merges  *mergeJobs // background jobs finishing snapshot merges
-	metrics *ioMetrics
+	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
+	// a certificate's CN names the user (nbdauth.go).
+	tlsAuthz map[string]string
+	ids      mappedIDs
+	merges   *mergeJobs // background jobs finishing snapshot merges
+	metrics  *ioMetrics
 
 	api      *api.Server
 	exports  *exportServer

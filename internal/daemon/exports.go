@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -26,15 +27,29 @@ func contextNow() context.Context {
 
 func (d *Daemon) startExports() (*exportServer, error) {
 	e := &exportServer{srv: nbd.NewServer(exportSet{d}, nbd.Options{Logger: d.log.With("component", "nbd")})}
-	if d.cfg.NBDAddr != "" {
-		l, err := net.Listen("tcp", d.cfg.NBDAddr)
-		if err != nil {
-			return nil, fmt.Errorf("listen for NBD on %s: %w: pick another --nbd-addr (or \"\" for none)", d.cfg.NBDAddr, err)
+	var tlsConf *tls.Config
+	if d.cfg.NBDTLSAuthz != "" {
+		if d.cfg.NBDTLSCreds == "" {
+			return nil, errors.New("--tls-authz maps TLS client certificates to users: it needs --tls-creds")
 		}
-		e.lns = append(e.lns, l)
+		m, err := loadAuthz(d.cfg.NBDTLSAuthz)
+		if err != nil {
+			return nil, err
+		}
+		d.tlsAuthz = m
+	}
+	if d.cfg.NBDAddr != "" {
+		l, conf, err := d.listenNBDTCP()
+		if err != nil {
+			return nil, err
+		}
+		e.lns, tlsConf = append(e.lns, l), conf
+	} else if d.cfg.NBDTLSCreds != "" || d.cfg.NBDInsecure {
+		return nil, errors.New("--tls-creds and --nbd-insecure are for NBD on TCP: give --nbd-addr too")
 	}
 	if !d.cfg.NoNBDUnix {
-		l, err := listenUnix(filepath.Join(d.cfg.StateDir, NBDSocketName))
+		// Anyone may connect: every export is authorized by SO_PEERCRED.
+		l, err := listenUnix(filepath.Join(d.cfg.StateDir, NBDSocketName), 0o666)
 		if err != nil {
 			e.closeListeners()
 			return nil, err
@@ -42,7 +57,11 @@ func (d *Daemon) startExports() (*exportServer, error) {
 		e.lns = append(e.lns, l)
 	}
 	for _, l := range e.lns {
-		d.serve("NBD on "+l.Addr().String(), func() error { return e.srv.Serve(l) }, nbd.ErrServerClosed)
+		serve := func() error { return e.srv.Serve(l) }
+		if _, tcp := l.(*net.TCPListener); tcp && tlsConf != nil {
+			serve = func() error { return e.srv.ServeTLS(l, tlsConf) }
+		}
+		d.serve("NBD on "+l.Addr().String(), serve, nbd.ErrServerClosed)
 	}
 	return e, nil
 }
@@ -81,9 +100,10 @@ func (e *exportServer) shutdown(ctx context.Context) error {
 // exportSet is the daemon's devices as nbd.Exports.
 type exportSet struct{ d *Daemon }
 
-// Open opens device name for one connection; it counts in the device's
-// open count until the connection lets go.
-func (s exportSet) Open(name string) (*nbd.Export, error) {
+// Open opens device name for one connection, as far as the client may
+// use it (nbdauth.go); it counts in the device's open count until the
+// connection lets go.
+func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 	d := s.d
 	if name == "" {
 		return nil, errors.New("no default export: name a daxsnap device (`daxsnap ls` lists them)")
@@ -92,6 +112,14 @@ func (s exportSet) Open(name string) (*nbd.Export, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no daxsnap device %q: `daxsnap ls` lists them", name)
 	}
+	id, err := d.nbdIdentify(c)
+	if err != nil {
+		return nil, &nbd.RefusedError{Err: err}
+	}
+	readOnly, err := d.nbdAccess(id, dev)
+	if err != nil {
+		return nil, &nbd.RefusedError{Err: err}
+	}
 	in := dev.Info()
 	if !in.LiveTable {
 		return nil, fmt.Errorf("daxsnap device %q has no live table: load one and resume it", name)
@@ -99,21 +127,35 @@ func (s exportSet) Open(name string) (*nbd.Export, error) {
 	if err := dev.Open(); err != nil {
 		return nil, fmt.Errorf("daxsnap device %q: %v", name, err)
 	}
+	desc := fmt.Sprintf("daxsnap device %s (%s)", name, in.LiveCaps)
+	switch {
+	case in.ReadOnly:
+	case d.bypassesCOW(name):
+		desc += ", read-only: it writes past its origin's snapshots"
+	case readOnly:
+		desc += ", read-only: its mode lets you read only"
+	}
 	return &nbd.Export{
 		Name:        name,
-		Description: fmt.Sprintf("daxsnap device %s (%s)", name, in.LiveCaps),
+		Description: desc,
 		Backend:     d.metrics.wrap(name, dev),
-		ReadOnly:    in.ReadOnly,
+		ReadOnly:    in.ReadOnly || readOnly,
 		Release:     func() { d.closeDevice(dev) },
 	}, nil
 }
 
-// List names every device with a live table.
-func (s exportSet) List() []nbd.ExportInfo {
+// List names every device with a live table that c may read.
+func (s exportSet) List(c *nbd.Client) []nbd.ExportInfo {
+	id, err := s.d.nbdIdentify(c)
+	if err != nil {
+		return nil
+	}
 	var out []nbd.ExportInfo
 	for _, dev := range s.d.mgr.List() {
 		if in := dev.Info(); in.LiveTable {
-			out = append(out, nbd.ExportInfo{Name: in.Name, Description: "daxsnap device " + in.Name})
+			if _, err := s.d.nbdAccess(id, dev); err == nil {
+				out = append(out, nbd.ExportInfo{Name: in.Name, Description: "daxsnap device " + in.Name})
+			}
 		}
 	}
 	return out

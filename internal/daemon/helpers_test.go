@@ -59,20 +59,22 @@ func pmemDir(t testing.TB) string {
 	return dir
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with cfg, if not nil, changing the configuration
+// before the daemon starts.
+func newEnvWith(t testing.TB, cfg func(*daemon.Config)) *env {
 	t.Helper()
 	logs := &logBuffer{}
-	e := &env{t: t, logs: logs, cfg: daemon.Config{
-		StateDir: t.TempDir(),
-		PmemDir:  pmemDir(t),
-		Version:  "test",
-		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}}
+	e := &env{t: t, logs: logs, cfg: testConfig(t, logs)}
 	e.cfg.FailStep = func(step string) error {
 		if fn := e.failStep.Load(); fn != nil {
 			return (*fn)(step)
 		}
 		return nil
+	}
+	if cfg != nil {
+		cfg(&e.cfg)
 	}
 	e.start()
 	t.Cleanup(func() {
@@ -82,6 +84,17 @@ func newEnv(t testing.TB) *env {
 		}
 	})
 	return e
+}
+
+// testConfig is a daemon configuration on temporary directories,
+// logging to logs.
+func testConfig(t testing.TB, logs *logBuffer) daemon.Config {
+	return daemon.Config{
+		StateDir: t.TempDir(),
+		PmemDir:  pmemDir(t),
+		Version:  "test",
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
 }
 
 func (e *env) start() {

@@ -18,7 +18,7 @@ const maxSocketPath = 107
 // socket finds the mount in place.
 func (d *Daemon) listen() error {
 	d.startFUSE()
-	ctl, err := listenUnix(d.SocketPath())
+	ctl, err := listenUnix(d.SocketPath(), 0o600)
 	if err != nil {
 		d.stopFUSE()
 		return err
@@ -57,9 +57,9 @@ func (d *Daemon) serve(what string, fn func() error, done error) {
 	}()
 }
 
-// listenUnix listens on path, mode 0600, replacing a stale socket (the
+// listenUnix listens on path with mode, replacing a stale socket (the
 // caller holds the state lock, so no live daemon owns it).
-func listenUnix(path string) (net.Listener, error) {
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if len(path) > maxSocketPath {
 		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state directory", path, len(path), maxSocketPath)
 	}
@@ -70,9 +70,9 @@ func listenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("restrict %s to its owner: %w", path, err)
+		return nil, fmt.Errorf("chmod %s %04o: %w", path, mode, err)
 	}
 	return l, nil
 }

@@ -105,18 +105,34 @@ func (d *Daemon) authorizeMap(peer access.Peer, dev *dm.Device, write bool) erro
 
 // mayMap is authorizeMap's rule, with the daemon's uid self.
 func mayMap(o access.Owner, self uint32, p access.Peer, name string, write bool) error {
-	need := access.Need(write)
+	act := "make a read-only map of"
+	if write {
+		act = "make a writable map of"
+	}
+	return mayAccess(o, self, p, fmt.Sprintf("uid %d (gid %d, pid %d)", p.UID, p.GID, p.PID), act, name, access.Need(write),
+		fmt.Sprintf("recreate the device with --uid/--gid/--mode that do (daxsnap create %s --uid %d ...), or ask root to map it", name, p.UID))
+}
+
+// mayAccess is the rule of every door to a device's data (DAX maps,
+// NBD): root and the daemon's uid self may do anything, anyone else what
+// the device's owner, group and mode allow (access.Owner.Allows). A
+// refusal says that who may not act on name, why, and what to do
+// instead.
+func mayAccess(o access.Owner, self uint32, p access.Peer, who, act, name string, need access.Access, instead string) error {
 	if p.UID == self || o.Allows(p, need) {
 		return nil
 	}
 	class, bits := o.Class(p)
-	what := "read-only"
-	if write {
-		what = "writable"
+	return fmt.Errorf("%w: %s may not %s %s: it is owned by %s, and the %s bits (%s), which apply to %s, do not allow %s: %s",
+		access.ErrPermission, who, act, name, o, class, rwx(bits), whom(p), need, instead)
+}
+
+// whom names p shortly: its uid, or "an anonymous client".
+func whom(p access.Peer) string {
+	if p.UID == access.NoID {
+		return "an anonymous client"
 	}
-	return fmt.Errorf("%w: uid %d (gid %d, pid %d) may not make a %s map of %s: it is owned by %s, and the %s bits (%s), which apply to uid %d, do not allow %s: "+
-		"recreate the device with --uid/--gid/--mode that do (daxsnap create %s --uid %d ...), or ask root to map it",
-		access.ErrPermission, p.UID, p.GID, p.PID, what, name, o, class, rwx(bits), p.UID, need, name, p.UID)
+	return fmt.Sprintf("uid %d", p.UID)
 }
 
 // rwx spells permission bits as ls does ("r--").

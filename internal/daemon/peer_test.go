@@ -62,9 +62,7 @@ func TestDaemon_peerCredentials(t *testing.T) {
 	testutil.RequireRoot(t)
 	e := newEnv(t)
 	// Let uid 65534 reach the socket and run a copy of this binary.
-	for dir := e.cfg.StateDir; dir != "/tmp" && dir != "/"; dir = filepath.Dir(dir) {
-		os.Chmod(dir, 0o711)
-	}
+	openToOthers(e.cfg.StateDir)
 	os.Chmod(e.d.SocketPath(), 0o666)
 	bin := copyTestBinary(t)
 	cmd := exec.Command(bin, "-test.run=^$")

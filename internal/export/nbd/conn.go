@@ -2,11 +2,14 @@ package nbd
 
 import (
 	"bufio"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Buffer sizes. Negotiation needs little, and many idle connections must
@@ -26,9 +29,15 @@ const (
 // transmit.go). Replies from all of them go through bw under wmu.
 type conn struct {
 	srv *Server
-	nc  net.Conn
+	raw net.Conn // the accepted socket: deadlines and closing from any goroutine
+	nc  net.Conn // raw, or the TLS session over it after NBD_OPT_STARTTLS
 	log *slog.Logger
 	br  *bufio.Reader // reader goroutine only
+
+	// TLS: tlsConf is non-nil on a listener that requires it; client
+	// is what Exports get to decide by.
+	tlsConf *tls.Config
+	client  Client
 
 	wmu  sync.Mutex
 	bw   *bufio.Writer // guarded by wmu
@@ -52,17 +61,37 @@ type conn struct {
 	scratch []byte       // reader goroutine only: payload buffer for inline requests
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, nc net.Conn, tlsConf *tls.Config) *conn {
 	c := &conn{
-		srv: s,
-		nc:  nc,
-		log: s.log.With("conn", s.nextID.Add(1), "remote", remoteName(nc)),
-		br:  bufio.NewReaderSize(nc, handshakeBufSize),
-		bw:  bufio.NewWriterSize(nc, handshakeBufSize),
-		hdr: make([]byte, 0, 64),
+		srv:     s,
+		raw:     nc,
+		nc:      nc,
+		log:     s.log.With("conn", s.nextID.Add(1), "remote", remoteName(nc)),
+		br:      bufio.NewReaderSize(nc, handshakeBufSize),
+		bw:      bufio.NewWriterSize(nc, handshakeBufSize),
+		hdr:     make([]byte, 0, 64),
+		tlsConf: tlsConf,
+		client:  Client{Network: nc.LocalAddr().Network()},
+	}
+	if uc, ok := nc.(*net.UnixConn); ok {
+		c.client.Cred = peerCred(uc)
 	}
 	c.room.L = &c.mu
 	return c
+}
+
+// peerCred reads a unix socket peer's SO_PEERCRED; nil if it cannot.
+func peerCred(uc *net.UnixConn) *Cred {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || cerr != nil {
+		return nil
+	}
+	return &Cred{PID: int(cred.Pid), UID: cred.Uid, GID: cred.Gid}
 }
 
 func remoteName(nc net.Conn) string {
@@ -115,12 +144,12 @@ func (c *conn) growBuffers() {
 }
 
 // interrupt wakes the reader out of a blocking read so it notices Shutdown.
-func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Now()) }
+func (c *conn) interrupt() { _ = c.raw.SetReadDeadline(time.Now()) }
 
 // setDeadline sets the socket deadline without losing a concurrent
 // Shutdown's interrupt.
 func (c *conn) setDeadline(t time.Time) {
-	_ = c.nc.SetDeadline(t)
+	_ = c.raw.SetDeadline(t)
 	if c.srv.closing.Load() {
 		c.interrupt()
 	}
@@ -148,7 +177,7 @@ func (c *conn) setWriteErr(err error) {
 	}
 	c.werr = err
 	c.log.Debug("nbd: write to client failed; closing", "err", err)
-	_ = c.nc.Close()
+	_ = c.raw.Close()
 }
 
 // acquire charges cost to the connection's in-flight budget, waiting

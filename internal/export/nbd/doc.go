@@ -11,8 +11,20 @@
 // base:allocation. Every other option gets NBD_REP_ERR_UNSUP. Commands:
 // READ, WRITE, DISC, FLUSH, TRIM, CACHE (a no-op), WRITE_ZEROES (with
 // NO_HOLE and, for a FastZeroer backend, FAST_ZERO) and BLOCK_STATUS.
-// FUA is a Flush after the write. There is no TLS: STARTTLS is
-// unsupported, so serve on loopback or a unix socket, or tunnel.
+// FUA is a Flush after the write.
+//
+// # Clients and TLS
+//
+// Exports decide what each client may list and open from a Client: the
+// peer's SO_PEERCRED on a unix socket, the TLS session (with the verified
+// certificate chain) after STARTTLS. An Open error that is a
+// *RefusedError goes out as NBD_REP_ERR_POLICY with its text. ServeTLS
+// makes a listener's clients negotiate TLS (NBD_OPT_STARTTLS, then a
+// crypto/tls handshake) before anything else, as the spec's forced-TLS
+// server does: other options get NBD_REP_ERR_TLS_REQD, EXPORT_NAME a
+// hang-up. Negotiation starts over inside TLS. On Serve's listeners
+// STARTTLS gets NBD_REP_ERR_UNSUP. TLS-PSK is not offered: crypto/tls
+// has no PSK.
 //
 // # Validation and errors
 //

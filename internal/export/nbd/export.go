@@ -1,5 +1,7 @@
 package nbd
 
+import "crypto/tls"
+
 // Backend is what an export serves; *dm.Device satisfies it. ReadAt and
 // WriteAt follow io.ReaderAt and io.WriterAt: they are called concurrently
 // (writes possibly on overlapping ranges, in which case either may land
@@ -61,16 +63,43 @@ type ExportInfo struct {
 	Description string
 }
 
+// Client is what the transport tells of the other end of a connection:
+// an Exports implementation decides from it what the client may see.
+type Client struct {
+	// Network is "unix" or "tcp".
+	Network string
+	// Cred is the peer process's credentials (SO_PEERCRED, taken when it
+	// connected) on a unix socket; nil on TCP or if they could not be read.
+	Cred *Cred
+	// TLS is the session NBD_OPT_STARTTLS set up, with the client's
+	// verified certificate chain; nil without TLS.
+	TLS *tls.ConnectionState
+}
+
+// Cred is a unix socket peer's SO_PEERCRED.
+type Cred struct {
+	PID      int
+	UID, GID uint32
+}
+
+// RefusedError is an Exports.Open error that denies the client an export
+// that exists: the server sends NBD_REP_ERR_POLICY with Err's text
+// instead of NBD_REP_ERR_UNKNOWN.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
 // Exports is the set of exports a server offers.
 type Exports interface {
 	// Open is called once per connection at NBD_OPT_GO or
 	// NBD_OPT_EXPORT_NAME, and for each NBD_OPT_INFO (released at once).
 	// "" names the default export, if there is one. The error text is
 	// sent to the client, so it should say what is wrong, not how the
-	// daemon is built. Every Export opened for one name must share its
-	// data and its write cache: the server advertises
-	// NBD_FLAG_CAN_MULTI_CONN.
-	Open(name string) (*Export, error)
-	// List returns the exports to show for NBD_OPT_LIST.
-	List() []ExportInfo
+	// daemon is built; a *RefusedError says the client may not have it.
+	// Every Export opened for one name must share its data and its
+	// write cache: the server advertises NBD_FLAG_CAN_MULTI_CONN.
+	Open(c *Client, name string) (*Export, error)
+	// List returns the exports to show c for NBD_OPT_LIST.
+	List(c *Client) []ExportInfo
 }

@@ -1,6 +1,8 @@
 package nbd
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -117,6 +119,17 @@ func (c *conn) option(n *negotiation, h optHeader, data []byte) outcome {
 		c.optError(h.option, repErrShutdown, "the server is shutting down")
 		return stay
 	}
+	if c.tlsConf != nil && c.client.TLS == nil {
+		switch h.option {
+		case optStartTLS, optAbort:
+		case optExportName:
+			c.log.Info("nbd: EXPORT_NAME before STARTTLS on a socket that requires TLS; closing (the option has no error reply)")
+			return hangUp
+		default:
+			c.optError(h.option, repErrTLSReqd, "this server requires TLS: negotiate it first (nbds:// URIs, --tls with qemu-nbd, tls-creds with qemu)")
+			return stay
+		}
+	}
 	switch h.option {
 	case optExportName:
 		return c.optExportName(n, data)
@@ -137,7 +150,7 @@ func (c *conn) option(n *negotiation, h optHeader, data []byte) outcome {
 	case optListMetaContext, optSetMetaContext:
 		c.optMeta(n, h.option, data)
 	case optStartTLS:
-		c.optError(h.option, repErrUnsup, "TLS is not supported by this server; connect without TLS")
+		return c.optStartTLS(n, data)
 	default:
 		c.optError(h.option, repErrUnsup, "%s is not supported by this server", optName(h.option))
 	}
@@ -170,7 +183,7 @@ func (c *conn) optList(data []byte) {
 		c.optError(optList, repErrInvalid, "LIST takes no data, got %d bytes", len(data))
 		return
 	}
-	for _, e := range c.srv.exports.List() {
+	for _, e := range c.srv.exports.List(&c.client) {
 		d := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
 		d = append(d, e.Name...)
 		d = append(d, e.Description...)
@@ -187,7 +200,11 @@ func (c *conn) optInfoGo(n *negotiation, opt uint32, data []byte) outcome {
 	}
 	exp, err := c.open(req.name)
 	if err != nil {
-		c.optError(opt, repErrUnknown, "export %q: %v", req.name, err)
+		typ := uint32(repErrUnknown)
+		if refused := (*RefusedError)(nil); errors.As(err, &refused) {
+			typ = repErrPolicy
+		}
+		c.optError(opt, typ, "export %q: %v", req.name, err)
 		return stay
 	}
 	var wantBlockSize bool
@@ -244,6 +261,49 @@ func dup(seen []uint16, t uint16) bool {
 	return false
 }
 
+// optStartTLS answers NBD_OPT_STARTTLS: on a listener with a TLS
+// configuration, the reply goes out in clear and the TLS handshake
+// follows at once; negotiation then starts over inside it.
+func (c *conn) optStartTLS(n *negotiation, data []byte) outcome {
+	switch {
+	case c.tlsConf == nil:
+		c.optError(optStartTLS, repErrUnsup, "TLS is not offered on this socket; connect without TLS")
+		return stay
+	case c.client.TLS != nil:
+		c.optError(optStartTLS, repErrInvalid, "TLS is already negotiated")
+		return stay
+	case len(data) != 0:
+		c.optError(optStartTLS, repErrInvalid, "STARTTLS takes no data, got %d bytes", len(data))
+		return stay
+	}
+	c.optReply(optStartTLS, repAck, nil)
+	if !c.flush() {
+		return hangUp
+	}
+	if c.br.Buffered() != 0 {
+		// Bytes sent before the reply would be read as TLS records.
+		c.log.Info("nbd: client sent data before the STARTTLS reply; closing")
+		return hangUp
+	}
+	tc := tls.Server(c.raw, c.tlsConf)
+	if err := tc.Handshake(); err != nil {
+		c.log.Info("nbd: TLS handshake failed; closing", "err", err)
+		return hangUp
+	}
+	st := tc.ConnectionState()
+	c.wmu.Lock()
+	c.nc, c.client.TLS = tc, &st
+	c.br = bufio.NewReaderSize(tc, handshakeBufSize)
+	c.bw = bufio.NewWriterSize(tc, handshakeBufSize)
+	c.wmu.Unlock()
+	*n = negotiation{} // nothing from before TLS carries over
+	if len(st.PeerCertificates) > 0 {
+		c.log = c.log.With("tls_subject", st.PeerCertificates[0].Subject.String())
+	}
+	c.log.Debug("nbd: TLS negotiated", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	return stay
+}
+
 // optMeta answers NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT.
 // The only context is base:allocation; queries in other namespaces are
 // ignored, as the spec requires.
@@ -284,7 +344,7 @@ func (c *conn) optMeta(n *negotiation, opt uint32, data []byte) {
 // open opens an export and checks the Exports implementation kept its
 // side of the contract.
 func (c *conn) open(name string) (*Export, error) {
-	exp, err := c.srv.exports.Open(name)
+	exp, err := c.srv.exports.Open(&c.client, name)
 	if err != nil {
 		return nil, err
 	}

@@ -339,8 +339,8 @@ func TestHandshake_truncated(t *testing.T) {
 // must not crash the server.
 type brokenExports struct{ *testExports }
 
-func (b brokenExports) Open(name string) (*Export, error) {
-	x, err := b.testExports.Open(name)
+func (b brokenExports) Open(c *Client, name string) (*Export, error) {
+	x, err := b.testExports.Open(c, name)
 	if x != nil {
 		x.Backend = nil
 	}

@@ -165,7 +165,7 @@ func (e *testExports) add(x Export) *testExports {
 	return e
 }
 
-func (e *testExports) Open(name string) (*Export, error) {
+func (e *testExports) Open(_ *Client, name string) (*Export, error) {
 	e.mu.Lock()
 	x, ok := e.exports[name]
 	e.mu.Unlock()
@@ -178,7 +178,7 @@ func (e *testExports) Open(name string) (*Export, error) {
 	return &x, nil
 }
 
-func (e *testExports) List() []ExportInfo {
+func (e *testExports) List(*Client) []ExportInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []ExportInfo
@@ -292,7 +292,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 func servePipe(t testing.TB, srv *Server) *rawClient {
 	t.Helper()
 	client, server := net.Pipe()
-	c := newConn(srv, server)
+	c := newConn(srv, server, nil)
 	if !srv.addConn(c) {
 		t.Fatal("server is closed")
 	}

@@ -115,7 +115,7 @@ func FuzzSession(f *testing.F) {
 	srv := NewServer(exp, Options{Logger: discardLogger(), HandshakeTimeout: time.Second})
 	f.Fuzz(func(t *testing.T, transmitting bool, b []byte) {
 		client, server := net.Pipe()
-		c := newConn(srv, server)
+		c := newConn(srv, server, nil)
 		if !srv.addConn(c) {
 			t.Fatal("server closed")
 		}

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -68,7 +69,22 @@ func NewServer(exports Exports, opts Options) *Server {
 // Serve accepts connections on l (TCP or unix) until Shutdown, and then
 // returns ErrServerClosed. Other accept errors are returned as they are;
 // temporary ones are retried with a back-off. Serve closes l.
-func (s *Server) Serve(l net.Listener) error {
+func (s *Server) Serve(l net.Listener) error { return s.serve(l, nil) }
+
+// ServeTLS is Serve for a listener whose clients must negotiate TLS
+// (NBD_OPT_STARTTLS) with conf before anything else: every other option
+// gets NBD_REP_ERR_TLS_REQD until they do, as the spec's forced-TLS
+// server does. conf should verify client certificates
+// (tls.RequireAndVerifyClientCert) if exports decide by them.
+func (s *Server) ServeTLS(l net.Listener, conf *tls.Config) error {
+	if conf == nil {
+		l.Close()
+		return errors.New("nbd: ServeTLS without a TLS configuration")
+	}
+	return s.serve(l, conf)
+}
+
+func (s *Server) serve(l net.Listener, conf *tls.Config) error {
 	defer l.Close()
 	if !s.track(l) {
 		return ErrServerClosed
@@ -94,7 +110,7 @@ func (s *Server) Serve(l net.Listener) error {
 		if tc, ok := nc.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true) // the spec asks both ends to disable Nagle
 		}
-		c := newConn(s, nc)
+		c := newConn(s, nc, conf)
 		if !s.addConn(c) {
 			_ = nc.Close()
 			return ErrServerClosed
@@ -133,7 +149,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			_ = c.nc.Close()
+			_ = c.raw.Close()
 		}
 		s.mu.Unlock()
 		return ctx.Err()
