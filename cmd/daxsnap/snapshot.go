@@ -176,6 +176,10 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if s.State == wire.SnapshotMerged {
+					fmt.Fprintln(a.out, mergedLine(name, s))
+					return nil
+				}
 				fmt.Fprintf(a.out, "merging %s into %s%s: `daxsnap snapshot list %s` shows the progress\n", name, s.Origin, offlineNote(s), s.Origin)
 				return nil
 			}
@@ -200,7 +204,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 					}
 					bar.show(name, r.s.Origin, &wire.MergeProgress{Percent: 100})
 					bar.end()
-					fmt.Fprintf(a.out, "merged %s into %s\n", name, r.s.Origin)
+					fmt.Fprintln(a.out, mergedLine(name, r.s))
 					return nil
 				case <-tick.C:
 					if s, err := c.Snapshot(name); err == nil && s.Merge != nil {
@@ -212,6 +216,16 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the merge has started")
 	return cmd
+}
+
+// mergedLine reports a finished merge, with when it finished (a merge
+// started with --no-wait may have finished long before).
+func mergedLine(name string, s wire.Snapshot) string {
+	line := fmt.Sprintf("merged %s into %s", name, s.Origin)
+	if !s.MergedAt.IsZero() {
+		line += fmt.Sprintf(" (finished at %s)", s.MergedAt.Local().Format("2006-01-02 15:04:05 MST"))
+	}
+	return line
 }
 
 func offlineNote(s wire.Snapshot) string {

@@ -72,6 +72,7 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	if err := d.store.DeviceTransition(req.Name, "create", create, outcome); err != nil {
 		return wire.Info{}, err
 	}
+	d.forgetMerge(req.Name)
 	d.log.Info("device created", "device", req.Name, "table", req.Table != "", "owner", owner.String())
 	return d.info(dev), nil
 }

@@ -81,6 +81,18 @@ func (m *mergeJobs) get(origin string) *mergeJob {
 	return m.byOrigin[origin]
 }
 
+// named returns the job merging snapshot name, if any.
+func (m *mergeJobs) named(name string) *mergeJob {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, j := range m.byOrigin {
+		if j.name == name {
+			return j
+		}
+	}
+	return nil
+}
+
 // stop cancels every job's waiting and waits for the jobs to return.
 func (m *mergeJobs) stop() {
 	m.cancel()
@@ -137,7 +149,7 @@ func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapsh
 	op := "snapshot merge " + name
 	s, err := d.findSnapshot(op, name)
 	if err != nil {
-		return wire.Snapshot{}, err
+		return d.orFinished(name, err)
 	}
 	if err := s.managed(op); err != nil {
 		return wire.Snapshot{}, err
@@ -145,26 +157,66 @@ func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapsh
 	j := d.merges.get(s.origin)
 	if j == nil || !j.running() || j.name != name {
 		if err := d.startMerge(op, name, "snapshot-merge "+name); err != nil {
-			return wire.Snapshot{}, err
+			// The merge may have finished since findSnapshot.
+			return d.orFinished(name, err)
 		}
 		j = d.startJob(s.origin, name, false)
 	}
 	if req.NoWait {
-		return d.Snapshot(name)
+		snap, err := d.Snapshot(name)
+		if err != nil {
+			return d.orFinished(name, err)
+		}
+		return snap, nil
 	}
-	select {
-	case <-j.done:
-	case <-d.merges.ctx.Done():
-		<-j.done
-	}
+	wait(j, d.merges.ctx)
 	if _, _, err := j.result(); err != nil {
 		if errors.Is(err, errStopping) {
 			return wire.Snapshot{}, errorf(dm.ErrBusy, "%s: the daemon stopped before the merge finished; it resumes when `daxsnap serve` starts again: run `daxsnap snapshot merge %s` then to wait for it", op, name)
 		}
 		return wire.Snapshot{}, fmt.Errorf("%s: %w", op, err)
 	}
-	return wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.cow, COWOwned: d.ownsCOW(s.line.cow),
-		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size), State: wire.SnapshotMerged}, nil
+	r := wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.cow, COWOwned: d.ownsCOW(s.line.cow),
+		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size), State: wire.SnapshotMerged}
+	if m, ok, _ := d.store.Merge(name); ok {
+		r.MergedAt = m.FinishedAt
+	}
+	return r, nil
+}
+
+// wait waits for j to end; a stopping daemon ends it soon.
+func wait(j *mergeJob, stopping context.Context) {
+	select {
+	case <-j.done:
+	case <-stopping.Done():
+		<-j.done
+	}
+}
+
+// orFinished answers a snapshot merge of name that failed with err: a
+// snapshot that is gone because its merge finished (a client waiting on a
+// merge it started with --no-wait) is reported merged, as the record the
+// finish left says; anything else returns err. A job of this daemon still
+// finishing the merge is waited for first.
+func (d *Daemon) orFinished(name string, err error) (wire.Snapshot, error) {
+	if !errors.Is(err, dm.ErrNotFound) {
+		return wire.Snapshot{}, err
+	}
+	if _, gerr := d.mgr.Get(name); gerr == nil {
+		return wire.Snapshot{}, err
+	}
+	if j := d.merges.named(name); j != nil {
+		wait(j, d.merges.ctx)
+	}
+	m, ok, serr := d.store.Merge(name)
+	if serr != nil {
+		return wire.Snapshot{}, errors.Join(err, serr)
+	}
+	if !ok {
+		return wire.Snapshot{}, err
+	}
+	return wire.Snapshot{Name: name, Origin: m.Origin, State: wire.SnapshotMerged, MergedAt: m.FinishedAt,
+		Note: "the merge had finished at " + m.FinishedAt.Format(time.RFC3339)}, nil
 }
 
 // startMerge hands the snapshot to a snapshot-merge table (as a state
@@ -331,8 +383,16 @@ func (d *Daemon) finishMerge(j *mergeJob) error {
 			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), statusPayload(status))
 		}
 	}
-	return d.store.DeviceTransition(l.origin, "snapshot-merge-finish "+j.name, func() error { return d.doFinishMerge(op, l, j.name, origin) },
+	err = d.store.DeviceTransition(l.origin, "snapshot-merge-finish "+j.name, func() error { return d.doFinishMerge(op, l, j.name, origin) },
 		func() *state.Device { return d.record(origin) })
+	if err != nil {
+		return err
+	}
+	// Remembered so that waiting on the merge later reports it finished.
+	if err := d.store.PutMerge(state.Merge{Snapshot: j.name, Origin: j.origin, FinishedAt: time.Now().UTC()}); err != nil {
+		d.log.Warn("cannot record the finished merge: waiting on it later says there is no such snapshot", "snapshot", j.name, "err", err)
+	}
+	return nil
 }
 
 func (d *Daemon) doFinishMerge(op string, l originLayout, name string, origin *dm.Device) error {

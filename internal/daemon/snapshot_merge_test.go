@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +37,15 @@ type writers struct {
 	// changed lists writes that did not read back as written.
 	changed []readBack
 	starts  []time.Time
+	// inflight counts the writes and read-backs under way.
+	inflight atomic.Int32
+}
+
+// startedSince counts the writes that began after a and have ended.
+func (w *writers) startedSince(a time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.between(a, time.Now().Add(time.Hour))
 }
 
 // between counts the writes that began in (a, b).
@@ -72,7 +82,10 @@ func startWriters(e *env, dev string, size int64, n int, seed uint64) *writers {
 				b := r.Int64N(blocks/int64(n))*int64(n) + int64(i)
 				p := randBytes(r, blk)
 				start := time.Now()
-				if err := e.c.WriteData(dev, b*blk, p); err != nil {
+				w.inflight.Add(1)
+				err := e.c.WriteData(dev, b*blk, p)
+				w.inflight.Add(-1)
+				if err != nil {
 					w.errs <- fmt.Errorf("write block %d of %s: %w", b, dev, err)
 					return
 				}
@@ -81,7 +94,9 @@ func startWriters(e *env, dev string, size int64, n int, seed uint64) *writers {
 				w.last[b] = blockWrite{data: p, start: start, end: end}
 				w.starts = append(w.starts, start)
 				w.mu.Unlock()
+				w.inflight.Add(1)
 				got, err := e.c.ReadData(dev, b*blk, blk)
+				w.inflight.Add(-1)
 				if err != nil {
 					w.errs <- fmt.Errorf("read back block %d of %s: %w", b, dev, err)
 					return
@@ -177,27 +192,60 @@ func TestSnapshot_mergeConcurrentWriters(t *testing.T) {
 			e.snap("vol", "s2", withChunk(16384))
 
 			w := startWriters(e, "vol", volSize, 4, 99)
-			time.Sleep(50 * time.Millisecond)
+			// The merge finishes only once writers met it, however slowly
+			// they run: online, a write began after the merge started and
+			// ended; offline (DAX), the origin is suspended, so an I/O
+			// under way then waits across the merge.
+			var t1 time.Time
+			started := make(chan struct{})
+			release := sync.OnceFunc(func() { close(started) })
+			defer release() // a failing test must not leave the finish held
+			var waited atomic.Int32
+			reset := e.setFailStep(func(step string) error {
+				if step != "finish-merge" {
+					return nil
+				}
+				<-started
+				for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Millisecond) {
+					if n := w.inflight.Load(); dax && n > 0 {
+						waited.Store(n)
+						return nil
+					}
+					if !dax && w.startedSince(t1) > 0 {
+						return nil
+					}
+					if time.Now().After(deadline) {
+						return errors.New("test: no writer met the merge in 2 minutes")
+					}
+				}
+			})
+			defer reset()
 			t0 := time.Now()
 			s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true})
-			t1 := time.Now()
+			t1 = time.Now()
 			if err != nil || s.Merge == nil || s.Merge.Offline != dax {
 				t.Fatalf("merge --no-wait: %+v, %v", s, err)
 			}
 			if dax {
 				wantCode(t, e.c.Resume("vol"), wire.CodeBusy, "stays suspended", "merges into it offline")
 			}
+			release()
 			s, err = e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
 			tDone := time.Now()
 			if err != nil || s.State != wire.SnapshotMerged {
 				t.Fatalf("merge (wait): %+v, %v", s, err)
 			}
-			time.Sleep(50 * time.Millisecond)
+			// Let writes land after the merge too, however slowly they run.
+			for deadline := time.Now().Add(2 * time.Minute); w.startedSince(tDone) < 4; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("writers made no writes in 2 minutes after the merge")
+				}
+			}
 			w.finish(t)
-			if n := w.between(t1, tDone); n == 0 {
-				t.Fatalf("no write began while the merge ran (%v): the test proves nothing", tDone.Sub(t1))
+			if dax {
+				t.Logf("%d writer I/Os waited across the offline merge (%v)", waited.Load(), tDone.Sub(t1))
 			} else {
-				t.Logf("%d writes began while the merge ran for %v", n, tDone.Sub(t1))
+				t.Logf("%d writes began while the merge ran for %v", w.between(t1, tDone), tDone.Sub(t1))
 			}
 			checkMerged(t, e.read("vol", 0, volSize), img, w, t0, t1)
 			t.Logf("%d writes read back the snapshot's data because the merge began between write and read", len(w.changed))
@@ -324,6 +372,52 @@ func TestSnapshot_mergeAcrossRestart(t *testing.T) {
 			}
 			e.must("remove s2", e.c.SnapshotRemove("s2"))
 			e.wantData("vol", img)
+		})
+	}
+}
+
+// Ensure that waiting on a merge that has already finished (a client that
+// started it with --no-wait) reports it finished, and when, also after a
+// restart; a new device that takes the name ends that.
+func TestSnapshot_mergeWaitAfterFinish(t *testing.T) {
+	for _, dax := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dax=%v", dax), func(t *testing.T) {
+			e := newEnv(t)
+			path := ""
+			if dax {
+				path = e.pmemVol("vol", volSize)
+			} else {
+				path = e.fileVol("vol", volSize)
+			}
+			r := rand.New(rand.NewPCG(21, 22))
+			img := randBytes(r, volSize)
+			e.write("vol", 0, img)
+			e.snap("vol", "s1")
+			e.write("vol", 0, randBytes(r, volSize))
+			before := time.Now()
+			if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true}); err != nil {
+				t.Fatalf("merge --no-wait: %v", err)
+			}
+			e.waitGone("s1", "vol")
+			after := time.Now()
+			for _, req := range []wire.SnapshotMerge{{}, {NoWait: true}} {
+				s, err := e.c.SnapshotMerge("s1", req)
+				if err != nil || s.State != wire.SnapshotMerged || s.Origin != "vol" ||
+					s.MergedAt.Before(before.Add(-time.Second)) || s.MergedAt.After(after.Add(time.Second)) {
+					t.Fatalf("snapshot merge s1 %+v after the merge finished: %+v, %v; want merged into vol between %v and %v", req, s, err, before, after)
+				}
+			}
+			e.restart()
+			if s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{}); err != nil || s.State != wire.SnapshotMerged || s.MergedAt.IsZero() {
+				t.Fatalf("snapshot merge s1 after a restart: %+v, %v", s, err)
+			}
+			e.wantData("vol", img)
+
+			// A device called s1 again: the old merge says nothing about it.
+			e.create("s1", linear(path, 8))
+			e.must("remove s1", e.c.Remove("s1", wire.Remove{}))
+			_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+			wantCode(t, err, wire.CodeNotFound, "no snapshot called s1")
 		})
 	}
 }

@@ -41,7 +41,19 @@ func (d *Daemon) createDevice(name, table string, readOnly bool) (*dm.Device, er
 		}
 		return d.record(dev)
 	})
+	if err == nil {
+		d.forgetMerge(name)
+	}
 	return dev, err
+}
+
+// forgetMerge drops the record of a finished merge of a snapshot called
+// name, now that a new device has the name: a later `snapshot merge
+// name` is about the new one.
+func (d *Daemon) forgetMerge(name string) {
+	if err := d.store.DeleteMerge(name); err != nil {
+		d.log.Warn("cannot drop the record of a finished merge", "snapshot", name, "err", err)
+	}
 }
 
 // removeDevice removes a device as a state transition. One still open

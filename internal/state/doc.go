@@ -11,7 +11,10 @@
 // how to finish or undo it.
 //
 // Layout: bucket "meta" holds "version" (FormatVersion); buckets
-// "regions" and "devices" map a name to the JSON of a Region or a Device.
+// "regions" and "devices" map a name to the JSON of a Region or a Device;
+// bucket "merges" maps a snapshot name to the JSON of a Merge, the last
+// KeepMerges merges that finished (a bucket older files lack: it is
+// created when they are opened).
 //
 // The file is locked (flock) while open, so a second daemon on the same
 // directory is refused with a LockedError naming the holder's pid.

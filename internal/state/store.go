@@ -26,6 +26,7 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketRegions = []byte("regions")
 	bucketDevices = []byte("devices")
+	bucketMerges  = []byte("merges")
 	keyVersion    = []byte("version")
 )
 
@@ -138,7 +139,7 @@ func openDB(path string, wait time.Duration) (db *bolt.DB, err error) {
 
 func (s *Store) init() error {
 	return s.update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketRegions, bucketDevices} {
+		for _, b := range [][]byte{bucketMeta, bucketRegions, bucketDevices, bucketMerges} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("state file %s: create bucket %s: %w", s.path, b, err)
 			}

@@ -1,5 +1,7 @@
 package wire
 
+import "time"
+
 // SnapshotCreate takes a snapshot of a device the way LVM does (lvcreate
 // -s): the origin keeps its name; its old table moves to ORIGIN-real and
 // the snapshot is a new device NAME.
@@ -63,7 +65,9 @@ type Snapshot struct {
 	// Exceptions is the number of origin chunks the COW holds.
 	Exceptions uint64         `json:"exceptions"`
 	Merge      *MergeProgress `json:"merge,omitempty"`
-	Note       string         `json:"note,omitempty"`
+	// MergedAt is when the merge finished (State merged).
+	MergedAt time.Time `json:"merged_at,omitzero"`
+	Note     string    `json:"note,omitempty"`
 }
 
 // MergeProgress is how far a merge has come.
