@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -153,6 +154,9 @@ type testExports struct {
 	order    []string
 	opened   atomic.Int64
 	released atomic.Int64
+	client   atomic.Pointer[Client] // the last Open's or List's
+	// refuse makes Open of a name fail with a *RefusedError of this text.
+	refuse map[string]string
 }
 
 func newExports() *testExports { return &testExports{exports: map[string]Export{}} }
@@ -165,10 +169,15 @@ func (e *testExports) add(x Export) *testExports {
 	return e
 }
 
-func (e *testExports) Open(_ *Client, name string) (*Export, error) {
+func (e *testExports) Open(c *Client, name string) (*Export, error) {
+	e.client.Store(c)
 	e.mu.Lock()
 	x, ok := e.exports[name]
+	why, refused := e.refuse[name]
 	e.mu.Unlock()
+	if refused {
+		return nil, &RefusedError{Err: errors.New(why)}
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: no export named %q", dm.ErrNotFound, name)
 	}
@@ -178,7 +187,8 @@ func (e *testExports) Open(_ *Client, name string) (*Export, error) {
 	return &x, nil
 }
 
-func (e *testExports) List(*Client) []ExportInfo {
+func (e *testExports) List(c *Client) []ExportInfo {
+	e.client.Store(c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []ExportInfo
