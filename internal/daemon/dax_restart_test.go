@@ -169,13 +169,13 @@ func (g *crashRig) term(t *testing.T, when string) {
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-g.waitExit:
+		g.cmd = nil
 		if err != nil {
-			t.Fatalf("daemon stop on SIGTERM %s: %v", when, err)
+			t.Fatalf("daemon stop on SIGTERM %s: %v\n%s", when, err, g.logs)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("daemon did not exit within 60s of SIGTERM %s", when)
 	}
-	g.cmd = nil
 }
 
 // progress reads the causal log's progress words (page 0).
