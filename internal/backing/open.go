@@ -14,6 +14,14 @@ type Options struct {
 	// ReadOnly opens the device O_RDONLY (and maps memory PROT_READ); every
 	// write, discard and write-zeroes then fails with EROFS.
 	ReadOnly bool
+	// NoFollow refuses a path that is a symbolic link (O_NOFOLLOW): a
+	// file the daemon made itself must be that file, not a link someone
+	// put in its place.
+	NoFollow bool
+	// Verify, if set, checks the opened file (its fstat) before it is
+	// used, for example that it is the very inode and owner recorded when
+	// it was made; its error refuses the open.
+	Verify func(st *unix.Stat_t) error
 }
 
 // accepted ends every "not a backing device" error: what to give instead.
@@ -46,7 +54,11 @@ func Open(path string, opts Options) (Device, error) {
 		}
 		path = node
 	}
-	fi, err := os.Stat(path)
+	stat := os.Stat
+	if opts.NoFollow {
+		stat = os.Lstat
+	}
+	fi, err := stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("open backing device: %w (%s)", err, accepted)
 	}
@@ -78,6 +90,8 @@ func describeMode(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link, where a file was expected"
 	case m&fs.ModeNamedPipe != 0:
 		return "a named pipe (FIFO)"
 	case m&fs.ModeSocket != 0:
@@ -96,6 +110,9 @@ func openNode(path string, opts Options, want uint32) (*os.File, *unix.Stat_t, e
 	if opts.ReadOnly {
 		flag = os.O_RDONLY
 	}
+	if opts.NoFollow {
+		flag |= unix.O_NOFOLLOW
+	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open backing device: %w", err)
@@ -108,6 +125,12 @@ func openNode(path string, opts Options, want uint32) (*os.File, *unix.Stat_t, e
 	if st.Mode&unix.S_IFMT != want {
 		f.Close()
 		return nil, nil, fmt.Errorf("open backing device %s: it changed type while being opened; try again", path)
+	}
+	if opts.Verify != nil {
+		if err := opts.Verify(&st); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("open backing device %s: %w", path, err)
+		}
 	}
 	return f, &st, nil
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
@@ -14,7 +15,16 @@ func (d *Daemon) open(name string, readOnly bool) (backing.Device, error) {
 	if rest, ok := strings.CutPrefix(name, MapperPrefix); ok {
 		return d.openMapped(rest, readOnly)
 	}
-	return backing.Open(name, backing.Options{ReadOnly: readOnly})
+	opts := backing.Options{ReadOnly: readOnly}
+	if rec, ok := d.regionAt(name); ok {
+		// A region file must be the one pmem create made, in a directory
+		// only the daemon's uid writes.
+		if err := checkRegionDir(filepath.Dir(name)); err != nil {
+			return nil, fmt.Errorf("open region %s: %w", rec.Name, err)
+		}
+		opts.NoFollow, opts.Verify = true, regionFileCheck(rec)
+	}
+	return backing.Open(name, opts)
 }
 
 // openMapped opens mapped device name as a backing device of another

@@ -34,15 +34,19 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	} else if ok {
 		return wire.Pmem{}, errorf(dm.ErrExists, "%s: a region with that name exists at %s: pick another name, or `daxsnap pmem remove %s` first", op, rec.Path, req.Name)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, RegionSubdir), 0o700); err != nil {
-		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
+	sub, err := ensureRegionDir(op, dir)
+	if err != nil {
+		return wire.Pmem{}, err
 	}
-	rec := state.Region{Name: req.Name, Path: filepath.Join(dir, RegionSubdir, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs"}
+	rec := state.Region{Name: req.Name, Path: filepath.Join(sub, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs"}
 	if _, err := os.Lstat(rec.Path); err == nil {
 		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
 	}
 	err = d.store.RegionTransition(req.Name, "create", rec, func() error { return createRegionFile(rec.Path, rec.Size) },
 		func() *state.Region { return created(rec) })
+	if err != nil {
+		d.removeRegionDir(sub)
+	}
 	if err != nil {
 		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
 	}
@@ -50,9 +54,10 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	return d.pmemInfo(rec), nil
 }
 
-// created is the record of rec if its file exists, else nil.
+// created is the record of rec, with the identity of its file, if that
+// file exists, else nil.
 func created(rec state.Region) *state.Region {
-	if _, serr := os.Stat(rec.Path); serr != nil {
+	if identify(&rec) != nil {
 		return nil
 	}
 	return &rec
@@ -160,9 +165,15 @@ func (d *Daemon) PmemRemove(name string) error {
 		}
 		return nil
 	}
-	err = d.store.RegionTransition(name, "remove", rec, remove, func() *state.Region { return created(rec) })
+	err = d.store.RegionTransition(name, "remove", rec, remove, func() *state.Region {
+		if _, err := os.Lstat(rec.Path); err != nil {
+			return nil
+		}
+		return &rec
+	})
 	if err == nil {
 		d.log.Info("pmem region removed", "region", name, "path", rec.Path)
+		d.removeRegionDir(filepath.Dir(rec.Path))
 	}
 	return err
 }

@@ -17,7 +17,13 @@ func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
 	if rec.Hugetlb {
 		p.Filesystem = "hugetlbfs"
 	}
-	fi, err := os.Stat(rec.Path)
+	fi, err := os.Lstat(rec.Path)
+	if err == nil {
+		if cerr := checkRegionFile(rec); cerr != nil {
+			p.Note = "file refused: " + cerr.Error()
+			return p
+		}
+	}
 	switch {
 	case err != nil:
 		p.Note = "file missing (" + err.Error() + "): tables naming it fail to load; `daxsnap pmem remove " + rec.Name + "` forgets it"

@@ -30,11 +30,15 @@ func probeMemFS(op, dir string) (memFS, error) {
 	if st.Blocks == 0 {
 		free = -1 // mounted without a size: fallocate finds out
 	}
+	var fs memFS
 	switch uint32(st.Type) {
 	case unix.TMPFS_MAGIC:
-		return memFS{name: "tmpfs", pageSize: int64(os.Getpagesize()), free: free}, nil
+		fs = memFS{name: "tmpfs", pageSize: int64(os.Getpagesize()), free: free}
 	case unix.HUGETLBFS_MAGIC:
-		return memFS{name: "hugetlbfs", pageSize: st.Bsize, free: free}, nil
+		fs = memFS{name: "hugetlbfs", pageSize: st.Bsize, free: free}
+	}
+	if fs.name != "" {
+		return fs, checkMount(op, dir)
 	}
 	return memFS{}, errorf(dm.ErrInvalidArgument, "%s: %s is not on tmpfs or hugetlbfs (file system magic %#x): a memory region must live in memory: use %s, or mount one (mount -t tmpfs none DIR)",
 		op, dir, st.Type, DefaultPmemDir)

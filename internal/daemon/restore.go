@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -58,8 +59,14 @@ func (d *Daemon) restoreRegions() error {
 	for _, rec := range recs {
 		switch rec.Op {
 		case "create", "remove":
-			// Neither finished: the caller never heard of success. Undo.
-			err := os.Remove(rec.Path)
+			// Neither finished: the caller never heard of success. Undo,
+			// in a directory that is the daemon's own only.
+			var err error
+			if derr := checkRegionDir(filepath.Dir(rec.Path)); derr != nil && !errors.Is(derr, os.ErrNotExist) {
+				d.log.Error("interrupted pmem operation: its file is left alone", "region", rec.Name, "path", rec.Path, "err", derr)
+			} else {
+				err = os.Remove(rec.Path)
+			}
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("finish interrupted pmem %s of %s: %w", rec.Op, rec.Name, err)
 			}
@@ -69,8 +76,15 @@ func (d *Daemon) restoreRegions() error {
 			d.log.Warn("pmem operation was interrupted by the last stop; region dropped", "region", rec.Name, "op", rec.Op)
 			continue
 		}
-		if _, err := os.Stat(rec.Path); err != nil {
+		if err := checkRegionFile(rec); errors.Is(err, os.ErrNotExist) {
 			d.log.Warn("pmem region file is missing; tables naming it will serve errors", "region", rec.Name, "path", rec.Path, "err", err)
+		} else if err != nil {
+			d.log.Error("pmem region file refused; tables naming it will serve errors", "region", rec.Name, "path", rec.Path, "err", err)
+		} else if rec.Ino == 0 && identify(&rec) == nil {
+			// A record from before daxsnap kept the file's identity.
+			if err := d.store.PutRegion(rec); err != nil {
+				d.log.Error("record region file identity", "region", rec.Name, "err", err)
+			}
 		}
 	}
 	return nil

@@ -7,6 +7,13 @@ type Region struct {
 	Path    string `json:"path"`
 	Size    int64  `json:"size"`
 	Hugetlb bool   `json:"hugetlb,omitempty"`
+	// UID, Dev and Ino identify the file the daemon made: at every start
+	// and every open it must still be that inode, owned by that uid, or
+	// the daemon refuses it. Ino 0: a record from before daxsnap kept
+	// them; the file must then be owned by the daemon's uid.
+	UID uint32 `json:"uid,omitempty"`
+	Dev uint64 `json:"dev,omitempty"`
+	Ino uint64 `json:"ino,omitempty"`
 	// Op is the operation in flight ("create", "remove"), "" when none.
 	Op string `json:"op,omitempty"`
 }
