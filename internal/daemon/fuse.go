@@ -29,18 +29,41 @@ func (d *Daemon) startFUSE() {
 }
 
 // openFUSE opens dev for one open FUSE file; it counts in the device's
-// open count until the kernel releases the file.
+// open count until the kernel releases the file. ORIGIN-real and
+// ORIGIN-merge files refuse writes (EROFS), even root's, as their NBD
+// exports do: a write there changes an origin under its snapshots.
 func (d *Daemon) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
 	if err := dev.Open(); err != nil {
 		return nil, nil, err
 	}
-	return d.metrics.wrap(dev.Name(), dev), func() { d.closeDevice(dev) }, nil
+	var be fusefs.Backend = d.metrics.wrap(dev.Name(), dev)
+	if d.bypassesCOW(dev.Name()) {
+		be = readOnlyFile{be, dev.Name()}
+	}
+	return be, func() { d.closeDevice(dev) }, nil
+}
+
+// readOnlyFile is a device file whose writes are refused.
+type readOnlyFile struct {
+	fusefs.Backend
+	name string
+}
+
+func (f readOnlyFile) WriteAt([]byte, int64) (int, error) { return 0, f.refuse() }
+func (f readOnlyFile) WriteZeroes(int64, int64) error     { return f.refuse() }
+
+func (f readOnlyFile) refuse() error {
+	return fmt.Errorf("%w: %s bypasses its origin's snapshots; write to the origin", dm.ErrReadOnly, f.name)
 }
 
 // fuseOwner gives a device file the device's owner, as /dev/mapper/NAME
-// has (daxsnap create --uid --gid --mode).
+// has (daxsnap create --uid --gid --mode), less the write bits for
+// ORIGIN-real and ORIGIN-merge.
 func (d *Daemon) fuseOwner(dev *dm.Device) fusefs.Owner {
 	o := d.owners.get(dev)
+	if d.bypassesCOW(dev.Name()) {
+		o.Mode &^= 0o222
+	}
 	return fusefs.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
 }
 

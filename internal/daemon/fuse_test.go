@@ -168,3 +168,28 @@ func TestDaemon_fuseUnavailable(t *testing.T) {
 	}
 	e.create("vol", "0 8 zero")
 }
+
+// Ensure that ORIGIN-real's device file has no write bits and refuses
+// root's writes: it bypasses the origin's snapshots.
+func TestDaemon_fuseRealReadOnly(t *testing.T) {
+	e := newFUSEEnv(t)
+	path := e.region("o", 4*mib)
+	e.create("vol", linear(path, 4096))
+	e.snap("vol", "s1")
+	file := filepath.Join(e.cfg.FUSEDir, "vol-real")
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm()&0o222 != 0 {
+		t.Fatalf("vol-real file: %v, %v; want no write bits", fi.Mode(), err)
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteAt(make([]byte, 4096), 0)
+		f.Close()
+	}
+	if err == nil {
+		t.Fatal("root wrote vol-real through the FUSE export")
+	}
+	if fi, err := os.Stat(filepath.Join(e.cfg.FUSEDir, "vol")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("vol file: %v, %v; want 0600", fi, err)
+	}
+}
