@@ -16,6 +16,7 @@
 //	loop STRIDE                the stores of timed, pass after pass, until halt
 //	halt                       stop looping; answers as timed does, over every store
 //	poke OFF                   store 0xa5 at OFF; answers once the store completed
+//	peek OFF                   load the byte at OFF; answers it
 //	segv OFF                   store with SIGSEGV at its default action
 //	fork OFF                   a forked child probes OFF; answers how it ended
 //	unmap                      close the mapping
@@ -199,6 +200,8 @@ func Main() int {
 			fmt.Println("ok")
 		case "recalled": // recalled: whether the daemon took the mapping back
 			fmt.Println("ok", m.Recalled())
+		case "peek": // peek OFF: one load; answers the byte
+			fmt.Println("ok", m.Bytes()[arg(1)])
 		case "poke": // poke OFF: one store; the answer comes when it completed
 			m.Bytes()[arg(1)] = 0xa5
 			fmt.Println("ok")

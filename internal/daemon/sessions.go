@@ -35,6 +35,9 @@ func (d *Daemon) startSessions() error {
 	}
 	d.sessions = srv
 	d.mgr.SetSwapGuard(d.guardMappedMemory)
+	// The consistent cut of mapped memory: at every suspend and snapshot
+	// activation, whoever runs it (dm/cut.go).
+	d.mgr.SetCutter(srv.Cut)
 	if d.metrics != nil {
 		d.metrics.reg.MustRegister(&sessionCollector{srv: srv})
 	}
@@ -77,17 +80,6 @@ func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
 		return nil, errorf(dm.ErrBusy, "%v: the processes must unmap %s (or end) first; nothing was changed", err, dev.Name())
 	}
 	return release, nil
-}
-
-// beginSnapshotCut starts the consistent cut of dev's mappings for a new
-// snapshot (see session.Server.BeginCut): snapshot creation calls it
-// before it suspends dev and activates the snapshot, and calls the
-// returned finish after dev has resumed, on success and failure alike.
-func (d *Daemon) beginSnapshotCut(dev *dm.Device) (finish func() error) {
-	if d.sessions == nil {
-		return func() error { return nil }
-	}
-	return d.sessions.BeginCut(dev)
 }
 
 // DAXSessions lists the open DAX sessions and their mappings.

@@ -266,31 +266,25 @@ func (d *Daemon) doCreate(p createPlan) error {
 		}
 		undo.push(origin.Clear)
 	}
-	// The consistent cut for direct mappings: from here on write faults on
-	// the origin's mappings are held; finishing write-protects every mapping
-	// and then lets them resolve, once the snapshot is active (or undone).
-	// Block writes are held by the suspend for the whole sweep.
-	finishCut := d.beginSnapshotCut(origin)
-	failCut := func(err error) error { return errors.Join(fail(err), finishCut()) }
+	// The consistent cut for direct mappings is the core's (dm/cut.go), as
+	// for any suspend and snapshot activation: the origin's suspend
+	// write-protects every mapping of its memory with faults held, the
+	// snapshot's activation keeps them so, and the origin's resume lets
+	// the held stores resolve through snapshot-origin, copying first.
 	if err := d.quiesceOrigin(p.op, origin); err != nil {
-		return failCut(err)
+		return fail(err)
 	}
 	undo.push(func() error { return errors.Join(origin.Clear(), origin.Resume()) })
 	if err := d.fault("create-snapshot"); err != nil {
-		return failCut(err)
+		return fail(err)
 	}
 	snap, err := d.createDevice(p.name, p.snapshotTable(), false)
 	if err != nil {
-		return failCut(fmt.Errorf("create snapshot device %s: %w", p.name, err))
+		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
 	}
 	undo.push(func() error { return d.removeDevice(snap, true) })
 	if err := d.fault("resume-origin"); err != nil {
-		return failCut(err)
-	}
-	// Protect while the origin is still suspended, so block writes too
-	// wait for the end of the sweep; held faults resolve after resume.
-	if err := finishCut(); err != nil {
-		return fail(fmt.Errorf("write-protect direct mappings of %s: %w", p.l.origin, err))
+		return fail(err)
 	}
 	if err := origin.Resume(); err != nil {
 		return fail(fmt.Errorf("resume %s: %w", p.l.origin, err))

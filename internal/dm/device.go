@@ -37,6 +37,9 @@ type Device struct {
 	// guardRelease is the SwapGuard's release when it was asked at
 	// suspend, for the resume to call.
 	guardRelease func()
+	// endCut ends the cut of the live table's memory that suspend started
+	// (see cut.go), for the resume (or removal) to call.
+	endCut func()
 
 	io   sync.RWMutex
 	live *Table       // written only with io write-held
@@ -125,6 +128,9 @@ func (d *Device) suspendLocked() {
 	live := d.live // stable: only changed with ctl held
 	if live != nil {
 		forEach[Suspender](live, Suspender.PreSuspend)
+		// Before I/O drains: a copy-before-write under way for a direct
+		// store enters d, and the cut waits for it.
+		d.endCut = d.m.cut(live.memory(), "suspend "+d.Name())
 	}
 	d.io.Lock()
 	d.suspended = true
@@ -177,6 +183,9 @@ func (d *Device) resumeLocked() error {
 	if d.inactive != nil {
 		next = d.inactive
 	}
+	// A snapshot becoming live: its origin's memory stands still from
+	// before its PreResume until it is active, before d serves a read.
+	endActivation := d.m.cut(next.activationMemory(), "activate "+d.Name())
 	var err error
 	forEach[Resumer](next, func(r Resumer) {
 		if err == nil {
@@ -184,6 +193,7 @@ func (d *Device) resumeLocked() error {
 		}
 	})
 	if err != nil {
+		callEnd(endActivation)
 		return fmt.Errorf("resume %s: preresume refused, device stays suspended: %w", d.Name(), err)
 	}
 	var old *Table
@@ -199,6 +209,10 @@ func (d *Device) resumeLocked() error {
 	d.suspended = false
 	d.io.Unlock()
 	forEach[Resumer](d.live, Resumer.Resume)
+	// The held stores resolve through the live table now.
+	callEnd(endActivation)
+	callEnd(d.endCut)
+	d.endCut = nil
 	if old != nil {
 		return old.Close()
 	}
@@ -366,5 +380,13 @@ func (d *Device) destroy() error {
 	// Let held I/O go: it finds no live table and fails.
 	d.suspended = false
 	d.io.Unlock()
+	callEnd(d.endCut)
+	d.endCut = nil
 	return errors.Join(errs...)
+}
+
+func callEnd(end func()) {
+	if end != nil {
+		end()
+	}
 }

@@ -16,9 +16,10 @@ type Manager struct {
 	reg  *Registry
 	pool *DevicePool
 
-	mu    sync.Mutex
-	devs  map[string]*Device
-	guard SwapGuard
+	mu     sync.Mutex
+	devs   map[string]*Device
+	guard  SwapGuard
+	cutter Cutter
 }
 
 // SwapGuard is asked before a resume makes next the live table of d in

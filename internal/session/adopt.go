@@ -43,7 +43,7 @@ func (x *session) adopt(m wire.SessionMsg, fds []int) error {
 		x.srv.log.Info("adoption refused", append(x.log(), "device", a.Map.Device, "write", a.Map.Write, "err", err)...)
 		return bad(wire.CodePermission, err)
 	}
-	g, via, files, pfds, err := x.describe(dev, a.Map)
+	g, via, files, mem, pfds, err := x.describe(dev, a.Map)
 	defer closeAll(pfds)
 	if err != nil {
 		return bad(codeOf(err), fmt.Errorf("adopt a mapping made with an earlier daemon: %w", err))
@@ -54,7 +54,7 @@ func (x *session) adopt(m wire.SessionMsg, fds []int) error {
 	if err := x.srv.fenced(via); err != nil {
 		return bad(wire.CodeRetry, err)
 	}
-	gr := &grant{dev: dev, via: via, files: files, req: a.Map, page: g.PageSize, wp: g.WriteProtect}
+	gr := &grant{dev: dev, via: via, files: files, mem: mem, req: a.Map, page: g.PageSize, wp: g.WriteProtect}
 	armed := a.Armed
 	if err := x.install(m.ID, gr, &armed, fds, true); err != nil {
 		return err

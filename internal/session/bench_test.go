@@ -34,7 +34,7 @@ func benchFirstWrite(b *testing.B, chunk int64) {
 		b.Skip("needs root")
 	}
 	r := newRigSized(b, size+size/4, "mem", "cow")
-	vol, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))})
+	_, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,9 +47,6 @@ func benchFirstWrite(b *testing.B, chunk int64) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		if _, err := r.m.Create("snap", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %s %s N %d\n", size/512, r.path("mem"), r.path("cow"), chunk/512)}); err != nil {
-			b.Fatal(err)
-		}
-		if err := r.srv.Protect(vol); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -190,8 +187,8 @@ func BenchmarkMappedWrites(b *testing.B) {
 // BenchmarkSnapshotPause: a client process maps a whole volume (1 and
 // 4 GiB, DAXBENCH_PAUSE_SIZES in GiB to change) and stores into it once
 // every 64 KiB, pass after pass, each store timed; meanwhile a snapshot
-// (64 KiB chunks) is created the way the daemon does it: BeginCut,
-// activate, sweep. The writer stops as soon as the sweep has ended (its
+// (64 KiB chunks) is created, whose activation cuts (Server.Cut: hold,
+// sweep, activate, release). The writer stops as soon as the sweep has ended (its
 // held store completes first), so the copy-on-write store only needs room
 // for the few chunks first written after the cut: it is a transient one
 // of at most 1 GiB, and a volume of n GiB needs n GiB of /dev/shm, not 2n.
@@ -226,7 +223,7 @@ func benchPause(b *testing.B, size int64) {
 	if err := os.Truncate(r.path("cow"), cowSize); err != nil {
 		b.Fatal(err)
 	}
-	vol, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))})
+	_, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -251,12 +248,8 @@ func benchPause(b *testing.B, size int64) {
 		do("loop %d", stride)
 		time.Sleep(20 * time.Millisecond) // the writer is mid-pass
 		s0, h0, hn0, p0 := st.SweepNanos.Load(), st.HeldNanos.Load(), st.Held.Load(), st.PreparedBytes.Load()
-		finish := r.srv.BeginCut(vol)
 		snap, err := r.m.Create("snap", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %s %s N %d\n", size/512, r.path("mem"), r.path("cow"), chunk/512)})
 		if err != nil {
-			b.Fatal(err)
-		}
-		if err := finish(); err != nil {
 			b.Fatal(err)
 		}
 		ans, ok := c.Try(time.Minute, "halt")

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
-	"github.com/daxsnap/daxsnap/internal/session"
+	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
 // TestDiag_MemoryAfterProtect is the diagnostic of a since-explained issue
@@ -34,28 +34,30 @@ func TestDiag_MemoryAfterProtect(t *testing.T) {
 		cs = append(cs, c)
 	}
 	bad, good := 0, 0
-	defer session.SetSweepHook(r.srv, nil)
 	for k := 0; k < 60; k++ {
 		time.Sleep(2 * time.Millisecond)
-		finish := r.srv.BeginCut(vol)
-		// Protect everything, then inspect before releasing held faults.
-		session.SetSweepHook(r.srv, func(n int) {
-			if n != 3 {
-				return
-			}
-			img := readAll(t, vol)
-			for i := 0; i < 3; i++ {
-				if err := prefixErr(img[i*part : (i+1)*part]); err != nil {
-					bad++
-					if bad < 4 {
-						t.Log(err)
-					}
-				} else {
-					good++
+		// A suspend cuts: every mapping protected, all faults held, until
+		// the resume; the memory file is read in between.
+		if err := vol.Suspend(dm.SuspendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		img, err := os.ReadFile(r.path("mem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := vol.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			if err := prefixErr(img[i*part : (i+1)*part]); err != nil {
+				bad++
+				if bad < 4 {
+					t.Log(err)
 				}
+			} else {
+				good++
 			}
-		})
-		finish()
+		}
 	}
 	t.Logf("%d images, %d with the next write's word half stored (torn, accepted)", bad+good, tornSeen.Load())
 	if bad > 0 {

@@ -119,11 +119,7 @@ func TestHugetlbfs_Snapshot(t *testing.T) {
 	}
 
 	// The cut, with one-huge-page chunks.
-	finish := r.srv.BeginCut(vol)
 	snap := r.create(t, "snap", fmt.Sprintf("0 %d snapshot %s %s N %d\n", size/512, mem, r.path("cow"), hp/512))
-	if err := finish(); err != nil {
-		t.Fatalf("protect vol: %v", err)
-	}
 	st := r.srv.Stats()
 	f0, p0, b0 := st.Faults.Load(), st.Prepared.Load(), st.PreparedBytes.Load()
 	// Stores into three huge pages, not at their start; the second store

@@ -51,17 +51,20 @@ type mapping struct {
 	done      chan struct{} // closed when the handler has returned
 
 	files     []backing.ID         // the memory files mapped, for a recall's check
+	mem       []dm.MemRange        // the memory mapped, for cuts
 	recallAns chan wire.SessionMsg // the client's answer to the recall under way
 }
 
 // attach puts the mapping in its device's index and, when some snapshot of
-// the device copies out, protects it whole before the client may use it.
-// Without one it still checks the client registered the whole range.
+// the device copies out or a cut covers its memory, protects it whole
+// before the client may use it (its faults then held by the cut). Without
+// either it still checks the client registered the whole range.
 func (m *mapping) attach() error {
-	for _, ds := range m.dss {
-		ds.sweepMu.Lock()
-		defer ds.sweepMu.Unlock()
-	}
+	srv := m.sess.srv
+	// A cut lists mappings under protMu: m is either in its list or
+	// sees the cut here.
+	srv.protMu.Lock()
+	defer srv.protMu.Unlock()
 	// A recall fences and lists a device's mappings under its mapsMu: m
 	// is either in that list or sees the fence.
 	if err := m.index(); err != nil {
@@ -71,9 +74,11 @@ func (m *mapping) attach() error {
 		return nil
 	}
 	// Either operation fails (ErrNotRegistered) unless the client
-	// registered the whole range with this userfaultfd.
+	// registered the whole range with this userfaultfd. No cut covers
+	// the memory when WriteGranularity is asked, so no device it reaches
+	// is suspended: it does not wait.
 	op := m.uffd.Unprotect
-	if m.dev.WriteGranularity(m.off, m.n) > 0 {
+	if srv.armUnderCuts(m) || m.dev.WriteGranularity(m.off, m.n) > 0 {
 		op = m.uffd.Protect
 	}
 	err := retry(func() error { return op(m.addr, uintptr(m.n)) })
@@ -288,7 +293,7 @@ func (m *mapping) event(msg uffd.Msg) {
 
 // fault resolves a write fault at device offset off: copy-before-write for
 // its unit, then un-protect that unit in every mapping of the device. During
-// a sweep it is held until the sweep ends.
+// a cut it is held until the cut ends.
 func (m *mapping) fault(off int64, began time.Time) {
 	var ch chan struct{}
 	for _, ds := range m.dss {

@@ -69,8 +69,8 @@ func (e *RecallError) Error() string {
 // (a *RecallError) nothing stays fenced.
 func (s *Server) Recall(dev *dm.Device, timeout time.Duration, reason string) (release func(), err error) {
 	ds := s.devState(dev, true)
-	// Not sweepMu: a snapshot's cut holds it from before the origin's
-	// suspend (where a recall may run) to after.
+	// Not protMu: a recall may run while a cut of the device's memory
+	// lasts (the device suspended before the new table was loaded).
 	ds.mapsMu.Lock()
 	ds.fence.Add(1)
 	maps := ds.listLocked()

@@ -53,12 +53,17 @@ type Server struct {
 	devs     map[*dm.Device]*devState
 	devSeq   uint64
 
+	// protMu serialises what decides a mapping's protection: a cut's
+	// start and end, a new mapping's arming (cut.go).
+	protMu sync.Mutex
+	cuts   map[*cut]struct{} // cuts under way, under protMu
+
 	wg      sync.WaitGroup // accept loop and sessions
 	closing sync.WaitGroup // device closes of dropped mappings
 
-	// sweepHook, set by tests, runs in a sweep after each mapping it
+	// sweepHook, set by tests, runs in a cut after each mapping it
 	// protected; brokenCut, set by tests only, resolves faults during a
-	// sweep at once instead of holding them (to show the checker catches
+	// cut at once instead of holding them (to show the checker catches
 	// the broken cut).
 	sweepHook func(protected int)
 	brokenCut atomic.Bool
@@ -70,11 +75,11 @@ type Server struct {
 type Stats struct {
 	Sessions, Maps          atomic.Int64 // sessions and mappings ever opened
 	Adopted                 atomic.Int64 // of the mappings, those made with an earlier daemon (adopt.go)
-	Faults, Held            atomic.Int64 // write faults read; of them, held by a sweep
+	Faults, Held            atomic.Int64 // write faults read; of them, held by a cut
 	Repeats                 atomic.Int64 // of them, repeats of a held fault (the writer took a signal), not held again
 	Prepared, PreparedBytes atomic.Int64 // copy-before-write steps run, and the bytes they covered
-	Sweeps, SweepNanos      atomic.Int64 // protection sweeps and their total duration
-	HeldNanos               atomic.Int64 // total time faults spent held by sweeps
+	Sweeps, SweepNanos      atomic.Int64 // cuts that protected mappings (sweeps) and their total protecting time
+	HeldNanos               atomic.Int64 // total time faults spent held by cuts
 	HandlerErrors, Refusals atomic.Int64
 	// Recalls counts mappings recalled (stop the world), RecallFailures
 	// those not given back, RecallNanos the time recalls took.
@@ -145,7 +150,7 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("session: chmod %s: %w", cfg.Socket, err)
 	}
 	return &Server{cfg: cfg, log: cfg.Log.With("component", "session"), ln: ln, spin: spin,
-		sessions: map[*session]struct{}{}, devs: map[*dm.Device]*devState{}}, nil
+		sessions: map[*session]struct{}{}, devs: map[*dm.Device]*devState{}, cuts: map[*cut]struct{}{}}, nil
 }
 
 // Socket returns the socket path.
@@ -254,15 +259,12 @@ type devState struct {
 	dev *dm.Device
 	seq uint64 // creation order: a mapping locks its devices' states in it
 
-	// sweepMu serialises sweeps and the protection of new mappings, so a
-	// mapping is either in a sweep's list or checked after it.
-	sweepMu sync.Mutex
-
 	// mu is read-held by each fault resolution (copy-before-write, then
-	// un-protect everywhere) and write-held to start or end a sweep, so no
-	// resolution that began before a sweep un-protects after it started.
+	// un-protect everywhere) and write-held to start or end a hold, so no
+	// resolution that began before a cut un-protects after it started.
 	mu       sync.RWMutex
-	sweeping chan struct{} // non-nil while a sweep runs; closed at its end
+	holds    int           // cuts holding the device's faults (cut.go)
+	sweeping chan struct{} // non-nil while holds > 0; closed when it drops to 0
 
 	mapsMu sync.Mutex
 	maps   map[*mapping]struct{}
@@ -309,62 +311,6 @@ func (s *Server) liveSessions() []*session {
 	}
 	return out
 }
-
-// BeginCut starts the consistent cut for a snapshot of dev. Call it
-// before the snapshot becomes active (before its table is resumed, and
-// before dev is suspended for it), and call the returned finish once the
-// snapshot is active, or has failed to become so, and dev has resumed.
-// dev's mappings are those of dev itself and of every device whose mapped
-// range was resolved through dev (a table over /dev/mapper/DEV).
-// From BeginCut on, every write fault on dev's mappings is held; finish
-// write-protects every session's writable mappings of dev, then resolves
-// the held faults. A store is thus in the snapshot iff it reached memory
-// before its page was protected: no fault can copy a chunk into the new
-// snapshot while the chunk is still writable elsewhere (which would freeze
-// an older value than later stores before the cut). New mappings of dev
-// wait for finish. Mappings whose process is gone are skipped.
-func (s *Server) BeginCut(dev *dm.Device) (finish func() error) {
-	ds := s.devState(dev, true)
-	ds.sweepMu.Lock()
-	start := time.Now()
-	done := make(chan struct{})
-	ds.mu.Lock() // waits for resolutions already under way
-	ds.sweeping = done
-	ds.mu.Unlock()
-	var once sync.Once
-	var err error
-	return func() error {
-		once.Do(func() {
-			defer ds.sweepMu.Unlock()
-			var errs []error
-			for i, m := range ds.list() {
-				if err := m.protectAll(); err != nil {
-					errs = append(errs, err)
-				}
-				if s.sweepHook != nil {
-					s.sweepHook(i + 1)
-				}
-			}
-			ds.mu.Lock()
-			ds.sweeping = nil
-			close(done)
-			ds.mu.Unlock()
-			s.stats.Sweeps.Add(1)
-			s.stats.SweepNanos.Add(int64(time.Since(start)))
-			if e := errors.Join(errs...); e != nil {
-				err = fmt.Errorf("protect mappings of %s: %w", dev.Name(), e)
-			}
-		})
-		return err
-	}
-}
-
-// Protect is BeginCut and finish at once, for a snapshot that is already
-// active. It is a consistent cut only if no write fault on dev was
-// resolved since the snapshot became active (none can be while no page of
-// dev's mappings is protected, such as before the first snapshot): prefer
-// BeginCut.
-func (s *Server) Protect(dev *dm.Device) error { return s.BeginCut(dev)() }
 
 // Info describes a session.
 type Info struct {

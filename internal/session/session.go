@@ -39,8 +39,9 @@ type session struct {
 // armed yet.
 type grant struct {
 	dev   *dm.Device
-	via   []*dm.Device // dev and the devices the range was resolved through
-	files []backing.ID // the memory files of the pieces
+	via   []*dm.Device  // dev and the devices the range was resolved through
+	files []backing.ID  // the memory files of the pieces
+	mem   []dm.MemRange // the memory of the pieces, for cuts
 	req   wire.MapReq
 	page  int64
 	wp    bool
@@ -137,7 +138,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 		x.srv.log.Info("map refused", append(x.log(), "device", req.Device, "write", req.Write, "err", err)...)
 		return x.refuse(id, wire.CodePermission, err)
 	}
-	g, via, files, fds, err := x.describe(dev, req)
+	g, via, files, mem, fds, err := x.describe(dev, req)
 	defer closeAll(fds)
 	if err != nil {
 		return x.refuse(id, codeOf(err), err)
@@ -154,7 +155,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 		dup = true
 	}
 	if !dup {
-		x.pending[id] = &grant{dev: dev, via: via, files: files, req: req, page: g.PageSize, wp: g.WriteProtect}
+		x.pending[id] = &grant{dev: dev, via: via, files: files, mem: mem, req: req, page: g.PageSize, wp: g.WriteProtect}
 	}
 	x.mu.Unlock()
 	if dup {
@@ -165,13 +166,13 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 
 // describe resolves the request to pieces, opening one descriptor per file
 // with the access the request allows; via lists dev and every device the
-// pieces were resolved through.
-func (x *session) describe(dev *dm.Device, req wire.MapReq) (g *wire.MapGrant, via []*dm.Device, files []backing.ID, fds []int, err error) {
-	g, fds, err = x.describeExtents(dev, req, &via, &files)
-	return g, via, files, fds, err
+// pieces were resolved through, mem the memory of the pieces.
+func (x *session) describe(dev *dm.Device, req wire.MapReq) (g *wire.MapGrant, via []*dm.Device, files []backing.ID, mem []dm.MemRange, fds []int, err error) {
+	g, fds, err = x.describeExtents(dev, req, &via, &files, &mem)
+	return g, via, files, mem, fds, err
 }
 
-func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.Device, files *[]backing.ID) (*wire.MapGrant, []int, error) {
+func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.Device, files *[]backing.ID, mem *[]dm.MemRange) (*wire.MapGrant, []int, error) {
 	name := dev.Name()
 	size := dev.Size()
 	switch {
@@ -246,6 +247,7 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 			index[k] = i
 		}
 		g.Pieces = append(g.Pieces, wire.MapPiece{Off: e.Off - req.Offset, Len: e.Len, FD: i, FileOffset: foff})
+		*mem = append(*mem, e.Memory())
 		for _, d := range e.Via {
 			if !slices.Contains(*via, d) {
 				*via = append(*via, d)
@@ -308,7 +310,7 @@ func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, 
 		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", id))
 	}
 	mp := &mapping{sess: x, id: id, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(armed.Addr),
-		write: g.req.Write, page: g.page, files: g.files, keep: armed.Keep, adopted: adopted, done: make(chan struct{}), gone: make(chan struct{})}
+		write: g.req.Write, page: g.page, files: g.files, mem: g.mem, keep: armed.Keep, adopted: adopted, done: make(chan struct{}), gone: make(chan struct{})}
 	if g.wp {
 		u, err := uffd.FromFD(fds[0])
 		if err != nil {

@@ -30,6 +30,8 @@ var (
 	_ dm.Target   = (*snap)(nil)
 	_ dm.Resumer  = (*snap)(nil)
 	_ dm.Messager = (*snap)(nil)
+
+	_ dm.ActivationCutter = (*snap)(nil)
 )
 
 func newSnapshot(ctx *dm.CtorContext, args []string) (dm.Target, error) {
@@ -305,6 +307,19 @@ func (t *snap) Status(kind dm.StatusType) string {
 		s += " 1 discard_zeroes_cow"
 	}
 	return s
+}
+
+// ActivationCut asks the core for a cut of the origin's memory (see
+// dm.ActivationCutter) while the snapshot becomes active, as the kernel's
+// snapshot_resume suspends the origin: no direct store may reach the
+// origin between the image's start and the copy-before-write that keeps
+// it. A state already active (a reloaded table, a merge handover) starts
+// no new image.
+func (t *snap) ActivationCut() []*dm.DeviceRef {
+	if t.state.active.Load() {
+		return nil
+	}
+	return []*dm.DeviceRef{t.origin}
 }
 
 // PreResume refuses a second merge of one origin.
