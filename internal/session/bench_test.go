@@ -296,3 +296,89 @@ func benchPause(b *testing.B, size int64) {
 	}
 	c.Do("quit")
 }
+
+// BenchmarkSuspendResume: the round trip of `suspend` then `resume` of a
+// linear volume on memory (no table change) with 0 bytes mapped (the
+// peer: what suspend costs without the cut) and with a client process
+// mapping the whole volume (1 GiB; DAXBENCH_SUSPEND_SIZES in GiB to
+// change, 0 meaning unmapped) and storing once every 64 KiB, pass after
+// pass, each store timed. The suspend write-protects the mapping with
+// faults held (the cut) and the resume lifts it. Reported: the round trip
+// (suspend call to resume's return) and the longest any single store of
+// the writer took.
+func BenchmarkSuspendResume(b *testing.B) {
+	sizes := []int64{0, 1}
+	if s := os.Getenv("DAXBENCH_SUSPEND_SIZES"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			if n, err := strconv.ParseInt(f, 10, 64); err == nil && n >= 0 {
+				sizes = append(sizes, n)
+			}
+		}
+	}
+	for _, g := range sizes {
+		b.Run(fmt.Sprintf("mapped=%dGiB", g), func(b *testing.B) { benchSuspend(b, g<<30) })
+	}
+}
+
+func benchSuspend(b *testing.B, mapped int64) {
+	const stride = 64 << 10
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	size := max(mapped, 1<<30)
+	r := newRigSized(b, size, "mem")
+	vol, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d linear %s 0\n", size/512, r.path("mem"))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c *clienttest.Child
+	if mapped > 0 {
+		c = clienttest.Start(b, r.srv.Socket())
+		if ans, ok := c.Try(5*time.Minute, "map vol 0 %d rw", mapped); ans != "ok" {
+			b.Fatalf("child: map: %q (answered: %v)", ans, ok)
+		}
+		if ans, ok := c.Try(5*time.Minute, "timed 4096"); !ok || !strings.HasPrefix(ans, "ok ") {
+			b.Fatalf("child: populate: %q", ans)
+		}
+	}
+	var trip, maxTrip, maxWait time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if c != nil {
+			c.Do("loop %d", stride)
+			time.Sleep(20 * time.Millisecond) // the writer is mid-pass
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		if err := vol.Suspend(dm.SuspendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		if err := vol.Resume(); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(t0)
+		b.StopTimer()
+		trip += d
+		maxTrip = max(maxTrip, d)
+		if c != nil {
+			ans, ok := c.Try(time.Minute, "halt")
+			if !ok || !strings.HasPrefix(ans, "ok ") {
+				b.Fatalf("writer: %q", ans)
+			}
+			var n int
+			var q50, q99, mx, sum int64
+			fmt.Sscan(strings.TrimPrefix(ans, "ok "), &n, &q50, &q99, &mx, &sum)
+			maxWait = max(maxWait, time.Duration(mx))
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(trip.Microseconds())/float64(b.N)/1e3, "roundtrip-ms")
+	b.ReportMetric(float64(maxTrip.Microseconds())/1e3, "max-roundtrip-ms")
+	if c != nil {
+		b.ReportMetric(float64(maxWait.Microseconds())/1e3, "max-wait-ms")
+		c.Do("quit")
+	}
+}

@@ -16,13 +16,29 @@
 //
 // # Consistent cut
 //
-// BeginCut(dev), called before a new snapshot of dev becomes active, holds
-// every write fault on dev's mappings; its finish, called once the
-// snapshot is active, write-protects every mapping of dev and then resolves
-// the held faults. A write is thus in the snapshot iff it reached memory
-// before its page was protected: a prefix-closed image. A mapping made
-// while the device has snapshots is protected whole before the client gets
-// it.
+// Server.Cut is the one consistent cut, a dm.Cutter the daemon installs on
+// its device manager; the dm core calls it, never a verb (dm/cut.go):
+//
+//   - when a device is suspended, for the memory its live table maps,
+//     until its resume: no direct store reaches a suspended device;
+//   - when a snapshot target becomes active (dm.ActivationCutter), for
+//     its origin's memory, from before its PreResume until after its
+//     Resume, before the snapshot device serves a read.
+//
+// A cut is keyed by memory (file identity and range, dm.MemRange), not by
+// device name: it covers every mapping whose pieces overlap that memory,
+// made through any device. It holds the write faults of the devices those
+// mappings were made through (waiting for resolutions under way), then
+// write-protects each mapping whole. Its end lifts protection from the
+// mappings no other cut covers and whose device needs no store caught
+// (WriteGranularity 0), then lets the held faults resolve through the
+// tables live then: a snapshot activated meanwhile copies first. A store
+// is thus in a snapshot iff it reached memory before its page was
+// protected: a prefix-closed image, however the snapshot was made
+// (`snapshot create`, dmsetup's recipe, the kernel's order, a restore at
+// start). Cuts nest. A mapping armed while a cut covers its memory, or
+// while its device has snapshots, is protected whole before the client
+// gets it.
 //
 // # Authorization
 //
@@ -32,8 +48,6 @@
 // the device's owner and mode (docs/dax.md "Who may map a device").
 // Without Authorize only root and the server's own uid may map.
 //
-// Limits (see docs/dax.md): block writes are not held during the sweep;
-// PrepareWrite runs on the top device only (a mapping of a table over
-// /dev/mapper/ORIGIN does not reach the origin's snapshots); a device's
-// table change does not recall mappings yet.
+// Limits (see docs/dax.md): MADV_REMOVE on a mapping is caught after the
+// fact.
 package session

@@ -663,18 +663,48 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 		}
 	}
 
-	// The broken cut: the checker must catch it.
+	// The broken cut: the checker must catch it. The sweep waits, after
+	// protecting the first mapping, until its writer's faults have gone
+	// through (resolved at once, un-protecting their pages while the
+	// snapshot is not active yet); then the writers go twice round their
+	// rings, so that stores land on those pages after the activation.
 	session.SetBrokenCut(r.srv, true)
-	time.Sleep(10 * time.Millisecond)
+	session.SetSweepHook(r.srv, func(protected int) {
+		if protected != 1 {
+			return
+		}
+		f0 := r.srv.Stats().Faults.Load()
+		for deadline := time.Now().Add(10 * time.Second); r.srv.Stats().Faults.Load() < f0+8 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	})
 	broken := r.takeSnapshot(t, "broken", fmt.Sprintf("cow%d", rounds), vol)
-	// A fault the broken cut let through un-protected its page before the
-	// snapshot was active: later stores there land in the snapshot. Let
-	// the writers come round their rings to such pages.
-	time.Sleep(200 * time.Millisecond)
-	_, err := clienttest.CheckCausal(readAll(t, broken), writers)
 	session.SetBrokenCut(r.srv, false)
+	ring := uint64((volSize/pageSize - 1) / writers * pageSize / 64) // records per writer's ring
+	progress := func() []uint64 {
+		img := readAll(t, vol)
+		p := make([]uint64, writers)
+		for w := range p {
+			p[w] = binary.LittleEndian.Uint64(img[8*w:])
+		}
+		return p
+	}
+	p0 := progress()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		p, round := progress(), true
+		for w := range p {
+			round = round && p[w] >= p0[w]+2*ring
+		}
+		if round {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writers at records %v, want each 2 rings (%d records) past %v", p, 2*ring, p0)
+		}
+	}
+	_, err := clienttest.CheckCausal(readAll(t, broken), writers)
 	if err == nil {
-		t.Error("the checker passed a snapshot taken with the cut broken (faults not held during the sweep)")
+		t.Error("the checker passed a snapshot taken with the cut broken (faults not held during the cut)")
 	} else {
 		t.Logf("broken cut caught: %v", err)
 	}
