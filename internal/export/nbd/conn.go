@@ -21,6 +21,9 @@ const (
 	readBufSize      = 256 << 10
 	writeBufSize     = 256 << 10
 	socketBufSize    = 4 << 20
+	// corkSize holds the TLS records of a full write buffer, with room
+	// for their headers and tags.
+	corkSize = writeBufSize + 64<<10
 )
 
 // conn is one client connection. One goroutine, the reader, runs the
@@ -35,9 +38,11 @@ type conn struct {
 	br  *bufio.Reader // reader goroutine only
 
 	// TLS: tlsConf is non-nil on a listener that requires it; client
-	// is what Exports get to decide by.
+	// is what Exports get to decide by; cork gathers the records of one
+	// flush once TLS is up.
 	tlsConf *tls.Config
 	client  Client
+	cork    *corkedConn
 
 	wmu  sync.Mutex
 	bw   *bufio.Writer // guarded by wmu
@@ -117,6 +122,9 @@ func (c *conn) serve() {
 func (c *conn) finish() {
 	c.workers.Wait()
 	c.flush()
+	if c.cork != nil {
+		c.cork.uncork() // close_notify goes out as it is written
+	}
 	_ = c.nc.Close()
 	if c.exp != nil && c.exp.Release != nil {
 		c.exp.Release()
@@ -167,6 +175,50 @@ func (c *conn) flushLocked() {
 	if c.werr == nil && c.bw.Buffered() > 0 {
 		c.setWriteErr(c.bw.Flush())
 	}
+	c.uncork()
+}
+
+// uncork sends the TLS records written since the last flush.
+func (c *conn) uncork() {
+	if c.cork != nil && c.werr == nil {
+		c.setWriteErr(c.cork.flush())
+	}
+}
+
+// corkedConn gathers what crypto/tls writes until flush, which sends it
+// in one system call: crypto/tls writes every record (16 KiB at most)
+// with its own, where nbdkit corks GnuTLS to send many at once. It is
+// only corked once the handshake is done, which needs its messages to go
+// out as they are written. crypto/tls serialises its writes, but an
+// alert it sends from the reader may meet a flush, hence mu.
+type corkedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	bw     *bufio.Writer
+}
+
+func (cc *corkedConn) Write(p []byte) (int, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if !cc.corked {
+		return cc.Conn.Write(p)
+	}
+	return cc.bw.Write(p)
+}
+
+// uncork flushes and stops gathering.
+func (cc *corkedConn) uncork() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	_ = cc.bw.Flush()
+	cc.corked = false
+}
+
+func (cc *corkedConn) flush() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.bw.Flush()
 }
 
 // setWriteErr records the first write failure and closes the socket, so

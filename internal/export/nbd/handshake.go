@@ -285,14 +285,18 @@ func (c *conn) optStartTLS(n *negotiation, data []byte) outcome {
 		c.log.Info("nbd: client sent data before the STARTTLS reply; closing")
 		return hangUp
 	}
-	tc := tls.Server(c.raw, c.tlsConf)
+	cork := &corkedConn{Conn: c.raw, bw: bufio.NewWriterSize(c.raw, corkSize)}
+	tc := tls.Server(cork, c.tlsConf)
 	if err := tc.Handshake(); err != nil {
 		c.log.Info("nbd: TLS handshake failed; closing", "err", err)
 		return hangUp
 	}
 	st := tc.ConnectionState()
 	c.wmu.Lock()
-	c.nc, c.client.TLS = tc, &st
+	cork.mu.Lock()
+	cork.corked = true
+	cork.mu.Unlock()
+	c.nc, c.client.TLS, c.cork = tc, &st, cork
 	c.br = bufio.NewReaderSize(tc, handshakeBufSize)
 	c.bw = bufio.NewWriterSize(tc, handshakeBufSize)
 	c.wmu.Unlock()

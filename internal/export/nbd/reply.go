@@ -59,6 +59,7 @@ func (c *conn) write(hdr, data []byte) {
 			bufs := net.Buffers{hdr, data}
 			_, err := bufs.WriteTo(c.nc)
 			c.setWriteErr(err)
+			c.uncork()
 		}
 		return
 	}

@@ -81,6 +81,10 @@ func (s *Server) ServeTLS(l net.Listener, conf *tls.Config) error {
 		l.Close()
 		return errors.New("nbd: ServeTLS without a TLS configuration")
 	}
+	// Full-size records from the start: replies are bulk data, and the
+	// records of one flush leave together (corkedConn) anyway.
+	conf = conf.Clone()
+	conf.DynamicRecordSizingDisabled = true
 	return s.serve(l, conf)
 }
 
