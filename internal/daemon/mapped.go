@@ -27,7 +27,20 @@ var (
 	_ dm.WritePreparer       = (*mappedDevice)(nil)
 	_ dm.WriteGranularizer   = (*mappedDevice)(nil)
 	_ dm.Renamable           = (*mappedDevice)(nil)
+	_ dm.HoleFinder          = (*mappedDevice)(nil)
+	_ dm.FastZeroer          = (*mappedDevice)(nil)
 )
+
+// Allocated looks at the mapped device's own allocation map.
+func (m *mappedDevice) Allocated(off, n int64) (bool, int64, error) {
+	runs, err := m.dev.Allocation(off, n)
+	if err != nil {
+		return true, 0, err
+	}
+	return !runs[0].Hole, runs[0].Len, nil
+}
+
+func (m *mappedDevice) FastZero() bool { return m.dev.FastZero() }
 
 // Path is /dev/mapper/NAME with the device's name now: tables hold the
 // device, not its name, so a rename carries them along.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/nbd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -83,10 +84,45 @@ type blockDevice interface {
 	WriteZeroes(off, n int64) error
 }
 
-// metered wraps a device's block I/O with the metrics.
+// metered wraps a device's block I/O with the metrics. It passes on what
+// the exports ask of a device beyond block I/O: NBD's BLOCK_STATUS
+// (nbd.Extenter) and FAST_ZERO (nbd.FastZeroer).
 type metered struct {
 	blockDevice
 	op [5]*opMetrics // indexed like ioOps
+}
+
+var (
+	_ nbd.Extenter   = (*metered)(nil)
+	_ nbd.FastZeroer = (*metered)(nil)
+)
+
+// allocationMapper is a device that knows its holes (*dm.Device).
+type allocationMapper interface {
+	Allocation(off, n int64) ([]dm.Allocation, error)
+}
+
+// Extents is the device's allocation map; a device without one is data.
+func (w *metered) Extents(off, n int64) ([]nbd.Extent, error) {
+	am, ok := w.blockDevice.(allocationMapper)
+	if !ok {
+		return []nbd.Extent{{Length: n}}, nil
+	}
+	runs, err := am.Allocation(off, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]nbd.Extent, len(runs))
+	for i, r := range runs {
+		out[i] = nbd.Extent{Length: r.Len, Hole: r.Hole, Zero: r.Hole}
+	}
+	return out, nil
+}
+
+// FastZero is the device's: whether its WriteZeroes beats writing zeroes.
+func (w *metered) FastZero() bool {
+	fz, ok := w.blockDevice.(dm.FastZeroer)
+	return ok && fz.FastZero()
 }
 
 func (m *ioMetrics) wrap(name string, dev blockDevice) *metered {

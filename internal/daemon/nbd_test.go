@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -74,4 +75,50 @@ func TestDaemon_nbdReadOnly(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "Permission denied") {
 		t.Fatalf("write to a read-only export succeeded:\n%s", out)
 	}
+}
+
+// Ensure that the running daemon answers NBD BLOCK_STATUS with the
+// device's real allocation map and advertises FAST_ZERO where zeroing is
+// cheap, as a real client (nbdinfo) sees it: a fresh volume is one
+// hole, a written range data; the same through an LVM-style origin; a
+// zero target is a hole; a snapshot (which copies on write) offers no
+// fast zero.
+func TestDaemon_nbdBlockStatus(t *testing.T) {
+	testutil.RequireTool(t, "nbdinfo")
+	e := newEnv(t)
+	path := e.region("r", 4*mib)
+	e.create("vol", linear(path, 8192))
+	e.create("z", "0 8192 zero")
+	sock := filepath.Join(e.cfg.StateDir, daemon.NBDSocketName)
+	uri := func(name string) string { return "nbd+unix:///" + name + "?socket=" + sock }
+	wantMap := func(name, want string) {
+		t.Helper()
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(run(t, "nbdinfo", "--map", uri(name))), "\n") {
+			got = append(got, strings.Join(strings.Fields(line), " "))
+		}
+		if strings.Join(got, "\n") != want {
+			t.Fatalf("nbdinfo --map %s:\n%s\nwant:\n%s", name, strings.Join(got, "\n"), want)
+		}
+	}
+	wantFastZero := func(name string, want bool) {
+		t.Helper()
+		// --no-content: probing reads the first pages, which allocates them on tmpfs
+		info := run(t, "nbdinfo", "--no-content", uri(name))
+		if line := fmt.Sprintf("can_fast_zero: %v", want); !strings.Contains(info, line) {
+			t.Fatalf("nbdinfo %s lacks %q:\n%s", name, line, info)
+		}
+	}
+
+	wantMap("vol", "0 4194304 3 hole,zero")
+	wantMap("z", "0 4194304 3 hole,zero")
+	wantFastZero("vol", true)
+	wantFastZero("z", true)
+	e.write("vol", 1048576, bytes.Repeat([]byte{0x5a}, 65536))
+	wantMap("vol", "0 1048576 3 hole,zero\n1048576 65536 0 data\n1114112 3080192 3 hole,zero")
+
+	e.snap("vol", "s1") // vol: snapshot-origin over /dev/mapper/vol-real
+	wantMap("vol", "0 1048576 3 hole,zero\n1048576 65536 0 data\n1114112 3080192 3 hole,zero")
+	wantFastZero("vol", true)
+	wantFastZero("s1", false)
 }

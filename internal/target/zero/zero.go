@@ -18,7 +18,11 @@ var Type = &dm.TargetType{Name: "zero", Version: [3]int{1, 2, 0}, New: newZero}
 
 type zero struct{}
 
-var _ dm.Target = zero{}
+var (
+	_ dm.Target     = zero{}
+	_ dm.HoleFinder = zero{}
+	_ dm.FastZeroer = zero{}
+)
 
 func newZero(_ *dm.CtorContext, args []string) (dm.Target, error) {
 	if len(args) != 0 {
@@ -35,6 +39,12 @@ func (zero) ReadAt(p []byte, _ int64) (int, error) {
 func (zero) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 func (zero) Flush() error                           { return nil }
 func (zero) Discard(_, _ int64) error               { return nil }
+
+// Allocated: the whole target is a hole, stored nowhere.
+func (zero) Allocated(_, n int64) (bool, int64, error) { return false, n, nil }
+
+// FastZero: zeroing costs nothing.
+func (zero) FastZero() bool { return true }
 
 // WriteZeroes has nothing to do: the range already reads back as zeroes.
 func (zero) WriteZeroes(_, _ int64) error  { return nil }
