@@ -304,8 +304,8 @@ func benchPause(b *testing.B, size int64) {
 // change, 0 meaning unmapped) and storing once every 64 KiB, pass after
 // pass, each store timed. The suspend write-protects the mapping with
 // faults held (the cut) and the resume lifts it. Reported: the round trip
-// (suspend call to resume's return) and the longest any single store of
-// the writer took.
+// (suspend call to resume's return), of it the suspend, and the longest
+// any single store of the writer took.
 func BenchmarkSuspendResume(b *testing.B) {
 	sizes := []int64{0, 1}
 	if s := os.Getenv("DAXBENCH_SUSPEND_SIZES"); s != "" {
@@ -342,7 +342,7 @@ func benchSuspend(b *testing.B, mapped int64) {
 			b.Fatalf("child: populate: %q", ans)
 		}
 	}
-	var trip, maxTrip, maxWait time.Duration
+	var trip, susp, maxTrip, maxWait time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -355,11 +355,13 @@ func benchSuspend(b *testing.B, mapped int64) {
 		if err := vol.Suspend(dm.SuspendOptions{}); err != nil {
 			b.Fatal(err)
 		}
+		ds := time.Since(t0)
 		if err := vol.Resume(); err != nil {
 			b.Fatal(err)
 		}
 		d := time.Since(t0)
 		b.StopTimer()
+		susp += ds
 		trip += d
 		maxTrip = max(maxTrip, d)
 		if c != nil {
@@ -376,6 +378,7 @@ func benchSuspend(b *testing.B, mapped int64) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(trip.Microseconds())/float64(b.N)/1e3, "roundtrip-ms")
+	b.ReportMetric(float64(susp.Microseconds())/float64(b.N)/1e3, "suspend-ms")
 	b.ReportMetric(float64(maxTrip.Microseconds())/1e3, "max-roundtrip-ms")
 	if c != nil {
 		b.ReportMetric(float64(maxWait.Microseconds())/1e3, "max-wait-ms")
