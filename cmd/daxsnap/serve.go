@@ -13,6 +13,7 @@ import (
 func (a *app) serveCmd() *cobra.Command {
 	var nbdAddr, tlsCreds, tlsAuthz, fuseDir, logFormat, logLevel string
 	var noNBDUnix, nbdInsecure, recoverState bool
+	var autoThreshold, autoPercent int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD and FUSE exports, persistent devices",
@@ -33,7 +34,8 @@ func (a *app) serveCmd() *cobra.Command {
 			}
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
-				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState})
+				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
+				AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent})
 		},
 	}
 	f := cmd.Flags()
@@ -44,6 +46,8 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on STATE/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
+	f.IntVar(&autoThreshold, "autoextend-threshold", 100, "grow a snapshot's COW file when it is this percent full (50 to 99; 100 for never), unless the snapshot has its own (lvm.conf's snapshot_autoextend_threshold)")
+	f.IntVar(&autoPercent, "autoextend-percent", 20, "grow it by this percent of its size (lvm.conf's snapshot_autoextend_percent)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

@@ -27,13 +27,16 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 	var cowSize, chunk string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create ORIGIN NAME [--cow FILE | --cow-size SIZE] [--chunk 4k] [--transient]",
+		Use:   "create ORIGIN NAME [--cow FILE | --cow-size SIZE] [--chunk 4k] [--transient] [--autoextend-threshold P [--autoextend-percent P]]",
 		Short: "Take a snapshot of ORIGIN as a new device NAME; ORIGIN pauses, never fails",
 		Long: "Take a snapshot of ORIGIN: its table moves to ORIGIN-real, NAME becomes\n" +
 			"`snapshot /dev/mapper/ORIGIN-real COW P CHUNK` and ORIGIN becomes\n" +
 			"`snapshot-origin /dev/mapper/ORIGIN-real`, all while ORIGIN is suspended.\n" +
 			"A DAX origin stays DAX. Without --cow the daemon creates STATE/cow/NAME.cow\n" +
-			"(10% of the origin, at least 8 MiB, at most a full copy) and deletes it with the snapshot.",
+			"(10% of the origin, at least 8 MiB, at most a full copy) and deletes it with the snapshot.\n" +
+			"With --autoextend-threshold P the COW file grows by --autoextend-percent of its size\n" +
+			"whenever it is P percent full, as LVM's snapshot_autoextend_threshold does; writes that\n" +
+			"find it full meanwhile wait for the extension rather than invalidate the snapshot.",
 		Args: args(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			op := "snapshot create " + strings.Join(args, " ")
@@ -73,6 +76,8 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 	f.StringVar(&cowSize, "cow-size", "", "size of the COW file the daemon creates, e.g. 256M")
 	f.StringVar(&chunk, "chunk", "", "chunk size, a power of two such as 4k (default) to 512k")
 	f.BoolVar(&req.Transient, "transient", false, "keep exceptions in memory only (store N): lost when the daemon stops")
+	f.IntVar(&req.AutoextendThreshold, "autoextend-threshold", 0, "grow the COW file when it is this percent full (50 to 99; 100 for never; default: serve's)")
+	f.IntVar(&req.AutoextendPercent, "autoextend-percent", 0, "grow it by this percent of its size (default 20)")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -55,6 +55,12 @@ type Config struct {
 	// RecallTimeout is how long client processes get to give back DAX
 	// mappings a table change moves (default 5s).
 	RecallTimeout time.Duration
+	// AutoextendThreshold and AutoextendPercent are every snapshot's
+	// autoextend policy unless its own says otherwise (serve
+	// --autoextend-threshold, lvm.conf's snapshot_autoextend_threshold):
+	// 0 or 100 is off; otherwise 50 to 99, and Percent defaults to 20.
+	AutoextendThreshold int
+	AutoextendPercent   int
 	// FailStep, if set (tests), is asked before each step of the snapshot
 	// verbs ("create-real", "load-origin", "start-merge", ...): an error
 	// fails that step, as a crash or an I/O error there would.

@@ -40,6 +40,10 @@ type Daemon struct {
 	ids      mappedIDs
 	merges   *mergeJobs // background jobs finishing snapshot merges
 	metrics  *ioMetrics
+	// autoext watches snapshots' COW usage and extends them (autoextend.go);
+	// defaultAutoextend is the policy of snapshots without their own.
+	autoext           *autoextenders
+	defaultAutoextend autoPolicy
 
 	api      *api.Server
 	exports  *exportServer
@@ -57,7 +61,14 @@ type Daemon struct {
 // Start brings a daemon up: state, devices, control socket, exports.
 func Start(cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
-	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4), merges: newMergeJobs()}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4), merges: newMergeJobs(), autoext: newAutoextenders()}
+	if cfg.AutoextendThreshold != 100 {
+		p, err := checkAutoextend("serve", cfg.AutoextendThreshold, cfg.AutoextendPercent)
+		if err != nil {
+			return nil, err
+		}
+		d.defaultAutoextend = p
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w: give --state a writable directory", cfg.StateDir, err)
 	}
@@ -75,8 +86,10 @@ func Start(cfg Config) (*Daemon, error) {
 		d.merges.stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
+	d.armAllAutoextend()
 	if err := d.listen(); err != nil {
 		d.merges.stop()
+		d.autoext.stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
@@ -122,6 +135,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 func (d *Daemon) shutdown(ctx context.Context) error {
 	d.log.Info("shutting down: stop accepting")
 	d.merges.stop() // merges resume at the next start
+	d.autoext.stop()
 	var errs []error
 	apiCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -41,6 +41,7 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 func (d *Daemon) forget(dev *dm.Device) {
 	d.ids.forget(dev)
 	d.owners.forget(dev)
+	d.autoext.forget(dev)
 	d.metrics.forget(dev.Name())
 	d.notes.drop(dev.Name())
 }

@@ -20,6 +20,9 @@ type ioMetrics struct {
 	bytes   *prometheus.CounterVec
 	errs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// Snapshot COWs reaching their autoextend threshold, and the
+	// extensions that followed.
+	cowThreshold, cowAutoextends *prometheus.CounterVec
 }
 
 // Operations, as label values.
@@ -39,7 +42,11 @@ func newIOMetrics(mgr *dm.Manager) *ioMetrics {
 			Name: "io_duration_seconds", Help: "Block I/O latency, by device and operation.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, labels),
 	}
-	m.reg.MustRegister(m.ops, m.bytes, m.errs, m.latency, &deviceCollector{mgr: mgr},
+	m.cowThreshold = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "daxsnap", Subsystem: "snapshot",
+		Name: "cow_threshold_crossings_total", Help: "Times a snapshot's COW usage reached its autoextend threshold."}, []string{"device"})
+	m.cowAutoextends = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "daxsnap", Subsystem: "snapshot",
+		Name: "cow_autoextends_total", Help: "Times a snapshot's COW file was grown by autoextend."}, []string{"device"})
+	m.reg.MustRegister(m.ops, m.bytes, m.errs, m.latency, m.cowThreshold, m.cowAutoextends, &deviceCollector{mgr: mgr},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -56,6 +63,8 @@ func (m *ioMetrics) forget(name string) {
 	m.bytes.DeletePartialMatch(l)
 	m.errs.DeletePartialMatch(l)
 	m.latency.DeletePartialMatch(l)
+	m.cowThreshold.DeletePartialMatch(l)
+	m.cowAutoextends.DeletePartialMatch(l)
 }
 
 // opMetrics are one operation's series for one device, looked up once.

@@ -76,6 +76,7 @@ func (d *Daemon) forgetRemoved(dev *dm.Device) {
 	}
 	d.ids.forget(dev)
 	d.owners.forget(dev)
+	d.autoext.forget(dev)
 	d.metrics.forget(name)
 	d.notes.drop(name)
 	if err := d.store.DeleteDevice(name); err != nil {

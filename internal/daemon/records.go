@@ -17,7 +17,8 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	}
 	in := dev.Info()
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
-		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev))}
+		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev)),
+		Autoextend: d.recordAutoextend(dev)}
 	rec.Live, _ = dev.Table(false)
 	rec.Inactive, _ = dev.Table(true)
 	if kept := d.notes.get(in.Name).keptLive; kept != "" {

@@ -126,6 +126,7 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 	}
 	owner, problem := restoredOwner(rec)
 	d.owners.set(dev, owner)
+	d.restoreAutoextend(dev, rec)
 	if problem != "" {
 		d.notes.update(rec.Name, func(n *note) { n.record = problem })
 		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name, "owner", fmt.Sprintf("%+v", *rec.Owner))

@@ -28,6 +28,8 @@ type createPlan struct {
 	store     string
 	chunk     dm.Sector
 	note      string // what the daemon chose
+	policy    autoPolicy
+	ownPolicy bool // the snapshot has its own autoextend policy
 }
 
 func (p createPlan) snapshotTable() string {
@@ -95,6 +97,11 @@ func (d *Daemon) planCreate(op string, l originLayout, req wire.SnapshotCreate) 
 	if req.Transient {
 		p.store = "N"
 	}
+	var err error
+	if p.policy, err = checkAutoextend(op, req.AutoextendThreshold, req.AutoextendPercent); err != nil {
+		return p, err
+	}
+	p.ownPolicy = req.AutoextendThreshold != 0
 	origin, err := d.mgr.Get(l.origin)
 	if err != nil {
 		return p, errorf(dm.ErrNotFound, "%s: no origin device %s: `daxsnap ls` lists the devices", op, l.origin)
@@ -283,6 +290,13 @@ func (d *Daemon) doCreate(p createPlan) error {
 		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
 	}
 	undo.push(func() error { return d.removeDevice(snap, true) })
+	if p.ownPolicy {
+		d.autoext.setOwn(snap, p.policy)
+		if err := d.recordMidOp(snap); err != nil {
+			return fail(fmt.Errorf("record the autoextend policy of %s: %w", p.name, err))
+		}
+	}
+	d.armAutoextend(snap) // before the origin's writes resume
 	if err := d.fault("resume-origin"); err != nil {
 		return fail(err)
 	}

@@ -264,6 +264,9 @@ func (d *Daemon) describe(s snapView) wire.Snapshot {
 		out.Usage = float64(u.allocated) * 100 / float64(u.total)
 	}
 	out.Exceptions = u.exceptions(s.line.store, s.line.chunk)
+	if p := d.policyOf(s.dev); p.on() {
+		out.AutoextendThreshold, out.AutoextendPercent = p.threshold, p.percent
+	}
 	if s.origin != "" {
 		if m, ok := d.mergeOf(s.layout()); ok && sameFile(m.line.cow, s.line.cow) {
 			out.Merge = d.mergeProgress(s, m)

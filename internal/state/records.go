@@ -39,6 +39,17 @@ type Device struct {
 	// a device has dmsetup's defaults (uid 0, gid 6, mode 0600), which
 	// the daemon applies.
 	Owner *Owner `json:"owner,omitempty"`
+	// Autoextend is a snapshot's own autoextend policy (snapshot create
+	// --autoextend-threshold); nil: the daemon's (serve's flags).
+	Autoextend *Autoextend `json:"autoextend,omitempty"`
+}
+
+// Autoextend is LVM's snapshot_autoextend_threshold and _percent: when
+// COW usage reaches Threshold percent, the COW grows by Percent of its
+// size. Threshold 100 turns it off.
+type Autoextend struct {
+	Threshold int `json:"threshold"`
+	Percent   int `json:"percent"`
 }
 
 // Owner is a device's owner uid and gid and its permission bits.

@@ -18,6 +18,13 @@ type SnapshotCreate struct {
 	// Transient uses store type N: exceptions only in the daemon's
 	// memory, lost when it stops.
 	Transient bool `json:"transient,omitempty"`
+	// AutoextendThreshold and AutoextendPercent are LVM's
+	// snapshot_autoextend_threshold and _percent for this snapshot: when
+	// its COW is Threshold percent full (50 to 100; 100 is off), the
+	// daemon grows the COW file by Percent of its size (default 20).
+	// 0: the daemon's setting (serve --autoextend-threshold).
+	AutoextendThreshold int `json:"autoextend_threshold,omitempty"`
+	AutoextendPercent   int `json:"autoextend_percent,omitempty"`
 }
 
 // SnapshotExtend grows a snapshot's COW file (lvextend of a snapshot).
@@ -63,8 +70,12 @@ type Snapshot struct {
 	Metadata  uint64  `json:"metadata_sectors"`
 	Usage     float64 `json:"usage_percent"` // allocated/total, as lvs prints Data%
 	// Exceptions is the number of origin chunks the COW holds.
-	Exceptions uint64         `json:"exceptions"`
-	Merge      *MergeProgress `json:"merge,omitempty"`
+	Exceptions uint64 `json:"exceptions"`
+	// AutoextendThreshold and AutoextendPercent are the autoextend policy
+	// in force (its own or the daemon's); 0 when it is off.
+	AutoextendThreshold int            `json:"autoextend_threshold,omitempty"`
+	AutoextendPercent   int            `json:"autoextend_percent,omitempty"`
+	Merge               *MergeProgress `json:"merge,omitempty"`
 	// MergedAt is when the merge finished (State merged).
 	MergedAt time.Time `json:"merged_at,omitzero"`
 	Note     string    `json:"note,omitempty"`

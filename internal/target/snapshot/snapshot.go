@@ -356,8 +356,27 @@ func (t *snap) PreSuspend() {
 
 func (t *snap) PostSuspend() {}
 
+// Message takes daxsnap's own messages (the kernel's snapshot target
+// takes none):
+//
+//	autoextend P  raise a device event when COW usage reaches P percent
+//	              (1 to 100), and let an allocation that finds the COW full
+//	              wait for it to grow; 0 turns both off
+//	grow          read the COW device's size again, as a resume does
 func (t *snap) Message(args []string) (string, error) {
-	return "", fmt.Errorf("%w: snapshot targets take no messages (got %q)", dm.ErrInvalidArgument, strings.Join(args, " "))
+	switch {
+	case len(args) == 2 && args[0] == "autoextend":
+		pct, err := strconv.ParseUint(args[1], 10, 32)
+		if err != nil || pct > 100 {
+			return "", fmt.Errorf("%w: autoextend %q: want a percentage from 0 (off) to 100", dm.ErrInvalidArgument, args[1])
+		}
+		t.state.setAutoextend(uint32(pct))
+		return "", nil
+	case len(args) == 1 && args[0] == "grow":
+		t.state.grow()
+		return "", nil
+	}
+	return "", fmt.Errorf("%w: snapshot targets take `autoextend P` and `grow`, not %q", dm.ErrInvalidArgument, strings.Join(args, " "))
 }
 
 func (t *snap) Close() error {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -47,6 +48,15 @@ type cowState struct {
 	evMu   sync.Mutex
 	events map[any]func() // event triggers of the targets using it
 
+	// autoextend is the usage percentage (1 to 100) at which a watcher
+	// extends the COW (the `autoextend P` message), 0 for none: crossing
+	// it raises a device event, and an allocation that finds the COW full
+	// waits for the watcher to grow it instead of invalidating at once.
+	autoextend atomic.Uint32
+	crossed    atomic.Bool   // usage is at or above autoextend; the event was raised
+	growth     chan struct{} // closed and replaced on each grow or disarm (under growMu)
+	growMu     sync.Mutex
+
 	bufs  sync.Pool
 	ahead *cowAhead // nil unless the COW device is memory
 
@@ -64,6 +74,7 @@ func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector
 		cowID: cow.ID(), originID: origin.ID(), origin: origin.Device, cow: cow.Device,
 		originName: origin.Name, storeType: storeType, log: slog.Default().With("cow", cow.Name),
 		exceptions: map[exstore.Chunk]exstore.Chunk{}, events: map[any]func(){},
+		growth: make(chan struct{}),
 	}
 	var err error
 	switch storeType {
@@ -100,6 +111,8 @@ func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector
 
 // grow lets the store use a COW device that grew since it was opened
 // (snapshot extend): the device reads its size again, then the store.
+// Allocations waiting for growth try again, and the threshold is armed
+// again for the new size.
 func (s *cowState) grow() {
 	if r, ok := s.cow.(backing.Reprober); ok {
 		if err := r.Reprobe(); err != nil {
@@ -110,6 +123,85 @@ func (s *cowState) grow() {
 	if g, ok := s.store.(exstore.Grower); ok {
 		g.Grow()
 	}
+	s.crossed.Store(false)
+	s.checkThreshold()
+	s.wakeGrowthWaiters()
+}
+
+func (s *cowState) wakeGrowthWaiters() {
+	s.growMu.Lock()
+	close(s.growth)
+	s.growth = make(chan struct{})
+	s.growMu.Unlock()
+}
+
+// setAutoextend arms (pct 1 to 100) or disarms (0) the threshold event
+// and the wait for growth.
+func (s *cowState) setAutoextend(pct uint32) {
+	s.autoextend.Store(pct)
+	s.crossed.Store(false)
+	if pct == 0 {
+		s.wakeGrowthWaiters() // they give up and invalidate
+		return
+	}
+	s.checkThreshold()
+}
+
+// checkThreshold raises a device event the first time usage reaches the
+// autoextend threshold (the kernel's dm_table_event), so that a watcher
+// waiting on the device's events extends the COW.
+func (s *cowState) checkThreshold() {
+	pct := uint64(s.autoextend.Load())
+	if pct == 0 || s.crossed.Load() {
+		return
+	}
+	alloc, total, _ := s.store.Usage()
+	if total > 0 && uint64(alloc)*100 >= uint64(total)*pct && !s.crossed.Swap(true) {
+		s.triggerEvents()
+	}
+}
+
+// growWait is how long an allocation that finds the COW full waits for
+// an autoextend watcher to grow it, and growPoll how often it reads the
+// COW's size meanwhile (a grown file is taken in without any message).
+var (
+	growWait = time.Minute
+	growPoll = 10 * time.Millisecond
+)
+
+// prepare reserves a COW chunk. A full COW may have grown since it was
+// opened: like the kernel, which reads the COW device's size at each
+// allocation, it reads the size again before giving up. With autoextend
+// armed it waits up to growWait for the watcher to grow the COW.
+func (s *cowState) prepare() (exstore.Chunk, error) {
+	to, err := s.store.Prepare()
+	if errors.Is(err, exstore.ErrNoSpace) {
+		s.grow()
+		to, err = s.store.Prepare()
+	}
+	var deadline time.Time
+	for errors.Is(err, exstore.ErrNoSpace) && s.autoextend.Load() != 0 {
+		if deadline.IsZero() {
+			deadline = time.Now().Add(growWait)
+			s.log.Warn("COW full: waiting for it to be extended", "origin", s.originName, "wait", growWait)
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%w (it was not extended within %v)", err, growWait)
+		}
+		s.growMu.Lock()
+		ch := s.growth
+		s.growMu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(growPoll):
+			s.grow()
+		}
+		to, err = s.store.Prepare()
+	}
+	if err == nil {
+		s.checkThreshold()
+	}
+	return to, err
 }
 
 func (s *cowState) close() error {
@@ -212,7 +304,7 @@ func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk)
 		if _, ok := s.lookup(c); ok {
 			continue
 		}
-		to, err := s.store.Prepare()
+		to, err := s.prepare()
 		if err != nil {
 			return err
 		}
