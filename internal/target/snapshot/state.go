@@ -167,6 +167,9 @@ func (s *cowState) checkThreshold() {
 var (
 	growWait = time.Minute
 	growPoll = 10 * time.Millisecond
+	// growWaitHook, if set (tests), is called when an allocation starts
+	// waiting for growth.
+	growWaitHook atomic.Pointer[func()]
 )
 
 // prepare reserves a COW chunk. A full COW may have grown since it was
@@ -184,6 +187,9 @@ func (s *cowState) prepare() (exstore.Chunk, error) {
 		if deadline.IsZero() {
 			deadline = time.Now().Add(growWait)
 			s.log.Warn("COW full: waiting for it to be extended", "origin", s.originName, "wait", growWait)
+			if hook := growWaitHook.Load(); hook != nil {
+				(*hook)()
+			}
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("%w (it was not extended within %v)", err, growWait)
