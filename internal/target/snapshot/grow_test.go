@@ -34,13 +34,7 @@ func TestSnapshot_autoextendWaitsForGrowth(t *testing.T) {
 	_, err = s.Message(0, []string{"autoextend", "90"})
 	must(t, err)
 
-	waiting := make(chan struct{}, 1)
-	snapshot.SetGrowWaitHook(t, func() {
-		select {
-		case waiting <- struct{}{}:
-		default:
-		}
-	})
+	waiting := growWaits(t)
 	data := pattern(10*4096, 9)
 	done := make(chan error, 1)
 	go func() { _, err := vol.WriteAt(data, 0); done <- err }()
@@ -73,13 +67,7 @@ func TestSnapshot_autoextendOffStopsWaiting(t *testing.T) {
 	s0 := w.takeSnapshot(0, "P")
 	_, err := s0.Message(0, []string{"autoextend", "90"})
 	must(t, err)
-	waiting := make(chan struct{}, 1)
-	snapshot.SetGrowWaitHook(t, func() {
-		select {
-		case waiting <- struct{}{}:
-		default:
-		}
-	})
+	waiting := growWaits(t)
 	done := make(chan error, 1)
 	go func() { _, err := w.vol.WriteAt(pattern(10*4096, 3), 0); done <- err }()
 	select {
@@ -98,4 +86,16 @@ func TestSnapshot_autoextendOffStopsWaiting(t *testing.T) {
 			t.Errorf("message %q accepted", bad)
 		}
 	}
+}
+
+// growWaits signals when an allocation starts waiting for its COW to grow.
+func growWaits(t *testing.T) <-chan struct{} {
+	waiting := make(chan struct{}, 1)
+	snapshot.SetGrowWaitHook(t, func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	})
+	return waiting
 }
