@@ -57,7 +57,7 @@ func TestAutoextend_fillingSnapshotIsExtendedNotInvalidated(t *testing.T) {
 	m := e.metrics()
 	for _, want := range []string{`daxsnap_snapshot_cow_threshold_crossings_total{device="grows"}`, `daxsnap_snapshot_cow_autoextends_total{device="grows"}`} {
 		if !strings.Contains(m, want) {
-			t.Fatalf("metrics lack %s:\n%s", want, grep(m, "daxsnap_snapshot"))
+			t.Fatalf("metrics lack %s:\n%s", want, grepLines(m, "daxsnap_snapshot"))
 		}
 	}
 
@@ -122,14 +122,4 @@ func TestAutoextend_daemonDefault(t *testing.T) {
 		_, err := e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "bad", AutoextendThreshold: c.threshold, AutoextendPercent: c.percent})
 		wantCode(t, err, wire.CodeInvalidArgument, c.want)
 	}
-}
-
-func grep(text, frag string) string {
-	var out []string
-	for _, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, frag) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
