@@ -129,3 +129,23 @@ func TestCLI_cowInspect(t *testing.T) {
 }
 
 func waitShort() { time.Sleep(10 * time.Millisecond) }
+
+// Ensure that `snapshot extend` takes +N and N, says what it did, and
+// refuses a missing or bad size; and that `snapshot create` passes its
+// autoextend policy on.
+func TestCLI_snapshotExtend(t *testing.T) {
+	c := newCLI(t)
+	c.fileVol("vol")
+	c.ok("snapshot", "create", "vol", "s1", "--cow-size", "1M", "--autoextend-threshold", "80", "--autoextend-percent", "50")
+	cow := filepath.Join(c.d.StateDir(), "cow", "s1.cow")
+	golden(t, "extend +N", c.ok("snapshot", "extend", "s1", "--size", "+1M"), "extended snapshot s1: COW "+cow+" is 2MiB, 0.39% used\n")
+	golden(t, "extend N", c.ok("snapshot", "extend", "s1", "--size", "3M"), "extended snapshot s1: COW "+cow+" is 3MiB, 0.26% used\n")
+	c.fail("--size is missing", "snapshot", "extend", "s1")
+	c.fail("--size", "snapshot", "extend", "s1", "--size", "+lots")
+	c.fail("never shrinks", "snapshot", "extend", "s1", "--size", "1M")
+	var s wire.Snapshot
+	if err := json.Unmarshal([]byte(c.ok("snapshot", "extend", "s1", "--size", "+1M", "--json")), &s); err != nil ||
+		s.Total != 4<<20/512 || s.AutoextendThreshold != 80 || s.AutoextendPercent != 50 {
+		t.Fatalf("extend --json: %+v, %v; want 4 MiB, autoextend 80/50", s, err)
+	}
+}
