@@ -127,3 +127,29 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+// Ensure that a renamed snapshot keeps its COW file, and that its old
+// name can take a new snapshot, with a COW file of its own, across a
+// restart.
+func TestRename_snapshotNameReused(t *testing.T) {
+	e := newEnv(t)
+	e.fileVol("vol", mib)
+	a, b := bytes.Repeat([]byte{1}, mib), bytes.Repeat([]byte{2}, mib)
+	e.write("vol", 0, a)
+	first := e.snap("vol", "s1")
+	if _, err := e.c.Rename("s1", wire.Rename{NewName: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	e.write("vol", 0, b)
+	second := e.snap("vol", "s1")
+	if second.COW == first.COW {
+		t.Fatalf("the new s1 got the COW file %s that old still uses", second.COW)
+	}
+	e.write("vol", 0, make([]byte, mib))
+	e.restart()
+	e.wantData("old", a)
+	e.wantData("s1", b)
+	if got, _ := e.c.Snapshot("old"); got.COW != first.COW || got.Origin != "vol" {
+		t.Fatalf("old after restart: %+v, want COW %s of vol", got, first.COW)
+	}
+}

@@ -208,12 +208,20 @@ func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 		p.cow = filepath.Clean(req.COW)
 		return d.checkGivenCOW(p.op, p.cow, p.chunk, p.store)
 	}
-	p.cow = filepath.Join(d.cowDir(), p.name+".cow")
-	if abs, err := filepath.Abs(p.cow); err == nil {
-		p.cow = abs
-	}
-	if user := d.tableUsing(p.cow); user != "" {
-		return errorf(dm.ErrExists, "%s: %s is the COW of %s: pick another snapshot name", p.op, p.cow, user)
+	// NAME.cow, unless a snapshot renamed since still uses that file:
+	// then NAME.1.cow, NAME.2.cow...
+	for i := 0; ; i++ {
+		file := p.name + ".cow"
+		if i > 0 {
+			file = fmt.Sprintf("%s.%d.cow", p.name, i)
+		}
+		p.cow = filepath.Join(d.cowDir(), file)
+		if abs, err := filepath.Abs(p.cow); err == nil {
+			p.cow = abs
+		}
+		if d.tableUsing(p.cow) == "" {
+			break
+		}
 	}
 	originBytes := p.size.Bytes()
 	p.cowSize = req.COWSize
