@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"github.com/spf13/cobra"
 )
@@ -66,6 +67,12 @@ mode 0600.`,
 			}
 			if cmd.Flags().Changed("gid") {
 				req.GID = &gid
+			}
+			if cmd.Flags().Changed("mode") {
+				// The daemon checks it too; "" would mean its default there.
+				if _, err := access.ParseMode(req.Mode); err != nil {
+					return fmt.Errorf("create %s: --mode: %w", req.Name, err)
+				}
 			}
 			if !req.NoTable {
 				var err error

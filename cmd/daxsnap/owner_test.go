@@ -36,6 +36,8 @@ func TestCLI_owner(t *testing.T) {
 		t.Errorf("info d --json lacks the default owner:\n%s", js)
 	}
 	c.fail(`mode "01777" has bits beyond the permission bits 0777`, "create", "x", "--notable", "--mode", "01777")
+	c.fail(`--mode: mode "" is not an octal number`, "create", "x", "--notable", "--mode", "")
+	c.fail(`--mode: mode "99999" is not an octal number`, "create", "x", "--notable", "--mode", "99999")
 	c.fail(`mode "rw" is not an octal number`, "create", "x", "--notable", "--mode", "rw")
 	c.fail("uid 4294967295 is (uid_t)-1", "create", "x", "--notable", "--uid", "4294967295")
 	c.fail(`invalid argument "-1" for "-U, --uid"`, "create", "x", "--notable", "--uid", "-1")
