@@ -133,3 +133,49 @@ func firstDiffAt(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// Ensure that a writer whose fault the old server read but never resolved
+// (held by a cut when the server went) goes on once a new server adopts
+// its mapping: adoption wakes it, and it faults again. The child runs
+// without asynchronous preemption and without GC, so no signal makes it
+// fault again by itself (as a non-Go program's thread would not).
+func TestAdopt_WakesWritersLeftWaiting(t *testing.T) {
+	r := newRig(t, "mem", "cow")
+	vol := r.create(t, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, r.path("mem")))
+	t.Setenv("GODEBUG", "asyncpreemptoff=1")
+	t.Setenv("GOGC", "off")
+	c := clienttest.Start(t, r.srv.Socket())
+	c.Do("map vol 0 %d rw", volSize)
+	c.Do("fill 1")
+	snap := r.takeSnapshot(t, "snap", "cow", vol)
+	before := readAll(t, snap)
+
+	finish := r.srv.BeginCut(vol) // faults are held from now on
+	c.Send("poke %d", 3*pageSize)
+	deadline := time.Now().Add(30 * time.Second)
+	for r.srv.Stats().Held.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the store's fault was not held within 30s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := r.srv.Close(); err != nil { // the server goes with the fault read and unresolved
+		t.Fatal(err)
+	}
+	if err := finish(); err != nil {
+		t.Fatal(err)
+	}
+	srv := r.restartServer(t)
+	waitAdopted(t, srv, c.Cmd.Process.Pid, "vol")
+	if ans, ok := c.Wait(30 * time.Second); !ok || ans != "ok" {
+		t.Fatalf("the writer left waiting by the old server: %q (answered %v) 30s after its mapping was adopted, want it woken", ans, ok)
+	}
+	if got := readAll(t, snap); !bytes.Equal(got, before) {
+		t.Fatalf("snapshot changed, first at byte %d", firstDiffAt(got, before))
+	}
+	if b := readAll(t, vol)[3*pageSize]; b != 0xa5 {
+		t.Fatalf("origin byte %d = %#x, want the store's 0xa5", 3*pageSize, b)
+	}
+	c.Do("unmap")
+	c.Do("quit")
+}
