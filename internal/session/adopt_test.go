@@ -20,6 +20,7 @@ func (r *rig) restartServer(t *testing.T) *session.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.m.SetCutter(srv.Cut)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() {
@@ -135,7 +136,7 @@ func firstDiffAt(a, b []byte) int {
 }
 
 // Ensure that a writer whose fault the old server read but never resolved
-// (held by a cut when the server went) goes on once a new server adopts
+// (held by a suspend's cut when the server went) goes on once a new server adopts
 // its mapping: adoption wakes it, and it faults again. The child runs
 // without asynchronous preemption and without GC, so no signal makes it
 // fault again by itself (as a non-Go program's thread would not).
@@ -150,7 +151,11 @@ func TestAdopt_WakesWritersLeftWaiting(t *testing.T) {
 	snap := r.takeSnapshot(t, "snap", "cow", vol)
 	before := readAll(t, snap)
 
-	finish := r.srv.BeginCut(vol) // faults are held from now on
+	// Suspending the volume cuts its memory: faults are held until the
+	// resume.
+	if err := vol.Suspend(dm.SuspendOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	c.Send("poke %d", 3*pageSize)
 	deadline := time.Now().Add(30 * time.Second)
 	for r.srv.Stats().Held.Load() == 0 {
@@ -162,7 +167,7 @@ func TestAdopt_WakesWritersLeftWaiting(t *testing.T) {
 	if err := r.srv.Close(); err != nil { // the server goes with the fault read and unresolved
 		t.Fatal(err)
 	}
-	if err := finish(); err != nil {
+	if err := vol.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	srv := r.restartServer(t)
