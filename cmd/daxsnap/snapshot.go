@@ -61,14 +61,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return a.printJSON(s)
-			}
-			fmt.Fprintf(a.out, "created snapshot %s of %s: COW %s, store %s, chunk %s\n", s.Name, s.Origin, s.COW, s.Store, formatSize(s.ChunkSize))
-			if s.Note != "" {
-				fmt.Fprintf(a.out, "note: %s\n", s.Note)
-			}
-			return nil
+			return a.printMade(s, asJSON, fmt.Sprintf("created snapshot %s of %s: COW %s, store %s, chunk %s", s.Name, s.Origin, s.COW, s.Store, formatSize(s.ChunkSize)))
 		},
 	}
 	f := cmd.Flags()
@@ -339,6 +332,49 @@ func (a *app) cowCmd() *cobra.Command {
 		},
 	}
 	inspect.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(inspect)
+	cmd.AddCommand(inspect, a.cowAdoptCmd())
 	return cmd
+}
+
+func (a *app) cowAdoptCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "adopt FILE ORIGIN NAME",
+		Short: "Make snapshot NAME of ORIGIN again from a COW that holds one (e.g. in STATE/lost+found)",
+		Long: "Bring back the snapshot a persistent COW holds, over ORIGIN, as `lvconvert -s ORIGIN COW`\n" +
+			"does: the COW keeps its exceptions, and its header gives the chunk size. The daemon\n" +
+			"moves COW files it cannot account for (the state file lost their snapshot) to\n" +
+			"STATE/lost+found and says so when it starts; adopting one moves it back to\n" +
+			"STATE/cow/NAME.cow. The snapshot is exact only if ORIGIN was not written since the\n" +
+			"COW was last in use. `daxsnap cow inspect FILE` shows what a COW holds.",
+		Args: args(3, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op := "cow adopt " + strings.Join(args, " ")
+			file, err := filepath.Abs(args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			s, err := a.api().SnapshotCreate(wire.SnapshotCreate{Origin: args[1], Name: args[2], COW: file, Adopt: true})
+			if err != nil {
+				return err
+			}
+			return a.printMade(s, asJSON, fmt.Sprintf("adopted %s as snapshot %s of %s: COW %s, chunk %s, %d exceptions",
+				args[0], s.Name, s.Origin, s.COW, formatSize(s.ChunkSize), s.Exceptions))
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// printMade prints a snapshot a verb made: as JSON, or a headline and the
+// daemon's note.
+func (a *app) printMade(s wire.Snapshot, asJSON bool, headline string) error {
+	if asJSON {
+		return a.printJSON(s)
+	}
+	fmt.Fprintln(a.out, headline)
+	if s.Note != "" {
+		fmt.Fprintf(a.out, "note: %s\n", s.Note)
+	}
+	return nil
 }

@@ -149,3 +149,24 @@ func TestCLI_snapshotExtend(t *testing.T) {
 		t.Fatalf("extend --json: %+v, %v; want 4 MiB, autoextend 80/50", s, err)
 	}
 }
+
+// Ensure that `cow adopt` brings a snapshot back from a COW that holds
+// one (a relative path works), says what it did and what to mind, and
+// refuses a COW with no snapshot in it.
+func TestCLI_cowAdopt(t *testing.T) {
+	c := newCLI(t)
+	c.fileVol("vol")
+	dir := t.TempDir()
+	mine := filepath.Join(dir, "mine.cow")
+	os.WriteFile(mine, make([]byte, 1<<20), 0o600)
+	c.fail("no snapshot header", "cow", "adopt", mine, "vol", "s1")
+	c.ok("snapshot", "create", "vol", "s1", "--cow", mine, "--chunk", "16k")
+	c.ok("snapshot", "remove", "s1") // the user's COW stays, snapshot and all
+	t.Chdir(dir)
+	out := c.ok("cow", "adopt", "mine.cow", "vol", "s2")
+	if !strings.HasPrefix(out, "adopted mine.cow as snapshot s2 of vol: COW "+mine+", chunk 16KiB, 0 exceptions\nnote: Adopted COW "+mine) ||
+		!strings.Contains(out, "written since") {
+		t.Fatalf("cow adopt: %q", out)
+	}
+	c.fail("used by the table of s2", "cow", "adopt", mine, "vol", "s3")
+}

@@ -189,9 +189,14 @@ func (d *Daemon) removeOwnedCOW(path string) error {
 	return nil
 }
 
-// tidyCOWDir deletes files in the COW directory that no table uses: COW
-// files of snapshot creations or removals a stop interrupted.
-func (d *Daemon) tidyCOWDir() {
+// tidyCOWDir settles the files in the COW directory that no table uses.
+// Those an interrupted snapshot operation left behind (leftovers: their
+// creation was undone, or their removal or merge finished) are deleted.
+// Any other one may be the only copy of a snapshot, whose record the
+// state file lost: it goes to lost+found, never away, and the log says
+// how to bring it back (`daxsnap cow adopt`).
+func (d *Daemon) tidyCOWDir(leftovers map[string]bool) {
+	defer d.reportLost()
 	entries, err := os.ReadDir(d.cowDir())
 	if err != nil {
 		return
@@ -216,12 +221,151 @@ func (d *Daemon) tidyCOWDir() {
 		if !e.Type().IsRegular() || d.tableUsing(path) != "" || recorded(path) {
 			continue
 		}
-		if err := os.Remove(path); err != nil {
-			d.log.Error("delete unused COW file", "path", path, "err", err)
+		if leftovers[e.Name()] {
+			if err := os.Remove(path); err != nil {
+				d.log.Error("delete unused COW file", "path", path, "err", err)
+				continue
+			}
+			d.log.Warn("deleted a COW file an interrupted snapshot operation left", "path", path)
 			continue
 		}
-		d.log.Warn("deleted a COW file no snapshot uses (left by an interrupted snapshot operation)", "path", path)
+		to, err := d.quarantine(path)
+		if err != nil {
+			d.log.Error("a COW file no snapshot uses could not be moved to lost+found; it stays where it is", "path", path, "err", err)
+			continue
+		}
+		d.log.Warn("moved a COW file no snapshot uses to lost+found (the state file may have lost its snapshot): `daxsnap cow adopt FILE ORIGIN NAME` makes a snapshot of it again; delete it if it is not needed",
+			"from", path, "to", to, "cow", describeHead(to))
 	}
+}
+
+// LostFoundDir is where the daemon puts COW files it cannot account for,
+// in the state directory.
+const LostFoundDir = "lost+found"
+
+func (d *Daemon) lostDir() string { return filepath.Join(d.cfg.StateDir, LostFoundDir) }
+
+// quarantine moves path into lost+found under a name no file there has.
+func (d *Daemon) quarantine(path string) (string, error) {
+	if err := os.MkdirAll(d.lostDir(), 0o700); err != nil {
+		return "", err
+	}
+	base := filepath.Base(path)
+	to := filepath.Join(d.lostDir(), base)
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		to = filepath.Join(d.lostDir(), fmt.Sprintf("%s.%d", base, i))
+	}
+	return to, os.Rename(path, to)
+}
+
+// reportLost says at every start what lost+found holds, until it is empty.
+func (d *Daemon) reportLost() {
+	entries, err := os.ReadDir(d.lostDir())
+	if err != nil || len(entries) == 0 {
+		return
+	}
+	for _, e := range entries {
+		path := filepath.Join(d.lostDir(), e.Name())
+		d.log.Warn("lost+found holds a COW file no snapshot uses: `daxsnap cow adopt "+path+" ORIGIN NAME` makes a snapshot of ORIGIN from it again; delete it if it is not needed",
+			"path", path, "cow", describeHead(path))
+	}
+}
+
+// LostCOWs lists the files in lost+found.
+func (d *Daemon) LostCOWs() []string {
+	entries, _ := os.ReadDir(d.lostDir())
+	var out []string
+	for _, e := range entries {
+		out = append(out, filepath.Join(d.lostDir(), e.Name()))
+	}
+	return out
+}
+
+// describeHead says what a COW file's header holds, for the log.
+func describeHead(path string) string {
+	r, err := InspectCOW(path)
+	switch {
+	case r == nil:
+		return fmt.Sprintf("unreadable: %v", err)
+	case r.Header.Magic != snapMagic:
+		return "no snapshot header (a transient store, or never used): nothing to adopt"
+	case r.Header.Valid == 0:
+		return "an invalidated snapshot: nothing to adopt"
+	}
+	return fmt.Sprintf("a persistent snapshot, chunk %d bytes, %d exceptions", r.ChunkSize.Bytes(), len(r.Exceptions))
+}
+
+// checkAdoptedCOW checks a COW to adopt: an absolute path no table uses,
+// holding a valid persistent store whose chunk size the table takes.
+func (d *Daemon) checkAdoptedCOW(p *createPlan, chunkBytes int64) error {
+	op, path := p.op, p.cow
+	if !filepath.IsAbs(path) {
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s: give an absolute path (the daemon does not share your working directory)", op, path)
+	}
+	if user := d.tableUsing(path); user != "" {
+		return errorf(dm.ErrBusy, "%s: COW %s is used by the table of %s: it is not lost", op, path, user)
+	}
+	head, _, err := d.cowHead(path)
+	if err != nil || len(head) < 16 {
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s: %v: give the file that holds the snapshot", op, path, err)
+	}
+	magic, valid := binary.LittleEndian.Uint32(head), binary.LittleEndian.Uint32(head[4:])
+	version, chunk := binary.LittleEndian.Uint32(head[8:]), dm.Sector(binary.LittleEndian.Uint32(head[12:]))
+	switch {
+	case magic != snapMagic:
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s has no snapshot header (magic %#08x, not %#08x \"SnAp\"): it holds no persistent snapshot to adopt (`daxsnap cow inspect %s` shows what it holds)", op, path, magic, uint32(snapMagic), path)
+	case valid == 0:
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s holds a snapshot that was invalidated (it overflowed or hit an I/O error): its contents cannot be recovered", op, path)
+	case version != 1:
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s: header version %d; only version 1 exists", op, path, version)
+	}
+	if _, err := checkChunk(op, chunk.Bytes(), dm.SectorSize); err != nil || chunk == 0 {
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s: its header's chunk size %d sectors is not valid: the header is damaged (`daxsnap cow inspect %s`)", op, path, chunk, path)
+	}
+	if chunkBytes != 0 && chunkBytes != chunk.Bytes() {
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s has %d-byte chunks, not %d: leave the chunk size out, the header's is used", op, path, chunk.Bytes(), chunkBytes)
+	}
+	p.chunk = chunk
+	p.note = fmt.Sprintf("Adopted COW %s (%d-byte chunks). It shows %s as it was when the COW was last in use only if %s has not been written since without it: chunks written since read as they are now.",
+		path, chunk.Bytes(), p.l.origin, p.l.origin)
+	return nil
+}
+
+// claimCOW makes an adopted COW in lost+found or the COW directory the
+// daemon's again: it becomes <state>/cow/NAME.cow, deleted with the
+// snapshot. giveBack moves it back if the adoption fails.
+func (d *Daemon) claimCOW(p *createPlan) (giveBack func(), err error) {
+	from := p.cow
+	dir := filepath.Dir(from)
+	if !sameFile(dir, d.lostDir()) && !sameFile(dir, d.cowDir()) {
+		return func() {}, nil // the user's own file, used in place
+	}
+	to, err := filepath.Abs(filepath.Join(d.cowDir(), p.name+".cow"))
+	if err != nil {
+		return nil, err
+	}
+	if sameFile(from, to) {
+		return func() {}, nil
+	}
+	if _, err := os.Lstat(to); err == nil {
+		return nil, errorf(dm.ErrExists, "%s: %s exists: pick another snapshot name", p.op, to)
+	}
+	if err := os.MkdirAll(d.cowDir(), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(from, to); err != nil {
+		return nil, fmt.Errorf("%s: move %s to %s: %w", p.op, from, to, err)
+	}
+	p.cow = to
+	p.note += fmt.Sprintf(" It is now %s, deleted with the snapshot.", to)
+	return func() {
+		if err := os.Rename(to, from); err != nil {
+			d.log.Error("adoption failed and the COW could not be moved back", "cow", to, "to", from, "err", err)
+		}
+	}, nil
 }
 
 // InspectCOW reads a COW device offline, without a daemon, and reports

@@ -93,7 +93,7 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
-		"devices", len(d.mgr.List()), "nbd", d.exports.addrs(), "fuse", d.FUSEDir())
+		"devices", len(d.mgr.List()), "nbd", d.exports.addrs(), "fuse", d.FUSEDir(), "lost+found", len(d.LostCOWs()))
 	return d, nil
 }
 

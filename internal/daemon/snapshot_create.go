@@ -57,8 +57,21 @@ func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) 
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
-	err = d.store.DeviceTransition(l.origin, "snapshot-create "+p.name, func() error { return d.doCreate(p) },
+	verb, giveBack := "snapshot-create", func() {}
+	if req.Adopt {
+		// Recovery from a stop in the middle undoes the snapshot but,
+		// unlike a creation's, keeps the COW (in lost+found again).
+		verb = "snapshot-adopt"
+		if giveBack, err = d.claimCOW(&p); err != nil {
+			return wire.Snapshot{}, err
+		}
+	}
+	var createErr error
+	err = d.store.DeviceTransition(l.origin, verb+" "+p.name, func() error { createErr = d.doCreate(p); return createErr },
 		func() *state.Device { return d.record(p.origin) })
+	if createErr != nil {
+		giveBack() // every step was undone: no table names the COW
+	}
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -85,6 +98,8 @@ func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
 			op, len(req.Origin), req.Origin, mergeSuffix, dm.MaxNameLen)
 	case req.COW != "" && req.COWSize != 0:
 		return errorf(dm.ErrInvalidArgument, "%s: both a COW file and a COW size given: give --cow FILE or --cow-size SIZE, not both", op)
+	case req.Adopt && (req.COW == "" || req.COWSize != 0 || req.Transient):
+		return errorf(dm.ErrInvalidArgument, "%s: adopting a COW needs the COW file, and neither a COW size nor a transient store (it is persistent): `daxsnap cow adopt FILE ORIGIN NAME`", op)
 	case req.COWSize < 0 || req.ChunkSize < 0:
 		return errorf(dm.ErrInvalidArgument, "%s: negative size: give sizes such as 64M and 4k", op)
 	}
@@ -204,6 +219,10 @@ func (d *Daemon) checkNotUnderSnapshots(op string, l originLayout) error {
 
 // planCOW checks the COW the user gave, or decides the one to create.
 func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
+	if req.Adopt {
+		p.cow = filepath.Clean(req.COW)
+		return d.checkAdoptedCOW(p, req.ChunkSize)
+	}
 	if req.COW != "" {
 		p.cow = filepath.Clean(req.COW)
 		return d.checkGivenCOW(p.op, p.cow, p.chunk, p.store)

@@ -18,7 +18,7 @@ type pendingOp struct {
 func parseSnapshotOp(origin, op string) (pendingOp, bool) {
 	verb, name, ok := strings.Cut(op, " ")
 	switch verb {
-	case "snapshot-create", "snapshot-remove", "snapshot-merge", "snapshot-merge-finish":
+	case "snapshot-create", "snapshot-adopt", "snapshot-remove", "snapshot-merge", "snapshot-merge-finish":
 		return pendingOp{origin: origin, verb: verb, name: name}, ok && name != ""
 	}
 	return pendingOp{}, false
@@ -40,13 +40,15 @@ func lostOnRestart(table string) string {
 // the middle of, once every device is back: a creation is undone (its
 // caller never heard of success), a removal is completed, a merge is
 // taken up again. Then a job finishes every merge in progress, and COW
-// files no table uses are deleted.
+// files no table uses are deleted if one of these operations left them,
+// and put in lost+found otherwise.
 func (d *Daemon) recoverSnapshots(pending []pendingOp) {
 	resumeFinish := map[string]string{}
+	leftovers := map[string]bool{} // COW files in cowDir whose data nobody wants
 	for _, p := range pending {
 		var err error
 		switch p.verb {
-		case "snapshot-create", "snapshot-remove":
+		case "snapshot-create", "snapshot-remove", "snapshot-adopt":
 			err = d.recoverRemoval(p)
 		case "snapshot-merge":
 			err = d.startMerge("resume interrupted snapshot merge "+p.name, p.name, "snapshot-merge "+p.name)
@@ -64,6 +66,11 @@ func (d *Daemon) recoverSnapshots(pending []pendingOp) {
 			})
 			continue
 		}
+		if p.verb != "snapshot-merge" && p.verb != "snapshot-adopt" {
+			// The caller of a creation never heard of success; a removal
+			// or a finished merge wanted the COW gone.
+			leftovers[p.name+".cow"] = true
+		}
 		d.log.Warn("finished a snapshot operation the last stop interrupted", "origin", p.origin, "op", p.verb, "snapshot", p.name)
 	}
 	for _, dev := range d.mgr.List() {
@@ -78,7 +85,7 @@ func (d *Daemon) recoverSnapshots(pending []pendingOp) {
 	for origin, name := range resumeFinish {
 		d.startJob(origin, name, true)
 	}
-	d.tidyCOWDir()
+	d.tidyCOWDir(leftovers)
 }
 
 // recoverRemoval removes the snapshot a creation or removal left behind,

@@ -25,6 +25,12 @@ type SnapshotCreate struct {
 	// 0: the daemon's setting (serve --autoextend-threshold).
 	AutoextendThreshold int `json:"autoextend_threshold,omitempty"`
 	AutoextendPercent   int `json:"autoextend_percent,omitempty"`
+	// Adopt brings back the snapshot a persistent COW already holds (its
+	// header has the SnAp magic) over Origin, as lvconvert -s ORIGIN COW
+	// does: `daxsnap cow adopt`. COW is required; the chunk size is the
+	// header's. A COW in <state>/lost+found or <state>/cow becomes
+	// <state>/cow/NAME.cow, the daemon's again.
+	Adopt bool `json:"adopt,omitempty"`
 }
 
 // SnapshotExtend grows a snapshot's COW file (lvextend of a snapshot).
