@@ -190,8 +190,10 @@ func (d *Daemon) removeOwnedCOW(path string) error {
 }
 
 // tidyCOWDir settles the files in the COW directory that no table uses.
-// Those an interrupted snapshot operation left behind (leftovers: their
-// creation was undone, or their removal or merge finished) are deleted.
+// The NAME.cow of a snapshot in leftovers (one an interrupted operation
+// left behind: its creation was undone, or its removal or merge finished)
+// is deleted. (A NAME.N.cow, made while a renamed snapshot kept NAME.cow,
+// cannot be told from another snapshot's file: it is kept, as below.)
 // Any other one may be the only copy of a snapshot, whose record the
 // state file lost: it goes to lost+found, never away, and the log says
 // how to bring it back (`daxsnap cow adopt`).
@@ -221,7 +223,7 @@ func (d *Daemon) tidyCOWDir(leftovers map[string]bool) {
 		if !e.Type().IsRegular() || d.tableUsing(path) != "" || recorded(path) {
 			continue
 		}
-		if leftovers[e.Name()] {
+		if name, ok := strings.CutSuffix(e.Name(), ".cow"); ok && leftovers[name] {
 			if err := os.Remove(path); err != nil {
 				d.log.Error("delete unused COW file", "path", path, "err", err)
 				continue

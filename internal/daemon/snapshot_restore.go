@@ -44,7 +44,7 @@ func lostOnRestart(table string) string {
 // and put in lost+found otherwise.
 func (d *Daemon) recoverSnapshots(pending []pendingOp) {
 	resumeFinish := map[string]string{}
-	leftovers := map[string]bool{} // COW files in cowDir whose data nobody wants
+	leftovers := map[string]bool{} // snapshots whose COW files in cowDir nobody wants
 	for _, p := range pending {
 		var err error
 		switch p.verb {
@@ -69,7 +69,7 @@ func (d *Daemon) recoverSnapshots(pending []pendingOp) {
 		if p.verb != "snapshot-merge" && p.verb != "snapshot-adopt" {
 			// The caller of a creation never heard of success; a removal
 			// or a finished merge wanted the COW gone.
-			leftovers[p.name+".cow"] = true
+			leftovers[p.name] = true
 		}
 		d.log.Warn("finished a snapshot operation the last stop interrupted", "origin", p.origin, "op", p.verb, "snapshot", p.name)
 	}
