@@ -33,6 +33,7 @@ type Daemon struct {
 	graphMu sync.Mutex   // /dev/mapper reference checks + the loads they guard
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
 	notes   notes
+	holds   holds  // who holds devices open through NBD, FUSE, the API
 	owners  owners // who may map each device (owners.go)
 	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
 	// a certificate's CN names the user (nbdauth.go).

@@ -36,7 +36,9 @@ func (d *Daemon) withOpen(op, name string, fn func(*metered) error) error {
 	if err := dev.Open(); err != nil {
 		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
+	drop := d.holds.add(dev, "a "+op+" through the API")
 	err = fn(d.metrics.wrap(name, dev))
+	drop()
 	if cerr := d.closeDevice(dev); cerr != nil {
 		err = errors.Join(err, cerr)
 	}

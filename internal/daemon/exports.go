@@ -127,6 +127,7 @@ func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 	if err := dev.Open(); err != nil {
 		return nil, fmt.Errorf("daxsnap device %q: %v", name, err)
 	}
+	drop := d.holds.add(dev, "an NBD client, "+id.who)
 	desc := fmt.Sprintf("daxsnap device %s (%s)", name, in.LiveCaps)
 	switch {
 	case in.ReadOnly:
@@ -140,7 +141,7 @@ func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 		Description: desc,
 		Backend:     d.metrics.wrap(name, dev),
 		ReadOnly:    in.ReadOnly || readOnly,
-		Release:     func() { d.closeDevice(dev) },
+		Release:     func() { drop(); d.closeDevice(dev) },
 	}, nil
 }
 

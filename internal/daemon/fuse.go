@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/fusefs"
@@ -36,11 +37,13 @@ func (d *Daemon) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
 	if err := dev.Open(); err != nil {
 		return nil, nil, err
 	}
+	drop := d.holds.add(dev, fmt.Sprintf("an open FUSE file %s (a loop device or a program: `losetup -j`, `fuser` name them)",
+		filepath.Join(d.cfg.FUSEDir, dev.Name())))
 	var be fusefs.Backend = d.metrics.wrap(dev.Name(), dev)
 	if d.bypassesCOW(dev.Name()) {
 		be = readOnlyFile{be, dev.Name()}
 	}
-	return be, func() { d.closeDevice(dev) }, nil
+	return be, func() { drop(); d.closeDevice(dev) }, nil
 }
 
 // readOnlyFile is a device file whose writes are refused.

@@ -3,7 +3,9 @@ package daemon_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -164,8 +167,16 @@ func TestDaemon_removeOpen(t *testing.T) {
 	e := newEnv(t)
 	e.create("low", "0 8 zero")
 	e.create("high", "0 8 linear /dev/mapper/low 0")
-	err := e.c.Remove("low", wire.Remove{Force: true})
-	wantCode(t, err, wire.CodeBusy, "open count 1")
+	// Without --force: no hint of it, which would break high too.
+	err := e.c.Remove("low", wire.Remove{})
+	wantCode(t, err, wire.CodeBusy, "the tables of high map /dev/mapper/low", "--deferred")
+	if strings.Contains(err.Error(), "--force") {
+		t.Errorf("remove of a device a table maps hints --force: %v", err)
+	}
+	// With it: the table is wiped and saved; the error says so, and who holds it.
+	err = e.c.Remove("low", wire.Remove{Force: true})
+	wantCode(t, err, wire.CodeBusy, "its table is now `error`", "every I/O to it fails", "the state file says so",
+		"held by the tables of high (they map /dev/mapper/low)", "remove --deferred low")
 	if got := e.table("low", false); got != "0 8 error \n" {
 		t.Fatalf("low table after remove --force = %q", got)
 	}
@@ -199,4 +210,31 @@ func TestDaemon_removeOpen(t *testing.T) {
 	if devs, _ := e.c.Devices(); len(devs) != 0 {
 		t.Fatalf("devices after restart: %+v", devs)
 	}
+}
+
+// Ensure that removing ORIGIN-real points at the snapshot verbs, never at
+// --force (which would break the origin and its snapshots), and that a
+// forced removal of a device an NBD client holds names the client.
+func TestDaemon_removeHints(t *testing.T) {
+	e := newEnv(t)
+	e.fileVol("vol", volSize)
+	e.snap("vol", "s1")
+	err := e.c.Remove("vol-real", wire.Remove{})
+	wantCode(t, err, wire.CodeBusy, "the tables of", "it holds the data of origin vol under its snapshots s1", "daxsnap snapshot remove")
+	if strings.Contains(err.Error(), "--force") {
+		t.Errorf("remove vol-real hints --force: %v", err)
+	}
+
+	e.create("x", "0 8 zero")
+	nc, err := nbdclient.Dial("unix", filepath.Join(e.cfg.StateDir, daemon.NBDSocketName), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	err = e.c.Remove("x", wire.Remove{Force: true})
+	wantCode(t, err, wire.CodeBusy, "its table is now `error`",
+		fmt.Sprintf("held by an NBD client, uid %d (gid %d, pid %d)", os.Getuid(), os.Getgid(), os.Getpid()))
+	nc.Close()
+	e.waitOpenCount("x", 0)
+	e.must("remove x", e.c.Remove("x", wire.Remove{}))
 }

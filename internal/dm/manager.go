@@ -226,6 +226,10 @@ func (m *Manager) Remove(name string, o RemoveOptions) error {
 			d.deferred = true
 			return nil
 		}
+		if o.Force {
+			return fmt.Errorf("remove --force %s: %w: its table is now `error` (every I/O fails), but it stays while open (open count %d): remove it again once closed, or with --deferred to remove it on last close",
+				name, ErrBusy, d.openCount)
+		}
 		return fmt.Errorf("remove %s: %w: open count %d; close it first, or use --deferred to remove it on last close", name, ErrBusy, d.openCount)
 	}
 	m.mu.Lock()
