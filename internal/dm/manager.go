@@ -50,6 +50,11 @@ func NewManager(reg *Registry, pool *DevicePool) *Manager {
 	return &Manager{reg: reg, pool: pool, devs: make(map[string]*Device)}
 }
 
+// Shared is CtorContext.Shared for the manager's tables: the value the
+// targets of every table of m keep under key (tests reach a target
+// type's per-Manager state through it).
+func (m *Manager) Shared(key any, create func() any) any { return m.pool.sharedValue(key, create) }
+
 // Registry returns the target types the manager builds tables from.
 func (m *Manager) Registry() *Registry { return m.reg }
 

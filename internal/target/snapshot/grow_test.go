@@ -34,7 +34,7 @@ func TestSnapshot_autoextendWaitsForGrowth(t *testing.T) {
 	_, err = s.Message(0, []string{"autoextend", "90"})
 	must(t, err)
 
-	waiting := growWaits(t)
+	waiting := growWaits(t, m)
 	data := pattern(10*4096, 9)
 	done := make(chan error, 1)
 	go func() { _, err := vol.WriteAt(data, 0); done <- err }()
@@ -67,7 +67,7 @@ func TestSnapshot_autoextendOffStopsWaiting(t *testing.T) {
 	s0 := w.takeSnapshot(0, "P")
 	_, err := s0.Message(0, []string{"autoextend", "90"})
 	must(t, err)
-	waiting := growWaits(t)
+	waiting := growWaits(t, w.m)
 	done := make(chan error, 1)
 	go func() { _, err := w.vol.WriteAt(pattern(10*4096, 3), 0); done <- err }()
 	select {
@@ -89,9 +89,9 @@ func TestSnapshot_autoextendOffStopsWaiting(t *testing.T) {
 }
 
 // growWaits signals when an allocation starts waiting for its COW to grow.
-func growWaits(t *testing.T) <-chan struct{} {
+func growWaits(t *testing.T, m *dm.Manager) <-chan struct{} {
 	waiting := make(chan struct{}, 1)
-	snapshot.SetGrowWaitHook(t, func() {
+	snapshot.SetGrowWaitHook(t, m, func() {
 		select {
 		case waiting <- struct{}{}:
 		default:

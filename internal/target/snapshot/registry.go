@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -17,6 +18,10 @@ type registry struct {
 	mu       sync.Mutex
 	byCOW    map[backing.ID]*cowState
 	byOrigin map[backing.ID][]*cowState
+
+	// growWaitHook, if set (tests), is called when an allocation starts
+	// waiting for its COW to grow.
+	growWaitHook atomic.Pointer[func()]
 }
 
 // registryKey keys the registry among a Manager's shared values.
@@ -24,9 +29,11 @@ type registryKey struct{}
 
 // registryOf returns the registry of the Manager ctx builds a table for.
 func registryOf(ctx *dm.CtorContext) *registry {
-	return ctx.Shared(registryKey{}, func() any {
-		return &registry{byCOW: map[backing.ID]*cowState{}, byOrigin: map[backing.ID][]*cowState{}}
-	}).(*registry)
+	return ctx.Shared(registryKey{}, newRegistry).(*registry)
+}
+
+func newRegistry() any {
+	return &registry{byCOW: map[backing.ID]*cowState{}, byOrigin: map[backing.ID][]*cowState{}}
 }
 
 // acquire returns the state of the COW device, creating it with create if

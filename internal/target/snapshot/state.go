@@ -164,12 +164,9 @@ func (s *cowState) checkThreshold() {
 // growWait is how long an allocation that finds the COW full waits for
 // an autoextend watcher to grow it, and growPoll how often it reads the
 // COW's size meanwhile (a grown file is taken in without any message).
-var (
+const (
 	growWait = time.Minute
 	growPoll = 10 * time.Millisecond
-	// growWaitHook, if set (tests), is called when an allocation starts
-	// waiting for growth.
-	growWaitHook atomic.Pointer[func()]
 )
 
 // prepare reserves a COW chunk. A full COW may have grown since it was
@@ -187,7 +184,7 @@ func (s *cowState) prepare() (exstore.Chunk, error) {
 		if deadline.IsZero() {
 			deadline = time.Now().Add(growWait)
 			s.log.Warn("COW full: waiting for it to be extended", "origin", s.originName, "wait", growWait)
-			if hook := growWaitHook.Load(); hook != nil {
+			if hook := s.reg.growWaitHook.Load(); hook != nil {
 				(*hook)()
 			}
 		}
