@@ -154,6 +154,7 @@ func (c *Client) keep(l *link) {
 		select {
 		case <-l.dead:
 		case <-c.stop:
+			l.conn.Close() // Close may have looked before this link was made
 			return
 		}
 		c.linkMu.Lock()
