@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -124,6 +125,9 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 			t.Fatalf("the clients' mappings were not adopted by the restarted daemon within 60s: sessions %+v", list)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if m := scrapeMetrics(t, daemon.SocketPathIn(g.state)); !regexp.MustCompile(fmt.Sprintf(`(?m)^daxsnap_dax_adopted_total %d$`, writers)).MatchString(m) {
+		t.Errorf("metrics after the adoptions lack daxsnap_dax_adopted_total %d:\n%s", writers, grepLines(m, "adopted"))
 	}
 	// The writers go on after the restart.
 	origin := read("vol")

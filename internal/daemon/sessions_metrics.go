@@ -25,13 +25,14 @@ var (
 	descDAXRecalls  = prometheus.NewDesc("daxsnap_dax_recalls_total", "Mappings recalled before a table change moved their memory (stop the world).", nil, nil)
 	descDAXRecallNo = prometheus.NewDesc("daxsnap_dax_recall_failures_total", "Recalled mappings not given back (the change was refused as busy).", nil, nil)
 	descDAXRecallS  = prometheus.NewDesc("daxsnap_dax_recall_seconds_total", "Time recalls took.", nil, nil)
+	descDAXAdopted  = prometheus.NewDesc("daxsnap_dax_adopted_total", "Mappings made with an earlier daemon and taken over after a restart.", nil, nil)
 	descDAXLatency  = prometheus.NewDesc("daxsnap_dax_fault_seconds", "Handler time per resolved fault, from reading it to waking the writer.", nil, nil)
 )
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXRepeats, descDAXHeldSecs,
 		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency,
-		descDAXRecalls, descDAXRecallNo, descDAXRecallS} {
+		descDAXRecalls, descDAXRecallNo, descDAXRecallS, descDAXAdopted} {
 		ch <- d
 	}
 }
@@ -58,6 +59,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDAXSweepSec, float64(st.SweepNanos.Load())/1e9)
 	counter(descDAXErrors, float64(st.HandlerErrors.Load()))
 	counter(descDAXRefused, float64(st.Refusals.Load()))
+	counter(descDAXAdopted, float64(st.Adopted.Load()))
 	buckets := map[float64]uint64{}
 	var count uint64
 	for i, le := range session.FaultBuckets {

@@ -553,17 +553,23 @@ func TestDAXSession_RecallStress(t *testing.T) {
 // metrics returns the daemon's /metrics text.
 func (e *env) metrics() string {
 	e.t.Helper()
+	return scrapeMetrics(e.t, e.d.SocketPath())
+}
+
+// scrapeMetrics reads /metrics from the daemon's control socket.
+func scrapeMetrics(t testing.TB, socket string) string {
+	t.Helper()
 	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", e.d.SocketPath())
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	}}}
 	resp, err := hc.Get("http://daxsnap/metrics")
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return string(body)
 }
