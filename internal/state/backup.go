@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -147,7 +146,9 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 }
 
 // writeAtomic writes path through a temporary file, synced and renamed
-// over it, and syncs the directory.
+// over it. The directory is not synced: after a crash path holds the old
+// contents or the new, both whole (for the backup, both good states; the
+// sync would double the cost of every state change).
 func writeAtomic(path string, write func(*os.File) error) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -163,13 +164,8 @@ func writeAtomic(path string, write func(*os.File) error) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return err
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return err
 }
 
 // lockPath takes the flock bbolt takes on an existing state file, so that
