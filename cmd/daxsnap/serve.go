@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/spf13/cobra"
@@ -14,10 +15,14 @@ func (a *app) serveCmd() *cobra.Command {
 	var nbdAddr, tlsCreds, tlsAuthz, fuseDir, logFormat, logLevel string
 	var noNBDUnix, nbdInsecure, recoverState bool
 	var autoThreshold, autoPercent int
+	var shutdownTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD and FUSE exports, persistent devices",
-		Long: "Run the daemon until SIGINT or SIGTERM (a second signal exits at once).\n" +
+		Long: "Run the daemon until SIGINT or SIGTERM. A stop waits for the devices' users to let go:\n" +
+			"nothing new opens, what is open is served, and the log says every few seconds who\n" +
+			"still holds what (loop devices, NBD clients, DAX mappings). A second signal, or\n" +
+			"--shutdown-timeout, forces the stop, and the log names every user it breaks.\n" +
 			"Devices and memory regions persist in the state directory and come back on the next start.\n" +
 			"Every device is a file in the FUSE mount (STATE/fuse unless --fuse says otherwise):\n" +
 			"`losetup -f --show STATE/fuse/NAME` makes it a block device for mkfs, mount and fsck.\n" +
@@ -29,13 +34,16 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if shutdownTimeout < 0 {
+				return fmt.Errorf("serve: --shutdown-timeout %v: give a positive duration (0 waits for the users)", shutdownTimeout)
+			}
 			if !cmd.Flags().Changed("fuse") {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
-				AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent})
+				AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent, ShutdownTimeout: shutdownTimeout})
 		},
 	}
 	f := cmd.Flags()
@@ -48,6 +56,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
 	f.IntVar(&autoThreshold, "autoextend-threshold", 100, "grow a snapshot's COW file when it is this percent full (50 to 99; 100 for never), unless the snapshot has its own (lvm.conf's snapshot_autoextend_threshold)")
 	f.IntVar(&autoPercent, "autoextend-percent", 20, "grow it by this percent of its size (lvm.conf's snapshot_autoextend_percent)")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 0, "on a stop, force it after this long if users still hold devices (0: wait for them, or a second signal)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

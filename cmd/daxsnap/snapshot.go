@@ -156,26 +156,34 @@ func (a *app) snapshotExtendCmd() *cobra.Command {
 }
 
 func (a *app) snapshotMergeCmd() *cobra.Command {
-	var noWait bool
+	var noWait, deferred bool
 	cmd := &cobra.Command{
-		Use:   "merge NAME [--no-wait]",
+		Use:   "merge NAME [--no-wait] [--deferred]",
 		Short: "Merge a persistent snapshot back into its origin, with a progress bar",
 		Long: "Copy the snapshot's exceptions back onto its origin, then remove the snapshot.\n" +
 			"A non-DAX origin stays usable while it merges. A DAX origin cannot load\n" +
 			"snapshot-merge (it has no direct access), so it stays suspended (its I/O waits)\n" +
 			"while ORIGIN-merge does the work: it keeps DAX throughout.\n" +
-			"With --no-wait the daemon finishes the merge in the background.",
+			"With --no-wait the daemon finishes the merge in the background.\n" +
+			"A merge rewrites the origin, so it is refused while the origin is in use (a loop\n" +
+			"device on its FUSE file, an NBD client, a DAX mapping not given back): the error\n" +
+			"names them. With --deferred it is recorded instead, and starts when the last user\n" +
+			"closes, or at the next start of the daemon (LVM's \"Delaying merge\").",
 		Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			c := a.api()
 			if noWait {
-				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{NoWait: true})
+				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{NoWait: true, Deferred: deferred})
 				if err != nil {
 					return err
 				}
 				if s.State == wire.SnapshotMerged {
 					fmt.Fprintln(a.out, mergedLine(name, s))
+					return nil
+				}
+				if s.MergeDeferred {
+					a.printDeferred(s)
 					return nil
 				}
 				fmt.Fprintf(a.out, "merging %s into %s%s: `daxsnap snapshot list %s` shows the progress\n", name, s.Origin, offlineNote(s), s.Origin)
@@ -187,7 +195,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 			}
 			done := make(chan result, 1)
 			go func() {
-				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{})
+				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{Deferred: deferred})
 				done <- result{s, err}
 			}()
 			bar := progressBar{w: a.err}
@@ -199,6 +207,11 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 					if r.err != nil {
 						bar.end()
 						return r.err
+					}
+					if r.s.MergeDeferred {
+						bar.end()
+						a.printDeferred(r.s)
+						return nil
 					}
 					bar.show(name, r.s.Origin, &wire.MergeProgress{Percent: 100})
 					bar.end()
@@ -213,6 +226,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the merge has started")
+	cmd.Flags().BoolVar(&deferred, "deferred", false, "if the origin is in use, merge when its last user closes (or at the next start) instead of refusing")
 	return cmd
 }
 
@@ -224,6 +238,11 @@ func mergedLine(name string, s wire.Snapshot) string {
 		line += fmt.Sprintf(" (finished at %s)", s.MergedAt.Local().Format("2006-01-02 15:04:05 MST"))
 	}
 	return line
+}
+
+func (a *app) printDeferred(s wire.Snapshot) {
+	fmt.Fprintf(a.out, "merge of %s into %s deferred: %s is in use; the merge starts when its last user closes, or at the next start of the daemon (`daxsnap snapshot list %s` shows it)\n",
+		s.Name, s.Origin, s.Origin, s.Origin)
 }
 
 func offlineNote(s wire.Snapshot) string {
@@ -299,6 +318,8 @@ func snapshotState(s wire.Snapshot) string {
 		return fmt.Sprintf("merging%s %.1f%%", where, s.Merge.Percent)
 	case s.State == wire.SnapshotMergeFailed:
 		return "merge failed"
+	case s.MergeDeferred && s.State == wire.SnapshotActive:
+		return "merge deferred"
 	}
 	return s.State
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -169,4 +172,34 @@ func TestCLI_cowAdopt(t *testing.T) {
 		t.Fatalf("cow adopt: %q", out)
 	}
 	c.fail("used by the table of s2", "cow", "adopt", mine, "vol", "s3")
+}
+
+// Ensure that `snapshot merge` names the NBD client that holds the origin
+// and refuses, that --deferred records the merge (snapshot list says so)
+// and that it runs once the client disconnects.
+func TestCLI_snapshotMergeDeferred(t *testing.T) {
+	c := newCLI(t)
+	c.fileVol("vol")
+	c.ok("snapshot", "create", "vol", "s1")
+	nc, err := nbdclient.Dial("unix", filepath.Join(c.d.StateDir(), daemon.NBDSocketName), "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c.fail(fmt.Sprintf("vol is in use: NBD client uid %d (gid %d, pid %d)", os.Getuid(), os.Getgid(), os.Getpid()), "snapshot", "merge", "s1")
+	golden(t, "merge --deferred", c.ok("snapshot", "merge", "s1", "--deferred"),
+		"merge of s1 into vol deferred: vol is in use; the merge starts when its last user closes, or at the next start of the daemon (`daxsnap snapshot list vol` shows it)\n")
+	if list := c.ok("snapshot", "list"); !strings.Contains(list, "merge deferred") {
+		t.Fatalf("snapshot list does not show the deferred merge:\n%s", list)
+	}
+	nc.Close()
+	for i := 0; ; i++ {
+		if list := c.ok("snapshot", "ls"); !strings.Contains(list, "s1") {
+			break
+		}
+		if i > 500 {
+			t.Fatal("s1 never merged after the client left")
+		}
+		waitShort()
+	}
 }

@@ -65,6 +65,11 @@ type Config struct {
 	// verbs ("create-real", "load-origin", "start-merge", ...): an error
 	// fails that step, as a crash or an I/O error there would.
 	FailStep func(step string) error
+	// ShutdownTimeout, if not 0, is how long a stop waits for the users
+	// of the devices (loop devices, NBD clients, DAX mappings) to let go
+	// before it forces them off (ServeUntilSignal). 0 waits until they do,
+	// or until a second signal.
+	ShutdownTimeout time.Duration
 }
 
 // DefaultStateDir is $DAXSNAP_STATE, or ./daxsnap-state.

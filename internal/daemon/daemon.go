@@ -33,7 +33,6 @@ type Daemon struct {
 	graphMu sync.Mutex   // /dev/mapper reference checks + the loads they guard
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
 	notes   notes
-	holds   holds  // who holds devices open through NBD, FUSE, the API
 	owners  owners // who may map each device (owners.go)
 	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
 	// a certificate's CN names the user (nbdauth.go).
@@ -46,13 +45,17 @@ type Daemon struct {
 	autoext           *autoextenders
 	defaultAutoextend autoPolicy
 
-	api      *api.Server
-	exports  *exportServer
-	fuse     *fusefs.Server  // devices as files (fuse.go); nil when off
-	sessions *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
-	bg       sync.WaitGroup  // serving goroutines and state reconciliations
-	errs     chan error      // a listener that stopped on its own
+	api       *api.Server
+	exports   *exportServer
+	fuse      *fusefs.Server  // devices as files (fuse.go); nil when off
+	fuseFiles string          // where the kernel sees the files (holders.go)
+	sessions  *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
+	bg        sync.WaitGroup  // serving goroutines and state reconciliations
+	errs      chan error      // a listener that stopped on its own
 
+	stopping     atomic.Bool       // a stop began: nothing new opens (lifecycle.go)
+	drained      atomic.Bool       // Drain returned: it logged the users it breaks
+	userEvents   userSignal        // a device user let go (holders.go)
 	closing      atomic.Bool       // devices are being let go, not removed by a user
 	held         map[string]string // at shutdown: devices stacked on a suspended one
 	shutdownOnce sync.Once
@@ -93,6 +96,8 @@ func Start(cfg Config) (*Daemon, error) {
 		d.autoext.stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
+	d.merges.wg.Add(1)
+	go d.watchDeferredMerges()
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
 		"devices", len(d.mgr.List()), "nbd", d.exports.addrs(), "fuse", d.FUSEDir(), "lost+found", len(d.LostCOWs()))
 	return d, nil
@@ -112,14 +117,21 @@ func (d *Daemon) StateDir() string { return d.cfg.StateDir }
 // "unix /path/nbd.sock").
 func (d *Daemon) NBDAddrs() []net.Addr { return d.exports.addrs() }
 
-// Run serves until ctx ends, then shuts down cleanly.
-func (d *Daemon) Run(ctx context.Context) error {
+// Run serves until stop ends, then stops cleanly: it waits for the
+// users of the devices to let go (drain) unless force ends first, then
+// shuts down. Breaking users makes it return an error naming them.
+func (d *Daemon) Run(stop, force context.Context) error {
 	select {
-	case <-ctx.Done():
+	case <-stop.Done():
 	case err := <-d.errs:
 		d.log.Error("listener failed, shutting down", "err", err)
 	}
-	return d.Shutdown(context.Background())
+	broken := d.drain(force)
+	err := d.Shutdown(context.Background())
+	if len(broken) > 0 {
+		err = errors.Join(fmt.Errorf("stopped by force, breaking %d users of the devices: %s", len(broken), describeUsers(broken)), err)
+	}
+	return err
 }
 
 // Shutdown stops accepting, drains in-flight I/O (suspending every
@@ -135,6 +147,12 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 func (d *Daemon) shutdown(ctx context.Context) error {
 	d.log.Info("shutting down: stop accepting")
+	d.stopping.Store(true)
+	if !d.drained.Load() {
+		for _, u := range d.allUsers() {
+			d.log.Error("shutting down: this user loses its device", "device", u.device, "user", u.who)
+		}
+	}
 	d.merges.stop() // merges resume at the next start
 	d.autoext.stop()
 	var errs []error

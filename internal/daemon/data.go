@@ -3,6 +3,8 @@ package daemon
 import (
 	"errors"
 	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
 // ReadData reads n bytes at off from a device's live table.
@@ -33,13 +35,12 @@ func (d *Daemon) withOpen(op, name string, fn func(*metered) error) error {
 	if err != nil {
 		return err
 	}
-	if err := dev.Open(); err != nil {
+	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderIO, Who: op})
+	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
-	drop := d.holds.add(dev, "a "+op+" through the API")
 	err = fn(d.metrics.wrap(name, dev))
-	drop()
-	if cerr := d.closeDevice(dev); cerr != nil {
+	if cerr := release(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
 	if err != nil {

@@ -39,6 +39,9 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	if err := checkCreate(req); err != nil {
 		return wire.Info{}, err
 	}
+	if err := d.refuseWhileStopping("create " + req.Name); err != nil {
+		return wire.Info{}, err
+	}
 	owner, err := ownerOf(req)
 	if err != nil {
 		return wire.Info{}, err

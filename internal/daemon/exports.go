@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
 )
 
@@ -101,10 +102,14 @@ func (e *exportServer) shutdown(ctx context.Context) error {
 type exportSet struct{ d *Daemon }
 
 // Open opens device name for one connection, as far as the client may
-// use it (nbdauth.go); it counts in the device's open count until the
-// connection lets go.
+// use it (nbdauth.go); it counts in the device's open count, as an NBD
+// holder, until the connection lets go. A stopping daemon opens nothing
+// new.
 func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 	d := s.d
+	if err := d.refuseWhileStopping("NBD export " + name); err != nil {
+		return nil, err
+	}
 	if name == "" {
 		return nil, errors.New("no default export: name a daxsnap device (`daxsnap ls` lists them)")
 	}
@@ -124,10 +129,10 @@ func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 	if !in.LiveTable {
 		return nil, fmt.Errorf("daxsnap device %q has no live table: load one and resume it", name)
 	}
-	if err := dev.Open(); err != nil {
+	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderNBD, Who: id.who + " on " + c.Addr})
+	if err != nil {
 		return nil, fmt.Errorf("daxsnap device %q: %v", name, err)
 	}
-	drop := d.holds.add(dev, "an NBD client, "+id.who)
 	desc := fmt.Sprintf("daxsnap device %s (%s)", name, in.LiveCaps)
 	switch {
 	case in.ReadOnly:
@@ -141,7 +146,7 @@ func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 		Description: desc,
 		Backend:     d.metrics.wrap(name, dev),
 		ReadOnly:    in.ReadOnly || readOnly,
-		Release:     func() { drop(); d.closeDevice(dev) },
+		Release:     func() { release() },
 	}, nil
 }
 

@@ -16,6 +16,7 @@ func (d *Daemon) startFUSE() {
 	if d.cfg.FUSEDir == "" {
 		return
 	}
+	d.fuseFiles = resolvedPath(d.cfg.FUSEDir)
 	srv, err := fusefs.Mount(d.cfg.FUSEDir, d.mgr, fusefs.Options{
 		Open:   d.openFUSE,
 		Owner:  d.fuseOwner,
@@ -30,20 +31,23 @@ func (d *Daemon) startFUSE() {
 }
 
 // openFUSE opens dev for one open FUSE file; it counts in the device's
-// open count until the kernel releases the file. ORIGIN-real and
-// ORIGIN-merge files refuse writes (EROFS), even root's, as their NBD
-// exports do: a write there changes an origin under its snapshots.
+// open count, as a FUSE holder, until the kernel releases the file. A
+// stopping daemon opens nothing new. ORIGIN-real and ORIGIN-merge files
+// refuse writes (EROFS), even root's, as their NBD exports do: a write
+// there changes an origin under its snapshots.
 func (d *Daemon) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
-	if err := dev.Open(); err != nil {
+	if err := d.refuseWhileStopping("open FUSE file " + dev.Name()); err != nil {
 		return nil, nil, err
 	}
-	drop := d.holds.add(dev, fmt.Sprintf("an open FUSE file %s (a loop device or a program: `losetup -j`, `fuser` name them)",
-		filepath.Join(d.cfg.FUSEDir, dev.Name())))
+	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderFUSE, Who: filepath.Join(d.fuseFiles, dev.Name())})
+	if err != nil {
+		return nil, nil, err
+	}
 	var be fusefs.Backend = d.metrics.wrap(dev.Name(), dev)
 	if d.bypassesCOW(dev.Name()) {
 		be = readOnlyFile{be, dev.Name()}
 	}
-	return be, func() { drop(); d.closeDevice(dev) }, nil
+	return be, func() { release() }, nil
 }
 
 // readOnlyFile is a device file whose writes are refused.
@@ -57,6 +61,20 @@ func (f readOnlyFile) WriteZeroes(int64, int64) error     { return f.refuse() }
 
 func (f readOnlyFile) refuse() error {
 	return fmt.Errorf("%w: %s bypasses its origin's snapshots; write to the origin", dm.ErrReadOnly, f.name)
+}
+
+// resolvedPath is dir as the kernel names it (absolute, no symbolic
+// links in its parents), as /sys/block/loopN/loop/backing_file shows
+// files in it.
+func resolvedPath(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		return filepath.Join(parent, filepath.Base(abs))
+	}
+	return abs
 }
 
 // fuseOwner gives a device file the device's owner, as /dev/mapper/NAME

@@ -91,6 +91,34 @@ func randomBytes(n int) []byte {
 	return b
 }
 
+// ext4Snapshot makes ext4 on FUSE file file (of vol) through a loop
+// device, mounts it and writes files; then takes snapshot snap of vol
+// with the file system frozen, and changes a file and writes another.
+// It returns the loop device, the mount point and the files as they are
+// in the snapshot.
+func (e *env) ext4Snapshot(file, snap string) (loop, mnt string, before map[string][]byte) {
+	t := e.t.(*testing.T)
+	t.Helper()
+	loop = losetup(t, file, false)
+	e.waitOpenCount("vol", 1)
+	run(t, "mkfs.ext4", "-q", loop)
+	mnt = mountAt(t, loop)
+	before = map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the snapshot\n")}
+	for name, data := range before {
+		writeFile(t, filepath.Join(mnt, name), data)
+	}
+	run(t, "sync")
+
+	run(t, "fsfreeze", "-f", mnt)
+	e.snap("vol", snap, func(r *wire.SnapshotCreate) { r.COWSize = 32 * mib })
+	run(t, "fsfreeze", "-u", mnt)
+
+	writeFile(t, filepath.Join(mnt, "a"), randomBytes(3*mib)) // after the snapshot
+	writeFile(t, filepath.Join(mnt, "c"), []byte("written after the snapshot\n"))
+	run(t, "sync")
+	return loop, mnt, before
+}
+
 // Ensure that kernel file systems run on daxsnap volumes through the
 // FUSE export and losetup: mkfs.ext4, mount, files, fsck clean; and
 // that a snapshot taken with the file system frozen (fsfreeze) is a
@@ -107,23 +135,7 @@ func TestDaemon_fuseLoopExt4(t *testing.T) {
 		t.Fatalf("stat %s: %v, %v; want %d bytes, mode 0600", file, fi, err, size)
 	}
 
-	loop := losetup(t, file, false)
-	e.waitOpenCount("vol", 1)
-	run(t, "mkfs.ext4", "-q", loop)
-	mnt := mountAt(t, loop)
-	before := map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the snapshot\n")}
-	for name, data := range before {
-		writeFile(t, filepath.Join(mnt, name), data)
-	}
-	run(t, "sync")
-
-	run(t, "fsfreeze", "-f", mnt)
-	e.snap("vol", "snap1", func(r *wire.SnapshotCreate) { r.COWSize = 32 * mib })
-	run(t, "fsfreeze", "-u", mnt)
-
-	writeFile(t, filepath.Join(mnt, "a"), randomBytes(3*mib)) // after the snapshot
-	writeFile(t, filepath.Join(mnt, "c"), []byte("written after the snapshot\n"))
-	run(t, "sync")
+	loop, mnt, before := e.ext4Snapshot(file, "snap1")
 
 	snapLoop := losetup(t, filepath.Join(e.d.FUSEDir(), "snap1"), true)
 	e.waitOpenCount("snap1", 1)

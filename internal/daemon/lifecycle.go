@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
@@ -81,4 +84,86 @@ func (d *Daemon) heldDevices(deps map[string][]string) map[string]string {
 			"device", above, "suspended", below)
 	}
 	return held
+}
+
+// A clean stop has two phases. The first (drain) lets the users of the
+// devices finish: nothing new opens (NBD connections, FUSE opens, DAX
+// maps, and the API verbs that make new devices, snapshots or merges),
+// what is open goes on being served, and the daemon logs who still holds
+// what every few seconds, until the last user lets go. Being forced (a
+// second signal, or `serve --shutdown-timeout`) ends the wait; the log
+// then names every user the stop breaks. The second phase (Shutdown)
+// closes everything.
+
+// drainLogEvery is how often a draining daemon logs who holds it.
+var drainLogEvery = 5 * time.Second
+
+// refuseWhileStopping refuses op once a stop has begun.
+func (d *Daemon) refuseWhileStopping(op string) error {
+	if !d.stopping.Load() {
+		return nil
+	}
+	return errorf(dm.ErrBusy, "%s: daxsnap is stopping: it serves what is open until the last user lets go, and opens or starts nothing new; run it again after `daxsnap serve` restarts", op)
+}
+
+// usersChanged tells the waiters that a device user let go.
+func (d *Daemon) usersChanged() { d.userEvents.notify() }
+
+// drain stops new opens and waits until no user holds a device, or until
+// force ends; then it logs every user the stop will break, and returns
+// them.
+func (d *Daemon) drain(force context.Context) []devUser {
+	d.stopping.Store(true)
+	defer d.drained.Store(true)
+	users := d.allUsers()
+	if len(users) == 0 {
+		return nil
+	}
+	d.log.Warn("stopping: waiting for the users of the devices to let go; nothing new opens (send the signal again, or use --shutdown-timeout, to force the stop and break them)",
+		"users", len(users), "holders", describeUsers(users))
+	logTick := time.NewTicker(drainLogEvery)
+	defer logTick.Stop()
+	for {
+		changed := d.userEvents.wait()
+		if users = d.allUsers(); len(users) == 0 {
+			d.log.Info("stopping: the last user let go")
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-time.After(250 * time.Millisecond): // DAX unmaps are not announced
+		case <-logTick.C:
+			d.log.Warn("stopping: still in use", "users", len(users), "holders", describeUsers(users))
+		case <-force.Done():
+			users = d.allUsers()
+			for _, u := range users {
+				d.log.Error("stopping by force: this user loses its device", "device", u.device, "user", u.who)
+			}
+			return users
+		}
+	}
+}
+
+// userSignal is a broadcast: wait returns a channel that notify closes.
+type userSignal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *userSignal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *userSignal) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }

@@ -16,7 +16,7 @@ type mappedDevice struct {
 	dev      *dm.Device
 	id       backing.ID
 	readOnly bool
-	release  func(*dm.Device) error
+	release  func() error
 	closed   atomic.Bool
 }
 
@@ -111,7 +111,7 @@ func (m *mappedDevice) Close() error {
 	if m.closed.Swap(true) {
 		return fmt.Errorf("%s: closed twice", m.Path())
 	}
-	return m.release(m.dev)
+	return m.release()
 }
 
 // mappedIDs gives each mapped device a stable identity for the device

@@ -15,11 +15,20 @@ type note struct {
 	interrupted string
 	// record says what was wrong with the device's state record.
 	record string
+	// mergeDeferred: a merge of this snapshot waits for the last user to
+	// close (snapshot merge --deferred; recorded in the state file).
+	mergeDeferred bool
 }
 
 func (n note) String() string {
-	return strings.TrimSpace(strings.TrimSpace(n.degraded+" "+n.interrupted) + " " + n.record)
+	s := strings.TrimSpace(strings.TrimSpace(n.degraded+" "+n.interrupted) + " " + n.record)
+	if n.mergeDeferred {
+		s += " " + mergeDeferredNote
+	}
+	return strings.TrimSpace(s)
 }
+
+const mergeDeferredNote = "A merge into its origin waits for the last user of the origin (and of the snapshot) to close (snapshot merge --deferred); a `daxsnap snapshot merge` of it without --deferred names them."
 
 // notes holds the notes by device name.
 type notes struct {

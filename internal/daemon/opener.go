@@ -38,17 +38,28 @@ func (d *Daemon) openMapped(name string, readOnly bool) (backing.Device, error) 
 	if !in.LiveTable {
 		return nil, fmt.Errorf("%s%s has no live table: load one and resume it first", MapperPrefix, name)
 	}
-	if err := dev.Open(); err != nil {
+	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderTable})
+	if err != nil {
 		return nil, fmt.Errorf("%s%s: %w", MapperPrefix, name, err)
 	}
 	return &mappedDevice{dev: dev, id: d.ids.get(dev),
-		readOnly: readOnly || in.ReadOnly, release: d.closeDevice}, nil
+		readOnly: readOnly || in.ReadOnly, release: release}, nil
 }
 
-// closeDevice releases one open of dev. If that was the last user of a
-// device with a deferred removal, dm removed it: forget its record.
-func (d *Daemon) closeDevice(dev *dm.Device) error {
-	err := dev.Close()
+// hold opens dev for holder h (it counts in the open count and shows in
+// its holders) and returns the release of that open.
+func (d *Daemon) hold(dev *dm.Device, h dm.Holder) (release func() error, err error) {
+	if err := dev.OpenBy(h); err != nil {
+		return nil, err
+	}
+	return func() error { return d.closeDevice(dev, h) }, nil
+}
+
+// closeDevice releases one open of dev by h. If that was the last user
+// of a device with a deferred removal, dm removed it: forget its record.
+func (d *Daemon) closeDevice(dev *dm.Device, h dm.Holder) error {
+	err := dev.CloseBy(h)
+	d.usersChanged()
 	if d.closing.Load() {
 		return err
 	}

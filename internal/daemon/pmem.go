@@ -22,6 +22,9 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	if err := checkRegionName(op, req.Name); err != nil {
 		return wire.Pmem{}, err
 	}
+	if err := d.refuseWhileStopping(op); err != nil {
+		return wire.Pmem{}, err
+	}
 	dir := d.regionDir(req)
 	fs, err := d.checkRegion(op, dir, req)
 	if err != nil {

@@ -19,6 +19,7 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
 		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev)),
 		Autoextend: d.recordAutoextend(dev)}
+	rec.MergeDeferred = d.notes.get(in.Name).mergeDeferred
 	rec.Live, _ = dev.Table(false)
 	rec.Inactive, _ = dev.Table(true)
 	if kept := d.notes.get(in.Name).keptLive; kept != "" {

@@ -131,6 +131,9 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 		d.notes.update(rec.Name, func(n *note) { n.record = problem })
 		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name, "owner", fmt.Sprintf("%+v", *rec.Owner))
 	}
+	if rec.MergeDeferred {
+		d.notes.update(rec.Name, func(n *note) { n.mergeDeferred = true })
+	}
 	if rec.Live != "" {
 		if err := d.restoreLive(dev, rec); err != nil {
 			d.log.Error("device restored without a table", "device", rec.Name, "err", err)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -29,7 +30,7 @@ func (d *Daemon) startSessions() error {
 	if len(path) > maxSocketPath {
 		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state directory", path, len(path), maxSocketPath)
 	}
-	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.mgr.Get, Log: d.log, Authorize: d.authorizeMap})
+	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.lookupForMap, Log: d.log, Authorize: d.authorizeMap})
 	if err != nil {
 		return err
 	}
@@ -43,6 +44,15 @@ func (d *Daemon) startSessions() error {
 	}
 	d.serve("DAX sessions", srv.Serve, nil)
 	return nil
+}
+
+// lookupForMap finds the device a client asks to map; a stopping daemon
+// maps nothing new.
+func (d *Daemon) lookupForMap(name string) (*dm.Device, error) {
+	if err := d.refuseWhileStopping("map " + name); err != nil {
+		return nil, err
+	}
+	return d.mgr.Get(name)
 }
 
 // stopSessions ends every DAX session. Their mappings stay in the clients
@@ -77,7 +87,17 @@ func (d *Daemon) guardMappedMemory(dev *dm.Device, live, next *dm.Table) (func()
 func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
 	release, err := d.sessions.Recall(dev, d.cfg.RecallTimeout, reason)
 	if err != nil {
-		return nil, errorf(dm.ErrBusy, "%v: the processes must unmap %s (or end) first; nothing was changed", err, dev.Name())
+		busy := errorf(dm.ErrBusy, "%v: the processes must unmap %s (or end) first; nothing was changed", err, dev.Name())
+		var re *session.RecallError
+		if !errors.As(err, &re) {
+			return nil, busy
+		}
+		// Users, for a merge --deferred to wait for.
+		users := make([]devUser, 0, len(re.Failed))
+		for _, f := range re.Failed {
+			users = append(users, daxUser(f.Device, f.Offset, f.Length, f.PID, ", not given back"))
+		}
+		return nil, &inUseError{users: users, err: busy}
 	}
 	return release, nil
 }

@@ -6,42 +6,66 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // exit is os.Exit; tests replace it.
 var exit = os.Exit
 
 // ServeUntilSignal starts a daemon and serves until SIGINT or SIGTERM,
-// then shuts down cleanly; a second signal exits at once.
+// then stops cleanly: it serves the users of the devices until the last
+// one lets go (drain). A second signal, or Config.ShutdownTimeout after
+// the first, forces the stop, breaking the users left; a third exits at
+// once.
 func ServeUntilSignal(cfg Config) error {
 	// Caught from before Start: once the sockets accept, a client (or a
 	// test) may signal at once, and the default action would kill the
 	// daemon without its shutdown.
-	sigs := make(chan os.Signal, 2)
+	sigs := make(chan os.Signal, 3)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	d, err := Start(cfg)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go handleSignals(sigs, cancel, d.log)
-	return d.Run(ctx)
+	stop, stopNow := context.WithCancel(context.Background())
+	defer stopNow()
+	force, forceNow := context.WithCancel(context.Background())
+	defer forceNow()
+	go handleSignals(sigs, stopNow, forceNow, d.cfg.ShutdownTimeout, d.log)
+	return d.Run(stop, force)
 }
 
-// handleSignals cancels on the first signal and exits on the second.
-func handleSignals(sigs <-chan os.Signal, cancel func(), log *slog.Logger) {
+// handleSignals stops on the first signal, forces the stop on the second
+// (or timeout after the first, if not 0) and exits on the third.
+func handleSignals(sigs <-chan os.Signal, stop, force func(), timeout time.Duration, log *slog.Logger) {
 	s, ok := <-sigs
 	if !ok {
 		return
 	}
-	log.Info("signal received: shutting down cleanly (send it again to exit at once)", "signal", s.String())
-	cancel()
+	log.Info("signal received: stopping cleanly once the devices' users let go (send it again to force the stop)",
+		"signal", s.String(), "shutdown_timeout", timeout)
+	stop()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case s, ok = <-sigs:
+		if !ok {
+			return
+		}
+		log.Warn("second signal: forcing the stop (send it again to exit at once)", "signal", s.String())
+	case <-expired:
+		log.Warn("shutdown timeout: forcing the stop (send the signal again to exit at once)", "shutdown_timeout", timeout)
+	}
+	force()
 	s, ok = <-sigs
 	if !ok {
 		return
 	}
-	log.Error("second signal: exiting without finishing the shutdown", "signal", s.String())
+	log.Error("third signal: exiting without finishing the shutdown", "signal", s.String())
 	exit(1)
 }

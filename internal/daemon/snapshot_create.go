@@ -50,6 +50,9 @@ func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) 
 	if err := checkSnapshotNames(op, req); err != nil {
 		return wire.Snapshot{}, err
 	}
+	if err := d.refuseWhileStopping(op); err != nil {
+		return wire.Snapshot{}, err
+	}
 	l := layoutOf(req.Origin)
 	unlock := d.lockLayout(l, req.Name)
 	defer unlock()

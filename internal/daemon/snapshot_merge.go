@@ -144,7 +144,9 @@ func (d *Daemon) runMerge(j *mergeJob) {
 }
 
 // SnapshotMerge merges a persistent snapshot back into its origin. It
-// waits until the merge has finished, unless req.NoWait.
+// waits until the merge has finished, unless req.NoWait. While the origin
+// is in use it refuses, or with req.Deferred records the merge to start
+// when the last user closes (see startDeferredMerges).
 func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
 	op := "snapshot merge " + name
 	s, err := d.findSnapshot(op, name)
@@ -156,11 +158,20 @@ func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapsh
 	}
 	j := d.merges.get(s.origin)
 	if j == nil || !j.running() || j.name != name {
-		if err := d.startMerge(op, name, "snapshot-merge "+name); err != nil {
+		if err := d.refuseWhileStopping(op); err != nil {
+			return wire.Snapshot{}, err
+		}
+		err := d.startMerge(op, name, "snapshot-merge "+name)
+		var inUse *inUseError
+		if errors.As(err, &inUse) && req.Deferred {
+			return d.deferMerge(op, name, inUse.users)
+		}
+		if err != nil {
 			// The merge may have finished since findSnapshot.
 			return d.orFinished(name, err)
 		}
 		j = d.startJob(s.origin, name, false)
+		d.setMergeDeferred(name, false)
 	}
 	if req.NoWait {
 		snap, err := d.Snapshot(name)
@@ -251,6 +262,9 @@ func (d *Daemon) startMerge(op, name, recOp string) error {
 	if err := d.checkMergeable(op, l, s, origin, offline); err != nil {
 		return err
 	}
+	if err := d.checkUnused(op, l, s, origin); err != nil {
+		return err
+	}
 	err = d.store.DeviceTransition(l.origin, recOp, func() error { return d.doStartMerge(op, l, s, origin, offline) },
 		func() *state.Device { return d.record(origin) })
 	if err != nil {
@@ -282,7 +296,7 @@ func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *d
 		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table (%s): nothing to merge", op, s.name, d.notes.get(s.name).degraded)
 	case st == wire.SnapshotInvalid:
 		return errorf(dm.ErrIO, "%s: %s is invalid (its COW filled up or failed), so its contents are lost: remove it (`daxsnap snapshot remove %s`)", op, s.name, s.name)
-	case s.dev.Info().OpenCount > 0:
+	case s.dev.Info().OpenCount > 0 && len(d.holdersOf(s.dev, true)) == 0:
 		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first; a merging snapshot cannot be used", op, s.name, s.dev.Info().OpenCount)
 	case !in.LiveTable || in.Suspended || in.InactiveTable:
 		return errorf(dm.ErrBusy, "%s: origin %s must be resumed, with a live table and no inactive one: resume it (or clear its inactive table) first", op, l.origin)
@@ -307,6 +321,9 @@ func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.
 		if err := d.quiesceOrigin(op, origin); err != nil {
 			return errors.Join(err, origin.Clear())
 		}
+		if err := d.checkUnused(op, l, s, origin); err != nil {
+			return errors.Join(err, origin.Clear(), origin.Resume())
+		}
 		if err := origin.Resume(); err != nil {
 			return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Clear(), origin.Resume())
 		}
@@ -327,6 +344,9 @@ func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.
 	}
 	if _, err := d.mgr.Get(l.merge); err == nil {
 		return nil // created before a restart: it resumed merging
+	}
+	if err := d.checkUnused(op, l, s, origin); err != nil {
+		return errors.Join(err, origin.Resume())
 	}
 	if _, err := d.createDevice(l.merge, table, false); err != nil {
 		return errors.Join(fmt.Errorf("%s: create %s to merge offline: %w", op, l.merge, err), origin.Resume())

@@ -275,7 +275,8 @@ func (d *Daemon) describe(s snapView) wire.Snapshot {
 			}
 		}
 	}
-	out.Note = d.notes.get(s.name).String()
+	n := d.notes.get(s.name)
+	out.Note, out.MergeDeferred = n.String(), n.mergeDeferred
 	return out
 }
 

@@ -1,8 +1,10 @@
 package dm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -31,7 +33,8 @@ type Device struct {
 	caps      backing.Capability // fixed dax/sync capability (capability rule)
 	capsFixed bool
 	openCount int
-	deferred  bool // remove on last close
+	holders   map[Holder]int // who the opens are (Open counts an unnamed one)
+	deferred  bool           // remove on last close
 	removed   bool
 
 	// guardRelease is the SwapGuard's release when it was asked at
@@ -329,32 +332,81 @@ func (d *Device) SetReadOnly(ro bool) {
 	d.readOnly = ro
 }
 
+// Holder says who holds a device open: a kind (HolderFUSE, HolderNBD,
+// HolderTable, HolderIO, or "" when the opener did not say) and a
+// description of the user ("/state/fuse/vol", "unix pid 123").
+type Holder struct {
+	Kind, Who string
+}
+
+// The kinds of Holder.
+const (
+	HolderFUSE  = "fuse"  // an open FUSE file (a loop device, a program)
+	HolderNBD   = "nbd"   // an NBD client connection
+	HolderTable = "table" // the table of another device over this one
+	HolderIO    = "io"    // one control API read or write, for its duration
+)
+
+// HolderCount is one holder and how many opens it has.
+type HolderCount struct {
+	Holder
+	N int
+}
+
 // Open counts a user of the device (the open count dmsetup info shows).
-func (d *Device) Open() error {
+func (d *Device) Open() error { return d.OpenBy(Holder{}) }
+
+// OpenBy is Open for a named holder: Holders lists it until CloseBy.
+func (d *Device) OpenBy(h Holder) error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed || d.deferred {
 		return fmt.Errorf("open %s: %w: removal is pending", d.Name(), ErrNotFound)
 	}
 	d.openCount++
+	if d.holders == nil {
+		d.holders = map[Holder]int{}
+	}
+	d.holders[h]++
 	return nil
 }
 
 // Close releases one Open; the last close of a device with a deferred
 // removal removes it.
-func (d *Device) Close() error {
+func (d *Device) Close() error { return d.CloseBy(Holder{}) }
+
+// CloseBy releases one OpenBy(h).
+func (d *Device) CloseBy(h Holder) error {
 	d.ctl.Lock()
-	if d.openCount == 0 {
+	if d.openCount == 0 || d.holders[h] == 0 {
 		d.ctl.Unlock()
-		return errors.New("dm: close of a device that is not open")
+		return fmt.Errorf("dm: close of %s by %+v, which does not hold it open", d.name, h)
 	}
 	d.openCount--
+	if d.holders[h]--; d.holders[h] == 0 {
+		delete(d.holders, h)
+	}
 	remove := d.openCount == 0 && d.deferred
 	d.ctl.Unlock()
 	if remove {
 		return d.m.Remove(d.Name(), RemoveOptions{})
 	}
 	return nil
+}
+
+// Holders lists who holds the device open, sorted by kind and
+// description; their counts add up to the open count.
+func (d *Device) Holders() []HolderCount {
+	d.ctl.Lock()
+	out := make([]HolderCount, 0, len(d.holders))
+	for h, n := range d.holders {
+		out = append(out, HolderCount{Holder: h, N: n})
+	}
+	d.ctl.Unlock()
+	slices.SortFunc(out, func(a, b HolderCount) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Who, b.Who))
+	})
+	return out
 }
 
 // destroy tears the device down; ctl must be held and the device idle.

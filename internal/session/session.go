@@ -412,6 +412,8 @@ func codeOf(err error) string {
 		return wire.CodeNoTable
 	case errors.Is(err, dm.ErrInvalidArgument):
 		return wire.CodeInvalidArgument
+	case errors.Is(err, dm.ErrBusy):
+		return wire.CodeBusy
 	}
 	return wire.CodeInternal
 }

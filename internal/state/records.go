@@ -31,6 +31,10 @@ type Device struct {
 	// DeferredRemove: the device goes away when its last user closes it;
 	// after a restart nothing has it open, so it is not rebuilt.
 	DeferredRemove bool `json:"deferred_remove,omitempty"`
+	// MergeDeferred: this snapshot merges into its origin when the last
+	// user of both closes (snapshot merge --deferred); after a restart
+	// nothing has them open, so the merge starts.
+	MergeDeferred bool `json:"merge_deferred,omitempty"`
 	// Op is the operation in flight ("create", "load", "suspend", ...),
 	// "" when none.
 	Op string `json:"op,omitempty"`

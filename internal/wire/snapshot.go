@@ -45,6 +45,11 @@ type SnapshotMerge struct {
 	// NoWait returns once the merge has started; the daemon finishes it
 	// in the background and `Snapshot` shows its progress.
 	NoWait bool `json:"no_wait,omitempty"`
+	// Deferred: if the origin (or the snapshot) is in use, record the
+	// merge and start it when the last user closes, or at the next start
+	// of the daemon, instead of refusing (LVM's "Delaying merge since
+	// origin is open"). The answer then has MergeDeferred set.
+	Deferred bool `json:"deferred,omitempty"`
 }
 
 // Snapshot states.
@@ -84,7 +89,10 @@ type Snapshot struct {
 	Merge               *MergeProgress `json:"merge,omitempty"`
 	// MergedAt is when the merge finished (State merged).
 	MergedAt time.Time `json:"merged_at,omitzero"`
-	Note     string    `json:"note,omitempty"`
+	// MergeDeferred: a `snapshot merge --deferred` waits for the last
+	// user of the origin (and of the snapshot) to close.
+	MergeDeferred bool   `json:"merge_deferred,omitempty"`
+	Note          string `json:"note,omitempty"`
 }
 
 // MergeProgress is how far a merge has come.

@@ -76,7 +76,7 @@ func newConn(s *Server, nc net.Conn, tlsConf *tls.Config) *conn {
 		bw:      bufio.NewWriterSize(nc, handshakeBufSize),
 		hdr:     make([]byte, 0, 64),
 		tlsConf: tlsConf,
-		client:  Client{Network: nc.LocalAddr().Network()},
+		client:  Client{Network: nc.LocalAddr().Network(), Addr: remoteName(nc)},
 	}
 	if uc, ok := nc.(*net.UnixConn); ok {
 		c.client.Cred = peerCred(uc)

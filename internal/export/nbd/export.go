@@ -68,6 +68,9 @@ type ExportInfo struct {
 type Client struct {
 	// Network is "unix" or "tcp".
 	Network string
+	// Addr is the peer's address ("tcp:127.0.0.1:50312"), or the socket's
+	// when the peer has none (an unnamed unix socket).
+	Addr string
 	// Cred is the peer process's credentials (SO_PEERCRED, taken when it
 	// connected) on a unix socket; nil on TCP or if they could not be read.
 	Cred *Cred
