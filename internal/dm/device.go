@@ -380,7 +380,7 @@ func (d *Device) CloseBy(h Holder) error {
 	d.ctl.Lock()
 	if d.openCount == 0 || d.holders[h] == 0 {
 		d.ctl.Unlock()
-		return fmt.Errorf("dm: close of %s by %+v, which does not hold it open", d.name, h)
+		return fmt.Errorf("dm: close of %s by %+v, which does not hold it open", d.Name(), h)
 	}
 	d.openCount--
 	if d.holders[h]--; d.holders[h] == 0 {
