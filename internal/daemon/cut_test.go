@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"testing"
@@ -205,4 +206,43 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestDAXSession_SuspendOverSuspended: suspending a table stacked on a
+// device that is already suspended (a user's order, or a restart
+// restoring both suspended) must not wait for the lower device's resume:
+// the cut asks what memory the stack maps without entering it. A mapping
+// of the upper device stays protected (no store lands) while either is
+// suspended, and stores land once both resumed.
+func TestDAXSession_SuspendOverSuspended(t *testing.T) {
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
+	const size = 1 << 20
+	e := newEnv(t)
+	mem := e.pmemVol("vol", size)
+	e.create("top", linear("/dev/mapper/vol", size/512))
+	c := clienttest.Start(t, e.d.SessionSocketPath())
+	c.Do("map top 0 %d rw", size)
+	c.Do("stream")
+	e.must("suspend vol", e.c.Suspend("vol", wire.Suspend{}))
+	done := make(chan error, 1)
+	// No flush: a flush of top waits for vol, as block I/O does.
+	go func() { done <- e.c.Suspend("top", wire.Suspend{NoFlush: true}) }()
+	select {
+	case err := <-done:
+		e.must("suspend top", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("suspending top over suspended vol waits for vol's resume")
+	}
+	e.must("resume vol", e.c.Resume("vol"))
+	if same, img1, img2 := suspendedSums(t, mem); !same {
+		t.Errorf("stores through top reached vol's memory while top was suspended (first at byte %d)", firstDiff(img1, img2))
+	}
+	e.must("resume top", e.c.Resume("top"))
+	var last uint64
+	fmt.Sscan(c.Do("stop"), &last)
+	img := readFile(t, mem)
+	if p := (last - 1) % (size / 4096); binary.LittleEndian.Uint64(img[p*4096:]) != last {
+		t.Errorf("the writer's last store %d is not on page %d of vol's memory after the resumes", last, p)
+	}
+	c.Do("quit")
 }

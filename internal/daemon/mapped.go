@@ -26,6 +26,7 @@ var (
 	_ dm.ExtentSource        = (*mappedDevice)(nil)
 	_ dm.WritePreparer       = (*mappedDevice)(nil)
 	_ dm.WriteGranularizer   = (*mappedDevice)(nil)
+	_ dm.MemorySource        = (*mappedDevice)(nil)
 	_ dm.Renamable           = (*mappedDevice)(nil)
 	_ dm.HoleFinder          = (*mappedDevice)(nil)
 	_ dm.FastZeroer          = (*mappedDevice)(nil)
@@ -90,6 +91,10 @@ func (m *mappedDevice) DirectAccess(off, n int64) ([]byte, error) { return m.dev
 // Extents resolves a range to the files of the mapped device's live table,
 // so a table over /dev/mapper/NAME can be mapped by clients too.
 func (m *mappedDevice) Extents(off, n int64) ([]dm.Extent, error) { return m.dev.Extents(off, n) }
+
+// Memory lists the memory behind a range of the mapped device, without
+// waiting for it (for the cut of a table stacked on it).
+func (m *mappedDevice) Memory(off, n int64) []dm.MemRange { return m.dev.Memory(off, n) }
 
 // PrepareWrite runs the mapped device's copy-before-write for a direct
 // store through a table stacked on it (a snapshot-origin below).

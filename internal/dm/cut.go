@@ -1,6 +1,9 @@
 package dm
 
 import (
+	"cmp"
+	"slices"
+
 	"github.com/daxsnap/daxsnap/internal/backing"
 )
 
@@ -79,21 +82,79 @@ type ActivationCutter interface {
 	ActivationCut() []*DeviceRef
 }
 
-// memory lists the memory that lines of t map, skipping lines that are
-// not memory (error, zero, a regular file).
-func (t *Table) memory() []MemRange {
+// MemorySource is implemented by backing devices that are mapped devices
+// (/dev/mapper/NAME): Memory lists the memory behind [off, off+n) of the
+// device, through the devices it stacks on, without waiting (see
+// Device.Memory).
+type MemorySource interface {
+	Memory(off, n int64) []MemRange
+}
+
+// Memory lists the memory behind [off, off+n) of d's live table, through
+// stacked devices, without waiting for a suspended device: while d is
+// suspended (or being suspended) it is all the memory d's live table
+// mapped at its suspend, which its suspend's cut covers. A cut of more
+// than a stacked line uses is safe: it only holds more.
+func (d *Device) Memory(off, n int64) []MemRange {
+	if !d.io.TryRLock() {
+		d.memMu.Lock()
+		defer d.memMu.Unlock()
+		return slices.Clone(d.suspendMem)
+	}
+	defer d.io.RUnlock()
+	if d.live == nil {
+		return nil
+	}
+	return d.live.memoryOf(off, n)
+}
+
+// memory lists the memory that t maps (lines that are not memory, such as
+// error, zero or a regular file, have none).
+func (t *Table) memory() []MemRange { return t.memoryOf(0, t.size.Bytes()) }
+
+// memoryOf lists the memory behind [off, off+n) of t, merged per file.
+func (t *Table) memoryOf(off, n int64) []MemRange {
 	var out []MemRange
-	for i, l := range t.lines {
-		if !t.caps[i].caps.Has(DAX) {
+	_ = t.span(off, n, func(target Target, toff, _, n int64) error {
+		return remapped(target, toff, n, func(dev backing.Device, devOff, n int64) error {
+			out = append(out, devMemory(dev, devOff, n)...)
+			return nil
+		})
+	})
+	return mergeMemory(out)
+}
+
+// devMemory is the memory behind [off, off+n) of a backing device.
+func devMemory(dev backing.Device, off, n int64) []MemRange {
+	switch d := dev.(type) {
+	case backing.MappingSource:
+		_, base := d.MapFile()
+		return []MemRange{{ID: dev.ID(), Off: base + off, Len: n}}
+	case MemorySource:
+		return d.Memory(off, n)
+	}
+	return nil
+}
+
+// mergeMemory sorts ranges and merges those of one file that overlap or
+// touch (a striped table's chunks of one file become one range).
+func mergeMemory(rs []MemRange) []MemRange {
+	slices.SortFunc(rs, func(a, b MemRange) int {
+		if c := cmp.Compare(a.ID.Dev, b.ID.Dev); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.ID.Ino, b.ID.Ino); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Off, b.Off)
+	})
+	var out []MemRange
+	for _, r := range rs {
+		if k := len(out) - 1; k >= 0 && out[k].ID == r.ID && r.Off <= out[k].Off+out[k].Len {
+			out[k].Len = max(out[k].Len, r.Off+r.Len-out[k].Off)
 			continue
 		}
-		exts, err := t.extents(l.Start.Bytes(), l.Len.Bytes())
-		if err != nil {
-			continue
-		}
-		for _, e := range exts {
-			out = append(out, e.Memory())
-		}
+		out = append(out, r)
 	}
 	return out
 }
@@ -108,15 +169,7 @@ func refMemory(ref *DeviceRef) []MemRange {
 	if n <= 0 {
 		return nil
 	}
-	exts, err := resolve(ref, off, n)
-	if err != nil {
-		return nil
-	}
-	out := make([]MemRange, 0, len(exts))
-	for _, e := range exts {
-		out = append(out, e.Memory())
-	}
-	return out
+	return devMemory(ref.Device, off, n)
 }
 
 // activationMemory lists the memory the ActivationCutters of t need cut.
@@ -129,5 +182,5 @@ func (t *Table) activationMemory() []MemRange {
 			}
 		}
 	}
-	return out
+	return mergeMemory(out)
 }

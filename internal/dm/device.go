@@ -43,6 +43,10 @@ type Device struct {
 	// endCut ends the cut of the live table's memory that suspend started
 	// (see cut.go), for the resume (or removal) to call.
 	endCut func()
+	// suspendMem is the memory that cut covers, what Memory says while d
+	// is suspended (stacked devices ask it without waiting).
+	memMu      sync.Mutex
+	suspendMem []MemRange
 
 	io   sync.RWMutex
 	live *Table       // written only with io write-held
@@ -133,7 +137,11 @@ func (d *Device) suspendLocked() {
 		forEach[Suspender](live, Suspender.PreSuspend)
 		// Before I/O drains: a copy-before-write under way for a direct
 		// store enters d, and the cut waits for it.
-		d.endCut = d.m.cut(live.memory(), "suspend "+d.Name())
+		mem := live.memory()
+		d.memMu.Lock()
+		d.suspendMem = mem
+		d.memMu.Unlock()
+		d.endCut = d.m.cut(mem, "suspend "+d.Name())
 	}
 	d.io.Lock()
 	d.suspended = true
@@ -214,8 +222,7 @@ func (d *Device) resumeLocked() error {
 	forEach[Resumer](d.live, Resumer.Resume)
 	// The held stores resolve through the live table now.
 	callEnd(endActivation)
-	callEnd(d.endCut)
-	d.endCut = nil
+	d.endSuspendCut()
 	if old != nil {
 		return old.Close()
 	}
@@ -432,8 +439,7 @@ func (d *Device) destroy() error {
 	// Let held I/O go: it finds no live table and fails.
 	d.suspended = false
 	d.io.Unlock()
-	callEnd(d.endCut)
-	d.endCut = nil
+	d.endSuspendCut()
 	return errors.Join(errs...)
 }
 
@@ -441,4 +447,13 @@ func callEnd(end func()) {
 	if end != nil {
 		end()
 	}
+}
+
+// endSuspendCut ends the cut suspend started; ctl held, io released.
+func (d *Device) endSuspendCut() {
+	d.memMu.Lock()
+	d.suspendMem = nil
+	d.memMu.Unlock()
+	callEnd(d.endCut)
+	d.endCut = nil
 }
