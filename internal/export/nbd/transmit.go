@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Scheduling. Waking another goroutine costs tens of microseconds on a
@@ -69,14 +72,36 @@ func (c *conn) transmit() {
 func (c *conn) requestBuffered() bool {
 	n := c.br.Buffered()
 	if n < requestSize {
-		return false
+		return c.moreTLSPending()
 	}
 	b, _ := c.br.Peek(requestSize)
 	r, err := decodeRequest(b)
 	if err != nil {
 		return true // reading it will not block; it is rejected at once
 	}
-	return r.typ != cmdWrite || uint64(n) >= requestSize+uint64(r.length)
+	return r.typ != cmdWrite || uint64(n) >= requestSize+uint64(r.length) || c.moreTLSPending()
+}
+
+// moreTLSPending reports, on a TLS connection, whether the client has
+// sent bytes the server has not read yet. crypto/tls hands over one
+// record per Read, so the buffer alone would make every reply go out on
+// its own; bytes on the socket are part of a record the client has
+// committed to sending, so reading on will not wait for replies.
+func (c *conn) moreTLSPending() bool {
+	if c.cork == nil {
+		return false
+	}
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
 }
 
 func (c *conn) endOfStream(err error) {
