@@ -17,6 +17,10 @@ func (s *Server) readData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.authorizeRead(r); err != nil {
+		writeError(w, err)
+		return
+	}
 	p, err := s.svc.ReadData(r.PathValue("name"), off, n)
 	if err != nil {
 		writeError(w, err)
@@ -40,6 +44,32 @@ func (s *Server) writeData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	replyEmpty(w, s.svc.WriteData(r.PathValue("name"), off, p))
+}
+
+// DataAuthorizer, if a Service implements it, decides who may read a
+// device's data through the control API, by the device's owner and
+// mode. A Service without it lets only root and the server's owner read
+// data: "anyone may read" covers state, never the bytes of a device.
+type DataAuthorizer interface {
+	AuthorizeRead(name string, p Peer) error
+}
+
+// authorizeRead applies the data rule to a GET of /v1/devices/{name}/data.
+func (s *Server) authorizeRead(r *http.Request) error {
+	name := r.PathValue("name")
+	p, known := peerFrom(r.Context())
+	if !known {
+		return fmt.Errorf("%w: reading %s's data needs the caller's credentials, which only the unix socket carries: connect through it",
+			ErrPermission, name)
+	}
+	if p.UID == 0 || p.UID == s.owner {
+		return nil
+	}
+	if a, ok := s.svc.(DataAuthorizer); ok {
+		return a.AuthorizeRead(name, p)
+	}
+	return fmt.Errorf("%w: uid %d (pid %d) may not read %s's data: only root or uid %d, which runs the daemon, may",
+		ErrPermission, p.UID, p.PID, name, s.owner)
 }
 
 func dataRange(r *http.Request) (off, n int64, err error) {

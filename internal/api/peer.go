@@ -45,7 +45,8 @@ func peerFrom(ctx context.Context) (Peer, bool) {
 	return p, true
 }
 
-// authorize lets anyone read; changes need root or the daemon's uid.
+// authorize lets anyone read state; changes need root or the daemon's
+// uid. Reading a device's data has its own rule too (authorizeRead).
 func (s *Server) authorize(method string, p Peer, known bool) error {
 	if method == http.MethodGet || method == http.MethodHead {
 		return nil
