@@ -98,7 +98,7 @@ func (s *Server) Cut(mem []dm.MemRange, why string) (end func()) {
 		}
 		protected++
 		if s.sweepHook != nil {
-			s.sweepHook(protected)
+			s.sweepHook(protected, m.faults.Load)
 		}
 	}
 	s.protMu.Unlock()

@@ -170,13 +170,15 @@ func (m *mapping) unprotect(off, n int64) {
 // hands it to the next daemon or closes it; with a client holding no copy
 // (an older library) the kernel lifts the protection and wakes any writer.
 func (m *mapping) drop() {
-	if m.dropped.Swap(true) {
-		return
+	if !m.dropped.Swap(true) {
+		m.detach()
+		if m.uffd != nil {
+			m.uffd.Close()
+		}
 	}
-	m.detach()
-	if m.uffd != nil {
-		m.uffd.Close()
-	}
+	// Also when the handler dropped it first (its client unmapped): the
+	// handler may be detaching it right now, and a session's release, so
+	// Server.Close, must not return before its device close is counted.
 	if m.handling {
 		// The handler returns once its current fault is resolved; one
 		// waiting for a suspended device may take until the device
@@ -209,9 +211,16 @@ func (m *mapping) detach() {
 		// Not waited for: a recall runs while the device's control lock
 		// is held (for the resume it serves), which Close needs.
 		srv := m.sess.srv
-		srv.closing.Add(1)
+		srv.closeMu.Lock()
+		counted := !srv.closesWaited
+		if counted {
+			srv.closing.Add(1)
+		}
+		srv.closeMu.Unlock()
 		go func() {
-			defer srv.closing.Done()
+			if counted {
+				defer srv.closing.Done()
+			}
 			if err := m.dev.Close(); err != nil {
 				m.sess.srv.log.Warn("closing a mapped device failed", append(m.sess.log(), "device", m.dev.Name(), "err", err)...)
 			}
@@ -284,6 +293,9 @@ func (m *mapping) event(msg uffd.Msg) {
 		base := m.base()
 		if start < base+uintptr(m.n) && end > base {
 			m.dropped.Store(true) // the handler leaves after this batch: Close below interrupts Wait
+			if h := srv.unmapHook.Load(); h != nil {
+				(*h)()
+			}
 			m.detach()
 			m.sess.forget(m.id, m)
 			go m.uffd.Close()

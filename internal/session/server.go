@@ -60,13 +60,21 @@ type Server struct {
 
 	wg      sync.WaitGroup // accept loop and sessions
 	closing sync.WaitGroup // device closes of dropped mappings
+	// closeMu orders closing's Adds before its Wait in Close: once
+	// closesWaited is set, a close that starts (a fault handler that
+	// outlived dropWait, then saw its client unmap) is not counted.
+	closeMu      sync.Mutex
+	closesWaited bool
 
 	// sweepHook, set by tests, runs in a cut after each mapping it
 	// protected; brokenCut, set by tests only, resolves faults during a
 	// cut at once instead of holding them (to show the checker catches
 	// the broken cut).
-	sweepHook func(protected int)
+	sweepHook func(protected int, faults func() int64)
 	brokenCut atomic.Bool
+	// unmapHook, set by tests, runs in a fault handler that saw its
+	// client unmap, before it lets the mapping go.
+	unmapHook atomic.Pointer[func()]
 
 	stats Stats
 }
@@ -208,6 +216,9 @@ func (s *Server) Close() error {
 		x.conn.Close()
 	}
 	s.wg.Wait()
+	s.closeMu.Lock()
+	s.closesWaited = true
+	s.closeMu.Unlock()
 	s.closing.Wait() // the devices are free for the caller's shutdown
 	return err
 }
