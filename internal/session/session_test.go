@@ -511,10 +511,17 @@ func TestSnapshot_ManyWritersRepeated(t *testing.T) {
 	}
 	cuts := make([]uint64, writers)
 	for k := 0; k < rounds; k++ {
-		time.Sleep(5 * time.Millisecond)
+		// Each snapshot cuts every stream past the previous cut (a fixed
+		// sleep is no such promise under load: a writer may not have run).
+		waitStreams(t, vol, part, cuts)
 		name := fmt.Sprintf("snap%d", k)
 		snap := r.takeSnapshot(t, name, fmt.Sprintf("cow%d", k), vol)
-		time.Sleep(5 * time.Millisecond)
+		// Let the streams go on past the cut before the snapshot is read.
+		after, now := make([]uint64, writers), readAll(t, vol)
+		for i := range after {
+			after[i] = highestSeq(now[i*part : (i+1)*part])
+		}
+		waitStreams(t, vol, part, after)
 		img := readAll(t, snap)
 		for i := 0; i < writers; i++ {
 			j := checkPrefix(t, fmt.Sprintf("%s, writer %d", name, i), img[i*part:(i+1)*part])
@@ -543,6 +550,36 @@ func TestSnapshot_ManyWritersRepeated(t *testing.T) {
 	st := r.srv.Stats()
 	t.Logf("faults %d, held %d, prepared %d, sweeps %d (%v total), torn words accepted %d", st.Faults.Load(), st.Held.Load(), st.Prepared.Load(),
 		st.Sweeps.Load(), time.Duration(st.SweepNanos.Load()), tornSeen.Load()-torn0)
+}
+
+// highestSeq is the highest seq of the "stream" writes in img, or 0 if it
+// holds none.
+func highestSeq(img []byte) uint64 {
+	var j uint64
+	for p := 0; p < len(img)/pageSize; p++ {
+		j = max(j, word(img, p))
+	}
+	return max(j, 1) - 1
+}
+
+// waitStreams waits until every "stream" writer i, writing to its part of
+// vol, has stored a write past seq after[i].
+func waitStreams(t *testing.T, vol *dm.Device, part int, after []uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		img, behind := readAll(t, vol), -1
+		for i := range after {
+			if highestSeq(img[i*part:(i+1)*part]) <= after[i] {
+				behind = i
+			}
+		}
+		if behind < 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writer %d stored nothing past write %d in a minute", behind, after[behind])
+		}
+	}
 }
 
 // TestProtocol_Misbehaving: a client that does not follow the protocol is
@@ -664,18 +701,26 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 	}
 
 	// The broken cut: the checker must catch it. The sweep waits, after
-	// protecting the first mapping, until its writer's faults have gone
-	// through (resolved at once, un-protecting their pages while the
-	// snapshot is not active yet); then the writers go twice round their
-	// rings, so that stores land on those pages after the activation.
+	// protecting the first mapping, until that mapping's writer has
+	// faulted on 8 pages (resolved at once, un-protecting its pages while
+	// the snapshot is not active yet); then the writers go twice round
+	// their rings, so that stores land on those pages after the
+	// activation. The faults counted are that mapping's own: faults of
+	// the mappings not yet protected (on pages an earlier snapshot still
+	// protects) un-protect pages the sweep protects again, so they break
+	// nothing, and under load they could make up all 8.
 	session.SetBrokenCut(r.srv, true)
-	session.SetSweepHook(r.srv, func(protected int) {
+	session.SetSweepFaultsHook(r.srv, func(protected int, faults func() int64) {
 		if protected != 1 {
 			return
 		}
-		f0 := r.srv.Stats().Faults.Load()
-		for deadline := time.Now().Add(10 * time.Second); r.srv.Stats().Faults.Load() < f0+8 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
+		f0 := faults()
+		for deadline := time.Now().Add(time.Minute); faults() < f0+8; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				// Without those faults the broken variant breaks nothing.
+				t.Errorf("%d faults in a minute on the mapping the broken cut protected first, want 8", faults()-f0)
+				return
+			}
 		}
 	})
 	broken := r.takeSnapshot(t, "broken", fmt.Sprintf("cow%d", rounds), vol)
