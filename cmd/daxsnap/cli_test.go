@@ -61,7 +61,14 @@ Owner:             uid 0, gid 6, mode 0600
 	}
 
 	fields := strings.Fields(c.ok("pmem", "list"))
-	golden(t, "pmem list", strings.Join(fields, " "), "NAME SIZE FS PATH USED BY r 4MiB tmpfs "+path+" vol")
+	golden(t, "pmem list", strings.Join(fields, " "), "NAME SIZE FS OWNER MODE PATH USED BY r 4MiB tmpfs 0:6 0600 "+path+" vol")
+
+	// A region's owner, which a non-root map needs the right to.
+	c.ok("pmem", "create", "mine", "--size", "4M", "--uid", "65534", "--mode", "0640")
+	if out := c.ok("pmem", "list"); !strings.Contains(out, "65534:6  0640") {
+		t.Errorf("pmem list after pmem create mine --uid 65534 --mode 0640:\n%s\nwant owner 65534:6 mode 0640", out)
+	}
+	c.fail("pmem create bad: --mode", "pmem", "create", "bad", "--size", "4M", "--mode", "04755")
 }
 
 // Ensure that the verbs change what info shows: load, suspend, resume,

@@ -62,25 +62,16 @@ mode 0600.`,
 		Args: args(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
-			if cmd.Flags().Changed("uid") {
-				req.UID = &uid
-			}
-			if cmd.Flags().Changed("gid") {
-				req.GID = &gid
-			}
-			if cmd.Flags().Changed("mode") {
-				// The daemon checks it too; "" would mean its default there.
-				if _, err := access.ParseMode(req.Mode); err != nil {
-					return fmt.Errorf("create %s: --mode: %w", req.Name, err)
-				}
+			var err error
+			if req.UID, req.GID, err = ownerFlags(cmd, "create "+req.Name, uid, gid, req.Mode); err != nil {
+				return err
 			}
 			if !req.NoTable {
-				var err error
 				if req.Table, err = a.readTable("create "+req.Name, table, args[1:]); err != nil {
 					return err
 				}
 			}
-			_, err := a.api().Create(req)
+			_, err = a.api().Create(req)
 			return err
 		},
 	}
@@ -93,6 +84,25 @@ mode 0600.`,
 	f.Uint32VarP(&gid, "gid", "G", 0, "group `GID` of the device (default 6, disk)")
 	f.StringVarP(&req.Mode, "mode", "M", "", "permission bits of the device, octal `MODE` (default 0600)")
 	return cmd
+}
+
+// ownerFlags reads --uid, --gid and --mode as a request carries them:
+// nil (and "") for what was not given, which the daemon defaults.
+func ownerFlags(cmd *cobra.Command, op string, uid, gid uint32, mode string) (*uint32, *uint32, error) {
+	var u, g *uint32
+	if cmd.Flags().Changed("uid") {
+		u = &uid
+	}
+	if cmd.Flags().Changed("gid") {
+		g = &gid
+	}
+	if cmd.Flags().Changed("mode") {
+		// The daemon checks it too; "" would mean its default there.
+		if _, err := access.ParseMode(mode); err != nil {
+			return nil, nil, fmt.Errorf("%s: --mode: %w", op, err)
+		}
+	}
+	return u, g, nil
 }
 
 func (a *app) loadCmd() *cobra.Command {

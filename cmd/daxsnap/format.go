@@ -111,13 +111,13 @@ func formatPmem(w io.Writer, regions []wire.Pmem) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSIZE\tFS\tPATH\tUSED BY")
+	fmt.Fprintln(tw, "NAME\tSIZE\tFS\tOWNER\tMODE\tPATH\tUSED BY")
 	for _, p := range regions {
 		users := strings.Join(p.UsedBy, ",")
 		if users == "" {
 			users = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, formatSize(p.Size), p.Filesystem, p.Path, users)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d:%d\t%s\t%s\t%s\n", p.Name, formatSize(p.Size), p.Filesystem, p.UID, p.GID, p.Mode, p.Path, users)
 	}
 	tw.Flush()
 	for _, p := range regions {

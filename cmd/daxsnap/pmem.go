@@ -19,10 +19,22 @@ func (a *app) pmemCmd() *cobra.Command {
 func (a *app) pmemCreateCmd() *cobra.Command {
 	var size, dir string
 	var hugetlb bool
+	var uid, gid uint32
+	var mode string
 	cmd := &cobra.Command{
-		Use:   "create NAME --size SIZE [--dir DIR] [--hugetlb]",
+		Use:   "create NAME --size SIZE [--dir DIR] [--hugetlb] [-U UID] [-G GID] [-M MODE]",
 		Short: "Create and reserve a memory region; tables name it by the path it prints",
-		Args:  args(1, 1),
+		Long: `Create and reserve a memory region; tables name it by the path it prints.
+
+--uid, --gid and --mode say which users may map devices on the region.
+A DAX map hands the client a descriptor of the whole region file, which
+reaches every device on the region (and its size), so a user other than
+root needs, besides the device's permission (create --uid --gid --mode),
+the same permission to the region: read for a read-only map, read and
+write for a writable one. Give each user that maps devices a region of
+their own. The defaults are uid 0, gid 6 (disk), mode 0600: only root
+maps devices on the region.`,
+		Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if size == "" {
 				return fmt.Errorf("pmem create %s: --size is required, e.g. --size 64M", args[0])
@@ -31,7 +43,11 @@ func (a *app) pmemCreateCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("pmem create %s: %w", args[0], err)
 			}
-			p, err := a.api().PmemCreate(wire.PmemCreate{Name: args[0], Size: n, Dir: dir, Hugetlb: hugetlb})
+			req := wire.PmemCreate{Name: args[0], Size: n, Dir: dir, Hugetlb: hugetlb, Mode: mode}
+			if req.UID, req.GID, err = ownerFlags(cmd, "pmem create "+args[0], uid, gid, mode); err != nil {
+				return err
+			}
+			p, err := a.api().PmemCreate(req)
 			if err != nil {
 				return err
 			}
@@ -42,6 +58,9 @@ func (a *app) pmemCreateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&size, "size", "", "size, e.g. 64M or 4G (powers of 1024)")
 	cmd.Flags().StringVar(&dir, "dir", "", "tmpfs or hugetlbfs directory (default /dev/shm, or /dev/hugepages with --hugetlb)")
 	cmd.Flags().BoolVar(&hugetlb, "hugetlb", false, "use huge pages (needs a hugetlbfs mount and reserved pages)")
+	cmd.Flags().Uint32VarP(&uid, "uid", "U", 0, "owner `UID` of the region, for DAX map permission (default 0)")
+	cmd.Flags().Uint32VarP(&gid, "gid", "G", 0, "group `GID` of the region (default 6, disk)")
+	cmd.Flags().StringVarP(&mode, "mode", "M", "", "permission bits of the region, octal `MODE` (default 0600)")
 	return cmd
 }
 

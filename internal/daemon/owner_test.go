@@ -144,20 +144,15 @@ func TestDAXSession_perDeviceAuthorization(t *testing.T) {
 	bin := copyTestBinary(t)
 	sock := e.d.SessionSocketPath()
 	e.pmemVol("root", size)
-	e.createOwned("mine", linear(e.region("mine-mem", size), size/512), nobody, nobody, "0600")
-	e.createOwned("shared", linear(e.region("shared-mem", size), size/512), 1000, 1000, "0644")
-	e.createOwned("grp", linear(e.region("grp-mem", size), size/512), 1000, group, "0660")
+	// Each on a region with the device's owner: a map needs the right to
+	// the whole region too (TestDAXSession_regionAuthorization).
+	e.createOwned("mine", linear(e.regionOwned("mine-mem", size, nobody, nobody, "0600"), size/512), nobody, nobody, "0600")
+	e.createOwned("shared", linear(e.regionOwned("shared-mem", size, 1000, 1000, "0644"), size/512), 1000, 1000, "0644")
+	e.createOwned("grp", linear(e.regionOwned("grp-mem", size, 1000, group, "0660"), size/512), 1000, group, "0660")
 
 	c := clienttest.StartAs(t, sock, clienttest.User{UID: nobody, GID: nobody, Bin: bin})
-	for _, mode := range []string{"ro", "rw"} {
-		ans := refused(c, "map root 0 %d %s", size, mode)
-		for _, want := range []string{"(code " + wire.CodePermission + ")", "permission denied", "uid 65534", "map of root",
-			"owned by uid 0, gid 6, mode 0600", "other bits (---)", "--uid", "ask root"} {
-			if !strings.Contains(ans, want) {
-				t.Errorf("map root %s as uid 65534: %q, want a refusal containing %q", mode, ans, want)
-			}
-		}
-	}
+	refusedBoth(c, "root", size, "(code "+wire.CodePermission+")", "permission denied", "uid 65534", "map of root",
+		"owned by uid 0, gid 6, mode 0600", "other bits (---)", "--uid", "ask root")
 	c.Do("map mine 0 %d rw", size)
 	c.Do("fill 7")
 	if w := binary.LittleEndian.Uint64(e.read("mine", 3*4096, 8)); w != 7<<32|3 {
@@ -189,6 +184,91 @@ func TestDAXSession_perDeviceAuthorization(t *testing.T) {
 	r.Do("quit")
 }
 
+// regionOwned creates region name with an owner and mode.
+func (e *env) regionOwned(name string, size int64, uid, gid uint32, mode string) string {
+	e.t.Helper()
+	u, g := ids(uid, gid)
+	p, err := e.c.PmemCreate(wire.PmemCreate{Name: name, Size: size, UID: u, GID: g, Mode: mode})
+	if err != nil {
+		e.t.Fatalf("pmem create %s: %v", name, err)
+	}
+	if p.UID != uid || p.GID != gid || p.Mode != mode {
+		e.t.Fatalf("pmem create %s: owner %d:%d mode %s, want %d:%d %s", name, p.UID, p.GID, p.Mode, uid, gid, mode)
+	}
+	return p.Path
+}
+
+// Ensure that a map hands out no more memory than the client may reach:
+// volA (uid 65534) and volB (root, 0600) are two linear ranges of one
+// root-owned region, and a map of volA would hand uid 65534 a descriptor
+// of the whole region file, volB's range and the file's size included.
+// So uid 65534 may not map volA, read-only or writable, and the refusal
+// names the region and the fix; on a region of its own (pmem create
+// --uid 65534) the map works; a region that gives it read only allows a
+// read-only map only; the region's owner survives a restart.
+func TestDAXSession_regionAuthorization(t *testing.T) {
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
+	const size = 1 << 20
+	const nobody = 65534
+	e := newEnv(t)
+	for dir := e.cfg.StateDir; dir != "/tmp" && dir != "/"; dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := copyTestBinary(t)
+	shared := e.region("shared", 2*size)
+	if p, err := e.c.PmemGet("shared"); err != nil || p.UID != 0 || p.GID != 6 || p.Mode != "0600" {
+		t.Fatalf("pmem shared: %+v, %v: want the default owner 0:6 0600", p, err)
+	}
+	e.createOwned("volA", linear(shared, size/512), nobody, nobody, "0600")
+	e.create("volB", fmt.Sprintf("0 %d linear %s %d", size/512, shared, size/512))
+	e.createOwned("own", linear(e.regionOwned("own-mem", size, nobody, nobody, "0600"), size/512), nobody, nobody, "0600")
+	e.createOwned("peek", linear(e.regionOwned("peek-mem", size, 0, 0, "0644"), size/512), nobody, nobody, "0600")
+
+	c := clienttest.StartAs(t, e.d.SessionSocketPath(), clienttest.User{UID: nobody, GID: nobody, Bin: bin})
+	refusedBoth(c, "volA", size, "(code "+wire.CodePermission+")", "uid 65534", "volA", "region shared ("+shared+")",
+		"owned by uid 0, gid 6, mode 0600", "other bits (---)", "whole region file", "pmem create NAME --size SIZE --uid 65534")
+	c.Do("map own 0 %d rw", size)
+	c.Do("fill 5")
+	if w := binary.LittleEndian.Uint64(e.read("own", 2*4096, 8)); w != 5<<32|2 {
+		t.Errorf("own page 2 = %#x after uid 65534's fill, want %#x", w, 5<<32|2)
+	}
+	c.Do("unmap")
+	ans := refused(c, "map peek 0 %d rw", size)
+	if !strings.Contains(ans, "region peek-mem") || !strings.Contains(ans, "other bits (r--)") || !strings.Contains(ans, "do not allow read and write") {
+		t.Errorf("writable map of peek (region 0644) as uid 65534: %q, want refused by the region's other bits", ans)
+	}
+	c.Do("map peek 0 %d ro", size)
+	c.Do("quit")
+	if got := e.read("volB", 0, 8); !bytes.Equal(got, make([]byte, 8)) {
+		t.Errorf("volB page 0 = %x, want untouched zeros", got)
+	}
+
+	// Root maps anything; the region's owner survives a restart.
+	r := clienttest.Start(t, e.d.SessionSocketPath())
+	r.Do("map volA 0 %d rw", size)
+	r.Do("quit")
+	e.restart()
+	if p, err := e.c.PmemGet("own-mem"); err != nil || p.UID != nobody || p.GID != nobody || p.Mode != "0600" {
+		t.Fatalf("pmem own-mem after a restart: %+v, %v: want owner %d:%d 0600", p, err, nobody, nobody)
+	}
+}
+
+// refusedBoth maps size bytes of dev read-only, then writable, and
+// checks that both are refused with answers containing each of want.
+func refusedBoth(c *clienttest.Child, dev string, size int, want ...string) {
+	c.T.Helper()
+	for _, mode := range []string{"ro", "rw"} {
+		ans := refused(c, "map %s 0 %d %s", dev, size, mode)
+		for _, w := range want {
+			if !strings.Contains(ans, w) {
+				c.T.Errorf("map %s %s: %q, want a refusal containing %q", dev, mode, ans, w)
+			}
+		}
+	}
+}
+
 // refused sends a map command that must fail and returns the answer.
 func refused(c *clienttest.Child, format string, args ...any) string {
 	c.T.Helper()
@@ -197,4 +277,31 @@ func refused(c *clienttest.Child, format string, args ...any) string {
 		c.T.Fatalf("%s: %q (answered %v), want a refusal", fmt.Sprintf(format, args...), ans, ok)
 	}
 	return ans
+}
+
+// Ensure that a region truncated under its device (by root, or by a user
+// its owner and mode let map it writable) is reported, not mapped: a map
+// past its end is refused as out of range with what happened and what to
+// do (it would fault with SIGBUS in the client), pmem list says the file
+// was truncated, and the daemon goes on serving.
+func TestDAXSession_shrunkRegion(t *testing.T) {
+	const size = 1 << 20
+	e := newEnv(t)
+	path := e.pmemVol("vol", size)
+	if err := os.Truncate(path, size/2); err != nil {
+		t.Fatal(err)
+	}
+	r := clienttest.Start(t, e.d.SessionSocketPath())
+	ans := refused(r, "map vol 0 %d rw", size)
+	for _, want := range []string{"(code " + wire.CodeOutOfRange + ")", path, "truncated", "recreate the region"} {
+		if !strings.Contains(ans, want) {
+			t.Errorf("map of a device on a truncated region: %q, want a refusal containing %q", ans, want)
+		}
+	}
+	r.Do("map vol 0 %d rw", size/2) // what is left maps
+	r.Do("quit")
+	p, err := e.c.PmemGet("vol-mem")
+	if err != nil || !strings.Contains(p.Note, "truncated") || !strings.Contains(p.Note, "recreate the region") {
+		t.Errorf("pmem vol-mem after a truncate: %+v, %v: want a note that it was truncated", p, err)
+	}
 }

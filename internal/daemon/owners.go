@@ -5,6 +5,8 @@ import (
 	"os"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
@@ -52,22 +54,29 @@ func (o *owners) forget(dev *dm.Device) {
 // ownerOf reads the owner a create request asks for: dmsetup's defaults
 // for what it leaves out.
 func ownerOf(req wire.DeviceCreate) (access.Owner, error) {
+	return parseOwner("create "+req.Name, req.UID, req.GID, req.Mode)
+}
+
+// parseOwner reads the owner a request of op asks for (--uid, --gid,
+// --mode, each nil or "" when left out): dmsetup's defaults for what it
+// leaves out.
+func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) {
 	o := access.Default()
-	if req.UID != nil {
-		o.UID = *req.UID
+	if uid != nil {
+		o.UID = *uid
 	}
-	if req.GID != nil {
-		o.GID = *req.GID
+	if gid != nil {
+		o.GID = *gid
 	}
-	if req.Mode != "" {
-		m, err := access.ParseMode(req.Mode)
+	if mode != "" {
+		m, err := access.ParseMode(mode)
 		if err != nil {
-			return o, errorf(dm.ErrInvalidArgument, "create %s: %v", req.Name, err)
+			return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
 		}
 		o.Mode = m
 	}
 	if err := o.Check(); err != nil {
-		return o, errorf(dm.ErrInvalidArgument, "create %s: %v", req.Name, err)
+		return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
 	}
 	return o, nil
 }
@@ -75,6 +84,20 @@ func ownerOf(req wire.DeviceCreate) (access.Owner, error) {
 // recordOwner is o as the state file keeps it.
 func recordOwner(o access.Owner) *state.Owner {
 	return &state.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
+}
+
+// regionOwner is the owner of a region: the defaults for a record from
+// before regions had owners, and for one whose owner does not check
+// (problem says so).
+func regionOwner(rec state.Region) (o access.Owner, problem string) {
+	if rec.Owner == nil {
+		return access.Default(), ""
+	}
+	o = access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
+	if err := o.Check(); err != nil {
+		return access.Default(), fmt.Sprintf("its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map", err, access.Default())
+	}
+	return o, ""
 }
 
 // restoredOwner is the owner a record gives its device: a record from
@@ -101,6 +124,41 @@ func restoredOwner(rec state.Device) (o access.Owner, problem string) {
 // writable map, by the device's owner, group and mode (access.Owner.Allows).
 func (d *Daemon) authorizeMap(peer access.Peer, dev *dm.Device, write bool) error {
 	return mayMap(d.owners.get(dev), uint32(os.Geteuid()), peer, dev.Name(), write)
+}
+
+// authorizeMapFile is the DAX session server's AuthorizeFile: may peer
+// have the descriptor of the file at path (fd), which a map of dev hands
+// out? The descriptor reaches the whole file, so for a region of the
+// daemon the region's own owner and mode decide (pmem create --uid
+// --gid --mode), and for any other file (a DAX node, a file root named in
+// a table) the file's own. Root and the daemon's uid may have anything.
+func (d *Daemon) authorizeMapFile(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+	self := uint32(os.Geteuid())
+	if peer.UID == self || peer.UID == 0 {
+		return nil
+	}
+	act := "make a read-only map of"
+	if write {
+		act = "make a writable map of"
+	}
+	who := fmt.Sprintf("uid %d (gid %d, pid %d)", peer.UID, peer.GID, peer.PID)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("map of %s: fstat %s: %w", dev.Name(), path, err)
+	}
+	if rec, ok := d.regionOf(path, &st); ok {
+		o, _ := regionOwner(rec)
+		return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, region %s (%s)", dev.Name(), rec.Name, rec.Path), access.Need(write), fmt.Sprintf(
+			"a map hands out a descriptor of the whole region file, which reaches every device on the region, so it needs the right to the region as well as to %s: "+
+				"ask root for a region of your own (daxsnap pmem create NAME --size SIZE --uid %d [--gid GID --mode MODE]) with the device on it, "+
+				"or for a region whose --uid/--gid/--mode give you all of it",
+			dev.Name(), peer.UID))
+	}
+	o := access.Owner{UID: st.Uid, GID: st.Gid, Mode: st.Mode & 0o777}
+	return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, the file %s", dev.Name(), path), access.Need(write), fmt.Sprintf(
+		"a map hands out a descriptor of that whole file, so it needs the right to the file as well as to %s: ask root to chown or chmod the file, "+
+			"or for a region of your own (daxsnap pmem create NAME --size SIZE --uid %d) with the device on it",
+		dev.Name(), peer.UID))
 }
 
 // mayMap is authorizeMap's rule, with the daemon's uid self.

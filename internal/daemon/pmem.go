@@ -25,6 +25,10 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	if err := d.refuseWhileStopping(op); err != nil {
 		return wire.Pmem{}, err
 	}
+	owner, err := parseOwner(op, req.UID, req.GID, req.Mode)
+	if err != nil {
+		return wire.Pmem{}, err
+	}
 	dir := d.regionDir(req)
 	fs, err := d.checkRegion(op, dir, req)
 	if err != nil {
@@ -41,7 +45,7 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	if err != nil {
 		return wire.Pmem{}, err
 	}
-	rec := state.Region{Name: req.Name, Path: filepath.Join(sub, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs"}
+	rec := state.Region{Name: req.Name, Path: filepath.Join(sub, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs", Owner: recordOwner(owner)}
 	if _, err := os.Lstat(rec.Path); err == nil {
 		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
 	}
@@ -53,7 +57,7 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	if err != nil {
 		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
 	}
-	d.log.Info("pmem region created", "region", req.Name, "path", rec.Path, "size", rec.Size, "fs", fs.name)
+	d.log.Info("pmem region created", "region", req.Name, "path", rec.Path, "size", rec.Size, "fs", fs.name, "owner", owner)
 	return d.pmemInfo(rec), nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -16,6 +17,11 @@ func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
 		Filesystem: "tmpfs", UsedBy: d.regionUsers(rec.Path)}
 	if rec.Hugetlb {
 		p.Filesystem = "hugetlbfs"
+	}
+	o, problem := regionOwner(rec)
+	p.UID, p.GID, p.Mode = o.UID, o.GID, access.FormatMode(o.Mode)
+	if problem != "" {
+		p.Note = problem + ": recreate the region with the owner you want"
 	}
 	fi, err := os.Lstat(rec.Path)
 	if err == nil {
@@ -29,6 +35,10 @@ func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
 		p.Note = "file missing (" + err.Error() + "): tables naming it fail to load; `daxsnap pmem remove " + rec.Name + "` forgets it"
 	case fi.Size() != rec.Size:
 		p.Note = "file is " + strconv.FormatInt(fi.Size(), 10) + " bytes, not the " + strconv.FormatInt(rec.Size, 10) + " it was created with"
+		if fi.Size() < rec.Size {
+			p.Note += ": it was truncated (by root, or by a user its --uid/--gid/--mode let map it writable), and the devices on it fail with I/O errors past its end: " +
+				"save what you can, remove them, and recreate the region"
+		}
 	}
 	return p
 }

@@ -123,6 +123,22 @@ func (d *Daemon) regionAt(path string) (state.Region, bool) {
 	return state.Region{}, false
 }
 
+// regionOf is the region whose file is st (path, as a table names it),
+// if any: by inode, or by path for a record from before the daemon kept
+// inodes.
+func (d *Daemon) regionOf(path string, st *unix.Stat_t) (state.Region, bool) {
+	recs, err := d.store.Regions()
+	if err != nil {
+		return state.Region{}, false
+	}
+	for _, rec := range recs {
+		if rec.Ino != 0 && rec.Dev == st.Dev && rec.Ino == st.Ino || rec.Ino == 0 && rec.Path == path {
+			return rec, true
+		}
+	}
+	return state.Region{}, false
+}
+
 // removeRegionDir removes dir, a region directory, once it is empty and
 // no region record is in it.
 func (d *Daemon) removeRegionDir(dir string) {

@@ -19,6 +19,25 @@ func rootOnly(own uint32) func(access.Peer, *dm.Device, bool) error {
 	}
 }
 
+// byFileMode is the AuthorizeFile of a server whose Config has none: the
+// file's own owner and mode decide; root and uid own may have any file.
+func byFileMode(own uint32) func(access.Peer, *dm.Device, string, int, bool) error {
+	return func(p access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+		if p.UID == own {
+			return nil
+		}
+		o, err := access.OwnerOfFile(fd)
+		if err != nil {
+			return fmt.Errorf("map of %s: %s: %w", dev.Name(), path, err)
+		}
+		if o.Allows(p, access.Need(write)) {
+			return nil
+		}
+		return fmt.Errorf("%w: uid %d may not map %s: its memory is in %s (%s), and a map hands out a descriptor of the whole file, which does not allow uid %d %s",
+			access.ErrPermission, p.UID, dev.Name(), path, o, p.UID, access.Need(write))
+	}
+}
+
 // learnGroups completes the peer's credentials with its supplementary
 // groups, read once per session (while the process that connected
 // exists). If they cannot be read, only the primary gid counts.

@@ -34,6 +34,17 @@ type Config struct {
 	// who may and what to do. Any user may connect: the check is per
 	// request. nil allows root and the daemon's own uid only.
 	Authorize func(peer access.Peer, dev *dm.Device, write bool) error
+	// AuthorizeFile decides, after Authorize, for each file whose
+	// descriptor a map request would hand out, whether the peer may have
+	// it (for writing if write). A descriptor cannot be limited to the
+	// device's range: it reaches the whole file, every other device on
+	// it and its size (ftruncate), so the peer needs the right to the
+	// whole file. path is the file as the table names it, fd the
+	// daemon's descriptor of it. A non-nil error refuses the request as
+	// Authorize's does. nil: the file's own owner and mode decide, by
+	// the rule of access.Owner.Allows; root and the daemon's uid may
+	// have any file.
+	AuthorizeFile func(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error
 }
 
 // DefaultSpin is the handlers' spin before blocking: long enough to catch
@@ -139,6 +150,9 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	if cfg.Authorize == nil {
 		cfg.Authorize = rootOnly(uint32(os.Geteuid()))
+	}
+	if cfg.AuthorizeFile == nil {
+		cfg.AuthorizeFile = byFileMode(uint32(os.Geteuid()))
 	}
 	spin := cfg.Spin
 	if spin == 0 {

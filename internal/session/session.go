@@ -141,6 +141,9 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 	g, via, files, mem, fds, err := x.describe(dev, req)
 	defer closeAll(fds)
 	if err != nil {
+		if errors.Is(err, access.ErrPermission) {
+			x.srv.log.Info("map refused", append(x.log(), "device", req.Device, "write", req.Write, "err", err)...)
+		}
 		return x.refuse(id, codeOf(err), err)
 	}
 	if err := x.srv.fenced(via); err != nil {
@@ -238,6 +241,11 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 			if len(fds) == wire.MaxMapFiles {
 				return fail(fmt.Errorf("%w: the range of %s lies in more than %d files", dm.ErrNotSupported, name, wire.MaxMapFiles))
 			}
+			// The descriptor reaches the whole file, not only this
+			// device's range of it: the peer must be entitled to all of it.
+			if err := x.srv.cfg.AuthorizeFile(x.peer, dev, e.Path, int(fd), req.Write); err != nil {
+				return fail(err)
+			}
 			nfd, err := reopen(int(fd), req.Write)
 			if err != nil {
 				return fail(fmt.Errorf("%s: reopen %s: %w", name, e.Path, err))
@@ -245,6 +253,9 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 			i = len(fds)
 			fds = append(fds, nfd)
 			index[k] = i
+		}
+		if err := reaches(fds[i], foff+e.Len); err != nil {
+			return fail(fmt.Errorf("%s: %s: %w", name, e.Path, err))
 		}
 		g.Pieces = append(g.Pieces, wire.MapPiece{Off: e.Off - req.Offset, Len: e.Len, FD: i, FileOffset: foff})
 		*mem = append(*mem, e.Memory())
@@ -261,6 +272,21 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 		*via = append(*via, dev)
 	}
 	return g, fds, nil
+}
+
+// reaches checks that the file of fd still has end bytes: a region
+// truncated under its devices (by root, or by a user entitled to the
+// whole file) would hand the client a mapping that faults with SIGBUS.
+func reaches(fd int, end int64) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size < end {
+		return fmt.Errorf("%w: the file is %d bytes, short of the %d this map needs: it was truncated after the device was made; its data there is gone: "+
+			"remove the devices on it and recreate the region (daxsnap pmem list shows its size)", dm.ErrOutOfRange, st.Size, end)
+	}
+	return nil
 }
 
 // reopen opens the file behind the daemon's descriptor anew, read-only for
@@ -414,6 +440,8 @@ func codeOf(err error) string {
 		return wire.CodeInvalidArgument
 	case errors.Is(err, dm.ErrBusy):
 		return wire.CodeBusy
+	case errors.Is(err, access.ErrPermission):
+		return wire.CodePermission
 	}
 	return wire.CodeInternal
 }

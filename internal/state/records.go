@@ -14,6 +14,13 @@ type Region struct {
 	UID uint32 `json:"uid,omitempty"`
 	Dev uint64 `json:"dev,omitempty"`
 	Ino uint64 `json:"ino,omitempty"`
+	// Owner is who may map devices on the region (pmem create --uid
+	// --gid --mode): a map's descriptor reaches the whole file, so a
+	// non-root map needs the right to the region as well as to the
+	// device. It is not the file's owner (the daemon keeps that). nil:
+	// a record from before regions had owners, which gets the defaults
+	// (uid 0, gid 6, mode 0600: only root maps).
+	Owner *Owner `json:"owner,omitempty"`
 	// Op is the operation in flight ("create", "remove"), "" when none.
 	Op string `json:"op,omitempty"`
 }

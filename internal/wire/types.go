@@ -23,6 +23,13 @@ type PmemCreate struct {
 	Size    int64  `json:"size"`              // bytes
 	Dir     string `json:"dir,omitempty"`     // tmpfs or hugetlbfs mount; default /dev/shm (/dev/hugepages with Hugetlb)
 	Hugetlb bool   `json:"hugetlb,omitempty"` // use huge pages (Dir must be hugetlbfs)
+	// UID, GID and Mode are who may map devices on the region, as for
+	// DeviceCreate: a map hands out a descriptor of the whole region
+	// file, so a non-root map needs the right to the region too
+	// (docs/dax.md). Absent: uid 0, gid 6, mode "0600" (only root).
+	UID  *uint32 `json:"uid,omitempty"`
+	GID  *uint32 `json:"gid,omitempty"`
+	Mode string  `json:"mode,omitempty"` // octal permission bits, "0000" to "0777"
 }
 
 // Pmem describes a memory region.
@@ -34,6 +41,10 @@ type Pmem struct {
 	Filesystem string   `json:"filesystem"`        // tmpfs or hugetlbfs
 	UsedBy     []string `json:"used_by,omitempty"` // devices whose tables name it
 	Note       string   `json:"note,omitempty"`    // why it is unusable, if it is
+	// UID, GID and Mode: who may map devices on it (PmemCreate).
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Mode string `json:"mode"`
 }
 
 // DeviceCreate creates a mapped device (dmsetup create). With Table it is
