@@ -19,22 +19,35 @@ type peerKey struct{}
 // withPeer stores the peer credentials of a unix-socket connection in
 // the connection's context (http.Server.ConnContext).
 func withPeer(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
+	p, ok := peerOf(c)
 	if !ok {
 		return ctx
 	}
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// peerOf reads the credentials of c's peer (SO_PEERCRED); false if c is
+// not a unix-socket connection or they cannot be read.
+func peerOf(c net.Conn) (Peer, bool) {
+	if pc, ok := c.(*peerConn); ok {
+		return pc.peer, pc.known
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return Peer{}, false
+	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return ctx
+		return Peer{}, false
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil || credErr != nil {
-		return ctx
+		return Peer{}, false
 	}
-	return context.WithValue(ctx, peerKey{}, Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)})
+	return Peer{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, true
 }
 
 func peerFrom(ctx context.Context) (Peer, bool) {

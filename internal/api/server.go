@@ -17,6 +17,8 @@ type Options struct {
 	Logger *slog.Logger
 	// OwnerUID may change state besides root; default os.Getuid().
 	OwnerUID *int
+	// Limits bound the connections of clients (zero fields: DefaultLimits).
+	Limits Limits
 }
 
 // Server serves the API to connections accepted by its caller.
@@ -24,6 +26,7 @@ type Server struct {
 	svc   Service
 	log   *slog.Logger
 	owner int
+	lim   Limits
 	mux   *http.ServeMux
 	http  *http.Server
 }
@@ -37,19 +40,24 @@ func NewServer(svc Service, o Options) *Server {
 	if o.OwnerUID != nil {
 		s.owner = *o.OwnerUID
 	}
+	s.lim = o.Limits.withDefaults()
 	s.routes(o.Metrics)
 	s.http = &http.Server{
 		Handler:           s,
 		ConnContext:       withPeer,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.lim.ReadHeaderTimeout,
+		ReadTimeout:       s.lim.ReadTimeout,
+		IdleTimeout:       s.lim.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return s
 }
 
-// Serve accepts connections on l until Shutdown; it returns
-// http.ErrServerClosed after a shutdown.
-func (s *Server) Serve(l net.Listener) error { return s.http.Serve(l) }
+// Serve accepts connections on l until Shutdown, within the server's
+// Limits; it returns http.ErrServerClosed after a shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	return s.http.Serve(&limitListener{Listener: l, s: s, max: s.lim.MaxConns})
+}
 
 // Shutdown stops accepting and waits for in-flight requests (until ctx ends).
 func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }

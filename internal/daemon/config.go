@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/daxsnap/daxsnap/internal/api"
 )
 
 // Defaults.
@@ -70,6 +72,9 @@ type Config struct {
 	// before it forces them off (ServeUntilSignal). 0 waits until they do,
 	// or until a second signal.
 	ShutdownTimeout time.Duration
+	// ControlLimits bound the control socket's clients: read timeouts
+	// and the cap on other users' connections (zero: api.DefaultLimits).
+	ControlLimits api.Limits
 }
 
 // DefaultStateDir is $DAXSNAP_STATE, or ./daxsnap-state.

@@ -23,7 +23,7 @@ func (d *Daemon) listen() error {
 		d.stopFUSE()
 		return err
 	}
-	d.api = api.NewServer(d, api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api")})
+	d.api = api.NewServer(d, api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api"), Limits: d.cfg.ControlLimits})
 	d.serve("control API", func() error { return d.api.Serve(ctl) }, http.ErrServerClosed)
 	exp, err := d.startExports()
 	if err != nil {

@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(childEnv); sock != "" {
 		os.Exit(peerChild(sock))
 	}
+	if arg := os.Getenv(trickleChildEnv); arg != "" {
+		os.Exit(trickleChild(arg))
+	}
 	if arg := os.Getenv(readChildEnv); arg != "" {
 		os.Exit(readChild(arg))
 	}
