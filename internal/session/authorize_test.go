@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -77,5 +78,92 @@ func TestAuthorize_perRequest(t *testing.T) {
 	}
 	if n := srv.Stats().Refusals.Load(); n != 2 {
 		t.Errorf("refusals = %d, want 2 (permission, not found)", n)
+	}
+}
+
+// Ensure that Config.AuthorizeFile is asked, after Authorize, once per
+// file whose descriptor a map hands out, with the file as the table names
+// it and whether the map writes, and that its refusal reaches the client
+// as permission_denied with its text: a descriptor reaches the whole
+// file, not only the device's range.
+func TestAuthorizeFile_everyFile(t *testing.T) {
+	r := newRig(t, "mem1", "mem2")
+	half := sectors / 2
+	r.create(t, "vol", fmt.Sprintf("0 %d linear %s 0\n%d %d linear %s 0\n", half, r.path("mem1"), half, half, r.path("mem2")))
+	type call struct {
+		path  string
+		write bool
+	}
+	var mu sync.Mutex
+	var calls []call
+	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "auth.sock"), Lookup: r.m.Get,
+		Authorize: func(access.Peer, *dm.Device, bool) error { return nil },
+		AuthorizeFile: func(p access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+			mu.Lock()
+			calls = append(calls, call{path, write})
+			mu.Unlock()
+			if write && path == r.path("mem2") {
+				return fmt.Errorf("%w: %s reaches all of %s", access.ErrPermission, dev.Name(), path)
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+
+	ctx := context.Background()
+	c, err := client.Dial(ctx, srv.Socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Map(ctx, "vol", client.MapOptions{Length: volSize, Write: true})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != wire.CodePermission || !strings.Contains(ce.Message, "vol reaches all of "+r.path("mem2")) {
+		t.Fatalf("write map across mem2: %v, want permission_denied with AuthorizeFile's text", err)
+	}
+	m, err := c.Map(ctx, "vol", client.MapOptions{Length: volSize})
+	if err != nil {
+		t.Fatalf("read map: %v", err)
+	}
+	m.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []call{{r.path("mem1"), true}, {r.path("mem2"), true}, {r.path("mem1"), false}, {r.path("mem2"), false}}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("AuthorizeFile calls %+v, want %+v", calls, want)
+	}
+}
+
+// Ensure that without Config.AuthorizeFile a file's own owner and mode
+// decide: uid 65534 may not have root's 0600 file, may read a 0644 one
+// but not write it, and the daemon's uid may have any.
+func TestAuthorizeFile_defaultByFileMode(t *testing.T) {
+	r := newRig(t, "mem")
+	dev := r.create(t, "vol", fmt.Sprintf("0 %d linear %s 0\n", sectors, r.path("mem")))
+	f, err := os.Open(r.path("mem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	nobody := access.Peer{PID: 1, UID: 65534, GID: 65534}
+	auth := session.ByFileMode(uint32(os.Geteuid()))
+	err = auth(nobody, dev, r.path("mem"), int(f.Fd()), false)
+	if !errors.Is(err, access.ErrPermission) || !strings.Contains(err.Error(), "whole file") || !strings.Contains(err.Error(), "mode 0600") {
+		t.Errorf("uid 65534, root's 0600 file: %v, want refused by the file's mode", err)
+	}
+	if err := os.Chmod(r.path("mem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth(nobody, dev, r.path("mem"), int(f.Fd()), false); err != nil {
+		t.Errorf("uid 65534, read of a 0644 file: %v, want allowed", err)
+	}
+	if err := auth(nobody, dev, r.path("mem"), int(f.Fd()), true); !errors.Is(err, access.ErrPermission) {
+		t.Errorf("uid 65534, write of a 0644 file: %v, want refused", err)
+	}
+	if err := auth(access.Peer{UID: uint32(os.Geteuid())}, dev, r.path("mem"), int(f.Fd()), true); err != nil {
+		t.Errorf("the daemon's uid: %v, want allowed", err)
 	}
 }

@@ -25,3 +25,6 @@ func SetUnmapHook(s *Server, f func()) {
 	}
 	s.unmapHook.Store(&f)
 }
+
+// ByFileMode is the AuthorizeFile of a server whose Config has none.
+var ByFileMode = byFileMode
