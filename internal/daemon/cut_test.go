@@ -179,7 +179,8 @@ func testSuspendStopsStores(t *testing.T) {
 		}
 	}
 	e.must("resume", e.c.Resume("vol"))
-	time.Sleep(50 * time.Millisecond)
+	// Every writer goes on after the resume, however slowly it runs.
+	waitProgress(t, func() []byte { return readFile(t, mem) }, at)
 	lasts := make([]uint64, causalWriters)
 	for w, c := range cs {
 		fmt.Sscan(c.Do("stop"), &lasts[w])

@@ -595,7 +595,13 @@ func TestDAXSession_RecallAtSuspend(t *testing.T) {
 		t.Errorf("client after the suspend: recalled = %q, want true", ans)
 	}
 	e.must("resume", e.c.Resume("vol"))
-	time.Sleep(20 * time.Millisecond)
+	// Wait until the writer stores into vol's new memory (it maps again
+	// first), however slowly it runs; a sleep promised nothing under load.
+	for deadline := time.Now().Add(time.Minute); bytes.Count(e.read("vol", 0, size), []byte{0}) == size; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer stored nothing into vol's new memory within a minute of the resume")
+		}
+	}
 	var last uint64
 	fmt.Sscan(c.Do("stop"), &last)
 	img := e.read("vol", 0, size)

@@ -203,11 +203,14 @@ func TestSnapshot_Streaming(t *testing.T) {
 	c := clienttest.Start(t, r.srv.Socket())
 	c.Do("map vol 0 %d rw", volSize)
 	c.Do("stream")
-	time.Sleep(20 * time.Millisecond)
+	// The writer goes on before, between and after the snapshots, however
+	// slowly it runs (sleeps promised nothing under load).
+	goOn := func() { waitStreams(t, vol, volSize, []uint64{highestSeq(readAll(t, vol))}) }
+	goOn()
 	snap := r.takeSnapshot(t, "snap", "cow", vol)
-	time.Sleep(20 * time.Millisecond)
+	goOn()
 	snap2 := r.takeSnapshot(t, "snap2", "cow2", vol)
-	time.Sleep(20 * time.Millisecond)
+	goOn()
 	var last uint64
 	fmt.Sscan(c.Do("stop"), &last)
 	checkPrefix := func(name string, img []byte) uint64 { return checkPrefix(t, name, img) }
