@@ -32,29 +32,17 @@ func TestAuthorize_perRequest(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "auth.sock"), Lookup: r.m.Get,
-		Authorize: func(p access.Peer, dev *dm.Device, write bool) error {
-			mu.Lock()
-			calls = append(calls, call{p, dev.Name(), write})
-			mu.Unlock()
-			if write {
-				return fmt.Errorf("%w: no writable maps of %s here", access.ErrPermission, dev.Name())
-			}
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-
+	srv, c := serveAndDial(t, session.Config{Lookup: r.m.Get, Authorize: func(p access.Peer, dev *dm.Device, write bool) error {
+		mu.Lock()
+		calls = append(calls, call{p, dev.Name(), write})
+		mu.Unlock()
+		if write {
+			return fmt.Errorf("%w: no writable maps of %s here", access.ErrPermission, dev.Name())
+		}
+		return nil
+	}})
 	ctx := context.Background()
-	c, err := client.Dial(ctx, srv.Socket())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.Map(ctx, "vol", client.MapOptions{Length: volSize, Write: true})
+	_, err := c.Map(ctx, "vol", client.MapOptions{Length: volSize, Write: true})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != wire.CodePermission || !strings.Contains(ce.Message, "no writable maps of vol here") {
 		t.Fatalf("write map: %v, want permission_denied with Authorize's text", err)
@@ -96,8 +84,7 @@ func TestAuthorizeFile_everyFile(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "auth.sock"), Lookup: r.m.Get,
-		Authorize: func(access.Peer, *dm.Device, bool) error { return nil },
+	_, c := serveAndDial(t, session.Config{Lookup: r.m.Get, Authorize: func(access.Peer, *dm.Device, bool) error { return nil },
 		AuthorizeFile: func(p access.Peer, dev *dm.Device, path string, fd int, write bool) error {
 			mu.Lock()
 			calls = append(calls, call{path, write})
@@ -107,19 +94,8 @@ func TestAuthorizeFile_everyFile(t *testing.T) {
 			}
 			return nil
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-
 	ctx := context.Background()
-	c, err := client.Dial(ctx, srv.Socket())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.Map(ctx, "vol", client.MapOptions{Length: volSize, Write: true})
+	_, err := c.Map(ctx, "vol", client.MapOptions{Length: volSize, Write: true})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != wire.CodePermission || !strings.Contains(ce.Message, "vol reaches all of "+r.path("mem2")) {
 		t.Fatalf("write map across mem2: %v, want permission_denied with AuthorizeFile's text", err)
@@ -166,4 +142,23 @@ func TestAuthorizeFile_defaultByFileMode(t *testing.T) {
 	if err := auth(access.Peer{UID: uint32(os.Geteuid())}, dev, r.path("mem"), int(f.Fd()), true); err != nil {
 		t.Errorf("the daemon's uid: %v, want allowed", err)
 	}
+}
+
+// serveAndDial serves cfg on a socket of its own and connects a client;
+// both end with the test.
+func serveAndDial(t *testing.T, cfg session.Config) (*session.Server, *client.Client) {
+	t.Helper()
+	cfg.Socket = filepath.Join(t.TempDir(), "auth.sock")
+	srv, err := session.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	c, err := client.Dial(context.Background(), srv.Socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return srv, c
 }
