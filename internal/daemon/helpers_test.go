@@ -166,14 +166,14 @@ func (e *env) info(name string) wire.Info {
 // count drops shortly after the client is gone, not before.
 func (e *env) waitOpenCount(name string, want int) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		in := e.info(name)
 		if in.OpenCount == want {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("open count of %s is %d after 10s, want %d", name, in.OpenCount, want)
+			e.t.Fatalf("open count of %s is %d after a minute, want %d", name, in.OpenCount, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -187,7 +187,7 @@ func TestDaemon_removeOpen(t *testing.T) {
 		t.Fatalf("low after remove --deferred: %+v", in)
 	}
 	e.must("remove high", e.c.Remove("high", wire.Remove{}))
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		_, err := e.c.Info("low")
 		if errors.Is(err, dm.ErrNotFound) {

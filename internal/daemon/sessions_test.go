@@ -212,7 +212,7 @@ func TestDAXSession_NBDThroughout(t *testing.T) {
 		c[i].Send("stream")
 	}
 	for i := range c {
-		if ans, ok := c[i].Wait(10 * time.Second); !ok || ans != "ok" {
+		if ans, ok := c[i].Wait(time.Minute); !ok || ans != "ok" {
 			t.Fatalf("writer %d: stream = %q", i, ans)
 		}
 	}
@@ -268,6 +268,11 @@ func TestDAXSession_NBDThroughout(t *testing.T) {
 		}
 		e.waitOpenCount(name, 0) // the server closes its side after the client
 		e.must("snapshot remove", e.c.SnapshotRemove(name))
+	}
+	// At least one NBD read+write pair while the clients write, however
+	// slowly the NBD goroutine runs.
+	for deadline := time.Now().Add(time.Minute); nbdOps.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
 	close(stop)
 	if err := <-nbdErr; err != nil {

@@ -90,10 +90,10 @@ func (r *rig) open(name string, flag int) *os.File {
 // releases a file a moment after its last close.
 func waitOpenCount(t *testing.T, dev *dm.Device, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for dev.Info().OpenCount != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("open count of %s is %d after 10s, want %d", dev.Name(), dev.Info().OpenCount, want)
+			t.Fatalf("open count of %s is %d after a minute, want %d", dev.Name(), dev.Info().OpenCount, want)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

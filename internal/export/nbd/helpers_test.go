@@ -201,7 +201,7 @@ func (e *testExports) List(c *Client) []ExportInfo {
 // waitReleased waits until every opened export was released.
 func (e *testExports) waitReleased(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for e.released.Load() != e.opened.Load() {
 		if time.Now().After(deadline) {
 			t.Fatalf("opened %d exports, released %d", e.opened.Load(), e.released.Load())
