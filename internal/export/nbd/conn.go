@@ -163,6 +163,14 @@ func (c *conn) setDeadline(t time.Time) {
 	}
 }
 
+// setReadDeadline is setDeadline for reads only.
+func (c *conn) setReadDeadline(t time.Time) {
+	_ = c.raw.SetReadDeadline(t)
+	if c.srv.closing.Load() {
+		c.interrupt()
+	}
+}
+
 // flush sends buffered replies; false if the connection is broken.
 func (c *conn) flush() bool {
 	c.wmu.Lock()

@@ -25,11 +25,23 @@ type Options struct {
 	MaxInFlight int64
 	// HandshakeTimeout bounds option negotiation. Default 30 s.
 	HandshakeTimeout time.Duration
+	// MaxBuffered bounds the write payload bytes all connections
+	// together hold in buffers, from the request header until the
+	// backend has taken them. A reader that would pass it waits
+	// (backpressure). Default 256 MiB.
+	MaxBuffered int64
+	// PayloadTimeout bounds how long a client may take to send a write
+	// payload once its request header arrived; one that takes longer is
+	// disconnected, so a stalled client cannot hold buffer space.
+	// Default 30 s.
+	PayloadTimeout time.Duration
 }
 
 const (
 	defaultMaxInFlight      = 64 << 20
 	defaultHandshakeTimeout = 30 * time.Second
+	defaultMaxBuffered      = 256 << 20
+	defaultPayloadTimeout   = 30 * time.Second
 )
 
 // Server serves exports over NBD on any number of listeners.
@@ -44,6 +56,11 @@ type Server struct {
 	lns     map[net.Listener]struct{}
 	conns   map[*conn]struct{}
 	active  sync.WaitGroup // one per live connection
+
+	bufMu    sync.Mutex
+	bufRoom  sync.Cond // signalled when buffered drops, or on Shutdown
+	buffered int64     // write payload bytes charged (MaxBuffered)
+	peak     int64     // the most buffered has been
 }
 
 // NewServer returns a server for exports.
@@ -57,13 +74,65 @@ func NewServer(exports Exports, opts Options) *Server {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = defaultHandshakeTimeout
 	}
-	return &Server{
+	if opts.MaxBuffered <= 0 {
+		opts.MaxBuffered = defaultMaxBuffered
+	}
+	if opts.PayloadTimeout <= 0 {
+		opts.PayloadTimeout = defaultPayloadTimeout
+	}
+	s := &Server{
 		exports: exports,
 		opts:    opts,
 		log:     opts.Logger,
 		lns:     make(map[net.Listener]struct{}),
 		conns:   make(map[*conn]struct{}),
 	}
+	s.bufRoom.L = &s.bufMu
+	return s
+}
+
+// Buffered reports the write payload bytes buffered now, and the most
+// there have been since the server started; never more than
+// Options.MaxBuffered.
+func (s *Server) Buffered() (now, peak int64) {
+	s.bufMu.Lock()
+	defer s.bufMu.Unlock()
+	return s.buffered, s.peak
+}
+
+// chargeBuffer charges n bytes (at most MaxBuffered) to the server-wide
+// buffer budget, waiting while it is spent; false if the server shut
+// down meanwhile. It returns what it charged, for releaseBuffer.
+func (s *Server) chargeBuffer(n int64) (int64, bool) {
+	n = min(n, s.opts.MaxBuffered)
+	s.bufMu.Lock()
+	defer s.bufMu.Unlock()
+	for s.buffered+n > s.opts.MaxBuffered {
+		if s.closing.Load() {
+			return 0, false
+		}
+		s.bufRoom.Wait()
+	}
+	s.buffered += n
+	s.peak = max(s.peak, s.buffered)
+	return n, true
+}
+
+// bufferFree reports whether n bytes may be charged without waiting.
+func (s *Server) bufferFree(n int64) bool {
+	s.bufMu.Lock()
+	defer s.bufMu.Unlock()
+	return s.buffered+min(n, s.opts.MaxBuffered) <= s.opts.MaxBuffered
+}
+
+func (s *Server) releaseBuffer(n int64) {
+	if n == 0 {
+		return
+	}
+	s.bufMu.Lock()
+	s.buffered -= n
+	s.bufMu.Unlock()
+	s.bufRoom.Broadcast()
 }
 
 // Serve accepts connections on l (TCP or unix) until Shutdown, and then
@@ -144,6 +213,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.interrupt()
 	}
 	s.mu.Unlock()
+	s.bufMu.Lock()
+	s.bufRoom.Broadcast() // readers waiting for buffer space give up
+	s.bufMu.Unlock()
 
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()

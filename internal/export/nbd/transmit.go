@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"syscall"
 	"time"
 
@@ -36,6 +37,9 @@ type job struct {
 	buf    []byte  // payload: write data in, read data out
 	pooled *[]byte // buf's pool entry, nil for the reader's scratch
 	cost   int64   // in-flight charge, 0 when served inline
+	// charged is what a write's payload holds of the server-wide
+	// buffer budget (Options.MaxBuffered), until the backend has it.
+	charged int64
 }
 
 // transmit reads requests until the client disconnects, the stream
@@ -148,6 +152,12 @@ func (c *conn) handle(r *request) error {
 // serveInline serves j on the reader goroutine.
 func (c *conn) serveInline(j *job) error {
 	r := &j.req
+	if r.typ == cmdWrite && r.length > scratchMax {
+		var ok bool
+		if j.charged, ok = c.chargeBuffer(int64(r.length)); !ok {
+			return errShuttingDown
+		}
+	}
 	if r.typ == cmdRead || r.typ == cmdWrite {
 		if r.length <= scratchMax {
 			j.buf = c.scratchFor(int(r.length))
@@ -158,12 +168,47 @@ func (c *conn) serveInline(j *job) error {
 		}
 	}
 	if r.typ == cmdWrite {
-		if _, err := io.ReadFull(c.br, j.buf); err != nil {
+		if err := c.readPayload(j.buf); err != nil {
+			c.srv.releaseBuffer(j.charged)
 			return err
 		}
 	}
 	c.run(j, false)
 	return nil
+}
+
+// errShuttingDown ends a connection whose reader was waiting for buffer
+// space when the server shut down.
+var errShuttingDown = errors.New("the server is shutting down")
+
+// chargeBuffer charges a write payload of n bytes to the server-wide
+// buffer budget; when it must wait, replies the reader buffered go out
+// first, as when the connection's own budget is spent.
+func (c *conn) chargeBuffer(n int64) (int64, bool) {
+	if !c.srv.bufferFree(n) {
+		c.stalls.Add(1)
+		c.flush()
+	}
+	return c.srv.chargeBuffer(n)
+}
+
+// readPayload reads a write payload into p, within PayloadTimeout unless
+// it is already buffered: a client that sends a header and stalls its
+// payload is disconnected.
+func (c *conn) readPayload(p []byte) error {
+	if c.br.Buffered() >= len(p) {
+		_, err := io.ReadFull(c.br, p)
+		return err
+	}
+	t := c.srv.opts.PayloadTimeout
+	c.setReadDeadline(time.Now().Add(t))
+	_, err := io.ReadFull(c.br, p)
+	c.setReadDeadline(time.Time{})
+	if ne, ok := err.(net.Error); ok && ne.Timeout() && !c.srv.closing.Load() {
+		c.log.Warn("nbd: write payload stalled; closing", "bytes", len(p), "timeout", t)
+		return fmt.Errorf("a write payload of %d bytes did not arrive within %v: %w", len(p), t, err)
+	}
+	return err
 }
 
 // inline decides whether the reader serves r itself.
@@ -188,12 +233,20 @@ func (c *conn) dispatch(j *job) error {
 		j.cost += int64(r.length)
 	}
 	c.acquire(j.cost)
+	if r.typ == cmdWrite {
+		var ok bool
+		if j.charged, ok = c.chargeBuffer(int64(r.length)); !ok {
+			c.release(j.cost)
+			return errShuttingDown
+		}
+	}
 	if r.typ == cmdRead || r.typ == cmdWrite {
 		j.pooled = getBuf(int(r.length))
 		j.buf = *j.pooled
 	}
 	if r.typ == cmdWrite {
-		if _, err := io.ReadFull(c.br, j.buf); err != nil {
+		if err := c.readPayload(j.buf); err != nil {
+			c.srv.releaseBuffer(j.charged)
 			putBuf(j.pooled)
 			c.release(j.cost)
 			return err
@@ -233,6 +286,8 @@ func (c *conn) run(j *job, flush bool) {
 		start = time.Now()
 	}
 	status, err := c.exec(j)
+	c.srv.releaseBuffer(j.charged) // the backend has the payload
+	j.charged = 0
 	if timed {
 		c.observe(int64(time.Since(start)) / (1 + int64(r.length)/slowUnit))
 	}
