@@ -45,7 +45,16 @@ type Config struct {
 	// the rule of access.Owner.Allows; root and the daemon's uid may
 	// have any file.
 	AuthorizeFile func(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error
+	// MaxPending bounds the grants one session may hold that its client
+	// has not armed yet; further map requests are refused (CodeNoSpace)
+	// until it arms or unmaps some. 0 means DefaultMaxPending.
+	MaxPending int
 }
+
+// DefaultMaxPending is the grants a session may hold unarmed: far more
+// than a client maps at once, far less than would cost the daemon
+// memory worth mentioning (a grant holds its pieces' description).
+const DefaultMaxPending = 1024
 
 // DefaultSpin is the handlers' spin before blocking: long enough to catch
 // the next fault of a writer streaming through protected chunks.
@@ -383,4 +392,12 @@ type Holder struct {
 	PID            int
 	Device         string // the device the client mapped
 	Offset, Length int64
+}
+
+// maxPending is Config.MaxPending, or its default.
+func (s *Server) maxPending() int {
+	if s.cfg.MaxPending > 0 {
+		return s.cfg.MaxPending
+	}
+	return DefaultMaxPending
 }

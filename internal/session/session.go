@@ -153,6 +153,11 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 	if x.pending == nil {
 		x.pending = map[uint64]*grant{}
 	}
+	if max := x.srv.maxPending(); len(x.pending) >= max {
+		x.mu.Unlock()
+		x.srv.log.Info("map refused: too many unarmed grants", append(x.log(), "device", req.Device, "pending", max)...)
+		return x.refuse(id, wire.CodeNoSpace, fmt.Errorf("this session already holds %d map grants it has not armed, the limit: arm them (OpArmed) or give them back (OpUnmap) before asking for more", max))
+	}
 	_, dup := x.maps[id]
 	if _, ok := x.pending[id]; ok {
 		dup = true
