@@ -17,7 +17,27 @@ func (a *app) deviceCmds() []*cobra.Command {
 		a.nameCmd("clear", "Drop the inactive table", func(n string) error { return a.api().Clear(n) }),
 		a.nameCmd("wipe_table", "Replace the live table with `error` of the same size (all I/O fails)",
 			func(n string) error { return a.api().WipeTable(n) }),
-		a.removeCmd(), a.renameCmd(), a.messageCmd()}
+		a.removeCmd(), a.renameCmd(), a.messageCmd(), a.disconnectCmd()}
+}
+
+func (a *app) disconnectCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "disconnect NAME",
+		Short: "Close a device's NBD clients and revoke its open FUSE files (root), so that it can be removed",
+		Long: `Close a device's NBD clients and revoke its open FUSE files (root), so that
+it can be removed, merged or have its snapshots removed. Revoked FUSE files
+fail every read and write with ENXIO until closed and opened again. DAX
+mappings are not touched. ` + "`daxsnap info NAME`" + ` lists who holds a device.`,
+		Args: args(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := a.api().Disconnect(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "%s: closed %d NBD connection(s), revoked %d open FUSE file(s)\n", r.Name, r.NBD, r.FUSEFiles)
+			return nil
+		},
+	}
 }
 
 // readTable takes the table from --table, a FILE argument or stdin, as

@@ -32,6 +32,13 @@ func formatInfo(w io.Writer, in wire.Info) {
 	}
 	label(w, "Capabilities", fmt.Sprintf("%s (fixed: %s)", in.Capabilities, in.FixedCaps))
 	label(w, "Owner", fmt.Sprintf("uid %d, gid %d, mode %s", in.UID, in.GID, in.Mode))
+	for _, h := range in.Holders {
+		who := h.Who
+		if h.PID > 0 && !strings.Contains(who, fmt.Sprintf("pid %d", h.PID)) {
+			who = fmt.Sprintf("%s (pid %d, uid %d)", who, h.PID, h.UID)
+		}
+		label(w, "Holder", fmt.Sprintf("%s x%d: %s", h.Kind, h.Count, who))
+	}
 	if in.Note != "" {
 		label(w, "Note", in.Note)
 	}

@@ -25,6 +25,12 @@ func (c *Client) Targets() ([]wire.Target, error) { return get[[]wire.Target](c,
 func (c *Client) PmemList() ([]wire.Pmem, error)  { return get[[]wire.Pmem](c, "/v1/pmem", nil) }
 func (c *Client) Devices() ([]wire.Info, error)   { return get[[]wire.Info](c, "/v1/devices", nil) }
 
+// Disconnect closes a device's NBD clients and revokes its open FUSE
+// files (daxsnap disconnect).
+func (c *Client) Disconnect(name string) (wire.Disconnected, error) {
+	return post[wire.Disconnected](c, "POST", "/v1/devices/"+url.PathEscape(name)+"/disconnect", nil)
+}
+
 func (c *Client) PmemGet(name string) (wire.Pmem, error) {
 	return get[wire.Pmem](c, "/v1/pmem/"+url.PathEscape(name), nil)
 }

@@ -35,6 +35,7 @@ func (s *Server) routes(metrics http.Handler) {
 	m.HandleFunc("GET /v1/devices/{name}/status", s.text(s.svc.Status))
 	m.HandleFunc("GET /v1/devices/{name}/data", s.readData)
 	m.HandleFunc("PUT /v1/devices/{name}/data", s.writeData)
+	m.HandleFunc("POST /v1/devices/{name}/disconnect", s.disconnect)
 
 	m.HandleFunc("GET /v1/snapshots", s.snapshots)
 	m.HandleFunc("POST /v1/snapshots", s.snapshotCreate)

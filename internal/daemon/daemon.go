@@ -48,6 +48,7 @@ type Daemon struct {
 	api       *api.Server
 	exports   *exportServer
 	fuse      *fusefs.Server  // devices as files (fuse.go); nil when off
+	fuseOpens fuseOpens       // open FUSE files, for disconnect
 	fuseFiles string          // where the kernel sees the files (holders.go)
 	sessions  *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
 	bg        sync.WaitGroup  // serving goroutines and state reconciliations

@@ -129,7 +129,11 @@ func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 	if !in.LiveTable {
 		return nil, fmt.Errorf("daxsnap device %q has no live table: load one and resume it", name)
 	}
-	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderNBD, Who: id.who + " on " + c.Addr})
+	h := dm.Holder{Kind: dm.HolderNBD, Who: id.who + " on " + c.Addr}
+	if c.Cred != nil {
+		h.PID, h.UID = c.Cred.PID, int(c.Cred.UID)
+	}
+	release, err := d.hold(dev, h)
 	if err != nil {
 		return nil, fmt.Errorf("daxsnap device %q: %v", name, err)
 	}

@@ -47,7 +47,8 @@ func (d *Daemon) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
 	if d.bypassesCOW(dev.Name()) {
 		be = readOnlyFile{be, dev.Name()}
 	}
-	return be, func() { release() }, nil
+	f := d.fuseOpens.add(dev, be, func() { release() })
+	return f, f.close, nil
 }
 
 // readOnlyFile is a device file whose writes are refused.

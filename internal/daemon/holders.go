@@ -198,23 +198,13 @@ func (d *Daemon) holders(dev *dm.Device) string {
 		parts = append(parts, fmt.Sprintf("the tables of %s (they map %s%s)", strings.Join(users, ", "), MapperPrefix, dev.Name()))
 		named += len(users)
 	}
-	if d.sessions != nil {
-		var pids []string
-		for _, s := range d.sessions.Sessions() {
-			n := 0
-			for _, m := range s.Mappings {
-				if m.Device == dev.Name() {
-					n++
-				}
-			}
-			if n > 0 {
-				pids = append(pids, fmt.Sprintf("pid %d", s.PID))
-				named += n
-			}
-		}
-		if len(pids) > 0 {
-			parts = append(parts, "DAX mappings of "+strings.Join(pids, ", "))
-		}
+	var pids []string
+	for _, s := range d.daxSessionsOf(dev.Name()) {
+		pids = append(pids, fmt.Sprintf("pid %d", s.pid))
+		named += s.n
+	}
+	if len(pids) > 0 {
+		parts = append(parts, "DAX mappings of "+strings.Join(pids, ", "))
 	}
 	for _, h := range dev.Holders() {
 		var who string

@@ -39,5 +39,6 @@ func (d *Daemon) info(dev *dm.Device) wire.Info {
 		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
 		FixedCaps: in.FixedCaps.String(), Note: d.notes.get(in.Name).String(),
 		UID: owner.UID, GID: owner.GID, Mode: access.FormatMode(owner.Mode),
+		Holders: d.holderList(dev),
 	}
 }

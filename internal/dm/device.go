@@ -344,6 +344,10 @@ func (d *Device) SetReadOnly(ro bool) {
 // description of the user ("/state/fuse/vol", "unix pid 123").
 type Holder struct {
 	Kind, Who string
+	// PID and UID are the process and user behind the holder when the
+	// opener knows them (an NBD client on a unix socket); PID is 0
+	// otherwise (no client is pid 0).
+	PID, UID int
 }
 
 // The kinds of Holder.

@@ -116,6 +116,25 @@ type Info struct {
 	UID            uint32 `json:"uid"`                // owner (DeviceCreate.UID)
 	GID            uint32 `json:"gid"`                // group (DeviceCreate.GID)
 	Mode           string `json:"mode"`               // permission bits, four octal digits ("0600")
+	// Holders are who holds the device open (NBD clients, FUSE files,
+	// DAX mappings), by pid and uid where they are known.
+	Holders []Holder `json:"holders,omitempty"`
+}
+
+// Holder is one user of a device (Info.Holders).
+type Holder struct {
+	Kind  string `json:"kind"`  // "nbd", "fuse", "dax", "table", "io"
+	Who   string `json:"who"`   // e.g. "uid 1000 (gid 1000, pid 42) on unix:..."
+	PID   int    `json:"pid"`   // -1 when unknown
+	UID   int    `json:"uid"`   // -1 when unknown
+	Count int    `json:"count"` // opens (or DAX mappings) it has
+}
+
+// Disconnected is what DisconnectDevice did (daxsnap disconnect).
+type Disconnected struct {
+	Name      string `json:"name"`
+	NBD       int    `json:"nbd"`        // NBD connections closed
+	FUSEFiles int    `json:"fuse_files"` // open FUSE files revoked
 }
 
 // Text is a device's table or status text (dmsetup table, dmsetup status).

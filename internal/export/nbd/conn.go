@@ -53,8 +53,9 @@ type conn struct {
 	sess     session
 	exp      *Export
 	be       Backend
-	ext      Extenter // nil: report everything as data
-	noZeroes bool     // client set NBD_FLAG_C_NO_ZEROES
+	ext      Extenter               // nil: report everything as data
+	noZeroes bool                   // client set NBD_FLAG_C_NO_ZEROES
+	export   atomic.Pointer[string] // exp.Name once transmission starts: Disconnect reads it
 
 	mu       sync.Mutex   // guards inflight
 	room     sync.Cond    // signalled when inflight drops

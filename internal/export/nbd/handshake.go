@@ -392,6 +392,7 @@ func (c *conn) sessionFor(exp *Export, n *negotiation, name string) session {
 // enter fixes the export and session for transmission.
 func (c *conn) enter(exp *Export, s session) {
 	c.exp, c.be, c.sess = exp, exp.Backend, s
+	c.export.Store(&exp.Name)
 	c.ext, _ = exp.Backend.(Extenter)
 	c.log = c.log.With("export", exp.Name)
 	c.log.Debug("nbd: transmission", "size", s.size, "flags", fmt.Sprintf("0x%04x", s.tflags),

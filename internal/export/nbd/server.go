@@ -232,6 +232,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Disconnect closes every connection that has entered transmission on
+// export name and returns how many. Requests in flight finish (their
+// replies are lost) and each export is released as the connection
+// ends, soon after, not by the time Disconnect returns.
+func (s *Server) Disconnect(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if p := c.export.Load(); p != nil && *p == name {
+			c.log.Info("nbd: disconnecting the client, as asked")
+			_ = c.raw.Close()
+			n++
+		}
+	}
+	return n
+}
+
 func (s *Server) track(l net.Listener) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

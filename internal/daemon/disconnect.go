@@ -1,0 +1,191 @@
+package daemon
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/fusefs"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
+
+// daxsnap disconnect DEVICE: root takes a device back from its NBD
+// clients and open FUSE files, which otherwise keep it busy (remove,
+// snapshot remove and merge refuse) for as long as they like. NBD
+// connections on the device are closed; open FUSE files are revoked:
+// their reads and writes fail with ENXIO from then on, and the device
+// counts them no more. DAX mappings are left alone: their clients give
+// them back through their session (a recall).
+
+// Disconnect closes dev's NBD connections and revokes its open FUSE
+// files, then waits (a while) for the NBD connections to let go.
+func (d *Daemon) Disconnect(name string) (wire.Disconnected, error) {
+	dev, err := d.device("disconnect", name)
+	if err != nil {
+		return wire.Disconnected{}, err
+	}
+	out := wire.Disconnected{Name: name}
+	if d.exports != nil {
+		out.NBD = d.exports.srv.Disconnect(name)
+	}
+	out.FUSEFiles = d.fuseOpens.revoke(dev)
+	d.log.Info("disconnected a device's users", "device", name, "nbd", out.NBD, "fuse_files", out.FUSEFiles)
+	// A closed connection lets go once its requests in flight finish.
+	for deadline := time.Now().Add(10 * time.Second); nbdHolders(dev) > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return out, errorf(dm.ErrBusy, "disconnect %s: still held by %d NBD connection(s) 10 s after closing them (requests in flight on a slow backend?): try again shortly", name, nbdHolders(dev))
+		}
+	}
+	return out, nil
+}
+
+func nbdHolders(dev *dm.Device) int {
+	n := 0
+	for _, h := range dev.Holders() {
+		if h.Kind == dm.HolderNBD {
+			n += h.N
+		}
+	}
+	return n
+}
+
+// holderList is Info.Holders: dev's holders, and its DAX mappings by
+// session.
+func (d *Daemon) holderList(dev *dm.Device) []wire.Holder {
+	var out []wire.Holder
+	for _, h := range dev.Holders() {
+		w := wire.Holder{Kind: h.Kind, Who: h.Who, PID: -1, UID: -1, Count: h.N}
+		if h.PID != 0 {
+			w.PID, w.UID = h.PID, h.UID
+		}
+		if w.Kind == "" {
+			w.Kind = "open"
+		}
+		out = append(out, w)
+	}
+	for _, s := range d.daxSessionsOf(dev.Name()) {
+		out = append(out, wire.Holder{Kind: userDAX, Who: fmt.Sprintf("DAX session of pid %d%s", s.pid, comm(s.pid)),
+			PID: s.pid, UID: int(s.uid), Count: s.n})
+	}
+	return out
+}
+
+// daxSession is a session with n DAX mappings of one device.
+type daxSession struct {
+	pid int
+	uid uint32
+	n   int
+}
+
+// daxSessionsOf lists the sessions that map device name, with how many
+// mappings each.
+func (d *Daemon) daxSessionsOf(name string) []daxSession {
+	if d.sessions == nil {
+		return nil
+	}
+	var out []daxSession
+	for _, s := range d.sessions.Sessions() {
+		n := 0
+		for _, m := range s.Mappings {
+			if m.Device == name {
+				n++
+			}
+		}
+		if n > 0 {
+			out = append(out, daxSession{pid: s.PID, uid: s.UID, n: n})
+		}
+	}
+	return out
+}
+
+// fuseOpens are the open FUSE files of every device, so that disconnect
+// can revoke them.
+type fuseOpens struct {
+	mu    sync.Mutex
+	files map[*dm.Device]map[*fuseFile]struct{}
+}
+
+// fuseFile is one open FUSE file: its I/O goes to be until revoked, and
+// fails with ENXIO after.
+type fuseFile struct {
+	set     *fuseOpens
+	dev     *dm.Device
+	be      fusefs.Backend
+	mu      sync.RWMutex // I/O holds it shared; revoke exclusively
+	revoked bool
+	once    sync.Once
+	release func()
+}
+
+func (o *fuseOpens) add(dev *dm.Device, be fusefs.Backend, release func()) *fuseFile {
+	f := &fuseFile{set: o, dev: dev, be: be, release: release}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.files == nil {
+		o.files = map[*dm.Device]map[*fuseFile]struct{}{}
+	}
+	if o.files[dev] == nil {
+		o.files[dev] = map[*fuseFile]struct{}{}
+	}
+	o.files[dev][f] = struct{}{}
+	return f
+}
+
+// revoke revokes every open FUSE file of dev and returns how many.
+func (o *fuseOpens) revoke(dev *dm.Device) int {
+	o.mu.Lock()
+	files := o.files[dev]
+	delete(o.files, dev)
+	o.mu.Unlock()
+	for f := range files {
+		f.mu.Lock() // waits for I/O under way
+		f.revoked = true
+		f.mu.Unlock()
+		f.once.Do(f.release)
+	}
+	return len(files)
+}
+
+// close is the kernel's release of the file.
+func (f *fuseFile) close() {
+	f.set.mu.Lock()
+	delete(f.set.files[f.dev], f)
+	if len(f.set.files[f.dev]) == 0 {
+		delete(f.set.files, f.dev)
+	}
+	f.set.mu.Unlock()
+	f.once.Do(f.release)
+}
+
+func (f *fuseFile) errRevoked() error {
+	return fmt.Errorf("%w: FUSE file of %s was disconnected by root (daxsnap disconnect): open it again", dm.ErrNotFound, f.dev.Name())
+}
+
+func (f *fuseFile) Size() int64 { return f.be.Size() }
+
+// guard runs fn unless f is revoked, holding off revoke meanwhile.
+func (f *fuseFile) guard(fn func() error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.revoked {
+		return f.errRevoked()
+	}
+	return fn()
+}
+
+func (f *fuseFile) ReadAt(p []byte, off int64) (n int, err error) {
+	err = f.guard(func() error { n, err = f.be.ReadAt(p, off); return err })
+	return n, err
+}
+
+func (f *fuseFile) WriteAt(p []byte, off int64) (n int, err error) {
+	err = f.guard(func() error { n, err = f.be.WriteAt(p, off); return err })
+	return n, err
+}
+
+func (f *fuseFile) Flush() error { return f.guard(f.be.Flush) }
+
+func (f *fuseFile) WriteZeroes(off, n int64) error {
+	return f.guard(func() error { return f.be.WriteZeroes(off, n) })
+}
