@@ -93,7 +93,7 @@ func (d *Daemon) deviceUsers(dev *dm.Device, dax func(session.MappingInfo) bool)
 		case dm.HolderNBD:
 			for range h.N {
 				out = append(out, devUser{kind: dm.HolderNBD, device: dev.Name(), who: "NBD client " + h.Who + " of " + dev.Name(),
-					fix: "disconnect the NBD clients (nbd-client -d /dev/nbdN, or end them)"})
+					fix: "end the NBD clients (nbd-client -d /dev/nbdN), or as root: daxsnap disconnect " + dev.Name()})
 			}
 		}
 	}
@@ -131,7 +131,7 @@ func fuseUsers(dev string, h dm.HolderCount, loops []string) []devUser {
 	// A loop device holds its file open once; the other opens are programs.
 	if n := h.N - len(loops); n > 0 {
 		out = append(out, devUser{kind: dm.HolderFUSE, device: dev, who: fmt.Sprintf("%d open(s) of FUSE file %s", n, h.Who),
-			fix: "close the open FUSE files (fuser -v " + h.Who + " names their processes)"})
+			fix: "close the open FUSE files (fuser -v " + h.Who + " names their processes), or as root: daxsnap disconnect " + dev})
 	}
 	return out
 }
