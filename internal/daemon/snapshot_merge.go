@@ -251,10 +251,16 @@ func (d *Daemon) startMerge(op, name, recOp string) error {
 	if err != nil {
 		return errorf(dm.ErrNotFound, "%s: its origin %s is gone", op, l.origin)
 	}
-	if m, ok := d.mergeOf(l); ok {
-		if sameFile(m.line.cow, s.line.cow) {
-			return d.holdForOfflineMerge(op, recOp, l, m, origin)
-		}
+	m, merging := d.mergeOf(l)
+	if merging && sameFile(m.line.cow, s.line.cow) {
+		return d.holdForOfflineMerge(op, recOp, l, m, origin)
+	}
+	// What the snapshot is decides before what its origin is doing, so
+	// the answer does not depend on when it is asked.
+	if err := d.checkSnapshotMergeable(op, s); err != nil {
+		return err
+	}
+	if merging {
 		other, _ := d.mergingSnapshot(l, m)
 		return errorf(dm.ErrBusy, "%s: snapshot %s is merging into %s: wait for it to finish first", op, other.name, l.origin)
 	}
@@ -285,10 +291,9 @@ func (d *Daemon) holdForOfflineMerge(op, recOp string, l originLayout, m mergeVi
 		func() *state.Device { return d.record(origin) })
 }
 
-// checkMergeable refuses what cannot merge.
-func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+// checkSnapshotMergeable refuses a snapshot that can never merge.
+func (d *Daemon) checkSnapshotMergeable(op string, s snapView) error {
 	status, _ := s.dev.Status(false)
-	in := origin.Info()
 	switch st := parseUsage(statusPayload(status)).state; {
 	case s.line.store == "N":
 		return errorf(dm.ErrNotSupported, "%s: %s is a transient snapshot (store N), whose exceptions live only in memory: it cannot merge; copy its data instead", op, s.name)
@@ -296,6 +301,14 @@ func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *d
 		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table (%s): nothing to merge", op, s.name, d.notes.get(s.name).degraded)
 	case st == wire.SnapshotInvalid:
 		return errorf(dm.ErrIO, "%s: %s is invalid (its COW filled up or failed), so its contents are lost: remove it (`daxsnap snapshot remove %s`)", op, s.name, s.name)
+	}
+	return nil
+}
+
+// checkMergeable refuses what cannot merge now.
+func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+	in := origin.Info()
+	switch {
 	case s.dev.Info().OpenCount > 0 && len(d.holdersOf(s.dev, true)) == 0:
 		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first; a merging snapshot cannot be used", op, s.name, s.dev.Info().OpenCount)
 	case !in.LiveTable || in.Suspended || in.InactiveTable:
