@@ -4,15 +4,16 @@ import (
 	"github.com/daxsnap/daxsnap/internal/backing"
 )
 
-// StatusType selects what Status prints, as dmsetup's status and table verbs.
-type StatusType int
+// StatusType selects what Status prints, as dmsetup's status and table
+// verbs; it is backing.StatusType, re-exported for callers of dm.
+type StatusType = backing.StatusType
 
 const (
 	// StatusInfo is the target's `dmsetup status` payload.
-	StatusInfo StatusType = iota
+	StatusInfo = backing.StatusInfo
 	// StatusTable is the target's constructor arguments as `dmsetup table`
 	// prints them; parsing them again must build an identical target.
-	StatusTable
+	StatusTable = backing.StatusTable
 )
 
 // TargetType is a registered kind of target (the kernel's struct target_type).

@@ -1,16 +1,17 @@
 package exstore
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
+)
 
 // Sector is a length or offset in 512-byte sectors, the unit of chunk sizes
-// and of the usage figures in a snapshot's status line.
-type Sector uint64
+// and of the usage figures in a snapshot's status line: backing.Sector.
+type Sector = backing.Sector
 
 // SectorSize is the size of a Sector in bytes.
-const SectorSize = 512
-
-// Bytes returns s in bytes.
-func (s Sector) Bytes() int64 { return int64(s) * SectorSize }
+const SectorSize = backing.SectorSize
 
 // Chunk is the index of a chunk on the origin or the COW device, in units of
 // the store's chunk size (the kernel's chunk_t).
@@ -23,17 +24,18 @@ type Exception struct {
 
 func (e Exception) String() string { return fmt.Sprintf("%d->%d", e.Old, e.New) }
 
-// StatusKind selects the text a status call produces, as dmsetup status
-// (Info) and dmsetup table (Table) do.
-type StatusKind uint8
+// StatusType selects the text a status call produces, as dmsetup status
+// (Info) and dmsetup table (Table) do: backing.StatusType, the type
+// targets' Status takes too.
+type StatusType = backing.StatusType
 
 const (
 	// StatusInfo is the text for dmsetup status; stores print nothing there
 	// (the snapshot target prints Usage).
-	StatusInfo StatusKind = iota
+	StatusInfo = backing.StatusInfo
 	// StatusTable is the store's part of the table line: "P 16", "PO 16"
 	// or "N 16" (type and chunk size in sectors).
-	StatusTable
+	StatusTable = backing.StatusTable
 )
 
 // Store is an exception store. See the package documentation for the
@@ -91,8 +93,8 @@ type Store interface {
 	ChunkSize() Sector
 
 	// Status returns the store's part of a status or table line (see
-	// StatusKind), without leading or trailing blanks.
-	Status(kind StatusKind) string
+	// StatusType), without leading or trailing blanks.
+	Status(kind StatusType) string
 
 	// Close waits for commits in flight and releases the store. It does
 	// not close the COW device. Calls after Close return ErrClosed; a

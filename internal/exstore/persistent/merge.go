@@ -165,7 +165,7 @@ func (s *Store) ChunkSize() exstore.Sector { return s.g.chunk }
 
 // Status returns "P <chunk>" or "PO <chunk>" for the table line, and
 // nothing for the status line.
-func (s *Store) Status(kind exstore.StatusKind) string {
+func (s *Store) Status(kind exstore.StatusType) string {
 	if kind != exstore.StatusTable {
 		return ""
 	}

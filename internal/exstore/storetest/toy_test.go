@@ -188,7 +188,7 @@ func (t *toy) Usage() (allocated, total, metadata exstore.Sector) {
 
 func (t *toy) ChunkSize() exstore.Sector { return t.chunk }
 
-func (t *toy) Status(kind exstore.StatusKind) string {
+func (t *toy) Status(kind exstore.StatusType) string {
 	if kind == exstore.StatusTable {
 		return fmt.Sprintf("T %d", t.chunk)
 	}

@@ -157,7 +157,7 @@ func (s *Store) Usage() (allocated, total, metadata exstore.Sector) {
 func (s *Store) ChunkSize() exstore.Sector { return s.chunk }
 
 // Status returns "N <chunk>" for the table line and nothing for status.
-func (s *Store) Status(kind exstore.StatusKind) string {
+func (s *Store) Status(kind exstore.StatusType) string {
 	if kind != exstore.StatusTable {
 		return ""
 	}
