@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/daxsnap/daxsnap/internal/pmem"
+	"github.com/daxsnap/daxsnap/internal/persist"
 )
 
 // memory is a memory region mapped MAP_SHARED into the daemon: a file on
@@ -85,7 +85,7 @@ func (m *memory) WriteAt(p []byte, off int64) (int, error) {
 // kernel's pmem driver does for writes (memcpy_flushcache).
 func (m *memory) writeBack(b []byte) error {
 	if m.sync {
-		return pmem.Flush(b)
+		return persist.Flush(b)
 	}
 	return nil
 }
@@ -101,9 +101,9 @@ func (m *memory) Flush() error {
 	var err error
 	switch {
 	case m.file:
-		err = pmem.Msync(m.mem)
+		err = persist.Msync(m.mem)
 	case m.sync:
-		err = pmem.Flush(nil)
+		err = persist.Flush(nil)
 	}
 	if err != nil {
 		return m.ioErr("flush", 0, m.size, err)
@@ -122,11 +122,11 @@ func (m *memory) FlushRange(off, n int64) error {
 	var err error
 	switch {
 	case m.sync:
-		if ferr := guarded(func() { err = pmem.Flush(b) }); ferr != nil {
+		if ferr := guarded(func() { err = persist.Flush(b) }); ferr != nil {
 			err = ferr
 		}
 	case m.file:
-		err = pmem.Msync(b)
+		err = persist.Msync(b)
 	}
 	if err != nil {
 		return m.ioErr("flush", off, n, err)

@@ -1,4 +1,4 @@
-package pmem
+package persist
 
 import (
 	"errors"

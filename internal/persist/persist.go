@@ -1,9 +1,9 @@
-// Package pmem holds the primitives that make stores to memory-mapped media
+// Package persist holds the primitives that make stores to memory-mapped media
 // durable: Flush writes CPU cache lines back (for MAP_SYNC mappings of real
 // persistent memory, where that is all durability needs) and Msync asks the
 // kernel to write a mapping back (for everything else). Nothing else lives
 // here.
-package pmem
+package persist
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package pmem
+package persist
 
 // lineSize is the write-back granularity. Every amd64 CPU that has CLWB or
 // CLFLUSHOPT uses 64-byte lines; a larger line would only make some of the

@@ -1,6 +1,6 @@
 //go:build !amd64
 
-package pmem
+package persist
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 // for DAX mappings; b must therefore lie in a shared file mapping.
 func Flush(b []byte) error {
 	if err := Msync(b); err != nil {
-		return fmt.Errorf("pmem flush (msync fallback on %s): %w", runtime.GOARCH, err)
+		return fmt.Errorf("persist flush (msync fallback on %s): %w", runtime.GOARCH, err)
 	}
 	return nil
 }
