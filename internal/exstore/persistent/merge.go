@@ -169,9 +169,9 @@ func (s *Store) Status(kind exstore.StatusType) string {
 	if kind != exstore.StatusTable {
 		return ""
 	}
-	typ := "P"
+	typ := exstore.Persistent
 	if s.overflow {
-		typ = "PO"
+		typ = exstore.PersistentOverflow
 	}
 	return fmt.Sprintf("%s %d", typ, s.g.chunk)
 }
