@@ -28,10 +28,11 @@ var (
 )
 
 func newOrigin(ctx *dm.CtorContext, args []string) (dm.Target, error) {
-	if len(args) != 1 {
-		return nil, fmt.Errorf("want 1 argument <origin>, got %d", len(args))
+	name, err := ParseOriginArgs(args)
+	if err != nil {
+		return nil, err
 	}
-	dev, err := ctx.OpenDevice(args[0], 0, ctx.Len)
+	dev, err := ctx.OpenDevice(name, 0, ctx.Len)
 	if err != nil {
 		return nil, fmt.Errorf("cannot get origin: %w", err)
 	}

@@ -18,12 +18,11 @@ var SnapshotType = &dm.TargetType{Name: "snapshot", Version: [3]int{1, 16, 0}, N
 
 // snap is a snapshot or snapshot-merge target.
 type snap struct {
-	ctx           *dm.CtorContext
-	origin, cow   *dm.DeviceRef
-	state         *cowState
-	discardZeroes bool
-	passdown      bool
-	merger        *merger // snapshot-merge only
+	ctx         *dm.CtorContext
+	origin, cow *dm.DeviceRef
+	state       *cowState
+	features    Features
+	merger      *merger // snapshot-merge only
 }
 
 var (
@@ -40,52 +39,38 @@ func newSnapshot(ctx *dm.CtorContext, args []string) (dm.Target, error) {
 
 // construct parses the shared arguments of snapshot and snapshot-merge
 // (snapshot_ctr) and attaches the target to its COW state.
-func construct(ctx *dm.CtorContext, args []string, merge bool) (*snap, error) {
-	if len(args) < 4 {
-		return nil, fmt.Errorf("want at least 4 arguments <origin> <COW device> <P|PO|N> <chunk size>, got %d", len(args))
-	}
-	storeType := strings.ToUpper(args[2])
-	switch storeType {
-	case "P", "PO":
-	case "N":
-		if merge {
-			return nil, errors.New("snapshot-merge needs a persistent store (P): a transient snapshot cannot merge")
-		}
-	default:
-		return nil, fmt.Errorf("invalid store type %q: want P (persistent), PO (persistent, overflow aware) or N (transient)", args[2])
-	}
-	chunk, err := dm.ParseSector(args[3])
-	if err != nil {
-		return nil, fmt.Errorf("invalid chunk size: %v", err)
-	}
-	discardZeroes, passdown, err := parseFeatures(args[4:])
+func construct(ctx *dm.CtorContext, argv []string, merge bool) (*snap, error) {
+	args, err := ParseArgs(argv)
 	if err != nil {
 		return nil, err
 	}
-	t := &snap{ctx: ctx, discardZeroes: discardZeroes, passdown: passdown}
-	if t.origin, err = ctx.OpenDevice(args[0], 0, ctx.Len); err != nil {
+	if merge && !args.Store.IsPersistent() {
+		return nil, errors.New("snapshot-merge needs a persistent store (P): a transient snapshot cannot merge")
+	}
+	t := &snap{ctx: ctx, features: args.Features}
+	if t.origin, err = ctx.OpenDevice(args.Origin, 0, ctx.Len); err != nil {
 		return nil, fmt.Errorf("cannot get origin device: %w", err)
 	}
-	if t.cow, err = ctx.OpenDevice(args[1], 0, 0); err != nil {
+	if t.cow, err = ctx.OpenDevice(args.COW, 0, 0); err != nil {
 		return nil, fmt.Errorf("cannot get COW device: %w", err)
 	}
 	if t.cow.ID() == t.origin.ID() {
-		return nil, fmt.Errorf("COW device cannot be the same as origin device (%s and %s are one device)", args[1], args[0])
+		return nil, fmt.Errorf("COW device cannot be the same as origin device (%s and %s are one device)", args.COW, args.Origin)
 	}
 	reg := registryOf(ctx)
 	t.state, err = reg.acquire(t.cow.ID(), func() (*cowState, error) {
-		return openState(t.origin, t.cow, storeType, exstore.Sector(chunk))
+		return openState(t.origin, t.cow, args.Store, exstore.Sector(args.Chunk))
 	})
 	if err != nil {
 		return nil, err
 	}
 	if t.state.originID != t.origin.ID() {
 		reg.release(t.state)
-		return nil, fmt.Errorf("COW device %s already holds a snapshot of %s, not of %s", args[1], t.state.originName, args[0])
+		return nil, fmt.Errorf("COW device %s already holds a snapshot of %s, not of %s", args.COW, t.state.originName, args.Origin)
 	}
-	if storeType != t.state.storeType {
+	if args.Store != t.state.storeType {
 		reg.release(t.state)
-		return nil, fmt.Errorf("COW device %s is in use as store type %s, not %s", args[1], t.state.storeType, storeType)
+		return nil, fmt.Errorf("COW device %s is in use as store type %s, not %s", args.COW, t.state.storeType, args.Store)
 	}
 	if err := checkPageSize(t.origin, t.state.chunkBytes); err != nil {
 		reg.release(t.state)
@@ -96,33 +81,6 @@ func construct(ctx *dm.CtorContext, args []string, merge bool) (*snap, error) {
 		t.merger = newMerger(t.state)
 	}
 	return t, nil
-}
-
-func parseFeatures(args []string) (discardZeroes, passdown bool, err error) {
-	if len(args) == 0 {
-		return false, false, nil
-	}
-	n, err := strconv.Atoi(args[0])
-	if err != nil || n < 0 || n > 2 {
-		return false, false, fmt.Errorf("invalid number of feature arguments %q: want 0, 1 or 2", args[0])
-	}
-	if len(args)-1 != n {
-		return false, false, fmt.Errorf("%d feature arguments announced, %d given", n, len(args)-1)
-	}
-	for _, f := range args[1:] {
-		switch f {
-		case "discard_zeroes_cow":
-			discardZeroes = true
-		case "discard_passdown_origin":
-			passdown = true
-		default:
-			return false, false, fmt.Errorf("unrecognised feature requested: %q (known: discard_zeroes_cow, discard_passdown_origin)", f)
-		}
-	}
-	if passdown && !discardZeroes {
-		return false, false, errors.New("discard_passdown_origin feature depends on discard_zeroes_cow")
-	}
-	return discardZeroes, passdown, nil
 }
 
 // usable fails I/O to a snapshot that is invalid or was taken over by a
@@ -236,7 +194,7 @@ func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
 // chunk: with PO a full COW overflows the snapshot, otherwise it is
 // invalidated.
 func (t *snap) failedAllocation(err error) error {
-	if errors.Is(err, exstore.ErrNoSpace) && t.state.storeType == "PO" {
+	if errors.Is(err, exstore.ErrNoSpace) && t.state.storeType == exstore.PersistentOverflow {
 		if !t.state.overflow.Swap(true) {
 			t.state.triggerEvents()
 		}
@@ -265,7 +223,7 @@ func (t *snap) Discard(off, n int64) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
-	if !t.discardZeroes {
+	if !t.features.DiscardZeroesCOW {
 		return fmt.Errorf("%w: discard on a snapshot needs the discard_zeroes_cow feature", dm.ErrNotSupported)
 	}
 	if t.merger != nil {
@@ -281,7 +239,7 @@ func (t *snap) Discard(off, n int64) error {
 		}
 		return nil
 	})
-	if err != nil || !t.passdown {
+	if err != nil || !t.features.DiscardPassdownOrigin {
 		return err
 	}
 	return t.origin.Discard(off, n)
@@ -299,14 +257,14 @@ func (t *snap) Status(kind dm.StatusType) string {
 	if kind == dm.StatusInfo {
 		return t.state.statusInfo()
 	}
-	s := fmt.Sprintf("%s %s %s %d", t.origin.TableName(), t.cow.TableName(), t.state.storeType, t.state.store.ChunkSize())
-	switch {
-	case t.passdown:
-		s += " 2 discard_zeroes_cow discard_passdown_origin"
-	case t.discardZeroes:
-		s += " 1 discard_zeroes_cow"
-	}
-	return s
+	return t.args().String()
+}
+
+// args are the target's arguments as its table prints them: the chunk
+// size is the store's (a persistent store's header overrides the table).
+func (t *snap) args() Args {
+	return Args{Origin: t.origin.TableName(), COW: t.cow.TableName(), Store: t.state.storeType,
+		Chunk: dm.Sector(t.state.store.ChunkSize()), Features: t.features}
 }
 
 // ActivationCut asks the core for a cut of the origin's memory (see

@@ -28,7 +28,7 @@ type cowState struct {
 	origin, cow     backing.Device
 	originName      string
 	store           exstore.Store
-	storeType       string // "P", "PO" or "N" as the table gave it
+	storeType       exstore.StoreType
 	chunkBytes      int64
 	originChunks    exstore.Chunk
 	log             *slog.Logger
@@ -69,7 +69,7 @@ type cowState struct {
 }
 
 // openState opens the exception store on cow and loads its exceptions.
-func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector) (*cowState, error) {
+func openState(origin, cow *dm.DeviceRef, storeType exstore.StoreType, chunk exstore.Sector) (*cowState, error) {
 	s := &cowState{
 		cowID: cow.ID(), originID: origin.ID(), origin: origin.Device, cow: cow.Device,
 		originName: origin.Name, storeType: storeType, log: slog.Default().With("cow", cow.Name),
@@ -77,11 +77,10 @@ func openState(origin, cow *dm.DeviceRef, storeType string, chunk exstore.Sector
 		growth: make(chan struct{}),
 	}
 	var err error
-	switch storeType {
-	case "N":
+	if storeType.IsPersistent() {
+		s.store, err = openPersistent(cow.Device, chunk, origin.LogicalBlockSize(), storeType == exstore.PersistentOverflow)
+	} else {
 		s.store, err = openTransient(cow.Device, chunk, origin.LogicalBlockSize())
-	default:
-		s.store, err = openPersistent(cow.Device, chunk, origin.LogicalBlockSize(), storeType == "PO")
 	}
 	if err != nil {
 		return nil, err
