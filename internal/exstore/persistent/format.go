@@ -48,6 +48,7 @@ package persistent
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/exstore"
 )
@@ -74,6 +75,20 @@ type Header struct {
 	Valid     uint32
 	Version   uint32
 	ChunkSize uint32 // sectors
+}
+
+// HeaderSize is the number of bytes at the start of a COW device that carry
+// the header's fields.
+const HeaderSize = headerSize
+
+// DecodeHeader reads the header from the first HeaderSize bytes of b, the
+// start of a COW device, for a caller that inspects one without opening a
+// store (a header whose Magic is not Magic holds no persistent store).
+func DecodeHeader(b []byte) (Header, error) {
+	if len(b) < headerSize {
+		return Header{}, fmt.Errorf("persistent header: %d bytes, want at least %d", len(b), headerSize)
+	}
+	return decodeHeader(b), nil
 }
 
 func decodeHeader(b []byte) Header {
@@ -107,38 +122,68 @@ func putRecord(area []byte, i uint64, e exstore.Exception) {
 	binary.LittleEndian.PutUint64(b[8:], uint64(e.New))
 }
 
-// geometry is the layout implied by a chunk size.
-type geometry struct {
-	chunk      exstore.Sector
-	chunkBytes int64
-	epa        uint64 // exceptions (records) per area
+// Geometry is the layout a chunk size implies: where the metadata areas
+// are, and so which chunks hold data. Everything that sizes or reads a
+// persistent COW device outside this package uses it rather than its own
+// copy of the arithmetic.
+type Geometry struct {
+	Chunk             exstore.Sector // chunk size in sectors
+	ChunkBytes        int64          // chunk size in bytes
+	ExceptionsPerArea uint64         // records per metadata area (E)
 }
 
-func newGeometry(chunk exstore.Sector) geometry {
+// NewGeometry is the layout of a store with chunks of chunk sectors.
+func NewGeometry(chunk exstore.Sector) Geometry {
 	b := chunk.Bytes()
-	return geometry{chunk: chunk, chunkBytes: b, epa: uint64(b) / recordSize}
+	return Geometry{Chunk: chunk, ChunkBytes: b, ExceptionsPerArea: uint64(b) / recordSize}
 }
 
-// areaLocation is the chunk holding metadata area a.
-func (g geometry) areaLocation(a uint64) exstore.Chunk {
-	return exstore.Chunk(1 + a*(g.epa+1))
+// MinDeviceChunks is the size, in chunks, of the smallest COW device that
+// can hold one exception: the header, metadata area 0 and one data chunk.
+const MinDeviceChunks = 3
+
+// AreaLocation is the chunk holding metadata area a.
+func (g Geometry) AreaLocation(a uint64) exstore.Chunk {
+	return exstore.Chunk(1 + a*(g.ExceptionsPerArea+1))
 }
 
-// areaAt reports whether chunk c holds a metadata area, and which.
-func (g geometry) areaAt(c exstore.Chunk) (uint64, bool) {
-	if c == 0 || (uint64(c)-1)%(g.epa+1) != 0 {
+// AreaAt reports whether chunk c holds a metadata area, and which.
+func (g Geometry) AreaAt(c exstore.Chunk) (uint64, bool) {
+	if c == 0 || (uint64(c)-1)%(g.ExceptionsPerArea+1) != 0 {
 		return 0, false
 	}
-	return (uint64(c) - 1) / (g.epa + 1), true
+	return (uint64(c) - 1) / (g.ExceptionsPerArea + 1), true
 }
 
-// skipMetadata returns c, or the chunk after it if c holds an area.
-func (g geometry) skipMetadata(c exstore.Chunk) exstore.Chunk {
-	if _, ok := g.areaAt(c); ok {
+// SkipMetadata returns c, or the chunk after it if c holds an area.
+func (g Geometry) SkipMetadata(c exstore.Chunk) exstore.Chunk {
+	if _, ok := g.AreaAt(c); ok {
 		return c + 1
 	}
 	return c
 }
 
-// offset is the byte offset of chunk c.
-func (g geometry) offset(c exstore.Chunk) int64 { return int64(c) * g.chunkBytes }
+// Offset is the byte offset of chunk c.
+func (g Geometry) Offset(c exstore.Chunk) int64 { return int64(c) * g.ChunkBytes }
+
+// DataChunks is the number of data chunks below chunk next: for a store
+// whose next free chunk is next (Usage's allocated divided by the chunk
+// size), the exceptions it holds, counting chunks handed out but never
+// committed.
+func (g Geometry) DataChunks(next exstore.Chunk) uint64 {
+	if next < 2 {
+		return 0
+	}
+	areas := (uint64(next) - 1 + g.ExceptionsPerArea) / (g.ExceptionsPerArea + 1)
+	return uint64(next) - 1 - areas
+}
+
+// FullSize is the size in bytes of a COW device that holds a copy of
+// every chunk of an origin of originBytes: the header, the data chunks
+// and their metadata areas, and one area more (the area after a full one
+// is zeroed before it is used).
+func (g Geometry) FullSize(originBytes int64) int64 {
+	data := (originBytes + g.ChunkBytes - 1) / g.ChunkBytes
+	epa := int64(g.ExceptionsPerArea)
+	return (1 + data/epa + 1 + data) * g.ChunkBytes
+}

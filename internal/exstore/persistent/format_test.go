@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/exstore"
+	"github.com/daxsnap/daxsnap/internal/exstore/storetest"
 )
 
 func TestHeader_EncodeDecode(t *testing.T) {
@@ -17,6 +18,19 @@ func TestHeader_EncodeDecode(t *testing.T) {
 	}
 	if got := decodeHeader(buf); got != h {
 		t.Errorf("decode(encode(%+v)) = %+v", h, got)
+	}
+}
+
+// DecodeHeader reads what encode wrote, and refuses fewer than 16 bytes.
+func TestDecodeHeader(t *testing.T) {
+	h := Header{Magic: Magic, Valid: 1, Version: DiskVersion, ChunkSize: 8}
+	buf := make([]byte, HeaderSize)
+	h.encode(buf)
+	if got, err := DecodeHeader(buf); err != nil || got != h {
+		t.Fatalf("DecodeHeader = %+v, %v; want %+v", got, err, h)
+	}
+	if _, err := DecodeHeader(buf[:HeaderSize-1]); err == nil {
+		t.Fatal("DecodeHeader of 15 bytes: no error")
 	}
 }
 
@@ -34,29 +48,87 @@ func TestRecord_PutGet(t *testing.T) {
 }
 
 func TestGeometry(t *testing.T) {
-	g := newGeometry(1) // 512-byte chunks: 32 records per area, stride 33
-	if g.epa != 32 {
-		t.Fatalf("epa = %d, want 32", g.epa)
+	g := NewGeometry(1) // 512-byte chunks: 32 records per area, stride 33
+	if g.ExceptionsPerArea != 32 {
+		t.Fatalf("epa = %d, want 32", g.ExceptionsPerArea)
 	}
 	for a, want := range []exstore.Chunk{1, 34, 67, 100} {
-		if got := g.areaLocation(uint64(a)); got != want {
+		if got := g.AreaLocation(uint64(a)); got != want {
 			t.Errorf("areaLocation(%d) = %d, want %d", a, got, want)
 		}
-		if got, ok := g.areaAt(want); !ok || got != uint64(a) {
+		if got, ok := g.AreaAt(want); !ok || got != uint64(a) {
 			t.Errorf("areaAt(%d) = %d, %v; want area %d", want, got, ok, a)
 		}
 	}
 	for _, c := range []exstore.Chunk{0, 2, 33, 35, 66, 68} {
-		if a, ok := g.areaAt(c); ok {
+		if a, ok := g.AreaAt(c); ok {
 			t.Errorf("areaAt(%d) = area %d, want a data chunk (or the header)", c, a)
 		}
 	}
 	for c, want := range map[exstore.Chunk]exstore.Chunk{1: 2, 2: 2, 33: 33, 34: 35, 67: 68, 68: 68} {
-		if got := g.skipMetadata(c); got != want {
+		if got := g.SkipMetadata(c); got != want {
 			t.Errorf("skipMetadata(%d) = %d, want %d", c, got, want)
 		}
 	}
-	if g := newGeometry(8); g.epa != 256 || g.areaLocation(1) != 258 {
-		t.Errorf("4 KiB chunks: epa %d, area 1 at %d; want 256 and 258 (the kernel's one metadata chunk per 256 data chunks)", g.epa, g.areaLocation(1))
+	if g := NewGeometry(8); g.ExceptionsPerArea != 256 || g.AreaLocation(1) != 258 {
+		t.Errorf("4 KiB chunks: epa %d, area 1 at %d; want 256 and 258 (the kernel's one metadata chunk per 256 data chunks)", g.ExceptionsPerArea, g.AreaLocation(1))
+	}
+}
+
+// DataChunks counts the chunks below next that are neither the header nor
+// a metadata area, as a walk over every chunk does.
+func TestGeometry_DataChunks(t *testing.T) {
+	for _, chunk := range []exstore.Sector{1, 8} {
+		g := NewGeometry(chunk)
+		var data uint64
+		for next := exstore.Chunk(0); next < 3*exstore.Chunk(g.ExceptionsPerArea)+10; next++ {
+			if got := g.DataChunks(next); got != data {
+				t.Fatalf("chunk %d: DataChunks(%d) = %d, want %d", chunk, next, got, data)
+			}
+			if _, area := g.AreaAt(next); next != 0 && !area {
+				data++
+			}
+		}
+	}
+}
+
+// A COW of FullSize takes an exception for every chunk of the origin, for
+// origins ending on and off an area boundary; MinDeviceChunks take one.
+func TestGeometry_FullSize(t *testing.T) {
+	g := NewGeometry(1) // 32 records per area
+	for _, originChunks := range []int64{1, 31, 32, 33, 64, 100} {
+		dev := storetest.NewCrashDev("cow", g.FullSize(originChunks*g.ChunkBytes-1))
+		s, err := Open(dev, Options{ChunkSize: g.Chunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Load(func(exstore.Exception) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for old := range originChunks {
+			c, err := s.Prepare()
+			if err == nil {
+				err = s.Commit(exstore.Exception{Old: exstore.Chunk(old), New: c})
+			}
+			if err != nil {
+				t.Fatalf("origin of %d chunks, COW of %d bytes: exception %d: %v", originChunks, dev.Size(), old, err)
+			}
+		}
+		s.Close()
+	}
+	dev := storetest.NewCrashDev("cow", MinDeviceChunks*g.ChunkBytes)
+	s, err := Open(dev, Options{ChunkSize: g.Chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Load(func(exstore.Exception) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(); err != nil {
+		t.Fatalf("COW of MinDeviceChunks: %v", err)
+	}
+	if _, err := s.Prepare(); err == nil {
+		t.Fatalf("COW of MinDeviceChunks took two exceptions; MinDeviceChunks is not the minimum")
 	}
 }

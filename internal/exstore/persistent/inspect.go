@@ -85,25 +85,25 @@ func (r *Report) inspect(dev backing.Device) error {
 	if err != nil {
 		return err
 	}
-	g := newGeometry(chunk)
-	r.ChunkSize, r.ExceptionsPerArea = chunk, g.epa
-	r.DeviceChunks = exstore.Chunk(dev.Size() / g.chunkBytes)
+	g := NewGeometry(chunk)
+	r.ChunkSize, r.ExceptionsPerArea = chunk, g.ExceptionsPerArea
+	r.DeviceChunks = exstore.Chunk(dev.Size() / g.ChunkBytes)
 	if r.DeviceChunks < 2 {
 		return exstore.Corruptf("COW device is %d bytes, smaller than the 2 chunks of %d sectors its header and first metadata area take", dev.Size(), chunk)
 	}
 	r.layoutKnown = true
-	buf := make([]byte, g.chunkBytes)
+	buf := make([]byte, g.ChunkBytes)
 	if _, err := dev.ReadAt(buf, 0); err != nil {
 		return fmt.Errorf("read header chunk: %w", err)
 	}
 	r.HeaderTailDirty = !allZero(buf[headerSize:])
 	if r.HeaderTailDirty {
-		r.note("header chunk: bytes %d to %d are not all zero (the kernel writes zeroes there)", headerSize, g.chunkBytes-1)
+		r.note("header chunk: bytes %d to %d are not all zero (the kernel writes zeroes there)", headerSize, g.ChunkBytes-1)
 	}
 	return r.scan(dev, g, buf)
 }
 
-func (r *Report) scan(dev backing.Device, g geometry, buf []byte) error {
+func (r *Report) scan(dev backing.Device, g Geometry, buf []byte) error {
 	olds := make(map[exstore.Chunk]exstore.Chunk)
 	sc := scanner{dev: dev, g: g, devChunks: r.DeviceChunks, buf: buf,
 		record: func(a, i uint64, e exstore.Exception) error {
@@ -116,7 +116,7 @@ func (r *Report) scan(dev backing.Device, g geometry, buf []byte) error {
 			return nil
 		},
 		areaDone: func(a, n uint64, full bool) {
-			ar := AreaReport{Index: a, Chunk: g.areaLocation(a), Records: n, Full: full}
+			ar := AreaReport{Index: a, Chunk: g.AreaLocation(a), Records: n, Full: full}
 			ar.DirtyTail = !full && !allZero(buf[n*recordSize:])
 			if ar.DirtyTail {
 				r.note("metadata area %d (chunk %d): bytes after the end marker (record %d) are not zero", a, ar.Chunk, n)
@@ -133,9 +133,9 @@ func (r *Report) scan(dev backing.Device, g geometry, buf []byte) error {
 		return err
 	}
 	r.NextFree = st.nextFree
-	r.Allocated = exstore.Sector(st.nextFree) * g.chunk
+	r.Allocated = exstore.Sector(st.nextFree) * g.Chunk
 	r.Total = exstore.Sector(dev.Size() / exstore.SectorSize)
-	r.Metadata = exstore.Sector(st.area+2) * g.chunk
+	r.Metadata = exstore.Sector(st.area+2) * g.Chunk
 	r.done = true
 	return nil
 }

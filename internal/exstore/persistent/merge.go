@@ -39,11 +39,11 @@ func (s *Store) PrepareMerge() (exstore.Exception, int, error) {
 			return exstore.Exception{}, 0, nil
 		}
 		area--
-		loc := s.g.areaLocation(area)
-		if _, err := s.dev.ReadAt(s.area, s.g.offset(loc)); err != nil {
+		loc := s.g.AreaLocation(area)
+		if _, err := s.dev.ReadAt(s.area, s.g.Offset(loc)); err != nil {
 			return exstore.Exception{}, 0, fmt.Errorf("prepare merge: read metadata area %d at chunk %d of %s: %w", area, loc, s.dev.Path(), err)
 		}
-		n = s.g.epa
+		n = s.g.ExceptionsPerArea
 		s.mu.Lock()
 		s.currentArea, s.committed = area, n
 		s.mu.Unlock()
@@ -72,14 +72,14 @@ func (s *Store) PrepareMerge() (exstore.Exception, int, error) {
 // checkMergeRecord re-checks a record read back from disk for merging: a
 // damaged one must not make the target copy the header over the origin.
 func (s *Store) checkMergeRecord(a, i uint64, e exstore.Exception) error {
-	_, isArea := s.g.areaAt(e.New)
+	_, isArea := s.g.AreaAt(e.New)
 	if e.New != 0 && e.New < s.devChunks && !isArea {
 		return nil
 	}
-	loc := s.g.areaLocation(a)
+	loc := s.g.AreaLocation(a)
 	return fmt.Errorf("prepare merge on %s: %w", s.dev.Path(), exstore.Corruptf(
 		"metadata area %d (chunk %d) record %d at byte %d: new_chunk %d is not a data chunk (the device has %d chunks)",
-		a, loc, i, s.g.offset(loc)+int64(i*recordSize)+8, e.New, s.devChunks))
+		a, loc, i, s.g.Offset(loc)+int64(i*recordSize)+8, e.New, s.devChunks))
 }
 
 // CommitMerge clears the last n records of the current area and writes it
@@ -108,11 +108,11 @@ func (s *Store) CommitMerge(n int) error {
 	buf := make([]byte, len(s.area))
 	copy(buf, s.area)
 	clear(buf[(c-uint64(n))*recordSize : c*recordSize])
-	loc := s.g.areaLocation(area)
+	loc := s.g.AreaLocation(area)
 	if err := s.dev.Flush(); err != nil {
 		return fmt.Errorf("commit merge: flush %s: %w", s.dev.Path(), err)
 	}
-	if _, err := s.dev.WriteAt(buf, s.g.offset(loc)); err != nil {
+	if _, err := s.dev.WriteAt(buf, s.g.Offset(loc)); err != nil {
 		return fmt.Errorf("commit merge: write metadata area %d at chunk %d of %s: %w", area, loc, s.dev.Path(), err)
 	}
 	if err := s.dev.Flush(); err != nil {
@@ -154,14 +154,14 @@ func (s *Store) Drop() error {
 func (s *Store) Usage() (allocated, total, metadata exstore.Sector) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	allocated = exstore.Sector(s.nextFree) * s.g.chunk
+	allocated = exstore.Sector(s.nextFree) * s.g.Chunk
 	total = exstore.Sector(s.dev.Size() / exstore.SectorSize)
-	metadata = exstore.Sector(s.currentArea+2) * s.g.chunk
+	metadata = exstore.Sector(s.currentArea+2) * s.g.Chunk
 	return allocated, total, metadata
 }
 
 // ChunkSize is the chunk size in sectors, as recorded on disk.
-func (s *Store) ChunkSize() exstore.Sector { return s.g.chunk }
+func (s *Store) ChunkSize() exstore.Sector { return s.g.Chunk }
 
 // Status returns "P <chunk>" or "PO <chunk>" for the table line, and
 // nothing for the status line.
@@ -173,7 +173,7 @@ func (s *Store) Status(kind exstore.StatusType) string {
 	if s.overflow {
 		typ = exstore.PersistentOverflow
 	}
-	return fmt.Sprintf("%s %d", typ, s.g.chunk)
+	return fmt.Sprintf("%s %d", typ, s.g.Chunk)
 }
 
 // Close waits for commits in flight; later calls fail with

@@ -21,7 +21,7 @@ type scanState struct {
 // wrong data, so daxsnap refuses it.
 type scanner struct {
 	dev       backing.Device
-	g         geometry
+	g         Geometry
 	devChunks exstore.Chunk
 	buf       []byte // one chunk; holds the last area read
 
@@ -45,26 +45,26 @@ func (s *scanner) run() (scanState, error) {
 		if err != nil {
 			return st, err
 		}
-		full := n == s.g.epa
+		full := n == s.g.ExceptionsPerArea
 		if s.areaDone != nil {
 			s.areaDone(a, n, full)
 		}
 		if !full {
 			st.area, st.committed = a, n
-			st.nextFree = s.g.skipMetadata(st.nextFree)
+			st.nextFree = s.g.SkipMetadata(st.nextFree)
 			return st, nil
 		}
 	}
 }
 
 func (s *scanner) readArea(a uint64) error {
-	loc := s.g.areaLocation(a)
+	loc := s.g.AreaLocation(a)
 	if a > 0 && loc >= s.devChunks {
 		return exstore.Corruptf("metadata area %d is full, so the list continues in area %d at chunk %d, but the COW device ends at chunk %d (%d sectors per chunk): the device was truncated or area %d is damaged",
-			a-1, a, loc, s.devChunks, s.g.chunk, a-1)
+			a-1, a, loc, s.devChunks, s.g.Chunk, a-1)
 	}
-	if _, err := s.dev.ReadAt(s.buf, s.g.offset(loc)); err != nil {
-		return fmt.Errorf("read metadata area %d at chunk %d (byte %d): %w", a, loc, s.g.offset(loc), err)
+	if _, err := s.dev.ReadAt(s.buf, s.g.Offset(loc)); err != nil {
+		return fmt.Errorf("read metadata area %d at chunk %d (byte %d): %w", a, loc, s.g.Offset(loc), err)
 	}
 	return nil
 }
@@ -72,7 +72,7 @@ func (s *scanner) readArea(a uint64) error {
 // records walks the records of area a (in s.buf) up to the end marker and
 // returns how many there are.
 func (s *scanner) records(a uint64, st *scanState) (uint64, error) {
-	for i := uint64(0); i < s.g.epa; i++ {
+	for i := uint64(0); i < s.g.ExceptionsPerArea; i++ {
 		e := getRecord(s.buf, i)
 		if e.New == 0 {
 			return i, nil
@@ -87,20 +87,20 @@ func (s *scanner) records(a uint64, st *scanState) (uint64, error) {
 			return i, err
 		}
 	}
-	return s.g.epa, nil
+	return s.g.ExceptionsPerArea, nil
 }
 
 func (s *scanner) check(a, i uint64, e exstore.Exception) error {
 	where := func() string {
-		loc := s.g.areaLocation(a)
+		loc := s.g.AreaLocation(a)
 		return fmt.Sprintf("metadata area %d (chunk %d) record %d at byte %d: new_chunk %d",
-			a, loc, i, s.g.offset(loc)+int64(i*recordSize)+8, e.New)
+			a, loc, i, s.g.Offset(loc)+int64(i*recordSize)+8, e.New)
 	}
 	if e.New >= s.devChunks {
 		return exstore.Corruptf("%s is beyond the end of the COW device (%d chunks of %d sectors): the exception list is damaged or the device was truncated",
-			where(), s.devChunks, s.g.chunk)
+			where(), s.devChunks, s.g.Chunk)
 	}
-	if ma, ok := s.g.areaAt(e.New); ok {
+	if ma, ok := s.g.AreaAt(e.New); ok {
 		return exstore.Corruptf("%s is metadata area %d, not a data chunk", where(), ma)
 	}
 	w, bit := uint64(e.New)/64, uint64(1)<<(uint64(e.New)%64)

@@ -42,7 +42,7 @@ type Store struct {
 	dev       backing.Device
 	log       *slog.Logger
 	overflow  bool
-	g         geometry
+	g         Geometry
 	devChunks exstore.Chunk
 	fresh     bool // the header's magic was 0: Load creates the store
 
@@ -129,8 +129,8 @@ func open(dev backing.Device, opts Options) (*Store, error) {
 		chunk = disk
 		s.valid = hdr.Valid != 0
 	}
-	s.g = newGeometry(chunk)
-	s.devChunks = exstore.Chunk(dev.Size() / s.g.chunkBytes)
+	s.g = NewGeometry(chunk)
+	s.devChunks = exstore.Chunk(dev.Size() / s.g.ChunkBytes)
 	if s.devChunks < 2 {
 		if s.fresh {
 			return nil, fmt.Errorf("COW device is %d bytes, smaller than 2 chunks of %d sectors (header and first metadata area), and data needs more: use a larger device or a smaller chunk size",
@@ -139,7 +139,7 @@ func open(dev backing.Device, opts Options) (*Store, error) {
 		return nil, exstore.Corruptf("COW device is %d bytes, smaller than the 2 chunks of %d sectors (header chunk_size at byte %d) its header and first metadata area take: the device was truncated or the header is damaged",
 			dev.Size(), chunk, offChunkSize)
 	}
-	s.area = make([]byte, s.g.chunkBytes)
+	s.area = make([]byte, s.g.ChunkBytes)
 	return s, nil
 }
 
@@ -151,7 +151,7 @@ func (s *Store) Grow() {
 	defer s.ioMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.devChunks = max(s.devChunks, exstore.Chunk(s.dev.Size()/s.g.chunkBytes))
+	s.devChunks = max(s.devChunks, exstore.Chunk(s.dev.Size()/s.g.ChunkBytes))
 }
 
 // readHeader reads the first logical block of dev.
@@ -235,15 +235,15 @@ func (s *Store) setLoaded(st scanState) {
 	defer s.mu.Unlock()
 	s.loaded = true
 	s.currentArea, s.committed, s.nextFree = st.area, st.committed, st.nextFree
-	s.accepted = st.area*s.g.epa + st.committed
+	s.accepted = st.area*s.g.ExceptionsPerArea + st.committed
 }
 
 // create writes a new, empty store: area 0 zeroed, then the header. Area 0
 // is durable before the header is written, so a header on disk always has
 // a clean area behind it even if the device started with garbage.
 func (s *Store) create() error {
-	loc := s.g.areaLocation(0)
-	if err := s.dev.WriteZeroes(s.g.offset(loc), s.g.chunkBytes); err != nil {
+	loc := s.g.AreaLocation(0)
+	if err := s.dev.WriteZeroes(s.g.Offset(loc), s.g.ChunkBytes); err != nil {
 		return fmt.Errorf("zero metadata area 0 at chunk %d: %w", loc, err)
 	}
 	if err := s.dev.Flush(); err != nil {
@@ -254,8 +254,8 @@ func (s *Store) create() error {
 
 // writeHeader writes chunk 0 (the header, then zeroes) and flushes.
 func (s *Store) writeHeader(valid uint32) error {
-	buf := make([]byte, s.g.chunkBytes)
-	Header{Magic: Magic, Valid: valid, Version: DiskVersion, ChunkSize: uint32(s.g.chunk)}.encode(buf)
+	buf := make([]byte, s.g.ChunkBytes)
+	Header{Magic: Magic, Valid: valid, Version: DiskVersion, ChunkSize: uint32(s.g.Chunk)}.encode(buf)
 	if _, err := s.dev.WriteAt(buf, 0); err != nil {
 		return fmt.Errorf("write header: %w", err)
 	}
@@ -294,11 +294,11 @@ func (s *Store) Prepare() (exstore.Chunk, error) {
 	// Handing out the last data chunk before an area that does not fit on
 	// the device would let the records fill the current area, which then
 	// needs the next one zeroed: the kernel invalidates the snapshot there.
-	if _, ok := s.g.areaAt(c + 1); ok && c+1 == s.devChunks {
+	if _, ok := s.g.AreaAt(c + 1); ok && c+1 == s.devChunks {
 		return 0, fmt.Errorf("%w: all %d chunks of %s are in use (the last one would need a metadata area past the end)",
 			exstore.ErrNoSpace, s.devChunks, s.dev.Path())
 	}
-	s.nextFree = s.g.skipMetadata(c + 1)
+	s.nextFree = s.g.SkipMetadata(c + 1)
 	return c, nil
 }
 
@@ -352,19 +352,19 @@ func (s *Store) admit(e exstore.Exception) error {
 		return fmt.Errorf("commit exception %v: COW chunk %d is not a data chunk of %s (it has chunks 2 to %d)",
 			e, e.New, s.dev.Path(), s.devChunks-1)
 	}
-	if a, ok := s.g.areaAt(e.New); ok {
+	if a, ok := s.g.AreaAt(e.New); ok {
 		return fmt.Errorf("commit exception %v: COW chunk %d holds metadata area %d, not data", e, e.New, a)
 	}
-	if (s.accepted+1)%s.g.epa == 0 {
-		next := s.g.areaLocation((s.accepted + 1) / s.g.epa)
+	if (s.accepted+1)%s.g.ExceptionsPerArea == 0 {
+		next := s.g.AreaLocation((s.accepted + 1) / s.g.ExceptionsPerArea)
 		if next >= s.devChunks {
 			return fmt.Errorf("%w: commit exception %v: it would fill metadata area %d, and the next area (chunk %d) does not fit on %s",
-				exstore.ErrNoSpace, e, s.accepted/s.g.epa, next, s.dev.Path())
+				exstore.ErrNoSpace, e, s.accepted/s.g.ExceptionsPerArea, next, s.dev.Path())
 		}
 	}
 	s.accepted++
 	if e.New >= s.nextFree {
-		s.nextFree = s.g.skipMetadata(e.New + 1)
+		s.nextFree = s.g.SkipMetadata(e.New + 1)
 	}
 	return nil
 }
@@ -399,12 +399,12 @@ func (s *Store) writeBatch(recs []exstore.Exception) error {
 		return exstore.ErrInvalidated
 	}
 	for len(recs) > 0 {
-		k := min(uint64(len(recs)), s.g.epa-n)
+		k := min(uint64(len(recs)), s.g.ExceptionsPerArea-n)
 		for i := range k {
 			putRecord(s.area, n+i, recs[i])
 		}
 		n, recs = n+k, recs[k:]
-		full := n == s.g.epa
+		full := n == s.g.ExceptionsPerArea
 		if err := s.writeArea(area, full); err != nil {
 			s.mu.Lock()
 			s.valid = false
@@ -429,16 +429,16 @@ func (s *Store) writeBatch(recs []exstore.Exception) error {
 func (s *Store) writeArea(a uint64, full bool) error {
 	if full {
 		// admit made sure the next area fits on the device.
-		next := s.g.areaLocation(a + 1)
-		if err := s.dev.WriteZeroes(s.g.offset(next), s.g.chunkBytes); err != nil {
+		next := s.g.AreaLocation(a + 1)
+		if err := s.dev.WriteZeroes(s.g.Offset(next), s.g.ChunkBytes); err != nil {
 			return fmt.Errorf("zero metadata area %d at chunk %d: %w", a+1, next, err)
 		}
 	}
 	if err := s.dev.Flush(); err != nil {
 		return fmt.Errorf("flush COW data before metadata area %d: %w", a, err)
 	}
-	loc := s.g.areaLocation(a)
-	if _, err := s.dev.WriteAt(s.area, s.g.offset(loc)); err != nil {
+	loc := s.g.AreaLocation(a)
+	if _, err := s.dev.WriteAt(s.area, s.g.Offset(loc)); err != nil {
 		return fmt.Errorf("write metadata area %d at chunk %d: %w", a, loc, err)
 	}
 	if err := s.dev.Flush(); err != nil {
