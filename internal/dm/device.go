@@ -35,7 +35,7 @@ type Device struct {
 	openCount int
 	holders   map[Holder]int // who the opens are (Open counts an unnamed one)
 	deferred  bool           // remove on last close
-	removed   bool
+	removed   atomic.Bool    // set under ctl; read anywhere (Removed)
 
 	// guardRelease is the SwapGuard's release when it was asked at
 	// suspend, for the resume to call.
@@ -58,6 +58,12 @@ type Device struct {
 // Name returns the device name.
 func (d *Device) Name() string { return *d.name.Load() }
 
+// Removed reports whether d was removed (its verbs fail with
+// ErrNotFound from then on). It never waits: the OnRemove subscribers'
+// layers call it under their own locks, to keep no state for a device
+// that is gone.
+func (d *Device) Removed() bool { return d.removed.Load() }
+
 // UUID returns the device uuid ("" if none).
 func (d *Device) UUID() string { return d.uuid }
 
@@ -71,7 +77,7 @@ func (d *Device) Load(text string) error {
 	}
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed {
+	if d.removed.Load() {
 		t.Close()
 		return fmt.Errorf("load %s: %w", d.Name(), ErrNotFound)
 	}
@@ -111,7 +117,7 @@ type SuspendOptions struct {
 func (d *Device) Suspend(opts SuspendOptions) error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed {
+	if d.removed.Load() {
 		return fmt.Errorf("suspend %s: %w", d.Name(), ErrNotFound)
 	}
 	// With a new table already loaded (dmsetup load, then suspend, then
@@ -164,7 +170,7 @@ func forEach[I any](t *Table, fn func(I)) {
 func (d *Device) Resume() error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed {
+	if d.removed.Load() {
 		return fmt.Errorf("resume %s: %w", d.Name(), ErrNotFound)
 	}
 	return d.resumeLocked()
@@ -371,7 +377,7 @@ func (d *Device) Open() error { return d.OpenBy(Holder{}) }
 func (d *Device) OpenBy(h Holder) error {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed || d.deferred {
+	if d.removed.Load() || d.deferred {
 		return fmt.Errorf("open %s: %w: removal is pending", d.Name(), ErrNotFound)
 	}
 	d.openCount++
@@ -426,7 +432,7 @@ func (d *Device) destroy() error {
 		d.io.Lock()
 		d.suspended = true
 	}
-	d.removed = true
+	d.removed.Store(true)
 	if d.guardRelease != nil {
 		d.guardRelease()
 		d.guardRelease = nil

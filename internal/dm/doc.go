@@ -49,6 +49,15 @@
 // while it holds its own. Device.Memory only tries the read lock, so a
 // cut of a stacked device never waits for a suspended one below it.
 //
+// The OnRemove subscribers run after a removal, with neither the
+// removed device's locks nor the Manager's mu held, but possibly with
+// the ctl lock of a device stacked over it (its table let go of the
+// device's last open, and a deferred removal ran): they take only their
+// own locks, after any device lock, and never wait for a verb.
+// Device.Removed reads a flag without a lock, for their layers to check
+// under their own locks, so that no state is made for a device that has
+// gone.
+//
 // # When the guards run
 //
 // With ctl held, in this order:

@@ -3,6 +3,7 @@ package dm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"unicode"
@@ -16,10 +17,46 @@ type Manager struct {
 	reg  *Registry
 	pool *DevicePool
 
-	mu     sync.Mutex
-	devs   map[string]*Device
-	guard  SwapGuard
-	cutter Cutter
+	mu       sync.Mutex
+	devs     map[string]*Device
+	guard    SwapGuard
+	cutter   Cutter
+	onRemove []*func(*Device) // OnRemove's subscribers, in order
+}
+
+// OnRemove subscribes f to the removals of m's devices: f(d) runs once d
+// is gone (Remove, the last close of a device whose removal was
+// deferred, a Create whose table failed): m no longer lists it, its
+// tables are closed and its verbs fail with ErrNotFound. Layers that keep
+// state per device (sessions, exports, the daemon) drop it in f, so a
+// removed device is not pinned for the manager's lifetime.
+//
+// f runs once per removed device, on the goroutine that removed it,
+// after every subscriber before it, with neither m's lock nor d's held.
+// A lower device's last close may remove it while the device over it
+// holds its ctl lock (a table letting go of it), so f must not take a
+// device lock or wait for a verb: it should take its own short locks,
+// drop its state and return. The returned function unsubscribes f.
+func (m *Manager) OnRemove(f func(*Device)) (cancel func()) {
+	p := &f
+	m.mu.Lock()
+	m.onRemove = append(m.onRemove, p)
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		m.onRemove = slices.DeleteFunc(m.onRemove, func(q *func(*Device)) bool { return q == p })
+		m.mu.Unlock()
+	}
+}
+
+// gone runs the OnRemove subscribers for d, which was just removed.
+func (m *Manager) gone(d *Device) {
+	m.mu.Lock()
+	subs := slices.Clone(m.onRemove)
+	m.mu.Unlock()
+	for _, f := range subs {
+		(*f)(d)
+	}
 }
 
 // SwapGuard is asked before a resume makes next the live table of d in
@@ -110,8 +147,10 @@ func (m *Manager) drop(d *Device) error {
 	delete(m.devs, d.Name())
 	m.mu.Unlock()
 	d.ctl.Lock()
-	defer d.ctl.Unlock()
-	return d.destroy()
+	err := d.destroy()
+	d.ctl.Unlock()
+	m.gone(d)
+	return err
 }
 
 func checkName(what, s string, max int) error {
@@ -211,36 +250,46 @@ type RemoveOptions struct {
 
 // Remove destroys a device. An open device is refused with ErrBusy unless
 // Deferred (removed on last close); Force first makes all its I/O fail.
+// The OnRemove subscribers run before Remove returns.
 func (m *Manager) Remove(name string, o RemoveOptions) error {
 	d, err := m.Get(name)
 	if err != nil {
 		return fmt.Errorf("remove %s", err)
 	}
+	removed, err := m.remove(d, name, o)
+	if removed {
+		m.gone(d)
+	}
+	return err
+}
+
+// remove is Remove of d, found by name; removed says whether d is gone.
+func (m *Manager) remove(d *Device, name string, o RemoveOptions) (removed bool, err error) {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed || d.Name() != name { // removed, or renamed meanwhile
-		return fmt.Errorf("remove %s: %w", name, ErrNotFound)
+	if d.removed.Load() || d.Name() != name { // removed, or renamed meanwhile
+		return false, fmt.Errorf("remove %s: %w", name, ErrNotFound)
 	}
 	if d.openCount > 0 {
 		if o.Force {
 			if err := d.wipeLocked(); err != nil {
-				return fmt.Errorf("remove --force %s: replace table with error: %w", name, err)
+				return false, fmt.Errorf("remove --force %s: replace table with error: %w", name, err)
 			}
 		}
 		if o.Deferred {
 			d.deferred = true
-			return nil
+			return false, nil
 		}
 		if o.Force {
-			return fmt.Errorf("remove --force %s: %w: its table is now `error` (every I/O fails), but it stays while open (open count %d): remove it again once closed, or with --deferred to remove it on last close",
+			return false, fmt.Errorf("remove --force %s: %w: its table is now `error` (every I/O fails), but it stays while open (open count %d): remove it again once closed, or with --deferred to remove it on last close",
 				name, ErrBusy, d.openCount)
 		}
-		return fmt.Errorf("remove %s: %w: open count %d; close it first, or use --deferred to remove it on last close", name, ErrBusy, d.openCount)
+		return false, fmt.Errorf("remove %s: %w: open count %d; close it first, or use --deferred to remove it on last close", name, ErrBusy, d.openCount)
 	}
 	m.mu.Lock()
 	delete(m.devs, name)
 	m.mu.Unlock()
-	return d.destroy()
+	return true, d.destroy()
 }
 
 // WipeTable replaces the live table with an `error` table of the same size
@@ -290,7 +339,7 @@ func (m *Manager) Rename(old, name string) error {
 	// first, and one that starts later finds the device by its new name.
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	if d.removed {
+	if d.removed.Load() {
 		return fmt.Errorf("rename %s: %w", old, ErrNotFound)
 	}
 	m.mu.Lock()

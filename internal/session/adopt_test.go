@@ -16,7 +16,7 @@ import (
 // restarted daemon does (the devices stay: they are the rig's).
 func (r *rig) restartServer(t *testing.T) *session.Server {
 	t.Helper()
-	srv, err := session.Listen(session.Config{Socket: r.srv.Socket(), Lookup: r.m.Get})
+	srv, err := session.Listen(session.Config{Socket: r.srv.Socket(), Lookup: r.m.Get, OnRemove: r.m.OnRemove})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestAuthorize_perRequest(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	srv, c := serveAndDial(t, session.Config{Lookup: r.m.Get, Authorize: func(p access.Peer, dev *dm.Device, write bool) error {
+	srv, c := serveAndDial(t, session.Config{Lookup: r.m.Get, OnRemove: r.m.OnRemove, Authorize: func(p access.Peer, dev *dm.Device, write bool) error {
 		mu.Lock()
 		calls = append(calls, call{p, dev.Name(), write})
 		mu.Unlock()
@@ -84,7 +84,7 @@ func TestAuthorizeFile_everyFile(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	_, c := serveAndDial(t, session.Config{Lookup: r.m.Get, Authorize: func(access.Peer, *dm.Device, bool) error { return nil },
+	_, c := serveAndDial(t, session.Config{Lookup: r.m.Get, OnRemove: r.m.OnRemove, Authorize: func(access.Peer, *dm.Device, bool) error { return nil },
 		AuthorizeFile: func(p access.Peer, dev *dm.Device, path string, fd int, write bool) error {
 			mu.Lock()
 			calls = append(calls, call{path, write})

@@ -19,7 +19,7 @@ func TestMap_PendingCap(t *testing.T) {
 	const max = 8
 	r := newRig(t, "mem")
 	r.create(t, "vol", fmt.Sprintf("0 %d linear %s 0\n", sectors, r.path("mem")))
-	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "cap.sock"), Lookup: r.m.Get, MaxPending: max})
+	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "cap.sock"), Lookup: r.m.Get, OnRemove: r.m.OnRemove, MaxPending: max})
 	if err != nil {
 		t.Fatal(err)
 	}

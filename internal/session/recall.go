@@ -69,6 +69,9 @@ func (e *RecallError) Error() string {
 // (a *RecallError) nothing stays fenced.
 func (s *Server) Recall(dev *dm.Device, timeout time.Duration, reason string) (release func(), err error) {
 	ds := s.devState(dev, true)
+	if ds == nil { // removed: nothing maps it
+		return func() {}, nil
+	}
 	// Not protMu: a recall may run while a cut of the device's memory
 	// lasts (the device suspended before the new table was loaded).
 	ds.mapsMu.Lock()

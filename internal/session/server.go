@@ -45,6 +45,11 @@ type Config struct {
 	// the rule of access.Owner.Allows; root and the daemon's uid may
 	// have any file.
 	AuthorizeFile func(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error
+	// OnRemove subscribes the server to device removals, as
+	// dm.Manager.OnRemove does (Listen subscribes, Close unsubscribes):
+	// the server keeps state per device it has seen mapped or recalled,
+	// and drops it when the device is removed. Required.
+	OnRemove func(func(*dm.Device)) (cancel func())
 	// MaxPending bounds the grants one session may hold that its client
 	// has not armed yet; further map requests are refused (CodeNoSpace)
 	// until it arms or unmaps some. 0 means DefaultMaxPending.
@@ -66,11 +71,13 @@ type Server struct {
 	log  *slog.Logger
 	ln   *net.UnixListener
 	spin time.Duration
+	// unsubscribe ends the subscription to device removals (Close).
+	unsubscribe func()
 
 	mu       sync.Mutex
 	closed   bool
 	sessions map[*session]struct{}
-	devs     map[*dm.Device]*devState
+	devs     map[*dm.Device]*devState // devices not removed (forgetDevice)
 	devSeq   uint64
 
 	// protMu serialises what decides a mapping's protection: a cut's
@@ -154,6 +161,9 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Lookup == nil {
 		return nil, errors.New("session: Config.Lookup is required")
 	}
+	if cfg.OnRemove == nil {
+		return nil, errors.New("session: Config.OnRemove is required (the device manager's OnRemove), or the server keeps every removed device's state")
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -180,8 +190,10 @@ func Listen(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("session: chmod %s: %w", cfg.Socket, err)
 	}
-	return &Server{cfg: cfg, log: cfg.Log.With("component", "session"), ln: ln, spin: spin,
-		sessions: map[*session]struct{}{}, devs: map[*dm.Device]*devState{}, cuts: map[*cut]struct{}{}}, nil
+	s := &Server{cfg: cfg, log: cfg.Log.With("component", "session"), ln: ln, spin: spin,
+		sessions: map[*session]struct{}{}, devs: map[*dm.Device]*devState{}, cuts: map[*cut]struct{}{}}
+	s.unsubscribe = cfg.OnRemove(s.forgetDevice)
+	return s, nil
 }
 
 // Socket returns the socket path.
@@ -229,6 +241,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.unsubscribe()
 	sessions := make([]*session, 0, len(s.sessions))
 	for x := range s.sessions {
 		sessions = append(sessions, x)
@@ -308,16 +321,29 @@ type devState struct {
 	fence atomic.Int32
 }
 
+// devState returns dev's state, creating it if create; nil for a device
+// that was removed (none is made for it: forgetDevice has run or will).
 func (s *Server) devState(dev *dm.Device, create bool) *devState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ds := s.devs[dev]
-	if ds == nil && create {
+	// Removed is set before the removal's forgetDevice takes mu: checked
+	// under mu, a state made here is one forgetDevice drops.
+	if ds == nil && create && !dev.Removed() {
 		s.devSeq++
 		ds = &devState{dev: dev, seq: s.devSeq, maps: map[*mapping]struct{}{}}
 		s.devs[dev] = ds
 	}
 	return ds
+}
+
+// forgetDevice drops the state of dev, which was removed (the
+// subscriber to dm.Manager.OnRemove). No mapping is left of it: a
+// mapping holds its device open, and a device is removed closed.
+func (s *Server) forgetDevice(dev *dm.Device) {
+	s.mu.Lock()
+	delete(s.devs, dev)
+	s.mu.Unlock()
 }
 
 func (ds *devState) list() []*mapping {

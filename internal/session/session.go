@@ -349,9 +349,18 @@ func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, 
 		}
 		mp.uffd = u
 	}
-	mp.ds = x.srv.devState(g.dev, true)
-	for _, d := range g.via {
-		mp.dss = append(mp.dss, x.srv.devState(d, true))
+	for _, d := range append([]*dm.Device{g.dev}, g.via...) {
+		ds := x.srv.devState(d, true)
+		if ds == nil {
+			mp.drop()
+			return x.refuse(id, wire.CodeNotFound, fmt.Errorf("armed mapping id %d of %s: device %s was removed since the map request", id, g.req.Device, d.Name()))
+		}
+		if d == g.dev {
+			mp.ds = ds
+		}
+		if !slices.Contains(mp.dss, ds) {
+			mp.dss = append(mp.dss, ds)
+		}
 	}
 	slices.SortFunc(mp.dss, func(a, b *devState) int { return cmp.Compare(a.seq, b.seq) })
 	if err := g.dev.Open(); err != nil {

@@ -80,7 +80,7 @@ func newRigSized(t testing.TB, size int64, files ...string) *rig {
 	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, ro bool) (backing.Device, error) {
 		return backing.Open(name, backing.Options{ReadOnly: ro})
 	}))
-	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get})
+	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get, OnRemove: m.OnRemove})
 	if err != nil {
 		t.Fatal(err)
 	}

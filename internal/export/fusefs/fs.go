@@ -16,6 +16,9 @@ import (
 type Devices interface {
 	Get(name string) (*dm.Device, error)
 	List() []*dm.Device // sorted by name
+	// OnRemove subscribes f to device removals (dm.Manager.OnRemove):
+	// the mount forgets a removed device's inode number.
+	OnRemove(f func(*dm.Device)) (cancel func())
 }
 
 // Backend is the block I/O an open file goes through; *dm.Device
@@ -111,24 +114,21 @@ func (x *fileSystem) ino(dev *dm.Device) uint64 {
 	if !ok {
 		ino = x.nextIno
 		x.nextIno++
-		x.inos[dev] = ino
+		// Removed is set before forget takes mu: a device found just
+		// before its removal gets a number, not a place in inos.
+		if !dev.Removed() {
+			x.inos[dev] = ino
+		}
 	}
 	return ino
 }
 
-// prune forgets the inode numbers of devices that are gone.
-func (x *fileSystem) prune(live []*dm.Device) {
-	keep := make(map[*dm.Device]bool, len(live))
-	for _, d := range live {
-		keep[d] = true
-	}
+// forget forgets the inode number of dev, which was removed (the
+// subscriber to Devices.OnRemove).
+func (x *fileSystem) forget(dev *dm.Device) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for d := range x.inos {
-		if !keep[d] {
-			delete(x.inos, d)
-		}
-	}
+	delete(x.inos, dev)
 }
 
 // attr fills a device file's attributes.

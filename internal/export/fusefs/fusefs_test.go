@@ -3,6 +3,7 @@ package fusefs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -297,5 +298,31 @@ func TestMount_closeWithOpenFile(t *testing.T) {
 	}
 	if _, err := os.Stat(r.path("vol")); err == nil {
 		t.Error("the mount is still there after close")
+	}
+}
+
+// TestMount_forgetsRemovedDevices: the mount keeps an inode number for
+// each device it showed, and drops it when the device is removed, even
+// with no watcher polling the devices, so devices that come and go all
+// day are not pinned by the mount.
+func TestMount_forgetsRemovedDevices(t *testing.T) {
+	const devices = 8
+	r := newRig(t, fusefs.Options{Poll: -1})
+	r.create("keep", "0 2048 zero", false)
+	if _, err := os.Stat(r.path("keep")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range devices {
+		name := fmt.Sprintf("vol%d", i)
+		r.create(name, "0 2048 zero", false)
+		if _, err := os.Stat(r.path(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.m.Remove(name, dm.RemoveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fusefs.Inodes(r.srv); n != 1 {
+		t.Errorf("the mount keeps inode numbers for %d devices after %d were shown and removed, want 1 (keep)", n, devices)
 	}
 }

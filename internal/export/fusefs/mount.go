@@ -29,10 +29,11 @@ type Server struct {
 	root *root
 	srv  *fuse.Server
 
-	stop      chan struct{}
-	watchDone chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+	unsubscribe func() // from device removals
+	stop        chan struct{}
+	watchDone   chan struct{}
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // Mount mounts the export of devs on dir (created if missing) and serves
@@ -86,7 +87,8 @@ func Mount(dir string, devs Devices, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount FUSE export on %s: %w", abs, err)
 	}
-	m := &Server{dir: abs, x: x, root: root, srv: srv, stop: make(chan struct{}), watchDone: make(chan struct{})}
+	m := &Server{dir: abs, x: x, root: root, srv: srv, unsubscribe: devs.OnRemove(x.forget),
+		stop: make(chan struct{}), watchDone: make(chan struct{})}
 	go m.watch()
 	return m, nil
 }
@@ -111,6 +113,7 @@ func (m *Server) Close() error {
 }
 
 func (m *Server) close() error {
+	m.unsubscribe()
 	close(m.stop)
 	<-m.watchDone
 	var busy error
@@ -281,7 +284,7 @@ func unescapeMount(s string) string {
 }
 
 // watch refreshes the kernel's size of device files whose device changed
-// size, and forgets the inode numbers of devices that are gone.
+// size.
 func (m *Server) watch() {
 	defer close(m.watchDone)
 	if m.x.opts.Poll < 0 {
@@ -297,7 +300,6 @@ func (m *Server) watch() {
 		case <-t.C:
 		}
 		devs := m.x.devs.List()
-		m.x.prune(devs)
 		seen := make(map[string]int64, len(devs))
 		for _, d := range devs {
 			name, size := d.Name(), d.Size()
