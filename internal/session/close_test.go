@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
-	"github.com/daxsnap/daxsnap/internal/session"
 )
 
 // Ensure that Server.Close does not return while a fault handler is still
@@ -23,7 +22,7 @@ func TestClose_WaitsForUnmappingHandler(t *testing.T) {
 	c.Do("map vol 0 %d rw", volSize)
 	reached, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	session.SetUnmapHook(r.srv, func() {
+	r.setUnmapHook(func() {
 		once.Do(func() { close(reached) })
 		<-release
 	})

@@ -97,8 +97,8 @@ func (s *Server) Cut(mem []dm.MemRange, why string) (end func()) {
 			errs = append(errs, fmt.Errorf("pid %d, mapping %d of %s: %w", m.sess.pid, m.id, m.dev.Name(), err))
 		}
 		protected++
-		if s.sweepHook != nil {
-			s.sweepHook(protected, m.faults.Load)
+		if h := s.cfg.Hooks.Sweep; h != nil {
+			h(protected, m.faults.Load)
 		}
 	}
 	s.protMu.Unlock()
@@ -177,4 +177,9 @@ func (s *Server) armUnderCuts(m *mapping) bool {
 		}
 	}
 	return under
+}
+
+// brokenCut reports whether a test breaks the cut (Hooks.BrokenCut).
+func (s *Server) brokenCut() bool {
+	return s.cfg.Hooks.BrokenCut != nil && s.cfg.Hooks.BrokenCut()
 }

@@ -293,8 +293,8 @@ func (m *mapping) event(msg uffd.Msg) {
 		base := m.base()
 		if start < base+uintptr(m.n) && end > base {
 			m.dropped.Store(true) // the handler leaves after this batch: Close below interrupts Wait
-			if h := srv.unmapHook.Load(); h != nil {
-				(*h)()
+			if h := srv.cfg.Hooks.Unmap; h != nil {
+				h()
 			}
 			m.detach()
 			m.sess.forget(m.id, m)
@@ -319,7 +319,7 @@ func (m *mapping) fault(off int64, began time.Time) {
 			ds.mu.RUnlock()
 		}
 	}
-	if ch != nil && !m.sess.srv.brokenCut.Load() {
+	if ch != nil && !m.sess.srv.brokenCut() {
 		unlock()
 		page := off - off%m.page
 		m.heldMu.Lock()

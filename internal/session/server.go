@@ -50,10 +50,29 @@ type Config struct {
 	// the server keeps state per device it has seen mapped or recalled,
 	// and drops it when the device is removed. Required.
 	OnRemove func(func(*dm.Device)) (cancel func())
+	// Hooks are test knobs; production leaves them zero.
+	Hooks Hooks
 	// MaxPending bounds the grants one session may hold that its client
 	// has not armed yet; further map requests are refused (CodeNoSpace)
 	// until it arms or unmaps some. 0 means DefaultMaxPending.
 	MaxPending int
+}
+
+// Hooks are points where a test pauses the server or breaks it on
+// purpose, to show that its checkers catch what the code prevents. Each
+// may be nil; all are, outside tests.
+type Hooks struct {
+	// Sweep runs in a cut after each mapping it write-protected
+	// (protected counts them so far), with a reader of the write faults
+	// counted on that mapping.
+	Sweep func(protected int, faults func() int64)
+	// BrokenCut, while it reports true, makes a write fault during a cut
+	// resolve at once instead of waiting for the cut's end: the broken
+	// cut the consistency checkers must catch.
+	BrokenCut func() bool
+	// Unmap runs in a fault handler that saw its client unmap, before it
+	// lets the mapping go.
+	Unmap func()
 }
 
 // DefaultMaxPending is the grants a session may hold unarmed: far more
@@ -92,16 +111,6 @@ type Server struct {
 	// outlived dropWait, then saw its client unmap) is not counted.
 	closeMu      sync.Mutex
 	closesWaited bool
-
-	// sweepHook, set by tests, runs in a cut after each mapping it
-	// protected; brokenCut, set by tests only, resolves faults during a
-	// cut at once instead of holding them (to show the checker catches
-	// the broken cut).
-	sweepHook func(protected int, faults func() int64)
-	brokenCut atomic.Bool
-	// unmapHook, set by tests, runs in a fault handler that saw its
-	// client unmap, before it lets the mapping go.
-	unmapHook atomic.Pointer[func()]
 
 	stats Stats
 }

@@ -41,11 +41,57 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// rig is a device manager over tmpfs files, with a session server.
+// rig is a device manager over tmpfs files, with a session server whose
+// test hooks (session.Hooks) the test sets while it runs.
 type rig struct {
 	dir string
 	m   *dm.Manager
 	srv *session.Server
+
+	sweep  atomic.Pointer[func(protected int, faults func() int64)]
+	broken atomic.Bool
+	unmap  atomic.Pointer[func()]
+}
+
+// hooks are the server's Hooks: what the test set, when it did.
+func (r *rig) hooks() session.Hooks {
+	return session.Hooks{
+		Sweep: func(protected int, faults func() int64) {
+			if f := r.sweep.Load(); f != nil {
+				(*f)(protected, faults)
+			}
+		},
+		BrokenCut: r.broken.Load,
+		Unmap: func() {
+			if f := r.unmap.Load(); f != nil {
+				(*f)()
+			}
+		},
+	}
+}
+
+// setSweepHook makes every sweep call f after each mapping it protected
+// (nil: nothing).
+func (r *rig) setSweepHook(f func(protected int)) {
+	if f == nil {
+		r.sweep.Store(nil)
+		return
+	}
+	r.setSweepFaultsHook(func(protected int, _ func() int64) { f(protected) })
+}
+
+// setSweepFaultsHook is setSweepHook with a reader of the write faults
+// counted so far on the mapping just protected.
+func (r *rig) setSweepFaultsHook(f func(protected int, faults func() int64)) { r.sweep.Store(&f) }
+
+// setUnmapHook makes a fault handler that saw its client unmap call f
+// before it lets the mapping go (nil: nothing).
+func (r *rig) setUnmapHook(f func()) {
+	if f == nil {
+		r.unmap.Store(nil)
+		return
+	}
+	r.unmap.Store(&f)
 }
 
 func newRig(t *testing.T, files ...string) *rig {
@@ -80,14 +126,15 @@ func newRigSized(t testing.TB, size int64, files ...string) *rig {
 	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, ro bool) (backing.Device, error) {
 		return backing.Open(name, backing.Options{ReadOnly: ro})
 	}))
-	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get, OnRemove: m.OnRemove})
+	r := &rig{dir: dir, m: m}
+	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get, OnRemove: m.OnRemove, Hooks: r.hooks()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.SetCutter(srv.Cut)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	r := &rig{dir: dir, m: m, srv: srv}
+	r.srv = srv
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil {
 			t.Errorf("close server: %v", err)
@@ -377,7 +424,7 @@ func TestProtect_HoldsFaultsDuringSweep(t *testing.T) {
 	b := clienttest.Start(t, r.srv.Socket())
 	b.Do("map vol 0 %d rw", volSize)
 	paused, resume := make(chan struct{}), make(chan struct{})
-	session.SetSweepHook(r.srv, func(protected int) {
+	r.setSweepHook(func(protected int) {
 		if protected == 1 {
 			close(paused)
 			<-resume
@@ -421,7 +468,7 @@ func TestProtect_HoldsFaultsDuringSweep(t *testing.T) {
 	if img[4096] != 0xa5 || img[12288] != 0xa5 {
 		t.Errorf("origin bytes 4096, 12288 = %#x, %#x after both stores, want 0xa5", img[4096], img[12288])
 	}
-	session.SetSweepHook(r.srv, nil)
+	r.setSweepHook(nil)
 }
 
 // waitEither waits up to d for an answer from a or b.
@@ -674,12 +721,12 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 	for w, c := range cs {
 		c.Do("causal %d %d", w, writers)
 	}
-	session.SetSweepHook(r.srv, func(protected int) {
+	r.setSweepHook(func(protected int) {
 		if protected == 1 {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
-	defer session.SetSweepHook(r.srv, nil)
+	defer r.setSweepHook(nil)
 	prev := make([]uint64, writers)
 	for k := 0; k < rounds; k++ {
 		time.Sleep(10 * time.Millisecond)
@@ -712,8 +759,8 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 	// the mappings not yet protected (on pages an earlier snapshot still
 	// protects) un-protect pages the sweep protects again, so they break
 	// nothing, and under load they could make up all 8.
-	session.SetBrokenCut(r.srv, true)
-	session.SetSweepFaultsHook(r.srv, func(protected int, faults func() int64) {
+	r.broken.Store(true)
+	r.setSweepFaultsHook(func(protected int, faults func() int64) {
 		if protected != 1 {
 			return
 		}
@@ -727,7 +774,7 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 		}
 	})
 	broken := r.takeSnapshot(t, "broken", fmt.Sprintf("cow%d", rounds), vol)
-	session.SetBrokenCut(r.srv, false)
+	r.broken.Store(false)
 	ring := uint64((volSize/pageSize - 1) / writers * pageSize / 64) // records per writer's ring
 	progress := func() []uint64 {
 		img := readAll(t, vol)
