@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/errcode"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -96,17 +97,21 @@ func TestClient_errorClasses(t *testing.T) {
 	}
 }
 
-// Ensure that every class in the table has a distinct code and a status.
+// Ensure that every error class has an HTTP status, and that a wrapped
+// error of the class is answered with its code and that status.
 func TestClassify_table(t *testing.T) {
-	seen := map[string]bool{}
-	for _, c := range classes {
-		if seen[c.code] || c.status < 400 {
-			t.Errorf("class %v: code %s status %d", c.err, c.code, c.status)
+	for _, code := range errcode.Codes() {
+		status, ok := statuses[code]
+		if !ok || status < 400 {
+			t.Errorf("code %s: status %d (known %v), want an error status", code, status, ok)
 		}
-		seen[c.code] = true
-		if code, status := classify(errors.Join(errors.New("ctx"), c.err)); code != c.code || status != c.status {
-			t.Errorf("wrapped %v: %s %d", c.err, code, status)
+		class := errcode.Class(code)
+		if got, gotStatus := classify(errors.Join(errors.New("ctx"), class)); got != code || gotStatus != status {
+			t.Errorf("wrapped %v: %s %d, want %s %d", class, got, gotStatus, code, status)
 		}
+	}
+	if len(statuses) != len(errcode.Codes()) {
+		t.Errorf("%d statuses for %d codes: a status without a class is never used", len(statuses), len(errcode.Codes()))
 	}
 	if code, _ := classify(errors.New("x")); code != wire.CodeInternal {
 		t.Errorf("unknown error: %s", code)

@@ -1,62 +1,50 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 
-	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/access"
+	"github.com/daxsnap/daxsnap/internal/errcode"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
 // Errors the API itself produces.
 var (
-	// ErrPermission: the caller may read but not change anything.
-	ErrPermission = errors.New("permission denied")
+	// ErrPermission: the caller may read but not change anything. It is
+	// access's class, so every door answers a refusal with one code.
+	ErrPermission = access.ErrPermission
 )
 
-// classes maps error classes to codes and statuses, most specific first
-// (a TableError for a DAX change is also an invalid table).
-var classes = []struct {
-	err    error
-	code   string
-	status int
-}{
-	{dm.ErrDAXChange, wire.CodeDAXChange, http.StatusConflict},
-	{dm.ErrUnknownTarget, wire.CodeUnknownTarget, http.StatusBadRequest},
-	{dm.ErrInvalidTable, wire.CodeInvalidTable, http.StatusBadRequest},
-	{dm.ErrBusy, wire.CodeBusy, http.StatusConflict},
-	{dm.ErrExists, wire.CodeExists, http.StatusConflict},
-	{dm.ErrNoTable, wire.CodeNoTable, http.StatusConflict},
-	{dm.ErrSuspended, wire.CodeSuspended, http.StatusConflict},
-	{dm.ErrReadOnly, wire.CodeReadOnly, http.StatusConflict},
-	{dm.ErrNotFound, wire.CodeNotFound, http.StatusNotFound},
-	{dm.ErrInvalidArgument, wire.CodeInvalidArgument, http.StatusBadRequest},
-	{dm.ErrOutOfRange, wire.CodeOutOfRange, http.StatusBadRequest},
-	{dm.ErrNotSupported, wire.CodeNotSupported, http.StatusBadRequest},
-	{dm.ErrNoSpace, wire.CodeNoSpace, http.StatusInsufficientStorage},
-	{dm.ErrIO, wire.CodeIO, http.StatusInternalServerError},
-	{ErrPermission, wire.CodePermission, http.StatusForbidden},
+// statuses gives each code its HTTP status; errcode maps errors to codes.
+var statuses = map[string]int{
+	wire.CodeDAXChange:       http.StatusConflict,
+	wire.CodeUnknownTarget:   http.StatusBadRequest,
+	wire.CodeInvalidTable:    http.StatusBadRequest,
+	wire.CodeBusy:            http.StatusConflict,
+	wire.CodeExists:          http.StatusConflict,
+	wire.CodeNoTable:         http.StatusConflict,
+	wire.CodeSuspended:       http.StatusConflict,
+	wire.CodeReadOnly:        http.StatusConflict,
+	wire.CodeNotFound:        http.StatusNotFound,
+	wire.CodeInvalidArgument: http.StatusBadRequest,
+	wire.CodeOutOfRange:      http.StatusBadRequest,
+	wire.CodeNotSupported:    http.StatusBadRequest,
+	wire.CodeNoSpace:         http.StatusInsufficientStorage,
+	wire.CodeIO:              http.StatusInternalServerError,
+	wire.CodePermission:      http.StatusForbidden,
 }
 
 // classify returns the code and HTTP status for err's class.
 func classify(err error) (code string, status int) {
-	for _, c := range classes {
-		if errors.Is(err, c.err) {
-			return c.code, c.status
-		}
+	code = errcode.Of(err)
+	if status, ok := statuses[code]; ok {
+		return code, status
 	}
 	return wire.CodeInternal, http.StatusInternalServerError
 }
 
 // classOf returns the sentinel error for a code, nil if none.
-func classOf(code string) error {
-	for _, c := range classes {
-		if c.code == code {
-			return c.err
-		}
-	}
-	return nil
-}
+func classOf(code string) error { return errcode.Class(code) }
 
 // Error is an API error as a client sees it. errors.Is matches the class
 // its code stands for (dm.ErrBusy for "busy"...).

@@ -63,18 +63,8 @@ func (d *Daemon) AuthorizeRead(name string, p api.Peer) error {
 	peer := access.Peer{PID: p.PID, UID: uint32(p.UID), GID: uint32(p.GID)}
 	// Unreadable groups (the process is gone): only the primary gid counts.
 	peer.Groups, _ = access.Groups(p.PID, peer.UID)
-	err = mayAccess(d.owners.get(dev), uint32(os.Geteuid()), peer,
+	// A refusal wraps access.ErrPermission: 403 permission_denied, as every door answers it.
+	return mayAccess(d.owners.get(dev), uint32(os.Geteuid()), peer,
 		fmt.Sprintf("uid %d (gid %d, pid %d)", p.UID, p.GID, p.PID), "read the data of", name, access.Read,
 		fmt.Sprintf("recreate the device with --uid/--gid/--mode that allow it (daxsnap create %s --uid %d ...), or ask root to read it", name, p.UID))
-	if err != nil {
-		return apiRefusal{err}
-	}
-	return nil
 }
-
-// apiRefusal is an access refusal as the control API classes it
-// (api.ErrPermission, 403), with its message unchanged.
-type apiRefusal struct{ error }
-
-func (e apiRefusal) Is(target error) bool { return target == api.ErrPermission }
-func (e apiRefusal) Unwrap() error        { return e.error }

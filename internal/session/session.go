@@ -15,6 +15,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/errcode"
 	"github.com/daxsnap/daxsnap/internal/uffd"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -435,27 +436,11 @@ func (x *session) info() Info {
 	return in
 }
 
-// codeOf maps dm's sentinel errors to wire codes.
+// codeOf maps an error to its wire code: a fenced device asks the
+// client to retry; every other class has the code the API gives it.
 func codeOf(err error) string {
-	switch {
-	case errors.Is(err, errFenced):
+	if errors.Is(err, errFenced) {
 		return wire.CodeRetry
-	case errors.Is(err, dm.ErrNotFound):
-		return wire.CodeNotFound
-	case errors.Is(err, dm.ErrOutOfRange):
-		return wire.CodeOutOfRange
-	case errors.Is(err, dm.ErrNotSupported):
-		return wire.CodeNotSupported
-	case errors.Is(err, dm.ErrReadOnly):
-		return wire.CodeReadOnly
-	case errors.Is(err, dm.ErrNoTable):
-		return wire.CodeNoTable
-	case errors.Is(err, dm.ErrInvalidArgument):
-		return wire.CodeInvalidArgument
-	case errors.Is(err, dm.ErrBusy):
-		return wire.CodeBusy
-	case errors.Is(err, access.ErrPermission):
-		return wire.CodePermission
 	}
-	return wire.CodeInternal
+	return errcode.Of(err)
 }
