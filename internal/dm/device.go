@@ -270,6 +270,23 @@ func (d *Device) render(inactive bool, fn func(*Table) string) (string, error) {
 	return fn(t), nil
 }
 
+// LiveTargets calls fn with each line of the live table and the target
+// built from it, in table order, while the table can be neither swapped
+// nor closed: the way to ask a target for a typed value (a snapshot's
+// usage) rather than parse its status text. fn must not call d's methods.
+// It reports whether d has a live table.
+func (d *Device) LiveTargets(fn func(TableLine, Target)) bool {
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	if d.live == nil {
+		return false
+	}
+	for i, t := range d.live.targets {
+		fn(d.live.lines[i], t)
+	}
+	return true
+}
+
 // Message delivers a message to the live target that covers sector.
 func (d *Device) Message(sector Sector, args []string) (string, error) {
 	d.ctl.Lock()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +292,27 @@ func TestDevice_targetEventAndPrepareWrite(t *testing.T) {
 	}
 	if err := d.PrepareWrite(8000, 500); !errors.Is(err, dm.ErrOutOfRange) {
 		t.Fatalf("PrepareWrite past the end: %v", err)
+	}
+}
+
+// LiveTargets hands out the live table's lines with the targets built from
+// them, in order; the inactive table is not the live one.
+func TestDevice_liveTargets(t *testing.T) {
+	r := newRig(t)
+	d, err := r.m.Create("vol", dm.CreateOptions{})
+	must(t, err)
+	if d.LiveTargets(func(dm.TableLine, dm.Target) { t.Error("called without a live table") }) {
+		t.Fatal("LiveTargets reported a live table on a fresh device")
+	}
+	must(t, d.Load("0 8 fake mem 0\n8 8 fake mem 16 nodax"))
+	must(t, d.Resume())
+	must(t, d.Load("0 16 fake mem 0"))
+	var got []string
+	ok := d.LiveTargets(func(l dm.TableLine, tg dm.Target) {
+		got = append(got, fmt.Sprintf("%s:%T", l.String(), tg))
+	})
+	want := []string{"0 8 fake mem 0:dm_test.fakeDAXTarget", "8 8 fake mem 16 nodax:*dm_test.fakeTarget"}
+	if !ok || !slices.Equal(got, want) {
+		t.Fatalf("LiveTargets = %v, %q; want true, %q", ok, got, want)
 	}
 }

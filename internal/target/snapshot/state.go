@@ -406,15 +406,4 @@ func (s *cowState) triggerEvents() {
 }
 
 // statusInfo is the snapshot's `dmsetup status` payload.
-func (s *cowState) statusInfo() string {
-	switch {
-	case !s.valid.Load():
-		return "Invalid"
-	case s.mergeFailed.Load():
-		return "Merge failed"
-	case s.overflow.Load():
-		return "Overflow"
-	}
-	alloc, total, meta := s.store.Usage()
-	return fmt.Sprintf("%d/%d %d", alloc, total, meta)
-}
+func (s *cowState) statusInfo() string { return s.usage().String() }
