@@ -34,7 +34,8 @@ func TestMap_RefusalCodes(t *testing.T) {
 	lookup := func(name string) (*dm.Device, error) {
 		return nil, fmt.Errorf("map %s: %w", name, classes[name].err)
 	}
-	_, c := serveAndDial(t, session.Config{Lookup: lookup})
+	noRemovals := func(func(*dm.Device)) func() { return func() {} } // Lookup makes no devices
+	_, c := serveAndDial(t, session.Config{Lookup: lookup, OnRemove: noRemovals})
 	for name, tc := range classes {
 		_, err := c.Map(context.Background(), name, client.MapOptions{Length: 4096})
 		var ce *client.Error
