@@ -80,19 +80,6 @@ type answer struct {
 // errLost is a request cut short because the connection ended.
 var errLost = errors.New("connection to the daemon lost")
 
-// Error is a request the daemon refused: Code is one of internal/wire's
-// Code constants ("not_supported", "not_found", ...).
-type Error struct {
-	Op      string
-	Device  string
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("daxsnap %s %s: %s", e.Op, e.Device, e.Message)
-}
-
 // Dial opens a session on the daemon's session socket (<state>/dax.sock).
 func Dial(ctx context.Context, socket string) (*Client, error) {
 	conn, err := dial(ctx, socket)

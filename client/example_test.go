@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -56,4 +57,28 @@ func ExampleMapping_Access() {
 			log.Fatal(err)
 		}
 	}
+}
+
+// Tell why the daemon refused a request with errors.Is: a busy device is
+// worth asking again later, a missing one is not.
+func ExampleError() {
+	socket, stop := stoppingDaemon() // a stand-in: a stopping daemon refuses every map as busy
+	defer stop()
+
+	ctx := context.Background()
+	c, err := client.Dial(ctx, socket)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Map(ctx, "vol", client.MapOptions{Length: 1 << 20})
+	switch {
+	case errors.Is(err, client.ErrBusy):
+		fmt.Println("busy: ask again later")
+	case errors.Is(err, client.ErrNotFound):
+		fmt.Println("no such volume")
+	case err != nil:
+		fmt.Println("refused:", err)
+	}
+	// Output: busy: ask again later
 }

@@ -89,8 +89,7 @@ func (c *Client) Map(ctx context.Context, device string, o MapOptions) (*Mapping
 func (m *Mapping) mapWithRetry(ctx context.Context) error {
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		err := m.c.mapOnce(ctx, m)
-		var e *Error
-		if !errors.Is(err, errLost) && (!errors.As(err, &e) || e.Code != wire.CodeRetry) {
+		if !errors.Is(err, errLost) && !errors.Is(err, ErrRetry) {
 			return err
 		}
 		select {
@@ -226,7 +225,7 @@ func (c *Client) adoptAll(ctx context.Context, l *link) error {
 				}
 				break
 			}
-			if e.Code != wire.CodeRetry {
+			if !errors.Is(e, ErrRetry) {
 				go m.giveUp(e)
 				break
 			}
