@@ -23,7 +23,7 @@ func CheckConsistency(d *Daemon) error {
 	}
 	stored := map[string]state.Device{}
 	for _, r := range recs {
-		if r.Op != "" {
+		if !r.Op.IsZero() {
 			errs = append(errs, fmt.Errorf("record of device %q has operation %q in flight", r.Name, r.Op))
 		}
 		stored[r.Name] = r
@@ -56,7 +56,7 @@ func CheckConsistency(d *Daemon) error {
 	}
 	for _, r := range regions {
 		switch {
-		case r.Op != "":
+		case !r.Op.IsZero():
 			errs = append(errs, fmt.Errorf("record of region %q has operation %q in flight", r.Name, r.Op))
 		case dm.BadNameChar(r.Name) != "":
 			errs = append(errs, fmt.Errorf("region %q: its name contains %s", r.Name, dm.BadNameChar(r.Name)))

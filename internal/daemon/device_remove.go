@@ -29,7 +29,7 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 	}
 	wasLive := dev.Info().LiveTable
 	remove := func() error { return d.mgr.Remove(name, dm.RemoveOptions{Force: req.Force, Deferred: req.Deferred}) }
-	err = d.store.DeviceTransition(name, "remove", remove, func() *state.Device { return d.record(dev) })
+	err = d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
 	if req.Force && dev.Info().LiveTable {
 		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 	}

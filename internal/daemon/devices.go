@@ -26,7 +26,7 @@ func (d *Daemon) mutate(op, name string, fn func(*dm.Device) error) error {
 	if err != nil {
 		return err
 	}
-	err = d.store.DeviceTransition(name, op, func() error { return fn(dev) },
+	err = d.store.DeviceTransition(name, state.Op{Verb: op}, func() error { return fn(dev) },
 		func() *state.Device { return d.record(dev) })
 	if err == nil {
 		d.notes.update(name, func(n *note) { n.interrupted = "" })
@@ -72,7 +72,7 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 		}
 		return d.record(dev)
 	}
-	if err := d.store.DeviceTransition(req.Name, "create", create, outcome); err != nil {
+	if err := d.store.DeviceTransition(req.Name, state.Op{Verb: "create"}, create, outcome); err != nil {
 		return wire.Info{}, err
 	}
 	d.forgetMerge(req.Name)

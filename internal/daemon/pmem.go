@@ -49,7 +49,7 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	if _, err := os.Lstat(rec.Path); err == nil {
 		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
 	}
-	err = d.store.RegionTransition(req.Name, "create", rec, func() error { return createRegionFile(rec.Path, rec.Size) },
+	err = d.store.RegionTransition(req.Name, state.Op{Verb: "create"}, rec, func() error { return createRegionFile(rec.Path, rec.Size) },
 		func() *state.Region { return created(rec) })
 	if err != nil {
 		d.removeRegionDir(sub)
@@ -172,7 +172,7 @@ func (d *Daemon) PmemRemove(name string) error {
 		}
 		return nil
 	}
-	err = d.store.RegionTransition(name, "remove", rec, remove, func() *state.Region {
+	err = d.store.RegionTransition(name, state.Op{Verb: "remove"}, rec, remove, func() *state.Region {
 		if _, err := os.Lstat(rec.Path); err != nil {
 			return nil
 		}

@@ -146,9 +146,9 @@ func TestDaemon_interrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, _, _ := s.Device("loading")
-	rec.Op = "load"
+	rec.Op = state.Op{Verb: "load"}
 	s.PutDevice(rec)
-	s.PutDevice(state.Device{Name: "half", Op: "create"})
+	s.PutDevice(state.Device{Name: "half", Op: state.Op{Verb: "create"}})
 	s.Close()
 	e.start()
 	if in := e.info("loading"); !strings.Contains(in.Note, "stopped during `load`") || !in.LiveTable {

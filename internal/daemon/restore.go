@@ -34,7 +34,7 @@ func (d *Daemon) restore() error {
 			// The snapshot verbs finish or undo it below, with every
 			// device back; the op stays recorded until they have.
 			pending = append(pending, p)
-			rec.Op = ""
+			rec.Op = state.Op{}
 		}
 		rec, keep := d.settle(rec)
 		if keep {
@@ -57,7 +57,7 @@ func (d *Daemon) restoreRegions() error {
 		return err
 	}
 	for _, rec := range recs {
-		switch rec.Op {
+		switch rec.Op.Verb {
 		case "create", "remove":
 			// Neither finished: the caller never heard of success. Undo,
 			// in a directory that is the daemon's own only.
@@ -95,16 +95,16 @@ func (d *Daemon) restoreRegions() error {
 // holds open any more) drops the device; any other operation leaves the
 // device as recorded before it, with a note.
 func (d *Daemon) settle(rec state.Device) (state.Device, bool) {
-	if rec.Op == "create" || rec.Op == "remove" || rec.DeferredRemove {
+	if rec.Op.Verb == "create" || rec.Op.Verb == "remove" || rec.DeferredRemove {
 		if err := d.store.DeleteDevice(rec.Name); err != nil {
 			d.log.Error("drop record", "device", rec.Name, "err", err)
 		}
 		d.log.Warn("device not restored: its creation or removal was under way at the last stop", "device", rec.Name, "op", rec.Op)
 		return rec, false
 	}
-	if rec.Op != "" {
+	if !rec.Op.IsZero() {
 		op := rec.Op
-		rec.Op = ""
+		rec.Op = state.Op{}
 		if err := d.store.PutDevice(rec); err != nil {
 			d.log.Error("clear interrupted operation", "device", rec.Name, "err", err)
 		}

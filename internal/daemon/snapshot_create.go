@@ -70,7 +70,7 @@ func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) 
 		}
 	}
 	var createErr error
-	err = d.store.DeviceTransition(l.origin, verb+" "+p.name, func() error { createErr = d.doCreate(p); return createErr },
+	err = d.store.DeviceTransition(l.origin, state.Op{Verb: verb, Arg: p.name}, func() error { createErr = d.doCreate(p); return createErr },
 		func() *state.Device { return d.record(p.origin) })
 	if createErr != nil {
 		giveBack() // every step was undone: no table names the COW

@@ -161,7 +161,7 @@ func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapsh
 		if err := d.refuseWhileStopping(op); err != nil {
 			return wire.Snapshot{}, err
 		}
-		err := d.startMerge(op, name, "snapshot-merge "+name)
+		err := d.startMerge(op, name, state.Op{Verb: "snapshot-merge", Arg: name})
 		var inUse *inUseError
 		if errors.As(err, &inUse) && req.Deferred {
 			return d.deferMerge(op, name, inUse.users)
@@ -233,7 +233,7 @@ func (d *Daemon) orFinished(name string, err error) (wire.Snapshot, error) {
 // startMerge hands the snapshot to a snapshot-merge table (as a state
 // transition recorded as op on the origin). A merge of this snapshot
 // already under way is left as it is.
-func (d *Daemon) startMerge(op, name, recOp string) error {
+func (d *Daemon) startMerge(op, name string, recOp state.Op) error {
 	s, err := d.findSnapshot(op, name)
 	if err != nil {
 		return err
@@ -283,7 +283,7 @@ func (d *Daemon) startMerge(op, name, recOp string) error {
 // holdForOfflineMerge makes sure the origin of a running offline merge
 // is suspended: after a restart interrupted the merge's start, it came
 // back resumed.
-func (d *Daemon) holdForOfflineMerge(op, recOp string, l originLayout, m mergeView, origin *dm.Device) error {
+func (d *Daemon) holdForOfflineMerge(op string, recOp state.Op, l originLayout, m mergeView, origin *dm.Device) error {
 	if !m.offline || origin.Info().Suspended {
 		return nil
 	}
@@ -416,7 +416,7 @@ func (d *Daemon) finishMerge(j *mergeJob) error {
 			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), statusPayload(status))
 		}
 	}
-	err = d.store.DeviceTransition(l.origin, "snapshot-merge-finish "+j.name, func() error { return d.doFinishMerge(op, l, j.name, origin) },
+	err = d.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-merge-finish", Arg: j.name}, func() error { return d.doFinishMerge(op, l, j.name, origin) },
 		func() *state.Device { return d.record(origin) })
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -125,7 +126,7 @@ func (d *Daemon) startDeferredMerges(retry map[string]deferredTry) {
 		op := "snapshot merge " + s.name + " (deferred)"
 		if j := d.merges.get(s.origin); j != nil && j.running() && j.name == s.name {
 			err = nil // started before a restart
-		} else if err = d.startMerge(op, s.name, "snapshot-merge "+s.name); err == nil {
+		} else if err = d.startMerge(op, s.name, state.Op{Verb: "snapshot-merge", Arg: s.name}); err == nil {
 			d.startJob(s.origin, s.name, false)
 		}
 		switch {

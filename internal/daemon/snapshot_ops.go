@@ -35,7 +35,7 @@ func (d *Daemon) createDevice(name, table string, readOnly bool) (*dm.Device, er
 		dev, err = d.mgr.Create(name, dm.CreateOptions{Table: table, ReadOnly: readOnly})
 		return err
 	}
-	err := d.store.DeviceTransition(name, "create", create, func() *state.Device {
+	err := d.store.DeviceTransition(name, state.Op{Verb: "create"}, create, func() *state.Device {
 		if dev == nil {
 			return nil
 		}
@@ -66,7 +66,7 @@ func (d *Daemon) removeDevice(dev *dm.Device, force bool) error {
 		opts = dm.RemoveOptions{Force: true, Deferred: true}
 	}
 	remove := func() error { return d.mgr.Remove(name, opts) }
-	err := d.store.DeviceTransition(name, "remove", remove, func() *state.Device { return d.record(dev) })
+	err := d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
 	if _, gerr := d.mgr.Get(name); gerr != nil {
 		d.forget(dev)
 	} else if opts.Deferred {

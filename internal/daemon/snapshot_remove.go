@@ -38,7 +38,7 @@ func (d *Daemon) SnapshotRemove(name string) error {
 	if err := d.checkRemovable(op, l, s, origin); err != nil {
 		return err
 	}
-	err = d.store.DeviceTransition(l.origin, "snapshot-remove "+name, func() error { return d.doRemove(op, l, s, origin) },
+	err = d.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-remove", Arg: name}, func() error { return d.doRemove(op, l, s, origin) },
 		func() *state.Device { return d.record(origin) })
 	if err != nil {
 		return err

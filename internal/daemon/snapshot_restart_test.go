@@ -128,7 +128,9 @@ func TestSnapshot_interrupted(t *testing.T) {
 		e.snap("vol", "s9")
 		e.stop()
 		// Everything but the origin's outcome was recorded.
-		e.editRecord("vol", func(r *state.Device) { r.Live, r.Op = linear(path, volSize/512)+"\n", "snapshot-create s9" })
+		e.editRecord("vol", func(r *state.Device) {
+			r.Live, r.Op = linear(path, volSize/512)+"\n", state.Op{Verb: "snapshot-create", Arg: "s9"}
+		})
 		e.start()
 		e.wantDevices("vol")
 		if got := e.table("vol", false); got != linear(path, volSize/512)+"\n" {
@@ -150,7 +152,7 @@ func TestSnapshot_interrupted(t *testing.T) {
 		e.snap("vol", "s1")
 		e.snap("vol", "s2")
 		e.stop()
-		e.editRecord("vol", func(r *state.Device) { r.Op = "snapshot-create s2" })
+		e.editRecord("vol", func(r *state.Device) { r.Op = state.Op{Verb: "snapshot-create", Arg: "s2"} })
 		e.start()
 		e.wantDevices("vol", "vol-real", "s1")
 		if l := e.snapList("vol"); len(l) != 1 || l[0].Name != "s1" || l[0].State != wire.SnapshotActive {
@@ -165,7 +167,7 @@ func TestSnapshot_interrupted(t *testing.T) {
 		path := e.fileVol("vol", volSize)
 		e.snap("vol", "s1")
 		e.stop()
-		e.editRecord("vol", func(r *state.Device) { r.Op = "snapshot-remove s1" })
+		e.editRecord("vol", func(r *state.Device) { r.Op = state.Op{Verb: "snapshot-remove", Arg: "s1"} })
 		e.start()
 		e.wantDevices("vol")
 		if got := e.table("vol", false); got != linear(path, volSize/512)+"\n" {
@@ -184,7 +186,7 @@ func TestSnapshot_interrupted(t *testing.T) {
 		e.snap("vol", "s1")
 		e.write("vol", 0, randBytes(r, volSize/2))
 		e.stop()
-		e.editRecord("vol", func(r *state.Device) { r.Op = "snapshot-merge s1" })
+		e.editRecord("vol", func(r *state.Device) { r.Op = state.Op{Verb: "snapshot-merge", Arg: "s1"} })
 		e.start()
 		e.waitGone("s1", "vol")
 		e.wantDevices("vol")

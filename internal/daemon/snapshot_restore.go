@@ -15,11 +15,10 @@ type pendingOp struct {
 }
 
 // parseSnapshotOp recognises the ops the snapshot verbs record.
-func parseSnapshotOp(origin, op string) (pendingOp, bool) {
-	verb, name, ok := strings.Cut(op, " ")
-	switch verb {
+func parseSnapshotOp(origin string, op state.Op) (pendingOp, bool) {
+	switch op.Verb {
 	case "snapshot-create", "snapshot-adopt", "snapshot-remove", "snapshot-merge", "snapshot-merge-finish":
-		return pendingOp{origin: origin, verb: verb, name: name}, ok && name != ""
+		return pendingOp{origin: origin, verb: op.Verb, name: op.Arg}, op.Arg != ""
 	}
 	return pendingOp{}, false
 }
@@ -51,7 +50,7 @@ func (d *Daemon) recoverSnapshots(pending []pendingOp) {
 		case "snapshot-create", "snapshot-remove", "snapshot-adopt":
 			err = d.recoverRemoval(p)
 		case "snapshot-merge":
-			err = d.startMerge("resume interrupted snapshot merge "+p.name, p.name, "snapshot-merge "+p.name)
+			err = d.startMerge("resume interrupted snapshot merge "+p.name, p.name, state.Op{Verb: "snapshot-merge", Arg: p.name})
 			if err == nil {
 				err = d.recoverOp(p)
 			}
@@ -99,7 +98,7 @@ func (d *Daemon) recoverRemoval(p pendingOp) error {
 		return err
 	}
 	op := fmt.Sprintf("%s %s", p.verb, p.name)
-	return d.store.DeviceTransition(l.origin, op, func() error {
+	return d.store.DeviceTransition(l.origin, state.Op{Verb: p.verb, Arg: p.name}, func() error {
 		if dev, err := d.mgr.Get(p.name); err == nil {
 			if s, ok := d.snapshotOf(dev); ok && s.line.origin == l.realPath() {
 				if err := d.removeDevice(dev, true); err != nil {
@@ -122,7 +121,7 @@ func (d *Daemon) recoverOp(p pendingOp) error {
 	}
 	unlock := d.locks.lock(p.origin)
 	defer unlock()
-	return d.store.DeviceTransition(p.origin, p.verb+" "+p.name, func() error { return nil },
+	return d.store.DeviceTransition(p.origin, state.Op{Verb: p.verb, Arg: p.name}, func() error { return nil },
 		func() *state.Device { return d.record(origin) })
 }
 

@@ -21,8 +21,8 @@ type Region struct {
 	// a record from before regions had owners, which gets the defaults
 	// (uid 0, gid 6, mode 0600: only root maps).
 	Owner *Owner `json:"owner,omitempty"`
-	// Op is the operation in flight ("create", "remove"), "" when none.
-	Op string `json:"op,omitempty"`
+	// Op is the operation in flight (create, remove); zero when none.
+	Op Op `json:"op,omitzero"`
 }
 
 // Device is a mapped device as the daemon must rebuild it.
@@ -42,9 +42,9 @@ type Device struct {
 	// user of both closes (snapshot merge --deferred); after a restart
 	// nothing has them open, so the merge starts.
 	MergeDeferred bool `json:"merge_deferred,omitempty"`
-	// Op is the operation in flight ("create", "load", "suspend", ...),
-	// "" when none.
-	Op string `json:"op,omitempty"`
+	// Op is the operation in flight (create, load, suspend, ...,
+	// snapshot-create NAME); zero when none.
+	Op Op `json:"op,omitzero"`
 	// Owner is who may map the device (dmsetup create --uid --gid
 	// --mode). nil in records written before daxsnap kept owners: such
 	// a device has dmsetup's defaults (uid 0, gid 6, mode 0600), which
@@ -70,8 +70,8 @@ type Owner struct {
 	Mode uint32 `json:"mode"` // permission bits, 0 to 0777
 }
 
-func (r *Region) setOp(op string) { r.Op = op }
-func (d *Device) setOp(op string) { d.Op = op }
+func (r *Region) setOp(op Op) { r.Op = op }
+func (d *Device) setOp(op Op) { d.Op = op }
 
 func (r *Region) recordName() string { return r.Name }
 func (d *Device) recordName() string { return d.Name }

@@ -157,7 +157,7 @@ func TestStore_backupFollowsChanges(t *testing.T) {
 	s.PutDevice(state.Device{Name: "a", Live: "0 8 zero \n"})
 	s.PutDevice(state.Device{Name: "b", Live: "0 8 zero \n"})
 	s.DeleteDevice("a")
-	err := s.DeviceTransition("c", "create", func() error { return nil }, func() *state.Device {
+	err := s.DeviceTransition("c", state.Op{Verb: "create"}, func() error { return nil }, func() *state.Device {
 		return &state.Device{Name: "c", Live: "0 8 zero \n"}
 	})
 	if err != nil {
@@ -171,7 +171,7 @@ func TestStore_backupFollowsChanges(t *testing.T) {
 	os.WriteFile(filepath.Join(other, state.FileName), bak, 0o600)
 	b := open(t, other)
 	devs, err := b.Devices()
-	if err != nil || len(devs) != 2 || devs[0].Name != "b" || devs[1].Name != "c" || devs[1].Op != "" {
+	if err != nil || len(devs) != 2 || devs[0].Name != "b" || devs[1].Name != "c" || !devs[1].Op.IsZero() {
 		t.Fatalf("backup holds %+v, %v; want b and c", devs, err)
 	}
 }

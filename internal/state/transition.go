@@ -9,7 +9,7 @@ import (
 )
 
 // opSetter is a record with an in-flight operation field.
-type opSetter interface{ setOp(string) }
+type opSetter interface{ setOp(Op) }
 
 // Regions returns every region record, sorted by name.
 func (s *Store) Regions() ([]Region, error) { return list[Region](s, bucketRegions) }
@@ -64,27 +64,27 @@ func (s *Store) ReplaceDevices(drop []string, recs []Device) error {
 // replaces this one (rename). outcome runs whether fn failed or not, so it
 // records what really happened. It returns fn's error, joined with any
 // error writing the state.
-func (s *Store) DeviceTransition(name, op string, fn func() error, outcome func() *Device) error {
+func (s *Store) DeviceTransition(name string, op Op, fn func() error, outcome func() *Device) error {
 	return transition(s, bucketDevices, name, op, &Device{Name: name}, fn,
 		func() (string, any) {
 			d := outcome()
 			if d == nil {
 				return "", nil
 			}
-			d.Op = ""
+			d.Op = Op{}
 			return d.Name, d
 		})
 }
 
 // RegionTransition is DeviceTransition for region records.
-func (s *Store) RegionTransition(name, op string, fresh Region, fn func() error, outcome func() *Region) error {
+func (s *Store) RegionTransition(name string, op Op, fresh Region, fn func() error, outcome func() *Region) error {
 	return transition(s, bucketRegions, name, op, &fresh, fn,
 		func() (string, any) {
 			r := outcome()
 			if r == nil {
 				return "", nil
 			}
-			r.Op = ""
+			r.Op = Op{}
 			return r.Name, r
 		})
 }
@@ -94,7 +94,7 @@ func (s *Store) RegionTransition(name, op string, fresh Region, fn func() error,
 func transition[T any, PT interface {
 	*T
 	opSetter
-}](s *Store, bucket []byte, name, op string, fresh PT, fn func() error, outcome func() (string, any)) error {
+}](s *Store, bucket []byte, name string, op Op, fresh PT, fn func() error, outcome func() (string, any)) error {
 	begin := func(tx *bolt.Tx) error {
 		rec, ok, err := getTx[T](tx, bucket, name)
 		if err != nil {

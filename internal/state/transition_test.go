@@ -13,19 +13,19 @@ func TestDeviceTransition_success(t *testing.T) {
 	s := open(t, t.TempDir())
 	fn := func() error {
 		rec, ok, err := s.Device("a")
-		if err != nil || !ok || rec.Op != "create" {
+		if err != nil || !ok || rec.Op != (state.Op{Verb: "create"}) {
 			t.Errorf("during create: %+v, %v, %v; want Op create", rec, ok, err)
 		}
 		return nil
 	}
-	err := s.DeviceTransition("a", "create", fn, func() *state.Device {
-		return &state.Device{Name: "a", Live: "0 8 zero \n", Op: "stale"}
+	err := s.DeviceTransition("a", state.Op{Verb: "create"}, fn, func() *state.Device {
+		return &state.Device{Name: "a", Live: "0 8 zero \n", Op: state.Op{Verb: "stale"}}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec, ok, _ := s.Device("a")
-	if !ok || rec.Op != "" || rec.Live != "0 8 zero \n" {
+	if !ok || !rec.Op.IsZero() || rec.Live != "0 8 zero \n" {
 		t.Fatalf("after create: %+v, %v", rec, ok)
 	}
 }
@@ -34,7 +34,7 @@ func TestDeviceTransition_success(t *testing.T) {
 func TestDeviceTransition_failure(t *testing.T) {
 	s := open(t, t.TempDir())
 	boom := errors.New("boom")
-	err := s.DeviceTransition("a", "create", func() error { return boom }, func() *state.Device { return nil })
+	err := s.DeviceTransition("a", state.Op{Verb: "create"}, func() error { return boom }, func() *state.Device { return nil })
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want boom", err)
 	}
@@ -47,7 +47,7 @@ func TestDeviceTransition_failure(t *testing.T) {
 func TestDeviceTransition_rename(t *testing.T) {
 	s := open(t, t.TempDir())
 	s.PutDevice(state.Device{Name: "a", UUID: "u"})
-	err := s.DeviceTransition("a", "rename", func() error { return nil }, func() *state.Device {
+	err := s.DeviceTransition("a", state.Op{Verb: "rename"}, func() error { return nil }, func() *state.Device {
 		return &state.Device{Name: "b", UUID: "u"}
 	})
 	if err != nil {
@@ -68,13 +68,13 @@ func TestDeviceTransition_interrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.PutDevice(state.Device{Name: "a", Live: "0 8 zero \n"})
-	err = s.DeviceTransition("a", "load", s.Close, func() *state.Device { return &state.Device{Name: "a"} })
+	err = s.DeviceTransition("a", state.Op{Verb: "load"}, s.Close, func() *state.Device { return &state.Device{Name: "a"} })
 	if err == nil {
 		t.Fatal("transition on a closed store succeeded")
 	}
 	s = open(t, dir)
 	rec, _, _ := s.Device("a")
-	if rec.Op != "load" || rec.Live != "0 8 zero \n" {
+	if rec.Op != (state.Op{Verb: "load"}) || rec.Live != "0 8 zero \n" {
 		t.Fatalf("after crash: %+v, want Op load and the table before it", rec)
 	}
 }
@@ -83,9 +83,9 @@ func TestDeviceTransition_interrupted(t *testing.T) {
 func TestRegionTransition(t *testing.T) {
 	s := open(t, t.TempDir())
 	fresh := state.Region{Name: "r", Path: "/p", Size: 8192}
-	err := s.RegionTransition("r", "create", fresh, func() error {
+	err := s.RegionTransition("r", state.Op{Verb: "create"}, fresh, func() error {
 		rec, _, _ := s.Region("r")
-		if rec.Path != "/p" || rec.Op != "create" {
+		if rec.Path != "/p" || rec.Op != (state.Op{Verb: "create"}) {
 			t.Errorf("during create: %+v", rec)
 		}
 		return nil
