@@ -4,7 +4,7 @@
 // while it does (the daemon copies a chunk before the first store to it
 // after a snapshot, caught by userfaultfd write-protect).
 //
-//	c, err := client.Dial(ctx, "/var/lib/daxsnap/dax.sock")
+//	c, err := client.Dial(ctx, "/run/daxsnap/dax.sock")
 //	m, err := c.Map(ctx, "vol", client.MapOptions{Length: 1 << 20, Write: true})
 //	copy(m.Bytes(), data)
 //	err = m.Persist(0, len(data))
@@ -80,7 +80,8 @@ type answer struct {
 // errLost is a request cut short because the connection ended.
 var errLost = errors.New("connection to the daemon lost")
 
-// Dial opens a session on the daemon's session socket (<state>/dax.sock).
+// Dial opens a session on the daemon's session socket, RUNTIME-DIR/dax.sock
+// (/run/daxsnap/dax.sock for root's daemon, else <state>/dax.sock).
 func Dial(ctx context.Context, socket string) (*Client, error) {
 	conn, err := dial(ctx, socket)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/api"
@@ -18,6 +19,7 @@ type app struct {
 	out, err io.Writer
 	socket   string // --socket
 	state    string // --state
+	runtime  string // --runtime-dir
 	client   *api.Client
 }
 
@@ -55,8 +57,9 @@ func (a *app) root() *cobra.Command {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.PersistentFlags().StringVar(&a.state, "state", "", "state directory (default $"+daemon.StateEnv+" or ./daxsnap-state)")
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default STATE/"+daemon.SocketName+")")
+	root.PersistentFlags().StringVar(&a.state, "state", "", "state directory (default $"+daemon.StateEnv+"; else "+rootStateDir+" for root, ./daxsnap-state for other users)")
+	root.PersistentFlags().StringVar(&a.runtime, "runtime-dir", "", "directory of the sockets (default "+rootRuntimeDir+" for root without --state or $"+daemon.StateEnv+"; else STATE)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default RUNTIME-DIR/"+daemon.SocketName+")")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s: %w: see `%s --help`", c.CommandPath(), err, c.CommandPath())
 	})
@@ -66,12 +69,38 @@ func (a *app) root() *cobra.Command {
 	return root
 }
 
-// stateDir is --state, $DAXSNAP_STATE or ./daxsnap-state.
+// Where root's daemon keeps its state and sockets when not told, as the
+// systemd unit (StateDirectory=daxsnap, RuntimeDirectory=daxsnap) does.
+const (
+	rootStateDir   = "/var/lib/daxsnap"
+	rootRuntimeDir = "/run/daxsnap"
+)
+
+// euid is os.Geteuid; tests replace it.
+var euid = os.Geteuid
+
+// stateDir is --state, $DAXSNAP_STATE, /var/lib/daxsnap for root, or
+// ./daxsnap-state.
 func (a *app) stateDir() string {
 	if a.state != "" {
 		return a.state
 	}
+	if os.Getenv(daemon.StateEnv) == "" && euid() == 0 {
+		return rootStateDir
+	}
 	return daemon.DefaultStateDir()
+}
+
+// runtimeDir is where the sockets are: --runtime-dir, /run/daxsnap for
+// root when the state directory is root's default, or the state directory.
+func (a *app) runtimeDir() string {
+	if a.runtime != "" {
+		return a.runtime
+	}
+	if a.state == "" && os.Getenv(daemon.StateEnv) == "" && euid() == 0 {
+		return rootRuntimeDir
+	}
+	return a.stateDir()
 }
 
 // api returns the client for the daemon.
@@ -79,7 +108,7 @@ func (a *app) api() *api.Client {
 	if a.client == nil {
 		sock := a.socket
 		if sock == "" {
-			sock = daemon.SocketPathIn(a.stateDir())
+			sock = daemon.SocketPathIn(a.runtimeDir())
 		}
 		a.client = api.NewClient(sock)
 	}

@@ -224,12 +224,13 @@ func waitClosed(c *api.Client, name string) error {
 func (a *app) demoNext() {
 	fmt.Fprint(a.out, `
 Where to look next:
-  daxsnap serve                                  # the daemon; state in ./daxsnap-state, NBD on ./daxsnap-state/nbd.sock
+  daxsnap serve                                  # the daemon: as root, state in /var/lib/daxsnap and sockets
+                                                 # in /run/daxsnap (as daxsnap.service); else both in ./daxsnap-state
   daxsnap pmem create fast --size 1G             # a memory region (prints its path)
   daxsnap create vol --table "0 2097152 linear /dev/shm/daxsnap/fast 0"
   daxsnap info vol; daxsnap table vol; daxsnap status vol
-  qemu-img info "nbd+unix:///vol?socket=daxsnap-state/nbd.sock"   # any NBD client: qemu-img, nbdinfo, nbdcopy, fio
-  curl --unix-socket daxsnap-state/daxsnap.sock http://x/metrics
-  daxsnap --help                                 # every verb; docs: DESIGN.md
+  qemu-img info "nbd+unix:///vol?socket=/run/daxsnap/nbd.sock"   # any NBD client; as a user: ./daxsnap-state/nbd.sock
+  curl --unix-socket /run/daxsnap/daxsnap.sock http://x/metrics  # as a user: ./daxsnap-state/daxsnap.sock
+  daxsnap --help                                 # every verb; man daxsnap once installed; docs/ in the source
 `)
 }

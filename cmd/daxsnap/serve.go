@@ -18,8 +18,13 @@ func (a *app) serveCmd() *cobra.Command {
 	var shutdownTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the daemon: control socket STATE/daxsnap.sock, NBD and FUSE exports, persistent devices",
-		Long: "Run the daemon until SIGINT or SIGTERM. A stop waits for the devices' users to let go:\n" +
+		Short: "Run the daemon: control socket RUNTIME-DIR/daxsnap.sock, NBD and FUSE exports, persistent devices",
+		Long: "Run the daemon until SIGINT or SIGTERM. As root it keeps its state in " + rootStateDir + "\n" +
+			"and its sockets (daxsnap.sock, nbd.sock, dax.sock) in " + rootRuntimeDir + ", as the systemd unit\n" +
+			"daxsnap.service does; as another user both are in ./daxsnap-state. --state, $" + daemon.StateEnv + "\n" +
+			"and --runtime-dir say otherwise. Under systemd (Type=notify) it reports READY=1 once\n" +
+			"the sockets accept and STOPPING=1 when a stop begins.\n" +
+			"A stop waits for the devices' users to let go:\n" +
 			"nothing new opens, what is open is served, and the log says every few seconds who\n" +
 			"still holds what (loop devices, NBD clients, DAX mappings). A second signal, or\n" +
 			"--shutdown-timeout, forces the stop, and the log names every user it breaks.\n" +
@@ -40,7 +45,7 @@ func (a *app) serveCmd() *cobra.Command {
 			if !cmd.Flags().Changed("fuse") {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
-			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), NBDAddr: nbdAddr,
+			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), NBDAddr: nbdAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
 				AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent, ShutdownTimeout: shutdownTimeout})
@@ -51,7 +56,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&tlsCreds, "tls-creds", "", "directory with ca-cert.pem, server-cert.pem and server-key.pem (as for qemu-nbd and nbdkit): NBD on TCP requires TLS and a client certificate the CA signed")
 	f.StringVar(&tlsAuthz, "tls-authz", "", `file of "USER SUBJECT" lines mapping client certificate subjects (RFC 4514, "CN=alice,O=Example") to local users; without it a certificate's CN names the user`)
 	f.BoolVar(&nbdInsecure, "nbd-insecure", false, "allow NBD on plain TCP, on a loopback address only: clients are anonymous and get only what each device's other permission bits allow")
-	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on STATE/"+daemon.NBDSocketName)
+	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on RUNTIME-DIR/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
 	f.IntVar(&autoThreshold, "autoextend-threshold", 100, "grow a snapshot's COW file when it is this percent full (50 to 99; 100 for never), unless the snapshot has its own (lvm.conf's snapshot_autoextend_threshold)")

@@ -22,7 +22,7 @@ import (
 )
 
 func main() {
-	socket := flag.String("socket", "/var/lib/daxsnap/dax.sock", "the daemon's session socket (<state>/dax.sock)")
+	socket := flag.String("socket", "/run/daxsnap/dax.sock", "the daemon's session socket (RUNTIME-DIR/dax.sock: /run/daxsnap for root's daemon, else its --state directory)")
 	device := flag.String("device", "", "volume to map")
 	offset := flag.Int64("offset", 0, "first byte of the mapping (page-aligned)")
 	length := flag.Int64("length", 1<<20, "bytes to map (page-aligned)")

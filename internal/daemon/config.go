@@ -28,6 +28,9 @@ const (
 // DefaultStateDir(), no TCP export, NBD on <state>/nbd.sock, no FUSE mount.
 type Config struct {
 	StateDir string // default DefaultStateDir()
+	// RuntimeDir holds the sockets (control, NBD, DAX sessions); default
+	// StateDir. The systemd unit puts them in /run/daxsnap.
+	RuntimeDir string
 	// NBDAddr is a TCP address for NBD; "" exports on the unix socket
 	// only. TCP needs NBDTLSCreds, or NBDInsecure and a loopback address
 	// (nbdauth.go says who may do what through each).
@@ -88,6 +91,9 @@ func DefaultStateDir() string {
 func (c Config) withDefaults() Config {
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir()
+	}
+	if c.RuntimeDir == "" {
+		c.RuntimeDir = c.StateDir
 	}
 	if c.PmemDir == "" {
 		c.PmemDir = DefaultPmemDir

@@ -77,6 +77,10 @@ func Start(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w: give --state a writable directory", cfg.StateDir, err)
 	}
+	// Users reach dax.sock and nbd.sock here; the state stays private.
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create runtime directory %s: %w: give --runtime-dir a writable directory", cfg.RuntimeDir, err)
+	}
 	store, err := state.OpenOptions(cfg.StateDir, state.Options{LockWait: cfg.LockWait, Recover: cfg.Recover, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -105,10 +109,11 @@ func Start(cfg Config) (*Daemon, error) {
 }
 
 // SocketPath is the control socket.
-func (d *Daemon) SocketPath() string { return SocketPathIn(d.cfg.StateDir) }
+func (d *Daemon) SocketPath() string { return SocketPathIn(d.cfg.RuntimeDir) }
 
-// SocketPathIn is the control socket of a daemon on state directory dir,
-// spelled as the user spelled dir ("./daxsnap-state/daxsnap.sock").
+// SocketPathIn is the control socket of a daemon whose runtime directory
+// (by default its state directory) is dir, spelled as the user spelled
+// dir ("./daxsnap-state/daxsnap.sock").
 func SocketPathIn(dir string) string { return strings.TrimSuffix(dir, "/") + "/" + SocketName }
 
 // StateDir is the state directory.

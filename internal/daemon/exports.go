@@ -50,7 +50,7 @@ func (d *Daemon) startExports() (*exportServer, error) {
 	}
 	if !d.cfg.NoNBDUnix {
 		// Anyone may connect: every export is authorized by SO_PEERCRED.
-		l, err := listenUnix(filepath.Join(d.cfg.StateDir, NBDSocketName), 0o666)
+		l, err := listenUnix(filepath.Join(d.cfg.RuntimeDir, NBDSocketName), 0o666)
 		if err != nil {
 			e.closeListeners()
 			return nil, err

@@ -61,7 +61,7 @@ func (d *Daemon) serve(what string, fn func() error, done error) {
 // caller holds the state lock, so no live daemon owns it).
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state directory", path, len(path), maxSocketPath)
+		return nil, fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state (or --runtime-dir) directory", path, len(path), maxSocketPath)
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)

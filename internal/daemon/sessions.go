@@ -16,10 +16,10 @@ import (
 const SessionSocketName = "dax.sock"
 
 // SessionSocketPath is the DAX session socket.
-func (d *Daemon) SessionSocketPath() string { return SessionSocketPathIn(d.cfg.StateDir) }
+func (d *Daemon) SessionSocketPath() string { return SessionSocketPathIn(d.cfg.RuntimeDir) }
 
-// SessionSocketPathIn is the DAX session socket of a daemon on state
-// directory dir.
+// SessionSocketPathIn is the DAX session socket of a daemon whose runtime
+// directory (by default its state directory) is dir.
 func SessionSocketPathIn(dir string) string {
 	return strings.TrimSuffix(dir, "/") + "/" + SessionSocketName
 }
@@ -28,7 +28,7 @@ func SessionSocketPathIn(dir string) string {
 func (d *Daemon) startSessions() error {
 	path := d.SessionSocketPath()
 	if len(path) > maxSocketPath {
-		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state directory", path, len(path), maxSocketPath)
+		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state (or --runtime-dir) directory", path, len(path), maxSocketPath)
 	}
 	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.lookupForMap, OnRemove: d.mgr.OnRemove, Log: d.log, Authorize: d.authorizeMap, AuthorizeFile: d.authorizeMapFile})
 	if err != nil {

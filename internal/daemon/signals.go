@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/daxsnap/daxsnap/internal/sdnotify"
 )
 
 // exit is os.Exit; tests replace it.
@@ -28,6 +31,8 @@ func ServeUntilSignal(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The sockets accept: a Type=notify unit counts as started now.
+	notify(d.log, sdnotify.Ready+"\n"+sdnotify.Status(fmt.Sprintf("serving %d devices on %s", len(d.mgr.List()), d.SocketPath())))
 	stop, stopNow := context.WithCancel(context.Background())
 	defer stopNow()
 	force, forceNow := context.WithCancel(context.Background())
@@ -45,6 +50,7 @@ func handleSignals(sigs <-chan os.Signal, stop, force func(), timeout time.Durat
 	}
 	log.Info("signal received: stopping cleanly once the devices' users let go (send it again to force the stop)",
 		"signal", s.String(), "shutdown_timeout", timeout)
+	notify(log, sdnotify.Stopping+"\n"+sdnotify.Status("stopping: waiting for the devices' users to let go"))
 	stop()
 	var expired <-chan time.Time
 	if timeout > 0 {
@@ -68,4 +74,12 @@ func handleSignals(sigs <-chan os.Signal, stop, force func(), timeout time.Durat
 	}
 	log.Error("third signal: exiting without finishing the shutdown", "signal", s.String())
 	exit(1)
+}
+
+// notify tells the service manager (systemd, Type=notify) state; outside
+// one it does nothing. A failure is logged: the daemon serves anyway.
+func notify(log *slog.Logger, state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		log.Warn("cannot notify the service manager", "err", err)
+	}
 }
