@@ -63,7 +63,7 @@ func (a *app) root() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s: %w: see `%s --help`", c.CommandPath(), err, c.CommandPath())
 	})
-	root.AddCommand(a.serveCmd(), a.pmemCmd(), a.demoCmd(), a.versionCmd(), a.targetsCmd(), a.snapshotCmd(), a.cowCmd(), a.sessionsCmd())
+	root.AddCommand(a.serveCmd(), a.pmemCmd(), a.demoCmd(), a.versionCmd(), a.targetsCmd(), a.snapshotCmd(), a.cowCmd(), a.sessionsCmd(), a.genManCmd())
 	root.AddCommand(a.deviceCmds()...)
 	root.AddCommand(a.showCmds()...)
 	return root

@@ -96,7 +96,7 @@ mode 0600.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&table, "table", "", "table text, lines `start length target args...` in 512-byte sectors")
+	f.StringVar(&table, "table", "", "table `TEXT`: lines of START LENGTH TARGET ARGS..., in 512-byte sectors")
 	f.StringVarP(&req.UUID, "uuid", "u", "", "device uuid")
 	f.BoolVarP(&req.ReadOnly, "readonly", "r", false, "create the device read-only")
 	f.BoolVarP(&req.NoTable, "notable", "n", false, "create the device without a table")
@@ -195,7 +195,7 @@ func (a *app) removeCmd() *cobra.Command {
 			return a.api().Remove(args[0], req)
 		},
 	}
-	cmd.Flags().BoolVarP(&req.Force, "force", "f", false, "replace the table of an open device with `error` first")
+	cmd.Flags().BoolVarP(&req.Force, "force", "f", false, "first replace the table of an open device with the error target (all its I/O fails)")
 	cmd.Flags().BoolVar(&req.Deferred, "deferred", false, "remove an open device when its last user closes it")
 	return cmd
 }
