@@ -66,6 +66,7 @@ func (a *app) root() *cobra.Command {
 	root.AddCommand(a.serveCmd(), a.pmemCmd(), a.demoCmd(), a.versionCmd(), a.targetsCmd(), a.snapshotCmd(), a.cowCmd(), a.sessionsCmd(), a.genManCmd())
 	root.AddCommand(a.deviceCmds()...)
 	root.AddCommand(a.showCmds()...)
+	a.setCompletions(root)
 	return root
 }
 

@@ -176,3 +176,34 @@ line 2: sectors 2048-2055 (8): zero: none
 	code, _, errOut = runIn("", "table", "check", bad)
 	checkFailure(t, code, errOut, "line 1 (linear): device "+mem+" has 2048 sectors", nil)
 }
+
+// Ensure that shell completion offers the running daemon's device,
+// snapshot and region names where a verb takes one, and no files there.
+func TestCLI_complete(t *testing.T) {
+	c := newCLI(t)
+	c.ok("pmem", "create", "fast", "--size", "4M", "--dir", c.shm)
+	c.ok("create", "vol", "--table", "0 8 zero")
+	c.ok("create", "other", "--table", "0 8 zero")
+	c.ok("snapshot", "create", "vol", "snap1", "--cow-size", "1M")
+	complete := func(args ...string) string {
+		t.Helper()
+		return c.ok(append([]string{"__complete"}, args...)...)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"info", ""}, "other\nsnap1\nvol\nvol-real\n:4\n"},
+		{[]string{"status", "v"}, "vol\nvol-real\n:4\n"},
+		{[]string{"rename", "vol", ""}, ":4\n"},
+		{[]string{"snapshot", "merge", ""}, "snap1\n:4\n"},
+		{[]string{"snapshot", "create", "o"}, "other\n:4\n"},
+		{[]string{"pmem", "remove", ""}, "fast\n:4\n"},
+		{[]string{"cow", "adopt", ""}, ":0\n"},
+		{[]string{"cow", "adopt", "f.cow", "ot"}, "other\n:4\n"},
+	} {
+		if got := complete(tc.args...); got != tc.want {
+			t.Errorf("__complete %q:\n%s\nwant:\n%s", tc.args, got, tc.want)
+		}
+	}
+}
