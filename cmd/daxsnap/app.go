@@ -2,7 +2,7 @@ package main
 
 import (
 	"encoding/json"
-
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/errcode"
+	"github.com/daxsnap/daxsnap/internal/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -24,7 +26,8 @@ type app struct {
 }
 
 // run executes args and returns the exit status: 0 ok, 1 error (one
-// line on stderr saying what failed and what to do).
+// line on stderr saying what failed and what to do; with --json, that
+// line is {"error": MESSAGE, "code": CODE}).
 func run(args []string, in io.Reader, out, errOut io.Writer) int {
 	a := &app{in: in, out: out, err: errOut}
 	root := a.root()
@@ -32,20 +35,102 @@ func run(args []string, in io.Reader, out, errOut io.Writer) int {
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errOut)
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
 	if a.client != nil {
 		a.client.Close()
 	}
-	if err != nil {
-		fmt.Fprintln(errOut, "daxsnap: "+oneLine(err.Error()))
-		return 1
+	if err == nil {
+		return 0
 	}
-	return 0
+	msg := describeError(cmd, err)
+	if jsonWanted(args) {
+		line, _ := json.Marshal(cliError{Error: msg, Code: errorCode(err)})
+		fmt.Fprintf(errOut, "%s\n", line)
+	} else {
+		fmt.Fprintln(errOut, "daxsnap: "+msg)
+	}
+	return 1
+}
+
+// cliError is an error as --json prints it.
+type cliError struct {
+	Error string `json:"error"`
+	// Code is the daemon's (internal/wire's codes: "not_found", "busy",
+	// ...), or "unreachable" (no daemon answers), "invalid_argument" (the
+	// command line is wrong), "failed" (the CLI's own work failed).
+	Code string `json:"code"`
+}
+
+// Codes of errors that come from the CLI, not from the daemon.
+const (
+	codeUnreachable = "unreachable"
+	codeFailed      = "failed"
+)
+
+// usageError is a command line that is wrong (arguments, flags, verb).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func errorCode(err error) string {
+	var apiErr *api.Error
+	var usage usageError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr.Code
+	case errors.Is(err, api.ErrUnreachable):
+		return codeUnreachable
+	case errors.As(err, &usage):
+		return wire.CodeInvalidArgument
+	}
+	if code := errcode.Of(err); code != wire.CodeInternal {
+		return code
+	}
+	return codeFailed
+}
+
+// jsonWanted reports whether the command line asks for JSON.
+func jsonWanted(args []string) bool {
+	for _, arg := range args {
+		if arg == "--" {
+			break
+		}
+		if arg == "--json" || arg == "--json=true" {
+			return true
+		}
+	}
+	return false
+}
+
+// describeError is err as one line. Cobra's unknown-command error spans
+// lines ("...\n\nDid you mean this?\n\tdemo\n"): it becomes one sentence.
+func describeError(cmd *cobra.Command, err error) string {
+	msg := err.Error()
+	if first, rest, _ := strings.Cut(msg, "\n"); strings.HasPrefix(first, "unknown command ") {
+		var suggestions []string
+		for _, l := range strings.Split(rest, "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasSuffix(l, "?") {
+				suggestions = append(suggestions, l)
+			}
+		}
+		msg = first
+		if len(suggestions) > 0 {
+			msg += " (did you mean " + strings.Join(suggestions, " or ") + "?)"
+		}
+		msg += ": see `" + cmd.CommandPath() + " --help`"
+	}
+	return oneLine(msg)
 }
 
 // oneLine folds a multi-line message (joined errors) onto one line.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
 
 func (a *app) root() *cobra.Command {
@@ -61,7 +146,7 @@ func (a *app) root() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.runtime, "runtime-dir", "", "directory of the sockets (default "+rootRuntimeDir+" for root without --state or $"+daemon.StateEnv+"; else STATE)")
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default RUNTIME-DIR/"+daemon.SocketName+")")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%s: %w: see `%s --help`", c.CommandPath(), err, c.CommandPath())
+		return usageError{fmt.Errorf("%s: %w: see `%s --help`", c.CommandPath(), err, c.CommandPath())}
 	})
 	root.AddCommand(a.serveCmd(), a.pmemCmd(), a.demoCmd(), a.versionCmd(), a.targetsCmd(), a.snapshotCmd(), a.cowCmd(), a.sessionsCmd(), a.genManCmd())
 	root.AddCommand(a.deviceCmds()...)
@@ -127,7 +212,7 @@ func (a *app) printJSON(v any) error {
 func args(min, max int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < min || (max >= 0 && len(args) > max) {
-			return fmt.Errorf("%s: %d argument(s) given: usage: %s", cmd.CommandPath(), len(args), cmd.UseLine())
+			return usageError{fmt.Errorf("%s: %d argument(s) given: usage: %s", cmd.CommandPath(), len(args), cmd.UseLine())}
 		}
 		return nil
 	}

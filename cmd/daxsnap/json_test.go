@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -60,5 +61,45 @@ func decode(t *testing.T, s string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(s), v); err != nil {
 		t.Fatalf("%v in %q", err, s)
+	}
+}
+
+// Ensure that with --json an error is one JSON line {"error", "code"} on
+// stderr, with the daemon's code or the CLI's own, and stdout is empty.
+func TestCLI_jsonErrors(t *testing.T) {
+	c := newCLI(t)
+	for _, tc := range []struct {
+		args []string
+		code string
+		want string
+	}{
+		{[]string{"--socket", c.socket, "info", "nosuch", "--json"}, "not_found", "nosuch"},
+		{[]string{"--socket", c.socket, "snapshot", "list", "--json", "a", "b"}, "invalid_argument", "2 argument(s) given"},
+		{[]string{"--socket", c.socket, "ls", "--json", "--bogus"}, "invalid_argument", "unknown flag: --bogus"},
+		{[]string{"--socket", c.socket + ".none", "ls", "--json"}, "unreachable", "cannot reach daxsnap"},
+		{[]string{"cow", "inspect", "--json", "/nonexistent/x.cow"}, "failed", "/nonexistent/x.cow"},
+	} {
+		code, out, errOut := runIn("", tc.args...)
+		var e struct{ Error, Code string }
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 {
+			t.Fatalf("%q: exit %d, stdout %q, stderr %q: want 1, nothing, one line", tc.args, code, out, errOut)
+		}
+		if err := json.Unmarshal([]byte(errOut), &e); err != nil || e.Code != tc.code || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("%q: stderr %q (%v): want code %q and an error naming %q", tc.args, errOut, err, tc.code, tc.want)
+		}
+	}
+}
+
+// Ensure that an unknown verb is one readable sentence with cobra's
+// suggestion, not its multi-line text folded into "; ; Did you mean
+// this?; demo;".
+func TestCLI_unknownCommand(t *testing.T) {
+	code, _, errOut := runIn("", "deps")
+	if want := "daxsnap: unknown command \"deps\" for \"daxsnap\" (did you mean demo?): see `daxsnap --help`\n"; code != 1 || errOut != want {
+		t.Fatalf("exit %d, stderr %q; want 1, %q", code, errOut, want)
+	}
+	code, _, errOut = runIn("", "qqqq")
+	if want := "daxsnap: unknown command \"qqqq\" for \"daxsnap\": see `daxsnap --help`\n"; code != 1 || errOut != want {
+		t.Fatalf("exit %d, stderr %q; want 1, %q", code, errOut, want)
 	}
 }
