@@ -329,30 +329,43 @@ func (a *app) cowCmd() *cobra.Command {
 		Use:   "cow",
 		Short: "COW devices (exception stores in the kernel's persistent format)",
 	}
-	var asJSON bool
+	var asJSON, summary bool
 	inspect := &cobra.Command{
-		Use:   "inspect FILE",
+		Use:   "inspect FILE [--summary]",
 		Short: "Print a COW device's header, metadata areas and exceptions (offline, no daemon)",
-		Args:  args(1, 1),
+		Long: "Print a COW device's header, metadata areas, exceptions and usage, reading it offline\n" +
+			"as the kernel would load it (no daemon needed). --summary leaves out the line per\n" +
+			"exception. A damaged device is reported as far as it could be read, and the error\n" +
+			"goes to stderr.",
+		Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := daemon.InspectCOW(args[0])
 			if r == nil {
 				return err
 			}
+			if err != nil {
+				err = fmt.Errorf("cow %w", err) // "cow inspect PATH: what is wrong"
+			}
 			if asJSON {
+				// The report names its problem; the error goes to stderr too.
 				if jerr := a.printJSON(daemon.COWReportWire(r)); jerr != nil {
 					return jerr
 				}
-			} else if werr := r.WriteText(a.out); werr != nil {
+				return err
+			}
+			r.Problem = "" // said once, on stderr
+			write := r.WriteText
+			if summary {
+				write = r.WriteSummary
+			}
+			if werr := write(a.out); werr != nil {
 				return werr
 			}
-			if err != nil {
-				return fmt.Errorf("cow inspect %s: %w", args[0], err)
-			}
-			return nil
+			return err
 		},
 	}
 	inspect.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	inspect.Flags().BoolVar(&summary, "summary", false, "leave out the line per exception")
 	cmd.AddCommand(inspect, a.cowAdoptCmd())
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -124,8 +125,25 @@ func TestCLI_cowInspect(t *testing.T) {
 	os.WriteFile(junk, append([]byte("junkjunk"), make([]byte, 8192)...), 0o600)
 	code, out, errOut := runIn("", "cow", "inspect", junk)
 	checkFailure(t, code, errOut, "is not 0x70416e53", []string{"cow", "inspect", junk})
-	if !strings.Contains(out, "ERROR:") {
-		t.Fatalf("cow inspect of junk printed no report: %q", out)
+	if !strings.Contains(out, "(not a snapshot header)") || strings.Contains(out, "(valid)") || strings.Contains(out, "0x70416e53") {
+		t.Fatalf("cow inspect of junk: the report %q should show the header as not one, and leave the error to stderr", out)
+	}
+	if strings.Count(errOut, "inspect") != 1 {
+		t.Fatalf("cow inspect of junk: the error names inspect more than once: %q", errOut)
+	}
+
+	summary := c.ok("cow", "inspect", "--summary", cow)
+	if !strings.Contains(summary, "exceptions:   3\n") || strings.Contains(summary, "origin chunk") || !strings.Contains(summary, "usage:        40/2048") {
+		t.Fatalf("cow inspect --summary: want the count and usage without a line per exception:\n%s", summary)
+	}
+	odd := filepath.Join(t.TempDir(), "odd")
+	hdr := binary.LittleEndian.AppendUint32(nil, 0x70416e53)
+	hdr = binary.LittleEndian.AppendUint32(hdr, 809138234)
+	hdr = binary.LittleEndian.AppendUint32(hdr, 1)
+	hdr = binary.LittleEndian.AppendUint32(hdr, 8)
+	os.WriteFile(odd, append(hdr, make([]byte, 1<<16)...), 0o600)
+	if _, out, _ := runIn("", "cow", "inspect", "--summary", odd); !strings.Contains(out, "valid 809138234 (neither 0 nor 1") {
+		t.Fatalf("cow inspect of a header whose valid is 809138234: %q", out)
 	}
 	code, _, errOut = runIn("", "cow", "inspect", junk+".none")
 	checkFailure(t, code, errOut, "no such file", []string{"cow", "inspect"})

@@ -155,7 +155,28 @@ func allZero(b []byte) bool {
 
 // WriteText renders the report for people, one fact per line, every
 // exception included.
-func (r *Report) WriteText(w io.Writer) error {
+func (r *Report) WriteText(w io.Writer) error { return r.write(w, true) }
+
+// WriteSummary is WriteText without a line per exception: the header,
+// layout, areas, usage, notes and error.
+func (r *Report) WriteSummary(w io.Writer) error { return r.write(w, false) }
+
+// headerState labels a header's valid field. Only a header with the
+// magic is a header at all; the kernel takes any other value than 0 as
+// valid, but writes only 0 and 1.
+func headerState(h Header) string {
+	switch {
+	case h.Magic != Magic:
+		return "not a snapshot header"
+	case h.Valid == 0:
+		return "INVALIDATED"
+	case h.Valid == 1:
+		return "valid"
+	}
+	return "neither 0 nor 1: damaged? the kernel would take it as valid"
+}
+
+func (r *Report) write(w io.Writer, exceptions bool) error {
 	bw := bufio.NewWriter(w)
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format+"\n", args...) }
 	p("COW device:   %s (%d bytes, logical block %d bytes)", r.Path, r.DeviceBytes, r.LogicalBlockSize)
@@ -165,11 +186,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		p("header:       magic 0: no exception store yet; one is created when a persistent snapshot is loaded on it")
 	default:
 		h := r.Header
-		state := "valid"
-		if h.Valid == 0 {
-			state = "INVALIDATED"
-		}
-		p("header:       magic %#08x, valid %d (%s), version %d, chunk_size %d sectors", h.Magic, h.Valid, state, h.Version, h.ChunkSize)
+		p("header:       magic %#08x, valid %d (%s), version %d, chunk_size %d sectors", h.Magic, h.Valid, headerState(h), h.Version, h.ChunkSize)
 	}
 	if r.layoutKnown {
 		p("layout:       %d bytes per chunk, %d exceptions per area, %d chunks on the device",
@@ -183,6 +200,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		p("exceptions:   %d", len(r.Exceptions))
 		for i, e := range r.Exceptions {
+			if !exceptions {
+				break
+			}
 			p("  %d: origin chunk %d -> COW chunk %d", i, e.Old, e.New)
 		}
 	}
