@@ -3,14 +3,18 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func (a *app) snapshotCmd() *cobra.Command {
@@ -164,7 +168,9 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 			"A non-DAX origin stays usable while it merges. A DAX origin cannot load\n" +
 			"snapshot-merge (it has no direct access), so it stays suspended (its I/O waits)\n" +
 			"while ORIGIN-merge does the work: it keeps DAX throughout.\n" +
-			"With --no-wait the daemon finishes the merge in the background.\n" +
+			"With --no-wait the daemon finishes the merge in the background; Ctrl-C stops the\n" +
+			"waiting, not the merge, which continues in the daemon. The progress bar draws on a\n" +
+			"terminal only.\n" +
 			"A merge rewrites the origin, so it is refused while the origin is in use (a loop\n" +
 			"device on its FUSE file, an NBD client, a DAX mapping not given back): the error\n" +
 			"names them. With --deferred it is recorded instead, and starts when the last user\n" +
@@ -198,11 +204,19 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{Deferred: deferred})
 				done <- result{s, err}
 			}()
-			bar := progressBar{w: a.err}
+			// Ctrl-C stops the waiting, not the merge: the daemon goes on.
+			intr := make(chan os.Signal, 1)
+			signal.Notify(intr, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(intr)
+			bar := progressBar{w: a.err, on: isTerminal(a.err)}
 			tick := time.NewTicker(200 * time.Millisecond)
 			defer tick.Stop()
 			for {
 				select {
+				case <-intr:
+					bar.end()
+					s, err := c.Snapshot(name)
+					return interruptedMerge(name, s, err)
 				case r := <-done:
 					if r.err != nil {
 						bar.end()
@@ -252,13 +266,44 @@ func offlineNote(s wire.Snapshot) string {
 	return ""
 }
 
-// progressBar draws one line, redrawn in place.
+// interruptedMerge says what became of a merge whose waiting was
+// interrupted (Ctrl-C), given the snapshot as the daemon now has it.
+func interruptedMerge(name string, s wire.Snapshot, err error) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("snapshot merge %s: interrupted; a merge the daemon started goes on without this command (`daxsnap snapshot list` shows it): %w", name, err)
+	case s.State == wire.SnapshotMerging && s.Merge != nil:
+		return fmt.Errorf("snapshot merge %s: interrupted; the merge continues in the daemon (%.1f%% done): `daxsnap snapshot list %s` shows its progress", name, s.Merge.Percent, s.Origin)
+	case s.State == wire.SnapshotMerged:
+		return fmt.Errorf("snapshot merge %s: interrupted, but the merge had finished: %s", name, mergedLine(name, s))
+	case s.MergeDeferred:
+		return fmt.Errorf("snapshot merge %s: interrupted; the merge is deferred until %s is closed (`daxsnap snapshot list %s` shows it)", name, s.Origin, s.Origin)
+	}
+	return fmt.Errorf("snapshot merge %s: interrupted before the daemon started the merge (the snapshot is %s): run it again to merge", name, snapshotState(s))
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progressBar draws one line, redrawn in place, on a terminal only (on
+// anything else it draws nothing).
 type progressBar struct {
 	w     io.Writer
+	on    bool
 	drawn bool
 }
 
 func (b *progressBar) show(name, origin string, p *wire.MergeProgress) {
+	if !b.on {
+		return
+	}
 	const width = 30
 	n := int(p.Percent * width / 100)
 	n = min(max(n, 0), width)
