@@ -25,7 +25,9 @@ func newRig(devs []Device, seed uint64) *rig {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	for _, d := range devs {
 		m := backingtest.NewMem(d.Name, d.Size, d.Caps)
-		fill(rng, m.Bytes())
+		if !d.Zeroed {
+			fill(rng, m.Bytes())
+		}
 		r.mems = append(r.mems, m)
 		r.imgs = append(r.imgs, bytes.Clone(m.Bytes()))
 	}

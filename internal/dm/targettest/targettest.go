@@ -20,6 +20,12 @@
 //     made from a one-line table, plus out-of-range I/O and table/status
 //     text as dmsetup prints them.
 //
+// RunSnapshot is the two-view case for targets that make a snapshot of an
+// origin (snapshot-origin and snapshot): random I/O on both views through
+// a dm.Manager, against a model that keeps the snapshot's point-in-time
+// image while the origin changes. Record runs any of these on a fake TB,
+// to show that they fail on a deliberately broken target.
+//
 // Every check that builds a target ends with Close, a second Close that
 // must not panic, and
 // CtorContext.Release, after which the pool must hold no device.
@@ -42,11 +48,14 @@ import (
 type TB = rapid.TB
 
 // Device is a backing device of a Case, created as a backingtest.Mem
-// filled with random bytes for every run.
+// filled with random bytes for every run (unless Zeroed).
 type Device struct {
 	Name string // as the table arguments name it
 	Size int64  // bytes, a multiple of dm.SectorSize
 	Caps backing.Capability
+	// Zeroed: the device starts all zeroes (a fresh COW device), not
+	// random.
+	Zeroed bool
 }
 
 // CtorError is an argument list the constructor must refuse.

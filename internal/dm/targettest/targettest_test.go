@@ -2,9 +2,7 @@ package targettest_test
 
 import (
 	"fmt"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
@@ -72,53 +70,8 @@ func shiftedCase(skew int64) targettest.Case {
 	}
 }
 
-// recorder is a fake TB that records failures; FailNow ends the goroutine
-// running the suite, as testing.T's does.
-type recorder struct {
-	mu     sync.Mutex
-	failed bool
-	logs   []string
-}
-
-func (r *recorder) Helper()      {}
-func (r *recorder) Name() string { return "recorder" }
-func (r *recorder) Log(args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.logs = append(r.logs, fmt.Sprint(args...))
-}
-func (r *recorder) Logf(format string, args ...any) { r.Log(fmt.Sprintf(format, args...)) }
-func (r *recorder) Error(args ...any)               { r.Log(args...); r.Fail() }
-func (r *recorder) Errorf(format string, args ...any) {
-	r.Logf(format, args...)
-	r.Fail()
-}
-func (r *recorder) Fatal(args ...any)                 { r.Error(args...); r.FailNow() }
-func (r *recorder) Fatalf(format string, args ...any) { r.Errorf(format, args...); r.FailNow() }
-func (r *recorder) Skip(args ...any)                  { r.Log(args...); r.SkipNow() }
-func (r *recorder) Skipf(format string, args ...any)  { r.Logf(format, args...); r.SkipNow() }
-func (r *recorder) SkipNow()                          { runtime.Goexit() }
-func (r *recorder) FailNow()                          { r.Fail(); runtime.Goexit() }
-func (r *recorder) Fail() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.failed = true
-}
-func (r *recorder) Failed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.failed
-}
-
-func record(c targettest.Case) *recorder {
-	r := &recorder{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		targettest.Check(r, c)
-	}()
-	<-done
-	return r
+func record(c targettest.Case) *targettest.Recording {
+	return targettest.Record(func(tb targettest.TB) { targettest.Check(tb, c) })
 }
 
 // TestCheck_catchesOffByOne runs the suite through the recorder on a
@@ -127,13 +80,13 @@ func record(c targettest.Case) *recorder {
 func TestCheck_catchesOffByOne(t *testing.T) {
 	t.Chdir(t.TempDir()) // rapid writes fail files under ./testdata
 	if r := record(shiftedCase(0)); r.Failed() {
-		t.Fatalf("the suite fails a correct target:\n%s", strings.Join(r.logs, "\n"))
+		t.Fatalf("the suite fails a correct target:\n%s", r.Logs())
 	}
 	r := record(shiftedCase(1))
 	if !r.Failed() {
 		t.Fatalf("the suite passes a target that maps one sector off")
 	}
-	logs := strings.Join(r.logs, "\n")
+	logs := r.Logs()
 	if !strings.Contains(logs, "the model says") && !strings.Contains(logs, "differs from the model") {
 		t.Errorf("the suite failed, but not on a model mismatch:\n%s", logs)
 	}
