@@ -2,13 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
 )
 
 // cli runs daxsnap commands in-process against a daemon of its own.
@@ -26,15 +25,10 @@ func newCLI(t *testing.T) *cli {
 		t.Skipf("no /dev/shm for memory regions: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(shm) })
-	d, err := daemon.Start(daemon.Config{StateDir: t.TempDir(), PmemDir: shm, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, c := daemontest.Start(t, daemon.Config{StateDir: t.TempDir(), PmemDir: shm, Version: "test"})
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := d.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+		if err := daemontest.Stop(d, c); err != nil {
+			t.Error(err)
 		}
 	})
 	return &cli{t: t, d: d, shm: shm, socket: d.SocketPath()}

@@ -26,8 +26,8 @@ func TestConformance_Loop4K(t *testing.T) {
 }
 
 func TestConformance_Hugetlbfs(t *testing.T) {
-	dir, pageSize := hugetlbfsMount(t, 2)
-	runBoth(t, hugetlbfsFile(t, dir, 2*pageSize))
+	path, _ := hugetlbfsFile(t, 2)
+	runBoth(t, path)
 }
 
 func TestConformance_Mem(t *testing.T) {

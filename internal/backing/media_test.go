@@ -3,7 +3,6 @@ package backing_test
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -95,84 +94,22 @@ func loopDevice(t *testing.T, size int64, sectorSize int) string {
 	return dev
 }
 
-// hugetlbfsMount mounts hugetlbfs on a temporary directory with pages more
-// huge pages in the pool, and undoes both in t.Cleanup. It returns the
-// directory and the huge page size.
-func hugetlbfsMount(t *testing.T, pages int) (string, int64) {
+// hugetlbfsFile makes a file of pages huge pages on a hugetlbfs of its
+// own, with pages more huge pages in the pool, and fills it through the
+// device itself (hugetlbfs has no write(2)). It returns the path and the
+// huge page size.
+func hugetlbfsFile(t *testing.T, pages int64) (string, int64) {
 	t.Helper()
-	testutil.RequireRoot(t)
-	if !kernelHas(t, "hugetlbfs") {
-		testutil.Skip(t, "the kernel has no hugetlbfs (CONFIG_HUGETLBFS is off)")
-	}
-	pageSize := testutil.Meminfo(t, "Hugepagesize") << 10
-	const knob = "/proc/sys/vm/nr_hugepages"
-	before := readInt(t, knob)
-	writeInt(t, knob, before+int64(pages))
-	t.Cleanup(func() { writeInt(t, knob, readInt(t, knob)-int64(pages)) })
-	if free := testutil.Meminfo(t, "HugePages_Free"); free < int64(pages) {
-		testutil.Skip(t, fmt.Sprintf("the kernel found only %d free huge pages of %d bytes after raising %s by %d (memory too fragmented)",
-			free, pageSize, knob, pages))
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("none", dir, "hugetlbfs", 0, ""); err != nil {
-		t.Fatalf("mount -t hugetlbfs none %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("umount %s: %v (a device left open?)", dir, err)
-		}
-	})
-	return dir, pageSize
-}
-
-// hugetlbfsFile creates a file of size bytes on hugetlbfs and fills it
-// through the device itself (hugetlbfs has no write(2)).
-func hugetlbfsFile(t *testing.T, dir string, size int64) string {
-	t.Helper()
-	path := filepath.Join(dir, fmt.Sprintf("mem%d", size))
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatalf("truncate %s to %d: %v", path, size, err)
-	}
+	path, pageSize := testutil.HugetlbfsFile(t, pages, testutil.Raise)
 	dev, err := backing.Open(path, backing.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	if _, err := dev.WriteAt(randomBytes(7, size), 0); err != nil {
+	if _, err := dev.WriteAt(randomBytes(7, pages*pageSize), 0); err != nil {
 		t.Fatal(err)
 	}
-	return path
-}
-
-func kernelHas(t *testing.T, fs string) bool {
-	data, err := os.ReadFile("/proc/filesystems")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Contains(string(data), "\t"+fs+"\n")
-}
-
-func readInt(t *testing.T, path string) int64 {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func writeInt(t *testing.T, path string, n int64) {
-	if err := os.WriteFile(path, []byte(strconv.FormatInt(n, 10)), 0); err != nil {
-		t.Errorf("write %d to %s: %v", n, path, err)
-	}
+	return path, pageSize
 }
 
 // opener returns a backingtest opener for path.

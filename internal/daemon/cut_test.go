@@ -48,7 +48,7 @@ func (e *env) checkSnapshotCut(name string, size int64) error {
 	}
 	time.Sleep(100 * time.Millisecond)
 	if again := e.read(name, 0, size); !bytes.Equal(first, again) {
-		return fmt.Errorf("%s changed between two reads 100 ms apart (first at byte %d) while the writers went on", name, firstDiff(first, again))
+		return fmt.Errorf("%s changed between two reads 100 ms apart (first at byte %d) while the writers went on", name, testutil.FirstDiff(first, again))
 	}
 	e.t.Logf("%s: writers end at records %v", name, last)
 	return nil
@@ -166,7 +166,7 @@ func testSuspendStopsStores(t *testing.T) {
 	e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
 	same, img1, img2 := suspendedSums(t, mem)
 	if !same {
-		t.Errorf("the memory of suspended vol changed between two checksums 200 ms apart (first at byte %d): stores reached it", firstDiff(img1, img2))
+		t.Errorf("the memory of suspended vol changed between two checksums 200 ms apart (first at byte %d): stores reached it", testutil.FirstDiff(img1, img2))
 	}
 	at, err := clienttest.CheckCausal(img2, causalWriters)
 	if err != nil {
@@ -236,7 +236,7 @@ func TestDAXSession_SuspendOverSuspended(t *testing.T) {
 	}
 	e.must("resume vol", e.c.Resume("vol"))
 	if same, img1, img2 := suspendedSums(t, mem); !same {
-		t.Errorf("stores through top reached vol's memory while top was suspended (first at byte %d)", firstDiff(img1, img2))
+		t.Errorf("stores through top reached vol's memory while top was suspended (first at byte %d)", testutil.FirstDiff(img1, img2))
 	}
 	e.must("resume top", e.c.Resume("top"))
 	var last uint64

@@ -99,7 +99,7 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 	g.start()
 	if got := read("s1"); !bytes.Equal(got, s1) {
 		t.Fatalf("snapshot s1 changed across the daemon restart: %d of %d pages differ (first at byte %d)",
-			diffPages(got, s1), size/4096, firstDiff(got, s1))
+			diffPages(got, s1), size/4096, testutil.FirstDiff(got, s1))
 	}
 
 	// The clients reconnect and the new daemon adopts their mappings.
@@ -149,10 +149,10 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 		c.Do("stop")
 	}
 	if got := read("s1"); !bytes.Equal(got, s1) {
-		t.Fatalf("snapshot s1 changed after the restart: %d pages differ (first at byte %d)", diffPages(got, s1), firstDiff(got, s1))
+		t.Fatalf("snapshot s1 changed after the restart: %d pages differ (first at byte %d)", diffPages(got, s1), testutil.FirstDiff(got, s1))
 	}
 	if got := read("s2"); !bytes.Equal(got, s2) {
-		t.Fatalf("snapshot s2 changed: %d pages differ (first at byte %d)", diffPages(got, s2), firstDiff(got, s2))
+		t.Fatalf("snapshot s2 changed: %d pages differ (first at byte %d)", diffPages(got, s2), testutil.FirstDiff(got, s2))
 	}
 	final := read("vol")
 	if _, err := clienttest.CheckCausal(final, writers); err != nil {

@@ -23,7 +23,7 @@ func newFUSEEnv(t *testing.T) *env {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		testutil.Skip(t, "no /dev/fuse: modprobe fuse")
 	}
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	state := t.TempDir()
 	e := &env{t: t, logs: logs, cfg: daemon.Config{
 		StateDir: state,

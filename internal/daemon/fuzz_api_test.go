@@ -19,6 +19,8 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -41,7 +43,7 @@ var fuzzRoutes = []struct{ method, path string }{
 // changed what the state file records, so each input meets the baseline.
 type fuzzDaemon struct {
 	cfg      daemon.Config
-	logs     *logBuffer
+	logs     *testutil.LogBuffer
 	d        *daemon.Daemon
 	hc       *http.Client
 	baseline string
@@ -49,7 +51,7 @@ type fuzzDaemon struct {
 }
 
 func (z *fuzzDaemon) start() error {
-	z.logs = &logBuffer{}
+	z.logs = &testutil.LogBuffer{}
 	z.cfg.Logger = slog.New(slog.NewTextHandler(z.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := daemon.Start(z.cfg)
 	if err != nil {
@@ -68,9 +70,7 @@ func (z *fuzzDaemon) stop() error {
 		return nil
 	}
 	z.hc.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := z.d.Shutdown(ctx)
+	err := daemontest.Stop(z.d, nil)
 	z.d = nil
 	return err
 }

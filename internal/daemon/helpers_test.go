@@ -1,40 +1,21 @@
 package daemon_test
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
-
-// logBuffer collects a daemon's logs; safe after the test ends.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // env is a daemon on a temporary state directory with its memory
 // regions in a per-test directory under /dev/shm.
@@ -43,7 +24,7 @@ type env struct {
 	cfg  daemon.Config
 	d    *daemon.Daemon
 	c    *api.Client
-	logs *logBuffer
+	logs *testutil.LogBuffer
 	// failStep is this env's daemon's FailStep, kept across restarts.
 	failStep atomic.Pointer[func(step string) error]
 }
@@ -65,7 +46,7 @@ func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
 // before the daemon starts.
 func newEnvWith(t testing.TB, cfg func(*daemon.Config)) *env {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	e := &env{t: t, logs: logs, cfg: testConfig(t, logs)}
 	e.cfg.FailStep = func(step string) error {
 		if fn := e.failStep.Load(); fn != nil {
@@ -88,7 +69,7 @@ func newEnvWith(t testing.TB, cfg func(*daemon.Config)) *env {
 
 // testConfig is a daemon configuration on temporary directories,
 // logging to logs.
-func testConfig(t testing.TB, logs *logBuffer) daemon.Config {
+func testConfig(t testing.TB, logs *testutil.LogBuffer) daemon.Config {
 	return daemon.Config{
 		StateDir: t.TempDir(),
 		PmemDir:  pmemDir(t),
@@ -99,23 +80,15 @@ func testConfig(t testing.TB, logs *logBuffer) daemon.Config {
 
 func (e *env) start() {
 	e.t.Helper()
-	d, err := daemon.Start(e.cfg)
-	if err != nil {
-		e.t.Fatalf("start daemon: %v", err)
-	}
-	e.d = d
-	e.c = api.NewClient(d.SocketPath())
+	e.d, e.c = daemontest.Start(e.t, e.cfg)
 }
 
 func (e *env) stop() {
 	if e.d == nil {
 		return
 	}
-	e.c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := e.d.Shutdown(ctx); err != nil {
-		e.t.Errorf("shutdown: %v", err)
+	if err := daemontest.Stop(e.d, e.c); err != nil {
+		e.t.Error(err)
 	}
 	e.d = nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -65,7 +66,7 @@ func TestSnapshot_restartZeroedHeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i := firstDiff(after, cow); i >= 0 {
+		if i := testutil.FirstDiff(after, cow); i >= 0 {
 			t.Fatalf("the daemon wrote the COW at byte %d (re-initialized it)", i)
 		}
 		e.stop()

@@ -220,7 +220,7 @@ func TestDaemon_nbdTCPNeedsTLS(t *testing.T) {
 	if err := start(daemon.Config{NBDInsecure: true}); err == nil {
 		t.Error("--nbd-insecure without --nbd-addr started")
 	}
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	cfg := testConfig(t, logs)
 	cfg.StateDir = state
 	d, err := daemon.Start(cfg)

@@ -62,11 +62,11 @@ func TestDAXSession_Snapshot(t *testing.T) {
 	c2.Do("fill 3")
 	c2.Do("quit")
 	if got := e.read("s1", 0, size); !bytes.Equal(got, before) {
-		t.Errorf("snapshot s1 changed by stores through a mapping made after it, first at byte %d", firstDiff(got, before))
+		t.Errorf("snapshot s1 changed by stores through a mapping made after it, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	c.Do("fill 2")
 	if got := e.read("s1", 0, size); !bytes.Equal(got, before) {
-		t.Errorf("snapshot s1 differs from the volume at snapshot time, first at byte %d", firstDiff(got, before))
+		t.Errorf("snapshot s1 differs from the volume at snapshot time, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	after := e.read("vol", 0, size)
 	for p := 0; p < size/4096; p++ {
@@ -162,14 +162,14 @@ func TestDAXSession_StackedOverOrigin(t *testing.T) {
 	e.snap("vol", "s1", transient)
 	c.Do("fill 2")
 	if got := e.read("s1", 0, size); !bytes.Equal(got, before) {
-		t.Errorf("snapshot s1 of vol changed by stores through top, mapped before it, first at byte %d", firstDiff(got, before))
+		t.Errorf("snapshot s1 of vol changed by stores through top, mapped before it, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	c2 := clienttest.Start(t, e.d.SessionSocketPath())
 	c2.Do("map top 0 %d rw", size-skip)
 	c2.Do("fill 3")
 	c2.Do("quit")
 	if got := e.read("s1", 0, size); !bytes.Equal(got, before) {
-		t.Errorf("snapshot s1 of vol changed by stores through top, mapped after it, first at byte %d", firstDiff(got, before))
+		t.Errorf("snapshot s1 of vol changed by stores through top, mapped after it, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	after := e.read("vol", skip, size-skip)
 	for p := 0; p < (size-skip)/4096; p++ {

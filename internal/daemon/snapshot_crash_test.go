@@ -19,6 +19,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -58,7 +59,7 @@ type crashRig struct {
 	state    string
 	cmd      *exec.Cmd
 	waitExit chan error
-	logs     *logBuffer
+	logs     *testutil.LogBuffer
 	c        *api.Client
 	r        *rand.Rand
 
@@ -139,7 +140,7 @@ func (g *crashRig) start() {
 			}
 		}
 	}
-	g.logs = &logBuffer{}
+	g.logs = &testutil.LogBuffer{}
 	g.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	g.cmd.Env = append(os.Environ(), serveChildEnv+"="+g.state)
 	g.cmd.Stderr = g.logs
@@ -227,7 +228,7 @@ func (g *crashRig) verify(it int) {
 		}
 		data, err := g.c.ReadData(s.name, 0, crashVol)
 		if err != nil || !bytes.Equal(data, s.image) {
-			t.Fatalf("iteration %d: snapshot %s differs from the origin when it was taken at byte %d (%v)", it, s.name, firstDiff(data, s.image), err)
+			t.Fatalf("iteration %d: snapshot %s differs from the origin when it was taken at byte %d (%v)", it, s.name, testutil.FirstDiff(data, s.image), err)
 		}
 		want = append(want, s.name)
 	}

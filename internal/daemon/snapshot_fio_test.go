@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -65,21 +64,7 @@ func TestSnapshot_underFio(t *testing.T) {
 			if fioErr != nil {
 				t.Fatalf("fio: %v\n%s", fioErr, out.String())
 			}
-			var res struct {
-				Jobs []struct {
-					Error int `json:"error"`
-					Write struct {
-						Bytes int64 `json:"io_bytes"`
-					} `json:"write"`
-					Read struct {
-						Bytes int64 `json:"io_bytes"`
-					} `json:"read"`
-				} `json:"jobs"`
-			}
-			if err := json.Unmarshal([]byte(out.String()[strings.Index(out.String(), "{"):]), &res); err != nil || len(res.Jobs) != 1 {
-				t.Fatalf("fio output: %v\n%s", err, out.String())
-			}
-			if j := res.Jobs[0]; j.Error != 0 || j.Write.Bytes != size || j.Read.Bytes != size {
+			if j := testutil.FIOResult(t, out.String()); j.Error != 0 || j.Write.Bytes != size || j.Read.Bytes != size {
 				t.Fatalf("fio: error %d, wrote %d, verified %d bytes; want %d each", j.Error, j.Write.Bytes, j.Read.Bytes, size)
 			}
 			if ops < 3 {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -72,21 +73,9 @@ func (e *env) read(name string, off, n int64) []byte {
 func (e *env) wantData(name string, want []byte) {
 	e.t.Helper()
 	got := e.read(name, 0, int64(len(want)))
-	if i := firstDiff(got, want); i >= 0 {
+	if i := testutil.FirstDiff(got, want); i >= 0 {
 		e.t.Fatalf("%s differs from the model at byte %d (chunk %d of 4 KiB): got %#x, want %#x", name, i, i/4096, got[i], want[i])
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }
 
 // devNames lists the devices.

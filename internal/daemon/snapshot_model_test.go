@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,10 +9,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"pgregory.net/rapid"
 )
@@ -76,22 +76,15 @@ func TestSnapshot_model(t *testing.T) {
 }
 
 func (m *snapMachine) start(rt *rapid.T) {
-	d, err := daemon.Start(m.cfg)
-	if err != nil {
-		rt.Fatalf("start daemon: %v", err)
-	}
-	m.d, m.c = d, api.NewClient(d.SocketPath())
+	m.d, m.c = daemontest.Start(rt, m.cfg)
 }
 
 func (m *snapMachine) stop(rt *rapid.T) {
 	if m.d == nil {
 		return
 	}
-	m.c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := m.d.Shutdown(ctx); err != nil {
-		rt.Errorf("shutdown: %v", err)
+	if err := daemontest.Stop(m.d, m.c); err != nil {
+		rt.Error(err)
 	}
 	m.d = nil
 }
@@ -230,7 +223,7 @@ func (m *snapMachine) restart(rt *rapid.T) {
 func (m *snapMachine) check(rt *rapid.T) {
 	got, err := m.c.ReadData("vol", 0, modelSize)
 	if err != nil || !bytes.Equal(got, m.origin) {
-		rt.Fatalf("origin differs from the model at byte %d (%v)", firstDiff(got, m.origin), err)
+		rt.Fatalf("origin differs from the model at byte %d (%v)", testutil.FirstDiff(got, m.origin), err)
 	}
 	for _, name := range m.names(all) {
 		s := m.snaps[name]
@@ -239,7 +232,7 @@ func (m *snapMachine) check(rt *rapid.T) {
 		case s.lost && err == nil:
 			rt.Fatalf("%s: a transient snapshot read after a restart", name)
 		case !s.lost && (err != nil || !bytes.Equal(got, s.data)):
-			rt.Fatalf("%s differs from the model at byte %d (%v)", name, firstDiff(got, s.data), err)
+			rt.Fatalf("%s differs from the model at byte %d (%v)", name, testutil.FirstDiff(got, s.data), err)
 		}
 	}
 	list, err := m.c.Snapshots("vol")

@@ -10,6 +10,7 @@ import (
 	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/session"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 )
 
 // restartServer starts a new session server on the rig's socket, as a
@@ -93,14 +94,14 @@ func TestAdopt_ServerRestart(t *testing.T) {
 	}
 	waitAdopted(t, srv, c.Cmd.Process.Pid, "vol")
 	if got := readAll(t, snap); !bytes.Equal(got, before) {
-		t.Fatalf("snapshot changed by the store made across the restart, first at byte %d", firstDiffAt(got, before))
+		t.Fatalf("snapshot changed by the store made across the restart, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	if b := readAll(t, vol)[5*pageSize]; b != 0xa5 {
 		t.Fatalf("origin byte %d = %#x after the store, want 0xa5", 5*pageSize, b)
 	}
 	c.Do("fill 2") // every page faults again and is copied once
 	if got := readAll(t, snap); !bytes.Equal(got, before) {
-		t.Fatalf("snapshot changed by stores after the adoption, first at byte %d", firstDiffAt(got, before))
+		t.Fatalf("snapshot changed by stores after the adoption, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	if st := srv.Stats(); st.Adopted.Load() < 1 || st.Faults.Load() == 0 {
 		t.Errorf("new server: %d adopted, %d faults; want the adoption and faults on it", st.Adopted.Load(), st.Faults.Load())
@@ -124,15 +125,6 @@ func TestAdopt_ServerRestart(t *testing.T) {
 	c.Do("unmap")
 	c.Do("quit")
 	c2.Do("quit")
-}
-
-func firstDiffAt(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // Ensure that a writer whose fault the old server read but never resolved
@@ -176,7 +168,7 @@ func TestAdopt_WakesWritersLeftWaiting(t *testing.T) {
 		t.Fatalf("the writer left waiting by the old server: %q (answered %v) 30s after its mapping was adopted, want it woken", ans, ok)
 	}
 	if got := readAll(t, snap); !bytes.Equal(got, before) {
-		t.Fatalf("snapshot changed, first at byte %d", firstDiffAt(got, before))
+		t.Fatalf("snapshot changed, first at byte %d", testutil.FirstDiff(got, before))
 	}
 	if b := readAll(t, vol)[3*pageSize]; b != 0xa5 {
 		t.Fatalf("origin byte %d = %#x, want the store's 0xa5", 3*pageSize, b)

@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/daxsnap/daxsnap/client"
 	"github.com/daxsnap/daxsnap/client/clienttest"
@@ -19,59 +16,6 @@ import (
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
-
-// hugetlbfsFile mounts a hugetlbfs in a temporary directory and makes a
-// file of pages huge pages there; it returns the file's path and the huge
-// page size. It uses the huge pages already reserved and does not touch
-// /proc/sys/vm/nr_hugepages: that knob is global, and other packages'
-// tests, run at the same time by go test ./..., change it too (a
-// read-add-write from two processes loses one update, and a restore can
-// shrink the pool under a test still using it). .ci/run reserves pages;
-// without them the test skips, or fails under DAXSNAP_STRICT=1.
-//
-// Call it before newRigSized: cleanups run last first, so the devices
-// (which map the file) are removed before the unmount.
-func hugetlbfsFile(t *testing.T, pages int64) (string, int64) {
-	t.Helper()
-	testutil.RequireRoot(t)
-	fss, err := os.ReadFile("/proc/filesystems")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(fss), "\thugetlbfs\n") {
-		testutil.Skip(t, "the kernel has no hugetlbfs (CONFIG_HUGETLBFS is off)")
-	}
-	// Free counts pages promised to mappings but not yet faulted in
-	// (Rsvd): those are not available.
-	if avail := testutil.Meminfo(t, "HugePages_Free") - testutil.Meminfo(t, "HugePages_Rsvd"); avail < pages {
-		testutil.Skip(t, fmt.Sprintf("%d huge pages are free and unreserved, the test needs %d: reserve some as root "+
-			"(echo 128 > /proc/sys/vm/nr_hugepages; .ci/run does)", avail, pages))
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("none", dir, "hugetlbfs", 0, ""); err != nil {
-		t.Fatalf("mount -t hugetlbfs none %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("umount %s: %v (a device or client still maps its file?)", dir, err)
-		}
-	})
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(dir, &sfs); err != nil {
-		t.Fatal(err)
-	}
-	hp := int64(sfs.Bsize) // hugetlbfs reports its page size as the block size
-	p := filepath.Join(dir, "mem")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600) // hugetlbfs has no write(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(pages * hp); err != nil {
-		t.Fatal(err)
-	}
-	return p, hp
-}
 
 // TestHugetlbfs_Snapshot: a snapshot-origin volume on hugetlbfs memory,
 // mapped by a client process. A snapshot with one-huge-page chunks is cut
@@ -82,7 +26,7 @@ func hugetlbfsFile(t *testing.T, pages int64) (string, int64) {
 // naming the page size.
 func TestHugetlbfs_Snapshot(t *testing.T) {
 	const pages = 8
-	mem, hp := hugetlbfsFile(t, pages)
+	mem, hp := testutil.HugetlbfsFile(t, pages, testutil.Reserved) // before newRigSized: the devices go before the unmount
 	size := pages * hp
 	r := newRigSized(t, size, "cow", "cow2")
 	vol := r.create(t, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, mem))
@@ -145,10 +89,10 @@ func TestHugetlbfs_Snapshot(t *testing.T) {
 	c.Do("poke %d", 3*hp+hp-1)
 	want[3*hp+hp-1] = 0xa5
 	if got := readAll(t, snap); !bytes.Equal(got, before) {
-		t.Errorf("snapshot differs from the memory at the cut after stores to huge pages %v (first difference at byte %d)", touched, firstDiff(got, before))
+		t.Errorf("snapshot differs from the memory at the cut after stores to huge pages %v (first difference at byte %d)", touched, testutil.FirstDiff(got, before))
 	}
 	if got := readAll(t, vol); !bytes.Equal(got, want) {
-		t.Errorf("origin lacks the stores after the cut (first difference at byte %d)", firstDiff(got, want))
+		t.Errorf("origin lacks the stores after the cut (first difference at byte %d)", testutil.FirstDiff(got, want))
 	}
 	n := int64(len(touched))
 	if f, p, b := st.Faults.Load()-f0, st.Prepared.Load()-p0, st.PreparedBytes.Load()-b0; f != n || p != n || b != n*hp {
@@ -166,7 +110,7 @@ func TestHugetlbfs_Snapshot(t *testing.T) {
 	c2.Do("map vol 0 %d rw", size)
 	c2.Do("fill 2")
 	if got := readAll(t, snap); !bytes.Equal(got, before) {
-		t.Errorf("snapshot differs from the memory at the cut after a later mapping's fill (first difference at byte %d)", firstDiff(got, before))
+		t.Errorf("snapshot differs from the memory at the cut after a later mapping's fill (first difference at byte %d)", testutil.FirstDiff(got, before))
 	}
 	after := readAll(t, vol)
 	for p := 0; p < int(size/pageSize); p++ {
@@ -235,16 +179,4 @@ func cowSectors(t *testing.T, snap *dm.Device) int64 {
 		t.Fatalf("status of %s = %q: %v (invalid or overflowed?)", snap.Name(), st, err)
 	}
 	return alloc
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }

@@ -3,12 +3,9 @@ package uffd_test
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,64 +230,5 @@ func get64(mem []byte, off int) uint64 { return binary.LittleEndian.Uint64(mem[o
 func fill(mem []byte, seed byte) {
 	for i := range mem {
 		mem[i] = byte(i/pageSize)*31 + byte(i)*7 + seed
-	}
-}
-
-// hugetlbfsFile makes a hugetlbfs file of pages huge pages, raising the
-// pool by pages for the test, and returns it with the huge page size.
-func hugetlbfsFile(t *testing.T, pages int) (*os.File, int) {
-	t.Helper()
-	testutil.RequireRoot(t)
-	fss, err := os.ReadFile("/proc/filesystems")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(fss), "\thugetlbfs\n") {
-		testutil.Skip(t, "the kernel has no hugetlbfs (CONFIG_HUGETLBFS is off)")
-	}
-	hp := int(testutil.Meminfo(t, "Hugepagesize")) << 10
-	const knob = "/proc/sys/vm/nr_hugepages"
-	writeKnob(t, knob, readKnob(t, knob)+int64(pages))
-	t.Cleanup(func() { writeKnob(t, knob, readKnob(t, knob)-int64(pages)) })
-	if free := testutil.Meminfo(t, "HugePages_Free"); free < int64(pages) {
-		testutil.Skip(t, fmt.Sprintf("only %d free huge pages of %d bytes after raising %s by %d (memory too fragmented)", free, hp, knob, pages))
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("none", dir, "hugetlbfs", 0, ""); err != nil {
-		t.Fatalf("mount -t hugetlbfs none %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("umount %s: %v", dir, err)
-		}
-	})
-	f, err := os.OpenFile(filepath.Join(dir, "mem"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if err := f.Truncate(int64(pages * hp)); err != nil {
-		t.Fatal(err)
-	}
-	return f, hp
-}
-
-func readKnob(t *testing.T, path string) int64 {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func writeKnob(t *testing.T, path string, v int64) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(strconv.FormatInt(v, 10)), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

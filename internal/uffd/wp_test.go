@@ -3,6 +3,7 @@ package uffd_test
 import (
 	"bytes"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -126,7 +127,13 @@ func TestProtect_Unpopulated(t *testing.T) {
 // hugetlbfs: faults are reported at the huge page, and every range must be
 // huge-page aligned.
 func TestProtect_Hugetlbfs(t *testing.T) {
-	file, hp := hugetlbfsFile(t, 2)
+	path, hp64 := testutil.HugetlbfsFile(t, 2, testutil.Raise)
+	hp := int(hp64)
+	file, ferr := os.OpenFile(path, os.O_RDWR, 0)
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	t.Cleanup(func() { file.Close() })
 	f := &fixture{t: t, file: file}
 	f.client = mapShared(t, file, 2*hp)
 	f.unmapLater(f.client)

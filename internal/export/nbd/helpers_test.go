@@ -11,13 +11,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 )
 
 // memBackend is an in-memory Backend and Extenter: a byte slice behind a
@@ -216,12 +216,12 @@ type testServer struct {
 	tcp  string // host:port
 	unix string // socket path
 	exp  *testExports
-	logs *logBuffer
+	logs *testutil.LogBuffer
 }
 
 func startServer(t testing.TB, exp *testExports, opts Options) *testServer {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -276,25 +276,6 @@ func (ts *testServer) uri(name string) string { return "nbd://" + ts.tcp + "/" +
 func (ts *testServer) unixURI(name string) string {
 	return "nbd+unix:///" + name + "?socket=" + ts.unix
 }
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var _ io.Writer = (*logBuffer)(nil)
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

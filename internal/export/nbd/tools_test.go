@@ -215,24 +215,7 @@ func TestTools_fio(t *testing.T) {
 		out := runTool(t, "fio", "--name=verify", "--ioengine=nbd", "--uri="+job.uri,
 			"--rw=randwrite", "--bs="+job.bs, "--size=16m", "--iodepth=16",
 			"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=json")
-		var res struct {
-			Jobs []struct {
-				Error int `json:"error"`
-				Write struct {
-					Bytes int64 `json:"io_bytes"`
-				} `json:"write"`
-				Read struct {
-					Bytes int64 `json:"io_bytes"`
-				} `json:"read"`
-			} `json:"jobs"`
-		}
-		if i := strings.Index(out, "{"); i >= 0 {
-			out = out[i:]
-		}
-		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Jobs) != 1 {
-			t.Fatalf("fio output: %v\n%s", err, out)
-		}
-		j := res.Jobs[0]
+		j := testutil.FIOResult(t, out)
 		if j.Error != 0 || j.Write.Bytes != 16<<20 || j.Read.Bytes != 16<<20 {
 			t.Fatalf("fio bs=%s: error %d, wrote %d, verified %d bytes, want 16 MiB each", job.bs, j.Error, j.Write.Bytes, j.Read.Bytes)
 		}
