@@ -8,34 +8,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serveProcess starts this binary as `daxsnap serve --state state ARGS...`
 // with its log readable while it runs.
-func serveProcess(t *testing.T, state string, args ...string) (*exec.Cmd, *syncBuffer) {
+func serveProcess(t *testing.T, state string, args ...string) (*exec.Cmd, *testutil.LogBuffer) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -44,7 +25,7 @@ func serveProcess(t *testing.T, state string, args ...string) (*exec.Cmd, *syncB
 	cmd := exec.Command(self, "-test.run=^$")
 	enc, _ := json.Marshal(append([]string{"serve", "--state", state, "--nbd-addr", ""}, args...))
 	cmd.Env = append(os.Environ(), serveEnv+"="+string(enc))
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
