@@ -3,30 +3,13 @@
 // with package client and stores to them on command, so that write faults
 // happen in another process, as they do in real use.
 //
-// Commands (one answer line each, "ok [...]" or "err ..."):
-//
-//	map DEVICE OFF LEN rw|ro   map a range
-//	fill SEED                  every word of page p := SEED<<32 | p
-//	stream                     write seq+1 to page seq%P, seq = 0, 1, ..., until stop
-//	causal W N                 writer W of N appends causal records until stop (causal.go)
-//	access-causal W N          causal's records, 16 per Mapping.Access, until stop
-//	stop                       stop streaming; answers "ok LAST" (writes done)
-//	timed STRIDE               one store every STRIDE bytes, each timed; answers
-//	                           "ok N P50 P99 MAX SUM" (nanoseconds)
-//	loop STRIDE                the stores of timed, pass after pass, until halt
-//	halt                       stop looping; answers as timed does, over every store
-//	poke OFF                   store 0xa5 at OFF; answers once the store completed
-//	peek OFF                   load the byte at OFF; answers it
-//	segv OFF                   store with SIGSEGV at its default action
-//	fork OFF                   a forked child probes OFF; answers how it ended
-//	unmap                      close the mapping
-//	quit                       close the session and exit
+// Commands are lines on the child's stdin, a name and its arguments; the
+// child answers each with one line, "ok [...]" or "err ...". The commands
+// table in commands.go lists them with their arguments and what they do.
 package clienttest
 
 import (
 	"bufio"
-	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -34,13 +17,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
-
-	"github.com/daxsnap/daxsnap/client"
 )
 
 // The test binary doubles as the client process: with childEnv set it reads
@@ -51,182 +31,6 @@ const childEnv = "DAXSNAP_CLIENTTEST_CHILD"
 func IsChild() bool { return os.Getenv(childEnv) != "" }
 
 const pageSize = 4096
-
-// Main runs the client side: it dials the socket Start gave and serves
-// commands on stdin until "quit" or end of input; it returns the exit status.
-func Main() int {
-	ctx := context.Background()
-	c, err := client.Dial(ctx, os.Getenv(childEnv))
-	if err != nil {
-		fmt.Println("err", err)
-		return 1
-	}
-	var m *client.Mapping
-	var stop atomic.Bool
-	var last atomic.Uint64
-	done := make(chan struct{})
-	var halt atomic.Bool
-	var looped chan string // loop's answer
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		f := strings.Fields(in.Text())
-		if len(f) == 0 {
-			continue
-		}
-		arg := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
-		switch f[0] {
-		case "map": // map DEVICE OFF LEN rw|ro
-			m, err = c.Map(ctx, f[1], client.MapOptions{Offset: arg(2), Length: arg(3), Write: f[4] == "rw"})
-			if ce, ok := err.(*client.Error); ok {
-				fmt.Printf("err %v (code %s)\n", err, ce.Code)
-				continue
-			} else if err != nil {
-				fmt.Println("err", err)
-				continue
-			}
-			fmt.Println("ok")
-		case "fill": // fill SEED: page p gets SEED<<32|p in every word
-			mem := m.Bytes()
-			for off := 0; off < len(mem); off += 8 {
-				binary.LittleEndian.PutUint64(mem[off:], uint64(arg(1))<<32|uint64(off/pageSize))
-			}
-			fmt.Println("ok")
-		case "stream": // write seq+1 to page seq%P, seq = 0, 1, ... until "stop"
-			mem := m.Bytes()
-			pages := uint64(len(mem) / pageSize)
-			go func() {
-				defer close(done)
-				var seq uint64
-				for ; !stop.Load(); seq++ {
-					// One 8-byte store, also under -race (where PutUint64
-					// becomes eight byte stores a cut can split).
-					atomic.StoreUint64((*uint64)(unsafe.Pointer(&mem[(seq%pages)*pageSize])), seq+1)
-				}
-				last.Store(seq)
-			}()
-			fmt.Println("ok")
-		case "causal": // causal W N: writer W of N logs causally ordered records (see causal.go)
-			mem := m.Bytes()
-			w, n := int(arg(1)), int(arg(2))
-			go func() {
-				defer close(done)
-				last.Store(writeCausal(mem, w, n, &stop))
-			}()
-			fmt.Println("ok")
-		case "access-causal": // access-causal W N: causal through Mapping.Access (maps again after a recall)
-			w, n := int(arg(1)), int(arg(2))
-			go func() {
-				defer close(done)
-				last.Store(accessCausal(ctx, m, w, n, &stop))
-			}()
-			fmt.Println("ok")
-		case "stop":
-			stop.Store(true)
-			<-done
-			fmt.Println("ok", last.Load())
-		case "timed": // timed STRIDE: one store every STRIDE bytes, each timed
-			mem := m.Bytes()
-			stride := int(arg(1))
-			var lat []time.Duration
-			for off := 0; off < len(mem); off += stride {
-				t0 := time.Now()
-				mem[off]++
-				lat = append(lat, time.Since(t0))
-			}
-			fmt.Println("ok", timings(lat))
-		case "loop": // loop STRIDE: timed's stores, pass after pass, until halt
-			mem := m.Bytes()
-			stride := int(arg(1))
-			halt.Store(false)
-			ch := make(chan string, 1)
-			looped = ch
-			go func() {
-				var lat []time.Duration
-				for off := 0; !halt.Load(); off = (off + stride) % len(mem) {
-					t0 := time.Now()
-					mem[off]++
-					lat = append(lat, time.Since(t0)) // before halt is seen: a held store counts
-				}
-				ch <- timings(lat)
-			}()
-			fmt.Println("ok")
-		case "halt":
-			if looped == nil {
-				fmt.Println("err halt: no loop running")
-				continue
-			}
-			halt.Store(true)
-			fmt.Println("ok", <-looped)
-			looped = nil
-		case "access-fill": // access-fill SEED: fill through Mapping.Access (maps again after a recall)
-			seed := uint64(arg(1))
-			err := m.Access(ctx, func(mem []byte) error {
-				for off := 0; off < len(mem); off += 8 {
-					binary.LittleEndian.PutUint64(mem[off:], seed<<32|uint64(off/pageSize))
-				}
-				return nil
-			})
-			if err != nil {
-				fmt.Println("err", err)
-				continue
-			}
-			fmt.Println("ok")
-		case "access-hold": // access-hold MS: hold an Access for MS milliseconds, in the background
-			d := time.Duration(arg(1)) * time.Millisecond
-			held := make(chan struct{})
-			go m.Access(ctx, func([]byte) error { close(held); time.Sleep(d); return nil })
-			<-held
-			fmt.Println("ok")
-		case "access-stream": // access-stream: stream's stores, 64 per Access, until "stop"
-			go func() {
-				defer close(done)
-				var seq uint64
-				for !stop.Load() {
-					err := m.Access(ctx, func(mem []byte) error {
-						pages := uint64(len(mem) / pageSize)
-						for range 64 {
-							atomic.StoreUint64((*uint64)(unsafe.Pointer(&mem[(seq%pages)*pageSize])), seq+1)
-							seq++
-						}
-						return nil
-					})
-					if err != nil {
-						fmt.Fprintln(os.Stderr, "access-stream:", err)
-						break
-					}
-				}
-				last.Store(seq)
-			}()
-			fmt.Println("ok")
-		case "recalled": // recalled: whether the daemon took the mapping back
-			fmt.Println("ok", m.Recalled())
-		case "peek": // peek OFF: one load; answers the byte
-			fmt.Println("ok", m.Bytes()[arg(1)])
-		case "poke": // poke OFF: one store; the answer comes when it completed
-			m.Bytes()[arg(1)] = 0xa5
-			fmt.Println("ok")
-		case "segv": // segv OFF: store with SIGSEGV at its default action
-			defaultSEGV()
-			m.Bytes()[arg(1)] = 1
-			fmt.Println("ok stored")
-		case "fork": // fork OFF: a forked child reads the mapping
-			fmt.Println("ok", forkTouch(m.Bytes()[arg(1):]))
-		case "unmap":
-			if err := m.Close(); err != nil {
-				fmt.Println("err", err)
-				continue
-			}
-			fmt.Println("ok")
-		case "quit":
-			fmt.Println("ok")
-			c.Close()
-			return 0
-		default:
-			fmt.Println("err unknown command", f[0])
-		}
-	}
-	return 0
-}
 
 // timings is "N P50 P99 MAX SUM" (nanoseconds) of the store latencies lat.
 func timings(lat []time.Duration) string {
