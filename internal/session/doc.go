@@ -40,6 +40,27 @@
 // while its device has snapshots, is protected whole before the client
 // gets it.
 //
+// # Recall
+//
+// Server.Recall is the stop-the-world for a change that moves or removes
+// a device's memory under its mappings. The daemon calls it before a
+// table swap that puts the memory elsewhere (dm.SameMemory false; from
+// the dm.SwapGuard it installs), a forced removal's `error` table
+// included, and before an offline merge rewrites an origin. It fences the
+// device: new map requests that reach it, directly or through a table
+// stacked on it, are refused with CodeRetry until the caller's release.
+// Then it asks, in parallel, each session that maps the device (or a
+// table over it) to give each mapping back by the deadline (wire.OpRecall;
+// the client library waits for the mapping's accessors and unmaps it),
+// checks in /proc/PID/maps that the process no longer maps the memory
+// files in that range, and drops the mapping. All or nothing: if one
+// mapping is refused, unanswered by the deadline or still mapped, Recall
+// returns a *RecallError naming each holder and lifts the fence, and the
+// caller must not make the change (the mappings given back stay given
+// back; their clients map again when they next access them). A recall
+// does not take the cut's locks: it may run while a cut of the device's
+// memory lasts (a device suspended before its new table was loaded).
+//
 // # Authorization
 //
 // Any user may connect. Each map request is checked by Config.Authorize

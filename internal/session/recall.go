@@ -32,8 +32,8 @@ import (
 // errFenced refuses map requests while a recall is under way.
 var errFenced = errors.New("its mappings are being recalled for a table change")
 
-// fenced reports whether a recall holds new mappings of any device in
-// via off.
+// fenced reports whether a recall holds new mappings of any device in via
+// (the device mapped and those its table reaches) off.
 func (s *Server) fenced(via []*dm.Device) error {
 	for _, d := range via {
 		if ds := s.devState(d, false); ds != nil && ds.fence.Load() > 0 {
