@@ -178,7 +178,7 @@ func (d *Daemon) watchCOW(dev *dm.Device) {
 		if !ok || s.degraded || !p.on() {
 			return
 		}
-		status, _ := dev.Status(false)
+		status, _ := dev.Status(dm.Live)
 		u := parseUsage(statusPayload(status))
 		if u.state != wire.SnapshotActive {
 			return // invalid or overflowed: nothing to extend any more

@@ -20,14 +20,18 @@ func CheckTable(text string, readOnly bool) (wire.CheckReport, error) {
 	reg := dm.NewRegistry()
 	all.Register(reg)
 	pool := dm.NewDevicePool(offlineOpen)
-	t, err := dm.BuildTable(reg, pool, "check", text, readOnly)
+	mode := dm.ReadWrite
+	if readOnly {
+		mode = dm.ReadOnly
+	}
+	t, err := dm.BuildTable(reg, pool, "check", text, mode)
 	if err != nil {
 		return wire.CheckReport{}, err
 	}
 	defer t.Close()
 	rep := wire.CheckReport{Sectors: uint64(t.Size()), Capabilities: t.Capabilities().String()}
 	for _, l := range t.Lines() {
-		line, err := checkLine(reg, pool, l, readOnly)
+		line, err := checkLine(reg, pool, l, mode)
 		if err != nil {
 			return wire.CheckReport{}, err
 		}
@@ -38,9 +42,9 @@ func CheckTable(text string, readOnly bool) (wire.CheckReport, error) {
 
 // checkLine builds one line on its own (moved to sector 0) to learn its
 // capabilities and devices.
-func checkLine(reg *dm.Registry, pool *dm.DevicePool, l dm.TableLine, readOnly bool) (wire.CheckLine, error) {
+func checkLine(reg *dm.Registry, pool *dm.DevicePool, l dm.TableLine, mode dm.Mode) (wire.CheckLine, error) {
 	alone := dm.TableLine{Start: 0, Len: l.Len, Type: l.Type, Args: l.Args}
-	t, err := dm.BuildTable(reg, pool, "check", alone.String(), readOnly)
+	t, err := dm.BuildTable(reg, pool, "check", alone.String(), mode)
 	if err != nil {
 		return wire.CheckLine{}, fmt.Errorf("line %d: %w", l.Line, err)
 	}

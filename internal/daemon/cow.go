@@ -152,7 +152,7 @@ func storeName(store string) string {
 func (d *Daemon) tableUsing(path string) string {
 	for _, dev := range d.mgr.List() {
 		text := d.recordedLive(dev)
-		t, _ := dev.Table(true)
+		t, _ := dev.Table(dm.Inactive)
 		for _, f := range strings.Fields(text + " " + t) {
 			if strings.HasPrefix(f, "/") && sameFile(f, path) {
 				return dev.Name()

@@ -54,7 +54,7 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 // wiped reports whether dev's live table is the `error` table a forced
 // removal loads.
 func (d *Daemon) wiped(dev *dm.Device) bool {
-	table, err := dev.Table(false)
+	table, err := dev.Table(dm.Live)
 	f := strings.Fields(table)
 	return err == nil && !strings.Contains(strings.TrimSpace(table), "\n") && len(f) == 3 && f[2] == "error"
 }

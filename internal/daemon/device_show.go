@@ -48,12 +48,16 @@ func (d *Daemon) Status(name string, inactive bool) (wire.Text, error) {
 	return d.text("status", name, inactive, (*dm.Device).Status)
 }
 
-func (d *Daemon) text(op, name string, inactive bool, fn func(*dm.Device, bool) (string, error)) (wire.Text, error) {
+func (d *Daemon) text(op, name string, inactive bool, fn func(*dm.Device, dm.Slot) (string, error)) (wire.Text, error) {
 	dev, err := d.device(op, name)
 	if err != nil {
 		return wire.Text{}, err
 	}
-	text, err := fn(dev, inactive)
+	slot := dm.Live
+	if inactive {
+		slot = dm.Inactive
+	}
+	text, err := fn(dev, slot)
 	if err != nil {
 		return wire.Text{}, fmt.Errorf("%s %s: %w", op, name, err)
 	}

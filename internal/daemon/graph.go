@@ -18,8 +18,8 @@ func (d *Daemon) liveDeps() map[string][]string {
 // kept while the device serves an `error` table in its place.
 func (d *Daemon) deviceRefs(dev *dm.Device) []string {
 	var text string
-	for _, inactive := range []bool{false, true} {
-		t, _ := dev.Table(inactive)
+	for _, slot := range []dm.Slot{dm.Live, dm.Inactive} {
+		t, _ := dev.Table(slot)
 		text += t
 	}
 	text += d.notes.get(dev.Name()).keptLive

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/access"
+	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -50,8 +51,8 @@ func (d *Daemon) regionUsers(path string) []string {
 	var users []string
 	for _, dev := range d.mgr.List() {
 		text := d.notes.get(dev.Name()).keptLive
-		for _, inactive := range []bool{false, true} {
-			t, _ := dev.Table(inactive)
+		for _, slot := range []dm.Slot{dm.Live, dm.Inactive} {
+			t, _ := dev.Table(slot)
 			text += t
 		}
 		if namesFile(text, path, target, statErr == nil) {

@@ -20,8 +20,8 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev)),
 		Autoextend: d.recordAutoextend(dev)}
 	rec.MergeDeferred = d.notes.get(in.Name).mergeDeferred
-	rec.Live, _ = dev.Table(false)
-	rec.Inactive, _ = dev.Table(true)
+	rec.Live, _ = dev.Table(dm.Live)
+	rec.Inactive, _ = dev.Table(dm.Inactive)
 	if kept := d.notes.get(in.Name).keptLive; kept != "" {
 		rec.Live = kept
 	}

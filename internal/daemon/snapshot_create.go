@@ -131,7 +131,7 @@ func (d *Daemon) planCreate(op string, l originLayout, req wire.SnapshotCreate) 
 	if err := d.checkOrigin(op, l, origin); err != nil {
 		return p, err
 	}
-	live, _ := origin.Table(false)
+	live, _ := origin.Table(dm.Live)
 	if over, ok := originOver(live); ok && over == l.realPath() {
 		if _, err := d.mgr.Get(l.real); err != nil {
 			return p, errorf(dm.ErrNotFound, "%s: %s maps %s, which does not exist: load a table into %s by hand first", op, l.origin, l.realPath(), l.origin)
@@ -178,7 +178,7 @@ func (d *Daemon) checkOrigin(op string, l originLayout, origin *dm.Device) error
 	case in.InactiveTable:
 		return errorf(dm.ErrBusy, "%s: %s has an inactive table loaded, which taking a snapshot would replace: resume or clear it first", op, l.origin)
 	}
-	live, _ := origin.Table(false)
+	live, _ := origin.Table(dm.Live)
 	if s, ok := d.snapshotOf(origin); ok {
 		of := s.origin
 		if of == "" {

@@ -65,7 +65,7 @@ func (d *Daemon) extendableCOW(op string, s snapView) (int64, error) {
 	if s.degraded {
 		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot serves an `error` table (%s): nothing to extend", op, d.notes.get(s.name))
 	}
-	status, _ := s.dev.Status(false)
+	status, _ := s.dev.Status(dm.Live)
 	switch u := parseUsage(statusPayload(status)); u.state {
 	case wire.SnapshotActive:
 	case wire.SnapshotInvalid:

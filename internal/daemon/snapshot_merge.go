@@ -293,7 +293,7 @@ func (d *Daemon) holdForOfflineMerge(op string, recOp state.Op, l originLayout, 
 
 // checkSnapshotMergeable refuses a snapshot that can never merge.
 func (d *Daemon) checkSnapshotMergeable(op string, s snapView) error {
-	status, _ := s.dev.Status(false)
+	status, _ := s.dev.Status(dm.Live)
 	switch st := parseUsage(statusPayload(status)).state; {
 	case s.line.store == "N":
 		return errorf(dm.ErrNotSupported, "%s: %s is a transient snapshot (store N), whose exceptions live only in memory: it cannot merge; copy its data instead", op, s.name)
@@ -378,7 +378,7 @@ func (d *Daemon) waitMerged(j *mergeJob) error {
 			}
 			return fmt.Errorf("the merge device of %s is gone before the merge finished: %s still holds what was not merged", j.origin, j.name)
 		}
-		status, _ := m.dev.Status(false)
+		status, _ := m.dev.Status(dm.Live)
 		u := parseUsage(statusPayload(status))
 		switch u.state {
 		case wire.SnapshotMergeFailed, wire.SnapshotInvalid, wire.SnapshotError:
@@ -411,7 +411,7 @@ func (d *Daemon) finishMerge(j *mergeJob) error {
 		return fmt.Errorf("%s: origin %s is gone", op, l.origin)
 	}
 	if m, ok := d.mergeOf(l); ok {
-		status, _ := m.dev.Status(false)
+		status, _ := m.dev.Status(dm.Live)
 		if u := parseUsage(statusPayload(status)); u.state != wire.SnapshotActive || u.allocated != u.metadata {
 			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), statusPayload(status))
 		}
@@ -461,7 +461,7 @@ func (d *Daemon) doFinishMerge(op string, l originLayout, name string, origin *d
 
 // mergeProgress describes merge m of snapshot s.
 func (d *Daemon) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
-	status, _ := m.dev.Status(false)
+	status, _ := m.dev.Status(dm.Live)
 	u := parseUsage(statusPayload(status))
 	p := &wire.MergeProgress{Device: m.dev.Name(), Offline: m.offline, Remaining: u.exceptions(m.line.store, m.line.chunk)}
 	p.Start = p.Remaining

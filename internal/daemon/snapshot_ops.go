@@ -100,7 +100,7 @@ func (d *Daemon) quiesceOrigin(op string, dev *dm.Device) error {
 // ORIGIN-real's own table once none do, and what it has when it does not
 // sit on ORIGIN-real at all.
 func (d *Daemon) wantedOriginTable(l originLayout, origin *dm.Device) (string, error) {
-	live, _ := origin.Table(false)
+	live, _ := origin.Table(dm.Live)
 	over, ok := originOver(live)
 	if !ok || over != l.realPath() {
 		return live, nil
@@ -117,7 +117,7 @@ func (d *Daemon) wantedOriginTable(l originLayout, origin *dm.Device) (string, e
 	if err != nil {
 		return "", fmt.Errorf("%s maps %s, which is gone: load a table into %s by hand", l.origin, l.realPath(), l.origin)
 	}
-	return real.Table(false)
+	return real.Table(dm.Live)
 }
 
 // settleOrigin gives a suspended origin the table wantedOriginTable says
@@ -127,7 +127,7 @@ func (d *Daemon) settleOrigin(l originLayout, origin *dm.Device) error {
 	if err != nil {
 		return errors.Join(err, origin.Resume())
 	}
-	if live, _ := origin.Table(false); live != want {
+	if live, _ := origin.Table(dm.Live); live != want {
 		if err := origin.Load(want); err != nil {
 			return errors.Join(fmt.Errorf("load %s with %q: %w", l.origin, want, err), origin.Resume())
 		}

@@ -71,7 +71,7 @@ func (d *Daemon) checkRemovable(op string, l originLayout, s snapView, origin *d
 
 // mergeFailed reports whether a merge stopped on an error.
 func (d *Daemon) mergeFailed(m mergeView) bool {
-	status, _ := m.dev.Status(false)
+	status, _ := m.dev.Status(dm.Live)
 	st := parseUsage(statusPayload(status)).state
 	return st == wire.SnapshotMergeFailed || st == wire.SnapshotInvalid
 }

@@ -93,7 +93,7 @@ func (d *Daemon) recordedLive(dev *dm.Device) string {
 	if kept := d.notes.get(dev.Name()).keptLive; kept != "" {
 		return kept
 	}
-	t, _ := dev.Table(false)
+	t, _ := dev.Table(dm.Live)
 	return t
 }
 
@@ -256,7 +256,7 @@ func (d *Daemon) describe(s snapView) wire.Snapshot {
 		out.State, out.Note = wire.SnapshotError, d.notes.get(s.name).String()
 		return out
 	}
-	status, _ := s.dev.Status(false)
+	status, _ := s.dev.Status(dm.Live)
 	u := parseUsage(statusPayload(status))
 	out.State = u.state
 	out.Allocated, out.Total, out.Metadata = u.allocated, u.total, u.metadata

@@ -93,7 +93,7 @@ func (d *Device) PrepareWrite(off, n int64) error {
 		return err
 	}
 	defer d.exit()
-	if t.readOnly {
+	if t.ReadOnly() {
 		return fmt.Errorf("%w: prepare write of %d bytes at offset %d", ErrReadOnly, n, off)
 	}
 	return t.span(off, n, func(target Target, toff, _, n int64) error {

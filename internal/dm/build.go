@@ -12,12 +12,12 @@ import (
 // Table is a constructed table: every line's target built and its devices
 // open. It is immutable once built; a device swaps whole tables.
 type Table struct {
-	lines    []TableLine
-	targets  []Target
-	ctxs     []*CtorContext
-	caps     []lineCaps
-	size     Sector
-	readOnly bool
+	lines   []TableLine
+	targets []Target
+	ctxs    []*CtorContext
+	caps    []lineCaps
+	size    Sector
+	mode    Mode
 }
 
 // lineCaps is what one line offers and, for each capability it lacks, why.
@@ -28,18 +28,18 @@ type lineCaps struct {
 
 // BuildTable parses text and constructs every target (the kernel's table
 // load: all constructors run now). On error nothing stays open.
-func BuildTable(reg *Registry, pool *DevicePool, device, text string, readOnly bool) (*Table, error) {
-	return buildTable(reg, pool, device, text, readOnly, nil)
+func BuildTable(reg *Registry, pool *DevicePool, device, text string, mode Mode) (*Table, error) {
+	return buildTable(reg, pool, device, text, mode, nil)
 }
 
 // buildTable is BuildTable with the hook targets call to signal a device
 // event (a snapshot invalidated, a merge finished).
-func buildTable(reg *Registry, pool *DevicePool, device, text string, readOnly bool, event func()) (*Table, error) {
+func buildTable(reg *Registry, pool *DevicePool, device, text string, mode Mode, event func()) (*Table, error) {
 	lines, err := ParseTable(text)
 	if err != nil {
 		return nil, withDevice(err, device)
 	}
-	t := &Table{lines: lines, readOnly: readOnly}
+	t := &Table{lines: lines, mode: mode}
 	for _, l := range lines {
 		if err := t.add(reg, pool, device, l, event); err != nil {
 			t.Close()
@@ -65,7 +65,7 @@ func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine,
 			Reason: fmt.Sprintf("unknown target type %q", l.Type),
 			Hint:   "known types: " + strings.Join(reg.Names(), ", ")}
 	}
-	ctx := NewCtorContext(pool, device, l.Start, l.Len, t.readOnly)
+	ctx := NewCtorContext(pool, device, l.Start, l.Len, t.mode)
 	ctx.event = event
 	target, err := tt.New(ctx, l.Args)
 	if err != nil {
@@ -151,7 +151,7 @@ func (t *Table) Size() Sector { return t.size }
 func (t *Table) Lines() []TableLine { return t.lines }
 
 // ReadOnly reports whether the table was loaded read-only.
-func (t *Table) ReadOnly() bool { return t.readOnly }
+func (t *Table) ReadOnly() bool { return t.mode == ReadOnly }
 
 // Targets returns the constructed targets in line order.
 func (t *Table) Targets() []Target { return t.targets }

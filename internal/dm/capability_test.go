@@ -13,8 +13,8 @@ import (
 func refusedLoad(t *testing.T, d *dm.Device, text, want string) {
 	t.Helper()
 	before := d.Info()
-	live, _ := d.Table(false)
-	inactive, _ := d.Table(true)
+	live, _ := d.Table(dm.Live)
+	inactive, _ := d.Table(dm.Inactive)
 	err := d.Load(text)
 	if !errors.Is(err, dm.ErrDAXChange) {
 		t.Fatalf("load %q: %v, want ErrDAXChange", text, err)
@@ -23,8 +23,8 @@ func refusedLoad(t *testing.T, d *dm.Device, text, want string) {
 		t.Fatalf("load %q:\n got: %v\nwant: ...%s...", text, err, want)
 	}
 	after := d.Info()
-	l2, _ := d.Table(false)
-	i2, _ := d.Table(true)
+	l2, _ := d.Table(dm.Live)
+	i2, _ := d.Table(dm.Inactive)
 	if before != after || live != l2 || inactive != i2 {
 		t.Fatalf("refused load changed the device: %+v -> %+v, %q -> %q, %q -> %q", before, after, live, l2, inactive, i2)
 	}
@@ -100,7 +100,7 @@ func TestCapabilityRule_errorTargetAlwaysAllowed(t *testing.T) {
 	must(t, d.Load("0 8 error\n8 8 fake pmem 0"))
 	must(t, d.Resume())
 	must(t, d.WipeTable())
-	if s, _ := d.Table(false); s != "0 16 error \n" {
+	if s, _ := d.Table(dm.Live); s != "0 16 error \n" {
 		t.Fatalf("after wipe: %q", s)
 	}
 	if got := d.Info().LiveCaps; !got.Has(dm.DAX | dm.Sync) {

@@ -67,8 +67,8 @@ func (r *DeviceRef) TableName() string {
 
 // NewCtorContext builds a context for constructing targets outside a table
 // (tests, tools). Devices are opened through pool.
-func NewCtorContext(pool *DevicePool, device string, start, length Sector, readOnly bool) *CtorContext {
-	return &CtorContext{Device: device, Start: start, Len: length, ReadOnly: readOnly, pool: pool}
+func NewCtorContext(pool *DevicePool, device string, start, length Sector, mode Mode) *CtorContext {
+	return &CtorContext{Device: device, Start: start, Len: length, ReadOnly: mode == ReadOnly, pool: pool}
 }
 
 // OpenDevice opens the device called name (a path, or major:minor of a

@@ -29,7 +29,7 @@ type Device struct {
 	ctl       sync.Mutex
 	inactive  *Table
 	suspended bool
-	readOnly  bool
+	mode      Mode               // of later loads
 	caps      backing.Capability // fixed dax/sync capability (capability rule)
 	capsFixed bool
 	openCount int
@@ -71,7 +71,7 @@ func (d *Device) UUID() string { return d.uuid }
 // replacing any inactive table (dmsetup load). The capability rule is
 // checked here: a table that would take dax or sync away is refused.
 func (d *Device) Load(text string) error {
-	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.readOnlyFlag(), d.events.bump)
+	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.loadMode(), d.events.bump)
 	if err != nil {
 		return err
 	}
@@ -96,10 +96,10 @@ func (d *Device) Load(text string) error {
 	return nil
 }
 
-func (d *Device) readOnlyFlag() bool {
+func (d *Device) loadMode() Mode {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	return d.readOnly
+	return d.mode
 }
 
 // SuspendOptions mirror dmsetup suspend's flags. NoFlush is accepted for
@@ -247,21 +247,44 @@ func (d *Device) Clear() error {
 	return t.Close()
 }
 
-// Table prints the live (or inactive) table as dmsetup table does.
-func (d *Device) Table(inactive bool) (string, error) {
-	return d.render(inactive, (*Table).Text)
+// Slot names one of a device's two table slots.
+type Slot int
+
+const (
+	// Live is the table that serves I/O.
+	Live Slot = iota
+	// Inactive is the table Load put in, waiting for a resume (dmsetup's
+	// --inactive).
+	Inactive
+)
+
+// Mode is whether a table, and the devices its targets open, take writes
+// (dmsetup's --readonly).
+type Mode int
+
+const (
+	// ReadWrite tables take writes.
+	ReadWrite Mode = iota
+	// ReadOnly tables refuse writes (ErrReadOnly) and open their devices
+	// read-only.
+	ReadOnly
+)
+
+// Table prints the table in slot as dmsetup table does.
+func (d *Device) Table(slot Slot) (string, error) {
+	return d.render(slot, (*Table).Text)
 }
 
-// Status prints the live (or inactive) table's status as dmsetup status does.
-func (d *Device) Status(inactive bool) (string, error) {
-	return d.render(inactive, (*Table).StatusText)
+// Status prints the status of the table in slot as dmsetup status does.
+func (d *Device) Status(slot Slot) (string, error) {
+	return d.render(slot, (*Table).StatusText)
 }
 
-func (d *Device) render(inactive bool, fn func(*Table) string) (string, error) {
+func (d *Device) render(slot Slot, fn func(*Table) string) (string, error) {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	t := d.live
-	if inactive {
+	if slot == Inactive {
 		t = d.inactive
 	}
 	if t == nil {
@@ -334,7 +357,7 @@ type Info struct {
 func (d *Device) Info() Info {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	in := Info{Name: d.Name(), UUID: d.uuid, Suspended: d.suspended, ReadOnly: d.readOnly,
+	in := Info{Name: d.Name(), UUID: d.uuid, Suspended: d.suspended, ReadOnly: d.mode == ReadOnly,
 		LiveTable: d.live != nil, InactiveTable: d.inactive != nil, OpenCount: d.openCount,
 		EventNr: d.events.current(), DeferredRemove: d.deferred, FixedCaps: d.caps}
 	if d.live != nil {
@@ -355,11 +378,11 @@ func (d *Device) Capabilities() backing.Capability {
 	return d.live.Capabilities()
 }
 
-// SetReadOnly sets the device mode used by later loads (dmsetup --readonly).
-func (d *Device) SetReadOnly(ro bool) {
+// SetMode sets the device mode used by later loads (dmsetup --readonly).
+func (d *Device) SetMode(m Mode) {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
-	d.readOnly = ro
+	d.mode = m
 }
 
 // Holder says who holds a device open: a kind (HolderFUSE, HolderNBD,

@@ -27,10 +27,10 @@ func TestDevice_lifecycle(t *testing.T) {
 	if in := d.Info(); in.LiveTable || !in.InactiveTable {
 		t.Fatalf("after load: %+v", in)
 	}
-	if s, _ := d.Table(true); s != "0 16 fake mem 0\n" {
+	if s, _ := d.Table(dm.Inactive); s != "0 16 fake mem 0\n" {
 		t.Fatalf("inactive table %q", s)
 	}
-	if s, _ := d.Table(false); s != "" {
+	if s, _ := d.Table(dm.Live); s != "" {
 		t.Fatalf("live table %q before resume", s)
 	}
 	must(t, d.Resume())
@@ -38,7 +38,7 @@ func TestDevice_lifecycle(t *testing.T) {
 	if !in.LiveTable || in.InactiveTable || in.Size != 16 || in.TargetCount != 1 || in.EventNr != 1 {
 		t.Fatalf("after resume: %+v", in)
 	}
-	if s, _ := d.Status(false); s != "0 16 fake \n" {
+	if s, _ := d.Status(dm.Live); s != "0 16 fake \n" {
 		t.Fatalf("status %q", s)
 	}
 	if d.Size() != 16*512 {
@@ -47,7 +47,7 @@ func TestDevice_lifecycle(t *testing.T) {
 	// Reload, then clear: the live table is untouched.
 	must(t, d.Load("0 8 fake mem 8\n8 8 fake mem 0"))
 	must(t, d.Clear())
-	if s, _ := d.Table(false); s != "0 16 fake mem 0\n" || d.Info().InactiveTable {
+	if s, _ := d.Table(dm.Live); s != "0 16 fake mem 0\n" || d.Info().InactiveTable {
 		t.Fatalf("after clear: live %q inactive %v", s, d.Info().InactiveTable)
 	}
 	// Reload and resume: the new table is live and I/O follows it.
@@ -164,7 +164,7 @@ func TestDevice_suspendHoldsIO(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	// Status, table and info answer while suspended; the write still waits.
-	if _, err := d.Status(false); err != nil {
+	if _, err := d.Status(dm.Live); err != nil {
 		t.Fatal(err)
 	}
 	if string(r.mem.Bytes()[:4]) == "held" {
@@ -198,7 +198,7 @@ func TestDevice_preresumeRefusal(t *testing.T) {
 		t.Fatalf("after refused resume: %+v", in)
 	}
 	must(t, d.Resume())
-	if s, _ := d.Table(false); s != "0 8 fake mem 0\n8 8 fake mem 8\n" {
+	if s, _ := d.Table(dm.Live); s != "0 8 fake mem 0\n8 8 fake mem 8\n" {
 		t.Fatalf("table after resume: %q", s)
 	}
 }
@@ -219,7 +219,7 @@ func TestDevice_remove(t *testing.T) {
 	if !errors.Is(err, dm.ErrBusy) {
 		t.Fatalf("forced remove of open device: %v", err)
 	}
-	if s, _ := d.Table(false); s != "0 16 error \n" {
+	if s, _ := d.Table(dm.Live); s != "0 16 error \n" {
 		t.Fatalf("table after forced remove: %q, want error", s)
 	}
 	if _, err := d.ReadAt(make([]byte, 8), 0); !errors.Is(err, dm.ErrIO) {

@@ -378,7 +378,7 @@ func TestSwapGuard_Refused(t *testing.T) {
 		if in.Suspended != suspended || !in.InactiveTable {
 			t.Fatalf("%s: %+v, want suspended=%v with the refused table still inactive", what, in, suspended)
 		}
-		if tbl, _ := d.Table(false); !strings.Contains(tbl, "linear a 0") {
+		if tbl, _ := d.Table(dm.Live); !strings.Contains(tbl, "linear a 0") {
 			t.Fatalf("%s: live table %q, want the old one", what, tbl)
 		}
 	}
@@ -410,7 +410,7 @@ func TestSwapGuard_Refused(t *testing.T) {
 	if err := m.Remove("g", dm.RemoveOptions{Force: true}); !errors.Is(err, no) {
 		t.Fatalf("forced remove = %v, want the guard's refusal", err)
 	}
-	if tbl, _ := d.Table(false); !strings.Contains(tbl, "linear a 0") || d.Info().Suspended {
+	if tbl, _ := d.Table(dm.Live); !strings.Contains(tbl, "linear a 0") || d.Info().Suspended {
 		t.Fatalf("after a refused forced remove: table %q, %+v", tbl, d.Info())
 	}
 	refuse = false

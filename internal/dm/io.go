@@ -41,7 +41,7 @@ func (t *Table) readAt(p []byte, off int64) (int, error) {
 }
 
 func (t *Table) writeAt(p []byte, off int64) (int, error) {
-	if t.readOnly {
+	if t.ReadOnly() {
 		return 0, fmt.Errorf("%w: write of %d bytes at offset %d", ErrReadOnly, len(p), off)
 	}
 	done := 0
@@ -57,14 +57,14 @@ func (t *Table) writeAt(p []byte, off int64) (int, error) {
 }
 
 func (t *Table) discard(off, n int64) error {
-	if t.readOnly {
+	if t.ReadOnly() {
 		return fmt.Errorf("%w: discard of %d bytes at offset %d", ErrReadOnly, n, off)
 	}
 	return t.span(off, n, func(target Target, toff, _, n int64) error { return target.Discard(toff, n) })
 }
 
 func (t *Table) writeZeroes(off, n int64) error {
-	if t.readOnly {
+	if t.ReadOnly() {
 		return fmt.Errorf("%w: write-zeroes of %d bytes at offset %d", ErrReadOnly, n, off)
 	}
 	return t.span(off, n, func(target Target, toff, _, n int64) error { return target.WriteZeroes(toff, n) })

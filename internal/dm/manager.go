@@ -120,7 +120,10 @@ func (m *Manager) Create(name string, o CreateOptions) (*Device, error) {
 			return nil, err
 		}
 	}
-	d := &Device{m: m, uuid: o.UUID, readOnly: o.ReadOnly}
+	d := &Device{m: m, uuid: o.UUID}
+	if o.ReadOnly {
+		d.mode = ReadOnly
+	}
 	d.name.Store(&name)
 	m.mu.Lock()
 	if err := m.checkUnique(name, o.UUID); err != nil {
@@ -305,7 +308,7 @@ func (d *Device) wipeLocked() error {
 	if d.live == nil {
 		return nil
 	}
-	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), fmt.Sprintf("0 %d error", d.live.size), d.readOnly, d.events.bump)
+	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), fmt.Sprintf("0 %d error", d.live.size), d.mode, d.events.bump)
 	if err != nil {
 		return err
 	}

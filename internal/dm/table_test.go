@@ -67,7 +67,7 @@ func TestBuildTable_errors(t *testing.T) {
 		{"second line bad", "0 8 fake mem 0\n8 8 error x", "line 2 (error): takes no arguments", dm.ErrInvalidTable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := dm.BuildTable(r.m.Registry(), r.pool, "vol", tc.text, false)
+			_, err := dm.BuildTable(r.m.Registry(), r.pool, "vol", tc.text, dm.ReadWrite)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("BuildTable(%q) = %v, want error containing %q", tc.text, err, tc.want)
 			}

@@ -270,7 +270,7 @@ func benchPause(b *testing.B, size int64) {
 		// The copies must all have fitted: an overflowing transient
 		// snapshot is invalidated and lets later writes through, which
 		// would change what is measured.
-		if status, _ := snap.Status(false); !strings.Contains(status, "/") {
+		if status, _ := snap.Status(dm.Live); !strings.Contains(status, "/") {
 			b.Fatalf("snapshot status %q after %d bytes copied into a %d-byte COW store: make it larger", status, cp, cowSize)
 		}
 		if err := r.m.Remove("snap", dm.RemoveOptions{}); err != nil {

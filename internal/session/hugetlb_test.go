@@ -166,7 +166,7 @@ func TestHugetlbfs_Snapshot(t *testing.T) {
 // from its status ("0 LEN snapshot ALLOC/TOTAL META").
 func cowSectors(t *testing.T, snap *dm.Device) int64 {
 	t.Helper()
-	st, err := snap.Status(false)
+	st, err := snap.Status(dm.Live)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,7 +146,7 @@ func newRigSized(t testing.TB, size int64, files ...string) *rig {
 		// identity, which tmpfs reuses for the next test's files.
 		for _, snapshots := range []bool{true, false} {
 			for _, d := range m.List() {
-				if tbl, _ := d.Table(false); strings.Contains(tbl, " snapshot ") == snapshots {
+				if tbl, _ := d.Table(dm.Live); strings.Contains(tbl, " snapshot ") == snapshots {
 					if err := m.Remove(d.Name(), dm.RemoveOptions{Force: true}); err != nil {
 						t.Errorf("remove %s: %v", d.Name(), err)
 					}

@@ -57,7 +57,7 @@ func checkCtorErrors(tb TB, c Case) {
 			length = c.Len
 		}
 		r := newRig(c.Devices, 1)
-		ctx := dm.NewCtorContext(r.pool, "targettest", 0, length, false)
+		ctx := dm.NewCtorContext(r.pool, "targettest", 0, length, dm.ReadWrite)
 		t, err, _ := construct(c.Type, ctx, ce.Args)
 		switch {
 		case err == nil:
@@ -94,7 +94,7 @@ func checkRandomArgs(tb TB, c Case) {
 		args := drawArgs(t, c.Args, token)
 		length := rapid.SampledFrom(lengths).Draw(t, "length")
 		r := newRig(c.Devices, 1)
-		ctx := dm.NewCtorContext(r.pool, "targettest", 0, length, false)
+		ctx := dm.NewCtorContext(r.pool, "targettest", 0, length, dm.ReadWrite)
 		tgt, err, panicked := construct(c.Type, ctx, args)
 		if panicked {
 			t.Fatalf("%s %q (length %d): %v", c.Type.Name, args, length, err)
@@ -108,7 +108,7 @@ func checkRandomArgs(tb TB, c Case) {
 			return
 		}
 		table := tgt.Status(dm.StatusTable)
-		ctx2 := dm.NewCtorContext(r.pool, "targettest", 0, length, false)
+		ctx2 := dm.NewCtorContext(r.pool, "targettest", 0, length, dm.ReadWrite)
 		tgt2, err, _ := construct(c.Type, ctx2, strings.Fields(table))
 		if err != nil {
 			t.Fatalf("%s accepted %q (length %d) but refuses its own table %q: %v", c.Type.Name, args, length, table, err)
@@ -283,11 +283,11 @@ func RunTable(tb TB, c TableCase) {
 	})
 }
 
-func checkText(t *rapid.T, what string, get func(inactive bool) (string, error), want string) {
+func checkText(t *rapid.T, what string, get func(dm.Slot) (string, error), want string) {
 	if want == "" {
 		return
 	}
-	if got, err := get(false); err != nil || got != want {
+	if got, err := get(dm.Live); err != nil || got != want {
 		t.Fatalf("%s = %q, %v; want %q", what, got, err, want)
 	}
 }

@@ -81,7 +81,7 @@ func firstDiff(a, b []byte) int {
 // openTarget constructs c's target with args over r's devices.
 func openTarget(tb TB, c Case, r *rig, args []string, length dm.Sector) (dm.Target, *dm.CtorContext) {
 	tb.Helper()
-	ctx := dm.NewCtorContext(r.pool, "targettest", 0, length, false)
+	ctx := dm.NewCtorContext(r.pool, "targettest", 0, length, dm.ReadWrite)
 	t, err, _ := construct(c.Type, ctx, args)
 	if err != nil {
 		ctx.Release()

@@ -33,7 +33,7 @@ func FuzzBuildTable(f *testing.F) {
 		b := backingtest.NewMem("/dev/b", 1<<20, 0)
 		c := backingtest.NewMem("/dev/c", 1<<21, backing.DAX|backing.Sync)
 		pool := dm.NewDevicePool(backingtest.Opener(a, b, c))
-		tab, err := dm.BuildTable(reg, pool, "fuzz", text, false)
+		tab, err := dm.BuildTable(reg, pool, "fuzz", text, dm.ReadWrite)
 		if err != nil {
 			if !errors.Is(err, dm.ErrInvalidTable) && !errors.Is(err, dm.ErrUnknownTarget) {
 				t.Fatalf("unclassified error: %v", err)
@@ -44,7 +44,7 @@ func FuzzBuildTable(f *testing.F) {
 			return
 		}
 		printed := tab.Text()
-		again, err := dm.BuildTable(reg, pool, "fuzz", printed, false)
+		again, err := dm.BuildTable(reg, pool, "fuzz", printed, dm.ReadWrite)
 		if err != nil {
 			t.Fatalf("table %q re-printed as %q, which does not build: %v", text, printed, err)
 		}

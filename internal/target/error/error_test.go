@@ -28,7 +28,7 @@ func TestError_Type(t *testing.T) {
 }
 
 func TestError_everyOperationFails(t *testing.T) {
-	tgt, err := errortarget.Type.New(dm.NewCtorContext(dm.NewDevicePool(nil), "vol", 0, 8, false), nil)
+	tgt, err := errortarget.Type.New(dm.NewCtorContext(dm.NewDevicePool(nil), "vol", 0, 8, dm.ReadWrite), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

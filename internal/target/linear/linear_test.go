@@ -64,7 +64,7 @@ func TestLinear_Type(t *testing.T) {
 func build(t *testing.T, caps backing.Capability, length dm.Sector, args ...string) (dm.Target, *backingtest.Mem, *dm.CtorContext) {
 	t.Helper()
 	mem := backingtest.NewMem("/dev/pmem0", devSectors*dm.SectorSize, caps)
-	ctx := dm.NewCtorContext(dm.NewDevicePool(backingtest.Opener(mem)), "vol", 0, length, false)
+	ctx := dm.NewCtorContext(dm.NewDevicePool(backingtest.Opener(mem)), "vol", 0, length, dm.ReadWrite)
 	tgt, err := linear.Type.New(ctx, args)
 	if err != nil {
 		t.Fatalf("New(%q): %v", args, err)
@@ -133,7 +133,7 @@ type notDAX struct{ backing.Device }
 func TestLinear_DirectAccess_deviceWithoutMethod(t *testing.T) {
 	mem := backingtest.NewMem("/dev/plain", devSectors*dm.SectorSize, 0)
 	pool := dm.NewDevicePool(func(string, bool) (backing.Device, error) { return notDAX{mem}, nil })
-	ctx := dm.NewCtorContext(pool, "vol", 0, 8, false)
+	ctx := dm.NewCtorContext(pool, "vol", 0, 8, dm.ReadWrite)
 	defer ctx.Release()
 	tgt, err := linear.Type.New(ctx, []string{"/dev/plain", "0"})
 	if err != nil {
@@ -165,7 +165,7 @@ func TestLinear_readOnlyTable(t *testing.T) {
 		gotRO = ro
 		return opener(name, ro)
 	})
-	ctx := dm.NewCtorContext(pool, "vol", 0, 8, true)
+	ctx := dm.NewCtorContext(pool, "vol", 0, 8, dm.ReadOnly)
 	defer ctx.Release()
 	if _, err := linear.Type.New(ctx, []string{"/dev/pmem0", "0"}); err != nil {
 		t.Fatal(err)

@@ -94,7 +94,7 @@ func read(t testing.TB, d *dm.Device, off, n int64) []byte {
 
 func status(t testing.TB, d *dm.Device) string {
 	t.Helper()
-	s, err := d.Status(false)
+	s, err := d.Status(dm.Live)
 	if err != nil {
 		t.Fatal(err)
 	}

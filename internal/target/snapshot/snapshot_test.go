@@ -79,18 +79,18 @@ func TestSnapshot_statusAndTable(t *testing.T) {
 	if got, want := status(t, s0), "0 512 snapshot 40/1024 16"; got != want {
 		t.Fatalf("after 3 copies: %q, want %q", got, want)
 	}
-	if tab, _ := s0.Table(false); tab != "0 512 snapshot orig cow0 P 8\n" {
+	if tab, _ := s0.Table(dm.Live); tab != "0 512 snapshot orig cow0 P 8\n" {
 		t.Fatalf("table %q", tab)
 	}
-	if tab, _ := w.vol.Table(false); tab != "0 512 snapshot-origin orig\n" {
+	if tab, _ := w.vol.Table(dm.Live); tab != "0 512 snapshot-origin orig\n" {
 		t.Fatalf("origin table %q", tab)
 	}
-	if st, _ := w.vol.Status(false); st != "0 512 snapshot-origin \n" {
+	if st, _ := w.vol.Status(dm.Live); st != "0 512 snapshot-origin \n" {
 		t.Fatalf("origin status %q", st)
 	}
 	s1, err := w.m.Create("s1", dm.CreateOptions{Table: "0 512 snapshot orig cow1 po 8 2 discard_zeroes_cow discard_passdown_origin"})
 	must(t, err)
-	if tab, _ := s1.Table(false); tab != "0 512 snapshot orig cow1 PO 8 2 discard_zeroes_cow discard_passdown_origin\n" {
+	if tab, _ := s1.Table(dm.Live); tab != "0 512 snapshot orig cow1 PO 8 2 discard_zeroes_cow discard_passdown_origin\n" {
 		t.Fatalf("table %q", tab)
 	}
 	if got := status(t, w.m.List()[1]); !strings.HasPrefix(got, "0 512 snapshot ") {

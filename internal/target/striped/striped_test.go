@@ -145,7 +145,7 @@ func (r *rig) build(t *testing.T, length dm.Sector, args ...string) dm.Target {
 		}
 		return nil, fmt.Errorf("open %s: no such file or directory", name)
 	})
-	ctx := dm.NewCtorContext(pool, "vol", 0, length, false)
+	ctx := dm.NewCtorContext(pool, "vol", 0, length, dm.ReadWrite)
 	tgt, err := striped.Type.New(ctx, args)
 	if err != nil {
 		t.Fatalf("New(%q): %v", args, err)

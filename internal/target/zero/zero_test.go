@@ -29,7 +29,7 @@ func TestZero_Type(t *testing.T) {
 // TestZero_noDirectAccess: with no memory behind it, zero must make its
 // table DAX-incapable, which the core derives from the missing method.
 func TestZero_noDirectAccess(t *testing.T) {
-	tgt, err := zero.Type.New(dm.NewCtorContext(dm.NewDevicePool(nil), "vol", 0, 8, false), nil)
+	tgt, err := zero.Type.New(dm.NewCtorContext(dm.NewDevicePool(nil), "vol", 0, 8, dm.ReadWrite), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestZero_noDirectAccess(t *testing.T) {
 }
 
 func TestZero_ReadAt_overwritesBuffer(t *testing.T) {
-	tgt, err := zero.Type.New(dm.NewCtorContext(dm.NewDevicePool(nil), "vol", 0, 8, false), nil)
+	tgt, err := zero.Type.New(dm.NewCtorContext(dm.NewDevicePool(nil), "vol", 0, 8, dm.ReadWrite), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
