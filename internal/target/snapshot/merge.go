@@ -15,7 +15,7 @@ import (
 var MergeType = &dm.TargetType{Name: "snapshot-merge", Version: [3]int{1, 5, 0}, New: newMerge}
 
 func newMerge(ctx *dm.CtorContext, args []string) (dm.Target, error) {
-	t, err := construct(ctx, args, true)
+	t, err := construct(ctx, args, mergingSnapshot)
 	if err != nil {
 		return nil, err
 	}

@@ -34,17 +34,25 @@ var (
 )
 
 func newSnapshot(ctx *dm.CtorContext, args []string) (dm.Target, error) {
-	return construct(ctx, args, false)
+	return construct(ctx, args, plainSnapshot)
 }
+
+// role is which of the two targets construct builds.
+type role int
+
+const (
+	plainSnapshot   role = iota // snapshot
+	mergingSnapshot             // snapshot-merge
+)
 
 // construct parses the shared arguments of snapshot and snapshot-merge
 // (snapshot_ctr) and attaches the target to its COW state.
-func construct(ctx *dm.CtorContext, argv []string, merge bool) (*snap, error) {
+func construct(ctx *dm.CtorContext, argv []string, r role) (*snap, error) {
 	args, err := ParseArgs(argv)
 	if err != nil {
 		return nil, err
 	}
-	if merge && !args.Store.IsPersistent() {
+	if r == mergingSnapshot && !args.Store.IsPersistent() {
 		return nil, errors.New("snapshot-merge needs a persistent store (P): a transient snapshot cannot merge")
 	}
 	t := &snap{ctx: ctx, features: args.Features}
@@ -77,7 +85,7 @@ func construct(ctx *dm.CtorContext, argv []string, merge bool) (*snap, error) {
 		return nil, err
 	}
 	t.state.attach(t, ctx.TriggerEvent)
-	if merge {
+	if r == mergingSnapshot {
 		t.merger = newMerger(t.state)
 	}
 	return t, nil

@@ -78,7 +78,7 @@ func openState(origin, cow *dm.DeviceRef, storeType exstore.StoreType, chunk exs
 	}
 	var err error
 	if storeType.IsPersistent() {
-		s.store, err = openPersistent(cow.Device, chunk, origin.LogicalBlockSize(), storeType == exstore.PersistentOverflow)
+		s.store, err = openPersistent(cow.Device, chunk, origin.LogicalBlockSize(), storeType)
 	} else {
 		s.store, err = openTransient(cow.Device, chunk, origin.LogicalBlockSize())
 	}

@@ -7,8 +7,9 @@ import (
 	"github.com/daxsnap/daxsnap/internal/exstore/transient"
 )
 
-func openPersistent(cow backing.Device, chunk exstore.Sector, originLBS int, overflow bool) (exstore.Store, error) {
-	return persistent.Open(cow, persistent.Options{ChunkSize: chunk, Overflow: overflow, OriginLogicalBlockSize: originLBS})
+// openPersistent opens a persistent store of type P or PO.
+func openPersistent(cow backing.Device, chunk exstore.Sector, originLBS int, typ exstore.StoreType) (exstore.Store, error) {
+	return persistent.Open(cow, persistent.Options{ChunkSize: chunk, Overflow: typ == exstore.PersistentOverflow, OriginLogicalBlockSize: originLBS})
 }
 
 func openTransient(cow backing.Device, chunk exstore.Sector, originLBS int) (exstore.Store, error) {
