@@ -404,14 +404,13 @@ func (s *Store) writeBatch(recs []exstore.Exception) error {
 			putRecord(s.area, n+i, recs[i])
 		}
 		n, recs = n+k, recs[k:]
-		full := n == s.g.ExceptionsPerArea
-		if err := s.writeArea(area, full); err != nil {
+		if err := s.writeArea(area, n); err != nil {
 			s.mu.Lock()
 			s.valid = false
 			s.mu.Unlock()
 			return fmt.Errorf("commit exceptions to %s: %w", s.dev.Path(), err)
 		}
-		if full {
+		if n == s.g.ExceptionsPerArea {
 			area, n = area+1, 0
 			clear(s.area)
 		}
@@ -422,12 +421,12 @@ func (s *Store) writeBatch(recs []exstore.Exception) error {
 	return nil
 }
 
-// writeArea makes metadata area a, now in s.area, durable: zero the next
-// area if a is full, flush (data copied into COW chunks and the zeroed area
-// reach the media before the records pointing at them), write, flush (the
-// kernel's REQ_PREFLUSH|REQ_FUA).
-func (s *Store) writeArea(a uint64, full bool) error {
-	if full {
+// writeArea makes metadata area a, now in s.area with n records, durable:
+// zero the next area if a is full, flush (data copied into COW chunks and
+// the zeroed area reach the media before the records pointing at them),
+// write, flush (the kernel's REQ_PREFLUSH|REQ_FUA).
+func (s *Store) writeArea(a, n uint64) error {
+	if n == s.g.ExceptionsPerArea {
 		// admit made sure the next area fits on the device.
 		next := s.g.AreaLocation(a + 1)
 		if err := s.dev.WriteZeroes(s.g.Offset(next), s.g.ChunkBytes); err != nil {

@@ -111,7 +111,7 @@ func checkCrash(t testing.TB, f Factory) {
 	points = append(points, crashPoint{dev.CrashClone(nil), acked, issued})
 	t.Logf("%d crash points", len(points))
 	for i, p := range points {
-		if err := verifyCrash(f, p, chunk, true, i%4 == 0); err != nil {
+		if err := verifyCrash(f, p, chunk, crashCheck{ordered: true, resume: i%4 == 0}); err != nil {
 			t.Errorf("crash point %d of %d (%d acknowledged, %d issued): %v", i, len(points), len(p.acked), len(p.issued), err)
 		}
 	}
@@ -164,7 +164,7 @@ func checkCrashConcurrent(t testing.TB, f Factory) {
 	points = append(points, crashPoint{dev.CrashClone(nil), acked, issued})
 	t.Logf("%d crash points", len(points))
 	for i, p := range points {
-		if err := verifyCrash(f, p, chunk, false, i%4 == 0); err != nil {
+		if err := verifyCrash(f, p, chunk, crashCheck{resume: i%4 == 0}); err != nil {
 			t.Errorf("crash point %d of %d (%d acknowledged, %d issued): %v", i, len(points), len(p.acked), len(p.issued), err)
 		}
 	}
@@ -191,18 +191,26 @@ func crashAdd(s exstore.Store, dev *CrashDev, old exstore.Chunk, mu *sync.Mutex,
 	return nil
 }
 
+// crashCheck is what verifyCrash checks beyond its baseline.
+type crashCheck struct {
+	// ordered: what loads must be a prefix of the issue order (one
+	// committer).
+	ordered bool
+	// resume: the recovered store must take a new exception and keep it
+	// across a reopen.
+	resume bool
+}
+
 // verifyCrash loads the crash image: every acknowledged exception must be
 // there, nothing that was not issued, and every loaded exception's data
-// must be in its COW chunk. With ordered, what loads must be a prefix of
-// the issue order. With resume, the recovered store must take a new
-// exception and keep it across a reopen.
-func verifyCrash(f Factory, p crashPoint, chunk exstore.Sector, ordered, resume bool) error {
+// must be in its COW chunk; then what c asks for.
+func verifyCrash(f Factory, p crashPoint, chunk exstore.Sector, c crashCheck) error {
 	s, got, err := openLoad(f, p.dev, chunk)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if ordered {
+	if c.ordered {
 		if len(got) > len(p.issued) || sameList(got, p.issued[:len(got)]) != nil {
 			return fmt.Errorf("loaded %d exceptions that are not a prefix of the %d issued in order: %v", len(got), len(p.issued), sameList(got, p.issued[:min(len(got), len(p.issued))]))
 		}
@@ -215,7 +223,7 @@ func verifyCrash(f Factory, p crashPoint, chunk exstore.Sector, ordered, resume 
 	if err := checkData(p.dev, chunk, got); err != nil {
 		return err
 	}
-	if !resume {
+	if !c.resume {
 		return nil
 	}
 	return resumeAfterCrash(f, p.dev, chunk, s, got)
