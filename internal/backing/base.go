@@ -46,16 +46,24 @@ func (b *base) grow(size int64) error {
 	return nil
 }
 
+// intent says whether an operation changes the device's data.
+type intent int
+
+const (
+	reads  intent = iota // read, flush, seek, map: allowed read-only
+	writes               // write, discard, zero, populate: refused read-only
+)
+
 // enter starts an operation on [off, off+n): it holds mu shared and checks
-// that the device is open, writable when write is set, and holds the range.
-// On success the caller must release mu with b.mu.RUnlock.
-func (b *base) enter(op string, off, n int64, write bool) error {
+// that the device is open, writable when the operation writes, and holds
+// the range. On success the caller must release mu with b.mu.RUnlock.
+func (b *base) enter(op string, off, n int64, in intent) error {
 	b.mu.RLock()
 	var err error
 	switch {
 	case b.closed:
 		err = fmt.Errorf("%s on %s: %w", op, b.path, ErrClosed)
-	case write && b.ro:
+	case in == writes && b.ro:
 		err = fmt.Errorf("%s is opened read-only: %w", b.path, syscall.EROFS)
 	case off < 0 || n < 0 || off > b.size || n > b.size-off:
 		err = fmt.Errorf("%s of %d bytes at offset %d on %s: %w of %d bytes", op, n, off, b.path, ErrOutOfRange, b.size)

@@ -63,24 +63,32 @@ func (d *blockDevice) Reprobe() error {
 // may return old data), so it is not used. A device that cannot unmap
 // zeroes gets BLKZEROOUT: zeroes are the contract, deallocation a hint.
 func (d *blockDevice) Discard(off, n int64) error {
-	return d.zero("discard", off, n, true)
+	return d.zero("discard", off, n, unmapBlocks)
 }
 
 // WriteZeroes zeroes the range keeping it allocated (BLKZEROOUT).
 func (d *blockDevice) WriteZeroes(off, n int64) error {
-	return d.zero("write zeroes", off, n, false)
+	return d.zero("write zeroes", off, n, keepBlocks)
 }
+
+// zeroing says whether zeroed blocks may be deallocated.
+type zeroing int
+
+const (
+	keepBlocks  zeroing = iota // BLKZEROOUT: stay allocated
+	unmapBlocks                // PUNCH_HOLE when the device can, else BLKZEROOUT
+)
 
 // zero handles the whole logical blocks of the range in the block layer
 // and writes zeroes over partial blocks at either end.
-func (d *blockDevice) zero(op string, off, n int64, unmap bool) error {
-	if err := d.enter(op, off, n, true); err != nil {
+func (d *blockDevice) zero(op string, off, n int64, z zeroing) error {
+	if err := d.enter(op, off, n, writes); err != nil {
 		return err
 	}
 	defer d.mu.RUnlock()
 	head, inner, tail := splitAligned(off, n, int64(d.lbs))
 	if inner.n > 0 {
-		if err := d.zeroBlocks(inner, unmap); err != nil {
+		if err := d.zeroBlocks(inner, z); err != nil {
 			return d.ioErr(op, inner.off, inner.n, err)
 		}
 	}
@@ -92,8 +100,8 @@ func (d *blockDevice) zero(op string, off, n int64, unmap bool) error {
 	return nil
 }
 
-func (d *blockDevice) zeroBlocks(s span, unmap bool) error {
-	if unmap {
+func (d *blockDevice) zeroBlocks(s span, z zeroing) error {
+	if z == unmapBlocks {
 		supported, err := d.fallocate(punchHole, s.off, s.n)
 		if err != nil {
 			return fmt.Errorf("fallocate(PUNCH_HOLE): %w", err)

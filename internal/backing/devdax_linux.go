@@ -121,7 +121,7 @@ func openDevDAX(sysRoot, path string, opts Options) (Device, error) {
 }
 
 func newDevDAX(f *os.File, path string, st *unix.Stat_t, info daxInfo, opts Options) (*memory, error) {
-	mem, synced, err := mapShared(int(f.Fd()), info.size, opts.ReadOnly, info.persistent)
+	mem, synced, err := mapShared(int(f.Fd()), info.size, mapping{readOnly: opts.ReadOnly, trySync: info.persistent})
 	if err != nil {
 		return nil, fmt.Errorf("open backing device %s: %w", path, err)
 	}

@@ -13,7 +13,7 @@ func OpenMemoryAs(path string, kind Kind, sync, file, readOnly bool) (Device, er
 	if err != nil {
 		return nil, err
 	}
-	mem, _, err := mapShared(int(f.Fd()), st.Size, readOnly, false)
+	mem, _, err := mapShared(int(f.Fd()), st.Size, mapping{readOnly: readOnly})
 	if err != nil {
 		f.Close()
 		return nil, err

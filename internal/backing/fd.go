@@ -16,7 +16,7 @@ type fdDevice struct {
 }
 
 func (d *fdDevice) ReadAt(p []byte, off int64) (int, error) {
-	if err := d.enter("read", off, int64(len(p)), false); err != nil {
+	if err := d.enter("read", off, int64(len(p)), reads); err != nil {
 		return 0, err
 	}
 	defer d.mu.RUnlock()
@@ -29,7 +29,7 @@ func (d *fdDevice) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (d *fdDevice) WriteAt(p []byte, off int64) (int, error) {
-	if err := d.enter("write", off, int64(len(p)), true); err != nil {
+	if err := d.enter("write", off, int64(len(p)), writes); err != nil {
 		return 0, err
 	}
 	defer d.mu.RUnlock()
@@ -43,7 +43,7 @@ func (d *fdDevice) WriteAt(p []byte, off int64) (int, error) {
 // Flush writes dirty pages back and, for block devices, flushes the
 // device's volatile cache (fdatasync).
 func (d *fdDevice) Flush() error {
-	if err := d.enter("flush", 0, 0, false); err != nil {
+	if err := d.enter("flush", 0, 0, reads); err != nil {
 		return err
 	}
 	defer d.mu.RUnlock()

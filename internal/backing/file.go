@@ -37,7 +37,7 @@ func (d *fileDevice) WriteZeroes(off, n int64) error {
 // zero tries each fallocate mode in turn and falls back to writing zeroes
 // when the file system supports none of them.
 func (d *fileDevice) zero(op string, off, n int64, modes ...uint32) error {
-	if err := d.enter(op, off, n, true); err != nil {
+	if err := d.enter(op, off, n, writes); err != nil {
 		return err
 	}
 	defer d.mu.RUnlock()

@@ -31,7 +31,7 @@ var (
 )
 
 func (d *fileDevice) Allocated(off, n int64) (bool, int64, error) {
-	if err := d.enter("seek data", off, n, false); err != nil {
+	if err := d.enter("seek data", off, n, reads); err != nil {
 		return true, 0, err
 	}
 	defer d.mu.RUnlock()
@@ -46,7 +46,7 @@ func (d *fileDevice) FastZero() bool { return true }
 
 // Allocated reports the holes of a memory file; a devdax device has none.
 func (m *memory) Allocated(off, n int64) (bool, int64, error) {
-	if err := m.enter("seek data", off, n, false); err != nil {
+	if err := m.enter("seek data", off, n, reads); err != nil {
 		return true, 0, err
 	}
 	defer m.mu.RUnlock()

@@ -22,7 +22,7 @@ func TestMapSync_refusedIsReported(t *testing.T) {
 		if err := f.Truncate(1 << 20); err != nil {
 			t.Fatal(err)
 		}
-		mem, synced, err := mapShared(int(f.Fd()), 1<<20, false, true)
+		mem, synced, err := mapShared(int(f.Fd()), 1<<20, mapping{trySync: true})
 		if err != nil {
 			t.Fatalf("%s: mapShared with MAP_SYNC refused should fall back, got %v", f.Name(), err)
 		}

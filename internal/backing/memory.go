@@ -39,7 +39,7 @@ func newMemoryFile(f *os.File, path string, st *unix.Stat_t, kind Kind, pageSize
 		return nil, fmt.Errorf("open backing device %s: size %d is not a multiple of the hugetlbfs page size %d: truncate it to a multiple",
 			path, size, pageSize)
 	}
-	mem, synced, err := mapShared(int(f.Fd()), size, opts.ReadOnly, kind == KindFSDAX)
+	mem, synced, err := mapShared(int(f.Fd()), size, mapping{readOnly: opts.ReadOnly, trySync: kind == KindFSDAX})
 	if err != nil {
 		if kind == KindHugetlbfs && errors.Is(err, unix.ENOMEM) {
 			err = fmt.Errorf("%w: not enough free huge pages for %d bytes (raise /proc/sys/vm/nr_hugepages)", err, size)
@@ -58,7 +58,7 @@ func newMemoryFile(f *os.File, path string, st *unix.Stat_t, kind Kind, pageSize
 }
 
 func (m *memory) ReadAt(p []byte, off int64) (int, error) {
-	if err := m.enter("read", off, int64(len(p)), false); err != nil {
+	if err := m.enter("read", off, int64(len(p)), reads); err != nil {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
@@ -69,7 +69,7 @@ func (m *memory) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memory) WriteAt(p []byte, off int64) (int, error) {
-	if err := m.enter("write", off, int64(len(p)), true); err != nil {
+	if err := m.enter("write", off, int64(len(p)), writes); err != nil {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
@@ -94,7 +94,7 @@ func (m *memory) writeBack(b []byte) error {
 // fence: their writes wrote back their lines already. Volatile devdax
 // memory has nothing to make durable.
 func (m *memory) Flush() error {
-	if err := m.enter("flush", 0, 0, false); err != nil {
+	if err := m.enter("flush", 0, 0, reads); err != nil {
 		return err
 	}
 	defer m.mu.RUnlock()
@@ -114,7 +114,7 @@ func (m *memory) Flush() error {
 // FlushRange makes stores to [off, off+n), direct ones included, durable:
 // cache-line write-back on sync media, msync of the pages otherwise.
 func (m *memory) FlushRange(off, n int64) error {
-	if err := m.enter("flush", off, n, false); err != nil {
+	if err := m.enter("flush", off, n, reads); err != nil {
 		return err
 	}
 	defer m.mu.RUnlock()
@@ -152,7 +152,7 @@ func (m *memory) WriteZeroes(off, n int64) error { return m.zero("write zeroes",
 const zeroStep = 1 << 20
 
 func (m *memory) zero(op string, off, n int64) error {
-	if err := m.enter(op, off, n, true); err != nil {
+	if err := m.enter(op, off, n, writes); err != nil {
 		return err
 	}
 	defer m.mu.RUnlock()
@@ -171,7 +171,7 @@ func (m *memory) zero(op string, off, n int64) error {
 // whole pages. Kernels before 5.14 lack it: the file's pages are then only
 // allocated (fallocate), which saves the allocation, not the fault.
 func (m *memory) Populate(off, n int64) error {
-	if err := m.enter("populate", off, n, true); err != nil {
+	if err := m.enter("populate", off, n, writes); err != nil {
 		return err
 	}
 	defer m.mu.RUnlock()
@@ -193,7 +193,7 @@ func (m *memory) Populate(off, n int64) error {
 // DirectAccess returns the mapped memory of [off, off+n), valid until Close.
 // On a read-only device the memory is mapped PROT_READ: a store faults.
 func (m *memory) DirectAccess(off, n int64) ([]byte, error) {
-	if err := m.enter("direct access", off, n, false); err != nil {
+	if err := m.enter("direct access", off, n, reads); err != nil {
 		return nil, err
 	}
 	defer m.mu.RUnlock()

@@ -75,8 +75,9 @@ func (f *Faulty) Heal() {
 func (f *Faulty) Injected() int64 { return f.injected.Load() }
 
 // fail returns the injected error if a fault matches op on [off, off+n);
-// ranged is false for Flush, which every OpFlush fault matches.
-func (f *Faulty) fail(op Op, off, n int64, ranged bool) error {
+// every OpFlush fault matches a flush, whatever its range.
+func (f *Faulty) fail(op Op, off, n int64) error {
+	ranged := op != OpFlush
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range f.faults {
@@ -102,35 +103,35 @@ func overlaps(off, n, foff, flen int64) bool {
 }
 
 func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
-	if err := f.fail(OpRead, off, int64(len(p)), true); err != nil {
+	if err := f.fail(OpRead, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	return f.Device.ReadAt(p, off)
 }
 
 func (f *Faulty) WriteAt(p []byte, off int64) (int, error) {
-	if err := f.fail(OpWrite, off, int64(len(p)), true); err != nil {
+	if err := f.fail(OpWrite, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	return f.Device.WriteAt(p, off)
 }
 
 func (f *Faulty) Flush() error {
-	if err := f.fail(OpFlush, 0, 0, false); err != nil {
+	if err := f.fail(OpFlush, 0, 0); err != nil {
 		return err
 	}
 	return f.Device.Flush()
 }
 
 func (f *Faulty) Discard(off, n int64) error {
-	if err := f.fail(OpDiscard, off, n, true); err != nil {
+	if err := f.fail(OpDiscard, off, n); err != nil {
 		return err
 	}
 	return f.Device.Discard(off, n)
 }
 
 func (f *Faulty) WriteZeroes(off, n int64) error {
-	if err := f.fail(OpWriteZeroes, off, n, true); err != nil {
+	if err := f.fail(OpWriteZeroes, off, n); err != nil {
 		return err
 	}
 	return f.Device.WriteZeroes(off, n)
@@ -152,7 +153,7 @@ func (f *Faulty) FlushRange(off, n int64) error {
 	if !ok {
 		return fmt.Errorf("backingtest: %s (%s) is not DAX-capable", f.Path(), f.Kind())
 	}
-	if err := f.fail(OpFlush, off, n, false); err != nil {
+	if err := f.fail(OpFlush, off, n); err != nil {
 		return err
 	}
 	return da.FlushRange(off, n)
