@@ -56,7 +56,7 @@ func (x *session) adopt(m wire.SessionMsg, fds []int) error {
 	}
 	gr := &grant{dev: dev, via: via, files: files, mem: mem, req: a.Map, page: g.PageSize, wp: g.WriteProtect}
 	armed := a.Armed
-	if err := x.install(m.ID, gr, &armed, fds, true); err != nil {
+	if err := x.install(m.ID, gr, &armed, fds, adoptedMap); err != nil {
 		return err
 	}
 	x.srv.log.Info("adopted a mapping made with an earlier daemon",

@@ -36,7 +36,7 @@ var errFenced = errors.New("its mappings are being recalled for a table change")
 // (the device mapped and those its table reaches) off.
 func (s *Server) fenced(via []*dm.Device) error {
 	for _, d := range via {
-		if ds := s.devState(d, false); ds != nil && ds.fence.Load() > 0 {
+		if ds := s.devState(d); ds != nil && ds.fence.Load() > 0 {
 			return fmt.Errorf("device %s: %w: map again shortly", d.Name(), errFenced)
 		}
 	}
@@ -68,7 +68,7 @@ func (e *RecallError) Error() string {
 // refused until release is called (after the change); on failure
 // (a *RecallError) nothing stays fenced.
 func (s *Server) Recall(dev *dm.Device, timeout time.Duration, reason string) (release func(), err error) {
-	ds := s.devState(dev, true)
+	ds := s.trackDevice(dev)
 	if ds == nil { // removed: nothing maps it
 		return func() {}, nil
 	}

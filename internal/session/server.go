@@ -330,15 +330,23 @@ type devState struct {
 	fence atomic.Int32
 }
 
-// devState returns dev's state, creating it if create; nil for a device
-// that was removed (none is made for it: forgetDevice has run or will).
-func (s *Server) devState(dev *dm.Device, create bool) *devState {
+// devState returns dev's state, or nil if it has none.
+func (s *Server) devState(dev *dm.Device) *devState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.devs[dev]
+}
+
+// trackDevice returns dev's state, creating it if needed; nil for a
+// device that was removed (none is made for it: forgetDevice has run or
+// will).
+func (s *Server) trackDevice(dev *dm.Device) *devState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ds := s.devs[dev]
 	// Removed is set before the removal's forgetDevice takes mu: checked
 	// under mu, a state made here is one forgetDevice drops.
-	if ds == nil && create && !dev.Removed() {
+	if ds == nil && !dev.Removed() {
 		s.devSeq++
 		ds = &devState{dev: dev, seq: s.devSeq, maps: map[*mapping]struct{}{}}
 		s.devs[dev] = ds

@@ -252,7 +252,11 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 			if err := x.srv.cfg.AuthorizeFile(x.peer, dev, e.Path, int(fd), req.Write); err != nil {
 				return fail(err)
 			}
-			nfd, err := reopen(int(fd), req.Write)
+			flags := unix.O_RDONLY
+			if req.Write {
+				flags = unix.O_RDWR
+			}
+			nfd, err := reopen(int(fd), flags)
 			if err != nil {
 				return fail(fmt.Errorf("%s: reopen %s: %w", name, e.Path, err))
 			}
@@ -295,13 +299,10 @@ func reaches(fd int, end int64) error {
 	return nil
 }
 
-// reopen opens the file behind the daemon's descriptor anew, read-only for
-// a read-only map, so that the client cannot get write access from it.
-func reopen(fd int, write bool) (int, error) {
-	flags := unix.O_RDONLY
-	if write {
-		flags = unix.O_RDWR
-	}
+// reopen opens the file behind the daemon's descriptor anew with flags
+// (O_RDONLY for a read-only map, so that the client cannot get write
+// access from it).
+func reopen(fd int, flags int) (int, error) {
 	if fd < 0 {
 		return -1, errors.New("the device is closed")
 	}
@@ -320,15 +321,24 @@ func (x *session) arm(m wire.SessionMsg, fds []int) error {
 		closeAll(fds)
 		return x.refuse(m.ID, wire.CodeNotFound, fmt.Errorf("armed mapping id %d was not granted", m.ID))
 	}
-	return x.install(m.ID, g, m.Armed, fds, false)
+	return x.install(m.ID, g, m.Armed, fds, armedNow)
 }
+
+// arming is how a mapping comes to be installed.
+type arming int
+
+const (
+	armedNow   arming = iota // granted and armed with this daemon
+	adoptedMap               // made with an earlier daemon, adopted by this one
+)
 
 // install checks where the client mapped grant g (armed, with the
 // userfaultfd in fds), then indexes, protects and handles the mapping and
 // says ready. An adopted mapping (made with an earlier daemon) has
 // writers the old daemon may have left waiting: they are woken once the
 // mapping is handled again, and fault anew where it is protected.
-func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, adopted bool) error {
+func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, how arming) error {
+	adopted := how == adoptedMap
 	bad := func(code string, err error) error {
 		closeAll(fds)
 		return x.refuse(id, code, err)
@@ -351,7 +361,7 @@ func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, 
 		mp.uffd = u
 	}
 	for _, d := range append([]*dm.Device{g.dev}, g.via...) {
-		ds := x.srv.devState(d, true)
+		ds := x.srv.trackDevice(d)
 		if ds == nil {
 			mp.drop()
 			return x.refuse(id, wire.CodeNotFound, fmt.Errorf("armed mapping id %d of %s: device %s was removed since the map request", id, g.req.Device, d.Name()))
