@@ -117,10 +117,10 @@ func (m *Server) close() error {
 	close(m.stop)
 	<-m.watchDone
 	var busy error
-	if err := unmount(m.dir, false); err != nil {
+	if err := unmount(m.dir); err != nil {
 		busy = fmt.Errorf("unmount %s: %w: %d files still open (a loop device attached? `losetup -j FILE` finds it); their I/O now fails", m.dir, err, m.OpenFiles())
 		m.x.log.Warn("fuse: mount busy at shutdown: aborting the connection and detaching it", "dir", m.dir, "open_files", m.OpenFiles(), "err", err)
-		if err := unmount(m.dir, true); err != nil {
+		if err := detach(m.dir); err != nil {
 			busy = errors.Join(busy, fmt.Errorf("detach %s: %w", m.dir, err))
 		}
 	}
@@ -137,29 +137,31 @@ func (m *Server) close() error {
 	return busy
 }
 
-// unmount unmounts dir. force aborts the FUSE connection (umount2
-// MNT_FORCE calls fuse's umount_begin) and then detaches the mount
-// (MNT_DETACH), which succeeds even while files are open; without root,
-// it is `fusermount3 -u -z`.
-func unmount(dir string, force bool) error {
+// unmount unmounts dir, which fails while files are open; without root,
+// it is `fusermount3 -u`.
+func unmount(dir string) error {
 	if os.Geteuid() != 0 {
-		args := []string{"-u", dir}
-		if force {
-			args = []string{"-u", "-z", dir}
-		}
-		return fusermount(args...)
+		return fusermount("-u", dir)
 	}
-	if !force {
-		var err error
-		for delay := 5 * time.Millisecond; delay < 200*time.Millisecond; delay *= 2 {
-			// The kernel releases a closed file a moment after its
-			// close; retry briefly before calling the mount busy.
-			if err = syscall.Unmount(dir, 0); err == nil || !errors.Is(err, syscall.EBUSY) {
-				return err
-			}
-			time.Sleep(delay)
+	var err error
+	for delay := 5 * time.Millisecond; delay < 200*time.Millisecond; delay *= 2 {
+		// The kernel releases a closed file a moment after its
+		// close; retry briefly before calling the mount busy.
+		if err = syscall.Unmount(dir, 0); err == nil || !errors.Is(err, syscall.EBUSY) {
+			return err
 		}
-		return err
+		time.Sleep(delay)
+	}
+	return err
+}
+
+// detach aborts the FUSE connection of dir (umount2 MNT_FORCE calls
+// fuse's umount_begin) and then detaches the mount (MNT_DETACH), which
+// succeeds even while files are open; without root, it is
+// `fusermount3 -u -z`.
+func detach(dir string) error {
+	if os.Geteuid() != 0 {
+		return fusermount("-u", "-z", dir)
 	}
 	_ = syscall.Unmount(dir, syscall.MNT_FORCE) // aborts; fails as busy
 	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
@@ -204,7 +206,7 @@ func CleanStale(dir string) (bool, error) {
 		default:
 			return found, fmt.Errorf("%s is a mount point (%s) that cannot be examined: %w", dir, fstype, err)
 		}
-		if err := unmount(dir, true); err != nil {
+		if err := detach(dir); err != nil {
 			return found, fmt.Errorf("detach the stale FUSE mount on %s (left by a daemon that died): %w", dir, err)
 		}
 		found = true

@@ -173,7 +173,7 @@ func (c *conn) serveInline(j *job) error {
 			return err
 		}
 	}
-	c.run(j, false)
+	c.run(j, flushLater)
 	return nil
 }
 
@@ -261,7 +261,7 @@ func (c *conn) dispatch(j *job) error {
 
 func (c *conn) work(j *job) {
 	defer c.workers.Done()
-	c.run(j, true)
+	c.run(j, flushNow)
 	if j.pooled != nil {
 		putBuf(j.pooled)
 	}
@@ -276,9 +276,17 @@ func (c *conn) scratchFor(n int) []byte {
 	return c.scratch[:n]
 }
 
-// run executes j against the backend and sends its reply. Workers flush
-// at once; the reader flushes when it runs out of buffered requests.
-func (c *conn) run(j *job, flush bool) {
+// flushing says when run's reply goes out.
+type flushing int
+
+const (
+	flushLater flushing = iota // the reader's: when it runs out of buffered requests
+	flushNow                   // a worker's: at once
+)
+
+// run executes j against the backend and sends its reply, flushed as f
+// says.
+func (c *conn) run(j *job, f flushing) {
 	r := &j.req
 	timed := r.typ == cmdRead || r.typ == cmdWrite
 	var start time.Time
@@ -306,7 +314,7 @@ func (c *conn) run(j *job, flush bool) {
 	default:
 		c.replySimple(r, 0)
 	}
-	if flush {
+	if f == flushNow {
 		c.flushLocked()
 	}
 }
