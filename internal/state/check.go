@@ -207,11 +207,20 @@ func (w *walker) page(id uint64, depth int) error {
 	if err != nil {
 		return err
 	}
-	return w.node(p, fmt.Sprintf("page %d", id), depth, false)
+	return w.node(p, fmt.Sprintf("page %d", id), depth, onPage)
 }
 
+// placement is where a node's bytes are.
+type placement int
+
+const (
+	onPage   placement = iota // a page of the file
+	inBucket                  // an inline bucket's value: a leaf, without buckets in it
+)
+
 // node checks the elements of a page given by its bytes p.
-func (w *walker) node(p []byte, where string, depth int, inline bool) error {
+func (w *walker) node(p []byte, where string, depth int, at placement) error {
+	inline := at == inBucket
 	if len(p) < pageHeader {
 		return fmt.Errorf("%s is too short for a page header: damaged", where)
 	}
@@ -258,7 +267,7 @@ func (w *walker) node(p []byte, where string, depth int, inline bool) error {
 				}
 				continue
 			}
-			if err := w.node(v[16:], where+" (an inline bucket)", depth+1, true); err != nil {
+			if err := w.node(v[16:], where+" (an inline bucket)", depth+1, inBucket); err != nil {
 				return err
 			}
 		}

@@ -57,42 +57,44 @@ func New(flags Flags) (*FD, error) {
 	if flags&^UserModeOnly != 0 {
 		return nil, fmt.Errorf("userfaultfd: unknown flags %#x", int(flags))
 	}
-	raw, userOnly, err := create(flags&UserModeOnly != 0)
+	raw, got, err := create(flags)
 	if err != nil {
 		return nil, err
 	}
-	return wrap(raw, userOnly)
+	return wrap(raw, got)
 }
 
 // create tries userfaultfd(2), then /dev/userfaultfd, then (unless the
-// caller asked for it anyway) a user-mode-only userfaultfd(2).
-func create(userOnly bool) (fd int, gotUserOnly bool, err error) {
+// caller asked for it anyway) a user-mode-only userfaultfd(2); got is
+// want, with UserModeOnly added in that last case.
+func create(want Flags) (fd int, got Flags, err error) {
+	userOnly := want&UserModeOnly != 0
 	flags := createFlags
 	if userOnly {
 		flags |= userModeOnlyFlag
 	}
 	fd, sysErr := sysCreate(flags)
 	if sysErr == nil {
-		return fd, userOnly, nil
+		return fd, want, nil
 	}
 	if userOnly && sysErr == unix.EINVAL {
-		return -1, false, fmt.Errorf("userfaultfd: create: UFFD_USER_MODE_ONLY needs Linux 5.11+: %w", sysErr)
+		return -1, 0, fmt.Errorf("userfaultfd: create: UFFD_USER_MODE_ONLY needs Linux 5.11+: %w", sysErr)
 	}
 	if sysErr != unix.EPERM && sysErr != unix.ENOSYS {
-		return -1, false, fmt.Errorf("userfaultfd: create: userfaultfd(2): %w", sysErr)
+		return -1, 0, fmt.Errorf("userfaultfd: create: userfaultfd(2): %w", sysErr)
 	}
 	fd, devErr := devCreate(flags)
 	if devErr == nil {
-		return fd, userOnly, nil
+		return fd, want, nil
 	}
 	if !userOnly && sysErr == unix.EPERM {
 		fd, err := sysCreate(flags | userModeOnlyFlag)
 		if err == nil {
-			return fd, true, nil
+			return fd, want | UserModeOnly, nil
 		}
 		devErr = fmt.Errorf("%v; userfaultfd(2) with UFFD_USER_MODE_ONLY (Linux 5.11+): %w", devErr, err)
 	}
-	return -1, false, fmt.Errorf("userfaultfd: cannot create one: userfaultfd(2): %w; /dev/userfaultfd: %v: "+
+	return -1, 0, fmt.Errorf("userfaultfd: cannot create one: userfaultfd(2): %w; /dev/userfaultfd: %v: "+
 		"run as root or with CAP_SYS_PTRACE, set vm.unprivileged_userfaultfd=1, or give this user read-write access to /dev/userfaultfd",
 		sysErr, devErr)
 }
@@ -120,13 +122,13 @@ func devCreate(flags int) (int, error) {
 	return int(fd), nil
 }
 
-func wrap(raw int, userOnly bool) (*FD, error) {
+func wrap(raw int, flags Flags) (*FD, error) {
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		unix.Close(raw)
 		return nil, fmt.Errorf("userfaultfd: eventfd: %w", err)
 	}
-	return &FD{raw: raw, wake: wake, userOnly: userOnly}, nil
+	return &FD{raw: raw, wake: wake, userOnly: flags&UserModeOnly != 0}, nil
 }
 
 var errHandshake = errors.New("userfaultfd: do the handshake (API) before reading messages")
@@ -182,7 +184,7 @@ func FromFD(fd int) (*FD, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("userfaultfd: adopt descriptor %d: %w", fd, err)
 	}
-	u, err := wrap(fd, false)
+	u, err := wrap(fd, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +304,7 @@ func (fd *FD) ioctl(req uintptr, arg unsafe.Pointer) error {
 func Available() (Feature, error) { return available() }
 
 var available = sync.OnceValues(func() (Feature, error) {
-	raw, _, err := create(false)
+	raw, _, err := create(0)
 	if err != nil {
 		return 0, err
 	}
