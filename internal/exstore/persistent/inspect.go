@@ -155,11 +155,19 @@ func allZero(b []byte) bool {
 
 // WriteText renders the report for people, one fact per line, every
 // exception included.
-func (r *Report) WriteText(w io.Writer) error { return r.write(w, true) }
+func (r *Report) WriteText(w io.Writer) error { return r.write(w, everyException) }
 
 // WriteSummary is WriteText without a line per exception: the header,
 // layout, areas, usage, notes and error.
-func (r *Report) WriteSummary(w io.Writer) error { return r.write(w, false) }
+func (r *Report) WriteSummary(w io.Writer) error { return r.write(w, summary) }
+
+// detail is how much of a report write prints.
+type detail int
+
+const (
+	everyException detail = iota // a line per exception
+	summary                      // the count of exceptions only
+)
 
 // headerState labels a header's valid field. Only a header with the
 // magic is a header at all; the kernel takes any other value than 0 as
@@ -176,7 +184,7 @@ func headerState(h Header) string {
 	return "neither 0 nor 1: damaged? the kernel would take it as valid"
 }
 
-func (r *Report) write(w io.Writer, exceptions bool) error {
+func (r *Report) write(w io.Writer, d detail) error {
 	bw := bufio.NewWriter(w)
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format+"\n", args...) }
 	p("COW device:   %s (%d bytes, logical block %d bytes)", r.Path, r.DeviceBytes, r.LogicalBlockSize)
@@ -200,7 +208,7 @@ func (r *Report) write(w io.Writer, exceptions bool) error {
 		}
 		p("exceptions:   %d", len(r.Exceptions))
 		for i, e := range r.Exceptions {
-			if !exceptions {
+			if d == summary {
 				break
 			}
 			p("  %d: origin chunk %d -> COW chunk %d", i, e.Old, e.New)
