@@ -26,7 +26,7 @@ func TestConformance_Loop4K(t *testing.T) {
 }
 
 func TestConformance_Hugetlbfs(t *testing.T) {
-	path, _ := hugetlbfsFile(t, 2)
+	path, _ := filledHugetlbfsFile(t, 2)
 	runBoth(t, path)
 }
 

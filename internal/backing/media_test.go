@@ -94,11 +94,11 @@ func loopDevice(t *testing.T, size int64, sectorSize int) string {
 	return dev
 }
 
-// hugetlbfsFile makes a file of pages huge pages on a hugetlbfs of its
+// filledHugetlbfsFile makes a file of pages huge pages on a hugetlbfs of its
 // own, with pages more huge pages in the pool, and fills it through the
 // device itself (hugetlbfs has no write(2)). It returns the path and the
 // huge page size.
-func hugetlbfsFile(t *testing.T, pages int64) (string, int64) {
+func filledHugetlbfsFile(t *testing.T, pages int64) (string, int64) {
 	t.Helper()
 	path, pageSize := testutil.HugetlbfsFile(t, pages, testutil.Raise)
 	dev, err := backing.Open(path, backing.Options{})

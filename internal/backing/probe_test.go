@@ -26,7 +26,7 @@ func TestOpen_probes(t *testing.T) {
 		{"disk file", func(t *testing.T) (string, int64) { return diskFile(t, 12345), 0 }, backing.KindFile, "none", 512, 12345, false},
 		{"loop", func(t *testing.T) (string, int64) { return loopDevice(t, testSize, 0), 0 }, backing.KindBlock, "none", 512, testSize, false},
 		{"loop 4K", func(t *testing.T) (string, int64) { return loopDevice(t, testSize, 4096), 0 }, backing.KindBlock, "none", 4096, testSize, false},
-		{"hugetlbfs", func(t *testing.T) (string, int64) { return hugetlbfsFile(t, 1) }, backing.KindHugetlbfs, "dax,wpfault", 512, -1, true},
+		{"hugetlbfs", func(t *testing.T) (string, int64) { return filledHugetlbfsFile(t, 1) }, backing.KindHugetlbfs, "dax,wpfault", 512, -1, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
