@@ -182,11 +182,11 @@ func checkRegionBytes(path string, want []byte) error {
 func (a *app) demoShow(env *demoEnv) {
 	if t, err := env.c.Table(demoDevice, false); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap table %s\n", demoDevice)
-		formatText(a.out, t, false)
+		formatText(a.out, t, asIs)
 	}
 	if t, err := env.c.Status(demoDevice, false); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap status %s\n", demoDevice)
-		formatText(a.out, t, false)
+		formatText(a.out, t, asIs)
 	}
 	if in, err := env.c.Info(demoDevice); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap info %s\n", demoDevice)

@@ -71,10 +71,18 @@ func infoTables(in wire.Info) string {
 	return "None"
 }
 
+// textLines says how formatText labels the lines of a device's text.
+type textLines int
+
+const (
+	asIs      textLines = iota // one named device: its text as it is
+	namedEach                  // every device: each line prefixed with "name: "
+)
+
 // formatText prints table or status text as dmsetup does: as it is for a
 // named device, each line prefixed with "name: " when listing them all;
 // a device without a table prints an empty line (after the prefix).
-func formatText(w io.Writer, t wire.Text, prefixed bool) {
+func formatText(w io.Writer, t wire.Text, how textLines) {
 	lines := strings.SplitAfter(t.Text, "\n")
 	if t.Text == "" {
 		lines = []string{"\n"}
@@ -82,7 +90,7 @@ func formatText(w io.Writer, t wire.Text, prefixed bool) {
 		lines = lines[:len(lines)-1]
 	}
 	for _, l := range lines {
-		if prefixed {
+		if how == namedEach {
 			fmt.Fprintf(w, "%s: ", t.Name)
 		}
 		if !strings.HasSuffix(l, "\n") {

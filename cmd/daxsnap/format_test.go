@@ -36,10 +36,10 @@ Note:              Its table did not load.
 // line for several, and that a device without a table prints a blank.
 func TestFormatText(t *testing.T) {
 	var b strings.Builder
-	formatText(&b, wire.Text{Name: "a", Text: "0 8 zero \n8 8 error \n"}, true)
-	formatText(&b, wire.Text{Name: "b"}, true)
-	formatText(&b, wire.Text{Name: "c", Text: "0 8 zero \n"}, false)
-	formatText(&b, wire.Text{Name: "d"}, false)
+	formatText(&b, wire.Text{Name: "a", Text: "0 8 zero \n8 8 error \n"}, namedEach)
+	formatText(&b, wire.Text{Name: "b"}, namedEach)
+	formatText(&b, wire.Text{Name: "c", Text: "0 8 zero \n"}, asIs)
+	formatText(&b, wire.Text{Name: "d"}, asIs)
 	golden(t, "text", b.String(), "a: 0 8 zero \na: 8 8 error \nb: \n0 8 zero \n\n")
 }
 

@@ -73,8 +73,12 @@ func (a *app) textCmd(verb, short string) *cobra.Command {
 			if len(texts) == 0 {
 				fmt.Fprint(a.out, noDevices)
 			}
+			how := asIs
+			if len(args) == 0 {
+				how = namedEach
+			}
 			for _, t := range texts {
-				formatText(a.out, t, len(args) == 0)
+				formatText(a.out, t, how)
 				if t.Note != "" {
 					fmt.Fprintf(a.err, "daxsnap: note: %s: %s\n", t.Name, t.Note)
 				}

@@ -65,7 +65,10 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printMade(s, asJSON, fmt.Sprintf("created snapshot %s of %s: COW %s, store %s, chunk %s", s.Name, s.Origin, s.COW, s.Store, formatSize(s.ChunkSize)))
+			if asJSON {
+				return a.printJSON(s)
+			}
+			return a.printMade(s, fmt.Sprintf("created snapshot %s of %s: COW %s, store %s, chunk %s", s.Name, s.Origin, s.COW, s.Store, formatSize(s.ChunkSize)))
 		},
 	}
 	f := cmd.Flags()
@@ -437,7 +440,10 @@ func (a *app) cowAdoptCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printMade(s, asJSON, fmt.Sprintf("adopted %s as snapshot %s of %s: COW %s, chunk %s, %d exceptions",
+			if asJSON {
+				return a.printJSON(s)
+			}
+			return a.printMade(s, fmt.Sprintf("adopted %s as snapshot %s of %s: COW %s, chunk %s, %d exceptions",
 				args[0], s.Name, s.Origin, s.COW, formatSize(s.ChunkSize), s.Exceptions))
 		},
 	}
@@ -445,12 +451,9 @@ func (a *app) cowAdoptCmd() *cobra.Command {
 	return cmd
 }
 
-// printMade prints a snapshot a verb made: as JSON, or a headline and the
+// printMade prints a snapshot a verb made for people: a headline and the
 // daemon's note.
-func (a *app) printMade(s wire.Snapshot, asJSON bool, headline string) error {
-	if asJSON {
-		return a.printJSON(s)
-	}
+func (a *app) printMade(s wire.Snapshot, headline string) error {
 	fmt.Fprintln(a.out, headline)
 	if s.Note != "" {
 		fmt.Fprintf(a.out, "note: %s\n", s.Note)
