@@ -39,6 +39,10 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Code that has no logger handed to it (the snapshot target,
+			// the exception store) logs to the default: make it this one,
+			// so that every line has the configured format and level.
+			slog.SetDefault(log)
 			if shutdownTimeout < 0 {
 				return fmt.Errorf("serve: --shutdown-timeout %v: give a positive duration (0 waits for the users)", shutdownTimeout)
 			}

@@ -104,7 +104,7 @@ func Start(cfg Config) (*Daemon, error) {
 	d.merges.wg.Add(1)
 	go d.watchDeferredMerges()
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
-		"devices", len(d.mgr.List()), "nbd", d.exports.addrs(), "fuse", d.FUSEDir(), "lost+found", len(d.LostCOWs()))
+		"devices", len(d.mgr.List()), "nbd", addrStrings(d.exports.addrs()), "fuse", d.FUSEDir(), "lost+found", len(d.LostCOWs()))
 	return d, nil
 }
 
@@ -115,6 +115,16 @@ func (d *Daemon) SocketPath() string { return SocketPathIn(d.cfg.RuntimeDir) }
 // (by default its state directory) is dir, spelled as the user spelled
 // dir ("./daxsnap-state/daxsnap.sock").
 func SocketPathIn(dir string) string { return strings.TrimSuffix(dir, "/") + "/" + SocketName }
+
+// addrStrings is addrs as a log shows them ("tcp 127.0.0.1:10809"), not
+// as the structs they are.
+func addrStrings(addrs []net.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.Network() + " " + a.String()
+	}
+	return out
+}
 
 // StateDir is the state directory.
 func (d *Daemon) StateDir() string { return d.cfg.StateDir }

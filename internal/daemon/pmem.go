@@ -57,7 +57,7 @@ func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
 	if err != nil {
 		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
 	}
-	d.log.Info("pmem region created", "region", req.Name, "path", rec.Path, "size", rec.Size, "fs", fs.name, "owner", owner)
+	d.log.Info("pmem region created", "region", req.Name, "path", rec.Path, "size", rec.Size, "fs", fs.name, "owner", owner.String())
 	return d.pmemInfo(rec), nil
 }
 

@@ -129,7 +129,8 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 	d.restoreAutoextend(dev, rec)
 	if problem != "" {
 		d.notes.update(rec.Name, func(n *note) { n.record = problem })
-		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name, "owner", fmt.Sprintf("%+v", *rec.Owner))
+		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name,
+			"uid", rec.Owner.UID, "gid", rec.Owner.GID, "mode", fmt.Sprintf("%#o", rec.Owner.Mode))
 	}
 	if rec.MergeDeferred {
 		d.notes.update(rec.Name, func(n *note) { n.mergeDeferred = true })
