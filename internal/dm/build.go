@@ -70,7 +70,15 @@ func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine,
 	target, err := tt.New(ctx, l.Args)
 	if err != nil {
 		ctx.Release()
-		return &TableError{Line: l.Line, Target: l.Type, Reason: err.Error()}
+		te := &TableError{Line: l.Line, Target: l.Type, Reason: err.Error()}
+		// A mapped device it could not open says which: a restore waits
+		// for it (see StackError).
+		if se := (*StackError)(nil); errors.As(err, &se) {
+			te.Err = se
+		} else if ctx.stackErr != nil {
+			te.Err = ctx.stackErr
+		}
+		return te
 	}
 	t.targets = append(t.targets, target)
 	t.ctxs = append(t.ctxs, ctx)

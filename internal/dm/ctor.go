@@ -1,6 +1,7 @@
 package dm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
@@ -16,9 +17,10 @@ type CtorContext struct {
 	Len      Sector // length of the target in sectors
 	ReadOnly bool   // the table is loaded read-only
 
-	pool  *DevicePool
-	devs  []*DeviceRef
-	event func()
+	pool     *DevicePool
+	devs     []*DeviceRef
+	event    func()
+	stackErr *StackError // the last mapped device OpenDevice could not open
 }
 
 // TriggerEvent bumps the mapped device's event number (the kernel's
@@ -48,19 +50,14 @@ type DeviceRef struct {
 	Start, Len Sector // the sectors of the device the target uses
 }
 
-// Renamable is a backing device whose name may change while tables hold
-// it: a mapped device renamed. Tables refer to devices by identity, as the
-// kernel's do (by dev_t), so they keep working and print the new name.
-type Renamable interface {
-	// CurrentName is the name a table line would give the device now.
-	CurrentName() string
-}
-
 // TableName is the device's name as Status(StatusTable) prints it: as
-// written in the table, or the current name of a device renamed since.
+// written in the table, except that a mapped device is /dev/mapper/NAME
+// with its name now. Tables refer to mapped devices by identity, as the
+// kernel's do (by dev_t), so a renamed one keeps working and prints its
+// new name.
 func (r *DeviceRef) TableName() string {
-	if n, ok := r.Device.(Renamable); ok {
-		return n.CurrentName()
+	if s, ok := r.Device.(*stacked); ok {
+		return s.Path()
 	}
 	return r.Name
 }
@@ -79,6 +76,9 @@ func (c *CtorContext) OpenDevice(name string, start, length Sector) (*DeviceRef,
 	}
 	dev, err := c.pool.Get(name, c.ReadOnly)
 	if err != nil {
+		if se := (*StackError)(nil); errors.As(err, &se) {
+			c.stackErr = se
+		}
 		return nil, err
 	}
 	size := dev.Size() / SectorSize

@@ -22,9 +22,10 @@ import (
 // in-flight I/O and holds new I/O until resume. ctl is taken before io;
 // block I/O never takes ctl.
 type Device struct {
-	m    *Manager
-	name atomic.Pointer[string] // changed by Manager.Rename while I/O runs
-	uuid string
+	m      *Manager
+	name   atomic.Pointer[string] // changed by Manager.Rename while I/O runs
+	uuid   string
+	number uint64 // see Number
 
 	ctl       sync.Mutex
 	inactive  *Table
@@ -73,6 +74,12 @@ func (d *Device) UUID() string { return d.uuid }
 func (d *Device) Load(text string) error {
 	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.loadMode(), d.events.bump)
 	if err != nil {
+		return err
+	}
+	d.m.stackMu.Lock()
+	defer d.m.stackMu.Unlock()
+	if err := d.checkStacking(t); err != nil {
+		t.Close()
 		return err
 	}
 	d.ctl.Lock()

@@ -72,7 +72,7 @@ func (t *fakeTarget) Status(kind dm.StatusType) string {
 	if kind == dm.StatusInfo {
 		return ""
 	}
-	return strings.Join(t.args, " ")
+	return strings.Join(append([]string{t.dev.TableName()}, t.args[1:]...), " ")
 }
 func (t *fakeTarget) PreSuspend()  { t.hooks.presuspend.Add(1) }
 func (t *fakeTarget) PostSuspend() { t.hooks.postsuspend.Add(1) }

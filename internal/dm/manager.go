@@ -22,6 +22,11 @@ type Manager struct {
 	guard    SwapGuard
 	cutter   Cutter
 	onRemove []*func(*Device) // OnRemove's subscribers, in order
+	number   uint64           // the last device number minted
+
+	// stackMu is held from the check of a table's stacking until the
+	// table is in place (see checkStacking).
+	stackMu sync.Mutex
 }
 
 // OnRemove subscribes f to the removals of m's devices: f(d) runs once d
@@ -83,8 +88,14 @@ func (m *Manager) swapGuard() SwapGuard {
 }
 
 // NewManager returns an empty manager.
+// Tables of its devices open /dev/mapper/NAME and /dev/dm-N through m
+// (see Open), so a pool serves one manager.
 func NewManager(reg *Registry, pool *DevicePool) *Manager {
-	return &Manager{reg: reg, pool: pool, devs: make(map[string]*Device)}
+	m := &Manager{reg: reg, pool: pool, devs: make(map[string]*Device)}
+	pool.mu.Lock()
+	pool.stack = m
+	pool.mu.Unlock()
+	return m
 }
 
 // Shared is CtorContext.Shared for the manager's tables: the value the
@@ -100,6 +111,9 @@ type CreateOptions struct {
 	UUID     string
 	Table    string // "" creates a device with no table (dmsetup create --notable)
 	ReadOnly bool
+	// Number is the device number to give it (see Device.Number), as a
+	// restart that keeps numbers asks; 0 mints the next free one.
+	Number uint64
 }
 
 // Limits on names, as the kernel's (DM_NAME_LEN 128, DM_UUID_LEN 129,
@@ -129,6 +143,10 @@ func (m *Manager) Create(name string, o CreateOptions) (*Device, error) {
 	if err := m.checkUnique(name, o.UUID); err != nil {
 		m.mu.Unlock()
 		return nil, err
+	}
+	if err := m.mint(d, o.Number); err != nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	m.devs[name] = d
 	m.mu.Unlock()
@@ -201,6 +219,21 @@ func BadNameChar(name string) string {
 		return fmt.Sprintf("%s at byte %d", what, i)
 	}
 	return ""
+}
+
+// mint gives d number n, or the next free number if n is 0; m.mu held.
+func (m *Manager) mint(d *Device, n uint64) error {
+	if n == 0 {
+		n = m.number + 1
+	}
+	for _, other := range m.devs {
+		if other.number == n {
+			return fmt.Errorf("%w: device number %d belongs to %s", ErrExists, n, other.Name())
+		}
+	}
+	d.number = n
+	m.number = max(m.number, n)
+	return nil
 }
 
 func (m *Manager) checkUnique(name, uuid string) error {
@@ -328,8 +361,8 @@ func (d *Device) wipeLocked() error {
 }
 
 // Rename changes a device's name (dmsetup rename). Tables that use the
-// device hold it by identity, as the kernel's do: they keep working, and
-// print the new name (see DeviceRef.TableName).
+// device hold it by identity (its Number), as the kernel's do: they keep
+// working, and print the new name (see DeviceRef.TableName).
 func (m *Manager) Rename(old, name string) error {
 	if err := checkName("name", name, MaxNameLen); err != nil {
 		return err

@@ -14,10 +14,12 @@ import (
 // concurrent use.
 type DevicePool struct {
 	// Opener opens a device by name; nil means backing.Open. The daemon
-	// sets it to resolve names of its own (pmem regions, mapped devices).
+	// sets it to resolve names of its own (pmem regions). Mapped devices
+	// (/dev/mapper/NAME, /dev/dm-N) are the pool's Manager's to open.
 	Opener func(name string, readOnly bool) (backing.Device, error)
 
 	mu     sync.Mutex
+	stack  *Manager // opens /dev/mapper/NAME and /dev/dm-N (see Manager.Open)
 	open   map[poolKey]*pooled
 	byDv   map[backing.Device]poolKey
 	shared map[any]any // see CtorContext.Shared
@@ -40,7 +42,12 @@ func NewDevicePool(opener func(name string, readOnly bool) (backing.Device, erro
 
 // Get opens name or shares an open device with the same identity.
 func (p *DevicePool) Get(name string, readOnly bool) (backing.Device, error) {
-	opener := p.Opener
+	p.mu.Lock()
+	opener, stack := p.Opener, p.stack
+	p.mu.Unlock()
+	if stack != nil && IsStackRef(name) {
+		opener = stack.Open
+	}
 	if opener == nil {
 		opener = func(name string, ro bool) (backing.Device, error) {
 			return backing.Open(name, backing.Options{ReadOnly: ro})
