@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -59,7 +58,7 @@ func checkLine(reg *dm.Registry, pool *dm.DevicePool, l dm.TableLine, mode dm.Mo
 }
 
 func offlineOpen(name string, readOnly bool) (backing.Device, error) {
-	if strings.HasPrefix(name, MapperPrefix) {
+	if dm.IsStackRef(name) {
 		return nil, errors.New(name + " is a daxsnap device, which an offline check cannot open: load the table on the daemon (`daxsnap load`) to check it there")
 	}
 	return backing.Open(name, backing.Options{ReadOnly: readOnly})

@@ -37,6 +37,7 @@ func TestCheckTable(t *testing.T) {
 		{"0 4096 linear " + mem + " 0", "too small"},
 		{"0 8 zero\n16 8 zero", "gap in table"},
 		{"0 8 linear /dev/mapper/x 0", "offline check cannot open"},
+		{"0 8 linear /dev/dm-0 0", "offline check cannot open"},
 		{"0 8 linear " + mem + ".missing 0", "no such file"},
 	} {
 		_, err := daemon.CheckTable(tc.table, false)

@@ -30,14 +30,13 @@ type Daemon struct {
 	mgr   *dm.Manager
 
 	locks   nameLocks
-	graphMu sync.Mutex   // /dev/mapper reference checks + the loads they guard
+	graphMu sync.Mutex   // loads that may stack on a device vs renames (device_rename.go)
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
 	notes   notes
 	owners  owners // who may map each device (owners.go)
 	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
 	// a certificate's CN names the user (nbdauth.go).
 	tlsAuthz map[string]string
-	ids      mappedIDs
 	merges   *mergeJobs // background jobs finishing snapshot merges
 	metrics  *ioMetrics
 	// autoext watches snapshots' COW usage and extends them (autoextend.go);
@@ -90,6 +89,7 @@ func Start(cfg Config) (*Daemon, error) {
 	all.Register(d.reg)
 	d.pool = dm.NewDevicePool(d.open)
 	d.mgr = dm.NewManager(d.reg, d.pool)
+	d.mgr.OnRemove(d.removed)
 	d.metrics = newIOMetrics(d.mgr)
 	if err := d.restore(); err != nil {
 		d.merges.stop()

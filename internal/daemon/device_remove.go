@@ -76,7 +76,6 @@ func (d *Daemon) usedHint(name string, users []string) string {
 }
 
 func (d *Daemon) forget(dev *dm.Device) {
-	d.ids.forget(dev)
 	d.owners.forget(dev)
 	d.autoext.forget(dev)
 	d.metrics.forget(dev.Name())

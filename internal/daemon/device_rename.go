@@ -118,27 +118,24 @@ func (d *Daemon) exists(name string) bool {
 	return err == nil
 }
 
-// usersOf lists, sorted, the devices outside plan whose tables name a
-// device plan renames.
+// usersOf lists, sorted, the devices outside plan whose records name a
+// device plan renames: those whose tables opened it (dm holds them by
+// identity, so they print its new name), and those whose kept table (see
+// note.keptLive) names it.
 func (d *Daemon) usersOf(plan []rename) []string {
 	renamed := map[string]bool{}
 	for _, r := range plan {
 		renamed[r.from] = true
 	}
-	var out []string
-	for dev, refs := range d.liveDeps() {
-		if renamed[dev] {
-			continue
-		}
-		for _, ref := range refs {
-			if renamed[ref] {
-				out = append(out, dev)
-				break
-			}
+	out := d.notes.keptNaming(plan)
+	for _, r := range plan {
+		if dev, err := d.mgr.Get(r.from); err == nil {
+			out = append(out, deviceNames(d.mgr.Above(dev))...)
 		}
 	}
+	out = slices.DeleteFunc(out, func(u string) bool { return renamed[u] })
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 // applyRename renames in dm, then rewrites the records of the renamed

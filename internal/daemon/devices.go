@@ -55,9 +55,6 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	defer d.graphMu.Unlock()
 	d.pmemMu.RLock()
 	defer d.pmemMu.RUnlock()
-	if err := d.checkRefs(req.Name, req.Table); err != nil {
-		return wire.Info{}, err
-	}
 	var dev *dm.Device
 	create := func() (err error) {
 		dev, err = d.mgr.Create(req.Name, dm.CreateOptions{UUID: req.UUID, Table: req.Table, ReadOnly: req.ReadOnly})
@@ -102,9 +99,6 @@ func (d *Daemon) Load(name string, req wire.Load) error {
 		defer d.graphMu.Unlock()
 		d.pmemMu.RLock()
 		defer d.pmemMu.RUnlock()
-		if err := d.checkRefs(name, req.Table); err != nil {
-			return err
-		}
 		return dev.Load(req.Table)
 	})
 }

@@ -51,10 +51,10 @@ func (d *Daemon) holdersOf(dev *dm.Device, dax bool) []devUser {
 	if dax {
 		daxUsers = func(session.MappingInfo) bool { return true }
 	}
-	deps := d.liveDeps()
+	over := d.mgr.Over(dev)
 	var out []devUser
 	for _, other := range d.mgr.List() {
-		if other == dev || reaches(deps, other.Name(), dev.Name()) {
+		if other == dev || slices.Contains(over, other) {
 			out = append(out, d.deviceUsers(other, daxUsers)...)
 		}
 	}

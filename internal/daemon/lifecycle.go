@@ -17,14 +17,13 @@ import (
 // it was suspended (see Suspend). The suspensions are not recorded: the
 // next start brings devices back as the state file says.
 func (d *Daemon) quiesce() error {
-	deps := d.liveDeps()
-	order := dependencyOrder(deps)
+	order := d.mgr.StackOrder()
 	slices.Reverse(order)
-	d.held = d.heldDevices(deps)
+	d.held = d.heldDevices()
 	var errs []error
-	for _, name := range order {
-		dev, err := d.mgr.Get(name)
-		if err != nil || d.held[name] != "" {
+	for _, dev := range order {
+		name := dev.Name()
+		if d.held[name] != "" {
 			continue
 		}
 		in := dev.Info()
@@ -45,7 +44,7 @@ func (d *Daemon) quiesce() error {
 // them; this is only the daemon letting go.
 func (d *Daemon) closeDevices() error {
 	d.closing.Store(true)
-	order := dependencyOrder(d.liveDeps())
+	order := deviceNames(d.mgr.StackOrder())
 	slices.Reverse(order)
 	var errs []error
 	for _, name := range order {
@@ -66,17 +65,14 @@ func (d *Daemon) closeDevices() error {
 // user left suspended: I/O in flight on them waits for a resume that will
 // not come, so shutdown must not wait for it. It maps each to the
 // suspended device below it, and logs what to do.
-func (d *Daemon) heldDevices(deps map[string][]string) map[string]string {
+func (d *Daemon) heldDevices() map[string]string {
 	held := map[string]string{}
-	for name := range deps {
-		dev, err := d.mgr.Get(name)
-		if err != nil || !dev.Info().Suspended {
+	for _, dev := range d.mgr.List() {
+		if !dev.Info().Suspended {
 			continue
 		}
-		for above := range deps {
-			if above != name && reaches(deps, above, name) {
-				held[above] = name
-			}
+		for _, above := range d.mgr.Over(dev) {
+			held[above.Name()] = dev.Name()
 		}
 	}
 	for above, below := range held {

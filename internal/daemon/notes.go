@@ -75,10 +75,7 @@ func (n *notes) drop(name string) {
 // renameRefs rewrites the kept tables that name a renamed device, as dm's
 // tables, which hold the device itself, now print it.
 func (n *notes) renameRefs(plan []rename) {
-	paths := map[string]string{}
-	for _, r := range plan {
-		paths[MapperPrefix+r.from] = MapperPrefix + r.to
-	}
+	paths := renamedPaths(plan)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for name, v := range n.m {
@@ -87,6 +84,29 @@ func (n *notes) renameRefs(plan []rename) {
 			n.m[name] = v
 		}
 	}
+}
+
+// keptNaming lists the devices whose kept table names a device plan
+// renames: renameRefs changes them.
+func (n *notes) keptNaming(plan []rename) []string {
+	paths := renamedPaths(plan)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for name, v := range n.m {
+		if v.keptLive != "" && replaceFields(v.keptLive, paths) != v.keptLive {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func renamedPaths(plan []rename) map[string]string {
+	paths := map[string]string{}
+	for _, r := range plan {
+		paths[MapperPrefix+r.from] = MapperPrefix + r.to
+	}
+	return paths
 }
 
 // replaceFields replaces every blank-separated field of text found in

@@ -3,18 +3,14 @@ package daemon
 import (
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
-// open is the device pool's opener: /dev/mapper/NAME is another mapped
-// device, anything else a backing device.
+// open is the device pool's opener of backing devices (dm opens the
+// mapped devices a table names itself).
 func (d *Daemon) open(name string, readOnly bool) (backing.Device, error) {
-	if rest, ok := strings.CutPrefix(name, MapperPrefix); ok {
-		return d.openMapped(rest, readOnly)
-	}
 	opts := backing.Options{ReadOnly: readOnly}
 	if rec, ok := d.regionAt(name); ok {
 		// A region file must be the one pmem create made, in a directory
@@ -27,25 +23,6 @@ func (d *Daemon) open(name string, readOnly bool) (backing.Device, error) {
 	return backing.Open(name, opts)
 }
 
-// openMapped opens mapped device name as a backing device of another
-// table; it counts as an open of that device until the table lets go.
-func (d *Daemon) openMapped(name string, readOnly bool) (backing.Device, error) {
-	dev, err := d.mgr.Get(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s%s: no such mapped device: create it first (`daxsnap ls` lists them)", MapperPrefix, name)
-	}
-	in := dev.Info()
-	if !in.LiveTable {
-		return nil, fmt.Errorf("%s%s has no live table: load one and resume it first", MapperPrefix, name)
-	}
-	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderTable})
-	if err != nil {
-		return nil, fmt.Errorf("%s%s: %w", MapperPrefix, name, err)
-	}
-	return &mappedDevice{dev: dev, id: d.ids.get(dev),
-		readOnly: readOnly || in.ReadOnly, release: release}, nil
-}
-
 // hold opens dev for holder h (it counts in the open count and shows in
 // its holders) and returns the release of that open.
 func (d *Daemon) hold(dev *dm.Device, h dm.Holder) (release func() error, err error) {
@@ -56,24 +33,28 @@ func (d *Daemon) hold(dev *dm.Device, h dm.Holder) (release func() error, err er
 }
 
 // closeDevice releases one open of dev by h. If that was the last user
-// of a device with a deferred removal, dm removed it: forget its record.
+// of a device with a deferred removal, dm removes it (see removed).
 func (d *Daemon) closeDevice(dev *dm.Device, h dm.Holder) error {
 	err := dev.CloseBy(h)
 	d.usersChanged()
+	return err
+}
+
+// removed is the daemon's dm.Manager.OnRemove subscriber. A deferred
+// removal that dm finished at the last close (of an NBD client, a FUSE
+// file, or the table of a device stacked on it) was no verb of the
+// daemon's: forget the device's record and state. In the background: the
+// close may come from a table letting go, under another device's locks,
+// and the name lock is taken after those.
+func (d *Daemon) removed(dev *dm.Device) {
 	if d.closing.Load() {
-		return err
+		return
 	}
-	if got, gerr := d.mgr.Get(dev.Name()); gerr == nil && got == dev {
-		return err
-	}
-	// Reconcile in the background: the caller may hold another device's
-	// lock (a table closing), and lock order is by name, not by stack.
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
 		d.forgetRemoved(dev)
 	}()
-	return err
 }
 
 // forgetRemoved drops the record of dev, which dm removed on its last
@@ -82,10 +63,12 @@ func (d *Daemon) forgetRemoved(dev *dm.Device) {
 	name := dev.Name()
 	unlock := d.locks.lock(name)
 	defer unlock()
-	if _, err := d.mgr.Get(name); err == nil || d.closing.Load() {
+	if !dev.Info().DeferredRemove || d.closing.Load() {
+		return // a verb removed it, and dropped the record itself
+	}
+	if _, err := d.mgr.Get(name); err == nil {
 		return
 	}
-	d.ids.forget(dev)
 	d.owners.forget(dev)
 	d.autoext.forget(dev)
 	d.metrics.forget(name)

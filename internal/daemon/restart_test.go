@@ -61,6 +61,53 @@ func TestDaemon_restart(t *testing.T) {
 	}
 }
 
+// Ensure that devices come back after the devices their tables stack on
+// whatever their names, through inactive tables and chains too, and that a
+// table over a device recorded without a table comes back degraded, saying
+// so, without keeping the others from coming back.
+func TestDaemon_restartStackOrder(t *testing.T) {
+	e := newEnv(t)
+	path := e.region("r", 4*mib)
+	e.create("z-base", linear(path, 8192))
+	e.create("m-mid", "0 8192 linear /dev/mapper/z-base 0")
+	e.create("a-top", "0 8 zero")
+	e.must("load", e.c.Load("a-top", wire.Load{Table: "0 8192 linear /dev/mapper/m-mid 0"}))
+	e.create("empty", "0 8 zero")
+	e.create("b-over-empty", "0 8 linear /dev/mapper/empty 0")
+	e.must("load", e.c.Load("empty", wire.Load{Table: "0 8 zero"}))
+	e.stop()
+	// empty's record loses its live table, as a state file of a device
+	// created with --notable says.
+	s, err := state.Open(e.cfg.StateDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, _ := s.Device("empty")
+	rec.Live, rec.Inactive = "", ""
+	if err := s.PutDevice(rec); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	e.start()
+
+	if got := e.table("a-top", true); got != "0 8192 linear /dev/mapper/m-mid 0\n" {
+		t.Fatalf("a-top inactive table after restart = %q (note %q)", got, e.info("a-top").Note)
+	}
+	if got := e.table("m-mid", false); got != "0 8192 linear /dev/mapper/z-base 0\n" {
+		t.Fatalf("m-mid table after restart = %q (note %q)", got, e.info("m-mid").Note)
+	}
+	e.must("resume a-top", e.c.Resume("a-top"))
+	data := bytes.Repeat([]byte("order"), 100)
+	e.must("write", e.c.WriteData("a-top", 4096, data))
+	if got, err := e.c.ReadData("z-base", 4096, int64(len(data))); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("a write through a-top did not reach z-base: %v", err)
+	}
+	in := e.info("b-over-empty")
+	if got := e.table("b-over-empty", false); got != "0 8 error \n" || !strings.Contains(in.Note, "/dev/mapper/empty has no live table") {
+		t.Fatalf("b-over-empty over a device without a table: table %q, note %q", got, in.Note)
+	}
+}
+
 // Ensure that a device whose backing file vanished comes back serving
 // `error` with a note, without keeping the others (or a device stacked on
 // it) from coming back, and that its table returns with its file.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -26,8 +27,7 @@ func (d *Daemon) restore() error {
 	if err != nil {
 		return err
 	}
-	byName := map[string]state.Device{}
-	deps := map[string][]string{}
+	var keep []state.Device
 	var pending []pendingOp
 	for _, rec := range recs {
 		if p, ok := parseSnapshotOp(rec.Name, rec.Op); ok {
@@ -36,15 +36,11 @@ func (d *Daemon) restore() error {
 			pending = append(pending, p)
 			rec.Op = state.Op{}
 		}
-		rec, keep := d.settle(rec)
-		if keep {
-			byName[rec.Name] = rec
-			deps[rec.Name] = mapperRefs(rec.Live + rec.Inactive)
+		if rec, ok := d.settle(rec); ok {
+			keep = append(keep, rec)
 		}
 	}
-	for _, name := range dependencyOrder(deps) {
-		d.restoreDevice(byName[name])
-	}
+	d.restoreDevices(keep)
 	d.recoverSnapshots(pending)
 	return nil
 }
@@ -116,13 +112,77 @@ func (d *Daemon) settle(rec state.Device) (state.Device, bool) {
 	return rec, true
 }
 
-// restoreDevice brings one device back: live table (or `error` in its
-// place), inactive table, suspension.
-func (d *Daemon) restoreDevice(rec state.Device) {
+// restoring is a device on its way back at start.
+type restoring struct {
+	rec      state.Device
+	dev      *dm.Device
+	liveDone bool // its live table is back (or `error` in its place)
+}
+
+// restoreDevices brings the recorded devices back, each after the devices
+// its tables stack on. dm says which those are as the tables load: a line
+// over a device that has no live table yet fails with a StackError naming
+// it, and the device waits for that one to come back. Devices left waiting
+// for one another (a loop, which loads never allow) come back in name
+// order, as far as their tables load.
+func (d *Daemon) restoreDevices(recs []state.Device) {
+	back := map[string]bool{} // restored, or never coming (not created)
+	waiting := map[string][]*restoring{}
+	var bring func(r *restoring, force bool)
+	bring = func(r *restoring, force bool) {
+		waitFor := func(err error) string {
+			var se *dm.StackError
+			if force || !errors.As(err, &se) || !se.NoTable || back[se.Name] {
+				return ""
+			}
+			return se.Name
+		}
+		if w := d.restoreTables(r, waitFor); w != "" {
+			waiting[w] = append(waiting[w], r)
+			return
+		}
+		back[r.rec.Name] = true
+		next := waiting[r.rec.Name]
+		delete(waiting, r.rec.Name)
+		for _, w := range next {
+			bring(w, false)
+		}
+	}
+	var all []*restoring
+	for _, rec := range recs {
+		if dev := d.createRestored(rec); dev != nil {
+			all = append(all, &restoring{rec: rec, dev: dev})
+		} else {
+			back[rec.Name] = true
+		}
+	}
+	for _, r := range all {
+		bring(r, false)
+	}
+	for len(waiting) > 0 {
+		var first *restoring
+		var from string
+		for w, rs := range waiting {
+			for _, r := range rs {
+				if first == nil || r.rec.Name < first.rec.Name {
+					first, from = r, w
+				}
+			}
+		}
+		if waiting[from] = slices.DeleteFunc(waiting[from], func(r *restoring) bool { return r == first }); len(waiting[from]) == 0 {
+			delete(waiting, from)
+		}
+		bring(first, true)
+	}
+}
+
+// createRestored creates the device of rec, with no table yet, and its
+// daemon state; nil if it cannot be created.
+func (d *Daemon) createRestored(rec state.Device) *dm.Device {
 	dev, err := d.mgr.Create(rec.Name, dm.CreateOptions{UUID: rec.UUID, ReadOnly: rec.ReadOnly})
 	if err != nil {
 		d.log.Error("device not restored", "device", rec.Name, "err", err)
-		return
+		return nil
 	}
 	owner, problem := restoredOwner(rec)
 	d.owners.set(dev, owner)
@@ -135,17 +195,34 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 	if rec.MergeDeferred {
 		d.notes.update(rec.Name, func(n *note) { n.mergeDeferred = true })
 	}
-	if rec.Live != "" {
-		if err := d.restoreLive(dev, rec); err != nil {
+	return dev
+}
+
+// restoreTables brings r's tables back: live table (or `error` in its
+// place), inactive table, suspension. When a table waits for another
+// device (waitFor names it), it returns that device's name, and is
+// called again once that device is back.
+func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait string) {
+	rec, dev := r.rec, r.dev
+	if rec.Live != "" && !r.liveDone {
+		wait, err := d.restoreLive(dev, rec, waitFor)
+		if wait != "" {
+			return wait
+		}
+		if err != nil {
 			d.log.Error("device restored without a table", "device", rec.Name, "err", err)
 		}
 	}
+	r.liveDone = true
 	if rec.Inactive != "" {
 		err := error(nil)
 		if lost := d.headerLost(rec.Inactive); lost != "" {
 			err = errors.New(strings.ReplaceAll(lost, "NAME", rec.Name))
 		} else {
 			err = dev.Load(rec.Inactive)
+		}
+		if w := waitFor(err); w != "" {
+			return w
 		}
 		if err != nil {
 			d.notes.update(rec.Name, func(n *note) {
@@ -161,12 +238,14 @@ func (d *Daemon) restoreDevice(rec state.Device) {
 		dev.Suspend(dm.SuspendOptions{})
 	}
 	d.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", d.notes.get(rec.Name).String())
+	return ""
 }
 
 // restoreLive loads and resumes the recorded live table; if it does not
 // load, an `error` table of the recorded size takes its place and the
 // recorded table is kept for the next start.
-func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
+// The load may wait for another device instead (see restoreTables).
+func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device, waitFor func(error) string) (wait string, _ error) {
 	lost := lostOnRestart(rec.Live)
 	if lost == "" {
 		lost = d.headerLost(rec.Live)
@@ -175,12 +254,15 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
 	var err error
 	if lost == "" {
 		if err = dev.Load(rec.Live); err == nil {
-			return dev.Resume()
+			return "", dev.Resume()
+		}
+		if w := waitFor(err); w != "" {
+			return w, nil
 		}
 	}
 	size, perr := tableSize(rec.Live)
 	if perr != nil {
-		return fmt.Errorf("recorded table is unreadable (%v) and did not load: %w", perr, err)
+		return "", fmt.Errorf("recorded table is unreadable (%v) and did not load: %w", perr, err)
 	}
 	d.notes.update(rec.Name, func(n *note) {
 		n.keptLive = rec.Live
@@ -191,9 +273,9 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device) error {
 	})
 	d.log.Error("table did not load; serving an error table instead", "device", rec.Name, "sectors", size, "err", err, "lost", lost)
 	if err := dev.Load(fmt.Sprintf("0 %d error", size)); err != nil {
-		return err
+		return "", err
 	}
-	return dev.Resume()
+	return "", dev.Resume()
 }
 
 // headerLost says why a recorded table must not be loaded again: a

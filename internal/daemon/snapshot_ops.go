@@ -27,9 +27,6 @@ func (d *Daemon) lockLayout(l originLayout, names ...string) (unlock func()) {
 // createDevice creates name with a table (loaded and resumed) as a state
 // transition.
 func (d *Daemon) createDevice(name, table string, readOnly bool) (*dm.Device, error) {
-	if err := d.checkRefs(name, table); err != nil {
-		return nil, err
-	}
 	var dev *dm.Device
 	create := func() (err error) {
 		dev, err = d.mgr.Create(name, dm.CreateOptions{Table: table, ReadOnly: readOnly})

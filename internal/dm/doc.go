@@ -49,6 +49,12 @@
 // while it holds its own. Device.Memory only tries the read lock, so a
 // cut of a stacked device never waits for a suspended one below it.
 //
+// The Manager's stackMu is held by Load from the check of the new
+// table's stacking (no loop) until the table is in place, before the
+// device's ctl; while it is held, the check takes the ctl of the devices
+// below, one at a time. Stacked devices take ctl top-down too: a table
+// closing releases its open of the device below under the upper ctl.
+//
 // The OnRemove subscribers run after a removal, with neither the
 // removed device's locks nor the Manager's mu held, but possibly with
 // the ctl lock of a device stacked over it (its table let go of the
@@ -57,6 +63,20 @@
 // Device.Removed reads a flag without a lock, for their layers to check
 // under their own locks, so that no state is made for a device that has
 // gone.
+//
+// # Stacking
+//
+// A table line may name another device of the same Manager as its
+// backing device: /dev/mapper/NAME, or /dev/dm-N by its Number (stack.go).
+// The constructor's OpenDevice opens it through Manager.Open, as the
+// kernel's dm_get_device does: the line holds the device itself (its
+// identity), which counts the open with a HolderTable until the table is
+// closed, so a rename carries the table along and `table` prints the new
+// name. Which devices stack on which is what the tables opened, never
+// what their text says: Below (dmsetup deps), Above (the holders), Over
+// and StackOrder. A load that would make a device sit under itself is
+// refused; a line over a device that is missing or has no live table
+// fails with a StackError saying which.
 //
 // # When the guards run
 //

@@ -203,7 +203,7 @@ func TestStack_renameKeepsIdentity(t *testing.T) {
 	if low.Number() != num {
 		t.Fatalf("rename changed the device number %d to %d", num, low.Number())
 	}
-	if got, _ := top.Table(false); got != "0 2048 fake /dev/mapper/base 0\n" {
+	if got, _ := top.Table(dm.Live); got != "0 2048 fake /dev/mapper/base 0\n" {
 		t.Fatalf("top's table after the rename: %q", got)
 	}
 	data := []byte("by identity")
