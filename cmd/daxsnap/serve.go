@@ -12,7 +12,7 @@ import (
 )
 
 func (a *app) serveCmd() *cobra.Command {
-	var nbdAddr, tlsCreds, tlsAuthz, fuseDir, logFormat, logLevel string
+	var nbdAddr, tlsCreds, tlsAuthz, fuseDir, cowDir, logFormat, logLevel string
 	var noNBDUnix, nbdInsecure, recoverState bool
 	var autoThreshold, autoPercent int
 	var shutdownTimeout time.Duration
@@ -46,10 +46,15 @@ func (a *app) serveCmd() *cobra.Command {
 			if shutdownTimeout < 0 {
 				return fmt.Errorf("serve: --shutdown-timeout %v: give a positive duration (0 waits for the users)", shutdownTimeout)
 			}
+			if cowDir != "" {
+				if cowDir, err = filepath.Abs(cowDir); err != nil {
+					return fmt.Errorf("serve: --cow-dir: %w", err)
+				}
+			}
 			if !cmd.Flags().Changed("fuse") {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
-			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), NBDAddr: nbdAddr,
+			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), COWDir: cowDir, NBDAddr: nbdAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
 				AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent, ShutdownTimeout: shutdownTimeout})
@@ -62,6 +67,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&nbdInsecure, "nbd-insecure", false, "allow NBD on plain TCP, on a loopback address only: clients are anonymous and get only what each device's other permission bits allow")
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on RUNTIME-DIR/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
+	f.StringVar(&cowDir, "cow-dir", "", "directory for the COW files of snapshots taken without --cow, and their lost+found (default STATE/cow, STATE/lost+found); one daemon per directory; docs/decisions.md says when tmpfs pays")
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
 	f.IntVar(&autoThreshold, "autoextend-threshold", 100, "grow a snapshot's COW file when it is this percent full (50 to 99; 100 for never), unless the snapshot has its own (lvm.conf's snapshot_autoextend_threshold)")
 	f.IntVar(&autoPercent, "autoextend-percent", 20, "grow it by this percent of its size (lvm.conf's snapshot_autoextend_percent)")

@@ -36,7 +36,8 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 		Long: "Take a snapshot of ORIGIN: its table moves to ORIGIN-real, NAME becomes\n" +
 			"`snapshot /dev/mapper/ORIGIN-real COW P CHUNK` and ORIGIN becomes\n" +
 			"`snapshot-origin /dev/mapper/ORIGIN-real`, all while ORIGIN is suspended.\n" +
-			"A DAX origin stays DAX. Without --cow the daemon creates STATE/cow/NAME.cow\n" +
+			"A DAX origin stays DAX. Without --cow the daemon creates NAME.cow in serve's --cow-dir\n" +
+			"(default STATE/cow)\n" +
 			"(10% of the origin, at least 8 MiB, at most a full copy) and deletes it with the snapshot.\n" +
 			"With --autoextend-threshold P the COW file grows by --autoextend-percent of its size\n" +
 			"whenever it is P percent full, as LVM's snapshot_autoextend_threshold does; writes that\n" +

@@ -28,6 +28,11 @@ const (
 // DefaultStateDir(), no TCP export, NBD on <state>/nbd.sock, no FUSE mount.
 type Config struct {
 	StateDir string // default DefaultStateDir()
+	// COWDir is where the daemon creates the COW files of snapshots made
+	// without --cow (serve --cow-dir), with its lost+found; default
+	// <state>/cow and <state>/lost+found. One daemon per directory: it
+	// moves files there that no snapshot of its own uses to lost+found.
+	COWDir string
 	// RuntimeDir holds the sockets (control, NBD, DAX sessions); default
 	// StateDir. The systemd unit puts them in /run/daxsnap.
 	RuntimeDir string

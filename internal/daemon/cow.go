@@ -245,7 +245,14 @@ func (d *Daemon) tidyCOWDir(leftovers map[string]bool) {
 // in the state directory.
 const LostFoundDir = "lost+found"
 
-func (d *Daemon) lostDir() string { return filepath.Join(d.cfg.StateDir, LostFoundDir) }
+func (d *Daemon) lostDir() string {
+	if d.cfg.COWDir != "" {
+		// On the COW files' file system, so that moving one in and out
+		// is a rename.
+		return filepath.Join(d.cfg.COWDir, LostFoundDir)
+	}
+	return filepath.Join(d.cfg.StateDir, LostFoundDir)
+}
 
 // quarantine moves path into lost+found under a name no file there has.
 func (d *Daemon) quarantine(path string) (string, error) {

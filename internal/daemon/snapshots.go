@@ -206,8 +206,14 @@ func (d *Daemon) mergingSnapshot(l originLayout, m mergeView) (snapView, bool) {
 	return snapView{}, false
 }
 
-// cowDir is where the daemon creates COW files.
-func (d *Daemon) cowDir() string { return filepath.Join(d.cfg.StateDir, COWSubdir) }
+// cowDir is where the daemon creates COW files: Config.COWDir, or
+// <state>/cow.
+func (d *Daemon) cowDir() string {
+	if d.cfg.COWDir != "" {
+		return d.cfg.COWDir
+	}
+	return filepath.Join(d.cfg.StateDir, COWSubdir)
+}
 
 // ownsCOW reports whether path is a COW file the daemon created.
 func (d *Daemon) ownsCOW(path string) bool {
