@@ -7,7 +7,9 @@
 #              every first write to a chunk copies it into the COW and
 #              commits the exception before it proceeds. Row daxsnap-snap
 #              writes the snapshot device instead (a first write remaps the
-#              chunk into the COW).
+#              chunk into the COW). Row daxsnap-diskcow is daxsnap with the
+#              COW file on disk (DISKDIR) instead, the placement question of
+#              docs/decisions.md ("COW files go where the origin's data is").
 #   nbdkit     nbdkit --filter=cow file base.raw (overlay in tmpfs)
 #   qemu-nbd   qemu-nbd on overlay.qcow2 (qemu-img create -f qcow2 -b base.raw)
 # Each workload writes every block of the export once (fio's random map),
@@ -26,7 +28,8 @@
 #   NSNAPS   snapshot counts ["1 4 16"]
 #   CHUNK    COW block size [4k]            IODEPTH  fio iodepth [16]
 #   WORKLOADS rw:bs list ["randwrite:4k write:1M"]
-#   SERVERS  ["daxsnap daxsnap-snap nbdkit qemu-nbd"]
+#   SERVERS  ["daxsnap daxsnap-snap daxsnap-diskcow nbdkit qemu-nbd"]
+#   DISKDIR  a directory on disk for daxsnap-diskcow's COW [/var/tmp]
 #   ROUNDS   rounds, servers interleaved in each; medians shown [3]
 # Needs: go, fio with the nbd engine, nbdkit, qemu-nbd, qemu-img, python3
 # (apt-get install fio nbdkit qemu-utils python3), and room in /dev/shm for
@@ -41,7 +44,8 @@ NSNAPS=${NSNAPS:-"1 4 16"}
 CHUNK=${CHUNK:-4k}
 IODEPTH=${IODEPTH:-16}
 WORKLOADS=${WORKLOADS:-"randwrite:4k write:1M"}
-SERVERS=${SERVERS:-"daxsnap daxsnap-snap nbdkit qemu-nbd"}
+SERVERS=${SERVERS:-"daxsnap daxsnap-snap daxsnap-diskcow nbdkit qemu-nbd"}
+DISKDIR=${DISKDIR:-/var/tmp}
 ROUNDS=${ROUNDS:-3}
 
 for tool in go fio nbdkit qemu-nbd qemu-img python3; do
@@ -93,13 +97,18 @@ start_daxsnap() {
 # starts servers whose pids the cleanup needs).
 prepare() {
 	case $1 in
-	daxsnap | daxsnap-snap)
+	daxsnap | daxsnap-snap | daxsnap-diskcow)
 		dx snapshot remove s >/dev/null 2>&1 || true
 		dx remove vol >/dev/null 2>&1 || true
-		rm -f "$shm/vol.raw"
+		rm -f "$shm/vol.raw" "$diskcow"
 		cp "$shm/base.raw" "$shm/vol.raw"
 		dx create vol --table "0 $((size_b / 512)) linear $shm/vol.raw 0"
-		dx snapshot create vol s --chunk "$CHUNK" --cow-size $((size_b + size_b / 64 + 4 * chunk_b)) >/dev/null
+		local cow=(--cow-size $((size_b + size_b / 64 + 4 * chunk_b)))
+		if [ "$1" = daxsnap-diskcow ]; then
+			truncate -s $((size_b + size_b / 64 + 4 * chunk_b)) "$diskcow"
+			cow=(--cow "$diskcow")
+		fi
+		dx snapshot create vol s --chunk "$CHUNK" "${cow[@]}" >/dev/null
 		local dev=vol
 		[ "$1" = daxsnap-snap ] && dev=s
 		URI="nbd+unix:///$dev?socket=$shm/state/nbd.sock"
@@ -126,6 +135,13 @@ prepare() {
 	esac
 }
 
+case " $SERVERS " in *" daxsnap-diskcow "*)
+	[ "$(stat -f -c %T "$DISKDIR")" != tmpfs ] || die "DISKDIR=$DISKDIR is tmpfs: give a directory on disk for daxsnap-diskcow"
+	diskdir=$(mktemp -d "$DISKDIR/cowbench.XXXXXX")
+	trap 'bench_cleanup; rm -rf "$diskdir"' EXIT
+	;;
+esac
+diskcow=${diskdir:-/nonexistent}/s.cow
 start_daxsnap
 echo
 echo "First writes after a snapshot: $SIZE written once per workload, COW block $CHUNK, iodepth $IODEPTH, median of $ROUNDS round(s)"
@@ -151,7 +167,7 @@ for (wl, srv), (i, m) in med.items():
     print("%-12s %-14s %10.0f %10.1f" % (wl, srv, i, m))
 print("\nRatios (daxsnap origin / peer; > 1 means daxsnap is faster):")
 for (wl, srv), (i, _) in med.items():
-    if srv in ("nbdkit", "qemu-nbd") and (wl, "daxsnap") in med:
+    if srv in ("nbdkit", "qemu-nbd", "daxsnap-diskcow") and (wl, "daxsnap") in med:
         print("  %-12s vs %-9s %.2f" % (wl, srv, med[(wl, "daxsnap")][0] / i))
 PY
 
