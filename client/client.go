@@ -17,6 +17,10 @@
 // MapOptions.OnRecall; without it the mapping refuses recalls, and the
 // change is refused.
 //
+// A request the daemon refuses returns an *Error, which errors.Is
+// matches with the value of its reason: ErrBusy, ErrNotFound,
+// ErrPermission, ErrNoSpace and the other Err values.
+//
 // A mapping is one contiguous []byte even when the volume is striped or
 // made of several lines. It is not inherited by forked children
 // (MADV_DONTFORK): a child touching it gets SIGSEGV. Do not madvise
