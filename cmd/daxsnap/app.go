@@ -135,9 +135,12 @@ func oneLine(s string) string {
 
 func (a *app) root() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "daxsnap",
-		Short:         "A user-space device mapper whose snapshots keep DAX volumes DAX-capable",
-		Long:          "daxsnap runs a daemon (`daxsnap serve`) that owns memory regions and mapped devices,\nand a dmsetup-like client to drive it. Try `daxsnap demo`.",
+		Use:   "daxsnap",
+		Short: "A user-space device mapper whose snapshots keep DAX volumes DAX-capable",
+		Long: "daxsnap runs a daemon (`daxsnap serve`) that owns memory regions and mapped devices,\nand a dmsetup-like client to drive it. Try `daxsnap demo`.\n\n" +
+			"A verb that fails exits 1 with one line on stderr saying what failed and what to do;\n" +
+			"with --json that line is {\"error\": MESSAGE, \"code\": CODE}, CODE being the daemon's\n" +
+			"(not_found, busy, exists, invalid_table, ...) or unreachable, invalid_argument, failed.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
