@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 
@@ -152,4 +153,36 @@ func TestRename_snapshotNameReused(t *testing.T) {
 	if got, _ := e.c.Snapshot("old"); got.COW != first.COW || got.Origin != "vol" {
 		t.Fatalf("old after restart: %+v, want COW %s of vol", got, first.COW)
 	}
+}
+
+// Ensure that renaming a device that the kept table of a degraded device
+// names (a table that did not load at start, kept for the next one)
+// rewrites that record too, so the table loads over the renamed device at
+// the next start.
+func TestRename_deviceUnderKeptTable(t *testing.T) {
+	e := newEnv(t)
+	path := e.region("r", mib)
+	e.create("low", "0 8 zero")
+	e.create("top", "0 8 linear /dev/mapper/low 0\n8 8 "+strings.TrimPrefix(linear(path, 8), "0 8 "))
+	e.stop()
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	if in := e.info("top"); !strings.Contains(in.Note, "did not load") {
+		t.Fatalf("top without its region file: %+v, want it degraded", in)
+	}
+	if _, err := e.c.Rename("low", wire.Rename{NewName: "low2"}); err != nil {
+		t.Fatalf("rename low low2 under top's kept table: %v", err)
+	}
+	e.stop()
+	if err := os.Rename(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	want := "0 8 linear /dev/mapper/low2 0\n8 8 " + strings.TrimPrefix(linear(path, 8), "0 8 ") + "\n"
+	if got := e.table("top", false); got != want {
+		t.Fatalf("top's table after the rename and a restart: %q (note %q), want %q", got, e.info("top").Note, want)
+	}
+	e.wantDevices("low2", "top")
 }
