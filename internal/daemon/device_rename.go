@@ -119,19 +119,16 @@ func (d *Daemon) exists(name string) bool {
 }
 
 // usersOf lists, sorted, the devices outside plan whose records name a
-// device plan renames: those whose tables opened it (dm holds them by
-// identity, so they print its new name), and those whose kept table (see
-// note.keptLive) names it.
+// device plan renames (see users): dm's tables hold it by identity, so
+// they print its new name, and renameRefs rewrites the kept ones.
 func (d *Daemon) usersOf(plan []rename) []string {
 	renamed := map[string]bool{}
 	for _, r := range plan {
 		renamed[r.from] = true
 	}
-	out := d.notes.keptNaming(plan)
+	var out []string
 	for _, r := range plan {
-		if dev, err := d.mgr.Get(r.from); err == nil {
-			out = append(out, deviceNames(d.mgr.Above(dev))...)
-		}
+		out = append(out, d.users(r.from)...)
 	}
 	out = slices.DeleteFunc(out, func(u string) bool { return renamed[u] })
 	slices.Sort(out)

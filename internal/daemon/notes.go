@@ -75,7 +75,10 @@ func (n *notes) drop(name string) {
 // renameRefs rewrites the kept tables that name a renamed device, as dm's
 // tables, which hold the device itself, now print it.
 func (n *notes) renameRefs(plan []rename) {
-	paths := renamedPaths(plan)
+	paths := map[string]string{}
+	for _, r := range plan {
+		paths[MapperPrefix+r.from] = MapperPrefix + r.to
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for name, v := range n.m {
@@ -86,10 +89,11 @@ func (n *notes) renameRefs(plan []rename) {
 	}
 }
 
-// keptNaming lists the devices whose kept table names a device plan
-// renames: renameRefs changes them.
-func (n *notes) keptNaming(plan []rename) []string {
-	paths := renamedPaths(plan)
+// keptNaming lists the devices whose kept table names device dev
+// (/dev/mapper/DEV as a field): no table of dm holds it, but the kept
+// table will at the next start.
+func (n *notes) keptNaming(dev string) []string {
+	paths := map[string]string{MapperPrefix + dev: ""}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []string
@@ -99,14 +103,6 @@ func (n *notes) keptNaming(plan []rename) []string {
 		}
 	}
 	return out
-}
-
-func renamedPaths(plan []rename) map[string]string {
-	paths := map[string]string{}
-	for _, r := range plan {
-		paths[MapperPrefix+r.from] = MapperPrefix + r.to
-	}
-	return paths
 }
 
 // replaceFields replaces every blank-separated field of text found in

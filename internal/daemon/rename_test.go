@@ -155,9 +155,10 @@ func TestRename_snapshotNameReused(t *testing.T) {
 	}
 }
 
-// Ensure that renaming a device that the kept table of a degraded device
-// names (a table that did not load at start, kept for the next one)
-// rewrites that record too, so the table loads over the renamed device at
+// Ensure that the kept table of a degraded device (a table that did not
+// load at start, kept for the next one) holds the devices it names as a
+// loaded table does: they are not removed from under it, and renaming one
+// rewrites the record too, so the table loads over the renamed device at
 // the next start.
 func TestRename_deviceUnderKeptTable(t *testing.T) {
 	e := newEnv(t)
@@ -172,6 +173,8 @@ func TestRename_deviceUnderKeptTable(t *testing.T) {
 	if in := e.info("top"); !strings.Contains(in.Note, "did not load") {
 		t.Fatalf("top without its region file: %+v, want it degraded", in)
 	}
+	err := e.c.Remove("low", wire.Remove{})
+	wantCode(t, err, wire.CodeBusy, "the tables of top map /dev/mapper/low")
 	if _, err := e.c.Rename("low", wire.Rename{NewName: "low2"}); err != nil {
 		t.Fatalf("rename low low2 under top's kept table: %v", err)
 	}

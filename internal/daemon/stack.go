@@ -1,20 +1,25 @@
 package daemon
 
 import (
+	"slices"
+
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
 // MapperPrefix is how a table names another mapped device.
 const MapperPrefix = dm.MapperPrefix
 
-// users lists, sorted, the devices whose tables map name (dm's holders of
-// it: the tables that opened it).
+// users lists, sorted, the devices whose tables map name: those whose
+// tables opened it (dm's holders of it), and those serving an `error`
+// table in place of a recorded table that names it (see note.keptLive),
+// which will open it at the next start.
 func (d *Daemon) users(name string) []string {
-	dev, err := d.mgr.Get(name)
-	if err != nil {
-		return nil
+	out := d.notes.keptNaming(name)
+	if dev, err := d.mgr.Get(name); err == nil {
+		out = append(out, deviceNames(d.mgr.Above(dev))...)
 	}
-	return deviceNames(d.mgr.Above(dev))
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func deviceNames(devs []*dm.Device) []string {
