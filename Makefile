@@ -21,7 +21,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 LDFLAGS = $(if $(VERSION),-X main.version=$(VERSION))
 
-.PHONY: test vet fmt-check build install bench $(BIN)
+.PHONY: test vet fmt-check build install bench
 test: vet fmt-check
 	$(GO) test -race -count=1 -timeout 25m ./...
 
@@ -32,12 +32,13 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-build: $(BIN)
-
-$(BIN):
+build:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/daxsnap
 
-install: $(BIN)
+# Installs what `make build` made (building it if there is none), so that
+# `make build && sudo make install` needs no Go in root's PATH.
+install:
+	[ -x "$(BIN)" ] || $(MAKE) build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/daxsnap
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
