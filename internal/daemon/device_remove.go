@@ -54,9 +54,9 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 // wiped reports whether dev's live table is the `error` table a forced
 // removal loads.
 func (d *Daemon) wiped(dev *dm.Device) bool {
-	table, err := dev.Table(dm.Live)
-	f := strings.Fields(table)
-	return err == nil && !strings.Contains(strings.TrimSpace(table), "\n") && len(f) == 3 && f[2] == "error"
+	var types []string
+	dev.LiveTargets(func(l dm.TableLine, _ dm.Target) { types = append(types, l.Type) })
+	return len(types) == 1 && types[0] == "error"
 }
 
 // usedHint says how to remove a device the tables of users map: for

@@ -14,6 +14,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/backing/backingtest"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/target/all"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 )
 
 const (
@@ -218,9 +219,7 @@ func waitMerged(t testing.TB, d *dm.Device) string {
 	defer cancel()
 	for {
 		s := status(t, d)
-		var start, length, alloc, total, meta int64
-		var typ string
-		if _, err := fmt.Sscanf(s, "%d %d %s %d/%d %d", &start, &length, &typ, &alloc, &total, &meta); err == nil && alloc == meta {
+		if u, ok := snapshot.UsageOf(d); ok && u.State == snapshot.Valid && u.Allocated == u.Metadata {
 			return s
 		}
 		if strings.HasSuffix(s, "Merge failed") || strings.HasSuffix(s, "Invalid") {
