@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 )
 
@@ -26,6 +27,9 @@ func (o Op) String() string {
 	}
 	return o.Verb + " " + o.Arg
 }
+
+// LogValue logs the operation as its text, in text and JSON logs alike.
+func (o Op) LogValue() slog.Value { return slog.StringValue(o.String()) }
 
 // UnmarshalJSON reads an Op object, or the plain string earlier versions
 // recorded ("create", "snapshot-create NAME"), whose first word is the
