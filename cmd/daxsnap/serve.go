@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/spf13/cobra"
 )
 
@@ -57,7 +58,7 @@ func (a *app) serveCmd() *cobra.Command {
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), COWDir: cowDir, NBDAddr: nbdAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
-				AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent, ShutdownTimeout: shutdownTimeout})
+				Snapshots: snapshots.Config{AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent}, ShutdownTimeout: shutdownTimeout})
 		},
 	}
 	f := cmd.Flags()

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -388,7 +388,7 @@ func (a *app) cowCmd() *cobra.Command {
 			"goes to stderr.",
 		Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := daemon.InspectCOW(args[0])
+			r, err := snapshots.InspectCOW(args[0])
 			if r == nil {
 				return err
 			}
@@ -397,7 +397,7 @@ func (a *app) cowCmd() *cobra.Command {
 			}
 			if asJSON {
 				// The report names its problem; the error goes to stderr too.
-				if jerr := a.printJSON(daemon.COWReportWire(r)); jerr != nil {
+				if jerr := a.printJSON(snapshots.COWReportWire(r)); jerr != nil {
 					return jerr
 				}
 				return err

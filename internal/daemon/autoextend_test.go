@@ -95,7 +95,7 @@ func TestAutoextend_withoutItTheWorkloadInvalidates(t *testing.T) {
 func TestAutoextend_daemonDefault(t *testing.T) {
 	e := newEnv(t)
 	e.stop()
-	e.cfg.AutoextendThreshold, e.cfg.AutoextendPercent = 60, 100
+	e.cfg.Snapshots.AutoextendThreshold, e.cfg.Snapshots.AutoextendPercent = 60, 100
 	e.start()
 	e.fileVol("vol", 16*mib)
 	s := e.snap("vol", "dflt", withCOWSize(mib))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 )
 
 // Defaults.
@@ -65,16 +66,9 @@ type Config struct {
 	// RecallTimeout is how long client processes get to give back DAX
 	// mappings a table change moves (default 5s).
 	RecallTimeout time.Duration
-	// AutoextendThreshold and AutoextendPercent are every snapshot's
-	// autoextend policy unless its own says otherwise (serve
-	// --autoextend-threshold, lvm.conf's snapshot_autoextend_threshold):
-	// 0 or 100 is off; otherwise 50 to 99, and Percent defaults to 20.
-	AutoextendThreshold int
-	AutoextendPercent   int
-	// FailStep, if set (tests), is asked before each step of the snapshot
-	// verbs ("create-real", "load-origin", "start-merge", ...): an error
-	// fails that step, as a crash or an I/O error there would.
-	FailStep func(step string) error
+	// Snapshots is the snapshot manager's autoextend policy and test
+	// knobs (FailStep); its directories and logger are the daemon's.
+	Snapshots snapshots.Config
 	// ShutdownTimeout, if not 0, is how long a stop waits for the users
 	// of the devices (loop devices, NBD clients, DAX mappings) to let go
 	// before it forces them off (ServeUntilSignal). 0 waits until they do,

@@ -16,6 +16,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/session"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/target/all"
 )
@@ -37,12 +38,8 @@ type Daemon struct {
 	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
 	// a certificate's CN names the user (nbdauth.go).
 	tlsAuthz map[string]string
-	merges   *mergeJobs // background jobs finishing snapshot merges
+	snaps    *snapshots.Manager // the snapshot verbs, merge jobs and autoextend
 	metrics  *ioMetrics
-	// autoext watches snapshots' COW usage and extends them (autoextend.go);
-	// defaultAutoextend is the policy of snapshots without their own.
-	autoext           *autoextenders
-	defaultAutoextend autoPolicy
 
 	api       *api.Server
 	exports   *exportServer
@@ -65,14 +62,7 @@ type Daemon struct {
 // Start brings a daemon up: state, devices, control socket, exports.
 func Start(cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
-	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4), merges: newMergeJobs(), autoext: newAutoextenders()}
-	if cfg.AutoextendThreshold != 100 {
-		p, err := checkAutoextend("serve", cfg.AutoextendThreshold, cfg.AutoextendPercent)
-		if err != nil {
-			return nil, err
-		}
-		d.defaultAutoextend = p
-	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, errs: make(chan error, 4)}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w: give --state a writable directory", cfg.StateDir, err)
 	}
@@ -90,21 +80,24 @@ func Start(cfg Config) (*Daemon, error) {
 	d.pool = dm.NewDevicePool(d.open)
 	d.mgr = dm.NewManager(d.reg, d.pool)
 	d.mgr.OnRemove(d.removed)
-	d.metrics = newIOMetrics(d.mgr)
+	snapCfg := cfg.Snapshots
+	snapCfg.Dir, snapCfg.COWDir, snapCfg.Logger = cfg.StateDir, cfg.COWDir, cfg.Logger
+	if d.snaps, err = snapshots.New(snapCfg, d.mgr, store, snapshotHost{d}); err != nil {
+		return nil, errors.Join(err, store.Close())
+	}
+	d.metrics = newIOMetrics(d.mgr, d.snaps.Metrics()...)
 	if err := d.restore(); err != nil {
-		d.merges.stop()
+		d.snaps.Stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
-	d.armAllAutoextend()
+	d.snaps.ArmAutoextend()
 	if err := d.listen(); err != nil {
-		d.merges.stop()
-		d.autoext.stop()
+		d.snaps.Stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
-	d.merges.wg.Add(1)
-	go d.watchDeferredMerges()
+	d.snaps.WatchDeferredMerges()
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
-		"devices", len(d.mgr.List()), "nbd", addrStrings(d.exports.addrs()), "fuse", d.FUSEDir(), "lost+found", len(d.LostCOWs()))
+		"devices", len(d.mgr.List()), "nbd", addrStrings(d.exports.addrs()), "fuse", d.FUSEDir(), "lost+found", len(d.snaps.LostCOWs()))
 	return d, nil
 }
 
@@ -169,8 +162,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 			d.log.Error("shutting down: this user loses its device", "device", u.device, "user", u.who)
 		}
 	}
-	d.merges.stop() // merges resume at the next start
-	d.autoext.stop()
+	d.snaps.Stop() // merges resume at the next start
 	var errs []error
 	apiCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -18,7 +19,7 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 	if err != nil {
 		return err
 	}
-	if err := d.guardOfflineMerge("remove", name); err != nil {
+	if err := d.snaps.GuardOfflineMerge("remove", name); err != nil {
 		return err
 	}
 	if users := d.users(name); len(users) > 0 && !req.Deferred && !req.Force {
@@ -62,12 +63,8 @@ func (d *Daemon) wiped(dev *dm.Device) bool {
 // usedHint says how to remove a device the tables of users map: for
 // ORIGIN-real, through the snapshot verbs.
 func (d *Daemon) usedHint(name string, users []string) string {
-	if origin, ok := strings.CutSuffix(name, realSuffix); ok && origin != "" {
-		var snaps []string
-		for _, s := range d.snapshotsOf(layoutOf(origin)) {
-			snaps = append(snaps, s.name)
-		}
-		if len(snaps) > 0 {
+	if origin, ok := strings.CutSuffix(name, snapshots.RealSuffix); ok && origin != "" {
+		if snaps := d.snaps.SnapshotsOf(origin); len(snaps) > 0 {
 			return fmt.Sprintf("it holds the data of origin %s under its snapshots %s: remove the snapshots with `daxsnap snapshot remove` (after the last one, %s gets its table back and %s goes)",
 				origin, strings.Join(snaps, ", "), origin, name)
 		}
@@ -77,7 +74,7 @@ func (d *Daemon) usedHint(name string, users []string) string {
 
 func (d *Daemon) forget(dev *dm.Device) {
 	d.owners.forget(dev)
-	d.autoext.forget(dev)
+	d.snaps.Forget(dev)
 	d.metrics.forget(dev.Name())
 	d.notes.drop(dev.Name())
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -77,7 +78,7 @@ func (d *Daemon) renamePlan(name, to string) ([]rename, error) {
 	if to == name {
 		return nil, errorf(dm.ErrInvalidArgument, "rename %s: the new name is the old one: give another", name)
 	}
-	for _, suffix := range []string{realSuffix, mergeSuffix} {
+	for _, suffix := range []string{snapshots.RealSuffix, snapshots.MergeSuffix} {
 		if origin, ok := strings.CutSuffix(name, suffix); ok && origin != "" && d.exists(origin) {
 			return nil, errorf(dm.ErrInvalidArgument, "rename %s: it belongs to the snapshot layout of origin %s: rename %s, which renames %s with it",
 				name, origin, origin, name)
@@ -88,18 +89,14 @@ func (d *Daemon) renamePlan(name, to string) ([]rename, error) {
 		}
 	}
 	plan := []rename{{name, to}}
-	from, into := layoutOf(name), layoutOf(to)
-	for _, p := range []rename{{from.real, into.real}, {from.merge, into.merge}} {
-		if d.exists(p.from) {
+	for _, suffix := range []string{snapshots.RealSuffix, snapshots.MergeSuffix} {
+		if p := (rename{name + suffix, to + suffix}); d.exists(p.from) {
 			plan = append(plan, p)
 		}
 	}
 	if len(plan) > 1 {
-		if j := d.merges.get(name); j != nil && j.running() {
-			return nil, errorf(dm.ErrBusy, "rename %s: a snapshot merge into it is running: wait for it to finish (`daxsnap snapshot list` shows its progress), then rename", name)
-		}
-		if _, ok := d.mergeOf(from); ok {
-			return nil, errorf(dm.ErrBusy, "rename %s: a snapshot merge into it is in progress: wait for it to finish (`daxsnap snapshot list` shows its progress), then rename", name)
+		if err := d.snaps.CheckRename(name); err != nil {
+			return nil, err
 		}
 	}
 	for _, p := range plan {

@@ -72,7 +72,7 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	if err := d.store.DeviceTransition(req.Name, state.Op{Verb: "create"}, create, outcome); err != nil {
 		return wire.Info{}, err
 	}
-	d.forgetMerge(req.Name)
+	d.snaps.ForgetMerge(req.Name)
 	d.log.Info("device created", "device", req.Name, "table", req.Table != "", "owner", owner.String())
 	return d.info(dev), nil
 }
@@ -120,7 +120,7 @@ func (d *Daemon) Suspend(name string, req wire.Suspend) error {
 // Resume swaps in the inactive table, if any, and lets I/O flow.
 func (d *Daemon) Resume(name string) error {
 	return d.mutate("resume", name, func(dev *dm.Device) error {
-		if err := d.guardOfflineMerge("resume", name); err != nil {
+		if err := d.snaps.GuardOfflineMerge("resume", name); err != nil {
 			return err
 		}
 		swap := dev.Info().InactiveTable

@@ -13,12 +13,11 @@
 // state): the record says what is in flight, the dm operation runs, and
 // the record is rewritten from what the device really is afterwards.
 //
-// The snapshot verbs (snapshots.go and snapshot_*.go) wrap the snapshot
-// targets as LVM wraps dm-snapshot: ORIGIN-real takes the origin's table,
-// the origin becomes snapshot-origin over it, each snapshot is a device of
-// its own. They keep no records beyond the device tables; the op in flight
-// is recorded on the origin's record, and a start settles what a stop cut
-// short (snapshot_restore.go). docs/snapshot.md describes them.
+// The snapshot verbs are package snapshots', which the daemon hands what
+// it needs through snapshots.Host (snapshots.go): device transitions and
+// records, name locks, device users, the recall of DAX mappings and its
+// notes. At start the daemon restores the devices, then has the manager
+// settle the snapshot verbs a stop cut short.
 //
 // Locking: a per-name lock serialises operations on one device (and
 // orders their records); graphMu serialises the loads, which may stack a

@@ -48,7 +48,7 @@ func newEnvWith(t testing.TB, cfg func(*daemon.Config)) *env {
 	t.Helper()
 	logs := &testutil.LogBuffer{}
 	e := &env{t: t, logs: logs, cfg: testConfig(t, logs)}
-	e.cfg.FailStep = func(step string) error {
+	e.cfg.Snapshots.FailStep = func(step string) error {
 		if fn := e.failStep.Load(); fn != nil {
 			return (*fn)(step)
 		}

@@ -32,6 +32,12 @@ const userDAX = "dax"
 
 func (u devUser) String() string { return u.who }
 
+// devUsers are users as the snapshot manager takes them (snapshots.Users).
+type devUsers []devUser
+
+func (u devUsers) Len() int       { return len(u) }
+func (u devUsers) String() string { return describeUsers(u) }
+
 // describeUsers joins users for a message: who, and how each lets go.
 func describeUsers(users []devUser) string {
 	var who, fix []string

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"math/rand/v2"
 	"os"
@@ -120,7 +121,7 @@ func TestSnapshot_lostStateAdopt(t *testing.T) {
 			}
 			e.start()
 			e.wantDevices()
-			lost := filepath.Join(e.cfg.StateDir, daemon.LostFoundDir, filepath.Base(cow))
+			lost := filepath.Join(e.cfg.StateDir, snapshots.LostFoundDir, filepath.Base(cow))
 			if _, err := os.Stat(lost); err != nil {
 				t.Fatalf("the COW of s1 is not in lost+found: %v (cow dir: %v)", err, e.cowFiles())
 			}

@@ -20,15 +20,15 @@ type ioMetrics struct {
 	bytes   *prometheus.CounterVec
 	errs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
-	// Snapshot COWs reaching their autoextend threshold, and the
-	// extensions that followed.
-	cowThreshold, cowAutoextends *prometheus.CounterVec
+	// byDevice are other series by device (the snapshot manager's),
+	// dropped with the device's.
+	byDevice []*prometheus.CounterVec
 }
 
 // Operations, as label values.
 var ioOps = []string{"read", "write", "flush", "discard", "write_zeroes"}
 
-func newIOMetrics(mgr *dm.Manager) *ioMetrics {
+func newIOMetrics(mgr *dm.Manager, byDevice ...*prometheus.CounterVec) *ioMetrics {
 	labels := []string{"device", "op"}
 	m := &ioMetrics{
 		reg: prometheus.NewRegistry(),
@@ -42,12 +42,12 @@ func newIOMetrics(mgr *dm.Manager) *ioMetrics {
 			Name: "io_duration_seconds", Help: "Block I/O latency, by device and operation.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, labels),
 	}
-	m.cowThreshold = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "daxsnap", Subsystem: "snapshot",
-		Name: "cow_threshold_crossings_total", Help: "Times a snapshot's COW usage reached its autoextend threshold."}, []string{"device"})
-	m.cowAutoextends = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "daxsnap", Subsystem: "snapshot",
-		Name: "cow_autoextends_total", Help: "Times a snapshot's COW file was grown by autoextend."}, []string{"device"})
-	m.reg.MustRegister(m.ops, m.bytes, m.errs, m.latency, m.cowThreshold, m.cowAutoextends, &deviceCollector{mgr: mgr},
+	m.byDevice = byDevice
+	m.reg.MustRegister(m.ops, m.bytes, m.errs, m.latency, &deviceCollector{mgr: mgr},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, c := range byDevice {
+		m.reg.MustRegister(c)
+	}
 	return m
 }
 
@@ -63,8 +63,9 @@ func (m *ioMetrics) forget(name string) {
 	m.bytes.DeletePartialMatch(l)
 	m.errs.DeletePartialMatch(l)
 	m.latency.DeletePartialMatch(l)
-	m.cowThreshold.DeletePartialMatch(l)
-	m.cowAutoextends.DeletePartialMatch(l)
+	for _, c := range m.byDevice {
+		c.DeletePartialMatch(l)
+	}
 }
 
 // opMetrics are one operation's series for one device, looked up once.

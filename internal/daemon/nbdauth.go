@@ -17,6 +17,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 )
 
 // Who may use a device over NBD: the owner and mode rule of DAX maps
@@ -148,7 +149,7 @@ func (d *Daemon) nbdAccess(id nbdIdentity, dev *dm.Device) (readOnly bool, err e
 // of an existing origin: writing it changes the origin under its
 // snapshots, which would then no longer hold what they held.
 func (d *Daemon) bypassesCOW(name string) bool {
-	for _, suffix := range []string{realSuffix, mergeSuffix} {
+	for _, suffix := range []string{snapshots.RealSuffix, snapshots.MergeSuffix} {
 		if origin, ok := strings.CutSuffix(name, suffix); ok && origin != "" {
 			if _, err := d.mgr.Get(origin); err == nil {
 				return true

@@ -70,7 +70,7 @@ func (d *Daemon) forgetRemoved(dev *dm.Device) {
 		return
 	}
 	d.owners.forget(dev)
-	d.autoext.forget(dev)
+	d.snaps.Forget(dev)
 	d.metrics.forget(name)
 	d.notes.drop(name)
 	if err := d.store.DeleteDevice(name); err != nil {

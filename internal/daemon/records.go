@@ -18,7 +18,7 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	in := dev.Info()
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
 		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev)),
-		Autoextend: d.recordAutoextend(dev)}
+		Autoextend: d.snaps.RecordAutoextend(dev)}
 	rec.MergeDeferred = d.notes.get(in.Name).mergeDeferred
 	rec.Live, _ = dev.Table(dm.Live)
 	rec.Inactive, _ = dev.Table(dm.Inactive)

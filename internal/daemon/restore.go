@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 )
 
@@ -28,9 +28,9 @@ func (d *Daemon) restore() error {
 		return err
 	}
 	var keep []state.Device
-	var pending []pendingOp
+	var pending []snapshots.Pending
 	for _, rec := range recs {
-		if p, ok := parseSnapshotOp(rec.Name, rec.Op); ok {
+		if p, ok := snapshots.ParseOp(rec.Name, rec.Op); ok {
 			// The snapshot verbs finish or undo it below, with every
 			// device back; the op stays recorded until they have.
 			pending = append(pending, p)
@@ -41,7 +41,7 @@ func (d *Daemon) restore() error {
 		}
 	}
 	d.restoreDevices(keep)
-	d.recoverSnapshots(pending)
+	d.snaps.Recover(pending)
 	return nil
 }
 
@@ -186,7 +186,7 @@ func (d *Daemon) createRestored(rec state.Device) *dm.Device {
 	}
 	owner, problem := restoredOwner(rec)
 	d.owners.set(dev, owner)
-	d.restoreAutoextend(dev, rec)
+	d.snaps.RestoreAutoextend(dev, rec)
 	if problem != "" {
 		d.notes.update(rec.Name, func(n *note) { n.record = problem })
 		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name,
@@ -216,7 +216,7 @@ func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait s
 	r.liveDone = true
 	if rec.Inactive != "" {
 		err := error(nil)
-		if lost := d.headerLost(rec.Inactive); lost != "" {
+		if lost := d.snaps.HeaderLost(rec.Inactive); lost != "" {
 			err = errors.New(strings.ReplaceAll(lost, "NAME", rec.Name))
 		} else {
 			err = dev.Load(rec.Inactive)
@@ -246,9 +246,9 @@ func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait s
 // recorded table is kept for the next start.
 // The load may wait for another device instead (see restoreTables).
 func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device, waitFor func(error) string) (wait string, _ error) {
-	lost := lostOnRestart(rec.Live)
+	lost := snapshots.LostOnRestart(rec.Live)
 	if lost == "" {
-		lost = d.headerLost(rec.Live)
+		lost = d.snaps.HeaderLost(rec.Live)
 	}
 	lost = strings.ReplaceAll(lost, "NAME", rec.Name)
 	var err error
@@ -276,41 +276,6 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device, waitFor func(erro
 		return "", err
 	}
 	return "", dev.Resume()
-}
-
-// headerLost says why a recorded table must not be loaded again: a
-// persistent snapshot (or snapshot-merge) line whose COW no longer starts
-// with the SnAp magic. A persistent store starts afresh on a zeroed
-// header, so loading the table would rewrite area 0 and present the
-// origin's current data as the snapshot; every recorded table was loaded
-// once, so its COW had a header then. A COW that cannot be read is left
-// to the load to report.
-func (d *Daemon) headerLost(table string) string {
-	lines, err := dm.ParseTable(table)
-	if err != nil {
-		return ""
-	}
-	for _, l := range lines {
-		if (l.Type != "snapshot" && l.Type != "snapshot-merge") || len(l.Args) < 3 {
-			continue
-		}
-		if store := strings.ToUpper(l.Args[2]); store != "P" && store != "PO" {
-			continue
-		}
-		head, _, err := d.cowHead(l.Args[1])
-		if err != nil || len(head) < 4 {
-			continue
-		}
-		if magic := binary.LittleEndian.Uint32(head); magic != snapMagic {
-			way := "remove it: `daxsnap snapshot remove NAME` (or `daxsnap remove NAME`)"
-			if l.Type == "snapshot-merge" {
-				way = "its merge cannot go on; load a table without it, or remove the device"
-			}
-			return fmt.Sprintf("Its persistent COW %s no longer starts with a snapshot header (magic %#08x, not %#08x \"SnAp\"), so its exceptions cannot be found. Loading it would start an empty store there and present the origin's current data as the snapshot, so it serves an `error` table instead, and the daemon never re-initializes the COW. If you have a copy of the COW, put it back and restart `daxsnap serve`; otherwise %s.",
-				l.Args[1], magic, uint32(snapMagic), way)
-		}
-	}
-	return ""
 }
 
 // tableSize is the number of sectors a table text maps.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/session"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -97,7 +98,7 @@ func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
 		for _, f := range re.Failed {
 			users = append(users, daxUser(f.Device, f.Offset, f.Length, f.PID, ", not given back"))
 		}
-		return nil, &inUseError{users: users, err: busy}
+		return nil, &snapshots.InUseError{Users: devUsers(users), Err: busy}
 	}
 	return release, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -253,7 +254,7 @@ func (g *crashRig) wantState(it int, want []string) {
 	if !slices.Equal(got, want) {
 		g.t.Fatalf("iteration %d: devices %v, want %v", it, got, want)
 	}
-	entries, _ := os.ReadDir(filepath.Join(g.state, daemon.COWSubdir))
+	entries, _ := os.ReadDir(filepath.Join(g.state, snapshots.COWSubdir))
 	var cows, wantCows []string
 	for _, e := range entries {
 		cows = append(cows, e.Name())

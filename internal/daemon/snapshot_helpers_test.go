@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -102,7 +102,7 @@ func (e *env) wantDevices(want ...string) {
 
 // cowFiles lists the daemon's COW directory.
 func (e *env) cowFiles() []string {
-	entries, _ := os.ReadDir(filepath.Join(e.cfg.StateDir, daemon.COWSubdir))
+	entries, _ := os.ReadDir(filepath.Join(e.cfg.StateDir, snapshots.COWSubdir))
 	var out []string
 	for _, de := range entries {
 		out = append(out, de.Name())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -29,7 +30,7 @@ func TestSnapshot_createWriteRemove(t *testing.T) {
 
 	s := e.snap("vol", "s1")
 	if s.Origin != "vol" || s.Store != "P" || s.ChunkSize != 4096 || !s.COWOwned || s.State != wire.SnapshotActive ||
-		s.COW != filepath.Join(e.cfg.StateDir, daemon.COWSubdir, "s1.cow") || !strings.Contains(s.Note, "10% of the origin") {
+		s.COW != filepath.Join(e.cfg.StateDir, snapshots.COWSubdir, "s1.cow") || !strings.Contains(s.Note, "10% of the origin") {
 		t.Fatalf("created: %+v", s)
 	}
 	e.wantDevices("vol", "vol-real", "s1")

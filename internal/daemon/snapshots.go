@@ -1,338 +1,113 @@
 package daemon
 
 import (
-	"fmt"
-	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
-
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
+	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
-// Snapshots as LVM lays them out (the kernel's snapshot.rst): for origin
-// ORIGIN,
-//
-//	ORIGIN-real   ORIGIN's original table
-//	ORIGIN        0 LEN snapshot-origin /dev/mapper/ORIGIN-real
-//	NAME          0 LEN snapshot /dev/mapper/ORIGIN-real COW P|N CHUNK
-//	ORIGIN-merge  0 LEN snapshot-merge ... (only while a DAX origin merges offline)
-//
-// Everything daxsnap needs to know about a snapshot is in these tables,
-// which the state file already keeps; a COW file daxsnap created lives in
-// <state>/cow, so that is how it knows the file is its own to delete.
-const (
-	realSuffix  = "-real"
-	mergeSuffix = "-merge"
-	// COWSubdir holds the COW files the daemon creates, in the state directory.
-	COWSubdir = "cow"
-)
-
-// originLayout names the devices of one origin's snapshot stack.
-type originLayout struct{ origin, real, merge string }
-
-func layoutOf(origin string) originLayout {
-	return originLayout{origin: origin, real: origin + realSuffix, merge: origin + mergeSuffix}
-}
-
-func (l originLayout) realPath() string { return MapperPrefix + l.real }
-
-// snapLine is a one-line `snapshot` or `snapshot-merge` table.
-type snapLine struct {
-	typ      string
-	size     dm.Sector
-	origin   string // the origin argument (/dev/mapper/ORIGIN-real)
-	cow      string
-	store    string // P, PO or N
-	chunk    dm.Sector
-	features []string
-}
-
-// parseSnapLine reads a table of exactly one snapshot or snapshot-merge line.
-func parseSnapLine(text string) (snapLine, bool) {
-	lines, err := dm.ParseTable(text)
-	if err != nil || len(lines) != 1 {
-		return snapLine{}, false
-	}
-	l := lines[0]
-	if (l.Type != "snapshot" && l.Type != "snapshot-merge") || len(l.Args) < 4 {
-		return snapLine{}, false
-	}
-	chunk, err := dm.ParseSector(l.Args[3])
-	if err != nil {
-		return snapLine{}, false
-	}
-	return snapLine{typ: l.Type, size: l.Len, origin: l.Args[0], cow: l.Args[1],
-		store: strings.ToUpper(l.Args[2]), chunk: chunk, features: l.Args[4:]}, true
-}
-
-// text renders the line as type typ (snapshot or snapshot-merge).
-func (s snapLine) text(typ string) string {
-	args := append([]string{s.origin, s.cow, s.store, strconv.FormatUint(uint64(s.chunk), 10)}, s.features...)
-	return dm.TableLine{Start: 0, Len: s.size, Type: typ, Args: args}.String() + "\n"
-}
-
-// originOver returns the device a one-line snapshot-origin or
-// snapshot-merge table maps its origin from.
-func originOver(text string) (string, bool) {
-	lines, err := dm.ParseTable(text)
-	if err != nil || len(lines) != 1 || len(lines[0].Args) == 0 {
-		return "", false
-	}
-	switch lines[0].Type {
-	case "snapshot-origin", "snapshot-merge":
-		return lines[0].Args[0], true
-	}
-	return "", false
-}
-
-// recordedLive is dev's live table as recorded: a degraded device serves
-// `error` in place of the table it keeps.
-func (d *Daemon) recordedLive(dev *dm.Device) string {
-	if kept := d.notes.get(dev.Name()).keptLive; kept != "" {
-		return kept
-	}
-	t, _ := dev.Table(dm.Live)
-	return t
-}
-
-// snapView is one snapshot device.
-type snapView struct {
-	name     string
-	dev      *dm.Device
-	line     snapLine
-	origin   string // the origin device; "" if daxsnap did not set the snapshot up
-	degraded bool   // it serves an `error` table instead (see its note)
-}
-
-func (s snapView) layout() originLayout { return layoutOf(s.origin) }
-
-// snapshots lists every device whose table is a `snapshot` line.
-func (d *Daemon) snapshots() []snapView {
-	var out []snapView
-	for _, dev := range d.mgr.List() {
-		if s, ok := d.snapshotOf(dev); ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (d *Daemon) snapshotOf(dev *dm.Device) (snapView, bool) {
-	line, ok := parseSnapLine(d.recordedLive(dev))
-	if !ok || line.typ != "snapshot" {
-		return snapView{}, false
-	}
-	s := snapView{name: dev.Name(), dev: dev, line: line, degraded: d.notes.get(dev.Name()).keptLive != ""}
-	if real, ok := strings.CutPrefix(line.origin, MapperPrefix); ok {
-		if origin, ok := strings.CutSuffix(real, realSuffix); ok && origin != "" {
-			if _, err := d.mgr.Get(origin); err == nil {
-				s.origin = origin
-			}
-		}
-	}
-	return s, true
-}
-
-// snapshotsOf lists the snapshots stacked on l's real device.
-func (d *Daemon) snapshotsOf(l originLayout) []snapView {
-	var out []snapView
-	for _, s := range d.snapshots() {
-		if s.line.origin == l.realPath() {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// findSnapshot returns snapshot name, or an error saying what it is not.
-func (d *Daemon) findSnapshot(op, name string) (snapView, error) {
-	dev, err := d.mgr.Get(name)
-	if err != nil {
-		return snapView{}, errorf(dm.ErrNotFound, "%s: no snapshot called %s: `daxsnap snapshot list` lists them", op, name)
-	}
-	s, ok := d.snapshotOf(dev)
-	if !ok {
-		return snapView{}, errorf(dm.ErrInvalidArgument, "%s: %s is not a snapshot (its table is not a `snapshot` line): `daxsnap snapshot list` lists the snapshots", op, name)
-	}
-	return s, nil
-}
-
-// managed refuses a snapshot that `snapshot create` did not set up: the
-// high-level verbs would not know how to take it apart.
-func (s snapView) managed(op string) error {
-	if s.origin != "" {
-		return nil
-	}
-	return errorf(dm.ErrInvalidArgument, "%s: %s maps origin %s, not the /dev/mapper/ORIGIN%s of a `daxsnap snapshot create`: take it apart with the device verbs (`daxsnap remove %s`)",
-		op, s.name, s.line.origin, realSuffix, s.name)
-}
-
-// mergeView is a merge in progress on an origin.
-type mergeView struct {
-	dev     *dm.Device
-	line    snapLine
-	offline bool // on ORIGIN-merge while ORIGIN stays suspended
-}
-
-// mergeOf finds the merge running on l: the origin's own table
-// (snapshot-merge), or ORIGIN-merge for an offline merge.
-func (d *Daemon) mergeOf(l originLayout) (mergeView, bool) {
-	for _, c := range []struct {
-		name    string
-		offline bool
-	}{{l.origin, false}, {l.merge, true}} {
-		dev, err := d.mgr.Get(c.name)
-		if err != nil {
-			continue
-		}
-		line, ok := parseSnapLine(d.recordedLive(dev))
-		if ok && line.typ == "snapshot-merge" && line.origin == l.realPath() {
-			return mergeView{dev: dev, line: line, offline: c.offline}, true
-		}
-	}
-	return mergeView{}, false
-}
-
-// mergingSnapshot is the snapshot a merge copies back: the one on the
-// same COW.
-func (d *Daemon) mergingSnapshot(l originLayout, m mergeView) (snapView, bool) {
-	for _, s := range d.snapshotsOf(l) {
-		if sameFile(s.line.cow, m.line.cow) {
-			return s, true
-		}
-	}
-	return snapView{}, false
-}
-
-// cowDir is where the daemon creates COW files: Config.COWDir, or
-// <state>/cow.
-func (d *Daemon) cowDir() string {
-	if d.cfg.COWDir != "" {
-		return d.cfg.COWDir
-	}
-	return filepath.Join(d.cfg.StateDir, COWSubdir)
-}
-
-// ownsCOW reports whether path is a COW file the daemon created.
-func (d *Daemon) ownsCOW(path string) bool {
-	dir, err := filepath.Abs(d.cowDir())
-	if err != nil {
-		return false
-	}
-	p, err := filepath.Abs(path)
-	return err == nil && filepath.Dir(p) == dir
-}
+// The snapshot verbs are internal/snapshots' (an LVM-like manager on the
+// daemon's devices); the daemon hands it what it needs (snapshotHost) and
+// serves its verbs on the API.
 
 // Snapshots lists the snapshots, of one origin if origin is not "".
-func (d *Daemon) Snapshots(origin string) ([]wire.Snapshot, error) {
-	if origin != "" {
-		if _, err := d.device("snapshot list", origin); err != nil {
-			return nil, err
-		}
-	}
-	out := []wire.Snapshot{}
-	for _, s := range d.snapshots() {
-		if origin == "" || s.origin == origin {
-			out = append(out, d.describe(s))
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
+func (d *Daemon) Snapshots(origin string) ([]wire.Snapshot, error) { return d.snaps.Snapshots(origin) }
 
 // Snapshot describes one snapshot.
-func (d *Daemon) Snapshot(name string) (wire.Snapshot, error) {
-	s, err := d.findSnapshot("snapshot show", name)
-	if err != nil {
-		return wire.Snapshot{}, err
-	}
-	return d.describe(s), nil
+func (d *Daemon) Snapshot(name string) (wire.Snapshot, error) { return d.snaps.Snapshot(name) }
+
+// SnapshotCreate takes a snapshot (lvcreate --snapshot).
+func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
+	return d.snaps.SnapshotCreate(req)
 }
 
-// describe turns a snapshot device into its wire description.
-func (d *Daemon) describe(s snapView) wire.Snapshot {
-	out := wire.Snapshot{Name: s.name, Origin: s.origin, COW: s.line.cow, COWOwned: d.ownsCOW(s.line.cow),
-		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size)}
-	if out.Origin == "" {
-		out.Origin = s.line.origin
+// SnapshotRemove removes a snapshot (lvremove).
+func (d *Daemon) SnapshotRemove(name string) error { return d.snaps.SnapshotRemove(name) }
+
+// SnapshotExtend grows a snapshot's COW (lvextend).
+func (d *Daemon) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
+	return d.snaps.SnapshotExtend(name, req)
+}
+
+// SnapshotMerge merges a snapshot into its origin (lvconvert --merge).
+func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+	return d.snaps.SnapshotMerge(name, req)
+}
+
+// snapshotHost is the daemon as the snapshot manager sees it.
+type snapshotHost struct{ d *Daemon }
+
+var _ snapshots.Host = snapshotHost{}
+
+func (h snapshotHost) Record(dev *dm.Device) *state.Device { return h.d.record(dev) }
+
+func (h snapshotHost) CreateDevice(name string, opts dm.CreateOptions) (*dm.Device, error) {
+	d := h.d
+	var dev *dm.Device
+	create := func() (err error) {
+		dev, err = d.mgr.Create(name, opts)
+		return err
 	}
-	if s.degraded {
-		out.State, out.Note = wire.SnapshotError, d.notes.get(s.name).String()
-		return out
-	}
-	status, _ := s.dev.Status(dm.Live)
-	u := parseUsage(statusPayload(status))
-	out.State = u.state
-	out.Allocated, out.Total, out.Metadata = u.allocated, u.total, u.metadata
-	if u.total > 0 {
-		out.Usage = float64(u.allocated) * 100 / float64(u.total)
-	}
-	out.Exceptions = u.exceptions(s.line.store, s.line.chunk)
-	if p := d.policyOf(s.dev); p.on() {
-		out.AutoextendThreshold, out.AutoextendPercent = p.threshold, p.percent
-	}
-	if s.origin != "" {
-		if m, ok := d.mergeOf(s.layout()); ok && sameFile(m.line.cow, s.line.cow) {
-			out.Merge = d.mergeProgress(s, m)
-			if out.State == wire.SnapshotActive {
-				out.State = wire.SnapshotMerging
-			}
+	err := d.store.DeviceTransition(name, state.Op{Verb: "create"}, create, func() *state.Device {
+		if dev == nil {
+			return nil
 		}
-	}
-	n := d.notes.get(s.name)
-	out.Note, out.MergeDeferred = n.String(), n.mergeDeferred
-	return out
+		return d.record(dev)
+	})
+	return dev, err
 }
 
-// statusPayload is what follows the target type in a one-line status.
-func statusPayload(status string) string {
-	f := strings.Fields(status)
-	if len(f) < 3 {
-		return ""
+func (h snapshotHost) RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) error {
+	d, name := h.d, dev.Name()
+	remove := func() error { return d.mgr.Remove(name, opts) }
+	err := d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
+	if _, gerr := d.mgr.Get(name); gerr != nil {
+		d.forget(dev)
+	} else if opts.Deferred {
+		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 	}
-	return strings.Join(f[3:], " ")
+	return err
 }
 
-// usage is a snapshot status payload, parsed.
-type usage struct {
-	state                      string
-	allocated, total, metadata uint64
+func (h snapshotHost) Lock(names ...string) (unlock func()) { return h.d.locks.lock(names...) }
+
+// LockTables takes graphMu and pmemMu, after the name locks.
+func (h snapshotHost) LockTables() (unlock func()) {
+	h.d.graphMu.Lock()
+	h.d.pmemMu.RLock()
+	return func() {
+		h.d.pmemMu.RUnlock()
+		h.d.graphMu.Unlock()
+	}
 }
 
-func parseUsage(payload string) usage {
-	switch payload {
-	case "Invalid":
-		return usage{state: wire.SnapshotInvalid}
-	case "Overflow":
-		return usage{state: wire.SnapshotOverflow}
-	case "Merge failed":
-		return usage{state: wire.SnapshotMergeFailed}
-	}
-	var u usage
-	if _, err := fmt.Sscanf(payload, "%d/%d %d", &u.allocated, &u.total, &u.metadata); err != nil {
-		return usage{state: wire.SnapshotError}
-	}
-	u.state = wire.SnapshotActive
-	return u
+func (h snapshotHost) Users(name string) []string { return h.d.users(name) }
+
+func (h snapshotHost) Holders(dev *dm.Device, dax bool) snapshots.Users {
+	return devUsers(h.d.holdersOf(dev, dax))
 }
 
-// exceptions is the number of data chunks allocated: for a persistent
-// store, chunks below next_free less the header and the metadata areas
-// among them (an area every exceptions-per-area+1 chunks from chunk 1).
-func (u usage) exceptions(store string, chunk dm.Sector) uint64 {
-	if chunk == 0 || u.allocated == 0 {
-		return 0
+func (h snapshotHost) Recall(dev *dm.Device, reason string) (release func(), err error) {
+	if h.d.sessions == nil {
+		return func() {}, nil
 	}
-	next := u.allocated / uint64(chunk)
-	if store == "N" {
-		return next
-	}
-	if next < 2 {
-		return 0
-	}
-	epa := uint64(chunk.Bytes()) / 16
-	areas := (next - 1 + epa) / (epa + 1)
-	return next - 1 - areas
+	return h.d.recallMappings(dev, reason)
+}
+
+func (h snapshotHost) UserEvents() <-chan struct{} { return h.d.userEvents.wait() }
+
+func (h snapshotHost) RefuseWhileStopping(op string) error { return h.d.refuseWhileStopping(op) }
+
+func (h snapshotHost) Note(name string) snapshots.Note {
+	n := h.d.notes.get(name)
+	return snapshots.Note{KeptLive: n.keptLive, Degraded: n.degraded, MergeDeferred: n.mergeDeferred, Text: n.String()}
+}
+
+func (h snapshotHost) SetMergeDeferred(name string, on bool) {
+	h.d.notes.update(name, func(n *note) { n.mergeDeferred = on })
+}
+
+func (h snapshotHost) SetInterrupted(name, why string) {
+	h.d.notes.update(name, func(n *note) { n.interrupted = why })
 }

@@ -111,3 +111,19 @@ func Errno(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+// ClassError is a message worded for people, in one of the error classes
+// above (ErrNotFound...), so that callers and the API can tell the class
+// while the text says exactly what failed and what to do.
+type ClassError struct {
+	Msg   string
+	Class error
+}
+
+func (e *ClassError) Error() string { return e.Msg }
+func (e *ClassError) Unwrap() error { return e.Class }
+
+// Errorf words an error of class.
+func Errorf(class error, format string, args ...any) error {
+	return &ClassError{Msg: fmt.Sprintf(format, args...), Class: class}
+}

@@ -1,4 +1,4 @@
-package daemon
+package snapshots
 
 import (
 	"errors"
@@ -45,18 +45,18 @@ func (p createPlan) originTable() string {
 // snapshot NAME maps ORIGIN-real and a COW, and the origin becomes
 // snapshot-origin over ORIGIN-real, all while the origin is suspended, so
 // its users see a pause and never an error. Any failure undoes every step.
-func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
+func (mg *Manager) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
 	op := fmt.Sprintf("snapshot create %s %s", req.Origin, req.Name)
 	if err := checkSnapshotNames(op, req); err != nil {
 		return wire.Snapshot{}, err
 	}
-	if err := d.refuseWhileStopping(op); err != nil {
+	if err := mg.host.RefuseWhileStopping(op); err != nil {
 		return wire.Snapshot{}, err
 	}
 	l := layoutOf(req.Origin)
-	unlock := d.lockLayout(l, req.Name)
+	unlock := mg.lockLayout(l, req.Name)
 	defer unlock()
-	p, err := d.planCreate(op, l, req)
+	p, err := mg.planCreate(op, l, req)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
@@ -65,25 +65,25 @@ func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) 
 		// Recovery from a stop in the middle undoes the snapshot but,
 		// unlike a creation's, keeps the COW (in lost+found again).
 		verb = "snapshot-adopt"
-		if giveBack, err = d.claimCOW(&p); err != nil {
+		if giveBack, err = mg.claimCOW(&p); err != nil {
 			return wire.Snapshot{}, err
 		}
 	}
 	var createErr error
-	err = d.store.DeviceTransition(l.origin, state.Op{Verb: verb, Arg: p.name}, func() error { createErr = d.doCreate(p); return createErr },
-		func() *state.Device { return d.record(p.origin) })
+	err = mg.store.DeviceTransition(l.origin, state.Op{Verb: verb, Arg: p.name}, func() error { createErr = mg.doCreate(p); return createErr },
+		func() *state.Device { return mg.host.Record(p.origin) })
 	if createErr != nil {
 		giveBack() // every step was undone: no table names the COW
 	}
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
-	d.log.Info("snapshot created", "snapshot", p.name, "origin", l.origin, "cow", p.cow, "store", p.store, "chunk", p.chunk)
-	s, err := d.findSnapshot(op, p.name)
+	mg.log.Info("snapshot created", "snapshot", p.name, "origin", l.origin, "cow", p.cow, "store", p.store, "chunk", p.chunk)
+	s, err := mg.findSnapshot(op, p.name)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
-	out := d.describe(s)
+	out := mg.describe(s)
 	out.Note = strings.TrimSpace(p.note + " " + out.Note)
 	return out, nil
 }
@@ -96,9 +96,9 @@ func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
 		return errorf(dm.ErrInvalidArgument, "%s: snapshot name %.40q: give a name of 1 to %d bytes without '/' or blanks", op, req.Name, dm.MaxNameLen)
 	case dm.BadNameChar(req.Name) != "":
 		return errorf(dm.ErrInvalidArgument, "%s: snapshot name %q contains %s: give a name without '/', blanks or control characters", op, req.Name, dm.BadNameChar(req.Name))
-	case len(req.Origin)+len(mergeSuffix) > dm.MaxNameLen:
+	case len(req.Origin)+len(MergeSuffix) > dm.MaxNameLen:
 		return errorf(dm.ErrInvalidArgument, "%s: origin name is %d bytes; its snapshots need %s%s, which must fit in %d: rename the origin to something shorter",
-			op, len(req.Origin), req.Origin, mergeSuffix, dm.MaxNameLen)
+			op, len(req.Origin), req.Origin, MergeSuffix, dm.MaxNameLen)
 	case req.COW != "" && req.COWSize != 0:
 		return errorf(dm.ErrInvalidArgument, "%s: both a COW file and a COW size given: give --cow FILE or --cow-size SIZE, not both", op)
 	case req.Adopt && (req.COW == "" || req.COWSize != 0 || req.Transient):
@@ -110,7 +110,7 @@ func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
 }
 
 // planCreate checks everything that can be checked before the first step.
-func (d *Daemon) planCreate(op string, l originLayout, req wire.SnapshotCreate) (createPlan, error) {
+func (mg *Manager) planCreate(op string, l originLayout, req wire.SnapshotCreate) (createPlan, error) {
 	p := createPlan{op: op, l: l, name: req.Name, store: "P"}
 	if req.Transient {
 		p.store = "N"
@@ -120,24 +120,24 @@ func (d *Daemon) planCreate(op string, l originLayout, req wire.SnapshotCreate) 
 		return p, err
 	}
 	p.ownPolicy = req.AutoextendThreshold != 0
-	origin, err := d.mgr.Get(l.origin)
+	origin, err := mg.devs.Get(l.origin)
 	if err != nil {
 		return p, errorf(dm.ErrNotFound, "%s: no origin device %s: `daxsnap ls` lists the devices", op, l.origin)
 	}
 	p.origin = origin
-	if err := d.checkNewName(op, l, req.Name); err != nil {
+	if err := mg.checkNewName(op, l, req.Name); err != nil {
 		return p, err
 	}
-	if err := d.checkOrigin(op, l, origin); err != nil {
+	if err := mg.checkOrigin(op, l, origin); err != nil {
 		return p, err
 	}
 	live, _ := origin.Table(dm.Live)
 	if over, ok := originOver(live); ok && over == l.realPath() {
-		if _, err := d.mgr.Get(l.real); err != nil {
+		if _, err := mg.devs.Get(l.real); err != nil {
 			return p, errorf(dm.ErrNotFound, "%s: %s maps %s, which does not exist: load a table into %s by hand first", op, l.origin, l.realPath(), l.origin)
 		}
 	} else {
-		if _, err := d.mgr.Get(l.real); err == nil {
+		if _, err := mg.devs.Get(l.real); err == nil {
 			return p, errorf(dm.ErrExists, "%s: a device called %s exists, but %s does not map it; a snapshot needs that name for %s's current table: rename or remove %s",
 				op, l.real, l.origin, l.origin, l.real)
 		}
@@ -147,30 +147,30 @@ func (d *Daemon) planCreate(op string, l originLayout, req wire.SnapshotCreate) 
 	if p.chunk, err = checkChunk(op, req.ChunkSize, dm.SectorSize); err != nil {
 		return p, err
 	}
-	return p, d.planCOW(&p, req)
+	return p, mg.planCOW(&p, req)
 }
 
 // checkNewName refuses a snapshot name already taken (or reserved).
-func (d *Daemon) checkNewName(op string, l originLayout, name string) error {
+func (mg *Manager) checkNewName(op string, l originLayout, name string) error {
 	if name == l.origin || name == l.real || name == l.merge {
 		return errorf(dm.ErrInvalidArgument, "%s: %s is the name of the origin or one daxsnap needs for its snapshots (%s, %s): pick another name", op, name, l.real, l.merge)
 	}
-	if _, err := d.mgr.Get(name); err == nil {
+	if _, err := mg.devs.Get(name); err == nil {
 		return errorf(dm.ErrExists, "%s: a device called %s exists: pick another name, or remove it first", op, name)
 	}
 	return nil
 }
 
 // checkOrigin refuses an origin that cannot take a snapshot now.
-func (d *Daemon) checkOrigin(op string, l originLayout, origin *dm.Device) error {
-	if m, ok := d.mergeOf(l); ok {
+func (mg *Manager) checkOrigin(op string, l originLayout, origin *dm.Device) error {
+	if m, ok := mg.mergeOf(l); ok {
 		return errorf(dm.ErrBusy, "%s: a snapshot is merging into %s (on %s): wait for the merge to finish (`daxsnap snapshot list %s`)", op, l.origin, m.dev.Name(), l.origin)
 	}
 	in := origin.Info()
-	n := d.notes.get(l.origin)
+	n := mg.host.Note(l.origin)
 	switch {
-	case n.keptLive != "":
-		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table because its own did not load (%s): fix that first", op, l.origin, n.degraded)
+	case n.KeptLive != "":
+		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table because its own did not load (%s): fix that first", op, l.origin, n.Degraded)
 	case !in.LiveTable:
 		return errorf(dm.ErrNoTable, "%s: %s has no live table: load and resume one first", op, l.origin)
 	case in.Suspended:
@@ -179,7 +179,7 @@ func (d *Daemon) checkOrigin(op string, l originLayout, origin *dm.Device) error
 		return errorf(dm.ErrBusy, "%s: %s has an inactive table loaded, which taking a snapshot would replace: resume or clear it first", op, l.origin)
 	}
 	live, _ := origin.Table(dm.Live)
-	if s, ok := d.snapshotOf(origin); ok {
+	if s, ok := mg.snapshotOf(origin); ok {
 		of := s.origin
 		if of == "" {
 			of = s.line.origin
@@ -191,29 +191,29 @@ func (d *Daemon) checkOrigin(op string, l originLayout, origin *dm.Device) error
 		return errorf(dm.ErrInvalidArgument, "%s: %s is a snapshot-origin of %s, not of %s as `daxsnap snapshot create` sets up: take its snapshots with the device verbs",
 			op, l.origin, over, l.realPath())
 	}
-	return d.checkNotUnderSnapshots(op, l)
+	return mg.checkNotUnderSnapshots(op, l)
 }
 
 // checkNotUnderSnapshots refuses an origin that is itself the device
 // under another origin's snapshots (X-real) or under snapshots set up by
 // hand.
-func (d *Daemon) checkNotUnderSnapshots(op string, l originLayout) error {
-	users := d.users(l.origin)
+func (mg *Manager) checkNotUnderSnapshots(op string, l originLayout) error {
+	users := mg.host.Users(l.origin)
 	slices.Sort(users)
-	if x, ok := strings.CutSuffix(l.origin, realSuffix); ok {
-		if dev, err := d.mgr.Get(x); err == nil {
-			if over, ok := originOver(d.recordedLive(dev)); ok && over == MapperPrefix+l.origin {
+	if x, ok := strings.CutSuffix(l.origin, RealSuffix); ok {
+		if dev, err := mg.devs.Get(x); err == nil {
+			if over, ok := originOver(mg.recordedLive(dev)); ok && over == dm.MapperPrefix+l.origin {
 				return errorf(dm.ErrInvalidArgument, "%s: %s holds the data of %s under its snapshots: snapshot %s instead", op, l.origin, x, x)
 			}
 		}
 	}
 	for _, u := range users {
-		dev, err := d.mgr.Get(u)
+		dev, err := mg.devs.Get(u)
 		if err != nil {
 			continue
 		}
-		_, isOrigin := originOver(d.recordedLive(dev))
-		if s, ok := parseSnapLine(d.recordedLive(dev)); isOrigin || ok && s.typ == "snapshot" {
+		_, isOrigin := originOver(mg.recordedLive(dev))
+		if s, ok := parseSnapLine(mg.recordedLive(dev)); isOrigin || ok && s.typ == "snapshot" {
 			return errorf(dm.ErrInvalidArgument, "%s: %s is the origin of %s, set up by hand: take further snapshots the same way, with the device verbs", op, l.origin, u)
 		}
 	}
@@ -221,14 +221,14 @@ func (d *Daemon) checkNotUnderSnapshots(op string, l originLayout) error {
 }
 
 // planCOW checks the COW the user gave, or decides the one to create.
-func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
+func (mg *Manager) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 	if req.Adopt {
 		p.cow = filepath.Clean(req.COW)
-		return d.checkAdoptedCOW(p, req.ChunkSize)
+		return mg.checkAdoptedCOW(p, req.ChunkSize)
 	}
 	if req.COW != "" {
 		p.cow = filepath.Clean(req.COW)
-		return d.checkGivenCOW(p.op, p.cow, p.chunk, p.store)
+		return mg.checkGivenCOW(p.op, p.cow, p.chunk, p.store)
 	}
 	// NAME.cow, unless a snapshot renamed since still uses that file:
 	// then NAME.1.cow, NAME.2.cow...
@@ -237,11 +237,11 @@ func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 		if i > 0 {
 			file = fmt.Sprintf("%s.%d.cow", p.name, i)
 		}
-		p.cow = filepath.Join(d.cowDir(), file)
+		p.cow = filepath.Join(mg.cowDir(), file)
 		if abs, err := filepath.Abs(p.cow); err == nil {
 			p.cow = abs
 		}
-		if d.tableUsing(p.cow) == "" {
+		if mg.tableUsing(p.cow) == "" {
 			break
 		}
 	}
@@ -267,23 +267,23 @@ func (d *Daemon) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 
 // doCreate runs the steps of a snapshot creation, undoing all of them if
 // one fails: the origin ends up as it was, resumed.
-func (d *Daemon) doCreate(p createPlan) error {
+func (mg *Manager) doCreate(p createPlan) error {
 	var undo undoStack
 	fail := func(err error) error { return undo.unwind(p.op, fmt.Errorf("%s: %w", p.op, err)) }
 	origin := p.origin
 	if p.newReal {
-		if err := d.fault("create-real"); err != nil {
+		if err := mg.fault("create-real"); err != nil {
 			return fail(err)
 		}
-		real, err := d.createDevice(p.l.real, p.realTable, origin.Info().ReadOnly)
+		real, err := mg.createDevice(p.l.real, p.realTable, origin.Info().ReadOnly)
 		if err != nil {
 			return fail(fmt.Errorf("create %s with %s's table: %w", p.l.real, p.l.origin, err))
 		}
-		undo.push(func() error { return d.removeDevice(real, false) })
+		undo.push(func() error { return mg.removeDevice(real, false) })
 	}
 	if p.cowSize > 0 {
 		if os.Remove(p.cow) == nil { // left by an interrupted creation
-			d.log.Warn("deleted a stale COW file no table used", "path", p.cow)
+			mg.log.Warn("deleted a stale COW file no table used", "path", p.cow)
 		}
 		sparse, err := createCOW(p.cow, p.cowSize)
 		if err != nil {
@@ -292,10 +292,10 @@ func (d *Daemon) doCreate(p createPlan) error {
 		if sparse {
 			p.note += " The file system cannot reserve blocks (fallocate), so the COW file is sparse and may fail to grow."
 		}
-		undo.push(func() error { return d.removeOwnedCOW(p.cow) })
+		undo.push(func() error { return mg.removeOwnedCOW(p.cow) })
 	}
 	if p.newReal {
-		if err := d.fault("load-origin"); err != nil {
+		if err := mg.fault("load-origin"); err != nil {
 			return fail(err)
 		}
 		if err := origin.Load(p.originTable()); err != nil {
@@ -308,26 +308,26 @@ func (d *Daemon) doCreate(p createPlan) error {
 	// write-protects every mapping of its memory with faults held, the
 	// snapshot's activation keeps them so, and the origin's resume lets
 	// the held stores resolve through snapshot-origin, copying first.
-	if err := d.quiesceOrigin(p.op, origin); err != nil {
+	if err := mg.quiesceOrigin(p.op, origin); err != nil {
 		return fail(err)
 	}
 	undo.push(func() error { return errors.Join(origin.Clear(), origin.Resume()) })
-	if err := d.fault("create-snapshot"); err != nil {
+	if err := mg.fault("create-snapshot"); err != nil {
 		return fail(err)
 	}
-	snap, err := d.createDevice(p.name, p.snapshotTable(), false)
+	snap, err := mg.createDevice(p.name, p.snapshotTable(), false)
 	if err != nil {
 		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
 	}
-	undo.push(func() error { return d.removeDevice(snap, true) })
+	undo.push(func() error { return mg.removeDevice(snap, true) })
 	if p.ownPolicy {
-		d.autoext.setOwn(snap, p.policy)
-		if err := d.recordMidOp(snap); err != nil {
+		mg.autoext.setOwn(snap, p.policy)
+		if err := mg.recordMidOp(snap); err != nil {
 			return fail(fmt.Errorf("record the autoextend policy of %s: %w", p.name, err))
 		}
 	}
-	d.armAutoextend(snap) // before the origin's writes resume
-	if err := d.fault("resume-origin"); err != nil {
+	mg.armAutoextend(snap) // before the origin's writes resume
+	if err := mg.fault("resume-origin"); err != nil {
 		return fail(err)
 	}
 	if err := origin.Resume(); err != nil {

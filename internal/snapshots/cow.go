@@ -1,4 +1,4 @@
-package daemon
+package snapshots
 
 import (
 	"bytes"
@@ -86,10 +86,10 @@ func createCOW(path string, size int64) (sparse bool, err error) {
 
 // cowHead reads the first 16 bytes (the persistent header) of a COW given
 // by path: a file, a block device or a daxsnap device.
-func (d *Daemon) cowHead(path string) (head []byte, size int64, err error) {
+func (mg *Manager) cowHead(path string) (head []byte, size int64, err error) {
 	head = make([]byte, 16)
-	if name, ok := strings.CutPrefix(path, MapperPrefix); ok {
-		dev, err := d.mgr.Get(name)
+	if name, ok := strings.CutPrefix(path, dm.MapperPrefix); ok {
+		dev, err := mg.devs.Get(name)
 		if err != nil || !dev.Info().LiveTable {
 			return nil, 0, fmt.Errorf("%s is not a daxsnap device with a live table", path)
 		}
@@ -112,17 +112,17 @@ func (d *Daemon) cowHead(path string) (head []byte, size int64, err error) {
 // the chunk size, no table uses it, and its header is zero (a persistent
 // store starts only on a zeroed header; one with the SnAp magic holds
 // another snapshot).
-func (d *Daemon) checkGivenCOW(op, path string, chunk dm.Sector, store string) error {
+func (mg *Manager) checkGivenCOW(op, path string, chunk dm.Sector, store string) error {
 	if !filepath.IsAbs(path) {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: give an absolute path (the daemon does not share your working directory)", op, path)
 	}
-	if d.ownsCOW(path) {
-		return errorf(dm.ErrInvalidArgument, "%s: COW %s is in %s, where the daemon keeps the COW files it creates: use --cow-size to have it make one, or put yours elsewhere", op, path, d.cowDir())
+	if mg.ownsCOW(path) {
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s is in %s, where the daemon keeps the COW files it creates: use --cow-size to have it make one, or put yours elsewhere", op, path, mg.cowDir())
 	}
-	if user := d.tableUsing(path); user != "" {
+	if user := mg.tableUsing(path); user != "" {
 		return errorf(dm.ErrBusy, "%s: COW %s is used by the table of %s: give a file no device uses", op, path, user)
 	}
-	head, size, err := d.cowHead(path)
+	head, size, err := mg.cowHead(path)
 	if err != nil {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: %v: create the file first (e.g. `fallocate -l 64M %s`), or use --cow-size", op, path, err, path)
 	}
@@ -149,9 +149,9 @@ func storeName(store string) string {
 
 // tableUsing names a device whose tables use the file or device at path
 // (compared by identity), or "".
-func (d *Daemon) tableUsing(path string) string {
-	for _, dev := range d.mgr.List() {
-		text := d.recordedLive(dev)
+func (mg *Manager) tableUsing(path string) string {
+	for _, dev := range mg.devs.List() {
+		text := mg.recordedLive(dev)
 		t, _ := dev.Table(dm.Inactive)
 		for _, f := range strings.Fields(text + " " + t) {
 			if strings.HasPrefix(f, "/") && sameFile(f, path) {
@@ -167,7 +167,7 @@ func sameFile(a, b string) bool {
 	if a == b {
 		return true
 	}
-	if strings.HasPrefix(a, MapperPrefix) || strings.HasPrefix(b, MapperPrefix) {
+	if strings.HasPrefix(a, dm.MapperPrefix) || strings.HasPrefix(b, dm.MapperPrefix) {
 		return false
 	}
 	fa, err := os.Stat(a)
@@ -179,8 +179,8 @@ func sameFile(a, b string) bool {
 }
 
 // removeOwnedCOW deletes a COW file the daemon created; others stay.
-func (d *Daemon) removeOwnedCOW(path string) error {
-	if !d.ownsCOW(path) {
+func (mg *Manager) removeOwnedCOW(path string) error {
+	if !mg.ownsCOW(path) {
 		return nil
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -197,15 +197,15 @@ func (d *Daemon) removeOwnedCOW(path string) error {
 // Any other one may be the only copy of a snapshot, whose record the
 // state file lost: it goes to lost+found, never away, and the log says
 // how to bring it back (`daxsnap cow adopt`).
-func (d *Daemon) tidyCOWDir(leftovers map[string]bool) {
-	defer d.reportLost()
-	entries, err := os.ReadDir(d.cowDir())
+func (mg *Manager) tidyCOWDir(leftovers map[string]bool) {
+	defer mg.reportLost()
+	entries, err := os.ReadDir(mg.cowDir())
 	if err != nil {
 		return
 	}
-	recs, err := d.store.Devices()
+	recs, err := mg.store.Devices()
 	if err != nil {
-		d.log.Error("COW files not tidied: read the state file", "err", err)
+		mg.log.Error("COW files not tidied: read the state file", "err", err)
 		return
 	}
 	recorded := func(path string) bool { // a device that did not come back may still name it
@@ -219,24 +219,24 @@ func (d *Daemon) tidyCOWDir(leftovers map[string]bool) {
 		return false
 	}
 	for _, e := range entries {
-		path := filepath.Join(d.cowDir(), e.Name())
-		if !e.Type().IsRegular() || d.tableUsing(path) != "" || recorded(path) {
+		path := filepath.Join(mg.cowDir(), e.Name())
+		if !e.Type().IsRegular() || mg.tableUsing(path) != "" || recorded(path) {
 			continue
 		}
 		if name, ok := strings.CutSuffix(e.Name(), ".cow"); ok && leftovers[name] {
 			if err := os.Remove(path); err != nil {
-				d.log.Error("delete unused COW file", "path", path, "err", err)
+				mg.log.Error("delete unused COW file", "path", path, "err", err)
 				continue
 			}
-			d.log.Warn("deleted a COW file an interrupted snapshot operation left", "path", path)
+			mg.log.Warn("deleted a COW file an interrupted snapshot operation left", "path", path)
 			continue
 		}
-		to, err := d.quarantine(path)
+		to, err := mg.quarantine(path)
 		if err != nil {
-			d.log.Error("a COW file no snapshot uses could not be moved to lost+found; it stays where it is", "path", path, "err", err)
+			mg.log.Error("a COW file no snapshot uses could not be moved to lost+found; it stays where it is", "path", path, "err", err)
 			continue
 		}
-		d.log.Warn("moved a COW file no snapshot uses to lost+found (the state file may have lost its snapshot): `daxsnap cow adopt FILE ORIGIN NAME` makes a snapshot of it again; delete it if it is not needed",
+		mg.log.Warn("moved a COW file no snapshot uses to lost+found (the state file may have lost its snapshot): `daxsnap cow adopt FILE ORIGIN NAME` makes a snapshot of it again; delete it if it is not needed",
 			"from", path, "to", to, "cow", describeHead(to))
 	}
 }
@@ -245,50 +245,50 @@ func (d *Daemon) tidyCOWDir(leftovers map[string]bool) {
 // in the state directory.
 const LostFoundDir = "lost+found"
 
-func (d *Daemon) lostDir() string {
-	if d.cfg.COWDir != "" {
+func (mg *Manager) lostDir() string {
+	if mg.cfg.COWDir != "" {
 		// On the COW files' file system, so that moving one in and out
 		// is a rename.
-		return filepath.Join(d.cfg.COWDir, LostFoundDir)
+		return filepath.Join(mg.cfg.COWDir, LostFoundDir)
 	}
-	return filepath.Join(d.cfg.StateDir, LostFoundDir)
+	return filepath.Join(mg.cfg.Dir, LostFoundDir)
 }
 
 // quarantine moves path into lost+found under a name no file there has.
-func (d *Daemon) quarantine(path string) (string, error) {
-	if err := os.MkdirAll(d.lostDir(), 0o700); err != nil {
+func (mg *Manager) quarantine(path string) (string, error) {
+	if err := os.MkdirAll(mg.lostDir(), 0o700); err != nil {
 		return "", err
 	}
 	base := filepath.Base(path)
-	to := filepath.Join(d.lostDir(), base)
+	to := filepath.Join(mg.lostDir(), base)
 	for i := 1; ; i++ {
 		if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
 			break
 		}
-		to = filepath.Join(d.lostDir(), fmt.Sprintf("%s.%d", base, i))
+		to = filepath.Join(mg.lostDir(), fmt.Sprintf("%s.%d", base, i))
 	}
 	return to, os.Rename(path, to)
 }
 
 // reportLost says at every start what lost+found holds, until it is empty.
-func (d *Daemon) reportLost() {
-	entries, err := os.ReadDir(d.lostDir())
+func (mg *Manager) reportLost() {
+	entries, err := os.ReadDir(mg.lostDir())
 	if err != nil || len(entries) == 0 {
 		return
 	}
 	for _, e := range entries {
-		path := filepath.Join(d.lostDir(), e.Name())
-		d.log.Warn("lost+found holds a COW file no snapshot uses: `daxsnap cow adopt "+path+" ORIGIN NAME` makes a snapshot of ORIGIN from it again; delete it if it is not needed",
+		path := filepath.Join(mg.lostDir(), e.Name())
+		mg.log.Warn("lost+found holds a COW file no snapshot uses: `daxsnap cow adopt "+path+" ORIGIN NAME` makes a snapshot of ORIGIN from it again; delete it if it is not needed",
 			"path", path, "cow", describeHead(path))
 	}
 }
 
 // LostCOWs lists the files in lost+found.
-func (d *Daemon) LostCOWs() []string {
-	entries, _ := os.ReadDir(d.lostDir())
+func (mg *Manager) LostCOWs() []string {
+	entries, _ := os.ReadDir(mg.lostDir())
 	var out []string
 	for _, e := range entries {
-		out = append(out, filepath.Join(d.lostDir(), e.Name()))
+		out = append(out, filepath.Join(mg.lostDir(), e.Name()))
 	}
 	return out
 }
@@ -309,15 +309,15 @@ func describeHead(path string) string {
 
 // checkAdoptedCOW checks a COW to adopt: an absolute path no table uses,
 // holding a valid persistent store whose chunk size the table takes.
-func (d *Daemon) checkAdoptedCOW(p *createPlan, chunkBytes int64) error {
+func (mg *Manager) checkAdoptedCOW(p *createPlan, chunkBytes int64) error {
 	op, path := p.op, p.cow
 	if !filepath.IsAbs(path) {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: give an absolute path (the daemon does not share your working directory)", op, path)
 	}
-	if user := d.tableUsing(path); user != "" {
+	if user := mg.tableUsing(path); user != "" {
 		return errorf(dm.ErrBusy, "%s: COW %s is used by the table of %s: it is not lost", op, path, user)
 	}
-	head, _, err := d.cowHead(path)
+	head, _, err := mg.cowHead(path)
 	if err != nil || len(head) < 16 {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: %v: give the file that holds the snapshot", op, path, err)
 	}
@@ -346,13 +346,13 @@ func (d *Daemon) checkAdoptedCOW(p *createPlan, chunkBytes int64) error {
 // claimCOW makes an adopted COW in lost+found or the COW directory the
 // daemon's again: it becomes <state>/cow/NAME.cow, deleted with the
 // snapshot. giveBack moves it back if the adoption fails.
-func (d *Daemon) claimCOW(p *createPlan) (giveBack func(), err error) {
+func (mg *Manager) claimCOW(p *createPlan) (giveBack func(), err error) {
 	from := p.cow
 	dir := filepath.Dir(from)
-	if !sameFile(dir, d.lostDir()) && !sameFile(dir, d.cowDir()) {
+	if !sameFile(dir, mg.lostDir()) && !sameFile(dir, mg.cowDir()) {
 		return func() {}, nil // the user's own file, used in place
 	}
-	to, err := filepath.Abs(filepath.Join(d.cowDir(), p.name+".cow"))
+	to, err := filepath.Abs(filepath.Join(mg.cowDir(), p.name+".cow"))
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +362,7 @@ func (d *Daemon) claimCOW(p *createPlan) (giveBack func(), err error) {
 	if _, err := os.Lstat(to); err == nil {
 		return nil, errorf(dm.ErrExists, "%s: %s exists: pick another snapshot name", p.op, to)
 	}
-	if err := os.MkdirAll(d.cowDir(), 0o700); err != nil {
+	if err := os.MkdirAll(mg.cowDir(), 0o700); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(from, to); err != nil {
@@ -372,7 +372,7 @@ func (d *Daemon) claimCOW(p *createPlan) (giveBack func(), err error) {
 	p.note += fmt.Sprintf(" It is now %s, deleted with the snapshot.", to)
 	return func() {
 		if err := os.Rename(to, from); err != nil {
-			d.log.Error("adoption failed and the COW could not be moved back", "cow", to, "to", from, "err", err)
+			mg.log.Error("adoption failed and the COW could not be moved back", "cow", to, "to", from, "err", err)
 		}
 	}, nil
 }

@@ -1,4 +1,4 @@
-package daemon
+package snapshots
 
 import (
 	"errors"
@@ -13,9 +13,9 @@ import (
 // the snapshot device goes; if it was the origin's last, the origin gets
 // ORIGIN-real's table back and ORIGIN-real goes too. A COW file the
 // daemon created is deleted.
-func (d *Daemon) SnapshotRemove(name string) error {
+func (mg *Manager) SnapshotRemove(name string) error {
 	op := "snapshot remove " + name
-	s, err := d.findSnapshot(op, name)
+	s, err := mg.findSnapshot(op, name)
 	if err != nil {
 		return err
 	}
@@ -23,39 +23,39 @@ func (d *Daemon) SnapshotRemove(name string) error {
 		return err
 	}
 	l := s.layout()
-	unlock := d.lockLayout(l, name)
+	unlock := mg.lockLayout(l, name)
 	defer unlock()
-	if s, err = d.findSnapshot(op, name); err != nil { // it may have changed before the locks
+	if s, err = mg.findSnapshot(op, name); err != nil { // it may have changed before the locks
 		return err
 	}
 	if err := s.managed(op); err != nil {
 		return err
 	}
-	origin, err := d.mgr.Get(l.origin)
+	origin, err := mg.devs.Get(l.origin)
 	if err != nil {
 		return errorf(dm.ErrNotFound, "%s: its origin %s is gone: remove %s with `daxsnap remove %s`", op, l.origin, name, name)
 	}
-	if err := d.checkRemovable(op, l, s, origin); err != nil {
+	if err := mg.checkRemovable(op, l, s, origin); err != nil {
 		return err
 	}
-	err = d.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-remove", Arg: name}, func() error { return d.doRemove(op, l, s, origin) },
-		func() *state.Device { return d.record(origin) })
+	err = mg.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-remove", Arg: name}, func() error { return mg.doRemove(op, l, s, origin) },
+		func() *state.Device { return mg.host.Record(origin) })
 	if err != nil {
 		return err
 	}
-	d.log.Info("snapshot removed", "snapshot", name, "origin", l.origin)
+	mg.log.Info("snapshot removed", "snapshot", name, "origin", l.origin)
 	return nil
 }
 
 // checkRemovable refuses to remove a snapshot that is merging (unless the
 // merge failed) or in use.
-func (d *Daemon) checkRemovable(op string, l originLayout, s snapView, origin *dm.Device) error {
+func (mg *Manager) checkRemovable(op string, l originLayout, s snapView, origin *dm.Device) error {
 	if in := s.dev.Info(); in.OpenCount > 0 {
 		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first", op, s.name, in.OpenCount)
 	}
-	m, merging := d.mergeOf(l)
+	m, merging := mg.mergeOf(l)
 	if merging {
-		failed := d.mergeFailed(m)
+		failed := mg.mergeFailed(m)
 		switch {
 		case sameFile(m.line.cow, s.line.cow) && !failed:
 			return errorf(dm.ErrBusy, "%s: %s is merging into %s: wait for the merge to finish (`daxsnap snapshot merge %s` waits)", op, s.name, l.origin, s.name)
@@ -70,7 +70,7 @@ func (d *Daemon) checkRemovable(op string, l originLayout, s snapView, origin *d
 }
 
 // mergeFailed reports whether a merge stopped on an error.
-func (d *Daemon) mergeFailed(m mergeView) bool {
+func (mg *Manager) mergeFailed(m mergeView) bool {
 	status, _ := m.dev.Status(dm.Live)
 	st := parseUsage(statusPayload(status)).state
 	return st == wire.SnapshotMergeFailed || st == wire.SnapshotInvalid
@@ -79,23 +79,23 @@ func (d *Daemon) mergeFailed(m mergeView) bool {
 // doRemove takes the snapshot out from under a suspended origin. A failed
 // merge of it is abandoned: the origin gets its snapshot-origin (or
 // ORIGIN-real's) table back.
-func (d *Daemon) doRemove(op string, l originLayout, s snapView, origin *dm.Device) error {
-	if err := d.quiesceOrigin(op, origin); err != nil {
+func (mg *Manager) doRemove(op string, l originLayout, s snapView, origin *dm.Device) error {
+	if err := mg.quiesceOrigin(op, origin); err != nil {
 		return err
 	}
-	if err := d.fault("remove-snapshot"); err != nil {
+	if err := mg.fault("remove-snapshot"); err != nil {
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
 	}
-	if m, ok := d.mergeOf(l); ok && m.offline && sameFile(m.line.cow, s.line.cow) {
-		if err := d.removeDevice(m.dev, true); err != nil {
+	if m, ok := mg.mergeOf(l); ok && m.offline && sameFile(m.line.cow, s.line.cow) {
+		if err := mg.removeDevice(m.dev, true); err != nil {
 			return errors.Join(fmt.Errorf("%s: remove the failed merge device %s: %w", op, l.merge, err), origin.Resume())
 		}
 	}
-	if err := d.removeDevice(s.dev, false); err != nil {
+	if err := mg.removeDevice(s.dev, false); err != nil {
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
 	}
-	if err := d.settleOrigin(l, origin); err != nil {
+	if err := mg.settleOrigin(l, origin); err != nil {
 		return fmt.Errorf("%s: %s is removed, but giving %s its table back failed: %w", op, s.name, l.origin, err)
 	}
-	return d.removeOwnedCOW(s.line.cow)
+	return mg.removeOwnedCOW(s.line.cow)
 }

@@ -1,89 +1,59 @@
-package daemon
+package snapshots
 
 import (
 	"errors"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
-	"github.com/daxsnap/daxsnap/internal/state"
 )
 
 // The building blocks of the snapshot verbs. Callers hold the locks of
 // every device involved (lockLayout), so none of these lock.
 
 // lockLayout takes the name locks of l's devices and of names, then
-// graphMu and pmemMu, in the daemon's lock order.
-func (d *Daemon) lockLayout(l originLayout, names ...string) (unlock func()) {
-	unlockNames := d.locks.lock(append([]string{l.origin, l.real, l.merge}, names...)...)
-	d.graphMu.Lock()
-	d.pmemMu.RLock()
+// the locks table loads take, in the daemon's lock order.
+func (mg *Manager) lockLayout(l originLayout, names ...string) (unlock func()) {
+	unlockNames := mg.host.Lock(append([]string{l.origin, l.real, l.merge}, names...)...)
+	unlockTables := mg.host.LockTables()
 	return func() {
-		d.pmemMu.RUnlock()
-		d.graphMu.Unlock()
+		unlockTables()
 		unlockNames()
 	}
 }
 
 // createDevice creates name with a table (loaded and resumed) as a state
 // transition.
-func (d *Daemon) createDevice(name, table string, readOnly bool) (*dm.Device, error) {
-	var dev *dm.Device
-	create := func() (err error) {
-		dev, err = d.mgr.Create(name, dm.CreateOptions{Table: table, ReadOnly: readOnly})
-		return err
-	}
-	err := d.store.DeviceTransition(name, state.Op{Verb: "create"}, create, func() *state.Device {
-		if dev == nil {
-			return nil
-		}
-		return d.record(dev)
-	})
+func (mg *Manager) createDevice(name, table string, readOnly bool) (*dm.Device, error) {
+	dev, err := mg.host.CreateDevice(name, dm.CreateOptions{Table: table, ReadOnly: readOnly})
 	if err == nil {
-		d.forgetMerge(name)
+		mg.ForgetMerge(name)
 	}
 	return dev, err
 }
 
-// forgetMerge drops the record of a finished merge of a snapshot called
+// ForgetMerge drops the record of a finished merge of a snapshot called
 // name, now that a new device has the name: a later `snapshot merge
 // name` is about the new one.
-func (d *Daemon) forgetMerge(name string) {
-	if err := d.store.DeleteMerge(name); err != nil {
-		d.log.Warn("cannot drop the record of a finished merge", "snapshot", name, "err", err)
+func (mg *Manager) ForgetMerge(name string) {
+	if err := mg.store.DeleteMerge(name); err != nil {
+		mg.log.Warn("cannot drop the record of a finished merge", "snapshot", name, "err", err)
 	}
 }
 
 // removeDevice removes a device as a state transition. One still open
 // (an NBD client connected) gets an `error` table and goes on its last
 // close, if force; otherwise it is refused as busy.
-func (d *Daemon) removeDevice(dev *dm.Device, force bool) error {
-	name := dev.Name()
+func (mg *Manager) removeDevice(dev *dm.Device, force bool) error {
 	opts := dm.RemoveOptions{}
 	if force && dev.Info().OpenCount > 0 {
 		opts = dm.RemoveOptions{Force: true, Deferred: true}
 	}
-	remove := func() error { return d.mgr.Remove(name, opts) }
-	err := d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
-	if _, gerr := d.mgr.Get(name); gerr != nil {
-		d.forget(dev)
-	} else if opts.Deferred {
-		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
-	}
-	return err
-}
-
-// removeByName removes device name if it exists.
-func (d *Daemon) removeByName(name string, force bool) error {
-	dev, err := d.mgr.Get(name)
-	if err != nil {
-		return nil
-	}
-	return d.removeDevice(dev, force)
+	return mg.host.RemoveDevice(dev, opts)
 }
 
 // quiesceOrigin flushes and suspends the origin: in-flight writes finish
 // (and copy out to the snapshots they must), new ones wait.
-func (d *Daemon) quiesceOrigin(op string, dev *dm.Device) error {
+func (mg *Manager) quiesceOrigin(op string, dev *dm.Device) error {
 	if in := dev.Info(); in.LiveTable && !in.Suspended {
 		if err := dev.Flush(); err != nil {
 			return fmt.Errorf("%s: flush %s before suspending it: %w", op, dev.Name(), err)
@@ -96,21 +66,21 @@ func (d *Daemon) quiesceOrigin(op string, dev *dm.Device) error {
 // snapshots it has: snapshot-origin over ORIGIN-real while any remain,
 // ORIGIN-real's own table once none do, and what it has when it does not
 // sit on ORIGIN-real at all.
-func (d *Daemon) wantedOriginTable(l originLayout, origin *dm.Device) (string, error) {
+func (mg *Manager) wantedOriginTable(l originLayout, origin *dm.Device) (string, error) {
 	live, _ := origin.Table(dm.Live)
 	over, ok := originOver(live)
 	if !ok || over != l.realPath() {
 		return live, nil
 	}
-	if m, ok := d.mergeOf(l); ok && !m.offline && !d.mergeFailed(m) {
-		if _, ok := d.mergingSnapshot(l, m); ok {
+	if m, ok := mg.mergeOf(l); ok && !m.offline && !mg.mergeFailed(m) {
+		if _, ok := mg.mergingSnapshot(l, m); ok {
 			return live, nil // a merge still running keeps its table
 		}
 	}
-	if len(d.snapshotsOf(l)) > 0 {
+	if len(mg.snapshotsOf(l)) > 0 {
 		return fmt.Sprintf("0 %d snapshot-origin %s\n", origin.Info().Size, l.realPath()), nil
 	}
-	real, err := d.mgr.Get(l.real)
+	real, err := mg.devs.Get(l.real)
 	if err != nil {
 		return "", fmt.Errorf("%s maps %s, which is gone: load a table into %s by hand", l.origin, l.realPath(), l.origin)
 	}
@@ -119,8 +89,8 @@ func (d *Daemon) wantedOriginTable(l originLayout, origin *dm.Device) (string, e
 
 // settleOrigin gives a suspended origin the table wantedOriginTable says
 // and resumes it, then removes ORIGIN-real if nothing uses it any more.
-func (d *Daemon) settleOrigin(l originLayout, origin *dm.Device) error {
-	want, err := d.wantedOriginTable(l, origin)
+func (mg *Manager) settleOrigin(l originLayout, origin *dm.Device) error {
+	want, err := mg.wantedOriginTable(l, origin)
 	if err != nil {
 		return errors.Join(err, origin.Resume())
 	}
@@ -132,33 +102,33 @@ func (d *Daemon) settleOrigin(l originLayout, origin *dm.Device) error {
 	if err := origin.Resume(); err != nil {
 		return err
 	}
-	if err := d.recordMidOp(origin); err != nil {
+	if err := mg.recordMidOp(origin); err != nil {
 		return err
 	}
-	return d.dropUnusedReal(l)
+	return mg.dropUnusedReal(l)
 }
 
 // recordMidOp rewrites a device's record with its tables as they are now,
 // keeping the op in flight recorded: once the origin no longer maps
 // ORIGIN-real, which is about to go, a stop must not bring back a table
 // that names it.
-func (d *Daemon) recordMidOp(dev *dm.Device) error {
-	rec, ok, err := d.store.Device(dev.Name())
-	now := d.record(dev)
+func (mg *Manager) recordMidOp(dev *dm.Device) error {
+	rec, ok, err := mg.store.Device(dev.Name())
+	now := mg.host.Record(dev)
 	if err != nil || !ok || now == nil {
 		return err
 	}
 	now.Op = rec.Op
-	return d.store.PutDevice(*now)
+	return mg.store.PutDevice(*now)
 }
 
 // dropUnusedReal removes ORIGIN-real once no table maps it.
-func (d *Daemon) dropUnusedReal(l originLayout) error {
-	real, err := d.mgr.Get(l.real)
-	if err != nil || len(d.users(l.real)) > 0 {
+func (mg *Manager) dropUnusedReal(l originLayout) error {
+	real, err := mg.devs.Get(l.real)
+	if err != nil || len(mg.host.Users(l.real)) > 0 {
 		return nil
 	}
-	if err := d.removeDevice(real, false); err != nil {
+	if err := mg.removeDevice(real, false); err != nil {
 		return fmt.Errorf("remove %s, which nothing maps any more: %w", l.real, err)
 	}
 	return nil
@@ -184,9 +154,9 @@ func (u undoStack) unwind(op string, err error) error {
 }
 
 // fault fails step if the configured FailStep (tests) says so.
-func (d *Daemon) fault(step string) error {
-	if d.cfg.FailStep != nil {
-		return d.cfg.FailStep(step)
+func (mg *Manager) fault(step string) error {
+	if mg.cfg.FailStep != nil {
+		return mg.cfg.FailStep(step)
 	}
 	return nil
 }

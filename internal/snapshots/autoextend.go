@@ -1,4 +1,4 @@
-package daemon
+package snapshots
 
 import (
 	"context"
@@ -90,55 +90,55 @@ func (a *autoextenders) stop() {
 }
 
 // policyOf is the policy in force for dev: its own, else the daemon's.
-func (d *Daemon) policyOf(dev *dm.Device) autoPolicy {
-	if p, ok := d.autoext.ownOf(dev); ok {
+func (mg *Manager) policyOf(dev *dm.Device) autoPolicy {
+	if p, ok := mg.autoext.ownOf(dev); ok {
 		return p
 	}
-	return d.defaultAutoextend
+	return mg.defaultAutoextend
 }
 
-// recordAutoextend is dev's own policy as the state file keeps it.
-func (d *Daemon) recordAutoextend(dev *dm.Device) *state.Autoextend {
-	p, ok := d.autoext.ownOf(dev)
+// RecordAutoextend is dev's own policy as the state file keeps it.
+func (mg *Manager) RecordAutoextend(dev *dm.Device) *state.Autoextend {
+	p, ok := mg.autoext.ownOf(dev)
 	if !ok {
 		return nil
 	}
 	return &state.Autoextend{Threshold: p.threshold, Percent: p.percent}
 }
 
-// restoreAutoextend takes a snapshot's recorded policy back.
-func (d *Daemon) restoreAutoextend(dev *dm.Device, rec state.Device) {
+// RestoreAutoextend takes a snapshot's recorded policy back.
+func (mg *Manager) RestoreAutoextend(dev *dm.Device, rec state.Device) {
 	if rec.Autoextend == nil {
 		return
 	}
 	p, err := checkAutoextend("device "+rec.Name, rec.Autoextend.Threshold, rec.Autoextend.Percent)
 	if err != nil {
-		d.log.Error("recorded autoextend policy is not valid; the daemon's applies", "device", rec.Name, "err", err)
+		mg.log.Error("recorded autoextend policy is not valid; the daemon's applies", "device", rec.Name, "err", err)
 		return
 	}
-	d.autoext.setOwn(dev, p)
+	mg.autoext.setOwn(dev, p)
 }
 
 // armAutoextend tells snapshot dev's target its threshold and makes sure
 // a watcher runs while the policy is on.
-func (d *Daemon) armAutoextend(dev *dm.Device) {
-	s, ok := d.snapshotOf(dev)
+func (mg *Manager) armAutoextend(dev *dm.Device) {
+	s, ok := mg.snapshotOf(dev)
 	if !ok || s.degraded {
 		return
 	}
-	p := d.policyOf(dev)
+	p := mg.policyOf(dev)
 	pct := 0
 	if p.on() {
 		pct = p.threshold
 	}
 	if _, err := dev.Message(0, []string{"autoextend", strconv.Itoa(pct)}); err != nil {
-		d.log.Warn("snapshot autoextend not armed", "snapshot", dev.Name(), "err", err)
+		mg.log.Warn("snapshot autoextend not armed", "snapshot", dev.Name(), "err", err)
 		return
 	}
 	if !p.on() {
 		return
 	}
-	a := d.autoext
+	a := mg.autoext
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.watching[dev] || a.ctx.Err() != nil {
@@ -146,21 +146,21 @@ func (d *Daemon) armAutoextend(dev *dm.Device) {
 	}
 	a.watching[dev] = true
 	a.wg.Add(1)
-	go d.watchCOW(dev)
+	go mg.watchCOW(dev)
 }
 
-// armAllAutoextend arms every snapshot (at start).
-func (d *Daemon) armAllAutoextend() {
-	for _, s := range d.snapshots() {
-		d.armAutoextend(s.dev)
+// ArmAutoextend arms every snapshot (at start).
+func (mg *Manager) ArmAutoextend() {
+	for _, s := range mg.snapshots() {
+		mg.armAutoextend(s.dev)
 	}
 }
 
 // watchCOW waits on snapshot dev's events and extends its COW whenever
 // usage has reached the threshold, until dev is gone, is no longer an
 // active snapshot with autoextend on, or the daemon stops.
-func (d *Daemon) watchCOW(dev *dm.Device) {
-	a := d.autoext
+func (mg *Manager) watchCOW(dev *dm.Device) {
+	a := mg.autoext
 	defer a.wg.Done()
 	defer func() {
 		a.mu.Lock()
@@ -170,11 +170,11 @@ func (d *Daemon) watchCOW(dev *dm.Device) {
 	over := false
 	for {
 		nr := dev.Info().EventNr
-		if got, err := d.mgr.Get(dev.Name()); err != nil || got != dev {
+		if got, err := mg.devs.Get(dev.Name()); err != nil || got != dev {
 			return
 		}
-		s, ok := d.snapshotOf(dev)
-		p := d.policyOf(dev)
+		s, ok := mg.snapshotOf(dev)
+		p := mg.policyOf(dev)
 		if !ok || s.degraded || !p.on() {
 			return
 		}
@@ -186,17 +186,17 @@ func (d *Daemon) watchCOW(dev *dm.Device) {
 		if u.total > 0 && u.allocated*100 >= u.total*uint64(p.threshold) {
 			if !over {
 				over = true
-				d.metrics.cowThreshold.WithLabelValues(dev.Name()).Inc()
-				d.log.Info("snapshot COW reached its autoextend threshold", "snapshot", dev.Name(),
+				mg.metrics.cowThreshold.WithLabelValues(dev.Name()).Inc()
+				mg.log.Info("snapshot COW reached its autoextend threshold", "snapshot", dev.Name(),
 					"allocated_sectors", u.allocated, "total_sectors", u.total, "threshold", p.threshold)
 			}
-			if err := d.autoextend(s, p); errors.Is(err, errFullCopy) {
+			if err := mg.autoextend(s, p); errors.Is(err, errFullCopy) {
 				return
 			} else if err != nil {
-				if got, gerr := d.mgr.Get(dev.Name()); gerr != nil || got != dev {
+				if got, gerr := mg.devs.Get(dev.Name()); gerr != nil || got != dev {
 					return // removed meanwhile
 				}
-				d.log.Error("snapshot autoextend failed: the snapshot is invalidated if its COW fills up; extend it by hand (`daxsnap snapshot extend`)",
+				mg.log.Error("snapshot autoextend failed: the snapshot is invalidated if its COW fills up; extend it by hand (`daxsnap snapshot extend`)",
 					"snapshot", dev.Name(), "err", err)
 				dev.Message(0, []string{"autoextend", "0"}) // no write waits for an extension that will not come
 				return
@@ -214,9 +214,9 @@ func (d *Daemon) watchCOW(dev *dm.Device) {
 // snapshot take the space in. It takes no device lock: growing the file
 // is safe at any time, and a write waiting for the space reads the COW's
 // size again itself.
-func (d *Daemon) autoextend(s snapView, p autoPolicy) error {
+func (mg *Manager) autoextend(s snapView, p autoPolicy) error {
 	op := "snapshot autoextend " + s.name
-	cur, err := d.extendableCOW(op, s)
+	cur, err := mg.extendableCOW(op, s)
 	if err != nil {
 		return err
 	}
@@ -234,8 +234,8 @@ func (d *Daemon) autoextend(s snapView, p autoPolicy) error {
 	if _, err := s.dev.Message(0, []string{"grow"}); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	d.metrics.cowAutoextends.WithLabelValues(s.name).Inc()
-	d.log.Info("snapshot COW autoextended", "snapshot", s.name, "cow", s.line.cow, "from", cur, "to", size, "percent", p.percent)
+	mg.metrics.cowAutoextends.WithLabelValues(s.name).Inc()
+	mg.log.Info("snapshot COW autoextended", "snapshot", s.name, "cow", s.line.cow, "from", cur, "to", size, "percent", p.percent)
 	return nil
 }
 

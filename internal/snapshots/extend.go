@@ -1,4 +1,4 @@
-package daemon
+package snapshots
 
 import (
 	"errors"
@@ -15,28 +15,28 @@ import (
 // SnapshotExtend grows a snapshot's COW file, as lvextend does for a
 // snapshot: the file grows (allocated where the file system can), and the
 // snapshot, suspended and resumed, takes the new chunks in.
-func (d *Daemon) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
-	unlock := d.locks.lock(name)
+func (mg *Manager) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
+	unlock := mg.host.Lock(name)
 	defer unlock()
-	s, err := d.findSnapshot("snapshot extend", name)
+	s, err := mg.findSnapshot("snapshot extend", name)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
-	size, err := d.extendedSize(s, req)
+	size, err := mg.extendedSize(s, req)
 	if err != nil {
 		return wire.Snapshot{}, err
 	}
-	if err := d.extendCOW("snapshot extend", s, size); err != nil {
+	if err := mg.extendCOW("snapshot extend", s, size); err != nil {
 		return wire.Snapshot{}, err
 	}
-	return d.describe(s), nil
+	return mg.describe(s), nil
 }
 
 // extendedSize is the COW size req asks for, checked against what the
 // snapshot can be extended by at all.
-func (d *Daemon) extendedSize(s snapView, req wire.SnapshotExtend) (int64, error) {
+func (mg *Manager) extendedSize(s snapView, req wire.SnapshotExtend) (int64, error) {
 	op := "snapshot extend " + s.name
-	cur, err := d.extendableCOW(op, s)
+	cur, err := mg.extendableCOW(op, s)
 	if err != nil {
 		return 0, err
 	}
@@ -61,9 +61,9 @@ func (d *Daemon) extendedSize(s snapView, req wire.SnapshotExtend) (int64, error
 }
 
 // extendableCOW returns the size of s's COW, or why it cannot grow.
-func (d *Daemon) extendableCOW(op string, s snapView) (int64, error) {
+func (mg *Manager) extendableCOW(op string, s snapView) (int64, error) {
 	if s.degraded {
-		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot serves an `error` table (%s): nothing to extend", op, d.notes.get(s.name))
+		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot serves an `error` table (%s): nothing to extend", op, mg.host.Note(s.name).Text)
 	}
 	status, _ := s.dev.Status(dm.Live)
 	switch u := parseUsage(statusPayload(status)); u.state {
@@ -73,10 +73,10 @@ func (d *Daemon) extendableCOW(op string, s snapView) (int64, error) {
 	default:
 		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot is %s, not active: only an active snapshot is extended", op, u.state)
 	}
-	if m, ok := d.mergeOf(s.layout()); ok && s.origin != "" && sameFile(m.line.cow, s.line.cow) {
+	if m, ok := mg.mergeOf(s.layout()); ok && s.origin != "" && sameFile(m.line.cow, s.line.cow) {
 		return 0, errorf(dm.ErrBusy, "%s: it is merging into %s: a merge only frees COW space", op, s.origin)
 	}
-	if name, ok := strings.CutPrefix(s.line.cow, MapperPrefix); ok {
+	if name, ok := strings.CutPrefix(s.line.cow, dm.MapperPrefix); ok {
 		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW is the device %s: load a larger table into %s and resume it; the snapshot takes the space in at its next allocation", op, s.line.cow, name)
 	}
 	b, err := backing.Open(s.line.cow, backing.Options{ReadOnly: true})
@@ -96,7 +96,7 @@ func (d *Daemon) extendableCOW(op string, s snapView) (int64, error) {
 
 // extendCOW grows s's COW file to size bytes and suspends and resumes the
 // snapshot, which reads its COW's size again on resume.
-func (d *Daemon) extendCOW(op string, s snapView, size int64) error {
+func (mg *Manager) extendCOW(op string, s snapView, size int64) error {
 	if err := growFile(s.line.cow, size); err != nil {
 		return fmt.Errorf("%s: grow COW %s to %d bytes: %w", op, s.line.cow, size, err)
 	}
@@ -109,7 +109,7 @@ func (d *Daemon) extendCOW(op string, s snapView, size int64) error {
 	if err := s.dev.Resume(); err != nil {
 		return fmt.Errorf("%s: resume %s: %w", op, s.name, err)
 	}
-	d.log.Info("snapshot extended", "snapshot", s.name, "cow", s.line.cow, "size", size)
+	mg.log.Info("snapshot extended", "snapshot", s.name, "cow", s.line.cow, "size", size)
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package daemon
+package snapshots
 
 import (
 	"context"
@@ -104,8 +104,8 @@ var errStopping = errors.New("the daemon is stopping")
 
 // startJob starts the job finishing the merge on origin, or returns the
 // one already running.
-func (d *Daemon) startJob(origin, name string, resumeFinish bool) *mergeJob {
-	m := d.merges
+func (mg *Manager) startJob(origin, name string, resumeFinish bool) *mergeJob {
+	m := mg.merges
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if j := m.byOrigin[origin]; j != nil && j.running() {
@@ -119,23 +119,23 @@ func (d *Daemon) startJob(origin, name string, resumeFinish bool) *mergeJob {
 		return j
 	}
 	m.wg.Add(1)
-	go d.runMerge(j)
+	go mg.runMerge(j)
 	return j
 }
 
-func (d *Daemon) runMerge(j *mergeJob) {
-	defer d.merges.wg.Done()
-	err := d.waitMerged(j)
+func (mg *Manager) runMerge(j *mergeJob) {
+	defer mg.merges.wg.Done()
+	err := mg.waitMerged(j)
 	if err == nil {
-		err = d.finishMerge(j)
+		err = mg.finishMerge(j)
 	}
 	switch {
 	case err == nil:
-		d.log.Info("snapshot merged", "snapshot", j.name, "origin", j.origin)
+		mg.log.Info("snapshot merged", "snapshot", j.name, "origin", j.origin)
 	case errors.Is(err, errStopping):
-		d.log.Info("merge continues at the next start", "snapshot", j.name, "origin", j.origin)
+		mg.log.Info("merge continues at the next start", "snapshot", j.name, "origin", j.origin)
 	default:
-		d.log.Error("merge did not finish", "snapshot", j.name, "origin", j.origin, "err", err)
+		mg.log.Error("merge did not finish", "snapshot", j.name, "origin", j.origin, "err", err)
 	}
 	j.mu.Lock()
 	j.err = err
@@ -147,49 +147,49 @@ func (d *Daemon) runMerge(j *mergeJob) {
 // waits until the merge has finished, unless req.NoWait. While the origin
 // is in use it refuses, or with req.Deferred records the merge to start
 // when the last user closes (see startDeferredMerges).
-func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+func (mg *Manager) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
 	op := "snapshot merge " + name
-	s, err := d.findSnapshot(op, name)
+	s, err := mg.findSnapshot(op, name)
 	if err != nil {
-		return d.orFinished(name, err)
+		return mg.orFinished(name, err)
 	}
 	if err := s.managed(op); err != nil {
 		return wire.Snapshot{}, err
 	}
-	j := d.merges.get(s.origin)
+	j := mg.merges.get(s.origin)
 	if j == nil || !j.running() || j.name != name {
-		if err := d.refuseWhileStopping(op); err != nil {
+		if err := mg.host.RefuseWhileStopping(op); err != nil {
 			return wire.Snapshot{}, err
 		}
-		err := d.startMerge(op, name, state.Op{Verb: "snapshot-merge", Arg: name})
-		var inUse *inUseError
+		err := mg.startMerge(op, name, state.Op{Verb: "snapshot-merge", Arg: name})
+		var inUse *InUseError
 		if errors.As(err, &inUse) && req.Deferred {
-			return d.deferMerge(op, name, inUse.users)
+			return mg.deferMerge(op, name, inUse.Users)
 		}
 		if err != nil {
 			// The merge may have finished since findSnapshot.
-			return d.orFinished(name, err)
+			return mg.orFinished(name, err)
 		}
-		j = d.startJob(s.origin, name, false)
-		d.setMergeDeferred(name, false)
+		j = mg.startJob(s.origin, name, false)
+		mg.setMergeDeferred(name, false)
 	}
 	if req.NoWait {
-		snap, err := d.Snapshot(name)
+		snap, err := mg.Snapshot(name)
 		if err != nil {
-			return d.orFinished(name, err)
+			return mg.orFinished(name, err)
 		}
 		return snap, nil
 	}
-	wait(j, d.merges.ctx)
+	wait(j, mg.merges.ctx)
 	if _, _, err := j.result(); err != nil {
 		if errors.Is(err, errStopping) {
 			return wire.Snapshot{}, errorf(dm.ErrBusy, "%s: the daemon stopped before the merge finished; it resumes when `daxsnap serve` starts again: run `daxsnap snapshot merge %s` then to wait for it", op, name)
 		}
 		return wire.Snapshot{}, fmt.Errorf("%s: %w", op, err)
 	}
-	r := wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.cow, COWOwned: d.ownsCOW(s.line.cow),
+	r := wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.cow, COWOwned: mg.ownsCOW(s.line.cow),
 		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size), State: wire.SnapshotMerged}
-	if m, ok, _ := d.store.Merge(name); ok {
+	if m, ok, _ := mg.store.Merge(name); ok {
 		r.MergedAt = m.FinishedAt
 	}
 	return r, nil
@@ -209,17 +209,17 @@ func wait(j *mergeJob, stopping context.Context) {
 // merge it started with --no-wait) is reported merged, as the record the
 // finish left says; anything else returns err. A job of this daemon still
 // finishing the merge is waited for first.
-func (d *Daemon) orFinished(name string, err error) (wire.Snapshot, error) {
+func (mg *Manager) orFinished(name string, err error) (wire.Snapshot, error) {
 	if !errors.Is(err, dm.ErrNotFound) {
 		return wire.Snapshot{}, err
 	}
-	if _, gerr := d.mgr.Get(name); gerr == nil {
+	if _, gerr := mg.devs.Get(name); gerr == nil {
 		return wire.Snapshot{}, err
 	}
-	if j := d.merges.named(name); j != nil {
-		wait(j, d.merges.ctx)
+	if j := mg.merges.named(name); j != nil {
+		wait(j, mg.merges.ctx)
 	}
-	m, ok, serr := d.store.Merge(name)
+	m, ok, serr := mg.store.Merge(name)
 	if serr != nil {
 		return wire.Snapshot{}, errors.Join(err, serr)
 	}
@@ -233,72 +233,72 @@ func (d *Daemon) orFinished(name string, err error) (wire.Snapshot, error) {
 // startMerge hands the snapshot to a snapshot-merge table (as a state
 // transition recorded as op on the origin). A merge of this snapshot
 // already under way is left as it is.
-func (d *Daemon) startMerge(op, name string, recOp state.Op) error {
-	s, err := d.findSnapshot(op, name)
+func (mg *Manager) startMerge(op, name string, recOp state.Op) error {
+	s, err := mg.findSnapshot(op, name)
 	if err != nil {
 		return err
 	}
 	l := s.layout()
-	unlock := d.lockLayout(l, name)
+	unlock := mg.lockLayout(l, name)
 	defer unlock()
-	if s, err = d.findSnapshot(op, name); err != nil {
+	if s, err = mg.findSnapshot(op, name); err != nil {
 		return err
 	}
 	if err := s.managed(op); err != nil {
 		return err
 	}
-	origin, err := d.mgr.Get(l.origin)
+	origin, err := mg.devs.Get(l.origin)
 	if err != nil {
 		return errorf(dm.ErrNotFound, "%s: its origin %s is gone", op, l.origin)
 	}
-	m, merging := d.mergeOf(l)
+	m, merging := mg.mergeOf(l)
 	if merging && sameFile(m.line.cow, s.line.cow) {
-		return d.holdForOfflineMerge(op, recOp, l, m, origin)
+		return mg.holdForOfflineMerge(op, recOp, l, m, origin)
 	}
 	// What the snapshot is decides before what its origin is doing, so
 	// the answer does not depend on when it is asked.
-	if err := d.checkSnapshotMergeable(op, s); err != nil {
+	if err := mg.checkSnapshotMergeable(op, s); err != nil {
 		return err
 	}
 	if merging {
-		other, _ := d.mergingSnapshot(l, m)
+		other, _ := mg.mergingSnapshot(l, m)
 		return errorf(dm.ErrBusy, "%s: snapshot %s is merging into %s: wait for it to finish first", op, other.name, l.origin)
 	}
 	offline := origin.Info().FixedCaps&(dm.DAX|dm.Sync) != 0
-	if err := d.checkMergeable(op, l, s, origin, offline); err != nil {
+	if err := mg.checkMergeable(op, l, s, origin, offline); err != nil {
 		return err
 	}
-	if err := d.checkUnused(op, l, s, origin); err != nil {
+	if err := mg.checkUnused(op, l, s, origin); err != nil {
 		return err
 	}
-	err = d.store.DeviceTransition(l.origin, recOp, func() error { return d.doStartMerge(op, l, s, origin, offline) },
-		func() *state.Device { return d.record(origin) })
+	err = mg.store.DeviceTransition(l.origin, recOp, func() error { return mg.doStartMerge(op, l, s, origin, offline) },
+		func() *state.Device { return mg.host.Record(origin) })
 	if err != nil {
 		return err
 	}
-	d.log.Info("merge started", "snapshot", name, "origin", l.origin, "offline", offline)
+	mg.log.Info("merge started", "snapshot", name, "origin", l.origin, "offline", offline)
 	return nil
 }
 
 // holdForOfflineMerge makes sure the origin of a running offline merge
 // is suspended: after a restart interrupted the merge's start, it came
 // back resumed.
-func (d *Daemon) holdForOfflineMerge(op string, recOp state.Op, l originLayout, m mergeView, origin *dm.Device) error {
+func (mg *Manager) holdForOfflineMerge(op string, recOp state.Op, l originLayout, m mergeView, origin *dm.Device) error {
 	if !m.offline || origin.Info().Suspended {
 		return nil
 	}
-	return d.store.DeviceTransition(l.origin, recOp, func() error { return d.quiesceOrigin(op, origin) },
-		func() *state.Device { return d.record(origin) })
+	return mg.store.DeviceTransition(l.origin, recOp, func() error { return mg.quiesceOrigin(op, origin) },
+		func() *state.Device { return mg.host.Record(origin) })
 }
 
 // checkSnapshotMergeable refuses a snapshot that can never merge.
-func (d *Daemon) checkSnapshotMergeable(op string, s snapView) error {
+func (mg *Manager) checkSnapshotMergeable(op string, s snapView) error {
 	status, _ := s.dev.Status(dm.Live)
 	switch st := parseUsage(statusPayload(status)).state; {
 	case s.line.store == "N":
 		return errorf(dm.ErrNotSupported, "%s: %s is a transient snapshot (store N), whose exceptions live only in memory: it cannot merge; copy its data instead", op, s.name)
 	case s.degraded:
-		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table (%s): nothing to merge", op, s.name, d.notes.get(s.name).degraded)
+		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table (%s): nothing to merge", op, s.name, mg.host.Note(s.name).Degraded)
 	case st == wire.SnapshotInvalid:
 		return errorf(dm.ErrIO, "%s: %s is invalid (its COW filled up or failed), so its contents are lost: remove it (`daxsnap snapshot remove %s`)", op, s.name, s.name)
 	}
@@ -306,15 +306,15 @@ func (d *Daemon) checkSnapshotMergeable(op string, s snapView) error {
 }
 
 // checkMergeable refuses what cannot merge now.
-func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+func (mg *Manager) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
 	in := origin.Info()
 	switch {
-	case s.dev.Info().OpenCount > 0 && len(d.holdersOf(s.dev, true)) == 0:
+	case s.dev.Info().OpenCount > 0 && mg.host.Holders(s.dev, true).Len() == 0:
 		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first; a merging snapshot cannot be used", op, s.name, s.dev.Info().OpenCount)
 	case !in.LiveTable || in.Suspended || in.InactiveTable:
 		return errorf(dm.ErrBusy, "%s: origin %s must be resumed, with a live table and no inactive one: resume it (or clear its inactive table) first", op, l.origin)
 	}
-	if _, err := d.mgr.Get(l.merge); offline && err == nil {
+	if _, err := mg.devs.Get(l.merge); offline && err == nil {
 		return errorf(dm.ErrExists, "%s: %s is DAX-capable, so it merges offline through a device called %s, and one exists: rename or remove it", op, l.origin, l.merge)
 	}
 	return nil
@@ -322,19 +322,19 @@ func (d *Daemon) checkMergeable(op string, l originLayout, s snapView, origin *d
 
 // doStartMerge loads snapshot-merge into the origin (online) or creates
 // ORIGIN-merge with it while the origin stays suspended (offline).
-func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+func (mg *Manager) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
 	table := s.line.text("snapshot-merge")
-	if err := d.fault("start-merge"); err != nil {
+	if err := mg.fault("start-merge"); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if !offline {
 		if err := origin.Load(table); err != nil {
 			return fmt.Errorf("%s: load snapshot-merge into %s: %w", op, l.origin, err)
 		}
-		if err := d.quiesceOrigin(op, origin); err != nil {
+		if err := mg.quiesceOrigin(op, origin); err != nil {
 			return errors.Join(err, origin.Clear())
 		}
-		if err := d.checkUnused(op, l, s, origin); err != nil {
+		if err := mg.checkUnused(op, l, s, origin); err != nil {
 			return errors.Join(err, origin.Clear(), origin.Resume())
 		}
 		if err := origin.Resume(); err != nil {
@@ -342,36 +342,36 @@ func (d *Daemon) doStartMerge(op string, l originLayout, s snapView, origin *dm.
 		}
 		return nil
 	}
-	if _, err := d.mgr.Get(l.merge); err != nil && d.sessions != nil {
+	if _, err := mg.devs.Get(l.merge); err != nil {
 		// The merge rewrites the origin's memory under any mapping of it:
 		// take them back first; new ones wait while the origin is
 		// suspended, for the whole merge.
-		release, err := d.recallMappings(origin, fmt.Sprintf("an offline merge of %s into %s rewrites its memory", s.name, l.origin))
+		release, err := mg.host.Recall(origin, fmt.Sprintf("an offline merge of %s into %s rewrites its memory", s.name, l.origin))
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
 		defer release()
 	}
-	if err := d.quiesceOrigin(op, origin); err != nil {
+	if err := mg.quiesceOrigin(op, origin); err != nil {
 		return err
 	}
-	if _, err := d.mgr.Get(l.merge); err == nil {
+	if _, err := mg.devs.Get(l.merge); err == nil {
 		return nil // created before a restart: it resumed merging
 	}
-	if err := d.checkUnused(op, l, s, origin); err != nil {
+	if err := mg.checkUnused(op, l, s, origin); err != nil {
 		return errors.Join(err, origin.Resume())
 	}
-	if _, err := d.createDevice(l.merge, table, false); err != nil {
+	if _, err := mg.createDevice(l.merge, table, false); err != nil {
 		return errors.Join(fmt.Errorf("%s: create %s to merge offline: %w", op, l.merge, err), origin.Resume())
 	}
 	return nil
 }
 
 // waitMerged waits until the merge on j's origin has copied everything.
-func (d *Daemon) waitMerged(j *mergeJob) error {
+func (mg *Manager) waitMerged(j *mergeJob) error {
 	l := layoutOf(j.origin)
 	for {
-		m, ok := d.mergeOf(l)
+		m, ok := mg.mergeOf(l)
 		if !ok {
 			if j.resumeFinish {
 				return nil
@@ -390,10 +390,10 @@ func (d *Daemon) waitMerged(j *mergeJob) error {
 			return nil
 		}
 		nr := m.dev.Info().EventNr
-		ctx, cancel := context.WithTimeout(d.merges.ctx, 50*time.Millisecond)
+		ctx, cancel := context.WithTimeout(mg.merges.ctx, 50*time.Millisecond)
 		m.dev.WaitEvent(ctx, nr)
 		cancel()
-		if d.merges.ctx.Err() != nil {
+		if mg.merges.ctx.Err() != nil {
 			return errStopping
 		}
 	}
@@ -401,71 +401,71 @@ func (d *Daemon) waitMerged(j *mergeJob) error {
 
 // finishMerge removes the merged snapshot and gives the origin its
 // table back, as a state transition.
-func (d *Daemon) finishMerge(j *mergeJob) error {
+func (mg *Manager) finishMerge(j *mergeJob) error {
 	op := fmt.Sprintf("snapshot merge %s: finish", j.name)
 	l := layoutOf(j.origin)
-	unlock := d.lockLayout(l, j.name)
+	unlock := mg.lockLayout(l, j.name)
 	defer unlock()
-	origin, err := d.mgr.Get(l.origin)
+	origin, err := mg.devs.Get(l.origin)
 	if err != nil {
 		return fmt.Errorf("%s: origin %s is gone", op, l.origin)
 	}
-	if m, ok := d.mergeOf(l); ok {
+	if m, ok := mg.mergeOf(l); ok {
 		status, _ := m.dev.Status(dm.Live)
 		if u := parseUsage(statusPayload(status)); u.state != wire.SnapshotActive || u.allocated != u.metadata {
 			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), statusPayload(status))
 		}
 	}
-	err = d.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-merge-finish", Arg: j.name}, func() error { return d.doFinishMerge(op, l, j.name, origin) },
-		func() *state.Device { return d.record(origin) })
+	err = mg.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-merge-finish", Arg: j.name}, func() error { return mg.doFinishMerge(op, l, j.name, origin) },
+		func() *state.Device { return mg.host.Record(origin) })
 	if err != nil {
 		return err
 	}
 	// Remembered so that waiting on the merge later reports it finished.
-	if err := d.store.PutMerge(state.Merge{Snapshot: j.name, Origin: j.origin, FinishedAt: time.Now().UTC()}); err != nil {
-		d.log.Warn("cannot record the finished merge: waiting on it later says there is no such snapshot", "snapshot", j.name, "err", err)
+	if err := mg.store.PutMerge(state.Merge{Snapshot: j.name, Origin: j.origin, FinishedAt: time.Now().UTC()}); err != nil {
+		mg.log.Warn("cannot record the finished merge: waiting on it later says there is no such snapshot", "snapshot", j.name, "err", err)
 	}
 	return nil
 }
 
-func (d *Daemon) doFinishMerge(op string, l originLayout, name string, origin *dm.Device) error {
-	if err := d.fault("finish-merge"); err != nil {
+func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin *dm.Device) error {
+	if err := mg.fault("finish-merge"); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if err := d.quiesceOrigin(op, origin); err != nil {
+	if err := mg.quiesceOrigin(op, origin); err != nil {
 		return err
 	}
 	var cow string
-	if m, ok := d.mergeOf(l); ok {
+	if m, ok := mg.mergeOf(l); ok {
 		cow = m.line.cow
 		if m.offline {
-			if err := d.removeDevice(m.dev, true); err != nil {
+			if err := mg.removeDevice(m.dev, true); err != nil {
 				return fmt.Errorf("%s: remove %s: %w", op, l.merge, err)
 			}
 		}
 	}
-	if s, err := d.findSnapshot(op, name); err == nil && s.line.origin == l.realPath() {
+	if s, err := mg.findSnapshot(op, name); err == nil && s.line.origin == l.realPath() {
 		cow = s.line.cow
-		if err := d.removeDevice(s.dev, true); err != nil {
+		if err := mg.removeDevice(s.dev, true); err != nil {
 			return fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err)
 		}
 	}
-	if err := d.settleOrigin(l, origin); err != nil {
+	if err := mg.settleOrigin(l, origin); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if cow != "" && d.tableUsing(cow) == "" {
-		return d.removeOwnedCOW(cow)
+	if cow != "" && mg.tableUsing(cow) == "" {
+		return mg.removeOwnedCOW(cow)
 	}
 	return nil
 }
 
 // mergeProgress describes merge m of snapshot s.
-func (d *Daemon) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
+func (mg *Manager) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
 	status, _ := m.dev.Status(dm.Live)
 	u := parseUsage(statusPayload(status))
 	p := &wire.MergeProgress{Device: m.dev.Name(), Offline: m.offline, Remaining: u.exceptions(m.line.store, m.line.chunk)}
 	p.Start = p.Remaining
-	if j := d.merges.get(s.origin); j != nil && j.name == s.name {
+	if j := mg.merges.get(s.origin); j != nil && j.name == s.name {
 		start, seen, err := j.result()
 		if seen {
 			p.Start = max(start, p.Remaining)
@@ -485,9 +485,9 @@ func (d *Daemon) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
 }
 
 // offlineMergeOf reports an offline merge still running on origin.
-func (d *Daemon) offlineMergeOf(origin string) (mergeView, bool) {
-	m, ok := d.mergeOf(layoutOf(origin))
-	if !ok || !m.offline || d.mergeFailed(m) {
+func (mg *Manager) offlineMergeOf(origin string) (mergeView, bool) {
+	m, ok := mg.mergeOf(layoutOf(origin))
+	if !ok || !m.offline || mg.mergeFailed(m) {
 		return mergeView{}, false
 	}
 	return m, true
