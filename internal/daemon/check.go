@@ -57,9 +57,9 @@ func checkLine(reg *dm.Registry, pool *dm.DevicePool, l dm.TableLine, mode dm.Mo
 	return out, nil
 }
 
-func offlineOpen(name string, readOnly bool) (backing.Device, error) {
+func offlineOpen(name string, opts backing.Options) (backing.Device, error) {
 	if dm.IsStackRef(name) {
 		return nil, errors.New(name + " is a daxsnap device, which an offline check cannot open: load the table on the daemon (`daxsnap load`) to check it there")
 	}
-	return backing.Open(name, backing.Options{ReadOnly: readOnly})
+	return backing.Open(name, opts)
 }

@@ -10,8 +10,7 @@ import (
 
 // open is the device pool's opener of backing devices (dm opens the
 // mapped devices a table names itself).
-func (d *Daemon) open(name string, readOnly bool) (backing.Device, error) {
-	opts := backing.Options{ReadOnly: readOnly}
+func (d *Daemon) open(name string, opts backing.Options) (backing.Device, error) {
 	if rec, ok := d.regionAt(name); ok {
 		// A region file must be the one pmem create made, in a directory
 		// only the daemon's uid writes.

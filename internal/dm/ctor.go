@@ -74,7 +74,7 @@ func (c *CtorContext) OpenDevice(name string, start, length Sector) (*DeviceRef,
 	if start > MaxSectors || length > MaxSectors-start {
 		return nil, fmt.Errorf("device %s: sectors %d+%d overflow", name, start, length)
 	}
-	dev, err := c.pool.Get(name, c.ReadOnly)
+	dev, err := c.pool.Get(name, backing.Options{ReadOnly: c.ReadOnly})
 	if err != nil {
 		if se := (*StackError)(nil); errors.As(err, &se) {
 			c.stackErr = se

@@ -55,7 +55,7 @@ func extentRig(t *testing.T) (*dm.Manager, map[string]backing.Device) {
 	reg.Register(striped.Type)
 	reg.Register(snapshot.OriginType)
 	reg.Register(errortarget.Type)
-	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
+	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ backing.Options) (backing.Device, error) {
 		if d, ok := devs[name]; ok {
 			return d, nil
 		}
@@ -203,9 +203,7 @@ func TestExtents_Tmpfs(t *testing.T) {
 	reg := dm.NewRegistry()
 	reg.Register(linear.Type)
 	reg.Register(striped.Type)
-	pool := dm.NewDevicePool(func(name string, ro bool) (backing.Device, error) {
-		return backing.Open(name, backing.Options{ReadOnly: ro})
-	})
+	pool := dm.NewDevicePool(backing.Open)
 	m := dm.NewManager(reg, pool)
 	table := fmt.Sprintf("0 2048 striped 2 16 %s 0 %s 64\n2048 1024 linear %s 2048\n", names[0], names[1], names[0])
 	d, err := m.Create("tmpfs", dm.CreateOptions{Table: table})

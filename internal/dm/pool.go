@@ -13,10 +13,11 @@ import (
 // file see one mapping (the kernel's dm_dev refcounts). It is safe for
 // concurrent use.
 type DevicePool struct {
-	// Opener opens a device by name; nil means backing.Open. The daemon
+	// Opener opens a device by name, as backing.Open does (nil means
+	// backing.Open); the pool's options say only ReadOnly. The daemon
 	// sets it to resolve names of its own (pmem regions). Mapped devices
 	// (/dev/mapper/NAME, /dev/dm-N) are the pool's Manager's to open.
-	Opener func(name string, readOnly bool) (backing.Device, error)
+	Opener func(name string, opts backing.Options) (backing.Device, error)
 
 	mu     sync.Mutex
 	stack  *Manager // opens /dev/mapper/NAME and /dev/dm-N (see Manager.Open)
@@ -36,12 +37,13 @@ type pooled struct {
 }
 
 // NewDevicePool returns a pool that opens devices with opener (nil: backing.Open).
-func NewDevicePool(opener func(name string, readOnly bool) (backing.Device, error)) *DevicePool {
+func NewDevicePool(opener func(name string, opts backing.Options) (backing.Device, error)) *DevicePool {
 	return &DevicePool{Opener: opener, open: make(map[poolKey]*pooled), byDv: make(map[backing.Device]poolKey)}
 }
 
-// Get opens name or shares an open device with the same identity.
-func (p *DevicePool) Get(name string, readOnly bool) (backing.Device, error) {
+// Get opens name with opts or shares an open device with the same
+// identity and opts.ReadOnly.
+func (p *DevicePool) Get(name string, opts backing.Options) (backing.Device, error) {
 	p.mu.Lock()
 	opener, stack := p.Opener, p.stack
 	p.mu.Unlock()
@@ -49,17 +51,15 @@ func (p *DevicePool) Get(name string, readOnly bool) (backing.Device, error) {
 		opener = stack.Open
 	}
 	if opener == nil {
-		opener = func(name string, ro bool) (backing.Device, error) {
-			return backing.Open(name, backing.Options{ReadOnly: ro})
-		}
+		opener = backing.Open
 	}
-	dev, err := opener(name, readOnly)
+	dev, err := opener(name, opts)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	key := poolKey{dev.ID(), readOnly}
+	key := poolKey{dev.ID(), opts.ReadOnly}
 	if e, ok := p.open[key]; ok {
 		if e.dev != dev {
 			dev.Close()

@@ -89,7 +89,7 @@ func (m *Manager) lookup(ref string) (*Device, bool) {
 // by a table (HolderTable) until Close, reads and writes go through the
 // device's live table, and its capabilities are that table's. The device
 // pool calls it for table lines; tests and tools may call it directly.
-func (m *Manager) Open(ref string, readOnly bool) (backing.Device, error) {
+func (m *Manager) Open(ref string, opts backing.Options) (backing.Device, error) {
 	d, ok := m.lookup(ref)
 	if !ok {
 		return nil, &StackError{Ref: ref, Err: ErrNotFound}
@@ -101,7 +101,7 @@ func (m *Manager) Open(ref string, readOnly bool) (backing.Device, error) {
 	if err := d.OpenBy(Holder{Kind: HolderTable}); err != nil {
 		return nil, &StackError{Ref: ref, Name: in.Name, Err: err}
 	}
-	return &stacked{dev: d, readOnly: readOnly || in.ReadOnly}, nil
+	return &stacked{dev: d, readOnly: opts.ReadOnly || in.ReadOnly}, nil
 }
 
 // Below lists the mapped devices d's live and inactive tables opened, in
@@ -279,12 +279,20 @@ func (s *stacked) Memory(off, n int64) []MemRange { return s.dev.Memory(off, n) 
 // WriteGranularity is the device's unit of copy-before-write at off.
 func (s *stacked) WriteGranularity(off int64) int64 { return s.dev.WriteGranularity(off, 1) }
 
+// opKind says whether an operation on a stacked device changes its data.
+type opKind int
+
+const (
+	readOp  opKind = iota // allowed on a read-only open
+	writeOp               // refused on a read-only open
+)
+
 // check fails op once s is closed, and a change of a read-only open.
-func (s *stacked) check(op string, write bool, off, n int64) error {
+func (s *stacked) check(op string, kind opKind, off, n int64) error {
 	if s.closed.Load() {
 		return fmt.Errorf("%s of %s: %w", op, s.Path(), backing.ErrClosed)
 	}
-	if write && s.readOnly {
+	if kind == writeOp && s.readOnly {
 		return fmt.Errorf("%s is opened read-only: %w (%w): %s of %d bytes at offset %d", s.Path(), ErrReadOnly, syscall.EROFS, op, n, off)
 	}
 	return nil
@@ -299,35 +307,35 @@ func (s *stacked) inRange(op string, off, n int64) error {
 }
 
 func (s *stacked) ReadAt(p []byte, off int64) (int, error) {
-	if err := s.check("read", false, off, int64(len(p))); err != nil {
+	if err := s.check("read", readOp, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	return s.dev.ReadAt(p, off)
 }
 
 func (s *stacked) WriteAt(p []byte, off int64) (int, error) {
-	if err := s.check("write", true, off, int64(len(p))); err != nil {
+	if err := s.check("write", writeOp, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	return s.dev.WriteAt(p, off)
 }
 
 func (s *stacked) Discard(off, n int64) error {
-	if err := s.check("discard", true, off, n); err != nil {
+	if err := s.check("discard", writeOp, off, n); err != nil {
 		return err
 	}
 	return s.dev.Discard(off, n)
 }
 
 func (s *stacked) WriteZeroes(off, n int64) error {
-	if err := s.check("write-zeroes", true, off, n); err != nil {
+	if err := s.check("write-zeroes", writeOp, off, n); err != nil {
 		return err
 	}
 	return s.dev.WriteZeroes(off, n)
 }
 
 func (s *stacked) Flush() error {
-	if err := s.check("flush", false, 0, 0); err != nil {
+	if err := s.check("flush", readOp, 0, 0); err != nil {
 		return err
 	}
 	return s.dev.Flush()
@@ -335,7 +343,7 @@ func (s *stacked) Flush() error {
 
 // FlushRange flushes the whole device: dm has no ranged flush.
 func (s *stacked) FlushRange(off, n int64) error {
-	if err := s.check("flush", false, off, n); err != nil {
+	if err := s.check("flush", readOp, off, n); err != nil {
 		return err
 	}
 	if err := s.inRange("flush", off, n); err != nil {
@@ -348,7 +356,7 @@ func (s *stacked) FlushRange(off, n int64) error {
 // Device.DirectAccess, it may return fewer bytes than asked, up to the
 // end of a table line: each line has memory of its own.
 func (s *stacked) DirectAccess(off, n int64) ([]byte, error) {
-	if err := s.check("direct access", false, off, n); err != nil {
+	if err := s.check("direct access", readOp, off, n); err != nil {
 		return nil, err
 	}
 	if err := s.inRange("direct access", off, n); err != nil {
@@ -362,7 +370,7 @@ func (s *stacked) DirectAccess(off, n int64) ([]byte, error) {
 
 // Allocated looks at the device's own allocation map.
 func (s *stacked) Allocated(off, n int64) (bool, int64, error) {
-	if err := s.check("allocation", false, off, n); err != nil {
+	if err := s.check("allocation", readOp, off, n); err != nil {
 		return true, 0, err
 	}
 	runs, err := s.dev.Allocation(off, n)
@@ -375,7 +383,7 @@ func (s *stacked) Allocated(off, n int64) (bool, int64, error) {
 // Extents resolves a range to the files of the device's live table, so a
 // table over /dev/mapper/NAME can be mapped by clients too.
 func (s *stacked) Extents(off, n int64) ([]Extent, error) {
-	if err := s.check("extents", false, off, n); err != nil {
+	if err := s.check("extents", readOp, off, n); err != nil {
 		return nil, err
 	}
 	return s.dev.Extents(off, n)
@@ -384,7 +392,7 @@ func (s *stacked) Extents(off, n int64) ([]Extent, error) {
 // PrepareWrite runs the device's copy-before-write for a direct store
 // through a table stacked on it (a snapshot-origin below).
 func (s *stacked) PrepareWrite(off, n int64) error {
-	if err := s.check("prepare write", true, off, n); err != nil {
+	if err := s.check("prepare write", writeOp, off, n); err != nil {
 		return err
 	}
 	return s.dev.PrepareWrite(off, n)

@@ -30,7 +30,7 @@ func TestStack_backingConformance(t *testing.T) {
 			r := newRig(t)
 			r.create(t, "low", "0 2048 fake mem 0")
 			backingtest.Run(t, func(t *testing.T) backing.Device {
-				dev, err := r.m.Open(dm.MapperPrefix+"low", ro)
+				dev, err := r.m.Open(dm.MapperPrefix+"low", backing.Options{ReadOnly: ro})
 				must(t, err)
 				return dev
 			})

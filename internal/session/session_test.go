@@ -123,9 +123,7 @@ func newRigSized(t testing.TB, size int64, files ...string) *rig {
 	for _, typ := range []*dm.TargetType{linear.Type, striped.Type, snapshot.OriginType, snapshot.SnapshotType} {
 		reg.Register(typ)
 	}
-	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, ro bool) (backing.Device, error) {
-		return backing.Open(name, backing.Options{ReadOnly: ro})
-	}))
+	m := dm.NewManager(reg, dm.NewDevicePool(backing.Open))
 	r := &rig{dir: dir, m: m}
 	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get, OnRemove: m.OnRemove, Hooks: r.hooks()})
 	if err != nil {

@@ -121,12 +121,12 @@ var (
 
 // Opener returns a DevicePool opener that resolves names to the given
 // devices, and fails for any other name like a missing file would.
-func Opener(devs ...*Mem) func(name string, readOnly bool) (backing.Device, error) {
+func Opener(devs ...*Mem) func(name string, opts backing.Options) (backing.Device, error) {
 	byName := make(map[string]*Mem, len(devs))
 	for _, d := range devs {
 		byName[d.name] = d
 	}
-	return func(name string, readOnly bool) (backing.Device, error) {
+	return func(name string, _ backing.Options) (backing.Device, error) {
 		d, ok := byName[name]
 		if !ok {
 			return nil, fmt.Errorf("open %s: no such file or directory", name)

@@ -132,7 +132,7 @@ type notDAX struct{ backing.Device }
 
 func TestLinear_DirectAccess_deviceWithoutMethod(t *testing.T) {
 	mem := backingtest.NewMem("/dev/plain", devSectors*dm.SectorSize, 0)
-	pool := dm.NewDevicePool(func(string, bool) (backing.Device, error) { return notDAX{mem}, nil })
+	pool := dm.NewDevicePool(func(string, backing.Options) (backing.Device, error) { return notDAX{mem}, nil })
 	ctx := dm.NewCtorContext(pool, "vol", 0, 8, dm.ReadWrite)
 	defer ctx.Release()
 	tgt, err := linear.Type.New(ctx, []string{"/dev/plain", "0"})
@@ -161,9 +161,9 @@ func TestLinear_readOnlyTable(t *testing.T) {
 	mem := backingtest.NewMem("/dev/pmem0", devSectors*dm.SectorSize, 0)
 	var gotRO bool
 	opener := backingtest.Opener(mem)
-	pool := dm.NewDevicePool(func(name string, ro bool) (backing.Device, error) {
-		gotRO = ro
-		return opener(name, ro)
+	pool := dm.NewDevicePool(func(name string, opts backing.Options) (backing.Device, error) {
+		gotRO = opts.ReadOnly
+		return opener(name, opts)
 	})
 	ctx := dm.NewCtorContext(pool, "vol", 0, 8, dm.ReadOnly)
 	defer ctx.Release()

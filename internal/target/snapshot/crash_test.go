@@ -22,7 +22,7 @@ func crashManager(orig, cow *storetest.CrashDev) *dm.Manager {
 	byName := map[string]backing.Device{"orig": orig, "cow0": cow}
 	reg := dm.NewRegistry()
 	all.Register(reg)
-	return dm.NewManager(reg, dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
+	return dm.NewManager(reg, dm.NewDevicePool(func(name string, _ backing.Options) (backing.Device, error) {
 		if d, ok := byName[name]; ok {
 			return d, nil
 		}

@@ -347,7 +347,7 @@ func TestSnapshot_chunkSmallerThanPage(t *testing.T) {
 	cow := backingtest.NewMem("cow", 16<<20, 0)
 	reg := dm.NewRegistry()
 	all.Register(reg)
-	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
+	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ backing.Options) (backing.Device, error) {
 		switch name {
 		case "huge":
 			return orig, nil

@@ -139,7 +139,7 @@ func newRig(caps backing.Capability, sectors int64, names ...string) *rig {
 
 func (r *rig) build(t *testing.T, length dm.Sector, args ...string) dm.Target {
 	t.Helper()
-	pool := dm.NewDevicePool(func(name string, _ bool) (backing.Device, error) {
+	pool := dm.NewDevicePool(func(name string, _ backing.Options) (backing.Device, error) {
 		if d, ok := r.devs[name]; ok {
 			return d, nil
 		}
