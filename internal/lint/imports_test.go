@@ -93,6 +93,12 @@ func TestCheck_rejectsBadEdges(t *testing.T) {
 		{"internal/export/fusefs", "internal/export/nbd"},
 		{"internal/session", "internal/api"},
 		{"internal/api", "internal/backing"},
+		{"internal/daemon", "internal/exstore/persistent"},
+		{"internal/daemon", "internal/exstore"},
+		{"internal/daemon", "internal/target/snapshot"},
+		// the snapshot manager reaches the daemon through its Host only
+		{"internal/snapshots", "internal/daemon"},
+		{"internal/snapshots", "internal/api"},
 		// caught by the deny-list too
 		{"internal/dm", "internal/export/nbd"},
 		{"internal/dm", "internal/target/linear"},
@@ -118,6 +124,7 @@ func TestCheck_rejectsBadEdges(t *testing.T) {
 		"internal/target/all":      {"internal/target/linear", "internal/target/striped", "internal/dm"},
 		"internal/target/linear":   {"internal/dm", "internal/backing"},
 		"internal/target/snapshot": {"internal/dm", "internal/exstore/persistent"},
+		"internal/snapshots":       {"internal/dm", "internal/exstore/persistent", "internal/state"},
 		"internal/export/nbd":      {"internal/dm"},
 		"cmd/daxsnap":              {"internal/daemon", "internal/api"},
 		"internal/dm":              {"internal/backing", "internal/dm"},
