@@ -13,7 +13,7 @@ import (
 )
 
 func (a *app) serveCmd() *cobra.Command {
-	var nbdAddr, tlsCreds, tlsAuthz, fuseDir, cowDir, logFormat, logLevel string
+	var nbdAddr, metricsAddr, tlsCreds, tlsAuthz, fuseDir, cowDir, logFormat, logLevel string
 	var noNBDUnix, nbdInsecure, recoverState bool
 	var autoThreshold, autoPercent int
 	var shutdownTimeout time.Duration
@@ -55,7 +55,7 @@ func (a *app) serveCmd() *cobra.Command {
 			if !cmd.Flags().Changed("fuse") {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
-			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), COWDir: cowDir, NBDAddr: nbdAddr,
+			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), COWDir: cowDir, NBDAddr: nbdAddr, MetricsAddr: metricsAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
 				Snapshots: snapshots.Config{AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent}, ShutdownTimeout: shutdownTimeout})
@@ -63,6 +63,7 @@ func (a *app) serveCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&nbdAddr, "nbd-addr", "", `TCP address to export devices on over NBD, such as 127.0.0.1:10809 (default none); needs --tls-creds or --nbd-insecure`)
+	f.StringVar(&metricsAddr, "metrics-addr", "", `TCP address to serve Prometheus metrics on at /metrics, such as 127.0.0.1:9595 (default none: /metrics only on the control socket); docs/metrics.md lists them`)
 	f.StringVar(&tlsCreds, "tls-creds", "", "directory with ca-cert.pem, server-cert.pem and server-key.pem (as for qemu-nbd and nbdkit): NBD on TCP requires TLS and a client certificate the CA signed")
 	f.StringVar(&tlsAuthz, "tls-authz", "", `file of "USER SUBJECT" lines mapping client certificate subjects (RFC 4514, "CN=alice,O=Example") to local users; without it a certificate's CN names the user`)
 	f.BoolVar(&nbdInsecure, "nbd-insecure", false, "allow NBD on plain TCP, on a loopback address only: clients are anonymous and get only what each device's other permission bits allow")

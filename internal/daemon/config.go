@@ -50,7 +50,11 @@ type Config struct {
 	// NBDInsecure allows plain TCP on a loopback address: clients are
 	// anonymous and get only what each device's other bits allow.
 	NBDInsecure bool
-	NoNBDUnix   bool   // do not listen on <state>/nbd.sock
+	NoNBDUnix   bool // do not listen on <state>/nbd.sock
+	// MetricsAddr is a TCP address (HOST:PORT) to serve /metrics on for
+	// Prometheus (serve --metrics-addr); "" serves it only on the
+	// control socket.
+	MetricsAddr string
 	PmemDir     string // default DefaultPmemDir
 	// FUSEDir is where every device is a file (internal/export/fusefs);
 	// "" mounts nothing. A mount that fails is a warning, not an error.

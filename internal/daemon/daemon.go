@@ -40,6 +40,8 @@ type Daemon struct {
 	tlsAuthz map[string]string
 	snaps    *snapshots.Manager // the snapshot verbs, merge jobs and autoextend
 	metrics  *ioMetrics
+	// metricsHTTP serves /metrics on --metrics-addr; nil when off.
+	metricsHTTP *metricsServer
 
 	api       *api.Server
 	exports   *exportServer
@@ -98,6 +100,9 @@ func Start(cfg Config) (*Daemon, error) {
 	d.snaps.WatchDeferredMerges()
 	d.log.Info("daxsnap serving", "state", cfg.StateDir, "socket", d.SocketPath(),
 		"devices", len(d.mgr.List()), "nbd", addrStrings(d.exports.addrs()), "fuse", d.FUSEDir(), "lost+found", len(d.snaps.LostCOWs()))
+	if a := d.MetricsAddr(); a != nil {
+		d.log.Info("serving metrics", "addr", a.String(), "url", "http://"+a.String()+"/metrics")
+	}
 	return d, nil
 }
 
@@ -171,6 +176,9 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	}
 	if err := d.exports.shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop NBD exports: %w", err))
+	}
+	if err := d.metricsHTTP.shutdown(apiCtx); err != nil {
+		errs = append(errs, fmt.Errorf("stop metrics server: %w", err))
 	}
 	errs = append(errs, d.stopFUSE())
 	errs = append(errs, d.stopSessions())

@@ -17,10 +17,15 @@ const maxSocketPath = 107
 // NBD listeners and starts serving them: a client that reaches the
 // socket finds the mount in place.
 func (d *Daemon) listen() error {
+	met, err := listenMetrics(d.cfg.MetricsAddr, d.metrics.handler())
+	if err != nil {
+		return err
+	}
 	d.startFUSE()
 	ctl, err := listenUnix(d.SocketPath(), 0o600)
 	if err != nil {
 		d.stopFUSE()
+		met.shutdown(contextNow())
 		return err
 	}
 	d.api = api.NewServer(d, api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api"), Limits: d.cfg.ControlLimits})
@@ -28,6 +33,7 @@ func (d *Daemon) listen() error {
 	exp, err := d.startExports()
 	if err != nil {
 		d.stopFUSE()
+		met.shutdown(contextNow())
 		d.api.Shutdown(contextNow())
 		os.Remove(d.SocketPath())
 		return err
@@ -35,11 +41,14 @@ func (d *Daemon) listen() error {
 	d.exports = exp
 	if err := d.startSessions(); err != nil {
 		d.stopFUSE()
+		met.shutdown(contextNow())
 		d.exports.shutdown(contextNow())
 		d.api.Shutdown(contextNow())
 		os.Remove(d.SocketPath())
 		return err
 	}
+	d.metricsHTTP = met
+	met.start(d)
 	return nil
 }
 
