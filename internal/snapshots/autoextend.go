@@ -220,22 +220,22 @@ func (mg *Manager) autoextend(s snapView, p autoPolicy) error {
 	if err != nil {
 		return err
 	}
-	full := fullCOWSize(int64(s.line.size.Bytes()), s.line.chunk, s.line.store)
+	full := fullCOWSize(int64(s.line.size.Bytes()), s.line.Chunk, s.line.Store)
 	if cur >= full {
 		// It can never fill up: nothing left to watch.
 		_, err := s.dev.Message(0, []string{"autoextend", "0"})
 		return errors.Join(err, errFullCopy)
 	}
-	cb := s.line.chunk.Bytes()
+	cb := s.line.Chunk.Bytes()
 	size := min((cur+max(cur*int64(p.percent)/100, cb)+cb-1)/cb*cb, full)
-	if err := growFile(s.line.cow, size); err != nil {
-		return fmt.Errorf("%s: grow COW %s to %d bytes: %w", op, s.line.cow, size, err)
+	if err := growFile(s.line.COW, size); err != nil {
+		return fmt.Errorf("%s: grow COW %s to %d bytes: %w", op, s.line.COW, size, err)
 	}
 	if _, err := s.dev.Message(0, []string{"grow"}); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	mg.metrics.cowAutoextends.WithLabelValues(s.name).Inc()
-	mg.log.Info("snapshot COW autoextended", "snapshot", s.name, "cow", s.line.cow, "from", cur, "to", size, "percent", p.percent)
+	mg.log.Info("snapshot COW autoextended", "snapshot", s.name, "cow", s.line.COW, "from", cur, "to", size, "percent", p.percent)
 	return nil
 }
 

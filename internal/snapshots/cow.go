@@ -2,7 +2,6 @@ package snapshots
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -23,36 +22,31 @@ const (
 	DefaultChunkBytes = 4096
 	// MinDefaultCOW is the smallest COW file the daemon picks on its own.
 	MinDefaultCOW = 8 << 20
-	// snapMagic is the persistent store's header magic, "SnAp" little-endian.
-	snapMagic = 0x70416e53
 )
 
 // defaultCOWSize is 10% of the origin, at least MinDefaultCOW, at most
 // what a full copy of the origin takes (more would never be used).
-func defaultCOWSize(originBytes int64, chunk dm.Sector, store string) int64 {
+func defaultCOWSize(originBytes int64, chunk dm.Sector, store exstore.StoreType) int64 {
 	return min(max(originBytes/10, MinDefaultCOW), fullCOWSize(originBytes, chunk, store))
 }
 
-// fullCOWSize is the COW size that holds a copy of every origin chunk:
-// for a persistent store, the header, the data chunks and their metadata
-// areas (the area after a full one is zeroed before use, so one more).
-func fullCOWSize(originBytes int64, chunk dm.Sector, store string) int64 {
-	cb := chunk.Bytes()
-	data := (originBytes + cb - 1) / cb
-	if store == "N" {
-		return data * cb
+// fullCOWSize is the COW size that holds a copy of every origin chunk
+// (for a persistent store, with its header and metadata areas).
+func fullCOWSize(originBytes int64, chunk dm.Sector, store exstore.StoreType) int64 {
+	if store == exstore.Transient {
+		cb := chunk.Bytes()
+		return (originBytes + cb - 1) / cb * cb
 	}
-	epa := cb / 16
-	return (1 + data/epa + 1 + data) * cb
+	return persistent.NewGeometry(chunk).FullSize(originBytes)
 }
 
-// minCOWChunks is the smallest COW that can hold one exception: header,
-// first metadata area and one data chunk for a persistent store.
-func minCOWChunks(store string) int64 {
-	if store == "N" {
+// minCOWChunks is the smallest COW that can hold one exception: one data
+// chunk, and for a persistent store its header and first metadata area.
+func minCOWChunks(store exstore.StoreType) int64 {
+	if store == exstore.Transient {
 		return 1
 	}
-	return 3
+	return persistent.MinDeviceChunks
 }
 
 // createCOW makes a zeroed COW file of size bytes, its blocks allocated
@@ -87,7 +81,7 @@ func createCOW(path string, size int64) (sparse bool, err error) {
 // cowHead reads the first 16 bytes (the persistent header) of a COW given
 // by path: a file, a block device or a daxsnap device.
 func (mg *Manager) cowHead(path string) (head []byte, size int64, err error) {
-	head = make([]byte, 16)
+	head = make([]byte, persistent.HeaderSize)
 	if name, ok := strings.CutPrefix(path, dm.MapperPrefix); ok {
 		dev, err := mg.devs.Get(name)
 		if err != nil || !dev.Info().LiveTable {
@@ -112,7 +106,7 @@ func (mg *Manager) cowHead(path string) (head []byte, size int64, err error) {
 // the chunk size, no table uses it, and its header is zero (a persistent
 // store starts only on a zeroed header; one with the SnAp magic holds
 // another snapshot).
-func (mg *Manager) checkGivenCOW(op, path string, chunk dm.Sector, store string) error {
+func (mg *Manager) checkGivenCOW(op, path string, chunk dm.Sector, store exstore.StoreType) error {
 	if !filepath.IsAbs(path) {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: give an absolute path (the daemon does not share your working directory)", op, path)
 	}
@@ -128,38 +122,44 @@ func (mg *Manager) checkGivenCOW(op, path string, chunk dm.Sector, store string)
 	}
 	if need := minCOWChunks(store) * chunk.Bytes(); size < need {
 		return errorf(dm.ErrNoSpace, "%s: COW %s is %d bytes, too small: a %s snapshot with %d-byte chunks needs at least %d bytes (header, metadata area and one data chunk); give a larger file",
-			op, path, size, storeName(store), chunk.Bytes(), need)
+			op, path, size, store.Describe(), chunk.Bytes(), need)
 	}
 	zero := fmt.Sprintf("zero its start if it is meant to be a new COW: `dd if=/dev/zero of=%s bs=%d count=1 conv=notrunc`", path, chunk.Bytes())
-	if binary.LittleEndian.Uint32(head) == snapMagic {
+	if h, err := persistent.DecodeHeader(head); err == nil && h.Magic == persistent.Magic {
 		return errorf(dm.ErrExists, "%s: COW %s already holds a snapshot (its header has the SnAp magic); using it would throw that snapshot away: %s", op, path, zero)
 	}
-	if store != "N" && !bytes.Equal(head, make([]byte, len(head))) {
+	if store != exstore.Transient && !bytes.Equal(head, make([]byte, len(head))) {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s does not start with zeroes, so it may hold data, and a persistent store starts only on a zeroed header: %s", op, path, zero)
 	}
 	return nil
-}
-
-func storeName(store string) string {
-	if store == "N" {
-		return "transient (N)"
-	}
-	return "persistent (P)"
 }
 
 // tableUsing names a device whose tables use the file or device at path
 // (compared by identity), or "".
 func (mg *Manager) tableUsing(path string) string {
 	for _, dev := range mg.devs.List() {
-		text := mg.recordedLive(dev)
-		t, _ := dev.Table(dm.Inactive)
-		for _, f := range strings.Fields(text + " " + t) {
-			if strings.HasPrefix(f, "/") && sameFile(f, path) {
-				return dev.Name()
-			}
+		inactive, _ := dev.Table(dm.Inactive)
+		if tablesName(path, mg.recordedLive(dev), inactive) {
+			return dev.Name()
 		}
 	}
 	return ""
+}
+
+// tablesName reports whether an argument of a line of tables names the
+// file or device at path (compared by identity).
+func tablesName(path string, tables ...string) bool {
+	for _, text := range tables {
+		lines, _ := dm.ParseTable(text)
+		for _, l := range lines {
+			for _, arg := range l.Args {
+				if strings.HasPrefix(arg, "/") && sameFile(arg, path) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // sameFile reports whether a and b name one file (or daxsnap device).
@@ -210,10 +210,8 @@ func (mg *Manager) tidyCOWDir(leftovers map[string]bool) {
 	}
 	recorded := func(path string) bool { // a device that did not come back may still name it
 		for _, r := range recs {
-			for _, f := range strings.Fields(r.Live + " " + r.Inactive) {
-				if strings.HasPrefix(f, "/") && sameFile(f, path) {
-					return true
-				}
+			if tablesName(path, r.Live, r.Inactive) {
+				return true
 			}
 		}
 		return false
@@ -299,7 +297,7 @@ func describeHead(path string) string {
 	switch {
 	case r == nil:
 		return fmt.Sprintf("unreadable: %v", err)
-	case r.Header.Magic != snapMagic:
+	case r.Header.Magic != persistent.Magic:
 		return "no snapshot header (a transient store, or never used): nothing to adopt"
 	case r.Header.Valid == 0:
 		return "an invalidated snapshot: nothing to adopt"
@@ -318,18 +316,21 @@ func (mg *Manager) checkAdoptedCOW(p *createPlan, chunkBytes int64) error {
 		return errorf(dm.ErrBusy, "%s: COW %s is used by the table of %s: it is not lost", op, path, user)
 	}
 	head, _, err := mg.cowHead(path)
-	if err != nil || len(head) < 16 {
+	var h persistent.Header
+	if err == nil {
+		h, err = persistent.DecodeHeader(head)
+	}
+	if err != nil {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: %v: give the file that holds the snapshot", op, path, err)
 	}
-	magic, valid := binary.LittleEndian.Uint32(head), binary.LittleEndian.Uint32(head[4:])
-	version, chunk := binary.LittleEndian.Uint32(head[8:]), dm.Sector(binary.LittleEndian.Uint32(head[12:]))
+	chunk := dm.Sector(h.ChunkSize)
 	switch {
-	case magic != snapMagic:
-		return errorf(dm.ErrInvalidArgument, "%s: COW %s has no snapshot header (magic %#08x, not %#08x \"SnAp\"): it holds no persistent snapshot to adopt (`daxsnap cow inspect %s` shows what it holds)", op, path, magic, uint32(snapMagic), path)
-	case valid == 0:
+	case h.Magic != persistent.Magic:
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s has no snapshot header (magic %#08x, not %#08x \"SnAp\"): it holds no persistent snapshot to adopt (`daxsnap cow inspect %s` shows what it holds)", op, path, h.Magic, uint32(persistent.Magic), path)
+	case h.Valid == 0:
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s holds a snapshot that was invalidated (it overflowed or hit an I/O error): its contents cannot be recovered", op, path)
-	case version != 1:
-		return errorf(dm.ErrInvalidArgument, "%s: COW %s: header version %d; only version 1 exists", op, path, version)
+	case h.Version != persistent.DiskVersion:
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s: header version %d; only version %d exists", op, path, h.Version, persistent.DiskVersion)
 	}
 	if _, err := checkChunk(op, chunk.Bytes(), dm.SectorSize); err != nil || chunk == 0 {
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: its header's chunk size %d sectors is not valid: the header is damaged (`daxsnap cow inspect %s`)", op, path, chunk, path)

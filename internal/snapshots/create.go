@@ -10,7 +10,9 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/exstore"
 	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -25,7 +27,7 @@ type createPlan struct {
 	realTable string // the origin's live table, for a new ORIGIN-real
 	cow       string
 	cowSize   int64 // > 0: the daemon creates the COW file
-	store     string
+	store     exstore.StoreType
 	chunk     dm.Sector
 	note      string // what the daemon chose
 	policy    autoPolicy
@@ -33,12 +35,11 @@ type createPlan struct {
 }
 
 func (p createPlan) snapshotTable() string {
-	return fmt.Sprintf("0 %d snapshot %s %s %s %d\n", p.size, p.l.realPath(), p.cow, p.store, p.chunk)
+	args := snapshot.Args{Origin: p.l.realPath(), COW: p.cow, Store: p.store, Chunk: p.chunk}
+	return args.Line(snapshot.SnapshotType, p.size).String() + "\n"
 }
 
-func (p createPlan) originTable() string {
-	return fmt.Sprintf("0 %d snapshot-origin %s\n", p.size, p.l.realPath())
-}
+func (p createPlan) originTable() string { return originTable(p.size, p.l) }
 
 // SnapshotCreate takes a snapshot of req.Origin as LVM does: the origin's
 // table moves to ORIGIN-real (unless it has snapshots already), the
@@ -111,9 +112,9 @@ func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
 
 // planCreate checks everything that can be checked before the first step.
 func (mg *Manager) planCreate(op string, l originLayout, req wire.SnapshotCreate) (createPlan, error) {
-	p := createPlan{op: op, l: l, name: req.Name, store: "P"}
+	p := createPlan{op: op, l: l, name: req.Name, store: exstore.Persistent}
 	if req.Transient {
-		p.store = "N"
+		p.store = exstore.Transient
 	}
 	var err error
 	if p.policy, err = checkAutoextend(op, req.AutoextendThreshold, req.AutoextendPercent); err != nil {
@@ -182,7 +183,7 @@ func (mg *Manager) checkOrigin(op string, l originLayout, origin *dm.Device) err
 	if s, ok := mg.snapshotOf(origin); ok {
 		of := s.origin
 		if of == "" {
-			of = s.line.origin
+			of = s.line.Origin
 		}
 		return errorf(dm.ErrInvalidArgument, "%s: %s is itself a snapshot (of %s): like LVM, daxsnap does not snapshot a snapshot; take another snapshot of %s instead",
 			op, l.origin, of, of)
@@ -213,7 +214,7 @@ func (mg *Manager) checkNotUnderSnapshots(op string, l originLayout) error {
 			continue
 		}
 		_, isOrigin := originOver(mg.recordedLive(dev))
-		if s, ok := parseSnapLine(mg.recordedLive(dev)); isOrigin || ok && s.typ == "snapshot" {
+		if s, ok := parseSnapLine(mg.recordedLive(dev)); isOrigin || ok && s.typ == snapshot.SnapshotType {
 			return errorf(dm.ErrInvalidArgument, "%s: %s is the origin of %s, set up by hand: take further snapshots the same way, with the device verbs", op, l.origin, u)
 		}
 	}
@@ -260,7 +261,7 @@ func (mg *Manager) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 	p.cowSize = (p.cowSize + p.chunk.Bytes() - 1) / p.chunk.Bytes() * p.chunk.Bytes()
 	if need := minCOWChunks(p.store) * p.chunk.Bytes(); p.cowSize < need {
 		return errorf(dm.ErrInvalidArgument, "%s: COW size %d bytes is too small: a %s snapshot with %d-byte chunks needs at least %d bytes (a full copy of %s takes %d): give a larger --cow-size",
-			p.op, req.COWSize, storeName(p.store), p.chunk.Bytes(), need, p.l.origin, fullCOWSize(originBytes, p.chunk, p.store))
+			p.op, req.COWSize, p.store.Describe(), p.chunk.Bytes(), need, p.l.origin, fullCOWSize(originBytes, p.chunk, p.store))
 	}
 	return nil
 }

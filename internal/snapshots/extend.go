@@ -49,14 +49,14 @@ func (mg *Manager) extendedSize(s snapView, req wire.SnapshotExtend) (int64, err
 	default:
 		size = req.Size
 	}
-	full := fullCOWSize(int64(s.line.size.Bytes()), s.line.chunk, s.line.store)
+	full := fullCOWSize(int64(s.line.size.Bytes()), s.line.Chunk, s.line.Store)
 	if cur >= full {
 		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW (%d bytes) already holds a full copy of the origin (%d bytes): it cannot fill up", op, cur, full)
 	}
 	if size <= cur {
 		return 0, errorf(dm.ErrInvalidArgument, "%s: the COW is %d bytes already; a snapshot never shrinks: give a larger size", op, cur)
 	}
-	cb := s.line.chunk.Bytes()
+	cb := s.line.Chunk.Bytes()
 	return min((size+cb-1)/cb*cb, full), nil
 }
 
@@ -73,13 +73,13 @@ func (mg *Manager) extendableCOW(op string, s snapView) (int64, error) {
 	default:
 		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot is %s, not active: only an active snapshot is extended", op, u.state)
 	}
-	if m, ok := mg.mergeOf(s.layout()); ok && s.origin != "" && sameFile(m.line.cow, s.line.cow) {
+	if m, ok := mg.mergeOf(s.layout()); ok && s.origin != "" && sameFile(m.line.COW, s.line.COW) {
 		return 0, errorf(dm.ErrBusy, "%s: it is merging into %s: a merge only frees COW space", op, s.origin)
 	}
-	if name, ok := strings.CutPrefix(s.line.cow, dm.MapperPrefix); ok {
-		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW is the device %s: load a larger table into %s and resume it; the snapshot takes the space in at its next allocation", op, s.line.cow, name)
+	if name, ok := strings.CutPrefix(s.line.COW, dm.MapperPrefix); ok {
+		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW is the device %s: load a larger table into %s and resume it; the snapshot takes the space in at its next allocation", op, s.line.COW, name)
 	}
-	b, err := backing.Open(s.line.cow, backing.Options{ReadOnly: true})
+	b, err := backing.Open(s.line.COW, backing.Options{ReadOnly: true})
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
@@ -88,17 +88,17 @@ func (mg *Manager) extendableCOW(op string, s snapView) (int64, error) {
 	case backing.KindFile:
 		return b.Size(), nil
 	case backing.KindBlock:
-		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW is the block device %s: grow it (lvextend, losetup -c); the snapshot takes the space in at its next allocation", op, s.line.cow)
+		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW is the block device %s: grow it (lvextend, losetup -c); the snapshot takes the space in at its next allocation", op, s.line.COW)
 	}
 	return 0, errorf(dm.ErrNotSupported, "%s: its COW %s is a %s, memory the daemon has mapped at its size, which cannot grow while the snapshot uses it: keep COW files on a disk file system (a state directory off tmpfs, or --cow FILE)",
-		op, s.line.cow, b.Kind())
+		op, s.line.COW, b.Kind())
 }
 
 // extendCOW grows s's COW file to size bytes and suspends and resumes the
 // snapshot, which reads its COW's size again on resume.
 func (mg *Manager) extendCOW(op string, s snapView, size int64) error {
-	if err := growFile(s.line.cow, size); err != nil {
-		return fmt.Errorf("%s: grow COW %s to %d bytes: %w", op, s.line.cow, size, err)
+	if err := growFile(s.line.COW, size); err != nil {
+		return fmt.Errorf("%s: grow COW %s to %d bytes: %w", op, s.line.COW, size, err)
 	}
 	if s.dev.Info().Suspended {
 		return nil // it takes the space in when resumed
@@ -109,7 +109,7 @@ func (mg *Manager) extendCOW(op string, s snapView, size int64) error {
 	if err := s.dev.Resume(); err != nil {
 		return fmt.Errorf("%s: resume %s: %w", op, s.name, err)
 	}
-	mg.log.Info("snapshot extended", "snapshot", s.name, "cow", s.line.cow, "size", size)
+	mg.log.Info("snapshot extended", "snapshot", s.name, "cow", s.line.COW, "size", size)
 	return nil
 }
 

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/exstore"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -40,53 +41,66 @@ func layoutOf(origin string) originLayout {
 
 func (l originLayout) realPath() string { return dm.MapperPrefix + l.real }
 
-// snapLine is a one-line `snapshot` or `snapshot-merge` table.
+// snapLine is a one-line `snapshot` or `snapshot-merge` table: its
+// Origin is /dev/mapper/ORIGIN-real for a snapshot daxsnap set up.
 type snapLine struct {
-	typ      string
-	size     dm.Sector
-	origin   string // the origin argument (/dev/mapper/ORIGIN-real)
-	cow      string
-	store    string // P, PO or N
-	chunk    dm.Sector
-	features []string
+	typ  *dm.TargetType // snapshot.SnapshotType or snapshot.MergeType
+	size dm.Sector
+	snapshot.Args
 }
 
-// parseSnapLine reads a table of exactly one snapshot or snapshot-merge line.
+// parseSnapLine reads a table of exactly one snapshot or snapshot-merge
+// line, in the targets' own grammar.
 func parseSnapLine(text string) (snapLine, bool) {
 	lines, err := dm.ParseTable(text)
 	if err != nil || len(lines) != 1 {
 		return snapLine{}, false
 	}
 	l := lines[0]
-	if (l.Type != "snapshot" && l.Type != "snapshot-merge") || len(l.Args) < 4 {
+	var typ *dm.TargetType
+	switch l.Type {
+	case snapshot.SnapshotType.Name:
+		typ = snapshot.SnapshotType
+	case snapshot.MergeType.Name:
+		typ = snapshot.MergeType
+	default:
 		return snapLine{}, false
 	}
-	chunk, err := dm.ParseSector(l.Args[3])
+	args, err := snapshot.ParseArgs(l.Args)
 	if err != nil {
 		return snapLine{}, false
 	}
-	return snapLine{typ: l.Type, size: l.Len, origin: l.Args[0], cow: l.Args[1],
-		store: strings.ToUpper(l.Args[2]), chunk: chunk, features: l.Args[4:]}, true
+	return snapLine{typ: typ, size: l.Len, Args: args}, true
 }
 
-// text renders the line as type typ (snapshot or snapshot-merge).
-func (s snapLine) text(typ string) string {
-	args := append([]string{s.origin, s.cow, s.store, strconv.FormatUint(uint64(s.chunk), 10)}, s.features...)
-	return dm.TableLine{Start: 0, Len: s.size, Type: typ, Args: args}.String() + "\n"
+// text renders the line as a target of type typ.
+func (s snapLine) text(typ *dm.TargetType) string {
+	return s.Line(typ, s.size).String() + "\n"
 }
 
 // originOver returns the device a one-line snapshot-origin or
 // snapshot-merge table maps its origin from.
 func originOver(text string) (string, bool) {
 	lines, err := dm.ParseTable(text)
-	if err != nil || len(lines) != 1 || len(lines[0].Args) == 0 {
+	if err != nil || len(lines) != 1 {
 		return "", false
 	}
-	switch lines[0].Type {
-	case "snapshot-origin", "snapshot-merge":
-		return lines[0].Args[0], true
+	switch l := lines[0]; l.Type {
+	case snapshot.OriginType.Name:
+		origin, err := snapshot.ParseOriginArgs(l.Args)
+		return origin, err == nil
+	case snapshot.MergeType.Name:
+		args, err := snapshot.ParseArgs(l.Args)
+		return args.Origin, err == nil
 	}
 	return "", false
+}
+
+// originTable is l's origin as snapshot-origin over ORIGIN-real, of size
+// sectors.
+func originTable(size dm.Sector, l originLayout) string {
+	line := dm.TableLine{Start: 0, Len: size, Type: snapshot.OriginType.Name, Args: []string{l.realPath()}}
+	return line.String() + "\n"
 }
 
 // recordedLive is dev's live table as recorded: a degraded device serves
@@ -123,11 +137,11 @@ func (mg *Manager) snapshots() []snapView {
 
 func (mg *Manager) snapshotOf(dev *dm.Device) (snapView, bool) {
 	line, ok := parseSnapLine(mg.recordedLive(dev))
-	if !ok || line.typ != "snapshot" {
+	if !ok || line.typ != snapshot.SnapshotType {
 		return snapView{}, false
 	}
 	s := snapView{name: dev.Name(), dev: dev, line: line, degraded: mg.host.Note(dev.Name()).KeptLive != ""}
-	if real, ok := strings.CutPrefix(line.origin, dm.MapperPrefix); ok {
+	if real, ok := strings.CutPrefix(line.Origin, dm.MapperPrefix); ok {
 		if origin, ok := strings.CutSuffix(real, RealSuffix); ok && origin != "" {
 			if _, err := mg.devs.Get(origin); err == nil {
 				s.origin = origin
@@ -141,7 +155,7 @@ func (mg *Manager) snapshotOf(dev *dm.Device) (snapView, bool) {
 func (mg *Manager) snapshotsOf(l originLayout) []snapView {
 	var out []snapView
 	for _, s := range mg.snapshots() {
-		if s.line.origin == l.realPath() {
+		if s.line.Origin == l.realPath() {
 			out = append(out, s)
 		}
 	}
@@ -177,7 +191,7 @@ func (s snapView) managed(op string) error {
 		return nil
 	}
 	return errorf(dm.ErrInvalidArgument, "%s: %s maps origin %s, not the /dev/mapper/ORIGIN%s of a `daxsnap snapshot create`: take it apart with the device verbs (`daxsnap remove %s`)",
-		op, s.name, s.line.origin, RealSuffix, s.name)
+		op, s.name, s.line.Origin, RealSuffix, s.name)
 }
 
 // mergeView is a merge in progress on an origin.
@@ -199,7 +213,7 @@ func (mg *Manager) mergeOf(l originLayout) (mergeView, bool) {
 			continue
 		}
 		line, ok := parseSnapLine(mg.recordedLive(dev))
-		if ok && line.typ == "snapshot-merge" && line.origin == l.realPath() {
+		if ok && line.typ == snapshot.MergeType && line.Origin == l.realPath() {
 			return mergeView{dev: dev, line: line, offline: c.offline}, true
 		}
 	}
@@ -210,7 +224,7 @@ func (mg *Manager) mergeOf(l originLayout) (mergeView, bool) {
 // same COW.
 func (mg *Manager) mergingSnapshot(l originLayout, m mergeView) (snapView, bool) {
 	for _, s := range mg.snapshotsOf(l) {
-		if sameFile(s.line.cow, m.line.cow) {
+		if sameFile(s.line.COW, m.line.COW) {
 			return s, true
 		}
 	}
@@ -264,10 +278,10 @@ func (mg *Manager) Snapshot(name string) (wire.Snapshot, error) {
 
 // describe turns a snapshot device into its wire description.
 func (mg *Manager) describe(s snapView) wire.Snapshot {
-	out := wire.Snapshot{Name: s.name, Origin: s.origin, COW: s.line.cow, COWOwned: mg.ownsCOW(s.line.cow),
-		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size)}
+	out := wire.Snapshot{Name: s.name, Origin: s.origin, COW: s.line.COW, COWOwned: mg.ownsCOW(s.line.COW),
+		Store: s.line.Store.String(), ChunkSize: s.line.Chunk.Bytes(), Sectors: uint64(s.line.size)}
 	if out.Origin == "" {
-		out.Origin = s.line.origin
+		out.Origin = s.line.Origin
 	}
 	if s.degraded {
 		out.State, out.Note = wire.SnapshotError, mg.host.Note(s.name).Text
@@ -280,12 +294,12 @@ func (mg *Manager) describe(s snapView) wire.Snapshot {
 	if u.total > 0 {
 		out.Usage = float64(u.allocated) * 100 / float64(u.total)
 	}
-	out.Exceptions = u.exceptions(s.line.store, s.line.chunk)
+	out.Exceptions = u.exceptions(s.line.Store, s.line.Chunk)
 	if p := mg.policyOf(s.dev); p.on() {
 		out.AutoextendThreshold, out.AutoextendPercent = p.threshold, p.percent
 	}
 	if s.origin != "" {
-		if m, ok := mg.mergeOf(s.layout()); ok && sameFile(m.line.cow, s.line.cow) {
+		if m, ok := mg.mergeOf(s.layout()); ok && sameFile(m.line.COW, s.line.COW) {
 			out.Merge = mg.mergeProgress(s, m)
 			if out.State == wire.SnapshotActive {
 				out.State = wire.SnapshotMerging
@@ -332,12 +346,12 @@ func parseUsage(payload string) usage {
 // exceptions is the number of data chunks allocated: for a persistent
 // store, chunks below next_free less the header and the metadata areas
 // among them (an area every exceptions-per-area+1 chunks from chunk 1).
-func (u usage) exceptions(store string, chunk dm.Sector) uint64 {
+func (u usage) exceptions(store exstore.StoreType, chunk dm.Sector) uint64 {
 	if chunk == 0 || u.allocated == 0 {
 		return 0
 	}
 	next := u.allocated / uint64(chunk)
-	if store == "N" {
+	if store == exstore.Transient {
 		return next
 	}
 	if next < 2 {

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/exstore"
 	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -187,8 +189,8 @@ func (mg *Manager) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snap
 		}
 		return wire.Snapshot{}, fmt.Errorf("%s: %w", op, err)
 	}
-	r := wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.cow, COWOwned: mg.ownsCOW(s.line.cow),
-		Store: s.line.store, ChunkSize: s.line.chunk.Bytes(), Sectors: uint64(s.line.size), State: wire.SnapshotMerged}
+	r := wire.Snapshot{Name: name, Origin: s.origin, COW: s.line.COW, COWOwned: mg.ownsCOW(s.line.COW),
+		Store: s.line.Store.String(), ChunkSize: s.line.Chunk.Bytes(), Sectors: uint64(s.line.size), State: wire.SnapshotMerged}
 	if m, ok, _ := mg.store.Merge(name); ok {
 		r.MergedAt = m.FinishedAt
 	}
@@ -252,7 +254,7 @@ func (mg *Manager) startMerge(op, name string, recOp state.Op) error {
 		return errorf(dm.ErrNotFound, "%s: its origin %s is gone", op, l.origin)
 	}
 	m, merging := mg.mergeOf(l)
-	if merging && sameFile(m.line.cow, s.line.cow) {
+	if merging && sameFile(m.line.COW, s.line.COW) {
 		return mg.holdForOfflineMerge(op, recOp, l, m, origin)
 	}
 	// What the snapshot is decides before what its origin is doing, so
@@ -295,7 +297,7 @@ func (mg *Manager) holdForOfflineMerge(op string, recOp state.Op, l originLayout
 func (mg *Manager) checkSnapshotMergeable(op string, s snapView) error {
 	status, _ := s.dev.Status(dm.Live)
 	switch st := parseUsage(statusPayload(status)).state; {
-	case s.line.store == "N":
+	case s.line.Store == exstore.Transient:
 		return errorf(dm.ErrNotSupported, "%s: %s is a transient snapshot (store N), whose exceptions live only in memory: it cannot merge; copy its data instead", op, s.name)
 	case s.degraded:
 		return errorf(dm.ErrNoTable, "%s: %s serves an `error` table (%s): nothing to merge", op, s.name, mg.host.Note(s.name).Degraded)
@@ -323,7 +325,7 @@ func (mg *Manager) checkMergeable(op string, l originLayout, s snapView, origin 
 // doStartMerge loads snapshot-merge into the origin (online) or creates
 // ORIGIN-merge with it while the origin stays suspended (offline).
 func (mg *Manager) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
-	table := s.line.text("snapshot-merge")
+	table := s.line.text(snapshot.MergeType)
 	if err := mg.fault("start-merge"); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -385,7 +387,7 @@ func (mg *Manager) waitMerged(j *mergeJob) error {
 			return fmt.Errorf("merge of %s into %s failed (status %q): the daemon log says why; `daxsnap snapshot remove %s` abandons it",
 				j.name, j.origin, statusPayload(status), j.name)
 		}
-		j.observe(u.exceptions(m.line.store, m.line.chunk))
+		j.observe(u.exceptions(m.line.Store, m.line.Chunk))
 		if u.allocated == u.metadata {
 			return nil
 		}
@@ -437,15 +439,15 @@ func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin 
 	}
 	var cow string
 	if m, ok := mg.mergeOf(l); ok {
-		cow = m.line.cow
+		cow = m.line.COW
 		if m.offline {
 			if err := mg.removeDevice(m.dev, true); err != nil {
 				return fmt.Errorf("%s: remove %s: %w", op, l.merge, err)
 			}
 		}
 	}
-	if s, err := mg.findSnapshot(op, name); err == nil && s.line.origin == l.realPath() {
-		cow = s.line.cow
+	if s, err := mg.findSnapshot(op, name); err == nil && s.line.Origin == l.realPath() {
+		cow = s.line.COW
 		if err := mg.removeDevice(s.dev, true); err != nil {
 			return fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err)
 		}
@@ -463,7 +465,7 @@ func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin 
 func (mg *Manager) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
 	status, _ := m.dev.Status(dm.Live)
 	u := parseUsage(statusPayload(status))
-	p := &wire.MergeProgress{Device: m.dev.Name(), Offline: m.offline, Remaining: u.exceptions(m.line.store, m.line.chunk)}
+	p := &wire.MergeProgress{Device: m.dev.Name(), Offline: m.offline, Remaining: u.exceptions(m.line.Store, m.line.Chunk)}
 	p.Start = p.Remaining
 	if j := mg.merges.get(s.origin); j != nil && j.name == s.name {
 		start, seen, err := j.result()

@@ -78,7 +78,7 @@ func (mg *Manager) wantedOriginTable(l originLayout, origin *dm.Device) (string,
 		}
 	}
 	if len(mg.snapshotsOf(l)) > 0 {
-		return fmt.Sprintf("0 %d snapshot-origin %s\n", origin.Info().Size, l.realPath()), nil
+		return originTable(origin.Info().Size, l), nil
 	}
 	real, err := mg.devs.Get(l.real)
 	if err != nil {

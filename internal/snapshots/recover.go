@@ -1,12 +1,14 @@
 package snapshots
 
 import (
-	"encoding/binary"
 	"fmt"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/exstore"
+	"github.com/daxsnap/daxsnap/internal/exstore/persistent"
 	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 )
 
 // Pending is a snapshot verb the last daemon stopped in the middle of,
@@ -30,7 +32,7 @@ func ParseOp(origin string, op state.Op) (Pending, bool) {
 // the snapshot.
 func LostOnRestart(table string) string {
 	s, ok := parseSnapLine(table)
-	if !ok || s.typ != "snapshot" || s.store != "N" {
+	if !ok || s.typ != snapshot.SnapshotType || s.Store != exstore.Transient {
 		return ""
 	}
 	return "This transient snapshot (store N) kept its exceptions in the memory of the daemon that stopped, so its contents are gone; it serves an `error` table so that nothing reads the origin's current data as the snapshot. Remove it: `daxsnap snapshot remove NAME` (or `daxsnap remove NAME`)."
@@ -99,7 +101,7 @@ func (mg *Manager) recoverRemoval(p Pending) error {
 	op := fmt.Sprintf("%s %s", p.verb, p.name)
 	return mg.store.DeviceTransition(l.origin, state.Op{Verb: p.verb, Arg: p.name}, func() error {
 		if dev, err := mg.devs.Get(p.name); err == nil {
-			if s, ok := mg.snapshotOf(dev); ok && s.line.origin == l.realPath() {
+			if s, ok := mg.snapshotOf(dev); ok && s.line.Origin == l.realPath() {
 				if err := mg.removeDevice(dev, true); err != nil {
 					return err
 				}
@@ -154,23 +156,28 @@ func (mg *Manager) HeaderLost(table string) string {
 		return ""
 	}
 	for _, l := range lines {
-		if (l.Type != "snapshot" && l.Type != "snapshot-merge") || len(l.Args) < 3 {
+		if l.Type != snapshot.SnapshotType.Name && l.Type != snapshot.MergeType.Name {
 			continue
 		}
-		if store := strings.ToUpper(l.Args[2]); store != "P" && store != "PO" {
+		args, err := snapshot.ParseArgs(l.Args)
+		if err != nil || !args.Store.IsPersistent() {
 			continue
 		}
-		head, _, err := mg.cowHead(l.Args[1])
-		if err != nil || len(head) < 4 {
+		head, _, err := mg.cowHead(args.COW)
+		if err != nil {
 			continue
 		}
-		if magic := binary.LittleEndian.Uint32(head); magic != snapMagic {
+		h, err := persistent.DecodeHeader(head)
+		if err != nil {
+			continue
+		}
+		if h.Magic != persistent.Magic {
 			way := "remove it: `daxsnap snapshot remove NAME` (or `daxsnap remove NAME`)"
-			if l.Type == "snapshot-merge" {
+			if l.Type == snapshot.MergeType.Name {
 				way = "its merge cannot go on; load a table without it, or remove the device"
 			}
 			return fmt.Sprintf("Its persistent COW %s no longer starts with a snapshot header (magic %#08x, not %#08x \"SnAp\"), so its exceptions cannot be found. Loading it would start an empty store there and present the origin's current data as the snapshot, so it serves an `error` table instead, and the daemon never re-initializes the COW. If you have a copy of the COW, put it back and restart `daxsnap serve`; otherwise %s.",
-				l.Args[1], magic, uint32(snapMagic), way)
+				args.COW, h.Magic, uint32(persistent.Magic), way)
 		}
 	}
 	return ""

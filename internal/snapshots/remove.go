@@ -57,7 +57,7 @@ func (mg *Manager) checkRemovable(op string, l originLayout, s snapView, origin 
 	if merging {
 		failed := mg.mergeFailed(m)
 		switch {
-		case sameFile(m.line.cow, s.line.cow) && !failed:
+		case sameFile(m.line.COW, s.line.COW) && !failed:
 			return errorf(dm.ErrBusy, "%s: %s is merging into %s: wait for the merge to finish (`daxsnap snapshot merge %s` waits)", op, s.name, l.origin, s.name)
 		case m.offline && !failed:
 			return errorf(dm.ErrBusy, "%s: %s is suspended while another snapshot merges into it offline: wait for that merge (`daxsnap snapshot list %s`)", op, l.origin, l.origin)
@@ -86,7 +86,7 @@ func (mg *Manager) doRemove(op string, l originLayout, s snapView, origin *dm.De
 	if err := mg.fault("remove-snapshot"); err != nil {
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
 	}
-	if m, ok := mg.mergeOf(l); ok && m.offline && sameFile(m.line.cow, s.line.cow) {
+	if m, ok := mg.mergeOf(l); ok && m.offline && sameFile(m.line.COW, s.line.COW) {
 		if err := mg.removeDevice(m.dev, true); err != nil {
 			return errors.Join(fmt.Errorf("%s: remove the failed merge device %s: %w", op, l.merge, err), origin.Resume())
 		}
@@ -97,5 +97,5 @@ func (mg *Manager) doRemove(op string, l originLayout, s snapView, origin *dm.De
 	if err := mg.settleOrigin(l, origin); err != nil {
 		return fmt.Errorf("%s: %s is removed, but giving %s its table back failed: %w", op, s.name, l.origin, err)
 	}
-	return mg.removeOwnedCOW(s.line.cow)
+	return mg.removeOwnedCOW(s.line.COW)
 }
