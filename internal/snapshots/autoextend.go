@@ -178,8 +178,7 @@ func (mg *Manager) watchCOW(dev *dm.Device) {
 		if !ok || s.degraded || !p.on() {
 			return
 		}
-		status, _ := dev.Status(dm.Live)
-		u := parseUsage(statusPayload(status))
+		u := usageOf(dev)
 		if u.state != wire.SnapshotActive {
 			return // invalid or overflowed: nothing to extend any more
 		}

@@ -65,8 +65,7 @@ func (mg *Manager) extendableCOW(op string, s snapView) (int64, error) {
 	if s.degraded {
 		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot serves an `error` table (%s): nothing to extend", op, mg.host.Note(s.name).Text)
 	}
-	status, _ := s.dev.Status(dm.Live)
-	switch u := parseUsage(statusPayload(status)); u.state {
+	switch u := usageOf(s.dev); u.state {
 	case wire.SnapshotActive:
 	case wire.SnapshotInvalid:
 		return 0, errorf(dm.ErrInvalidArgument, "%s: the snapshot is invalid (its COW filled up or failed): its contents are lost; remove it", op)

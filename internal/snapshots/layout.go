@@ -1,13 +1,13 @@
 package snapshots
 
 import (
-	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/exstore"
+	"github.com/daxsnap/daxsnap/internal/exstore/persistent"
 	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -287,8 +287,7 @@ func (mg *Manager) describe(s snapView) wire.Snapshot {
 		out.State, out.Note = wire.SnapshotError, mg.host.Note(s.name).Text
 		return out
 	}
-	status, _ := s.dev.Status(dm.Live)
-	u := parseUsage(statusPayload(status))
+	u := usageOf(s.dev)
 	out.State = u.state
 	out.Allocated, out.Total, out.Metadata = u.allocated, u.total, u.metadata
 	if u.total > 0 {
@@ -311,41 +310,41 @@ func (mg *Manager) describe(s snapView) wire.Snapshot {
 	return out
 }
 
-// statusPayload is what follows the target type in a one-line status.
-func statusPayload(status string) string {
-	f := strings.Fields(status)
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[3:], " ")
-}
-
-// usage is a snapshot status payload, parsed.
+// usage is a snapshot's (or a merge's) status, as its target has it.
 type usage struct {
-	state                      string
+	// state is the wire's: wire.SnapshotError if dev's live table is no
+	// snapshot or snapshot-merge target.
+	state string
+	// allocated, total and metadata are the COW's usage in sectors.
 	allocated, total, metadata uint64
+	text                       string // the status, as the target prints it
 }
 
-func parseUsage(payload string) usage {
-	switch payload {
-	case "Invalid":
-		return usage{state: wire.SnapshotInvalid}
-	case "Overflow":
-		return usage{state: wire.SnapshotOverflow}
-	case "Merge failed":
-		return usage{state: wire.SnapshotMergeFailed}
-	}
-	var u usage
-	if _, err := fmt.Sscanf(payload, "%d/%d %d", &u.allocated, &u.total, &u.metadata); err != nil {
+// usageOf asks dev's live snapshot or snapshot-merge target for its usage.
+func usageOf(dev *dm.Device) usage {
+	u, ok := snapshot.UsageOf(dev)
+	if !ok {
 		return usage{state: wire.SnapshotError}
 	}
-	u.state = wire.SnapshotActive
-	return u
+	out := usage{allocated: uint64(u.Allocated), total: uint64(u.Total), metadata: uint64(u.Metadata), text: u.String()}
+	switch u.State {
+	case snapshot.Valid:
+		out.state = wire.SnapshotActive
+	case snapshot.Invalid:
+		out.state = wire.SnapshotInvalid
+	case snapshot.Overflow:
+		out.state = wire.SnapshotOverflow
+	case snapshot.MergeFailed:
+		out.state = wire.SnapshotMergeFailed
+	default:
+		out.state = wire.SnapshotError
+	}
+	return out
 }
 
 // exceptions is the number of data chunks allocated: for a persistent
-// store, chunks below next_free less the header and the metadata areas
-// among them (an area every exceptions-per-area+1 chunks from chunk 1).
+// store, the chunks below next_free that hold neither the header nor a
+// metadata area.
 func (u usage) exceptions(store exstore.StoreType, chunk dm.Sector) uint64 {
 	if chunk == 0 || u.allocated == 0 {
 		return 0
@@ -354,10 +353,5 @@ func (u usage) exceptions(store exstore.StoreType, chunk dm.Sector) uint64 {
 	if store == exstore.Transient {
 		return next
 	}
-	if next < 2 {
-		return 0
-	}
-	epa := uint64(chunk.Bytes()) / 16
-	areas := (next - 1 + epa) / (epa + 1)
-	return next - 1 - areas
+	return persistent.NewGeometry(chunk).DataChunks(exstore.Chunk(next))
 }

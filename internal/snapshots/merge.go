@@ -295,8 +295,7 @@ func (mg *Manager) holdForOfflineMerge(op string, recOp state.Op, l originLayout
 
 // checkSnapshotMergeable refuses a snapshot that can never merge.
 func (mg *Manager) checkSnapshotMergeable(op string, s snapView) error {
-	status, _ := s.dev.Status(dm.Live)
-	switch st := parseUsage(statusPayload(status)).state; {
+	switch st := usageOf(s.dev).state; {
 	case s.line.Store == exstore.Transient:
 		return errorf(dm.ErrNotSupported, "%s: %s is a transient snapshot (store N), whose exceptions live only in memory: it cannot merge; copy its data instead", op, s.name)
 	case s.degraded:
@@ -380,12 +379,11 @@ func (mg *Manager) waitMerged(j *mergeJob) error {
 			}
 			return fmt.Errorf("the merge device of %s is gone before the merge finished: %s still holds what was not merged", j.origin, j.name)
 		}
-		status, _ := m.dev.Status(dm.Live)
-		u := parseUsage(statusPayload(status))
+		u := usageOf(m.dev)
 		switch u.state {
 		case wire.SnapshotMergeFailed, wire.SnapshotInvalid, wire.SnapshotError:
 			return fmt.Errorf("merge of %s into %s failed (status %q): the daemon log says why; `daxsnap snapshot remove %s` abandons it",
-				j.name, j.origin, statusPayload(status), j.name)
+				j.name, j.origin, u.text, j.name)
 		}
 		j.observe(u.exceptions(m.line.Store, m.line.Chunk))
 		if u.allocated == u.metadata {
@@ -413,9 +411,8 @@ func (mg *Manager) finishMerge(j *mergeJob) error {
 		return fmt.Errorf("%s: origin %s is gone", op, l.origin)
 	}
 	if m, ok := mg.mergeOf(l); ok {
-		status, _ := m.dev.Status(dm.Live)
-		if u := parseUsage(statusPayload(status)); u.state != wire.SnapshotActive || u.allocated != u.metadata {
-			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), statusPayload(status))
+		if u := usageOf(m.dev); u.state != wire.SnapshotActive || u.allocated != u.metadata {
+			return fmt.Errorf("%s: the merge on %s is not done (status %q)", op, m.dev.Name(), u.text)
 		}
 	}
 	err = mg.store.DeviceTransition(l.origin, state.Op{Verb: "snapshot-merge-finish", Arg: j.name}, func() error { return mg.doFinishMerge(op, l, j.name, origin) },
@@ -463,8 +460,7 @@ func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin 
 
 // mergeProgress describes merge m of snapshot s.
 func (mg *Manager) mergeProgress(s snapView, m mergeView) *wire.MergeProgress {
-	status, _ := m.dev.Status(dm.Live)
-	u := parseUsage(statusPayload(status))
+	u := usageOf(m.dev)
 	p := &wire.MergeProgress{Device: m.dev.Name(), Offline: m.offline, Remaining: u.exceptions(m.line.Store, m.line.Chunk)}
 	p.Start = p.Remaining
 	if j := mg.merges.get(s.origin); j != nil && j.name == s.name {

@@ -71,8 +71,7 @@ func (mg *Manager) checkRemovable(op string, l originLayout, s snapView, origin 
 
 // mergeFailed reports whether a merge stopped on an error.
 func (mg *Manager) mergeFailed(m mergeView) bool {
-	status, _ := m.dev.Status(dm.Live)
-	st := parseUsage(statusPayload(status)).state
+	st := usageOf(m.dev).state
 	return st == wire.SnapshotMergeFailed || st == wire.SnapshotInvalid
 }
 
