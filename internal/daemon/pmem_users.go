@@ -50,32 +50,33 @@ func (d *Daemon) regionUsers(path string) []string {
 	target, statErr := os.Stat(path)
 	var users []string
 	for _, dev := range d.mgr.List() {
-		text := d.notes.get(dev.Name()).keptLive
+		tables := []string{d.notes.get(dev.Name()).keptLive}
 		for _, slot := range []dm.Slot{dm.Live, dm.Inactive} {
 			t, _ := dev.Table(slot)
-			text += t
+			tables = append(tables, t)
 		}
-		if namesFile(text, path, target, statErr == nil) {
+		if namesFile(tables, path, target, statErr == nil) {
 			users = append(users, dev.Name())
 		}
 	}
 	return users
 }
 
-// namesFile reports whether a table argument is path or the same file.
-func namesFile(text, path string, target os.FileInfo, canStat bool) bool {
-	for _, line := range strings.Split(text, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
-		}
-		for _, arg := range f[3:] {
-			if arg == path {
-				return true
-			}
-			if canStat && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, MapperPrefix) {
-				if fi, err := os.Stat(arg); err == nil && os.SameFile(fi, target) {
+// namesFile reports whether a target argument of one of the tables is
+// path or the same file. A table is read with dm's table grammar; an
+// empty slot has none.
+func namesFile(tables []string, path string, target os.FileInfo, canStat bool) bool {
+	for _, text := range tables {
+		lines, _ := dm.ParseTable(text)
+		for _, l := range lines {
+			for _, arg := range l.Args {
+				if arg == path {
 					return true
+				}
+				if canStat && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, MapperPrefix) {
+					if fi, err := os.Stat(arg); err == nil && os.SameFile(fi, target) {
+						return true
+					}
 				}
 			}
 		}
