@@ -33,8 +33,7 @@ type Daemon struct {
 	locks   nameLocks
 	graphMu sync.Mutex   // loads that may stack on a device vs renames (device_rename.go)
 	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
-	notes   notes
-	owners  owners // who may map each device (owners.go)
+	devs    *devStates   // what the daemon keeps of each device (devstate.go)
 	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
 	// a certificate's CN names the user (nbdauth.go).
 	tlsAuthz map[string]string
@@ -46,7 +45,6 @@ type Daemon struct {
 	api       *api.Server
 	exports   *exportServer
 	fuse      *fusefs.Server  // devices as files (fuse.go); nil when off
-	fuseOpens fuseOpens       // open FUSE files, for disconnect
 	fuseFiles string          // where the kernel sees the files (holders.go)
 	sessions  *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
 	bg        sync.WaitGroup  // serving goroutines and state reconciliations
@@ -81,13 +79,14 @@ func Start(cfg Config) (*Daemon, error) {
 	all.Register(d.reg)
 	d.pool = dm.NewDevicePool(d.open)
 	d.mgr = dm.NewManager(d.reg, d.pool)
-	d.mgr.OnRemove(d.removed)
+	d.devs = newDevStates(d.mgr)
 	snapCfg := cfg.Snapshots
 	snapCfg.Dir, snapCfg.COWDir, snapCfg.Logger = cfg.StateDir, cfg.COWDir, cfg.Logger
 	if d.snaps, err = snapshots.New(snapCfg, d.mgr, store, snapshotHost{d}); err != nil {
 		return nil, errors.Join(err, store.Close())
 	}
 	d.metrics = newIOMetrics(d.mgr, d.snaps.Metrics()...)
+	d.mgr.OnRemove(d.removed)
 	if err := d.restore(); err != nil {
 		d.snaps.Stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())

@@ -64,7 +64,7 @@ func (d *Daemon) AuthorizeRead(name string, p api.Peer) error {
 	// Unreadable groups (the process is gone): only the primary gid counts.
 	peer.Groups, _ = access.Groups(p.PID, peer.UID)
 	// A refusal wraps access.ErrPermission: 403 permission_denied, as every door answers it.
-	return mayAccess(d.owners.get(dev), uint32(os.Geteuid()), peer,
+	return mayAccess(d.devs.owner(dev), uint32(os.Geteuid()), peer,
 		fmt.Sprintf("uid %d (gid %d, pid %d)", p.UID, p.GID, p.PID), "read the data of", name, access.Read,
 		fmt.Sprintf("recreate the device with --uid/--gid/--mode that allow it (daxsnap create %s --uid %d ...), or ask root to read it", name, p.UID))
 }

@@ -32,10 +32,7 @@ func (d *Daemon) Remove(name string, req wire.Remove) error {
 	remove := func() error { return d.mgr.Remove(name, dm.RemoveOptions{Force: req.Force, Deferred: req.Deferred}) }
 	err = d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
 	if req.Force && dev.Info().LiveTable {
-		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
-	}
-	if _, gerr := d.mgr.Get(name); gerr != nil {
-		d.forget(dev)
+		d.devs.updateNote(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 	}
 	if err != nil && req.Force && !req.Deferred && wasLive && errors.Is(err, dm.ErrBusy) && d.wiped(dev) {
 		// dm replaced the table and kept the device, as the kernel's
@@ -70,11 +67,4 @@ func (d *Daemon) usedHint(name string, users []string) string {
 		}
 	}
 	return fmt.Sprintf("remove them or load tables without it first; --deferred removes it once they let go (%s)", strings.Join(users, ", "))
-}
-
-func (d *Daemon) forget(dev *dm.Device) {
-	d.owners.forget(dev)
-	d.snaps.Forget(dev)
-	d.metrics.forget(dev.Name())
-	d.notes.drop(dev.Name())
 }

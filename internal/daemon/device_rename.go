@@ -143,9 +143,8 @@ func (d *Daemon) applyRename(plan []rename, users []string) error {
 			if err := d.mgr.Rename(r.to, r.from); err != nil {
 				d.log.Error("rename: undo", "device", r.to, "back_to", r.from, "err", err)
 			}
-			d.notes.rename(r.to, r.from)
 		}
-		d.notes.renameRefs(reversed(done))
+		d.devs.renameRefs(reversed(done))
 	}
 	for _, r := range plan {
 		if err := d.mgr.Rename(r.from, r.to); err != nil {
@@ -153,9 +152,8 @@ func (d *Daemon) applyRename(plan []rename, users []string) error {
 			return fmt.Errorf("rename %s to %s: %w", r.from, r.to, err)
 		}
 		done = append(done, r)
-		d.notes.rename(r.from, r.to)
 	}
-	d.notes.renameRefs(plan)
+	d.devs.renameRefs(plan)
 	var drop []string
 	var recs []state.Device
 	keep := func(old, now string) error {

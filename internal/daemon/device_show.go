@@ -61,5 +61,5 @@ func (d *Daemon) text(op, name string, inactive bool, fn func(*dm.Device, dm.Slo
 	if err != nil {
 		return wire.Text{}, fmt.Errorf("%s %s: %w", op, name, err)
 	}
-	return wire.Text{Name: dev.Name(), Inactive: inactive, Text: text, Note: d.notes.get(dev.Name()).String()}, nil
+	return wire.Text{Name: dev.Name(), Inactive: inactive, Text: text, Note: d.devs.note(dev).String()}, nil
 }

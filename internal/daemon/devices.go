@@ -29,7 +29,7 @@ func (d *Daemon) mutate(op, name string, fn func(*dm.Device) error) error {
 	err = d.store.DeviceTransition(name, state.Op{Verb: op}, func() error { return fn(dev) },
 		func() *state.Device { return d.record(dev) })
 	if err == nil {
-		d.notes.update(name, func(n *note) { n.interrupted = "" })
+		d.devs.updateNote(name, func(n *note) { n.interrupted = "" })
 	}
 	return err
 }
@@ -59,7 +59,7 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	create := func() (err error) {
 		dev, err = d.mgr.Create(req.Name, dm.CreateOptions{UUID: req.UUID, Table: req.Table, ReadOnly: req.ReadOnly})
 		if dev != nil {
-			d.owners.set(dev, owner)
+			d.devs.setOwner(dev, owner)
 		}
 		return err
 	}
@@ -128,7 +128,7 @@ func (d *Daemon) Resume(name string) error {
 			return err
 		}
 		if swap {
-			d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
+			d.devs.updateNote(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 		}
 		return nil
 	})
@@ -145,7 +145,7 @@ func (d *Daemon) WipeTable(name string) error {
 		if err := dev.WipeTable(); err != nil {
 			return err
 		}
-		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
+		d.devs.updateNote(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 		return nil
 	})
 }

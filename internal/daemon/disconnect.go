@@ -29,7 +29,7 @@ func (d *Daemon) Disconnect(name string) (wire.Disconnected, error) {
 	if d.exports != nil {
 		out.NBD = d.exports.srv.Disconnect(name)
 	}
-	out.FUSEFiles = d.fuseOpens.revoke(dev)
+	out.FUSEFiles = d.devs.revokeFUSE(dev)
 	d.log.Info("disconnected a device's users", "device", name, "nbd", out.NBD, "fuse_files", out.FUSEFiles)
 	// A closed connection lets go once its requests in flight finish.
 	for deadline := time.Now().Add(10 * time.Second); nbdHolders(dev) > 0; time.Sleep(5 * time.Millisecond) {
@@ -99,17 +99,10 @@ func (d *Daemon) daxSessionsOf(name string) []daxSession {
 	return out
 }
 
-// fuseOpens are the open FUSE files of every device, so that disconnect
-// can revoke them.
-type fuseOpens struct {
-	mu    sync.Mutex
-	files map[*dm.Device]map[*fuseFile]struct{}
-}
-
 // fuseFile is one open FUSE file: its I/O goes to be until revoked, and
-// fails with ENXIO after.
+// fails with ENXIO after. Its device's devState counts it until then.
 type fuseFile struct {
-	set     *fuseOpens
+	set     *devStates
 	dev     *dm.Device
 	be      fusefs.Backend
 	mu      sync.RWMutex // I/O holds it shared; revoke exclusively
@@ -118,27 +111,16 @@ type fuseFile struct {
 	release func()
 }
 
-func (o *fuseOpens) add(dev *dm.Device, be fusefs.Backend, release func()) *fuseFile {
-	f := &fuseFile{set: o, dev: dev, be: be, release: release}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.files == nil {
-		o.files = map[*dm.Device]map[*fuseFile]struct{}{}
-	}
-	if o.files[dev] == nil {
-		o.files[dev] = map[*fuseFile]struct{}{}
-	}
-	o.files[dev][f] = struct{}{}
+func (s *devStates) openFUSE(dev *dm.Device, be fusefs.Backend, release func()) *fuseFile {
+	f := &fuseFile{set: s, dev: dev, be: be, release: release}
+	s.addFUSE(dev, f)
 	return f
 }
 
-// revoke revokes every open FUSE file of dev and returns how many.
-func (o *fuseOpens) revoke(dev *dm.Device) int {
-	o.mu.Lock()
-	files := o.files[dev]
-	delete(o.files, dev)
-	o.mu.Unlock()
-	for f := range files {
+// revokeFUSE revokes every open FUSE file of dev and returns how many.
+func (s *devStates) revokeFUSE(dev *dm.Device) int {
+	files := s.takeFUSE(dev)
+	for _, f := range files {
 		f.mu.Lock() // waits for I/O under way
 		f.revoked = true
 		f.mu.Unlock()
@@ -149,12 +131,7 @@ func (o *fuseOpens) revoke(dev *dm.Device) int {
 
 // close is the kernel's release of the file.
 func (f *fuseFile) close() {
-	f.set.mu.Lock()
-	delete(f.set.files[f.dev], f)
-	if len(f.set.files[f.dev]) == 0 {
-		delete(f.set.files, f.dev)
-	}
-	f.set.mu.Unlock()
+	f.set.dropFUSE(f)
 	f.once.Do(f.release)
 }
 

@@ -29,3 +29,10 @@ func SetDrainLogEvery(every time.Duration) (reset func()) {
 	drainLogEvery = every
 	return func() { drainLogEvery = old }
 }
+
+// DeviceStates counts the devices the daemon keeps a devState for.
+func DeviceStates(d *Daemon) int {
+	d.devs.mu.Lock()
+	defer d.devs.mu.Unlock()
+	return len(d.devs.m)
+}

@@ -47,7 +47,7 @@ func (d *Daemon) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
 	if d.bypassesCOW(dev.Name()) {
 		be = readOnlyFile{be, dev.Name()}
 	}
-	f := d.fuseOpens.add(dev, be, func() { release() })
+	f := d.devs.openFUSE(dev, be, func() { release() })
 	return f, f.close, nil
 }
 
@@ -82,7 +82,7 @@ func resolvedPath(dir string) string {
 // has (daxsnap create --uid --gid --mode), less the write bits for
 // ORIGIN-real and ORIGIN-merge.
 func (d *Daemon) fuseOwner(dev *dm.Device) fusefs.Owner {
-	o := d.owners.get(dev)
+	o := d.devs.owner(dev)
 	if d.bypassesCOW(dev.Name()) {
 		o.Mode &^= 0o222
 	}

@@ -138,7 +138,7 @@ func lookupUser(name string) (access.Peer, error) {
 // nbdAccess decides what id may do with dev over NBD: nothing (an
 // error that says why), read only, or read and write.
 func (d *Daemon) nbdAccess(id nbdIdentity, dev *dm.Device) (readOnly bool, err error) {
-	o, self, name := d.owners.get(dev), uint32(os.Geteuid()), dev.Name()
+	o, self, name := d.devs.owner(dev), uint32(os.Geteuid()), dev.Name()
 	if err := mayAccess(o, self, id.peer, id.who, "open", name, access.Read, id.hint); err != nil {
 		return false, err
 	}

@@ -39,13 +39,18 @@ func (d *Daemon) closeDevice(dev *dm.Device, h dm.Holder) error {
 	return err
 }
 
-// removed is the daemon's dm.Manager.OnRemove subscriber. A deferred
-// removal that dm finished at the last close (of an NBD client, a FUSE
-// file, or the table of a device stacked on it) was no verb of the
-// daemon's: forget the device's record and state. In the background: the
-// close may come from a table letting go, under another device's locks,
-// and the name lock is taken after those.
+// removed is the daemon's dm.Manager.OnRemove subscriber: dm removed
+// dev (a verb, a snapshot verb, or a deferred removal at the last close
+// of an NBD client, a FUSE file, or the table of a device stacked on
+// it), so what the daemon kept of it goes, whatever the name now names.
+// A deferred removal was no verb of the daemon's: its state file record
+// goes too, in the background: the close may come from a table letting
+// go, under another device's locks, and the name lock is taken after
+// those.
 func (d *Daemon) removed(dev *dm.Device) {
+	d.devs.forget(dev)
+	d.snaps.Forget(dev)
+	d.metrics.forget(dev.Name())
 	if d.closing.Load() {
 		return
 	}
@@ -56,8 +61,8 @@ func (d *Daemon) removed(dev *dm.Device) {
 	}()
 }
 
-// forgetRemoved drops the record of dev, which dm removed on its last
-// close, unless a new device took its name meanwhile.
+// forgetRemoved drops the state file record of dev, which dm removed on
+// its last close, unless a new device took its name meanwhile.
 func (d *Daemon) forgetRemoved(dev *dm.Device) {
 	name := dev.Name()
 	unlock := d.locks.lock(name)
@@ -68,10 +73,6 @@ func (d *Daemon) forgetRemoved(dev *dm.Device) {
 	if _, err := d.mgr.Get(name); err == nil {
 		return
 	}
-	d.owners.forget(dev)
-	d.snaps.Forget(dev)
-	d.metrics.forget(name)
-	d.notes.drop(name)
 	if err := d.store.DeleteDevice(name); err != nil {
 		d.log.Error("deferred removal: drop record", "device", name, "err", err)
 		return

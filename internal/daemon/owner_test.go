@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/daxsnap/daxsnap/client/clienttest"
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -304,4 +307,39 @@ func TestDAXSession_shrunkRegion(t *testing.T) {
 	if err != nil || !strings.Contains(p.Note, "truncated") || !strings.Contains(p.Note, "recreate the region") {
 		t.Errorf("pmem vol-mem after a truncate: %+v, %v: want a note that it was truncated", p, err)
 	}
+}
+
+// Ensure that what the daemon keeps of a device (owner, note) lives as
+// long as the device: it follows a rename, and goes with the device
+// however it is removed (a remove, a deferred removal at the last close
+// of a table over it), so a device created again under a name starts
+// afresh and the daemon pins no removed device.
+func TestDaemon_deviceStateLifetime(t *testing.T) {
+	e := newEnv(t)
+	e.createOwned("low", "0 8 zero", 1000, 1000, "0640")
+	if _, err := e.c.Rename("low", wire.Rename{NewName: "low2"}); err != nil {
+		t.Fatal(err)
+	}
+	wantOwner(t, e.info("low2"), 1000, 1000, "0640")
+	e.create("high", "0 8 linear /dev/mapper/low2 0")
+	e.must("remove --deferred", e.c.Remove("low2", wire.Remove{Deferred: true}))
+	e.must("remove high", e.c.Remove("high", wire.Remove{}))
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := e.c.Info("low2"); errors.Is(err, dm.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("low2 still there a minute after its last close")
+		}
+	}
+	for i := range 4 {
+		name := fmt.Sprintf("vol%d", i)
+		e.createOwned(name, "0 8 zero", 1000, 1000, "0600")
+		e.must("remove", e.c.Remove(name, wire.Remove{}))
+	}
+	if n := daemon.DeviceStates(e.d); n != 0 {
+		t.Errorf("the daemon keeps the state of %d devices with none left", n)
+	}
+	def := e.create("other", "0 8 zero") // dmsetup's default owner
+	wantOwner(t, e.create("low2", "0 8 zero"), def.UID, def.GID, def.Mode)
 }

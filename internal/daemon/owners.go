@@ -3,7 +3,6 @@ package daemon
 import (
 	"fmt"
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -18,38 +17,9 @@ import (
 // recorded in the state file, unchanged by rename, shown by info. It
 // decides who may map a device through the DAX session socket; the
 // control API has its own rule (changes need root or the daemon's uid).
-
-// owners holds each live device's owner. Keyed by device, not name, so
-// that a rename keeps it; devices the daemon makes itself (snapshots,
-// ORIGIN-real, ORIGIN-merge) have none and so have the defaults.
-type owners struct {
-	mu sync.Mutex
-	m  map[*dm.Device]access.Owner
-}
-
-func (o *owners) get(dev *dm.Device) access.Owner {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if v, ok := o.m[dev]; ok {
-		return v
-	}
-	return access.Default()
-}
-
-func (o *owners) set(dev *dm.Device, v access.Owner) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.m == nil {
-		o.m = make(map[*dm.Device]access.Owner)
-	}
-	o.m[dev] = v
-}
-
-func (o *owners) forget(dev *dm.Device) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	delete(o.m, dev)
-}
+// The owner is kept in the device's devState: devices the daemon makes
+// itself (snapshots, ORIGIN-real, ORIGIN-merge) have none and so have the
+// defaults.
 
 // ownerOf reads the owner a create request asks for: dmsetup's defaults
 // for what it leaves out.
@@ -123,7 +93,7 @@ func restoredOwner(rec state.Device) (o access.Owner, problem string) {
 // Anyone else needs read permission, and write permission too for a
 // writable map, by the device's owner, group and mode (access.Owner.Allows).
 func (d *Daemon) authorizeMap(peer access.Peer, dev *dm.Device, write bool) error {
-	return mayMap(d.owners.get(dev), uint32(os.Geteuid()), peer, dev.Name(), write)
+	return mayMap(d.devs.owner(dev), uint32(os.Geteuid()), peer, dev.Name(), write)
 }
 
 // authorizeMapFile is the DAX session server's AuthorizeFile: may peer

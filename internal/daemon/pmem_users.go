@@ -50,7 +50,7 @@ func (d *Daemon) regionUsers(path string) []string {
 	target, statErr := os.Stat(path)
 	var users []string
 	for _, dev := range d.mgr.List() {
-		tables := []string{d.notes.get(dev.Name()).keptLive}
+		tables := []string{d.devs.note(dev).keptLive}
 		for _, slot := range []dm.Slot{dm.Live, dm.Inactive} {
 			t, _ := dev.Table(slot)
 			tables = append(tables, t)

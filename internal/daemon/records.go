@@ -17,12 +17,12 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	}
 	in := dev.Info()
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
-		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.owners.get(dev)),
+		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.devs.owner(dev)),
 		Autoextend: d.snaps.RecordAutoextend(dev)}
-	rec.MergeDeferred = d.notes.get(in.Name).mergeDeferred
+	rec.MergeDeferred = d.devs.noteOn(in.Name).mergeDeferred
 	rec.Live, _ = dev.Table(dm.Live)
 	rec.Inactive, _ = dev.Table(dm.Inactive)
-	if kept := d.notes.get(in.Name).keptLive; kept != "" {
+	if kept := d.devs.noteOn(in.Name).keptLive; kept != "" {
 		rec.Live = kept
 	}
 	return rec
@@ -31,13 +31,13 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 // info converts dm's view of dev to the API's.
 func (d *Daemon) info(dev *dm.Device) wire.Info {
 	in := dev.Info()
-	owner := d.owners.get(dev)
+	owner := d.devs.owner(dev)
 	return wire.Info{
 		Name: in.Name, UUID: in.UUID, Suspended: in.Suspended, ReadOnly: in.ReadOnly,
 		DeferredRemove: in.DeferredRemove, LiveTable: in.LiveTable, InactiveTable: in.InactiveTable,
 		OpenCount: in.OpenCount, EventNr: in.EventNr, TargetCount: in.TargetCount,
 		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
-		FixedCaps: in.FixedCaps.String(), Note: d.notes.get(in.Name).String(),
+		FixedCaps: in.FixedCaps.String(), Note: d.devs.noteOn(in.Name).String(),
 		UID: owner.UID, GID: owner.GID, Mode: access.FormatMode(owner.Mode),
 		Holders: d.holderList(dev),
 	}

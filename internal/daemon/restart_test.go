@@ -210,6 +210,30 @@ func TestDaemon_interrupted(t *testing.T) {
 	}
 }
 
+// Ensure that what the daemon notes on a device stays with that device:
+// an interrupted operation on a record that could not come back as a
+// device (its uuid is another's) is noted on nothing, and a device
+// created later under its name starts with no note.
+func TestDaemon_interruptedNoteStaysWithItsDevice(t *testing.T) {
+	e := newEnv(t)
+	e.stop()
+	s, err := state.Open(e.cfg.StateDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.PutDevice(state.Device{Name: "a", UUID: "same", Live: "0 8 zero\n"})
+	s.PutDevice(state.Device{Name: "b", UUID: "same", Live: "0 8 zero\n", Op: state.Op{Verb: "load"}})
+	s.Close()
+	e.start()
+	if _, err := e.c.Info("b"); !errors.Is(err, dm.ErrNotFound) {
+		t.Fatalf("b, whose uuid is a's, came back: %v", err)
+	}
+	e.create("b", "0 8 zero")
+	if in := e.info("b"); in.Note != "" {
+		t.Errorf("a new device b has the note of the record that did not come back: %q", in.Note)
+	}
+}
+
 // Ensure that a deferred removal happens at the last close and is
 // recorded, and that --force makes an open device's I/O fail.
 func TestDaemon_removeOpen(t *testing.T) {

@@ -99,16 +99,14 @@ func (d *Daemon) settle(rec state.Device) (state.Device, bool) {
 		return rec, false
 	}
 	if !rec.Op.IsZero() {
-		op := rec.Op
-		rec.Op = state.Op{}
-		if err := d.store.PutDevice(rec); err != nil {
+		cleared := rec
+		cleared.Op = state.Op{}
+		if err := d.store.PutDevice(cleared); err != nil {
 			d.log.Error("clear interrupted operation", "device", rec.Name, "err", err)
 		}
-		d.notes.update(rec.Name, func(n *note) {
-			n.interrupted = fmt.Sprintf("The daemon stopped during `%s`; the device is as it was before it: check it and repeat the operation if needed.", op)
-		})
-		d.log.Warn("operation was interrupted by the last stop; state before it restored", "device", rec.Name, "op", op)
+		d.log.Warn("operation was interrupted by the last stop; state before it restored", "device", rec.Name, "op", rec.Op)
 	}
+	// rec.Op, if any, is for createRestored to note on the device.
 	return rec, true
 }
 
@@ -185,15 +183,20 @@ func (d *Daemon) createRestored(rec state.Device) *dm.Device {
 		return nil
 	}
 	owner, problem := restoredOwner(rec)
-	d.owners.set(dev, owner)
+	d.devs.setOwner(dev, owner)
+	if !rec.Op.IsZero() { // settle cleared it in the state file
+		d.devs.updateNote(rec.Name, func(n *note) {
+			n.interrupted = fmt.Sprintf("The daemon stopped during `%s`; the device is as it was before it: check it and repeat the operation if needed.", rec.Op)
+		})
+	}
 	d.snaps.RestoreAutoextend(dev, rec)
 	if problem != "" {
-		d.notes.update(rec.Name, func(n *note) { n.record = problem })
+		d.devs.updateNote(rec.Name, func(n *note) { n.record = problem })
 		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name,
 			"uid", rec.Owner.UID, "gid", rec.Owner.GID, "mode", fmt.Sprintf("%#o", rec.Owner.Mode))
 	}
 	if rec.MergeDeferred {
-		d.notes.update(rec.Name, func(n *note) { n.mergeDeferred = true })
+		d.devs.updateNote(rec.Name, func(n *note) { n.mergeDeferred = true })
 	}
 	return dev
 }
@@ -225,7 +228,7 @@ func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait s
 			return w
 		}
 		if err != nil {
-			d.notes.update(rec.Name, func(n *note) {
+			d.devs.updateNote(rec.Name, func(n *note) {
 				n.interrupted += fmt.Sprintf(" Its inactive table did not load at start (%v) and was dropped.", err)
 			})
 			d.log.Warn("inactive table dropped", "device", rec.Name, "err", err)
@@ -237,7 +240,7 @@ func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait s
 	if rec.Suspended {
 		dev.Suspend(dm.SuspendOptions{})
 	}
-	d.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", d.notes.get(rec.Name).String())
+	d.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", d.devs.noteOn(rec.Name).String())
 	return ""
 }
 
@@ -264,7 +267,7 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device, waitFor func(erro
 	if perr != nil {
 		return "", fmt.Errorf("recorded table is unreadable (%v) and did not load: %w", perr, err)
 	}
-	d.notes.update(rec.Name, func(n *note) {
+	d.devs.updateNote(rec.Name, func(n *note) {
 		n.keptLive = rec.Live
 		n.degraded = fmt.Sprintf("Its table did not load when the daemon started: %v. It serves an `error` table of %d sectors instead: all I/O fails. The recorded table is kept: bring back what it maps and restart `daxsnap serve`, or load a new table.", err, size)
 		if lost != "" {

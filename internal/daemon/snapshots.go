@@ -62,10 +62,8 @@ func (h snapshotHost) RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) error 
 	d, name := h.d, dev.Name()
 	remove := func() error { return d.mgr.Remove(name, opts) }
 	err := d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
-	if _, gerr := d.mgr.Get(name); gerr != nil {
-		d.forget(dev)
-	} else if opts.Deferred {
-		d.notes.update(name, func(n *note) { n.degraded, n.keptLive = "", "" })
+	if _, gerr := d.mgr.Get(name); gerr == nil && opts.Deferred {
+		d.devs.updateNote(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 	}
 	return err
 }
@@ -100,14 +98,14 @@ func (h snapshotHost) UserEvents() <-chan struct{} { return h.d.userEvents.wait(
 func (h snapshotHost) RefuseWhileStopping(op string) error { return h.d.refuseWhileStopping(op) }
 
 func (h snapshotHost) Note(name string) snapshots.Note {
-	n := h.d.notes.get(name)
+	n := h.d.devs.noteOn(name)
 	return snapshots.Note{KeptLive: n.keptLive, Degraded: n.degraded, MergeDeferred: n.mergeDeferred, Text: n.String()}
 }
 
 func (h snapshotHost) SetMergeDeferred(name string, on bool) {
-	h.d.notes.update(name, func(n *note) { n.mergeDeferred = on })
+	h.d.devs.updateNote(name, func(n *note) { n.mergeDeferred = on })
 }
 
 func (h snapshotHost) SetInterrupted(name, why string) {
-	h.d.notes.update(name, func(n *note) { n.interrupted = why })
+	h.d.devs.updateNote(name, func(n *note) { n.interrupted = why })
 }

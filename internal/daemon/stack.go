@@ -14,7 +14,7 @@ const MapperPrefix = dm.MapperPrefix
 // table in place of a recorded table that names it (see note.keptLive),
 // which will open it at the next start.
 func (d *Daemon) users(name string) []string {
-	out := d.notes.keptNaming(name)
+	out := d.devs.keptNaming(name)
 	if dev, err := d.mgr.Get(name); err == nil {
 		out = append(out, deviceNames(d.mgr.Above(dev))...)
 	}
