@@ -68,6 +68,27 @@ func ParseMode(s string) (uint32, error) {
 	return uint32(v), nil
 }
 
+// ParseOwner reads the owner a request asks for (--uid, --gid, --mode,
+// each nil or "" when left out): dmsetup's defaults for what it leaves
+// out. The error says what is wrong with it.
+func ParseOwner(uid, gid *uint32, mode string) (Owner, error) {
+	o := Default()
+	if uid != nil {
+		o.UID = *uid
+	}
+	if gid != nil {
+		o.GID = *gid
+	}
+	if mode != "" {
+		m, err := ParseMode(mode)
+		if err != nil {
+			return o, err
+		}
+		o.Mode = m
+	}
+	return o, o.Check()
+}
+
 // Peer is the process at the other end of a unix socket: its credentials
 // at connect time (SO_PEERCRED) and its supplementary groups.
 type Peer struct {

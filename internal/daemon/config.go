@@ -6,15 +6,16 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 )
 
 // Defaults.
 const (
 	// DefaultPmemDir is where memory regions go unless told otherwise.
-	DefaultPmemDir = "/dev/shm"
+	DefaultPmemDir = pmem.DefaultDir
 	// DefaultHugetlbDir is where huge-page regions go unless told otherwise.
-	DefaultHugetlbDir = "/dev/hugepages"
+	DefaultHugetlbDir = pmem.DefaultHugetlbDir
 	// SocketName and NBDSocketName are the sockets in the state directory.
 	SocketName    = "daxsnap.sock"
 	NBDSocketName = "nbd.sock"

@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/state"
 )
 
@@ -61,7 +62,7 @@ func CheckConsistency(d *Daemon) error {
 		case dm.BadNameChar(r.Name) != "":
 			errs = append(errs, fmt.Errorf("region %q: its name contains %s", r.Name, dm.BadNameChar(r.Name)))
 		}
-		if err := checkRegionFile(r); err != nil {
+		if err := pmem.CheckFile(r); err != nil {
 			errs = append(errs, fmt.Errorf("region %q: %w", r.Name, err))
 		}
 	}

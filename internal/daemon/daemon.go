@@ -15,6 +15,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/fusefs"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/session"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
@@ -31,12 +32,12 @@ type Daemon struct {
 	mgr   *dm.Manager
 
 	locks   nameLocks
-	graphMu sync.Mutex   // loads that may stack on a device vs renames (device_rename.go)
-	pmemMu  sync.RWMutex // region create/remove (write) vs table loads (read)
-	devs    *devStates   // what the daemon keeps of each device (devstate.go)
+	graphMu sync.Mutex // loads that may stack on a device vs renames (device_rename.go)
+	devs    *devStates // what the daemon keeps of each device (devstate.go)
 	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
 	// a certificate's CN names the user (nbdauth.go).
 	tlsAuthz map[string]string
+	regions  *pmem.Manager      // the memory regions (pmem.go)
 	snaps    *snapshots.Manager // the snapshot verbs, merge jobs and autoextend
 	metrics  *ioMetrics
 	// metricsHTTP serves /metrics on --metrics-addr; nil when off.
@@ -77,7 +78,8 @@ func Start(cfg Config) (*Daemon, error) {
 	d.store = store
 	d.reg = dm.NewRegistry()
 	all.Register(d.reg)
-	d.pool = dm.NewDevicePool(d.open)
+	d.regions = pmem.New(pmem.Config{Store: store, Log: cfg.Logger, Dir: cfg.PmemDir, Host: pmemHost{d}})
+	d.pool = dm.NewDevicePool(d.regions.Open)
 	d.mgr = dm.NewManager(d.reg, d.pool)
 	d.devs = newDevStates(d.mgr)
 	snapCfg := cfg.Snapshots

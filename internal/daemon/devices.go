@@ -53,8 +53,7 @@ func (d *Daemon) Create(req wire.DeviceCreate) (wire.Info, error) {
 	}
 	d.graphMu.Lock()
 	defer d.graphMu.Unlock()
-	d.pmemMu.RLock()
-	defer d.pmemMu.RUnlock()
+	defer d.regions.LockTables()()
 	var dev *dm.Device
 	create := func() (err error) {
 		dev, err = d.mgr.Create(req.Name, dm.CreateOptions{UUID: req.UUID, Table: req.Table, ReadOnly: req.ReadOnly})
@@ -97,8 +96,7 @@ func (d *Daemon) Load(name string, req wire.Load) error {
 	return d.mutate("load", name, func(dev *dm.Device) error {
 		d.graphMu.Lock()
 		defer d.graphMu.Unlock()
-		d.pmemMu.RLock()
-		defer d.pmemMu.RUnlock()
+		defer d.regions.LockTables()()
 		return dev.Load(req.Table)
 	})
 }

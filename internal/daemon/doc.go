@@ -22,8 +22,9 @@
 // Locking: a per-name lock serialises operations on one device (and
 // orders their records); graphMu serialises the loads, which may stack a
 // table on a device, with renames, which rewrite the records of the
-// tables stacked on the renamed device; pmemMu keeps region removal from
-// racing table loads. Order: name lock, graphMu, pmemMu. Block I/O takes
+// tables stacked on the renamed device; the regions' lock (pmem's
+// LockTables) keeps region creation and removal from racing table loads.
+// Order: name lock, graphMu, the regions' lock. Block I/O takes
 // none of them. Tables over /dev/mapper/NAME are dm's: it opens the
 // device, keeps references acyclic, and says which devices stack on
 // which (dm/stack.go).

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/session"
 )
 
@@ -175,7 +176,7 @@ func mountsOf(dev string) []string {
 		for i, fl := range fields {
 			if fl == "-" && i+2 < len(fields) && len(fields) > 4 {
 				if fields[i+2] == dev {
-					out = append(out, unescapeMount(fields[4]))
+					out = append(out, pmem.UnescapeMount(fields[4]))
 				}
 				break
 			}

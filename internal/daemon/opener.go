@@ -1,26 +1,8 @@
 package daemon
 
 import (
-	"fmt"
-	"path/filepath"
-
-	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
-
-// open is the device pool's opener of backing devices (dm opens the
-// mapped devices a table names itself).
-func (d *Daemon) open(name string, opts backing.Options) (backing.Device, error) {
-	if rec, ok := d.regionAt(name); ok {
-		// A region file must be the one pmem create made, in a directory
-		// only the daemon's uid writes.
-		if err := checkRegionDir(filepath.Dir(name)); err != nil {
-			return nil, fmt.Errorf("open region %s: %w", rec.Name, err)
-		}
-		opts.NoFollow, opts.Verify = true, regionFileCheck(rec)
-	}
-	return backing.Open(name, opts)
-}
 
 // hold opens dev for holder h (it counts in the open count and shows in
 // its holders) and returns the release of that open.

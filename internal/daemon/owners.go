@@ -31,21 +31,8 @@ func ownerOf(req wire.DeviceCreate) (access.Owner, error) {
 // --mode, each nil or "" when left out): dmsetup's defaults for what it
 // leaves out.
 func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) {
-	o := access.Default()
-	if uid != nil {
-		o.UID = *uid
-	}
-	if gid != nil {
-		o.GID = *gid
-	}
-	if mode != "" {
-		m, err := access.ParseMode(mode)
-		if err != nil {
-			return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
-		}
-		o.Mode = m
-	}
-	if err := o.Check(); err != nil {
+	o, err := access.ParseOwner(uid, gid, mode)
+	if err != nil {
 		return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
 	}
 	return o, nil
@@ -54,20 +41,6 @@ func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) 
 // recordOwner is o as the state file keeps it.
 func recordOwner(o access.Owner) *state.Owner {
 	return &state.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
-}
-
-// regionOwner is the owner of a region: the defaults for a record from
-// before regions had owners, and for one whose owner does not check
-// (problem says so).
-func regionOwner(rec state.Region) (o access.Owner, problem string) {
-	if rec.Owner == nil {
-		return access.Default(), ""
-	}
-	o = access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
-	if err := o.Check(); err != nil {
-		return access.Default(), fmt.Sprintf("its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map", err, access.Default())
-	}
-	return o, ""
 }
 
 // restoredOwner is the owner a record gives its device: a record from
@@ -116,8 +89,7 @@ func (d *Daemon) authorizeMapFile(peer access.Peer, dev *dm.Device, path string,
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("map of %s: fstat %s: %w", dev.Name(), path, err)
 	}
-	if rec, ok := d.regionOf(path, &st); ok {
-		o, _ := regionOwner(rec)
+	if rec, o, ok := d.regions.OwnerOf(path, &st); ok {
 		return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, region %s (%s)", dev.Name(), rec.Name, rec.Path), access.Need(write), fmt.Sprintf(
 			"a map hands out a descriptor of the whole region file, which reaches every device on the region, so it needs the right to the region as well as to %s: "+
 				"ask root for a region of your own (daxsnap pmem create NAME --size SIZE --uid %d [--gid GID --mode MODE]) with the device on it, "+

@@ -1,186 +1,47 @@
 package daemon
 
 import (
-	"errors"
-	"fmt"
-	"math"
-	"os"
-	"path/filepath"
-	"strings"
-
 	"github.com/daxsnap/daxsnap/internal/dm"
-	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
+// The memory regions are internal/pmem's; the daemon hands it what it
+// needs (pmemHost) and serves its verbs on the API.
+
 // RegionSubdir is the directory regions go in, inside the memory file system.
-const RegionSubdir = "daxsnap"
+const RegionSubdir = pmem.Subdir
 
 // PmemCreate makes a memory region: a file reserved on tmpfs or hugetlbfs.
-func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) {
-	op := "pmem create " + req.Name
-	if err := checkRegionName(op, req.Name); err != nil {
-		return wire.Pmem{}, err
-	}
-	if err := d.refuseWhileStopping(op); err != nil {
-		return wire.Pmem{}, err
-	}
-	owner, err := parseOwner(op, req.UID, req.GID, req.Mode)
-	if err != nil {
-		return wire.Pmem{}, err
-	}
-	dir := d.regionDir(req)
-	fs, err := d.checkRegion(op, dir, req)
-	if err != nil {
-		return wire.Pmem{}, err
-	}
-	d.pmemMu.Lock()
-	defer d.pmemMu.Unlock()
-	if rec, ok, err := d.store.Region(req.Name); err != nil {
-		return wire.Pmem{}, err
-	} else if ok {
-		return wire.Pmem{}, errorf(dm.ErrExists, "%s: a region with that name exists at %s: pick another name, or `daxsnap pmem remove %s` first", op, rec.Path, req.Name)
-	}
-	sub, err := ensureRegionDir(op, dir)
-	if err != nil {
-		return wire.Pmem{}, err
-	}
-	rec := state.Region{Name: req.Name, Path: filepath.Join(sub, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs", Owner: recordOwner(owner)}
-	if _, err := os.Lstat(rec.Path); err == nil {
-		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
-	}
-	err = d.store.RegionTransition(req.Name, state.Op{Verb: "create"}, rec, func() error { return createRegionFile(rec.Path, rec.Size) },
-		func() *state.Region { return created(rec) })
-	if err != nil {
-		d.removeRegionDir(sub)
-	}
-	if err != nil {
-		return wire.Pmem{}, fmt.Errorf("%s: %w", op, err)
-	}
-	d.log.Info("pmem region created", "region", req.Name, "path", rec.Path, "size", rec.Size, "fs", fs.name, "owner", owner.String())
-	return d.pmemInfo(rec), nil
-}
-
-// created is the record of rec, with the identity of its file, if that
-// file exists, else nil.
-func created(rec state.Region) *state.Region {
-	if identify(&rec) != nil {
-		return nil
-	}
-	return &rec
-}
-
-func (d *Daemon) regionDir(req wire.PmemCreate) string {
-	switch {
-	case req.Dir != "":
-		return filepath.Clean(req.Dir)
-	case req.Hugetlb:
-		return DefaultHugetlbDir
-	}
-	return d.cfg.PmemDir
-}
-
-// checkRegion checks the directory and the size against it.
-func (d *Daemon) checkRegion(op, dir string, req wire.PmemCreate) (memFS, error) {
-	if req.Size <= 0 {
-		return memFS{}, errorf(dm.ErrInvalidArgument, "%s: size %d: give a size such as 64M or 4G", op, req.Size)
-	}
-	fs, err := probeMemFS(op, dir)
-	if err != nil && req.Hugetlb {
-		return fs, errorf(dm.ErrInvalidArgument, "%s: --hugetlb needs a hugetlbfs mount at %s, and there is none: mount one (mount -t hugetlbfs none %s), reserve pages (/proc/sys/vm/nr_hugepages), or give --dir",
-			op, dir, DefaultHugetlbDir)
-	}
-	if err != nil {
-		return fs, err
-	}
-	if req.Hugetlb && fs.name != "hugetlbfs" {
-		return fs, errorf(dm.ErrInvalidArgument, "%s: --hugetlb needs a hugetlbfs directory, and %s is %s: mount one (mount -t hugetlbfs none %s) and reserve pages (/proc/sys/vm/nr_hugepages)",
-			op, dir, fs.name, DefaultHugetlbDir)
-	}
-	if req.Size > math.MaxInt64-fs.pageSize {
-		return fs, errorf(dm.ErrInvalidArgument, "%s: size %d bytes is more than any memory: give a size such as 64M or 4G", op, req.Size)
-	}
-	if fs.free >= 0 && req.Size > fs.free {
-		return fs, errorf(dm.ErrNoSpace, "%s: %s has %d bytes free and the region needs %d: choose a smaller size, or free memory there", op, dir, fs.free, req.Size)
-	}
-	if req.Size%fs.pageSize != 0 {
-		up := (req.Size/fs.pageSize + 1) * fs.pageSize
-		return fs, errorf(dm.ErrInvalidArgument, "%s: size %d is not a multiple of the %d-byte pages of %s: use %d", op, req.Size, fs.pageSize, dir, up)
-	}
-	return fs, nil
-}
-
-// checkRegionName applies device name rules, and no leading dot.
-func checkRegionName(op, name string) error {
-	if name == "" || len(name) > dm.MaxNameLen || strings.HasPrefix(name, ".") {
-		return errorf(dm.ErrInvalidArgument, "%s: invalid region name %.40q: use 1 to %d characters, not starting with a dot", op, name, dm.MaxNameLen)
-	}
-	if bad := dm.BadNameChar(name); bad != "" {
-		return errorf(dm.ErrInvalidArgument, "%s: invalid region name %q: it contains %s, which `pmem list` and the tables cannot carry: use letters, digits and punctuation such as - _ . + : @", op, name, bad)
-	}
-	return nil
-}
+func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) { return d.regions.Create(req) }
 
 // PmemList lists the regions.
-func (d *Daemon) PmemList() ([]wire.Pmem, error) {
-	recs, err := d.store.Regions()
-	if err != nil {
-		return nil, err
-	}
-	out := []wire.Pmem{}
-	for _, rec := range recs {
-		out = append(out, d.pmemInfo(rec))
-	}
-	return out, nil
-}
+func (d *Daemon) PmemList() ([]wire.Pmem, error) { return d.regions.List() }
 
 // PmemGet describes one region.
-func (d *Daemon) PmemGet(name string) (wire.Pmem, error) {
-	rec, err := d.region("pmem", name)
-	if err != nil {
-		return wire.Pmem{}, err
-	}
-	return d.pmemInfo(rec), nil
-}
-
-func (d *Daemon) region(op, name string) (state.Region, error) {
-	rec, ok, err := d.store.Region(name)
-	if err != nil {
-		return rec, err
-	}
-	if !ok {
-		return rec, errorf(dm.ErrNotFound, "%s %s: no such region: `daxsnap pmem list` lists them", op, name)
-	}
-	return rec, nil
-}
+func (d *Daemon) PmemGet(name string) (wire.Pmem, error) { return d.regions.Get(name) }
 
 // PmemRemove deletes a region no table uses.
-func (d *Daemon) PmemRemove(name string) error {
-	d.pmemMu.Lock()
-	defer d.pmemMu.Unlock()
-	rec, err := d.region("pmem remove", name)
-	if err != nil {
-		return err
-	}
-	if users := d.regionUsers(rec.Path); len(users) > 0 {
-		return errorf(dm.ErrBusy, "pmem remove %s: the tables of %s map %s: remove those devices, or load tables without it, first",
-			name, strings.Join(users, ", "), rec.Path)
-	}
-	remove := func() error {
-		if err := os.Remove(rec.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("pmem remove %s: %w", name, err)
+func (d *Daemon) PmemRemove(name string) error { return d.regions.Remove(name) }
+
+// pmemHost is the daemon as the region manager sees it.
+type pmemHost struct{ d *Daemon }
+
+var _ pmem.Host = pmemHost{}
+
+// Tables gives each device's live and inactive tables, and the one kept
+// while it serves `error`.
+func (h pmemHost) Tables() []pmem.Tables {
+	var out []pmem.Tables
+	for _, dev := range h.d.mgr.List() {
+		tables := []string{h.d.devs.note(dev).keptLive}
+		for _, slot := range []dm.Slot{dm.Live, dm.Inactive} {
+			t, _ := dev.Table(slot)
+			tables = append(tables, t)
 		}
-		return nil
+		out = append(out, pmem.Tables{Device: dev.Name(), Tables: tables})
 	}
-	err = d.store.RegionTransition(name, state.Op{Verb: "remove"}, rec, remove, func() *state.Region {
-		if _, err := os.Lstat(rec.Path); err != nil {
-			return nil
-		}
-		return &rec
-	})
-	if err == nil {
-		d.log.Info("pmem region removed", "region", name, "path", rec.Path)
-		d.removeRegionDir(filepath.Dir(rec.Path))
-	}
-	return err
+	return out
 }
+
+func (h pmemHost) RefuseWhileStopping(op string) error { return h.d.refuseWhileStopping(op) }

@@ -3,8 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -20,7 +18,7 @@ import (
 // back as recorded comes back degraded.
 func (d *Daemon) restore() error {
 	d.reportMisfiled()
-	if err := d.restoreRegions(); err != nil {
+	if err := d.regions.Restore(); err != nil {
 		return err
 	}
 	recs, err := d.store.Devices()
@@ -42,47 +40,6 @@ func (d *Daemon) restore() error {
 	}
 	d.restoreDevices(keep)
 	d.snaps.Recover(pending)
-	return nil
-}
-
-// restoreRegions finishes interrupted region operations and checks that
-// every region's file is still there.
-func (d *Daemon) restoreRegions() error {
-	recs, err := d.store.Regions()
-	if err != nil {
-		return err
-	}
-	for _, rec := range recs {
-		switch rec.Op.Verb {
-		case "create", "remove":
-			// Neither finished: the caller never heard of success. Undo,
-			// in a directory that is the daemon's own only.
-			var err error
-			if derr := checkRegionDir(filepath.Dir(rec.Path)); derr != nil && !errors.Is(derr, os.ErrNotExist) {
-				d.log.Error("interrupted pmem operation: its file is left alone", "region", rec.Name, "path", rec.Path, "err", derr)
-			} else {
-				err = os.Remove(rec.Path)
-			}
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("finish interrupted pmem %s of %s: %w", rec.Op, rec.Name, err)
-			}
-			if err := d.store.DeleteRegion(rec.Name); err != nil {
-				return err
-			}
-			d.log.Warn("pmem operation was interrupted by the last stop; region dropped", "region", rec.Name, "op", rec.Op)
-			continue
-		}
-		if err := checkRegionFile(rec); errors.Is(err, os.ErrNotExist) {
-			d.log.Warn("pmem region file is missing; tables naming it will serve errors", "region", rec.Name, "path", rec.Path, "err", err)
-		} else if err != nil {
-			d.log.Error("pmem region file refused; tables naming it will serve errors", "region", rec.Name, "path", rec.Path, "err", err)
-		} else if rec.Ino == 0 && identify(&rec) == nil {
-			// A record from before daxsnap kept the file's identity.
-			if err := d.store.PutRegion(rec); err != nil {
-				d.log.Error("record region file identity", "region", rec.Name, "err", err)
-			}
-		}
-	}
 	return nil
 }
 

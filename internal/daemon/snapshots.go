@@ -70,12 +70,12 @@ func (h snapshotHost) RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) error 
 
 func (h snapshotHost) Lock(names ...string) (unlock func()) { return h.d.locks.lock(names...) }
 
-// LockTables takes graphMu and pmemMu, after the name locks.
+// LockTables takes graphMu and the regions' lock, after the name locks.
 func (h snapshotHost) LockTables() (unlock func()) {
 	h.d.graphMu.Lock()
-	h.d.pmemMu.RLock()
+	unlockRegions := h.d.regions.LockTables()
 	return func() {
-		h.d.pmemMu.RUnlock()
+		unlockRegions()
 		h.d.graphMu.Unlock()
 	}
 }

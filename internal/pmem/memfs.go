@@ -1,4 +1,4 @@
-package daemon
+package pmem
 
 import (
 	"errors"
@@ -21,10 +21,10 @@ type memFS struct {
 func probeMemFS(op, dir string) (memFS, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return memFS{}, errorf(dm.ErrInvalidArgument, "%s: cannot use %s: %v: give --dir a tmpfs or hugetlbfs mount such as %s", op, dir, err, DefaultPmemDir)
+		return memFS{}, errorf(dm.ErrInvalidArgument, "%s: cannot use %s: %v: give --dir a tmpfs or hugetlbfs mount such as %s", op, dir, err, DefaultDir)
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return memFS{}, errorf(dm.ErrInvalidArgument, "%s: %s is not a directory: give --dir a tmpfs or hugetlbfs mount such as %s", op, dir, DefaultPmemDir)
+		return memFS{}, errorf(dm.ErrInvalidArgument, "%s: %s is not a directory: give --dir a tmpfs or hugetlbfs mount such as %s", op, dir, DefaultDir)
 	}
 	free := int64(st.Bavail) * st.Bsize
 	if st.Blocks == 0 {
@@ -41,7 +41,7 @@ func probeMemFS(op, dir string) (memFS, error) {
 		return fs, checkMount(op, dir)
 	}
 	return memFS{}, errorf(dm.ErrInvalidArgument, "%s: %s is not on tmpfs or hugetlbfs (file system magic %#x): a memory region must live in memory: use %s, or mount one (mount -t tmpfs none DIR)",
-		op, dir, st.Type, DefaultPmemDir)
+		op, dir, st.Type, DefaultDir)
 }
 
 // createRegionFile creates path and reserves size bytes in it, so the

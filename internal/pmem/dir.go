@@ -1,4 +1,4 @@
-package daemon
+package pmem
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
 )
@@ -26,7 +27,7 @@ import (
 // ensureRegionDir makes dir/daxsnap (0700) or checks the one there, and
 // returns its path.
 func ensureRegionDir(op, dir string) (string, error) {
-	sub := filepath.Join(dir, RegionSubdir)
+	sub := filepath.Join(dir, Subdir)
 	err := os.Mkdir(sub, 0o700)
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("%s: make the region directory: %w", op, err)
@@ -83,8 +84,8 @@ func regionFileCheck(rec state.Region) func(st *unix.Stat_t) error {
 	}
 }
 
-// checkRegionFile checks rec's file as it is now, not following a link.
-func checkRegionFile(rec state.Region) error {
+// CheckFile checks rec's file as it is now, not following a link.
+func CheckFile(rec state.Region) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(rec.Path, &st); err != nil {
 		return err
@@ -109,9 +110,22 @@ func identify(rec *state.Region) error {
 	return nil
 }
 
+// Open is the opener of backing files (dm.NewDevicePool's): a region's
+// file must be the one pmem create made, in a directory only the
+// daemon's uid writes; any other file opens as backing.Open opens it.
+func (m *Manager) Open(name string, opts backing.Options) (backing.Device, error) {
+	if rec, ok := m.regionAt(name); ok {
+		if err := checkRegionDir(filepath.Dir(name)); err != nil {
+			return nil, fmt.Errorf("open region %s: %w", rec.Name, err)
+		}
+		opts.NoFollow, opts.Verify = true, regionFileCheck(rec)
+	}
+	return backing.Open(name, opts)
+}
+
 // regionAt is the region whose file is path, if any.
-func (d *Daemon) regionAt(path string) (state.Region, bool) {
-	recs, err := d.store.Regions()
+func (m *Manager) regionAt(path string) (state.Region, bool) {
+	recs, err := m.store.Regions()
 	if err != nil {
 		return state.Region{}, false
 	}
@@ -126,8 +140,8 @@ func (d *Daemon) regionAt(path string) (state.Region, bool) {
 // regionOf is the region whose file is st (path, as a table names it),
 // if any: by inode, or by path for a record from before the daemon kept
 // inodes.
-func (d *Daemon) regionOf(path string, st *unix.Stat_t) (state.Region, bool) {
-	recs, err := d.store.Regions()
+func (m *Manager) regionOf(path string, st *unix.Stat_t) (state.Region, bool) {
+	recs, err := m.store.Regions()
 	if err != nil {
 		return state.Region{}, false
 	}
@@ -141,11 +155,11 @@ func (d *Daemon) regionOf(path string, st *unix.Stat_t) (state.Region, bool) {
 
 // removeRegionDir removes dir, a region directory, once it is empty and
 // no region record is in it.
-func (d *Daemon) removeRegionDir(dir string) {
-	if filepath.Base(dir) != RegionSubdir {
+func (m *Manager) removeRegionDir(dir string) {
+	if filepath.Base(dir) != Subdir {
 		return
 	}
-	recs, err := d.store.Regions()
+	recs, err := m.store.Regions()
 	if err != nil {
 		return
 	}
@@ -155,7 +169,7 @@ func (d *Daemon) removeRegionDir(dir string) {
 		}
 	}
 	if err := os.Remove(dir); err == nil {
-		d.log.Info("pmem region directory removed: no region left in it", "dir", dir)
+		m.log.Info("pmem region directory removed: no region left in it", "dir", dir)
 	}
 }
 
@@ -168,16 +182,16 @@ var kernelDirs = []string{"/proc", "/sys"}
 func checkMount(op, dir string) error {
 	mp, fstype, err := mountOf(dir)
 	if err != nil {
-		return errorf(dm.ErrInvalidArgument, "%s: cannot tell which mount %s is on: %v: give --dir a tmpfs or hugetlbfs mount such as %s", op, dir, err, DefaultPmemDir)
+		return errorf(dm.ErrInvalidArgument, "%s: cannot tell which mount %s is on: %v: give --dir a tmpfs or hugetlbfs mount such as %s", op, dir, err, DefaultDir)
 	}
 	if fstype != "tmpfs" && fstype != "hugetlbfs" {
 		return errorf(dm.ErrInvalidArgument, "%s: %s is on %s (mounted at %s), not tmpfs or hugetlbfs: use %s, or mount one (mount -t tmpfs none DIR)",
-			op, dir, fstype, mp, DefaultPmemDir)
+			op, dir, fstype, mp, DefaultDir)
 	}
 	for _, k := range kernelDirs {
 		if mp == k || strings.HasPrefix(mp, k+"/") {
 			return errorf(dm.ErrInvalidArgument, "%s: %s is on the %s mounted at %s, which holds the kernel's interfaces, not memory regions: use %s, or mount a tmpfs for them (mount -t tmpfs none DIR)",
-				op, dir, fstype, mp, DefaultPmemDir)
+				op, dir, fstype, mp, DefaultDir)
 		}
 	}
 	return nil
@@ -220,7 +234,7 @@ func mountOf(dir string) (mountPoint, fstype string, err error) {
 		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) || fields[2] != devID {
 			continue
 		}
-		mp := unescapeMount(fields[4])
+		mp := UnescapeMount(fields[4])
 		if (mp == "/" || real == mp || strings.HasPrefix(real, mp+"/")) && len(mp) >= len(mountPoint) {
 			mountPoint, fstype = mp, fields[sep+1]
 		}
@@ -234,8 +248,8 @@ func mountOf(dir string) (mountPoint, fstype string, err error) {
 	return mountPoint, fstype, nil
 }
 
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
+// UnescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func UnescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

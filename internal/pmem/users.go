@@ -1,4 +1,4 @@
-package daemon
+package pmem
 
 import (
 	"os"
@@ -11,11 +11,11 @@ import (
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
-// pmemInfo describes a region, with the devices using it and a note if
+// info describes a region, with the devices using it and a note if
 // its file is gone or changed.
-func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
+func (m *Manager) info(rec state.Region) wire.Pmem {
 	p := wire.Pmem{Name: rec.Name, Path: rec.Path, Size: rec.Size, Hugetlb: rec.Hugetlb,
-		Filesystem: "tmpfs", UsedBy: d.regionUsers(rec.Path)}
+		Filesystem: "tmpfs", UsedBy: m.users(rec.Path)}
 	if rec.Hugetlb {
 		p.Filesystem = "hugetlbfs"
 	}
@@ -26,7 +26,7 @@ func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
 	}
 	fi, err := os.Lstat(rec.Path)
 	if err == nil {
-		if cerr := checkRegionFile(rec); cerr != nil {
+		if cerr := CheckFile(rec); cerr != nil {
 			p.Note = "file refused: " + cerr.Error()
 			return p
 		}
@@ -44,19 +44,14 @@ func (d *Daemon) pmemInfo(rec state.Region) wire.Pmem {
 	return p
 }
 
-// regionUsers lists the devices whose tables (live, inactive, or kept
-// while serving `error`) name path, or the same file by another path.
-func (d *Daemon) regionUsers(path string) []string {
+// users lists the devices whose tables (live, inactive, or kept while
+// serving `error`) name path, or the same file by another path.
+func (m *Manager) users(path string) []string {
 	target, statErr := os.Stat(path)
 	var users []string
-	for _, dev := range d.mgr.List() {
-		tables := []string{d.devs.note(dev).keptLive}
-		for _, slot := range []dm.Slot{dm.Live, dm.Inactive} {
-			t, _ := dev.Table(slot)
-			tables = append(tables, t)
-		}
-		if namesFile(tables, path, target, statErr == nil) {
-			users = append(users, dev.Name())
+	for _, t := range m.host.Tables() {
+		if namesFile(t.Tables, path, target, statErr == nil) {
+			users = append(users, t.Device)
 		}
 	}
 	return users
@@ -73,7 +68,7 @@ func namesFile(tables []string, path string, target os.FileInfo, canStat bool) b
 				if arg == path {
 					return true
 				}
-				if canStat && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, MapperPrefix) {
+				if canStat && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, dm.MapperPrefix) {
 					if fi, err := os.Stat(arg); err == nil && os.SameFile(fi, target) {
 						return true
 					}

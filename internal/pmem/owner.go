@@ -1,0 +1,54 @@
+package pmem
+
+import (
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/access"
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/state"
+	"golang.org/x/sys/unix"
+)
+
+// A region's owner and mode (pmem create --uid --gid --mode) decide who
+// may map it: a map hands out a descriptor of the whole region file.
+
+// parseOwner reads the owner a request of op asks for: dmsetup's
+// defaults for what it leaves out.
+func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) {
+	o, err := access.ParseOwner(uid, gid, mode)
+	if err != nil {
+		return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
+	}
+	return o, nil
+}
+
+// recordOwner is o as the state file keeps it.
+func recordOwner(o access.Owner) *state.Owner {
+	return &state.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
+}
+
+// regionOwner is the owner of a region: the defaults for a record from
+// before regions had owners, and for one whose owner does not check
+// (problem says so).
+func regionOwner(rec state.Region) (o access.Owner, problem string) {
+	if rec.Owner == nil {
+		return access.Default(), ""
+	}
+	o = access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
+	if err := o.Check(); err != nil {
+		return access.Default(), fmt.Sprintf("its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map", err, access.Default())
+	}
+	return o, ""
+}
+
+// OwnerOf is the region whose file is st (path, as a table names it), if
+// any, and its owner: by inode, or by path for a record from before the
+// daemon kept inodes.
+func (m *Manager) OwnerOf(path string, st *unix.Stat_t) (state.Region, access.Owner, bool) {
+	rec, ok := m.regionOf(path, st)
+	if !ok {
+		return rec, access.Owner{}, false
+	}
+	o, _ := regionOwner(rec)
+	return rec, o, true
+}
