@@ -8,6 +8,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -24,23 +25,7 @@ import (
 // ownerOf reads the owner a create request asks for: dmsetup's defaults
 // for what it leaves out.
 func ownerOf(req wire.DeviceCreate) (access.Owner, error) {
-	return parseOwner("create "+req.Name, req.UID, req.GID, req.Mode)
-}
-
-// parseOwner reads the owner a request of op asks for (--uid, --gid,
-// --mode, each nil or "" when left out): dmsetup's defaults for what it
-// leaves out.
-func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) {
-	o, err := access.ParseOwner(uid, gid, mode)
-	if err != nil {
-		return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
-	}
-	return o, nil
-}
-
-// recordOwner is o as the state file keeps it.
-func recordOwner(o access.Owner) *state.Owner {
-	return &state.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
+	return pmem.ParseOwner("create "+req.Name, req.UID, req.GID, req.Mode)
 }
 
 // restoredOwner is the owner a record gives its device: a record from

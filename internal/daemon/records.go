@@ -3,6 +3,7 @@ package daemon
 import (
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -17,7 +18,7 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	}
 	in := dev.Info()
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
-		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: recordOwner(d.devs.owner(dev)),
+		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: pmem.RecordOwner(d.devs.owner(dev)),
 		Autoextend: d.snaps.RecordAutoextend(dev)}
 	rec.MergeDeferred = d.devs.noteOn(in.Name).mergeDeferred
 	rec.Live, _ = dev.Table(dm.Live)

@@ -12,9 +12,10 @@ import (
 // A region's owner and mode (pmem create --uid --gid --mode) decide who
 // may map it: a map hands out a descriptor of the whole region file.
 
-// parseOwner reads the owner a request of op asks for: dmsetup's
-// defaults for what it leaves out.
-func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) {
+// ParseOwner reads the owner a request of op asks for (--uid, --gid,
+// --mode of pmem create, and of create for a device, each nil or "" when
+// left out): dmsetup's defaults for what it leaves out.
+func ParseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) {
 	o, err := access.ParseOwner(uid, gid, mode)
 	if err != nil {
 		return o, errorf(dm.ErrInvalidArgument, "%s: %v", op, err)
@@ -22,8 +23,8 @@ func parseOwner(op string, uid, gid *uint32, mode string) (access.Owner, error) 
 	return o, nil
 }
 
-// recordOwner is o as the state file keeps it.
-func recordOwner(o access.Owner) *state.Owner {
+// RecordOwner is o as the state file keeps it (a region's, a device's).
+func RecordOwner(o access.Owner) *state.Owner {
 	return &state.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
 }
 

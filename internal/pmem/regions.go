@@ -95,7 +95,7 @@ func (m *Manager) Create(req wire.PmemCreate) (wire.Pmem, error) {
 	if err := m.host.RefuseWhileStopping(op); err != nil {
 		return wire.Pmem{}, err
 	}
-	owner, err := parseOwner(op, req.UID, req.GID, req.Mode)
+	owner, err := ParseOwner(op, req.UID, req.GID, req.Mode)
 	if err != nil {
 		return wire.Pmem{}, err
 	}
@@ -115,7 +115,7 @@ func (m *Manager) Create(req wire.PmemCreate) (wire.Pmem, error) {
 	if err != nil {
 		return wire.Pmem{}, err
 	}
-	rec := state.Region{Name: req.Name, Path: filepath.Join(sub, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs", Owner: recordOwner(owner)}
+	rec := state.Region{Name: req.Name, Path: filepath.Join(sub, req.Name), Size: req.Size, Hugetlb: fs.name == "hugetlbfs", Owner: RecordOwner(owner)}
 	if _, err := os.Lstat(rec.Path); err == nil {
 		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
 	}
