@@ -88,6 +88,7 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, errors.Join(err, store.Close())
 	}
 	d.metrics = newIOMetrics(d.mgr, d.snaps.Metrics()...)
+	d.metrics.reg.MustRegister(d.snaps.Collector())
 	d.mgr.OnRemove(d.removed)
 	if err := d.restore(); err != nil {
 		d.snaps.Stop()

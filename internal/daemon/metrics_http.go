@@ -12,8 +12,9 @@ import (
 // for Prometheus, which cannot scrape the control socket. It serves
 // nothing else: the API stays on the root-only socket.
 type metricsServer struct {
-	l   net.Listener
-	srv *http.Server
+	l       net.Listener
+	srv     *http.Server
+	started bool
 }
 
 // listenMetrics listens on addr; "" is none (a nil server).
@@ -44,6 +45,7 @@ func (m *metricsServer) start(d *Daemon) {
 	if m == nil {
 		return
 	}
+	m.started = true
 	d.serve("metrics", func() error { return m.srv.Serve(m.l) }, http.ErrServerClosed)
 }
 
@@ -52,7 +54,9 @@ func (m *metricsServer) shutdown(ctx context.Context) error {
 	if m == nil {
 		return nil
 	}
-	m.l.Close()
+	if !m.started {
+		return m.l.Close()
+	}
 	return m.srv.Shutdown(ctx)
 }
 

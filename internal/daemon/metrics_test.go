@@ -1,9 +1,13 @@
 package daemon_test
 
 import (
+	"bytes"
+	"github.com/daxsnap/daxsnap/internal/wire"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,5 +79,95 @@ func TestMetricsAddr_offByDefaultAndBusyRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), cfg.MetricsAddr) || !strings.Contains(err.Error(), "--metrics-addr") {
 		t.Errorf("error %q does not name the address and the flag", err)
+	}
+}
+
+// metricValue is the value of the sample series (name and labels as
+// printed) in a scrape, and false when the scrape lacks it.
+func metricValue(scrape, series string) (float64, bool) {
+	for _, l := range strings.Split(scrape, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// wantMetric fails t unless series is in scrape with a value that ok accepts.
+func wantMetric(t testing.TB, scrape, series string, ok func(float64) bool, what string) {
+	t.Helper()
+	v, found := metricValue(scrape, series)
+	if !found {
+		t.Errorf("scrape lacks %s:\n%s", series, grepLines(scrape, "daxsnap_snapshot"))
+	} else if !ok(v) {
+		t.Errorf("%s = %v, want %s", series, v, what)
+	}
+}
+
+func equals(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
+
+// holdMerge makes e's merges stop before they finish until the returned
+// release is called; reached is closed when one gets there.
+func (e *env) holdMerge() (reached <-chan struct{}, release func()) {
+	at, gone := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	reset := e.setFailStep(func(step string) error {
+		if step == "finish-merge" {
+			once.Do(func() { close(at) })
+			<-gone
+		}
+		return nil
+	})
+	var rel sync.Once
+	release = func() { rel.Do(func() { close(gone); reset() }) }
+	e.t.Cleanup(release)
+	return at, release
+}
+
+// Ensure that the scrape has each snapshot's COW use and size (bytes, by
+// snapshot and origin, from the live target), its invalidation as a
+// counter, and a running merge's progress.
+func TestMetrics_snapshotCOWInvalidationAndMerge(t *testing.T) {
+	e := newEnvWith(t, func(c *daemon.Config) { c.MetricsAddr = "127.0.0.1:0" })
+	url := "http://" + e.d.MetricsAddr().String() + "/metrics"
+	e.fileVol("vol", 4*mib)
+	e.fileVol("vol2", 4*mib)
+	e.snap("vol", "s1", withCOWSize(mib))
+	e.snap("vol2", "full", withCOWSize(64*1024))
+	data := bytes.Repeat([]byte{0xa5}, 256*1024)
+	e.must("write vol", e.c.WriteData("vol", 0, data))
+	e.c.WriteData("vol2", 0, data) // overflows full's COW: invalidates it
+
+	m := scrapeHTTP(t, url)
+	const s1 = `{origin="vol",snapshot="s1"}`
+	wantMetric(t, m, "daxsnap_snapshot_cow_size_bytes"+s1, equals(mib), "the 1 MiB COW")
+	wantMetric(t, m, "daxsnap_snapshot_cow_used_bytes"+s1, func(v float64) bool { return v >= 256*1024 && v < mib }, "the 256 KiB copied and metadata")
+	wantMetric(t, m, "daxsnap_snapshot_invalidations_total"+s1, equals(0), "0")
+	wantMetric(t, m, `daxsnap_snapshot_invalidations_total{origin="vol2",snapshot="full"}`, equals(1), "1 (its COW overflowed)")
+
+	reached, release := e.holdMerge()
+	if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true}); err != nil {
+		t.Fatalf("snapshot merge s1: %v", err)
+	}
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the merge of s1 did not reach its end in a minute")
+	}
+	m = scrapeHTTP(t, url)
+	wantMetric(t, m, "daxsnap_snapshot_merge_progress_ratio"+s1, equals(1), "1 (copied back, not yet finished)")
+	wantMetric(t, m, "daxsnap_snapshot_merge_remaining_chunks"+s1, equals(0), "0")
+	release()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := e.c.Snapshot("s1"); err != nil {
+			break // merged
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the merge of s1 did not finish in a minute once released")
+		}
+	}
+	if m = scrapeHTTP(t, url); strings.Contains(m, `snapshot="s1"`) {
+		t.Errorf("s1's series outlive it:\n%s", grepLines(m, `snapshot="s1"`))
 	}
 }
