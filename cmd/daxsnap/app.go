@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/errcode"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -22,7 +23,7 @@ type app struct {
 	socket   string // --socket
 	state    string // --state
 	runtime  string // --runtime-dir
-	client   *api.Client
+	client   *apiclient.Client
 }
 
 // run executes args and returns the exit status: 0 ok, 1 error (one
@@ -78,7 +79,7 @@ func errorCode(err error) string {
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr.Code
-	case errors.Is(err, api.ErrUnreachable):
+	case errors.Is(err, apiclient.ErrUnreachable):
 		return codeUnreachable
 	case errors.As(err, &usage):
 		return wire.CodeInvalidArgument
@@ -193,13 +194,13 @@ func (a *app) runtimeDir() string {
 }
 
 // api returns the client for the daemon.
-func (a *app) api() *api.Client {
+func (a *app) api() *apiclient.Client {
 	if a.client == nil {
 		sock := a.socket
 		if sock == "" {
 			sock = daemon.SocketPathIn(a.runtimeDir())
 		}
-		a.client = api.NewClient(sock)
+		a.client = apiclient.New(sock)
 	}
 	return a.client
 }

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -41,7 +41,7 @@ func (a *app) demoCmd() *cobra.Command {
 type demoEnv struct {
 	state, shm string
 	d          *daemon.Daemon
-	c          *api.Client
+	c          *apiclient.Client
 }
 
 func (a *app) demo() (err error) {
@@ -87,7 +87,7 @@ func startDemo(a *app) (*demoEnv, error) {
 		os.RemoveAll(env.shm)
 		return nil, err
 	}
-	env.c = api.NewClient(env.d.SocketPath())
+	env.c = apiclient.New(env.d.SocketPath())
 	return env, nil
 }
 
@@ -207,7 +207,7 @@ func (a *app) demoCleanup(env *demoEnv) error {
 
 // waitClosed waits for the NBD server to release the device after the
 // client disconnected (the server notices the disconnect on its own time).
-func waitClosed(c *api.Client, name string) error {
+func waitClosed(c *apiclient.Client, name string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		in, err := c.Info(name)

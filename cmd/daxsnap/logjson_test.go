@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 )
 
 // Ensure that under --log-format json every line the daemon logs is a
@@ -36,7 +36,7 @@ func TestCLI_logJSON(t *testing.T) {
 	out := c.ok("pmem", "create", "r", "--size", "4M", "--dir", shm)
 	_, region, _ := strings.Cut(strings.TrimSpace(out), " at ")
 	c.ok("create", "vol", "--table", "0 8192 linear "+region+" 0")
-	data := api.NewClient(sock)
+	data := apiclient.New(sock)
 	defer data.Close()
 	write := func(off, n int64) {
 		t.Helper()

@@ -29,7 +29,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			f.Add(uint8(i), []byte(seed))
 		}
 	}
-	s := NewServer(&fakeService{}, Options{})
+	s := NewServer(stubService{}, Options{})
 	ctx := context.WithValue(context.Background(), peerKey{}, Peer{UID: 0})
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		path := bodyRoutes[int(route)%len(bodyRoutes)]

@@ -2,17 +2,22 @@ package api
 
 import "github.com/daxsnap/daxsnap/internal/wire"
 
-// Service is what the API serves. The daemon implements it; so does
-// Client, across the socket. Errors carry dm's error classes.
+// Service is the whole API: the daemon's version and target types, and
+// one service per resource. The daemon implements it; so does
+// apiclient.Client, across the socket. Errors carry dm's error classes.
 type Service interface {
 	Version() (wire.Version, error)
 	Targets() ([]wire.Target, error)
 
-	PmemList() ([]wire.Pmem, error)
-	PmemGet(name string) (wire.Pmem, error)
-	PmemCreate(req wire.PmemCreate) (wire.Pmem, error)
-	PmemRemove(name string) error
+	DeviceService
+	SnapshotService
+	PmemService
+	SessionService
+}
 
+// DeviceService is the verbs on mapped devices (/v1/devices), as dmsetup
+// has them, and block I/O on a device.
+type DeviceService interface {
 	Devices() ([]wire.Info, error)
 	Create(req wire.DeviceCreate) (wire.Info, error)
 	Info(name string) (wire.Info, error)
@@ -27,6 +32,14 @@ type Service interface {
 	Table(name string, inactive bool) (wire.Text, error)
 	Status(name string, inactive bool) (wire.Text, error)
 
+	// ReadData and WriteData are block I/O on a device, for tools and
+	// tests without an NBD client; WriteData flushes before returning.
+	ReadData(name string, off, n int64) ([]byte, error)
+	WriteData(name string, off int64, p []byte) error
+}
+
+// SnapshotService is LVM-like snapshot management (/v1/snapshots).
+type SnapshotService interface {
 	// Snapshots lists the snapshots (of origin, unless it is "").
 	Snapshots(origin string) ([]wire.Snapshot, error)
 	Snapshot(name string) (wire.Snapshot, error)
@@ -37,15 +50,22 @@ type Service interface {
 	// SnapshotMerge merges a snapshot into its origin; unless req.NoWait
 	// it returns when the merge has finished (State merged).
 	SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error)
+}
 
+// PmemService manages the memory regions devices are built on (/v1/pmem).
+type PmemService interface {
+	PmemList() ([]wire.Pmem, error)
+	PmemGet(name string) (wire.Pmem, error)
+	PmemCreate(req wire.PmemCreate) (wire.Pmem, error)
+	PmemRemove(name string) error
+}
+
+// SessionService reports the clients that map devices directly
+// (/v1/sessions).
+type SessionService interface {
 	// Sessions lists the clients that map devices directly, with the
 	// write-protect audit's findings.
 	Sessions() ([]wire.DAXSession, error)
-
-	// ReadData and WriteData are block I/O on a device, for tools and
-	// tests without an NBD client; WriteData flushes before returning.
-	ReadData(name string, off, n int64) ([]byte, error)
-	WriteData(name string, off int64, p []byte) error
 }
 
 // MaxDataLength bounds one ReadData or WriteData request, as NBD clients

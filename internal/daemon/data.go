@@ -11,7 +11,7 @@ import (
 )
 
 // ReadData reads n bytes at off from a device's live table.
-func (d *Daemon) ReadData(name string, off, n int64) ([]byte, error) {
+func (d deviceService) ReadData(name string, off, n int64) ([]byte, error) {
 	var p []byte
 	err := d.withOpen("read", name, func(b *metered) error {
 		p = make([]byte, n)
@@ -22,7 +22,7 @@ func (d *Daemon) ReadData(name string, off, n int64) ([]byte, error) {
 }
 
 // WriteData writes p at off and flushes.
-func (d *Daemon) WriteData(name string, off int64, p []byte) error {
+func (d deviceService) WriteData(name string, off int64, p []byte) error {
 	return d.withOpen("write", name, func(b *metered) error {
 		if _, err := b.WriteAt(p, off); err != nil {
 			return err
@@ -55,7 +55,7 @@ func (d *Daemon) withOpen(op, name string, fn func(*metered) error) error {
 // AuthorizeRead is the control API's rule for reading a device's data
 // (GET /v1/devices/NAME/data): the rule of every other door to a
 // device's data (mayAccess), by the device's owner and mode.
-func (d *Daemon) AuthorizeRead(name string, p api.Peer) error {
+func (d deviceService) AuthorizeRead(name string, p api.Peer) error {
 	dev, err := d.device("read", name)
 	if err != nil {
 		return err

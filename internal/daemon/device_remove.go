@@ -12,7 +12,7 @@ import (
 )
 
 // Remove destroys a device (dmsetup remove [--force] [--deferred]).
-func (d *Daemon) Remove(name string, req wire.Remove) error {
+func (d deviceService) Remove(name string, req wire.Remove) error {
 	unlock := d.locks.lock(name)
 	defer unlock()
 	dev, err := d.device("remove", name)

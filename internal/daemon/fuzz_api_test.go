@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
 	"github.com/daxsnap/daxsnap/internal/testutil"
@@ -91,7 +91,7 @@ func (z *fuzzDaemon) reset() error {
 	if err := z.start(); err != nil {
 		return err
 	}
-	c := api.NewClient(z.d.SocketPath())
+	c := apiclient.New(z.d.SocketPath())
 	defer c.Close()
 	p, err := c.PmemCreate(wire.PmemCreate{Name: "vol-mem", Size: 1 << 20})
 	if err != nil {

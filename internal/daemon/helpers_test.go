@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
 	"github.com/daxsnap/daxsnap/internal/testutil"
@@ -23,7 +24,7 @@ type env struct {
 	t    testing.TB
 	cfg  daemon.Config
 	d    *daemon.Daemon
-	c    *api.Client
+	c    *apiclient.Client
 	logs *testutil.LogBuffer
 	// failStep is this env's daemon's FailStep, kept across restarts.
 	failStep atomic.Pointer[func(step string) error]

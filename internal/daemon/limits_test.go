@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
@@ -27,7 +28,7 @@ const readChildEnv = "DAXSNAP_TEST_READ_DATA"
 // "" or the error's code and message, as JSON.
 func readChild(arg string) int {
 	f := strings.Fields(arg)
-	c := api.NewClient(f[0])
+	c := apiclient.New(f[0])
 	res := map[string]string{}
 	for _, name := range f[1:] {
 		_, err := c.ReadData(name, 0, 512)

@@ -28,7 +28,7 @@ func (d *Daemon) listen() error {
 		met.shutdown(contextNow())
 		return err
 	}
-	d.api = api.NewServer(d, api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api"), Limits: d.cfg.ControlLimits})
+	d.api = api.NewServer(d.Service(), api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api"), Limits: d.cfg.ControlLimits})
 	d.serve("control API", func() error { return d.api.Serve(ctl) }, http.ErrServerClosed)
 	exp, err := d.startExports()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -47,7 +48,7 @@ type peerResult struct {
 // peerChild reads (allowed) and creates a device (refused) and prints
 // what happened as JSON.
 func peerChild(sock string) int {
-	c := api.NewClient(sock)
+	c := apiclient.New(sock)
 	res := peerResult{UID: os.Getuid()}
 	if _, err := c.Devices(); err != nil {
 		res.ReadErr = err.Error()

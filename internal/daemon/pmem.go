@@ -3,26 +3,14 @@ package daemon
 import (
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/pmem"
-	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
 // The memory regions are internal/pmem's; the daemon hands it what it
-// needs (pmemHost) and serves its verbs on the API.
+// needs (pmemHost) and serves its verbs on the API (pmemService, in
+// service.go).
 
 // RegionSubdir is the directory regions go in, inside the memory file system.
 const RegionSubdir = pmem.Subdir
-
-// PmemCreate makes a memory region: a file reserved on tmpfs or hugetlbfs.
-func (d *Daemon) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) { return d.regions.Create(req) }
-
-// PmemList lists the regions.
-func (d *Daemon) PmemList() ([]wire.Pmem, error) { return d.regions.List() }
-
-// PmemGet describes one region.
-func (d *Daemon) PmemGet(name string) (wire.Pmem, error) { return d.regions.Get(name) }
-
-// PmemRemove deletes a region no table uses.
-func (d *Daemon) PmemRemove(name string) error { return d.regions.Remove(name) }
 
 // pmemHost is the daemon as the region manager sees it.
 type pmemHost struct{ d *Daemon }

@@ -122,7 +122,7 @@ func (d *Daemon) DAXAudit() []session.Problem {
 
 // Sessions lists the DAX sessions for the API, with the audit's findings
 // attached to the session they concern.
-func (d *Daemon) Sessions() ([]wire.DAXSession, error) {
+func (d sessionService) Sessions() ([]wire.DAXSession, error) {
 	problems := map[int][]string{}
 	for _, p := range d.DAXAudit() {
 		problems[p.PID] = append(problems[p.PID], fmt.Sprintf("mapping %d of %s: %s", p.ID, p.Device, p.Reason))

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
@@ -61,7 +61,7 @@ type crashRig struct {
 	cmd      *exec.Cmd
 	waitExit chan error
 	logs     *testutil.LogBuffer
-	c        *api.Client
+	c        *apiclient.Client
 	r        *rand.Rand
 
 	mu      sync.Mutex
@@ -150,7 +150,7 @@ func (g *crashRig) start() {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- g.cmd.Wait() }()
-	g.c = api.NewClient(daemon.SocketPathIn(g.state))
+	g.c = apiclient.New(daemon.SocketPathIn(g.state))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := g.c.Version(); err == nil {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/daemon/daemontest"
 	"github.com/daxsnap/daxsnap/internal/testutil"
@@ -34,7 +34,7 @@ type snapModel struct {
 type snapMachine struct {
 	cfg    daemon.Config
 	d      *daemon.Daemon
-	c      *api.Client
+	c      *apiclient.Client
 	dax    bool
 	caps   wire.Info
 	origin []byte

@@ -4,36 +4,11 @@ import (
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
-	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
 // The snapshot verbs are internal/snapshots' (an LVM-like manager on the
 // daemon's devices); the daemon hands it what it needs (snapshotHost) and
-// serves its verbs on the API.
-
-// Snapshots lists the snapshots, of one origin if origin is not "".
-func (d *Daemon) Snapshots(origin string) ([]wire.Snapshot, error) { return d.snaps.Snapshots(origin) }
-
-// Snapshot describes one snapshot.
-func (d *Daemon) Snapshot(name string) (wire.Snapshot, error) { return d.snaps.Snapshot(name) }
-
-// SnapshotCreate takes a snapshot (lvcreate --snapshot).
-func (d *Daemon) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
-	return d.snaps.SnapshotCreate(req)
-}
-
-// SnapshotRemove removes a snapshot (lvremove).
-func (d *Daemon) SnapshotRemove(name string) error { return d.snaps.SnapshotRemove(name) }
-
-// SnapshotExtend grows a snapshot's COW (lvextend).
-func (d *Daemon) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
-	return d.snaps.SnapshotExtend(name, req)
-}
-
-// SnapshotMerge merges a snapshot into its origin (lvconvert --merge).
-func (d *Daemon) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
-	return d.snaps.SnapshotMerge(name, req)
-}
+// serves its verbs on the API (snapshotService, in service.go).
 
 // snapshotHost is the daemon as the snapshot manager sees it.
 type snapshotHost struct{ d *Daemon }

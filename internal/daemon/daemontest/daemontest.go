@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/daxsnap/daxsnap/internal/api"
+	"github.com/daxsnap/daxsnap/internal/api/apiclient"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 )
 
@@ -23,18 +23,18 @@ const ShutdownTimeout = time.Minute
 
 // Start starts a daemon on cfg and returns it with an API client on its
 // socket; it fails t if the daemon does not start.
-func Start(t T, cfg daemon.Config) (*daemon.Daemon, *api.Client) {
+func Start(t T, cfg daemon.Config) (*daemon.Daemon, *apiclient.Client) {
 	t.Helper()
 	d, err := daemon.Start(cfg)
 	if err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}
-	return d, api.NewClient(d.SocketPath())
+	return d, apiclient.New(d.SocketPath())
 }
 
 // Stop closes c (if not nil) and shuts d down (if not nil), allowing it
 // ShutdownTimeout.
-func Stop(d *daemon.Daemon, c *api.Client) error {
+func Stop(d *daemon.Daemon, c *apiclient.Client) error {
 	if c != nil {
 		c.Close()
 	}

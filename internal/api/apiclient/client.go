@@ -1,4 +1,8 @@
-package api
+// Package apiclient speaks daxsnap's control API (package api) over a
+// daemon's unix socket. Client implements api.Service, so a caller, the
+// CLI or a test, can use the daemon in process or across the socket
+// alike; errors come back as *api.Error, whose class errors.Is matches.
+package apiclient
 
 import (
 	"bytes"
@@ -12,18 +16,21 @@ import (
 	"net/url"
 	"strconv"
 	"syscall"
+
+	"github.com/daxsnap/daxsnap/internal/api"
 )
 
-// Client speaks the API over a daemon's unix socket. It implements Service.
+// Client speaks the API over a daemon's unix socket. It implements
+// api.Service.
 type Client struct {
 	socket string
 	hc     *http.Client
 }
 
-var _ Service = (*Client)(nil)
+var _ api.Service = (*Client)(nil)
 
-// NewClient returns a client for the daemon listening on socket.
-func NewClient(socket string) *Client {
+// New returns a client for the daemon listening on socket.
+func New(socket string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -130,7 +137,7 @@ func replyError(status int, raw []byte) error {
 	if json.Unmarshal(raw, &body) != nil || body.Error == "" {
 		body.Error = fmt.Sprintf("daxsnap answered HTTP %d: %s", status, bytes.TrimSpace(raw))
 	}
-	return &Error{Status: status, Code: body.Code, Message: body.Error}
+	return &api.Error{Status: status, Code: body.Code, Message: body.Error}
 }
 
 func devPath(name string, sub ...string) string {

@@ -1,4 +1,4 @@
-package api
+package apiclient
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -14,7 +15,7 @@ import (
 // and replies, across the socket.
 func TestClient_snapshotVerbs(t *testing.T) {
 	f := &fakeService{}
-	c := serve(t, f, Options{})
+	c := serve(t, f, api.Options{})
 	s, err := c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s 1", COW: "/c", ChunkSize: 8192, Transient: true})
 	if err != nil || s.Name != "s 1" || s.Origin != "vol" {
 		t.Fatalf("create = %+v, %v", s, err)
@@ -60,7 +61,7 @@ func TestClient_snapshotVerbs(t *testing.T) {
 // Ensure that the session listing crosses the socket intact.
 func TestClient_sessions(t *testing.T) {
 	f := &fakeService{}
-	c := serve(t, f, Options{})
+	c := serve(t, f, api.Options{})
 	got, err := c.Sessions()
 	if err != nil {
 		t.Fatal(err)
