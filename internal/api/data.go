@@ -82,8 +82,8 @@ func dataRange(r *http.Request) (off, n int64, err error) {
 	if n, err = int64Param(r, "length", 0); err != nil {
 		return 0, 0, err
 	}
-	if n > MaxDataLength {
-		return 0, 0, fmt.Errorf("%w: length %d exceeds %d bytes per request: read in pieces", dm.ErrInvalidArgument, n, MaxDataLength)
+	if err := CheckData("read", r.PathValue("name"), off, n); err != nil {
+		return 0, 0, err
 	}
 	return off, n, nil
 }

@@ -1,6 +1,11 @@
 package api
 
-import "github.com/daxsnap/daxsnap/internal/wire"
+import (
+	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/wire"
+)
 
 // Service is the whole API: the daemon's version and target types, and
 // one service per resource. The daemon implements it; so does
@@ -71,3 +76,19 @@ type SessionService interface {
 // MaxDataLength bounds one ReadData or WriteData request, as NBD clients
 // bound their payloads.
 const MaxDataLength = 32 << 20
+
+// CheckData refuses, with dm.ErrInvalidArgument, what no ReadData or
+// WriteData of n bytes at off may ask: a negative offset or length, or
+// more than MaxDataLength bytes. The server checks it before calling the
+// service; a service checks it too, for callers in process.
+func CheckData(op, name string, off, n int64) error {
+	switch {
+	case off < 0:
+		return fmt.Errorf("%w: %s %s: offset %d: want a byte offset ≥ 0", dm.ErrInvalidArgument, op, name, off)
+	case n < 0:
+		return fmt.Errorf("%w: %s %s: length %d: want a byte count ≥ 0", dm.ErrInvalidArgument, op, name, n)
+	case n > MaxDataLength:
+		return fmt.Errorf("%w: %s %s: length %d exceeds %d bytes per request: %s in pieces", dm.ErrInvalidArgument, op, name, n, MaxDataLength, op)
+	}
+	return nil
+}

@@ -12,6 +12,9 @@ import (
 
 // ReadData reads n bytes at off from a device's live table.
 func (d deviceService) ReadData(name string, off, n int64) ([]byte, error) {
+	if err := api.CheckData("read", name, off, n); err != nil {
+		return nil, err
+	}
 	var p []byte
 	err := d.withOpen("read", name, func(b *metered) error {
 		p = make([]byte, n)
@@ -23,6 +26,9 @@ func (d deviceService) ReadData(name string, off, n int64) ([]byte, error) {
 
 // WriteData writes p at off and flushes.
 func (d deviceService) WriteData(name string, off int64, p []byte) error {
+	if err := api.CheckData("write", name, off, int64(len(p))); err != nil {
+		return err
+	}
 	return d.withOpen("write", name, func(b *metered) error {
 		if _, err := b.WriteAt(p, off); err != nil {
 			return err
