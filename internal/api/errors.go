@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/daxsnap/daxsnap/internal/access"
@@ -41,6 +42,17 @@ func classify(err error) (code string, status int) {
 		return code, status
 	}
 	return wire.CodeInternal, http.StatusInternalServerError
+}
+
+// CodeOf returns err's wire code: the code of an API error a client
+// received, or the code the server answers err with (CodeInternal for an
+// error of no class). It is how a caller on either side of the socket
+// tells what kind of failure err is.
+func CodeOf(err error) string {
+	if ae, ok := errors.AsType[*Error](err); ok {
+		return ae.Code
+	}
+	return errcode.Of(err)
 }
 
 // classOf returns the sentinel error for a code, nil if none.
