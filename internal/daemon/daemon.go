@@ -14,7 +14,6 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
-	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/session"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
@@ -32,24 +31,20 @@ type Daemon struct {
 	mgr   *dm.Manager
 
 	locks   nameLocks
-	graphMu sync.Mutex // loads that may stack on a device vs renames (device_rename.go)
-	devs    *devStates // what the daemon keeps of each device (devstate.go)
-	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
-	// a certificate's CN names the user (nbdauth.go).
-	tlsAuthz map[string]string
-	regions  *pmem.Manager      // the memory regions (pmem.go)
-	snaps    *snapshots.Manager // the snapshot verbs, merge jobs and autoextend
-	metrics  *ioMetrics
+	graphMu sync.Mutex         // loads that may stack on a device vs renames (device_rename.go)
+	devs    *devStates         // what the daemon keeps of each device (devstate.go)
+	authz   *authz             // who may use a device through NBD, FUSE and DAX maps (nbdauth.go, owners.go)
+	regions *pmem.Manager      // the memory regions (pmem.go)
+	snaps   *snapshots.Manager // the snapshot verbs, merge jobs and autoextend
+	metrics *ioMetrics
 	// metricsHTTP serves /metrics on --metrics-addr; nil when off.
 	metricsHTTP *metricsServer
 
-	api       *api.Server
-	exports   *exportServer
-	fuse      *fusefs.Server  // devices as files (fuse.go); nil when off
-	fuseFiles string          // where the kernel sees the files (holders.go)
-	sessions  *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
-	bg        sync.WaitGroup  // serving goroutines and state reconciliations
-	errs      chan error      // a listener that stopped on its own
+	api      *api.Server
+	exports  *exports        // NBD and FUSE (exports.go, fuse.go); set by listen
+	sessions *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
+	bg       sync.WaitGroup  // serving goroutines and state reconciliations
+	errs     chan error      // a listener that stopped on its own
 
 	stopping     atomic.Bool       // a stop began: nothing new opens (lifecycle.go)
 	drained      atomic.Bool       // Drain returned: it logged the users it breaks
@@ -82,6 +77,7 @@ func Start(cfg Config) (*Daemon, error) {
 	d.pool = dm.NewDevicePool(d.regions.Open)
 	d.mgr = dm.NewManager(d.reg, d.pool)
 	d.devs = newDevStates(d.mgr)
+	d.authz = &authz{mgr: d.mgr, devs: d.devs, regions: d.regions}
 	snapCfg := cfg.Snapshots
 	snapCfg.Dir, snapCfg.COWDir, snapCfg.Logger = cfg.StateDir, cfg.COWDir, cfg.Logger
 	if d.snaps, err = snapshots.New(snapCfg, d.mgr, store, snapshotHost{d}); err != nil {
@@ -133,6 +129,9 @@ func (d *Daemon) StateDir() string { return d.cfg.StateDir }
 // "unix /path/nbd.sock").
 func (d *Daemon) NBDAddrs() []net.Addr { return d.exports.addrs() }
 
+// FUSEDir is where the FUSE export is mounted ("" if it is not).
+func (d *Daemon) FUSEDir() string { return d.exports.fuseDir() }
+
 // Run serves until stop ends, then stops cleanly: it waits for the
 // users of the devices to let go (drain) unless force ends first, then
 // shuts down. Breaking users makes it return an error naming them.
@@ -182,7 +181,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	if err := d.metricsHTTP.shutdown(apiCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop metrics server: %w", err))
 	}
-	errs = append(errs, d.stopFUSE())
+	errs = append(errs, d.exports.stopFUSE())
 	errs = append(errs, d.stopSessions())
 	errs = append(errs, d.quiesce())
 	d.bg.Wait()

@@ -26,9 +26,7 @@ func (d deviceService) Disconnect(name string) (wire.Disconnected, error) {
 		return wire.Disconnected{}, err
 	}
 	out := wire.Disconnected{Name: name}
-	if d.exports != nil {
-		out.NBD = d.exports.srv.Disconnect(name)
-	}
+	out.NBD = d.exports.disconnectNBD(name)
 	out.FUSEFiles = d.devs.revokeFUSE(dev)
 	d.log.Info("disconnected a device's users", "device", name, "nbd", out.NBD, "fuse_files", out.FUSEFiles)
 	// A closed connection lets go once its requests in flight finish.

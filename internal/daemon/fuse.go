@@ -12,22 +12,22 @@ import (
 // Config.FUSEDir. It never fails the start: on a machine without
 // /dev/fuse, or a user who may not mount, the daemon warns and serves
 // without it.
-func (d *Daemon) startFUSE() {
-	if d.cfg.FUSEDir == "" {
+func (e *exports) startFUSE() {
+	if e.cfg.FUSEDir == "" {
 		return
 	}
-	d.fuseFiles = resolvedPath(d.cfg.FUSEDir)
-	srv, err := fusefs.Mount(d.cfg.FUSEDir, d.mgr, fusefs.Options{
-		Open:   d.openFUSE,
-		Owner:  d.fuseOwner,
-		Logger: d.log.With("component", "fuse"),
+	e.fuseFiles = resolvedPath(e.cfg.FUSEDir)
+	srv, err := fusefs.Mount(e.cfg.FUSEDir, e.mgr, fusefs.Options{
+		Open:   e.openFUSE,
+		Owner:  e.fuseOwner,
+		Logger: e.log.With("component", "fuse"),
 	})
 	if err != nil {
-		d.log.Warn("FUSE export off: devices are not files on this run (NBD and the API serve them as usual); --fuse \"\" silences this",
-			"dir", d.cfg.FUSEDir, "err", err)
+		e.log.Warn("FUSE export off: devices are not files on this run (NBD and the API serve them as usual); --fuse \"\" silences this",
+			"dir", e.cfg.FUSEDir, "err", err)
 		return
 	}
-	d.fuse = srv
+	e.fuse = srv
 }
 
 // openFUSE opens dev for one open FUSE file; it counts in the device's
@@ -35,19 +35,19 @@ func (d *Daemon) startFUSE() {
 // stopping daemon opens nothing new. ORIGIN-real and ORIGIN-merge files
 // refuse writes (EROFS), even root's, as their NBD exports do: a write
 // there changes an origin under its snapshots.
-func (d *Daemon) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
-	if err := d.refuseWhileStopping("open FUSE file " + dev.Name()); err != nil {
+func (e *exports) openFUSE(dev *dm.Device) (fusefs.Backend, func(), error) {
+	if err := e.host.refuseWhileStopping("open FUSE file " + dev.Name()); err != nil {
 		return nil, nil, err
 	}
-	release, err := d.hold(dev, dm.Holder{Kind: dm.HolderFUSE, Who: filepath.Join(d.fuseFiles, dev.Name())})
+	release, err := e.host.hold(dev, dm.Holder{Kind: dm.HolderFUSE, Who: filepath.Join(e.fuseFiles, dev.Name())})
 	if err != nil {
 		return nil, nil, err
 	}
-	var be fusefs.Backend = d.metrics.wrap(dev.Name(), dev)
-	if d.bypassesCOW(dev.Name()) {
+	var be fusefs.Backend = e.metrics.wrap(dev.Name(), dev)
+	if e.auth.bypassesCOW(dev.Name()) {
 		be = readOnlyFile{be, dev.Name()}
 	}
-	f := d.devs.openFUSE(dev, be, func() { release() })
+	f := e.devs.openFUSE(dev, be, func() { release() })
 	return f, f.close, nil
 }
 
@@ -81,9 +81,9 @@ func resolvedPath(dir string) string {
 // fuseOwner gives a device file the device's owner, as /dev/mapper/NAME
 // has (daxsnap create --uid --gid --mode), less the write bits for
 // ORIGIN-real and ORIGIN-merge.
-func (d *Daemon) fuseOwner(dev *dm.Device) fusefs.Owner {
-	o := d.devs.owner(dev)
-	if d.bypassesCOW(dev.Name()) {
+func (e *exports) fuseOwner(dev *dm.Device) fusefs.Owner {
+	o := e.devs.owner(dev)
+	if e.auth.bypassesCOW(dev.Name()) {
 		o.Mode &^= 0o222
 	}
 	return fusefs.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
@@ -92,20 +92,20 @@ func (d *Daemon) fuseOwner(dev *dm.Device) fusefs.Owner {
 // stopFUSE unmounts the export. Files still open (a loop device left
 // attached) make it force the unmount, which their users see as I/O
 // errors, and report that.
-func (d *Daemon) stopFUSE() error {
-	if d.fuse == nil {
+func (e *exports) stopFUSE() error {
+	if e == nil || e.fuse == nil {
 		return nil
 	}
-	if err := d.fuse.Close(); err != nil {
+	if err := e.fuse.Close(); err != nil {
 		return fmt.Errorf("stop FUSE export: %w: detach loop devices (losetup -d) before stopping the daemon", err)
 	}
 	return nil
 }
 
-// FUSEDir is where the FUSE export is mounted ("" if it is not).
-func (d *Daemon) FUSEDir() string {
-	if d.fuse == nil {
+// fuseDir is where the FUSE export is mounted ("" if it is not).
+func (e *exports) fuseDir() string {
+	if e == nil || e.fuse == nil {
 		return ""
 	}
-	return d.fuse.Dir()
+	return e.fuse.Dir()
 }

@@ -21,26 +21,25 @@ func (d *Daemon) listen() error {
 	if err != nil {
 		return err
 	}
-	d.startFUSE()
+	d.exports = newExports(d)
+	d.exports.startFUSE()
 	ctl, err := listenUnix(d.SocketPath(), 0o600)
 	if err != nil {
-		d.stopFUSE()
+		d.exports.stopFUSE()
 		met.shutdown(contextNow())
 		return err
 	}
 	d.api = api.NewServer(d.Service(), api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api"), Limits: d.cfg.ControlLimits})
 	d.serve("control API", func() error { return d.api.Serve(ctl) }, http.ErrServerClosed)
-	exp, err := d.startExports()
-	if err != nil {
-		d.stopFUSE()
+	if err := d.exports.startNBD(); err != nil {
+		d.exports.stopFUSE()
 		met.shutdown(contextNow())
 		d.api.Shutdown(contextNow())
 		os.Remove(d.SocketPath())
 		return err
 	}
-	d.exports = exp
 	if err := d.startSessions(); err != nil {
-		d.stopFUSE()
+		d.exports.stopFUSE()
 		met.shutdown(contextNow())
 		d.exports.shutdown(contextNow())
 		d.api.Shutdown(contextNow())

@@ -17,6 +17,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 )
 
@@ -48,11 +49,23 @@ type nbdIdentity struct {
 	hint string // what to do about a refusal
 }
 
+// authz is the access rule of every door to a device's data (NBD, FUSE
+// files, DAX maps): who a client is, and what the owner and mode of the
+// device (or of the region file a map hands out) let it do.
+type authz struct {
+	mgr     *dm.Manager   // ORIGIN-real and ORIGIN-merge are only read (bypassesCOW)
+	devs    *devStates    // the devices' owners
+	regions *pmem.Manager // the regions' owners, for map descriptors
+	// tlsAuthz maps certificate subjects to users (--tls-authz); nil:
+	// a certificate's CN names the user.
+	tlsAuthz map[string]string
+}
+
 // anonymous is the identity of a client nothing identifies.
 var anonymous = access.Peer{PID: -1, UID: access.NoID, GID: access.NoID}
 
 // nbdIdentify says who c is, or why it is nobody the daemon can serve.
-func (d *Daemon) nbdIdentify(c *nbd.Client) (nbdIdentity, error) {
+func (a *authz) nbdIdentify(c *nbd.Client) (nbdIdentity, error) {
 	const fix = "recreate the device with --uid/--gid/--mode that do"
 	switch {
 	case c.TLS != nil:
@@ -61,7 +74,7 @@ func (d *Daemon) nbdIdentify(c *nbd.Client) (nbdIdentity, error) {
 		}
 		cert := c.TLS.PeerCertificates[0]
 		subject := cert.Subject.String()
-		p, err := d.tlsUser(subject, cert.Subject.CommonName)
+		p, err := a.tlsUser(subject, cert.Subject.CommonName)
 		if err != nil {
 			return nbdIdentity{}, err
 		}
@@ -82,9 +95,9 @@ func (d *Daemon) nbdIdentify(c *nbd.Client) (nbdIdentity, error) {
 
 // tlsUser maps a verified certificate subject to a local user: by the
 // --tls-authz file if there is one, else by reading its CN as a user name.
-func (d *Daemon) tlsUser(subject, cn string) (access.Peer, error) {
-	if d.tlsAuthz != nil {
-		u, ok := d.tlsAuthz[subject]
+func (a *authz) tlsUser(subject, cn string) (access.Peer, error) {
+	if a.tlsAuthz != nil {
+		u, ok := a.tlsAuthz[subject]
 		if !ok {
 			return access.Peer{}, fmt.Errorf("certificate subject %q is not in the --tls-authz file: add a line \"USER %s\" to it", subject, subject)
 		}
@@ -137,21 +150,21 @@ func lookupUser(name string) (access.Peer, error) {
 
 // nbdAccess decides what id may do with dev over NBD: nothing (an
 // error that says why), read only, or read and write.
-func (d *Daemon) nbdAccess(id nbdIdentity, dev *dm.Device) (readOnly bool, err error) {
-	o, self, name := d.devs.owner(dev), uint32(os.Geteuid()), dev.Name()
+func (a *authz) nbdAccess(id nbdIdentity, dev *dm.Device) (readOnly bool, err error) {
+	o, self, name := a.devs.owner(dev), uint32(os.Geteuid()), dev.Name()
 	if err := mayAccess(o, self, id.peer, id.who, "open", name, access.Read, id.hint); err != nil {
 		return false, err
 	}
-	return d.bypassesCOW(name) || mayAccess(o, self, id.peer, id.who, "write", name, access.Read|access.Write, id.hint) != nil, nil
+	return a.bypassesCOW(name) || mayAccess(o, self, id.peer, id.who, "write", name, access.Read|access.Write, id.hint) != nil, nil
 }
 
 // bypassesCOW reports whether name is the ORIGIN-real or ORIGIN-merge
 // of an existing origin: writing it changes the origin under its
 // snapshots, which would then no longer hold what they held.
-func (d *Daemon) bypassesCOW(name string) bool {
+func (a *authz) bypassesCOW(name string) bool {
 	for _, suffix := range []string{snapshots.RealSuffix, snapshots.MergeSuffix} {
 		if origin, ok := strings.CutSuffix(name, suffix); ok && origin != "" {
-			if _, err := d.mgr.Get(origin); err == nil {
+			if _, err := a.mgr.Get(origin); err == nil {
 				return true
 			}
 		}
@@ -260,8 +273,8 @@ func validUser(s string) bool {
 // listenNBDTCP opens the TCP listener Config.NBDAddr asks for: with TLS
 // if --tls-creds is given; plain only with --nbd-insecure, and then only
 // on a loopback address. The TLS configuration is nil for plain TCP.
-func (d *Daemon) listenNBDTCP() (net.Listener, *tls.Config, error) {
-	cfg := d.cfg
+func (e *exports) listenNBDTCP() (net.Listener, *tls.Config, error) {
+	cfg := e.cfg
 	var conf *tls.Config
 	switch {
 	case cfg.NBDTLSCreds != "" && cfg.NBDInsecure:
@@ -287,7 +300,7 @@ func (d *Daemon) listenNBDTCP() (net.Listener, *tls.Config, error) {
 			return nil, nil, fmt.Errorf("--nbd-insecure on %s (bound to %s): plain NBD is only served on a loopback address such as 127.0.0.1:10809; "+
 				"give --tls-creds DIR to serve other interfaces", cfg.NBDAddr, l.Addr())
 		}
-		d.log.Warn("NBD on plain TCP (--nbd-insecure): no encryption, and clients are anonymous, so they get only what each device's other permission bits allow",
+		e.log.Warn("NBD on plain TCP (--nbd-insecure): no encryption, and clients are anonymous, so they get only what each device's other permission bits allow",
 			"addr", l.Addr().String())
 	}
 	return l, conf, nil

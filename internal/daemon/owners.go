@@ -50,8 +50,8 @@ func restoredOwner(rec state.Device) (o access.Owner, problem string) {
 // and could ptrace the daemon itself, so refusing it protects nothing.
 // Anyone else needs read permission, and write permission too for a
 // writable map, by the device's owner, group and mode (access.Owner.Allows).
-func (d *Daemon) authorizeMap(peer access.Peer, dev *dm.Device, write bool) error {
-	return mayMap(d.devs.owner(dev), uint32(os.Geteuid()), peer, dev.Name(), write)
+func (a *authz) authorizeMap(peer access.Peer, dev *dm.Device, write bool) error {
+	return mayMap(a.devs.owner(dev), uint32(os.Geteuid()), peer, dev.Name(), write)
 }
 
 // authorizeMapFile is the DAX session server's AuthorizeFile: may peer
@@ -60,7 +60,7 @@ func (d *Daemon) authorizeMap(peer access.Peer, dev *dm.Device, write bool) erro
 // daemon the region's own owner and mode decide (pmem create --uid
 // --gid --mode), and for any other file (a DAX node, a file root named in
 // a table) the file's own. Root and the daemon's uid may have anything.
-func (d *Daemon) authorizeMapFile(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+func (a *authz) authorizeMapFile(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error {
 	self := uint32(os.Geteuid())
 	if peer.UID == self || peer.UID == 0 {
 		return nil
@@ -74,7 +74,7 @@ func (d *Daemon) authorizeMapFile(peer access.Peer, dev *dm.Device, path string,
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("map of %s: fstat %s: %w", dev.Name(), path, err)
 	}
-	if rec, o, ok := d.regions.OwnerOf(path, &st); ok {
+	if rec, o, ok := a.regions.OwnerOf(path, &st); ok {
 		return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, region %s (%s)", dev.Name(), rec.Name, rec.Path), access.Need(write), fmt.Sprintf(
 			"a map hands out a descriptor of the whole region file, which reaches every device on the region, so it needs the right to the region as well as to %s: "+
 				"ask root for a region of your own (daxsnap pmem create NAME --size SIZE --uid %d [--gid GID --mode MODE]) with the device on it, "+

@@ -31,7 +31,7 @@ func (d *Daemon) startSessions() error {
 	if len(path) > maxSocketPath {
 		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state (or --runtime-dir) directory", path, len(path), maxSocketPath)
 	}
-	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.lookupForMap, OnRemove: d.mgr.OnRemove, Log: d.log, Authorize: d.authorizeMap, AuthorizeFile: d.authorizeMapFile})
+	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.lookupForMap, OnRemove: d.mgr.OnRemove, Log: d.log, Authorize: d.authz.authorizeMap, AuthorizeFile: d.authz.authorizeMapFile})
 	if err != nil {
 		return err
 	}
