@@ -86,7 +86,8 @@ func Start(cfg Config) (*Daemon, error) {
 	d.metrics = newIOMetrics(d.mgr, d.snaps.Metrics()...)
 	d.metrics.reg.MustRegister(d.snaps.Collector())
 	d.mgr.OnRemove(d.removed)
-	if err := d.restore(); err != nil {
+	rs := restorer{log: d.log, store: store, mgr: d.mgr, devs: d.devs, regions: d.regions, snaps: d.snaps, record: d.record}
+	if err := rs.restore(); err != nil {
 		d.snaps.Stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}

@@ -3,25 +3,40 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/pmem"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 )
+
+// restorer brings back, at start, the regions and devices the state file
+// records.
+type restorer struct {
+	log     *slog.Logger
+	store   *state.Store
+	mgr     *dm.Manager
+	devs    *devStates
+	regions *pmem.Manager
+	snaps   *snapshots.Manager
+	// record is how the state file keeps a device (records.go).
+	record func(*dm.Device) *state.Device
+}
 
 // restore rebuilds regions and devices from the state file. Operations
 // that were in flight when the daemon stopped are finished or undone
 // first; then every device comes back in dependency order. Only a state
 // file that cannot be read stops the start; a device that cannot come
 // back as recorded comes back degraded.
-func (d *Daemon) restore() error {
-	d.reportMisfiled()
-	if err := d.regions.Restore(); err != nil {
+func (rs *restorer) restore() error {
+	rs.reportMisfiled()
+	if err := rs.regions.Restore(); err != nil {
 		return err
 	}
-	recs, err := d.store.Devices()
+	recs, err := rs.store.Devices()
 	if err != nil {
 		return err
 	}
@@ -34,12 +49,12 @@ func (d *Daemon) restore() error {
 			pending = append(pending, p)
 			rec.Op = state.Op{}
 		}
-		if rec, ok := d.settle(rec); ok {
+		if rec, ok := rs.settle(rec); ok {
 			keep = append(keep, rec)
 		}
 	}
-	d.restoreDevices(keep)
-	d.snaps.Recover(pending)
+	rs.restoreDevices(keep)
+	rs.snaps.Recover(pending)
 	return nil
 }
 
@@ -47,21 +62,21 @@ func (d *Daemon) restore() error {
 // an unfinished create or remove (or a deferred removal, which nothing
 // holds open any more) drops the device; any other operation leaves the
 // device as recorded before it, with a note.
-func (d *Daemon) settle(rec state.Device) (state.Device, bool) {
+func (rs *restorer) settle(rec state.Device) (state.Device, bool) {
 	if rec.Op.Verb == "create" || rec.Op.Verb == "remove" || rec.DeferredRemove {
-		if err := d.store.DeleteDevice(rec.Name); err != nil {
-			d.log.Error("drop record", "device", rec.Name, "err", err)
+		if err := rs.store.DeleteDevice(rec.Name); err != nil {
+			rs.log.Error("drop record", "device", rec.Name, "err", err)
 		}
-		d.log.Warn("device not restored: its creation or removal was under way at the last stop", "device", rec.Name, "op", rec.Op)
+		rs.log.Warn("device not restored: its creation or removal was under way at the last stop", "device", rec.Name, "op", rec.Op)
 		return rec, false
 	}
 	if !rec.Op.IsZero() {
 		cleared := rec
 		cleared.Op = state.Op{}
-		if err := d.store.PutDevice(cleared); err != nil {
-			d.log.Error("clear interrupted operation", "device", rec.Name, "err", err)
+		if err := rs.store.PutDevice(cleared); err != nil {
+			rs.log.Error("clear interrupted operation", "device", rec.Name, "err", err)
 		}
-		d.log.Warn("operation was interrupted by the last stop; state before it restored", "device", rec.Name, "op", rec.Op)
+		rs.log.Warn("operation was interrupted by the last stop; state before it restored", "device", rec.Name, "op", rec.Op)
 	}
 	// rec.Op, if any, is for createRestored to note on the device.
 	return rec, true
@@ -80,7 +95,7 @@ type restoring struct {
 // it, and the device waits for that one to come back. Devices left waiting
 // for one another (a loop, which loads never allow) come back in name
 // order, as far as their tables load.
-func (d *Daemon) restoreDevices(recs []state.Device) {
+func (rs *restorer) restoreDevices(recs []state.Device) {
 	back := map[string]bool{} // restored, or never coming (not created)
 	waiting := map[string][]*restoring{}
 	var bring func(r *restoring, force bool)
@@ -92,7 +107,7 @@ func (d *Daemon) restoreDevices(recs []state.Device) {
 			}
 			return se.Name
 		}
-		if w := d.restoreTables(r, waitFor); w != "" {
+		if w := rs.restoreTables(r, waitFor); w != "" {
 			waiting[w] = append(waiting[w], r)
 			return
 		}
@@ -105,7 +120,7 @@ func (d *Daemon) restoreDevices(recs []state.Device) {
 	}
 	var all []*restoring
 	for _, rec := range recs {
-		if dev := d.createRestored(rec); dev != nil {
+		if dev := rs.createRestored(rec); dev != nil {
 			all = append(all, &restoring{rec: rec, dev: dev})
 		} else {
 			back[rec.Name] = true
@@ -133,27 +148,27 @@ func (d *Daemon) restoreDevices(recs []state.Device) {
 
 // createRestored creates the device of rec, with no table yet, and its
 // daemon state; nil if it cannot be created.
-func (d *Daemon) createRestored(rec state.Device) *dm.Device {
-	dev, err := d.mgr.Create(rec.Name, dm.CreateOptions{UUID: rec.UUID, ReadOnly: rec.ReadOnly})
+func (rs *restorer) createRestored(rec state.Device) *dm.Device {
+	dev, err := rs.mgr.Create(rec.Name, dm.CreateOptions{UUID: rec.UUID, ReadOnly: rec.ReadOnly})
 	if err != nil {
-		d.log.Error("device not restored", "device", rec.Name, "err", err)
+		rs.log.Error("device not restored", "device", rec.Name, "err", err)
 		return nil
 	}
 	owner, problem := restoredOwner(rec)
-	d.devs.setOwner(dev, owner)
+	rs.devs.setOwner(dev, owner)
 	if !rec.Op.IsZero() { // settle cleared it in the state file
-		d.devs.updateNote(rec.Name, func(n *note) {
+		rs.devs.updateNote(rec.Name, func(n *note) {
 			n.interrupted = fmt.Sprintf("The daemon stopped during `%s`; the device is as it was before it: check it and repeat the operation if needed.", rec.Op)
 		})
 	}
-	d.snaps.RestoreAutoextend(dev, rec)
+	rs.snaps.RestoreAutoextend(dev, rec)
 	if problem != "" {
-		d.devs.updateNote(rec.Name, func(n *note) { n.record = problem })
-		d.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name,
+		rs.devs.updateNote(rec.Name, func(n *note) { n.record = problem })
+		rs.log.Error("recorded owner is not valid; the device has the default owner", "device", rec.Name,
 			"uid", rec.Owner.UID, "gid", rec.Owner.GID, "mode", fmt.Sprintf("%#o", rec.Owner.Mode))
 	}
 	if rec.MergeDeferred {
-		d.devs.updateNote(rec.Name, func(n *note) { n.mergeDeferred = true })
+		rs.devs.updateNote(rec.Name, func(n *note) { n.mergeDeferred = true })
 	}
 	return dev
 }
@@ -162,21 +177,21 @@ func (d *Daemon) createRestored(rec state.Device) *dm.Device {
 // place), inactive table, suspension. When a table waits for another
 // device (waitFor names it), it returns that device's name, and is
 // called again once that device is back.
-func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait string) {
+func (rs *restorer) restoreTables(r *restoring, waitFor func(error) string) (wait string) {
 	rec, dev := r.rec, r.dev
 	if rec.Live != "" && !r.liveDone {
-		wait, err := d.restoreLive(dev, rec, waitFor)
+		wait, err := rs.restoreLive(dev, rec, waitFor)
 		if wait != "" {
 			return wait
 		}
 		if err != nil {
-			d.log.Error("device restored without a table", "device", rec.Name, "err", err)
+			rs.log.Error("device restored without a table", "device", rec.Name, "err", err)
 		}
 	}
 	r.liveDone = true
 	if rec.Inactive != "" {
 		err := error(nil)
-		if lost := d.snaps.HeaderLost(rec.Inactive); lost != "" {
+		if lost := rs.snaps.HeaderLost(rec.Inactive); lost != "" {
 			err = errors.New(strings.ReplaceAll(lost, "NAME", rec.Name))
 		} else {
 			err = dev.Load(rec.Inactive)
@@ -185,19 +200,19 @@ func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait s
 			return w
 		}
 		if err != nil {
-			d.devs.updateNote(rec.Name, func(n *note) {
+			rs.devs.updateNote(rec.Name, func(n *note) {
 				n.interrupted += fmt.Sprintf(" Its inactive table did not load at start (%v) and was dropped.", err)
 			})
-			d.log.Warn("inactive table dropped", "device", rec.Name, "err", err)
-			if r := d.record(dev); r != nil {
-				d.store.PutDevice(*r)
+			rs.log.Warn("inactive table dropped", "device", rec.Name, "err", err)
+			if r := rs.record(dev); r != nil {
+				rs.store.PutDevice(*r)
 			}
 		}
 	}
 	if rec.Suspended {
 		dev.Suspend(dm.SuspendOptions{})
 	}
-	d.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", d.devs.noteOn(rec.Name).String())
+	rs.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", rs.devs.noteOn(rec.Name).String())
 	return ""
 }
 
@@ -205,10 +220,10 @@ func (d *Daemon) restoreTables(r *restoring, waitFor func(error) string) (wait s
 // load, an `error` table of the recorded size takes its place and the
 // recorded table is kept for the next start.
 // The load may wait for another device instead (see restoreTables).
-func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device, waitFor func(error) string) (wait string, _ error) {
+func (rs *restorer) restoreLive(dev *dm.Device, rec state.Device, waitFor func(error) string) (wait string, _ error) {
 	lost := snapshots.LostOnRestart(rec.Live)
 	if lost == "" {
-		lost = d.snaps.HeaderLost(rec.Live)
+		lost = rs.snaps.HeaderLost(rec.Live)
 	}
 	lost = strings.ReplaceAll(lost, "NAME", rec.Name)
 	var err error
@@ -224,14 +239,14 @@ func (d *Daemon) restoreLive(dev *dm.Device, rec state.Device, waitFor func(erro
 	if perr != nil {
 		return "", fmt.Errorf("recorded table is unreadable (%v) and did not load: %w", perr, err)
 	}
-	d.devs.updateNote(rec.Name, func(n *note) {
+	rs.devs.updateNote(rec.Name, func(n *note) {
 		n.keptLive = rec.Live
 		n.degraded = fmt.Sprintf("Its table did not load when the daemon started: %v. It serves an `error` table of %d sectors instead: all I/O fails. The recorded table is kept: bring back what it maps and restart `daxsnap serve`, or load a new table.", err, size)
 		if lost != "" {
 			n.degraded = lost
 		}
 	})
-	d.log.Error("table did not load; serving an error table instead", "device", rec.Name, "sectors", size, "err", err, "lost", lost)
+	rs.log.Error("table did not load; serving an error table instead", "device", rec.Name, "sectors", size, "err", err, "lost", lost)
 	if err := dev.Load(fmt.Sprintf("0 %d error", size)); err != nil {
 		return "", err
 	}
