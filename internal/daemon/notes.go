@@ -1,6 +1,10 @@
 package daemon
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+)
 
 // note is what the daemon has to say about a device beyond dm's state
 // (kept in its devState).
@@ -28,20 +32,25 @@ func (n note) String() string {
 
 const mergeDeferredNote = "A merge into its origin waits for the last user of the origin (and of the snapshot) to close (snapshot merge --deferred); a `daxsnap snapshot merge` of it without --deferred names them."
 
-// replaceFields replaces every blank-separated field of text found in
-// with, line by line.
+// replaceFields replaces every target argument of table text found in
+// with, reading the table with dm's table grammar: a line that changes is
+// printed again, the others stay as they were, and text that is not a
+// table is left alone.
 func replaceFields(text string, with map[string]string) string {
+	table, err := dm.ParseTable(text)
+	if err != nil {
+		return text
+	}
 	lines := strings.Split(text, "\n")
-	for i, l := range lines {
-		f := strings.Fields(l)
+	for _, l := range table {
 		changed := false
-		for j, w := range f {
-			if to, ok := with[w]; ok {
-				f[j], changed = to, true
+		for j, arg := range l.Args {
+			if to, ok := with[arg]; ok {
+				l.Args[j], changed = to, true
 			}
 		}
 		if changed {
-			lines[i] = strings.Join(f, " ")
+			lines[l.Line-1] = l.String()
 		}
 	}
 	return strings.Join(lines, "\n")
