@@ -15,7 +15,6 @@ import (
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/pmem"
-	"github.com/daxsnap/daxsnap/internal/session"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/target/all"
@@ -41,10 +40,10 @@ type Daemon struct {
 	metricsHTTP *metricsServer
 
 	api      *api.Server
-	exports  *exports        // NBD and FUSE (exports.go, fuse.go); set by listen
-	sessions *session.Server // DAX mappings on <state>/dax.sock (sessions.go)
-	bg       sync.WaitGroup  // serving goroutines and state reconciliations
-	errs     chan error      // a listener that stopped on its own
+	exports  *exports       // NBD and FUSE (exports.go, fuse.go); set by listen
+	sessions *daxSessions   // DAX mappings on <state>/dax.sock (sessions.go)
+	bg       sync.WaitGroup // serving goroutines and state reconciliations
+	errs     chan error     // a listener that stopped on its own
 
 	stopping     atomic.Bool       // a stop began: nothing new opens (lifecycle.go)
 	drained      atomic.Bool       // Drain returned: it logged the users it breaks
@@ -86,6 +85,7 @@ func Start(cfg Config) (*Daemon, error) {
 	d.metrics = newIOMetrics(d.mgr, d.snaps.Metrics()...)
 	d.metrics.reg.MustRegister(d.snaps.Collector())
 	d.mgr.OnRemove(d.removed)
+	d.sessions = newDAXSessions(d)
 	rs := restorer{log: d.log, store: store, mgr: d.mgr, devs: d.devs, regions: d.regions, snaps: d.snaps, record: d.record}
 	if err := rs.restore(); err != nil {
 		d.snaps.Stop()
@@ -183,7 +183,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("stop metrics server: %w", err))
 	}
 	errs = append(errs, d.exports.stopFUSE())
-	errs = append(errs, d.stopSessions())
+	errs = append(errs, d.sessions.stop())
 	errs = append(errs, d.quiesce())
 	d.bg.Wait()
 	errs = append(errs, d.closeDevices(), d.store.Close())

@@ -62,7 +62,7 @@ func (d *Daemon) holderList(dev *dm.Device) []wire.Holder {
 		}
 		out = append(out, w)
 	}
-	for _, s := range d.daxSessionsOf(dev.Name()) {
+	for _, s := range d.sessions.of(dev.Name()) {
 		out = append(out, wire.Holder{Kind: userDAX, Who: fmt.Sprintf("DAX session of pid %d%s", s.pid, comm(s.pid)),
 			PID: s.pid, UID: int(s.uid), Count: s.n})
 	}
@@ -78,12 +78,9 @@ type daxSession struct {
 
 // daxSessionsOf lists the sessions that map device name, with how many
 // mappings each.
-func (d *Daemon) daxSessionsOf(name string) []daxSession {
-	if d.sessions == nil {
-		return nil
-	}
+func (ds *daxSessions) of(name string) []daxSession {
 	var out []daxSession
-	for _, s := range d.sessions.Sessions() {
+	for _, s := range ds.list() {
 		n := 0
 		for _, m := range s.Mappings {
 			if m.Device == name {

@@ -10,7 +10,7 @@ import (
 // tests show their checkers catch what the cut prevents.
 func DisableCut(d *Daemon) (restore func()) {
 	d.mgr.SetCutter(nil)
-	return func() { d.mgr.SetCutter(d.sessions.Cut) }
+	return func() { d.mgr.SetCutter(d.sessions.srv.Cut) }
 }
 
 // Drain is the first phase of a clean stop (drain); it returns the users

@@ -34,14 +34,20 @@ type exports struct {
 	fuseFiles string         // where the kernel sees the files
 }
 
-// exportHost is what the exports need of the daemon's lifecycle.
-type exportHost interface {
+// doorHost is what the doors to the devices (exports, DAX sessions)
+// need of the daemon's lifecycle.
+type doorHost interface {
 	// refuseWhileStopping refuses op once a stop has begun.
 	refuseWhileStopping(op string) error
-	// hold opens dev for holder h until release.
-	hold(dev *dm.Device, h dm.Holder) (release func() error, err error)
 	// serve runs fn in the background; an error other than done is reported.
 	serve(what string, fn func() error, done error)
+}
+
+// exportHost is what the exports need of the daemon's lifecycle.
+type exportHost interface {
+	doorHost
+	// hold opens dev for holder h until release.
+	hold(dev *dm.Device, h dm.Holder) (release func() error, err error)
 }
 
 func newExports(d *Daemon) *exports {

@@ -104,8 +104,8 @@ func (d *Daemon) deviceUsers(dev *dm.Device, dax func(session.MappingInfo) bool)
 			}
 		}
 	}
-	if dax != nil && d.sessions != nil {
-		for _, s := range d.sessions.Sessions() {
+	if dax != nil {
+		for _, s := range d.sessions.list() {
 			for _, m := range s.Mappings {
 				if m.Device == dev.Name() && dax(m) {
 					out = append(out, daxUser(m.Device, m.Offset, m.Length, s.PID, ""))
@@ -206,7 +206,7 @@ func (d *Daemon) holders(dev *dm.Device) string {
 		named += len(users)
 	}
 	var pids []string
-	for _, s := range d.daxSessionsOf(dev.Name()) {
+	for _, s := range d.sessions.of(dev.Name()) {
 		pids = append(pids, fmt.Sprintf("pid %d", s.pid))
 		named += s.n
 	}

@@ -38,7 +38,7 @@ func (d *Daemon) listen() error {
 		os.Remove(d.SocketPath())
 		return err
 	}
-	if err := d.startSessions(); err != nil {
+	if err := d.sessions.start(); err != nil {
 		d.exports.stopFUSE()
 		met.shutdown(contextNow())
 		d.exports.shutdown(contextNow())

@@ -3,8 +3,10 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/session"
@@ -25,35 +27,60 @@ func SessionSocketPathIn(dir string) string {
 	return strings.TrimSuffix(dir, "/") + "/" + SessionSocketName
 }
 
-// startSessions serves DAX mapping sessions on <state>/dax.sock.
-func (d *Daemon) startSessions() error {
-	path := d.SessionSocketPath()
+// DAXSessions lists the open DAX sessions and their mappings.
+func (d *Daemon) DAXSessions() []session.Info { return d.sessions.list() }
+
+// DAXAudit checks that every write-protected mapping of every session still
+// carries the userfaultfd write-protect flag in its process (smaps "uw").
+func (d *Daemon) DAXAudit() []session.Problem { return d.sessions.audit() }
+
+// daxSessions serves DAX mapping sessions on <runtime>/dax.sock, and
+// recalls their mappings of a device whose memory moves.
+type daxSessions struct {
+	path          string
+	recallTimeout time.Duration
+	log           *slog.Logger
+	mgr           *dm.Manager
+	auth          *authz
+	metrics       *ioMetrics
+	host          doorHost
+	srv           *session.Server // nil until start
+}
+
+func newDAXSessions(d *Daemon) *daxSessions {
+	return &daxSessions{path: d.SessionSocketPath(), recallTimeout: d.cfg.RecallTimeout, log: d.log,
+		mgr: d.mgr, auth: d.authz, metrics: d.metrics, host: d}
+}
+
+// start serves DAX mapping sessions on <state>/dax.sock.
+func (s *daxSessions) start() error {
+	path := s.path
 	if len(path) > maxSocketPath {
 		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state (or --runtime-dir) directory", path, len(path), maxSocketPath)
 	}
-	srv, err := session.Listen(session.Config{Socket: path, Lookup: d.lookupForMap, OnRemove: d.mgr.OnRemove, Log: d.log, Authorize: d.authz.authorizeMap, AuthorizeFile: d.authz.authorizeMapFile})
+	srv, err := session.Listen(session.Config{Socket: path, Lookup: s.lookupForMap, OnRemove: s.mgr.OnRemove, Log: s.log, Authorize: s.auth.authorizeMap, AuthorizeFile: s.auth.authorizeMapFile})
 	if err != nil {
 		return err
 	}
-	d.sessions = srv
-	d.mgr.SetSwapGuard(d.guardMappedMemory)
+	s.srv = srv
+	s.mgr.SetSwapGuard(s.guardMappedMemory)
 	// The consistent cut of mapped memory: at every suspend and snapshot
 	// activation, whoever runs it (dm/cut.go).
-	d.mgr.SetCutter(srv.Cut)
-	if d.metrics != nil {
-		d.metrics.reg.MustRegister(&sessionCollector{srv: srv})
+	s.mgr.SetCutter(srv.Cut)
+	if s.metrics != nil {
+		s.metrics.reg.MustRegister(&sessionCollector{srv: srv})
 	}
-	d.serve("DAX sessions", srv.Serve, nil)
+	s.host.serve("DAX sessions", srv.Serve, nil)
 	return nil
 }
 
 // lookupForMap finds the device a client asks to map; a stopping daemon
 // maps nothing new.
-func (d *Daemon) lookupForMap(name string) (*dm.Device, error) {
-	if err := d.refuseWhileStopping("map " + name); err != nil {
+func (s *daxSessions) lookupForMap(name string) (*dm.Device, error) {
+	if err := s.host.refuseWhileStopping("map " + name); err != nil {
 		return nil, err
 	}
-	return d.mgr.Get(name)
+	return s.mgr.Get(name)
 }
 
 // stopSessions ends every DAX session. Their mappings stay in the clients
@@ -62,11 +89,11 @@ func (d *Daemon) lookupForMap(name string) (*dm.Device, error) {
 // the next daemon adopts the mapping (the library reconnects and hands it
 // over). It runs before the devices are suspended, because a fault
 // handler waits for a suspended device.
-func (d *Daemon) stopSessions() error {
-	if d.sessions == nil {
+func (s *daxSessions) stop() error {
+	if s == nil || s.srv == nil {
 		return nil
 	}
-	if err := d.sessions.Close(); err != nil {
+	if err := s.srv.Close(); err != nil {
 		return fmt.Errorf("stop DAX sessions: %w", err)
 	}
 	return nil
@@ -77,16 +104,20 @@ func (d *Daemon) stopSessions() error {
 // every client mapping of dev and of tables over it (the design's stop
 // the world), holding new mappings off until the swap is done. A mapping
 // not given back in time refuses the swap as busy, naming its process.
-func (d *Daemon) guardMappedMemory(dev *dm.Device, live, next *dm.Table) (func(), error) {
+func (s *daxSessions) guardMappedMemory(dev *dm.Device, live, next *dm.Table) (func(), error) {
 	if dm.SameMemory(live, next) {
 		return func() {}, nil
 	}
-	return d.recallMappings(dev, fmt.Sprintf("the table of %s changes where its memory is", dev.Name()))
+	return s.recall(dev, fmt.Sprintf("the table of %s changes where its memory is", dev.Name()))
 }
 
-// recallMappings recalls the mappings of dev (see guardMappedMemory).
-func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
-	release, err := d.sessions.Recall(dev, d.cfg.RecallTimeout, reason)
+// recall recalls the mappings of dev (see guardMappedMemory); with no
+// sessions served yet there are none.
+func (s *daxSessions) recall(dev *dm.Device, reason string) (func(), error) {
+	if s == nil || s.srv == nil {
+		return func() {}, nil
+	}
+	release, err := s.srv.Recall(dev, s.recallTimeout, reason)
 	if err != nil {
 		busy := errorf(dm.ErrBusy, "%v: the processes must unmap %s (or end) first; nothing was changed", err, dev.Name())
 		var re *session.RecallError
@@ -103,21 +134,20 @@ func (d *Daemon) recallMappings(dev *dm.Device, reason string) (func(), error) {
 	return release, nil
 }
 
-// DAXSessions lists the open DAX sessions and their mappings.
-func (d *Daemon) DAXSessions() []session.Info {
-	if d.sessions == nil {
+// list lists the open DAX sessions and their mappings.
+func (s *daxSessions) list() []session.Info {
+	if s == nil || s.srv == nil {
 		return nil
 	}
-	return d.sessions.Sessions()
+	return s.srv.Sessions()
 }
 
-// DAXAudit checks that every write-protected mapping of every session still
-// carries the userfaultfd write-protect flag in its process (smaps "uw").
-func (d *Daemon) DAXAudit() []session.Problem {
-	if d.sessions == nil {
+// audit is DAXAudit.
+func (s *daxSessions) audit() []session.Problem {
+	if s == nil || s.srv == nil {
 		return nil
 	}
-	return d.sessions.Audit()
+	return s.srv.Audit()
 }
 
 // Sessions lists the DAX sessions for the API, with the audit's findings

@@ -62,10 +62,7 @@ func (h snapshotHost) Holders(dev *dm.Device, dax bool) snapshots.Users {
 }
 
 func (h snapshotHost) Recall(dev *dm.Device, reason string) (release func(), err error) {
-	if h.d.sessions == nil {
-		return func() {}, nil
-	}
-	return h.d.recallMappings(dev, reason)
+	return h.d.sessions.recall(dev, reason)
 }
 
 func (h snapshotHost) UserEvents() <-chan struct{} { return h.d.userEvents.wait() }
