@@ -41,6 +41,7 @@ type Daemon struct {
 
 	api      *api.Server
 	exports  *exports       // NBD and FUSE (exports.go, fuse.go); set by listen
+	holders  *holders       // who uses a device (holders.go)
 	sessions *daxSessions   // DAX mappings on <state>/dax.sock (sessions.go)
 	bg       sync.WaitGroup // serving goroutines and state reconciliations
 	errs     chan error     // a listener that stopped on its own
@@ -86,6 +87,7 @@ func Start(cfg Config) (*Daemon, error) {
 	d.metrics.reg.MustRegister(d.snaps.Collector())
 	d.mgr.OnRemove(d.removed)
 	d.sessions = newDAXSessions(d)
+	d.holders = &holders{mgr: d.mgr, devs: d.devs, sessions: d.sessions}
 	rs := restorer{log: d.log, store: store, mgr: d.mgr, devs: d.devs, regions: d.regions, snaps: d.snaps, record: d.record}
 	if err := rs.restore(); err != nil {
 		d.snaps.Stop()
@@ -165,7 +167,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	d.log.Info("shutting down: stop accepting")
 	d.stopping.Store(true)
 	if !d.drained.Load() {
-		for _, u := range d.allUsers() {
+		for _, u := range d.holders.allUsers() {
 			d.log.Error("shutting down: this user loses its device", "device", u.device, "user", u.who)
 		}
 	}

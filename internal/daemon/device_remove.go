@@ -22,7 +22,7 @@ func (d deviceService) Remove(name string, req wire.Remove) error {
 	if err := d.snaps.GuardOfflineMerge("remove", name); err != nil {
 		return err
 	}
-	if users := d.users(name); len(users) > 0 && !req.Deferred && !req.Force {
+	if users := d.holders.users(name); len(users) > 0 && !req.Deferred && !req.Force {
 		// No hint of --force here: it would make their I/O fail too
 		// (for ORIGIN-real, the origin's and every snapshot's).
 		return errorf(dm.ErrBusy, "remove %s: the tables of %s map %s%s: %s",
@@ -37,10 +37,10 @@ func (d deviceService) Remove(name string, req wire.Remove) error {
 	if err != nil && req.Force && !req.Deferred && wasLive && errors.Is(err, dm.ErrBusy) && d.wiped(dev) {
 		// dm replaced the table and kept the device, as the kernel's
 		// remove --force does on an open device: say so, and who holds it.
-		d.log.Warn("remove --force: table replaced by error, device still open", "device", name, "holders", d.holders(dev))
+		d.log.Warn("remove --force: table replaced by error, device still open", "device", name, "holders", d.holders.describe(dev))
 		return errorf(dm.ErrBusy, "remove --force %s: its table is now `error`, so every I/O to it fails, and the state file says so; "+
 			"but %s stays while it is open, held by %s. Once they let go, `daxsnap remove %s` removes it; `daxsnap remove --deferred %s` removes it at their last close",
-			name, name, d.holders(dev), name, name)
+			name, name, d.holders.describe(dev), name, name)
 	}
 	if err != nil {
 		return err

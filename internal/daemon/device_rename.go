@@ -125,7 +125,7 @@ func (d *Daemon) usersOf(plan []rename) []string {
 	}
 	var out []string
 	for _, r := range plan {
-		out = append(out, d.users(r.from)...)
+		out = append(out, d.holders.users(r.from)...)
 	}
 	out = slices.DeleteFunc(out, func(u string) bool { return renamed[u] })
 	slices.Sort(out)

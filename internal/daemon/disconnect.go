@@ -50,7 +50,7 @@ func nbdHolders(dev *dm.Device) int {
 
 // holderList is Info.Holders: dev's holders, and its DAX mappings by
 // session.
-func (d *Daemon) holderList(dev *dm.Device) []wire.Holder {
+func (hs *holders) holderList(dev *dm.Device) []wire.Holder {
 	var out []wire.Holder
 	for _, h := range dev.Holders() {
 		w := wire.Holder{Kind: h.Kind, Who: h.Who, PID: -1, UID: -1, Count: h.N}
@@ -62,7 +62,7 @@ func (d *Daemon) holderList(dev *dm.Device) []wire.Holder {
 		}
 		out = append(out, w)
 	}
-	for _, s := range d.sessions.of(dev.Name()) {
+	for _, s := range hs.sessions.of(dev.Name()) {
 		out = append(out, wire.Holder{Kind: userDAX, Who: fmt.Sprintf("DAX session of pid %d%s", s.pid, comm(s.pid)),
 			PID: s.pid, UID: int(s.uid), Count: s.n})
 	}

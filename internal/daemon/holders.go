@@ -51,18 +51,26 @@ func describeUsers(users []devUser) string {
 	return strings.Join(who, "; ") + " (to let go: " + strings.Join(fix, "; ") + ")"
 }
 
+// holders finds who uses a device: its FUSE files, NBD clients and DAX
+// mappings, and the tables of the devices stacked on it.
+type holders struct {
+	mgr      *dm.Manager
+	devs     *devStates   // recorded tables kept in place of an error table
+	sessions *daxSessions // the DAX mappings
+}
+
 // holdersOf lists the users of dev and of every device stacked on it, DAX
 // mappings included if dax.
-func (d *Daemon) holdersOf(dev *dm.Device, dax bool) []devUser {
+func (hs *holders) holdersOf(dev *dm.Device, dax bool) []devUser {
 	var daxUsers func(session.MappingInfo) bool
 	if dax {
 		daxUsers = func(session.MappingInfo) bool { return true }
 	}
-	over := d.mgr.Over(dev)
+	over := hs.mgr.Over(dev)
 	var out []devUser
-	for _, other := range d.mgr.List() {
+	for _, other := range hs.mgr.List() {
 		if other == dev || slices.Contains(over, other) {
-			out = append(out, d.deviceUsers(other, daxUsers)...)
+			out = append(out, hs.deviceUsers(other, daxUsers)...)
 		}
 	}
 	return out
@@ -70,10 +78,10 @@ func (d *Daemon) holdersOf(dev *dm.Device, dax bool) []devUser {
 
 // allUsers lists the users a stop waits for: those of every device, DAX
 // mappings as daxMappingHoldsStop says.
-func (d *Daemon) allUsers() []devUser {
+func (hs *holders) allUsers() []devUser {
 	var out []devUser
-	for _, dev := range d.mgr.List() {
-		out = append(out, d.deviceUsers(dev, daxMappingHoldsStop)...)
+	for _, dev := range hs.mgr.List() {
+		out = append(out, hs.deviceUsers(dev, daxMappingHoldsStop)...)
 	}
 	return out
 }
@@ -87,7 +95,7 @@ func daxMappingHoldsStop(m session.MappingInfo) bool { return !m.OutlivesDaemon 
 
 // deviceUsers lists dev's own users, and its DAX mappings dax accepts
 // (none if dax is nil).
-func (d *Daemon) deviceUsers(dev *dm.Device, dax func(session.MappingInfo) bool) []devUser {
+func (hs *holders) deviceUsers(dev *dm.Device, dax func(session.MappingInfo) bool) []devUser {
 	var out []devUser
 	var loops map[string][]string
 	for _, h := range dev.Holders() {
@@ -105,7 +113,7 @@ func (d *Daemon) deviceUsers(dev *dm.Device, dax func(session.MappingInfo) bool)
 		}
 	}
 	if dax != nil {
-		for _, s := range d.sessions.list() {
+		for _, s := range hs.sessions.list() {
 			for _, m := range s.Mappings {
 				if m.Device == dev.Name() && dax(m) {
 					out = append(out, daxUser(m.Device, m.Offset, m.Length, s.PID, ""))
@@ -194,19 +202,19 @@ func comm(pid int) string {
 	return " (" + strings.TrimSpace(string(b)) + ")"
 }
 
-// holders says who holds dev open, for a message: the tables that map
+// describe says who holds dev open, for a message: the tables that map
 // it, DAX mappings, NBD clients, FUSE files, API I/O, and any opens it
 // cannot name (counted from dm's open count).
-func (d *Daemon) holders(dev *dm.Device) string {
+func (hs *holders) describe(dev *dm.Device) string {
 	var parts []string
 	named := 0
-	if users := d.users(dev.Name()); len(users) > 0 {
+	if users := hs.users(dev.Name()); len(users) > 0 {
 		sort.Strings(users)
 		parts = append(parts, fmt.Sprintf("the tables of %s (they map %s%s)", strings.Join(users, ", "), MapperPrefix, dev.Name()))
 		named += len(users)
 	}
 	var pids []string
-	for _, s := range d.sessions.of(dev.Name()) {
+	for _, s := range hs.sessions.of(dev.Name()) {
 		pids = append(pids, fmt.Sprintf("pid %d", s.pid))
 		named += s.n
 	}

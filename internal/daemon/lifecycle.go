@@ -111,7 +111,7 @@ func (d *Daemon) usersChanged() { d.userEvents.notify() }
 func (d *Daemon) drain(force context.Context) []devUser {
 	d.stopping.Store(true)
 	defer d.drained.Store(true)
-	users := d.allUsers()
+	users := d.holders.allUsers()
 	if len(users) == 0 {
 		return nil
 	}
@@ -121,7 +121,7 @@ func (d *Daemon) drain(force context.Context) []devUser {
 	defer logTick.Stop()
 	for {
 		changed := d.userEvents.wait()
-		if users = d.allUsers(); len(users) == 0 {
+		if users = d.holders.allUsers(); len(users) == 0 {
 			d.log.Info("stopping: the last user let go")
 			return nil
 		}
@@ -131,7 +131,7 @@ func (d *Daemon) drain(force context.Context) []devUser {
 		case <-logTick.C:
 			d.log.Warn("stopping: still in use", "users", len(users), "holders", describeUsers(users))
 		case <-force.Done():
-			users = d.allUsers()
+			users = d.holders.allUsers()
 			for _, u := range users {
 				d.log.Error("stopping by force: this user loses its device", "device", u.device, "user", u.who)
 			}

@@ -40,6 +40,6 @@ func (d *Daemon) info(dev *dm.Device) wire.Info {
 		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
 		FixedCaps: in.FixedCaps.String(), Note: d.devs.noteOn(in.Name).String(),
 		UID: owner.UID, GID: owner.GID, Mode: access.FormatMode(owner.Mode),
-		Holders: d.holderList(dev),
+		Holders: d.holders.holderList(dev),
 	}
 }

@@ -55,10 +55,10 @@ func (h snapshotHost) LockTables() (unlock func()) {
 	}
 }
 
-func (h snapshotHost) Users(name string) []string { return h.d.users(name) }
+func (h snapshotHost) Users(name string) []string { return h.d.holders.users(name) }
 
 func (h snapshotHost) Holders(dev *dm.Device, dax bool) snapshots.Users {
-	return devUsers(h.d.holdersOf(dev, dax))
+	return devUsers(h.d.holders.holdersOf(dev, dax))
 }
 
 func (h snapshotHost) Recall(dev *dm.Device, reason string) (release func(), err error) {

@@ -13,10 +13,10 @@ const MapperPrefix = dm.MapperPrefix
 // tables opened it (dm's holders of it), and those serving an `error`
 // table in place of a recorded table that names it (see note.keptLive),
 // which will open it at the next start.
-func (d *Daemon) users(name string) []string {
-	out := d.devs.keptNaming(name)
-	if dev, err := d.mgr.Get(name); err == nil {
-		out = append(out, deviceNames(d.mgr.Above(dev))...)
+func (hs *holders) users(name string) []string {
+	out := hs.devs.keptNaming(name)
+	if dev, err := hs.mgr.Get(name); err == nil {
+		out = append(out, deviceNames(hs.mgr.Above(dev))...)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
