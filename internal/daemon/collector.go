@@ -9,13 +9,13 @@ import (
 type deviceCollector struct{ mgr *dm.Manager }
 
 var (
-	descOpen = prometheus.NewDesc("daxsnap_device_open_count",
+	descOpen = prometheus.NewDesc("daxsnap_device_openers",
 		"Users holding the device open (dmsetup info's open count).", []string{"device"}, nil)
 	descSuspended = prometheus.NewDesc("daxsnap_device_suspended",
 		"1 while the device is suspended.", []string{"device"}, nil)
 	descSize = prometheus.NewDesc("daxsnap_device_size_bytes",
 		"Size of the live table in bytes.", []string{"device"}, nil)
-	descEvents = prometheus.NewDesc("daxsnap_device_event_number",
+	descEvents = prometheus.NewDesc("daxsnap_device_events_total",
 		"The device's event number (table swaps, renames, removal).", []string{"device"}, nil)
 )
 

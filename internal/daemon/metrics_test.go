@@ -2,9 +2,14 @@ package daemon_test
 
 import (
 	"bytes"
+	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,4 +175,85 @@ func TestMetrics_snapshotCOWInvalidationAndMerge(t *testing.T) {
 	if m = scrapeHTTP(t, url); strings.Contains(m, `snapshot="s1"`) {
 		t.Errorf("s1's series outlive it:\n%s", grepLines(m, `snapshot="s1"`))
 	}
+}
+
+// Ensure that a scrape taken after a workload that makes the metric
+// families appear (a snapshot using its COW, a merge under way, NBD and
+// FUSE traffic) passes `promtool check metrics`, and that the example
+// alerts pass `promtool check rules` and their unit tests.
+func TestMetrics_promtool(t *testing.T) {
+	testutil.RequireTool(t, "promtool")
+	testutil.RequireRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testutil.Skip(t, "no /dev/fuse: modprobe fuse")
+	}
+	e := newEnvWith(t, func(c *daemon.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.FUSEDir = filepath.Join(c.StateDir, daemon.FUSEDirName)
+	})
+	e.fileVol("vol", 4*mib)
+	e.snap("vol", "s1", withCOWSize(mib))
+
+	// NBD: writes that fill the COW, a read and a flush.
+	var sock string
+	for _, a := range e.d.NBDAddrs() {
+		if a.Network() == "unix" {
+			sock = a.String()
+		}
+	}
+	nc, err := nbdclient.Dial("unix", sock, "vol")
+	if err != nil {
+		t.Fatalf("NBD connect to vol on %s: %v", sock, err)
+	}
+	data := bytes.Repeat([]byte{0x5a}, 256*1024)
+	e.must("NBD write", nc.WriteAt(data, 0))
+	e.must("NBD read", nc.ReadAt(data, 0))
+	e.must("NBD flush", nc.Flush())
+	// FUSE: a read of the snapshot's file.
+	if _, err := os.ReadFile(filepath.Join(e.d.FUSEDir(), "s1")); err != nil {
+		t.Fatalf("read s1 through FUSE: %v", err)
+	}
+	reached, release := e.holdMerge()
+	defer release()
+	nc.Close()
+	if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true}); err != nil {
+		t.Fatalf("snapshot merge s1: %v", err)
+	}
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the merge of s1 did not reach its end in a minute")
+	}
+
+	m := scrapeHTTP(t, "http://"+e.d.MetricsAddr().String()+"/metrics")
+	for _, family := range metricFamilies {
+		if !strings.Contains(m, "\n# TYPE "+family+" ") {
+			t.Errorf("the scrape lacks %s", family)
+		}
+	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(m)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	rules := filepath.Join("..", "..", "contrib", "prometheus")
+	for _, args := range [][]string{{"check", "rules", "daxsnap-alerts.yml"}, {"test", "rules", "daxsnap-alerts_test.yml"}} {
+		cmd := exec.Command("promtool", args...)
+		cmd.Dir = rules
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// metricFamilies are the families docs/metrics.md lists that the
+// workload of TestMetrics_promtool makes appear.
+var metricFamilies = []string{
+	"daxsnap_device_io_requests_total",
+	"daxsnap_snapshot_cow_used_bytes",
+	"daxsnap_snapshot_cow_size_bytes",
+	"daxsnap_snapshot_invalidations_total",
+	"daxsnap_snapshot_merge_remaining_chunks",
+	"daxsnap_snapshot_merge_progress_ratio",
+	"daxsnap_dax_sessions",
 }

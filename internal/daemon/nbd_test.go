@@ -50,7 +50,7 @@ func TestDaemon_nbdExport(t *testing.T) {
 		`daxsnap_device_io_requests_total{device="vol",op="write"} 1`,
 		`daxsnap_device_io_bytes_total{device="vol",op="write"} 65536`,
 		`daxsnap_device_io_duration_seconds_bucket{device="vol",op="write",le="+Inf"} 1`,
-		`daxsnap_device_open_count{device="vol"} 0`,
+		`daxsnap_device_openers{device="vol"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
