@@ -112,9 +112,13 @@ func wantMetric(t testing.TB, scrape, series string, ok func(float64) bool, what
 
 func equals(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
 
-// holdMerge makes e's merges stop before they finish until the returned
-// release is called; reached is closed when one gets there.
-func (e *env) holdMerge() (reached <-chan struct{}, release func()) {
+// mergeHeld starts merging snapshot name and returns once the merge
+// has copied everything back but before it finishes, which it holds off
+// until finish is called; finish returns once the merge request has.
+// (The request runs aside: a merge this quick finishes under the locks
+// the request takes after starting it.)
+func (e *env) mergeHeld(name string) (finish func()) {
+	e.t.Helper()
 	at, gone := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	reset := e.setFailStep(func(step string) error {
@@ -124,10 +128,27 @@ func (e *env) holdMerge() (reached <-chan struct{}, release func()) {
 		}
 		return nil
 	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.c.SnapshotMerge(name, wire.SnapshotMerge{NoWait: true})
+		done <- err
+	}()
 	var rel sync.Once
-	release = func() { rel.Do(func() { close(gone); reset() }) }
+	release := func() { rel.Do(func() { close(gone); reset() }) }
 	e.t.Cleanup(release)
-	return at, release
+	select {
+	case <-at:
+	case <-time.After(time.Minute):
+		release()
+		e.t.Fatalf("the merge of %s did not reach its end in a minute", name)
+	}
+	return func() {
+		e.t.Helper()
+		release()
+		if err := <-done; err != nil {
+			e.t.Fatalf("snapshot merge %s: %v", name, err)
+		}
+	}
 }
 
 // Ensure that the scrape has each snapshot's COW use and size (bytes, by
@@ -151,19 +172,11 @@ func TestMetrics_snapshotCOWInvalidationAndMerge(t *testing.T) {
 	wantMetric(t, m, "daxsnap_snapshot_invalidations_total"+s1, equals(0), "0")
 	wantMetric(t, m, `daxsnap_snapshot_invalidations_total{origin="vol2",snapshot="full"}`, equals(1), "1 (its COW overflowed)")
 
-	reached, release := e.holdMerge()
-	if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true}); err != nil {
-		t.Fatalf("snapshot merge s1: %v", err)
-	}
-	select {
-	case <-reached:
-	case <-time.After(time.Minute):
-		t.Fatal("the merge of s1 did not reach its end in a minute")
-	}
+	finish := e.mergeHeld("s1")
 	m = scrapeHTTP(t, url)
 	wantMetric(t, m, "daxsnap_snapshot_merge_progress_ratio"+s1, equals(1), "1 (copied back, not yet finished)")
 	wantMetric(t, m, "daxsnap_snapshot_merge_remaining_chunks"+s1, equals(0), "0")
-	release()
+	finish()
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := e.c.Snapshot("s1"); err != nil {
 			break // merged
@@ -213,17 +226,10 @@ func TestMetrics_promtool(t *testing.T) {
 	if _, err := os.ReadFile(filepath.Join(e.d.FUSEDir(), "s1")); err != nil {
 		t.Fatalf("read s1 through FUSE: %v", err)
 	}
-	reached, release := e.holdMerge()
-	defer release()
+	e.waitOpenCount("s1", 0) // the kernel releases the file after the close returns
 	nc.Close()
-	if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true}); err != nil {
-		t.Fatalf("snapshot merge s1: %v", err)
-	}
-	select {
-	case <-reached:
-	case <-time.After(time.Minute):
-		t.Fatal("the merge of s1 did not reach its end in a minute")
-	}
+	finish := e.mergeHeld("s1")
+	defer finish()
 
 	m := scrapeHTTP(t, "http://"+e.d.MetricsAddr().String()+"/metrics")
 	for _, family := range metricFamilies {
