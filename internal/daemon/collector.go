@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/nbd"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -36,5 +37,39 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSuspended, prometheus.GaugeValue, suspended, in.Name)
 		ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(in.Size.Bytes()), in.Name)
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(in.EventNr), in.Name)
+	}
+}
+
+// nbdCollector reports the NBD server's counters (nbd.Stats) at scrape
+// time.
+type nbdCollector struct{ st *nbd.Stats }
+
+var (
+	nbdOps        = nbd.Ops()
+	descNBDConns  = prometheus.NewDesc("daxsnap_nbd_connections", "NBD connections being served now.", nil, nil)
+	descNBDConnsT = prometheus.NewDesc("daxsnap_nbd_connections_total", "NBD connections taken on since the daemon started.", nil, nil)
+	descNBDOps    = prometheus.NewDesc("daxsnap_nbd_requests_total", "NBD requests answered, by command.", []string{"op"}, nil)
+	descNBDBytes  = prometheus.NewDesc("daxsnap_nbd_bytes_total", "Payload bytes NBD clients read and wrote, by command (read, write).", []string{"op"}, nil)
+	descNBDErrors = prometheus.NewDesc("daxsnap_nbd_errors_total", "NBD requests answered with an error (refused as invalid, or failed), by command.", []string{"op"}, nil)
+)
+
+func (c nbdCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descNBDConns, descNBDConnsT, descNBDOps, descNBDBytes, descNBDErrors} {
+		ch <- d
+	}
+}
+
+func (c nbdCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descNBDConns, prometheus.GaugeValue, float64(c.st.ConnsOpen.Load()))
+	ch <- prometheus.MustNewConstMetric(descNBDConnsT, prometheus.CounterValue, float64(c.st.ConnsTotal.Load()))
+	for i, op := range nbdOps {
+		if op == "disc" {
+			continue // answered by hanging up
+		}
+		ch <- prometheus.MustNewConstMetric(descNBDOps, prometheus.CounterValue, float64(c.st.Ops[i].Load()), op)
+		ch <- prometheus.MustNewConstMetric(descNBDErrors, prometheus.CounterValue, float64(c.st.Errors[i].Load()), op)
+		if op == "read" || op == "write" {
+			ch <- prometheus.MustNewConstMetric(descNBDBytes, prometheus.CounterValue, float64(c.st.Bytes[i].Load()), op)
+		}
 	}
 }

@@ -96,6 +96,7 @@ func (e *exports) startNBD() error {
 		lns = append(lns, l)
 	}
 	e.srv, e.lns = srv, lns
+	e.metrics.reg.MustRegister(nbdCollector{srv.Stats()})
 	for _, l := range e.lns {
 		serve := func() error { return e.srv.Serve(l) }
 		if _, tcp := l.(*net.TCPListener); tcp && tlsConf != nil {

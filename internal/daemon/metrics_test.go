@@ -237,6 +237,13 @@ func TestMetrics_promtool(t *testing.T) {
 			t.Errorf("the scrape lacks %s", family)
 		}
 	}
+	atLeast := func(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
+	wantMetric(t, m, `daxsnap_nbd_bytes_total{op="write"}`, equals(256*1024), "the 256 KiB written")
+	wantMetric(t, m, `daxsnap_nbd_bytes_total{op="read"}`, equals(256*1024), "the 256 KiB read")
+	wantMetric(t, m, `daxsnap_nbd_requests_total{op="flush"}`, equals(1), "1")
+	wantMetric(t, m, `daxsnap_nbd_requests_total{op="write"}`, atLeast(1), "at least 1")
+	wantMetric(t, m, `daxsnap_nbd_errors_total{op="write"}`, equals(0), "0")
+	wantMetric(t, m, "daxsnap_nbd_connections_total", equals(1), "1")
 	cmd := exec.Command("promtool", "check", "metrics")
 	cmd.Stdin = strings.NewReader(m)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -262,4 +269,9 @@ var metricFamilies = []string{
 	"daxsnap_snapshot_merge_remaining_chunks",
 	"daxsnap_snapshot_merge_progress_ratio",
 	"daxsnap_dax_sessions",
+	"daxsnap_nbd_connections",
+	"daxsnap_nbd_connections_total",
+	"daxsnap_nbd_requests_total",
+	"daxsnap_nbd_bytes_total",
+	"daxsnap_nbd_errors_total",
 }

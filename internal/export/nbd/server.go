@@ -61,6 +61,8 @@ type Server struct {
 	bufRoom  sync.Cond // signalled when buffered drops, or on Shutdown
 	buffered int64     // write payload bytes charged (MaxBuffered)
 	peak     int64     // the most buffered has been
+
+	stats Stats // stats.go
 }
 
 // NewServer returns a server for exports.
@@ -274,6 +276,8 @@ func (s *Server) addConn(c *conn) bool {
 	}
 	s.conns[c] = struct{}{}
 	s.active.Add(1)
+	s.stats.ConnsOpen.Add(1)
+	s.stats.ConnsTotal.Add(1)
 	return true
 }
 
@@ -281,5 +285,6 @@ func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	s.stats.ConnsOpen.Add(-1)
 	s.active.Done()
 }

@@ -137,6 +137,7 @@ func (c *conn) handle(r *request) error {
 			}
 		}
 		c.log.Debug("nbd: invalid request", "cookie", r.cookie, "errno", v.errno, "msg", v.msg)
+		c.srv.stats.count(r.typ, r.length, true)
 		c.wmu.Lock()
 		c.replyError(r, v.errno, v.msg)
 		c.wmu.Unlock()
@@ -299,6 +300,7 @@ func (c *conn) run(j *job, f flushing) {
 	if timed {
 		c.observe(int64(time.Since(start)) / (1 + int64(r.length)/slowUnit))
 	}
+	c.srv.stats.count(r.typ, r.length, err != nil)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	switch {
