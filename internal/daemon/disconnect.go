@@ -69,31 +69,6 @@ func (hs *holders) holderList(dev *dm.Device) []wire.Holder {
 	return out
 }
 
-// daxSession is a session with n DAX mappings of one device.
-type daxSession struct {
-	pid int
-	uid uint32
-	n   int
-}
-
-// daxSessionsOf lists the sessions that map device name, with how many
-// mappings each.
-func (ds *daxSessions) of(name string) []daxSession {
-	var out []daxSession
-	for _, s := range ds.list() {
-		n := 0
-		for _, m := range s.Mappings {
-			if m.Device == name {
-				n++
-			}
-		}
-		if n > 0 {
-			out = append(out, daxSession{pid: s.PID, uid: s.UID, n: n})
-		}
-	}
-	return out
-}
-
 // fuseFile is one open FUSE file: its I/O goes to be until revoked, and
 // fails with ENXIO after. Its device's devState counts it until then.
 type fuseFile struct {

@@ -169,3 +169,28 @@ func (d sessionService) Sessions() ([]wire.DAXSession, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out, nil
 }
+
+// daxSession is a session with n DAX mappings of one device.
+type daxSession struct {
+	pid int
+	uid uint32
+	n   int
+}
+
+// of lists the sessions that map device name, with how many
+// mappings each.
+func (ds *daxSessions) of(name string) []daxSession {
+	var out []daxSession
+	for _, s := range ds.list() {
+		n := 0
+		for _, m := range s.Mappings {
+			if m.Device == name {
+				n++
+			}
+		}
+		if n > 0 {
+			out = append(out, daxSession{pid: s.PID, uid: s.UID, n: n})
+		}
+	}
+	return out
+}
