@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -70,6 +71,33 @@ func (c nbdCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descNBDErrors, prometheus.CounterValue, float64(c.st.Errors[i].Load()), op)
 		if op == "read" || op == "write" {
 			ch <- prometheus.MustNewConstMetric(descNBDBytes, prometheus.CounterValue, float64(c.st.Bytes[i].Load()), op)
+		}
+	}
+}
+
+// fuseCollector reports the FUSE mount's counters (fusefs.Stats) at
+// scrape time; registered once the mount is up.
+type fuseCollector struct{ st *fusefs.Stats }
+
+var (
+	fuseOps        = fusefs.Ops()
+	descFUSEOps    = prometheus.NewDesc("daxsnap_fuse_requests_total", "File operations on the FUSE mount's device files, by operation.", []string{"op"}, nil)
+	descFUSEErrors = prometheus.NewDesc("daxsnap_fuse_errors_total", "File operations on device files that failed, by operation.", []string{"op"}, nil)
+	descFUSEBytes  = prometheus.NewDesc("daxsnap_fuse_bytes_total", "Bytes read and written through device files, by operation (read, write).", []string{"op"}, nil)
+)
+
+func (c fuseCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descFUSEOps, descFUSEErrors, descFUSEBytes} {
+		ch <- d
+	}
+}
+
+func (c fuseCollector) Collect(ch chan<- prometheus.Metric) {
+	for i, op := range fuseOps {
+		ch <- prometheus.MustNewConstMetric(descFUSEOps, prometheus.CounterValue, float64(c.st.Ops[i].Load()), op)
+		ch <- prometheus.MustNewConstMetric(descFUSEErrors, prometheus.CounterValue, float64(c.st.Errors[i].Load()), op)
+		if op == "read" || op == "write" {
+			ch <- prometheus.MustNewConstMetric(descFUSEBytes, prometheus.CounterValue, float64(c.st.Bytes[i].Load()), op)
 		}
 	}
 }

@@ -28,6 +28,7 @@ func (e *exports) startFUSE() {
 		return
 	}
 	e.fuse = srv
+	e.metrics.reg.MustRegister(fuseCollector{srv.Stats()})
 }
 
 // openFUSE opens dev for one open FUSE file; it counts in the device's

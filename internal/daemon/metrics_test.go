@@ -244,6 +244,9 @@ func TestMetrics_promtool(t *testing.T) {
 	wantMetric(t, m, `daxsnap_nbd_requests_total{op="write"}`, atLeast(1), "at least 1")
 	wantMetric(t, m, `daxsnap_nbd_errors_total{op="write"}`, equals(0), "0")
 	wantMetric(t, m, "daxsnap_nbd_connections_total", equals(1), "1")
+	wantMetric(t, m, `daxsnap_fuse_bytes_total{op="read"}`, equals(4*mib), "the 4 MiB file read")
+	wantMetric(t, m, `daxsnap_fuse_requests_total{op="open"}`, atLeast(1), "at least 1")
+	wantMetric(t, m, `daxsnap_fuse_errors_total{op="read"}`, equals(0), "0")
 	cmd := exec.Command("promtool", "check", "metrics")
 	cmd.Stdin = strings.NewReader(m)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -274,4 +277,7 @@ var metricFamilies = []string{
 	"daxsnap_nbd_requests_total",
 	"daxsnap_nbd_bytes_total",
 	"daxsnap_nbd_errors_total",
+	"daxsnap_fuse_requests_total",
+	"daxsnap_fuse_errors_total",
+	"daxsnap_fuse_bytes_total",
 }

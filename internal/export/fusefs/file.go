@@ -43,7 +43,14 @@ var (
 )
 
 // Read reads as a file does: 0 bytes at or past the end, short across it.
-func (f *file) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (f *file) Read(_ context.Context, dest []byte, off int64) (res fuse.ReadResult, errno syscall.Errno) {
+	defer func() {
+		n := 0
+		if res != nil {
+			n = res.Size()
+		}
+		f.x.stats.count(opRead, n, errno)
+	}()
 	size := f.be.Size()
 	if off < 0 {
 		return nil, syscall.EINVAL
@@ -65,7 +72,8 @@ func (f *file) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult,
 
 // Write writes as to a block device: ENOSPC at or past the end, short
 // across it.
-func (f *file) Write(_ context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+func (f *file) Write(_ context.Context, data []byte, off int64) (written uint32, errno syscall.Errno) {
+	defer func() { f.x.stats.count(opWrite, int(written), errno) }()
 	size := f.be.Size()
 	if off < 0 {
 		return 0, syscall.EINVAL
@@ -87,7 +95,8 @@ func (f *file) Write(_ context.Context, data []byte, off int64) (uint32, syscall
 
 // Allocate serves fallocate: punching a hole or zeroing a range makes
 // it read back as zeroes; nothing else is supported.
-func (f *file) Allocate(_ context.Context, off, n uint64, mode uint32) syscall.Errno {
+func (f *file) Allocate(_ context.Context, off, n uint64, mode uint32) (errno syscall.Errno) {
+	defer func() { f.x.stats.count(opAllocate, 0, errno) }()
 	switch mode &^ fallocKeepSize {
 	case fallocPunchHole, fallocZeroRange:
 	default:
@@ -123,7 +132,8 @@ func (f *file) zero(off, n int64) error {
 }
 
 // Fsync makes every completed write durable (fsync and fdatasync alike).
-func (f *file) Fsync(context.Context, uint32) syscall.Errno {
+func (f *file) Fsync(context.Context, uint32) (errno syscall.Errno) {
+	defer func() { f.x.stats.count(opFsync, 0, errno) }()
 	f.dirty.Store(false)
 	if err := f.be.Flush(); err != nil {
 		f.dirty.Store(true)

@@ -75,6 +75,8 @@ type fileSystem struct {
 	inos    map[*dm.Device]uint64
 	nextIno uint64
 	open    map[*file]struct{}
+
+	stats Stats // stats.go
 }
 
 func newFileSystem(devs Devices, opts Options) *fileSystem {
@@ -286,7 +288,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // Open opens the device for the life of the file: it counts in the
 // device's open count until the kernel releases the file.
-func (n *node) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Open(_ context.Context, flags uint32) (_ fs.FileHandle, _ uint32, errno syscall.Errno) {
+	defer func() { n.x.stats.count(opOpen, 0, errno) }()
 	in := n.dev.Info()
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	switch {
