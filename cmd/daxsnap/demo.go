@@ -33,7 +33,7 @@ func (a *app) demoCmd() *cobra.Command {
 			"and a linear volume on it, write a pattern through NBD and read it back, print the\n" +
 			"dmsetup-style table, status and info, then clean everything up.",
 		Args: args(0, 0),
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.demo() },
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.demo(cmd.Context()) },
 	}
 }
 
@@ -44,7 +44,7 @@ type demoEnv struct {
 	c          *apiclient.Client
 }
 
-func (a *app) demo() (err error) {
+func (a *app) demo(ctx context.Context) (err error) {
 	env, err := startDemo(a)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -52,18 +52,18 @@ func (a *app) demo() (err error) {
 	defer func() { err = errors.Join(err, env.close()) }()
 	a.step("started an embedded daxsnap daemon\n    state: %s\n    control socket: %s (try: curl --unix-socket %s http://x/v1/devices)",
 		env.state, env.d.SocketPath(), env.d.SocketPath())
-	path, err := a.demoVolume(env)
+	path, err := a.demoVolume(ctx, env)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	if err := a.demoIO(env, path); err != nil {
+	if err := a.demoIO(ctx, env, path); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	if err := waitClosed(env.c, demoDevice); err != nil {
+	if err := waitClosed(ctx, env.c, demoDevice); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	a.demoShow(env)
-	if err := a.demoCleanup(env); err != nil {
+	a.demoShow(ctx, env)
+	if err := a.demoCleanup(ctx, env); err != nil {
 		return fmt.Errorf("demo: clean up: %w", err)
 	}
 	a.demoNext()
@@ -103,7 +103,7 @@ func (a *app) step(format string, args ...any) {
 }
 
 // demoVolume creates the region and the volume; it returns the region path.
-func (a *app) demoVolume(env *demoEnv) (string, error) {
+func (a *app) demoVolume(ctx context.Context, env *demoEnv) (string, error) {
 	p, err := env.c.PmemCreate(wire.PmemCreate{Name: "demo", Size: demoRegion})
 	if err != nil {
 		return "", err
@@ -120,7 +120,7 @@ func (a *app) demoVolume(env *demoEnv) (string, error) {
 
 // demoIO writes a pattern over NBD, reads it back, and checks that the
 // bytes landed in the region file where the table says.
-func (a *app) demoIO(env *demoEnv, regionPath string) error {
+func (a *app) demoIO(ctx context.Context, env *demoEnv, regionPath string) error {
 	sock := filepath.Join(env.state, daemon.NBDSocketName)
 	nbd, err := nbdclient.Dial("unix", sock, demoDevice)
 	if err != nil {
@@ -179,7 +179,7 @@ func checkRegionBytes(path string, want []byte) error {
 }
 
 // demoShow prints the device the way the CLI does.
-func (a *app) demoShow(env *demoEnv) {
+func (a *app) demoShow(ctx context.Context, env *demoEnv) {
 	if t, err := env.c.Table(demoDevice, false); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap table %s\n", demoDevice)
 		formatText(a.out, t, asIs)
@@ -194,7 +194,7 @@ func (a *app) demoShow(env *demoEnv) {
 	}
 }
 
-func (a *app) demoCleanup(env *demoEnv) error {
+func (a *app) demoCleanup(ctx context.Context, env *demoEnv) error {
 	if err := env.c.Remove(demoDevice, wire.Remove{}); err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (a *app) demoCleanup(env *demoEnv) error {
 
 // waitClosed waits for the NBD server to release the device after the
 // client disconnected (the server notices the disconnect on its own time).
-func waitClosed(c *apiclient.Client, name string) error {
+func waitClosed(ctx context.Context, c *apiclient.Client, name string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		in, err := c.Info(name)

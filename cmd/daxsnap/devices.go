@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -14,9 +15,9 @@ import (
 
 func (a *app) deviceCmds() []*cobra.Command {
 	return []*cobra.Command{a.createCmd(), a.loadCmd(), a.suspendCmd(), a.resumeCmd(),
-		a.nameCmd("clear", "Drop the inactive table", func(n string) error { return a.api().Clear(n) }),
+		a.nameCmd("clear", "Drop the inactive table", func(ctx context.Context, n string) error { return a.api().Clear(ctx, n) }),
 		a.nameCmd("wipe_table", "Replace the live table with `error` of the same size (all I/O fails)",
-			func(n string) error { return a.api().WipeTable(n) }),
+			func(ctx context.Context, n string) error { return a.api().WipeTable(ctx, n) }),
 		a.removeCmd(), a.renameCmd(), a.messageCmd(), a.disconnectCmd()}
 }
 
@@ -176,12 +177,12 @@ func (a *app) resumeCmd() *cobra.Command {
 }
 
 // nameCmd is a verb that takes only a device name.
-func (a *app) nameCmd(use, short string, fn func(string) error) *cobra.Command {
+func (a *app) nameCmd(use, short string, fn func(context.Context, string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
 		Args:  args(1, 1),
-		RunE:  func(cmd *cobra.Command, args []string) error { return fn(args[0]) },
+		RunE:  func(cmd *cobra.Command, args []string) error { return fn(cmd.Context(), args[0]) },
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -18,7 +19,7 @@ func (a *app) showCmds() []*cobra.Command {
 }
 
 // devicesFor returns the named device, or every device.
-func (a *app) devicesFor(args []string) ([]wire.Info, error) {
+func (a *app) devicesFor(ctx context.Context, args []string) ([]wire.Info, error) {
 	if len(args) == 1 {
 		in, err := a.api().Info(args[0])
 		return []wire.Info{in}, err
@@ -33,7 +34,7 @@ func (a *app) infoCmd() *cobra.Command {
 		Short: "Describe one device or all, as dmsetup info does",
 		Args:  args(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			devs, err := a.devicesFor(args)
+			devs, err := a.devicesFor(cmd.Context(), args)
 			if err != nil {
 				return err
 			}
@@ -63,7 +64,7 @@ func (a *app) textCmd(verb, short string) *cobra.Command {
 		Short: short,
 		Args:  args(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			texts, err := a.texts(verb, args, inactive)
+			texts, err := a.texts(cmd.Context(), verb, args, inactive)
 			if err != nil {
 				return err
 			}
@@ -91,7 +92,7 @@ func (a *app) textCmd(verb, short string) *cobra.Command {
 	return cmd
 }
 
-func (a *app) texts(verb string, args []string, inactive bool) ([]wire.Text, error) {
+func (a *app) texts(ctx context.Context, verb string, args []string, inactive bool) ([]wire.Text, error) {
 	fetch := a.api().Table
 	if verb == "status" {
 		fetch = a.api().Status
@@ -110,7 +111,7 @@ func (a *app) texts(verb string, args []string, inactive bool) ([]wire.Text, err
 	}
 	texts := []wire.Text{}
 	for _, n := range names {
-		t, err := fetch(n, inactive)
+		t, err := fetch(ctx, n, inactive)
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,7 @@ func (s *Server) readData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	p, err := s.svc.ReadData(r.PathValue("name"), off, n)
+	p, err := s.svc.ReadData(r.Context(), r.PathValue("name"), off, n)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -43,7 +43,7 @@ func (s *Server) writeData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: read data for %s: %v (at most %d bytes per request)", dm.ErrInvalidArgument, r.URL.Path, err, MaxDataLength))
 		return
 	}
-	replyEmpty(w, s.svc.WriteData(r.PathValue("name"), off, p))
+	replyEmpty(w, s.svc.WriteData(r.Context(), r.PathValue("name"), off, p))
 }
 
 // DataAuthorizer, if a Service implements it, decides who may read a

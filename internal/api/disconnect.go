@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -12,7 +13,7 @@ import (
 // POST /v1/devices/{name}/disconnect: close the device's NBD clients and
 // revoke its open FUSE files, so that root can take it back.
 type Disconnecter interface {
-	Disconnect(name string) (wire.Disconnected, error)
+	Disconnect(ctx context.Context, name string) (wire.Disconnected, error)
 }
 
 func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
@@ -21,6 +22,6 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: this server cannot disconnect a device's users", dm.ErrNotSupported))
 		return
 	}
-	v, err := d.Disconnect(r.PathValue("name"))
+	v, err := d.Disconnect(r.Context(), r.PathValue("name"))
 	reply(w, http.StatusOK, v, err)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -11,8 +12,8 @@ import (
 // one service per resource. The daemon implements it; so does
 // apiclient.Client, across the socket. Errors carry dm's error classes.
 type Service interface {
-	Version() (wire.Version, error)
-	Targets() ([]wire.Target, error)
+	Version(ctx context.Context) (wire.Version, error)
+	Targets(ctx context.Context) ([]wire.Target, error)
 
 	DeviceService
 	SnapshotService
@@ -23,46 +24,46 @@ type Service interface {
 // DeviceService is the verbs on mapped devices (/v1/devices), as dmsetup
 // has them, and block I/O on a device.
 type DeviceService interface {
-	Devices() ([]wire.Info, error)
-	Create(req wire.DeviceCreate) (wire.Info, error)
-	Info(name string) (wire.Info, error)
-	Load(name string, req wire.Load) error
-	Suspend(name string, req wire.Suspend) error
-	Resume(name string) error
-	Clear(name string) error
-	WipeTable(name string) error
-	Remove(name string, req wire.Remove) error
-	Rename(name string, req wire.Rename) (wire.Info, error)
-	Message(name string, req wire.Message) (wire.MessageReply, error)
-	Table(name string, inactive bool) (wire.Text, error)
-	Status(name string, inactive bool) (wire.Text, error)
+	Devices(ctx context.Context) ([]wire.Info, error)
+	Create(ctx context.Context, req wire.DeviceCreate) (wire.Info, error)
+	Info(ctx context.Context, name string) (wire.Info, error)
+	Load(ctx context.Context, name string, req wire.Load) error
+	Suspend(ctx context.Context, name string, req wire.Suspend) error
+	Resume(ctx context.Context, name string) error
+	Clear(ctx context.Context, name string) error
+	WipeTable(ctx context.Context, name string) error
+	Remove(ctx context.Context, name string, req wire.Remove) error
+	Rename(ctx context.Context, name string, req wire.Rename) (wire.Info, error)
+	Message(ctx context.Context, name string, req wire.Message) (wire.MessageReply, error)
+	Table(ctx context.Context, name string, inactive bool) (wire.Text, error)
+	Status(ctx context.Context, name string, inactive bool) (wire.Text, error)
 
 	// ReadData and WriteData are block I/O on a device, for tools and
 	// tests without an NBD client; WriteData flushes before returning.
-	ReadData(name string, off, n int64) ([]byte, error)
-	WriteData(name string, off int64, p []byte) error
+	ReadData(ctx context.Context, name string, off, n int64) ([]byte, error)
+	WriteData(ctx context.Context, name string, off int64, p []byte) error
 }
 
 // SnapshotService is LVM-like snapshot management (/v1/snapshots).
 type SnapshotService interface {
 	// Snapshots lists the snapshots (of origin, unless it is "").
-	Snapshots(origin string) ([]wire.Snapshot, error)
-	Snapshot(name string) (wire.Snapshot, error)
-	SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error)
-	SnapshotRemove(name string) error
+	Snapshots(ctx context.Context, origin string) ([]wire.Snapshot, error)
+	Snapshot(ctx context.Context, name string) (wire.Snapshot, error)
+	SnapshotCreate(ctx context.Context, req wire.SnapshotCreate) (wire.Snapshot, error)
+	SnapshotRemove(ctx context.Context, name string) error
 	// SnapshotExtend grows a snapshot's COW (lvextend).
-	SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error)
+	SnapshotExtend(ctx context.Context, name string, req wire.SnapshotExtend) (wire.Snapshot, error)
 	// SnapshotMerge merges a snapshot into its origin; unless req.NoWait
 	// it returns when the merge has finished (State merged).
-	SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error)
+	SnapshotMerge(ctx context.Context, name string, req wire.SnapshotMerge) (wire.Snapshot, error)
 }
 
 // PmemService manages the memory regions devices are built on (/v1/pmem).
 type PmemService interface {
-	PmemList() ([]wire.Pmem, error)
-	PmemGet(name string) (wire.Pmem, error)
-	PmemCreate(req wire.PmemCreate) (wire.Pmem, error)
-	PmemRemove(name string) error
+	PmemList(ctx context.Context) ([]wire.Pmem, error)
+	PmemGet(ctx context.Context, name string) (wire.Pmem, error)
+	PmemCreate(ctx context.Context, req wire.PmemCreate) (wire.Pmem, error)
+	PmemRemove(ctx context.Context, name string) error
 }
 
 // SessionService reports the clients that map devices directly
@@ -70,7 +71,7 @@ type PmemService interface {
 type SessionService interface {
 	// Sessions lists the clients that map devices directly, with the
 	// write-protect audit's findings.
-	Sessions() ([]wire.DAXSession, error)
+	Sessions(ctx context.Context) ([]wire.DAXSession, error)
 }
 
 // MaxDataLength bounds one ReadData or WriteData request, as NBD clients

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +12,7 @@ import (
 )
 
 // ReadData reads n bytes at off from a device's live table.
-func (d deviceService) ReadData(name string, off, n int64) ([]byte, error) {
+func (d deviceService) ReadData(ctx context.Context, name string, off, n int64) ([]byte, error) {
 	if err := api.CheckData("read", name, off, n); err != nil {
 		return nil, err
 	}
@@ -25,7 +26,7 @@ func (d deviceService) ReadData(name string, off, n int64) ([]byte, error) {
 }
 
 // WriteData writes p at off and flushes.
-func (d deviceService) WriteData(name string, off int64, p []byte) error {
+func (d deviceService) WriteData(ctx context.Context, name string, off int64, p []byte) error {
 	if err := api.CheckData("write", name, off, int64(len(p))); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +13,7 @@ import (
 )
 
 // Remove destroys a device (dmsetup remove [--force] [--deferred]).
-func (d deviceService) Remove(name string, req wire.Remove) error {
+func (d deviceService) Remove(ctx context.Context, name string, req wire.Remove) error {
 	unlock := d.locks.lock(name)
 	defer unlock()
 	dev, err := d.device("remove", name)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,7 +20,7 @@ type rename struct{ from, to string }
 // name, and their devices' records say so. Renaming an origin renames its
 // snapshot layout with it, as lvrename does: ORIGIN-real and ORIGIN-merge
 // become NEW-real and NEW-merge, so the snapshots stay its snapshots.
-func (d deviceService) Rename(name string, req wire.Rename) (wire.Info, error) {
+func (d deviceService) Rename(ctx context.Context, name string, req wire.Rename) (wire.Info, error) {
 	plan, users, unlock, err := d.lockRename(name, req.NewName)
 	if err != nil {
 		return wire.Info{}, err

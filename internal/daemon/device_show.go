@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -8,7 +9,7 @@ import (
 )
 
 // Message delivers a message to the target covering a sector.
-func (d deviceService) Message(name string, req wire.Message) (wire.MessageReply, error) {
+func (d deviceService) Message(ctx context.Context, name string, req wire.Message) (wire.MessageReply, error) {
 	dev, err := d.device("message", name)
 	if err != nil {
 		return wire.MessageReply{}, err
@@ -21,7 +22,7 @@ func (d deviceService) Message(name string, req wire.Message) (wire.MessageReply
 }
 
 // Info describes a device.
-func (d deviceService) Info(name string) (wire.Info, error) {
+func (d deviceService) Info(ctx context.Context, name string) (wire.Info, error) {
 	dev, err := d.device("info", name)
 	if err != nil {
 		return wire.Info{}, err
@@ -30,7 +31,7 @@ func (d deviceService) Info(name string) (wire.Info, error) {
 }
 
 // Devices describes every device, sorted by name.
-func (d deviceService) Devices() ([]wire.Info, error) {
+func (d deviceService) Devices(ctx context.Context) ([]wire.Info, error) {
 	out := []wire.Info{}
 	for _, dev := range d.mgr.List() {
 		out = append(out, d.info(dev))
@@ -39,12 +40,12 @@ func (d deviceService) Devices() ([]wire.Info, error) {
 }
 
 // Table prints a device's live or inactive table.
-func (d deviceService) Table(name string, inactive bool) (wire.Text, error) {
+func (d deviceService) Table(ctx context.Context, name string, inactive bool) (wire.Text, error) {
 	return d.text("table", name, inactive, (*dm.Device).Table)
 }
 
 // Status prints a device's live or inactive status.
-func (d deviceService) Status(name string, inactive bool) (wire.Text, error) {
+func (d deviceService) Status(ctx context.Context, name string, inactive bool) (wire.Text, error) {
 	return d.text("status", name, inactive, (*dm.Device).Status)
 }
 

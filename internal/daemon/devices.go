@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
@@ -35,7 +36,7 @@ func (d *Daemon) mutate(op, name string, fn func(*dm.Device) error) error {
 }
 
 // Create makes a device (dmsetup create): with a table, loaded and resumed.
-func (d deviceService) Create(req wire.DeviceCreate) (wire.Info, error) {
+func (d deviceService) Create(ctx context.Context, req wire.DeviceCreate) (wire.Info, error) {
 	if err := checkCreate(req); err != nil {
 		return wire.Info{}, err
 	}
@@ -89,7 +90,7 @@ func checkCreate(req wire.DeviceCreate) error {
 }
 
 // Load puts a table in the device's inactive slot (dmsetup load).
-func (d deviceService) Load(name string, req wire.Load) error {
+func (d deviceService) Load(ctx context.Context, name string, req wire.Load) error {
 	if req.Table == "" {
 		return errorf(dm.ErrInvalidArgument, "load %s: no table given: pass the table text", name)
 	}
@@ -103,7 +104,7 @@ func (d deviceService) Load(name string, req wire.Load) error {
 
 // Suspend flushes the device (unless NoFlush) and suspends it: in-flight
 // I/O drains, new I/O waits for resume.
-func (d deviceService) Suspend(name string, req wire.Suspend) error {
+func (d deviceService) Suspend(ctx context.Context, name string, req wire.Suspend) error {
 	return d.mutate("suspend", name, func(dev *dm.Device) error {
 		in := dev.Info()
 		if !req.NoFlush && in.LiveTable && !in.Suspended {
@@ -116,7 +117,7 @@ func (d deviceService) Suspend(name string, req wire.Suspend) error {
 }
 
 // Resume swaps in the inactive table, if any, and lets I/O flow.
-func (d deviceService) Resume(name string) error {
+func (d deviceService) Resume(ctx context.Context, name string) error {
 	return d.mutate("resume", name, func(dev *dm.Device) error {
 		if err := d.snaps.GuardOfflineMerge("resume", name); err != nil {
 			return err
@@ -133,12 +134,12 @@ func (d deviceService) Resume(name string) error {
 }
 
 // Clear drops the inactive table.
-func (d deviceService) Clear(name string) error {
+func (d deviceService) Clear(ctx context.Context, name string) error {
 	return d.mutate("clear", name, (*dm.Device).Clear)
 }
 
 // WipeTable replaces the live table with `error` of the same size.
-func (d deviceService) WipeTable(name string) error {
+func (d deviceService) WipeTable(ctx context.Context, name string) error {
 	return d.mutate("wipe_table", name, func(dev *dm.Device) error {
 		if err := dev.WipeTable(); err != nil {
 			return err

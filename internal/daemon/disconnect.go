@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ import (
 
 // Disconnect closes dev's NBD connections and revokes its open FUSE
 // files, then waits (a while) for the NBD connections to let go.
-func (d deviceService) Disconnect(name string) (wire.Disconnected, error) {
+func (d deviceService) Disconnect(ctx context.Context, name string) (wire.Disconnected, error) {
 	dev, err := d.device("disconnect", name)
 	if err != nil {
 		return wire.Disconnected{}, err

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"runtime"
 
 	"github.com/daxsnap/daxsnap/internal/api"
@@ -46,12 +47,12 @@ func (d *Daemon) Service() api.Service {
 }
 
 // Version reports the daemon's version.
-func (s service) Version() (wire.Version, error) {
+func (s service) Version(ctx context.Context) (wire.Version, error) {
 	return wire.Version{Version: s.d.cfg.Version, API: wire.APIVersion, GoVersion: runtime.Version()}, nil
 }
 
 // Targets lists the registered target types (dmsetup targets).
-func (s service) Targets() ([]wire.Target, error) {
+func (s service) Targets(ctx context.Context) ([]wire.Target, error) {
 	out := []wire.Target{}
 	for _, tt := range s.d.reg.Types() {
 		out = append(out, wire.Target{Name: tt.Name, Version: tt.Version})
@@ -62,45 +63,51 @@ func (s service) Targets() ([]wire.Target, error) {
 // The region verbs are the region manager's (internal/pmem).
 
 // PmemCreate makes a memory region: a file reserved on tmpfs or hugetlbfs.
-func (s pmemService) PmemCreate(req wire.PmemCreate) (wire.Pmem, error) { return s.regions.Create(req) }
+func (s pmemService) PmemCreate(ctx context.Context, req wire.PmemCreate) (wire.Pmem, error) {
+	return s.regions.Create(req)
+}
 
 // PmemList lists the regions.
-func (s pmemService) PmemList() ([]wire.Pmem, error) { return s.regions.List() }
+func (s pmemService) PmemList(ctx context.Context) ([]wire.Pmem, error) { return s.regions.List() }
 
 // PmemGet describes one region.
-func (s pmemService) PmemGet(name string) (wire.Pmem, error) { return s.regions.Get(name) }
+func (s pmemService) PmemGet(ctx context.Context, name string) (wire.Pmem, error) {
+	return s.regions.Get(name)
+}
 
 // PmemRemove deletes a region no table uses.
-func (s pmemService) PmemRemove(name string) error { return s.regions.Remove(name) }
+func (s pmemService) PmemRemove(ctx context.Context, name string) error {
+	return s.regions.Remove(name)
+}
 
 // The snapshot verbs are the snapshot manager's (internal/snapshots).
 
 // Snapshots lists the snapshots, of one origin if origin is not "".
-func (s snapshotService) Snapshots(origin string) ([]wire.Snapshot, error) {
+func (s snapshotService) Snapshots(ctx context.Context, origin string) ([]wire.Snapshot, error) {
 	return s.snaps.Snapshots(origin)
 }
 
 // Snapshot describes one snapshot.
-func (s snapshotService) Snapshot(name string) (wire.Snapshot, error) {
+func (s snapshotService) Snapshot(ctx context.Context, name string) (wire.Snapshot, error) {
 	return s.snaps.Snapshot(name)
 }
 
 // SnapshotCreate takes a snapshot (lvcreate --snapshot).
-func (s snapshotService) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
+func (s snapshotService) SnapshotCreate(ctx context.Context, req wire.SnapshotCreate) (wire.Snapshot, error) {
 	return s.snaps.SnapshotCreate(req)
 }
 
 // SnapshotRemove removes a snapshot (lvremove).
-func (s snapshotService) SnapshotRemove(name string) error {
+func (s snapshotService) SnapshotRemove(ctx context.Context, name string) error {
 	return s.snaps.SnapshotRemove(name)
 }
 
 // SnapshotExtend grows a snapshot's COW (lvextend).
-func (s snapshotService) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
+func (s snapshotService) SnapshotExtend(ctx context.Context, name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
 	return s.snaps.SnapshotExtend(name, req)
 }
 
 // SnapshotMerge merges a snapshot into its origin (lvconvert --merge).
-func (s snapshotService) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
-	return s.snaps.SnapshotMerge(name, req)
+func (s snapshotService) SnapshotMerge(ctx context.Context, name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+	return s.snaps.SnapshotMerge(ctx, name, req)
 }

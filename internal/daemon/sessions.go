@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,7 +153,7 @@ func (s *daxSessions) audit() []session.Problem {
 
 // Sessions lists the DAX sessions for the API, with the audit's findings
 // attached to the session they concern.
-func (d sessionService) Sessions() ([]wire.DAXSession, error) {
+func (d sessionService) Sessions(ctx context.Context) ([]wire.DAXSession, error) {
 	problems := map[int][]string{}
 	for _, p := range d.DAXAudit() {
 		problems[p.PID] = append(problems[p.PID], fmt.Sprintf("mapping %d of %s: %s", p.ID, p.Device, p.Reason))

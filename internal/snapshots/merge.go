@@ -148,12 +148,13 @@ func (mg *Manager) runMerge(j *mergeJob) {
 // SnapshotMerge merges a persistent snapshot back into its origin. It
 // waits until the merge has finished, unless req.NoWait. While the origin
 // is in use it refuses, or with req.Deferred records the merge to start
-// when the last user closes (see startDeferredMerges).
-func (mg *Manager) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+// when the last user closes (see startDeferredMerges). The wait ends
+// early with ctx's error if ctx ends first; the merge goes on.
+func (mg *Manager) SnapshotMerge(ctx context.Context, name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
 	op := "snapshot merge " + name
 	s, err := mg.findSnapshot(op, name)
 	if err != nil {
-		return mg.orFinished(name, err)
+		return mg.orFinished(ctx, name, err)
 	}
 	if err := s.managed(op); err != nil {
 		return wire.Snapshot{}, err
@@ -170,19 +171,24 @@ func (mg *Manager) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snap
 		}
 		if err != nil {
 			// The merge may have finished since findSnapshot.
-			return mg.orFinished(name, err)
+			return mg.orFinished(ctx, name, err)
 		}
-		j = mg.startJob(s.origin, name, false)
+		// Before the job starts, which takes the snapshot's lock to
+		// finish: the wait below must not queue behind the finish.
 		mg.setMergeDeferred(name, false)
+		j = mg.startJob(s.origin, name, false)
 	}
 	if req.NoWait {
 		snap, err := mg.Snapshot(name)
 		if err != nil {
-			return mg.orFinished(name, err)
+			return mg.orFinished(ctx, name, err)
 		}
 		return snap, nil
 	}
-	wait(j, mg.merges.ctx)
+	if err := wait(ctx, j); err != nil {
+		return wire.Snapshot{}, fmt.Errorf("%s: stopped waiting: %w; the merge goes on in the daemon: `daxsnap snapshot list %s` shows its progress",
+			op, err, s.origin)
+	}
 	if _, _, err := j.result(); err != nil {
 		if errors.Is(err, errStopping) {
 			return wire.Snapshot{}, errorf(dm.ErrBusy, "%s: the daemon stopped before the merge finished; it resumes when `daxsnap serve` starts again: run `daxsnap snapshot merge %s` then to wait for it", op, name)
@@ -197,12 +203,14 @@ func (mg *Manager) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snap
 	return r, nil
 }
 
-// wait waits for j to end; a stopping daemon ends it soon.
-func wait(j *mergeJob, stopping context.Context) {
+// wait waits for j to end (a stopping daemon ends it soon), or for ctx
+// to end, with ctx's error: j goes on.
+func wait(ctx context.Context, j *mergeJob) error {
 	select {
 	case <-j.done:
-	case <-stopping.Done():
-		<-j.done
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -211,7 +219,7 @@ func wait(j *mergeJob, stopping context.Context) {
 // merge it started with --no-wait) is reported merged, as the record the
 // finish left says; anything else returns err. A job of this daemon still
 // finishing the merge is waited for first.
-func (mg *Manager) orFinished(name string, err error) (wire.Snapshot, error) {
+func (mg *Manager) orFinished(ctx context.Context, name string, err error) (wire.Snapshot, error) {
 	if !errors.Is(err, dm.ErrNotFound) {
 		return wire.Snapshot{}, err
 	}
@@ -219,7 +227,9 @@ func (mg *Manager) orFinished(name string, err error) (wire.Snapshot, error) {
 		return wire.Snapshot{}, err
 	}
 	if j := mg.merges.named(name); j != nil {
-		wait(j, mg.merges.ctx)
+		if werr := wait(ctx, j); werr != nil {
+			return wire.Snapshot{}, fmt.Errorf("snapshot merge %s: stopped waiting: %w", name, werr)
+		}
 	}
 	m, ok, serr := mg.store.Merge(name)
 	if serr != nil {

@@ -67,8 +67,8 @@ func (e *UnreachableError) Unwrap() []error { return []error{ErrUnreachable, e.E
 
 // do sends a request with a JSON body (in != nil) or raw bytes, and
 // decodes a JSON reply into out (out != nil) or returns the raw body.
-func (c *Client) do(method, path string, query url.Values, in any, out any) ([]byte, error) {
-	req, err := newRequest(method, path, query, in)
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in any, out any) ([]byte, error) {
+	req, err := newRequest(ctx, method, path, query, in)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func (c *Client) do(method, path string, query url.Values, in any, out any) ([]b
 }
 
 // newRequest builds a request; path is already escaped.
-func newRequest(method, path string, query url.Values, in any) (*http.Request, error) {
+func newRequest(ctx context.Context, method, path string, query url.Values, in any) (*http.Request, error) {
 	var body io.Reader
 	ctype := ""
 	switch v := in.(type) {
@@ -111,7 +111,7 @@ func newRequest(method, path string, query url.Values, in any) (*http.Request, e
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	req, err := http.NewRequest(method, u, body)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}

@@ -1,6 +1,7 @@
 package apiclient
 
 import (
+	"context"
 	"net/url"
 
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -14,35 +15,35 @@ func snapPath(name string, sub ...string) string {
 	return p
 }
 
-func (c *Client) Snapshots(origin string) ([]wire.Snapshot, error) {
+func (c *Client) Snapshots(ctx context.Context, origin string) ([]wire.Snapshot, error) {
 	var q url.Values
 	if origin != "" {
 		q = url.Values{"origin": {origin}}
 	}
-	return get[[]wire.Snapshot](c, "/v1/snapshots", q)
+	return get[[]wire.Snapshot](ctx, c, "/v1/snapshots", q)
 }
 
-func (c *Client) Snapshot(name string) (wire.Snapshot, error) {
-	return get[wire.Snapshot](c, snapPath(name), nil)
+func (c *Client) Snapshot(ctx context.Context, name string) (wire.Snapshot, error) {
+	return get[wire.Snapshot](ctx, c, snapPath(name), nil)
 }
 
-func (c *Client) SnapshotCreate(req wire.SnapshotCreate) (wire.Snapshot, error) {
-	return post[wire.Snapshot](c, "POST", "/v1/snapshots", req)
+func (c *Client) SnapshotCreate(ctx context.Context, req wire.SnapshotCreate) (wire.Snapshot, error) {
+	return post[wire.Snapshot](ctx, c, "POST", "/v1/snapshots", req)
 }
 
-func (c *Client) SnapshotRemove(name string) error {
-	_, err := c.do("DELETE", snapPath(name), nil, nil, nil)
+func (c *Client) SnapshotRemove(ctx context.Context, name string) error {
+	_, err := c.do(ctx, "DELETE", snapPath(name), nil, nil, nil)
 	return err
 }
 
-func (c *Client) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
-	return post[wire.Snapshot](c, "POST", snapPath(name, "merge"), req)
+func (c *Client) SnapshotMerge(ctx context.Context, name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+	return post[wire.Snapshot](ctx, c, "POST", snapPath(name, "merge"), req)
 }
 
-func (c *Client) SnapshotExtend(name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
-	return post[wire.Snapshot](c, "POST", snapPath(name, "extend"), req)
+func (c *Client) SnapshotExtend(ctx context.Context, name string, req wire.SnapshotExtend) (wire.Snapshot, error) {
+	return post[wire.Snapshot](ctx, c, "POST", snapPath(name, "extend"), req)
 }
 
-func (c *Client) Sessions() ([]wire.DAXSession, error) {
-	return get[[]wire.DAXSession](c, "/v1/sessions", nil)
+func (c *Client) Sessions(ctx context.Context) ([]wire.DAXSession, error) {
+	return get[[]wire.DAXSession](ctx, c, "/v1/sessions", nil)
 }

@@ -1,6 +1,7 @@
 package apitest_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,69 +84,69 @@ type (
 	oldVersion struct{ api.Service }
 )
 
-func (s noCodes) Info(name string) (wire.Info, error) {
-	in, err := s.Service.Info(name)
+func (s noCodes) Info(ctx context.Context, name string) (wire.Info, error) {
+	in, err := s.Service.Info(ctx, name)
 	if err != nil {
 		err = errors.New(err.Error())
 	}
 	return in, err
 }
 
-func (s wrongTable) Table(name string, inactive bool) (wire.Text, error) {
-	txt, err := s.Service.Table(name, inactive)
+func (s wrongTable) Table(ctx context.Context, name string, inactive bool) (wire.Text, error) {
+	txt, err := s.Service.Table(ctx, name, inactive)
 	if lines := strings.SplitAfter(txt.Text, "\n"); len(lines) > 2 {
 		txt.Text = strings.Join(lines[:len(lines)-2], "")
 	}
 	return txt, err
 }
 
-func (s neverSuspended) Info(name string) (wire.Info, error) {
-	in, err := s.Service.Info(name)
+func (s neverSuspended) Info(ctx context.Context, name string) (wire.Info, error) {
+	in, err := s.Service.Info(ctx, name)
 	in.Suspended = false
 	return in, err
 }
 
-func (s fakeMerge) SnapshotMerge(name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
-	snap, err := s.Service.Snapshot(name)
+func (s fakeMerge) SnapshotMerge(ctx context.Context, name string, req wire.SnapshotMerge) (wire.Snapshot, error) {
+	snap, err := s.Service.Snapshot(ctx, name)
 	snap.State = wire.SnapshotMerged
 	return snap, err
 }
 
-func (s lostSnapshots) Snapshots(origin string) ([]wire.Snapshot, error) {
-	_, err := s.Service.Snapshots(origin)
+func (s lostSnapshots) Snapshots(ctx context.Context, origin string) ([]wire.Snapshot, error) {
+	_, err := s.Service.Snapshots(ctx, origin)
 	return []wire.Snapshot{}, err
 }
 
-func (s offByOneRead) ReadData(name string, off, n int64) ([]byte, error) {
-	return s.Service.ReadData(name, off+1, n)
+func (s offByOneRead) ReadData(ctx context.Context, name string, off, n int64) ([]byte, error) {
+	return s.Service.ReadData(ctx, name, off+1, n)
 }
 
-func (s noUsers) PmemGet(name string) (wire.Pmem, error) {
-	p, err := s.Service.PmemGet(name)
+func (s noUsers) PmemGet(ctx context.Context, name string) (wire.Pmem, error) {
+	p, err := s.Service.PmemGet(ctx, name)
 	p.UsedBy = nil
 	return p, err
 }
 
-func (s acceptsEmptyName) Create(req wire.DeviceCreate) (wire.Info, error) {
+func (s acceptsEmptyName) Create(ctx context.Context, req wire.DeviceCreate) (wire.Info, error) {
 	if req.Name == "" {
 		req.Name = "unnamed"
 	}
-	return s.Service.Create(req)
+	return s.Service.Create(ctx, req)
 }
 
-func (s phantomSession) Sessions() ([]wire.DAXSession, error) {
-	list, err := s.Service.Sessions()
+func (s phantomSession) Sessions(ctx context.Context) ([]wire.DAXSession, error) {
+	list, err := s.Service.Sessions(ctx)
 	return append(list, wire.DAXSession{PID: 1}), err
 }
 
-func (s staleRename) Rename(name string, req wire.Rename) (wire.Info, error) {
-	in, err := s.Service.Rename(name, req)
+func (s staleRename) Rename(ctx context.Context, name string, req wire.Rename) (wire.Info, error) {
+	in, err := s.Service.Rename(ctx, name, req)
 	in.Name = name
 	return in, err
 }
 
-func (s oldVersion) Version() (wire.Version, error) {
-	v, err := s.Service.Version()
+func (s oldVersion) Version(ctx context.Context) (wire.Version, error) {
+	v, err := s.Service.Version(ctx)
 	v.API = "v0"
 	return v, err
 }
