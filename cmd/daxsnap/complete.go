@@ -56,7 +56,7 @@ func (a *app) completeNames(kinds ...nameKind) cobra.CompletionFunc {
 		case fileFirst:
 			return nil, cobra.ShellCompDirectiveDefault
 		case deviceName:
-			devs, err := a.api().Devices()
+			devs, err := a.api().Devices(cmd.Context())
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}
@@ -64,7 +64,7 @@ func (a *app) completeNames(kinds ...nameKind) cobra.CompletionFunc {
 				names = append(names, d.Name)
 			}
 		case snapshotName:
-			snaps, err := a.api().Snapshots("")
+			snaps, err := a.api().Snapshots(cmd.Context(), "")
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}
@@ -72,7 +72,7 @@ func (a *app) completeNames(kinds ...nameKind) cobra.CompletionFunc {
 				names = append(names, s.Name)
 			}
 		case regionName:
-			regions, err := a.api().PmemList()
+			regions, err := a.api().PmemList(cmd.Context())
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}

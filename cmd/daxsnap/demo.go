@@ -104,14 +104,14 @@ func (a *app) step(format string, args ...any) {
 
 // demoVolume creates the region and the volume; it returns the region path.
 func (a *app) demoVolume(ctx context.Context, env *demoEnv) (string, error) {
-	p, err := env.c.PmemCreate(wire.PmemCreate{Name: "demo", Size: demoRegion})
+	p, err := env.c.PmemCreate(ctx, wire.PmemCreate{Name: "demo", Size: demoRegion})
 	if err != nil {
 		return "", err
 	}
 	a.step("created pmem region %q: %s reserved on %s at %s\n    $ daxsnap pmem create demo --size %s",
 		p.Name, formatSize(p.Size), p.Filesystem, p.Path, formatSize(p.Size))
 	table := fmt.Sprintf("0 %d linear %s 0", p.Size/512, p.Path)
-	if _, err := env.c.Create(wire.DeviceCreate{Name: demoDevice, Table: table}); err != nil {
+	if _, err := env.c.Create(ctx, wire.DeviceCreate{Name: demoDevice, Table: table}); err != nil {
 		return "", err
 	}
 	a.step("created device %s mapping the whole region\n    $ daxsnap create %s --table %q", demoDevice, demoDevice, table)
@@ -147,7 +147,7 @@ func (a *app) demoIO(ctx context.Context, env *demoEnv, regionPath string) error
 		return err
 	}
 	a.step("the same bytes are in %s at offset %s: the linear table maps the volume straight onto memory", regionPath, formatSize(demoOffset))
-	in, err := env.c.Info(demoDevice)
+	in, err := env.c.Info(ctx, demoDevice)
 	if err == nil {
 		a.step("while the NBD client is connected, the device's open count is %d", in.OpenCount)
 	}
@@ -180,25 +180,25 @@ func checkRegionBytes(path string, want []byte) error {
 
 // demoShow prints the device the way the CLI does.
 func (a *app) demoShow(ctx context.Context, env *demoEnv) {
-	if t, err := env.c.Table(demoDevice, false); err == nil {
+	if t, err := env.c.Table(ctx, demoDevice, false); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap table %s\n", demoDevice)
 		formatText(a.out, t, asIs)
 	}
-	if t, err := env.c.Status(demoDevice, false); err == nil {
+	if t, err := env.c.Status(ctx, demoDevice, false); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap status %s\n", demoDevice)
 		formatText(a.out, t, asIs)
 	}
-	if in, err := env.c.Info(demoDevice); err == nil {
+	if in, err := env.c.Info(ctx, demoDevice); err == nil {
 		fmt.Fprintf(a.out, "\n$ daxsnap info %s\n", demoDevice)
 		formatInfo(a.out, in)
 	}
 }
 
 func (a *app) demoCleanup(ctx context.Context, env *demoEnv) error {
-	if err := env.c.Remove(demoDevice, wire.Remove{}); err != nil {
+	if err := env.c.Remove(ctx, demoDevice, wire.Remove{}); err != nil {
 		return err
 	}
-	if err := env.c.PmemRemove("demo"); err != nil {
+	if err := env.c.PmemRemove(ctx, "demo"); err != nil {
 		return err
 	}
 	a.step("removed %s and the region, stopped the daemon, deleted its temporary files", demoDevice)
@@ -210,7 +210,7 @@ func (a *app) demoCleanup(ctx context.Context, env *demoEnv) error {
 func waitClosed(ctx context.Context, c *apiclient.Client, name string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		in, err := c.Info(name)
+		in, err := c.Info(ctx, name)
 		if err != nil || in.OpenCount == 0 {
 			return err
 		}

@@ -31,7 +31,7 @@ fail every read and write with ENXIO until closed and opened again. DAX
 mappings are not touched. ` + "`daxsnap info NAME`" + ` lists who holds a device.`,
 		Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := a.api().Disconnect(args[0])
+			r, err := a.api().Disconnect(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -92,7 +92,7 @@ mode 0600.`,
 					return err
 				}
 			}
-			_, err = a.api().Create(req)
+			_, err = a.api().Create(cmd.Context(), req)
 			return err
 		},
 	}
@@ -138,7 +138,7 @@ func (a *app) loadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.api().Load(args[0], wire.Load{Table: text})
+			return a.api().Load(cmd.Context(), args[0], wire.Load{Table: text})
 		},
 	}
 	cmd.Flags().StringVar(&table, "table", "", "table text")
@@ -153,7 +153,7 @@ func (a *app) suspendCmd() *cobra.Command {
 		Short: "Flush, drain in-flight I/O and hold new I/O until resume",
 		Args:  args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.api().Suspend(args[0], req)
+			return a.api().Suspend(cmd.Context(), args[0], req)
 		},
 	}
 	cmd.Flags().BoolVar(&req.NoFlush, "noflush", false, "do not flush before suspending")
@@ -168,7 +168,7 @@ func (a *app) resumeCmd() *cobra.Command {
 		Short: "Make the inactive table live, if any, and let I/O flow",
 		Args:  args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.api().Resume(args[0])
+			return a.api().Resume(cmd.Context(), args[0])
 		},
 	}
 	cmd.Flags().BoolVar(&noFlush, "noflush", false, "accepted for dmsetup compatibility")
@@ -193,7 +193,7 @@ func (a *app) removeCmd() *cobra.Command {
 		Short: "Remove a device (an open one: --deferred removes it on last close, --force makes its I/O fail)",
 		Args:  args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.api().Remove(args[0], req)
+			return a.api().Remove(cmd.Context(), args[0], req)
 		},
 	}
 	cmd.Flags().BoolVarP(&req.Force, "force", "f", false, "first replace the table of an open device with the error target (all its I/O fails)")
@@ -207,7 +207,7 @@ func (a *app) renameCmd() *cobra.Command {
 		Short: "Rename a device",
 		Args:  args(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := a.api().Rename(args[0], wire.Rename{NewName: args[1]})
+			_, err := a.api().Rename(cmd.Context(), args[0], wire.Rename{NewName: args[1]})
 			return err
 		},
 	}
@@ -223,7 +223,7 @@ func (a *app) messageCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("message %s: sector %q: give a sector number (512-byte units)", args[0], args[1])
 			}
-			reply, err := a.api().Message(args[0], wire.Message{Sector: sector, Args: args[2:]})
+			reply, err := a.api().Message(cmd.Context(), args[0], wire.Message{Sector: sector, Args: args[2:]})
 			if err != nil {
 				return err
 			}

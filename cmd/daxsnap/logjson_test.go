@@ -40,7 +40,7 @@ func TestCLI_logJSON(t *testing.T) {
 	defer data.Close()
 	write := func(off, n int64) {
 		t.Helper()
-		if err := data.WriteData("vol", off, make([]byte, n)); err != nil {
+		if err := data.WriteData(bg, "vol", off, make([]byte, n)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -47,7 +47,7 @@ maps devices on the region.`,
 			if req.UID, req.GID, err = ownerFlags(cmd, "pmem create "+args[0], uid, gid, mode); err != nil {
 				return err
 			}
-			p, err := a.api().PmemCreate(req)
+			p, err := a.api().PmemCreate(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -71,7 +71,7 @@ func (a *app) pmemListCmd() *cobra.Command {
 		Short: "List memory regions, their paths and the devices using them",
 		Args:  args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			regions, err := a.api().PmemList()
+			regions, err := a.api().PmemList(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -92,7 +92,7 @@ func (a *app) pmemRemoveCmd() *cobra.Command {
 		Short: "Delete a memory region no table uses",
 		Args:  args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.api().PmemRemove(args[0])
+			return a.api().PmemRemove(cmd.Context(), args[0])
 		},
 	}
 }

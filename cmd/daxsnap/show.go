@@ -21,10 +21,10 @@ func (a *app) showCmds() []*cobra.Command {
 // devicesFor returns the named device, or every device.
 func (a *app) devicesFor(ctx context.Context, args []string) ([]wire.Info, error) {
 	if len(args) == 1 {
-		in, err := a.api().Info(args[0])
+		in, err := a.api().Info(ctx, args[0])
 		return []wire.Info{in}, err
 	}
-	return a.api().Devices()
+	return a.api().Devices(ctx)
 }
 
 func (a *app) infoCmd() *cobra.Command {
@@ -101,7 +101,7 @@ func (a *app) texts(ctx context.Context, verb string, args []string, inactive bo
 	if len(args) == 1 {
 		names = args
 	} else {
-		devs, err := a.api().Devices()
+		devs, err := a.api().Devices(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +127,7 @@ func (a *app) lsCmd() *cobra.Command {
 		Short: "List the devices",
 		Args:  args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			devs, err := a.api().Devices()
+			devs, err := a.api().Devices(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -149,7 +149,7 @@ func (a *app) targetsCmd() *cobra.Command {
 		Short: "List the target types and their versions",
 		Args:  args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			targets, err := a.api().Targets()
+			targets, err := a.api().Targets(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -171,7 +171,7 @@ func (a *app) versionCmd() *cobra.Command {
 		Short: "Print the client's and the daemon's versions",
 		Args:  args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := a.api().Version()
+			v, err := a.api().Version(cmd.Context())
 			if asJSON {
 				if err != nil {
 					return err
@@ -224,7 +224,7 @@ func (a *app) sessionsCmd() *cobra.Command {
 		Short: "List the processes that map devices directly, and audit their write protection",
 		Args:  args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sessions, err := a.api().Sessions()
+			sessions, err := a.api().Sessions(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -62,7 +62,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 					return fmt.Errorf("%s: --cow: %w", op, err)
 				}
 			}
-			s, err := a.api().SnapshotCreate(req)
+			s, err := a.api().SnapshotCreate(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -95,7 +95,7 @@ func (a *app) snapshotListCmd() *cobra.Command {
 			if len(args) == 1 {
 				origin = args[0]
 			}
-			snaps, err := a.api().Snapshots(origin)
+			snaps, err := a.api().Snapshots(cmd.Context(), origin)
 			if err != nil {
 				return err
 			}
@@ -117,7 +117,7 @@ func (a *app) snapshotRemoveCmd() *cobra.Command {
 		Short:   "Remove a snapshot; the last one of an origin gives it back its own table",
 		Args:    args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.api().SnapshotRemove(args[0])
+			return a.api().SnapshotRemove(cmd.Context(), args[0])
 		},
 	}
 }
@@ -147,7 +147,7 @@ func (a *app) snapshotExtendCmd() *cobra.Command {
 			default:
 				req.Size = n
 			}
-			s, err := a.api().SnapshotExtend(args[0], req)
+			s, err := a.api().SnapshotExtend(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
 			}
@@ -184,7 +184,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 			name := args[0]
 			c := a.api()
 			if noWait {
-				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{NoWait: true, Deferred: deferred})
+				s, err := c.SnapshotMerge(cmd.Context(), name, wire.SnapshotMerge{NoWait: true, Deferred: deferred})
 				if err != nil {
 					return err
 				}
@@ -205,7 +205,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 			}
 			done := make(chan result, 1)
 			go func() {
-				s, err := c.SnapshotMerge(name, wire.SnapshotMerge{Deferred: deferred})
+				s, err := c.SnapshotMerge(cmd.Context(), name, wire.SnapshotMerge{Deferred: deferred})
 				done <- result{s, err}
 			}()
 			// Ctrl-C stops the waiting, not the merge: the daemon goes on.
@@ -219,7 +219,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 				select {
 				case <-intr:
 					bar.end()
-					s, err := c.Snapshot(name)
+					s, err := c.Snapshot(cmd.Context(), name)
 					return interruptedMerge(name, s, err)
 				case r := <-done:
 					if r.err != nil {
@@ -236,7 +236,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 					fmt.Fprintln(a.out, mergedLine(name, r.s))
 					return nil
 				case <-tick.C:
-					if s, err := c.Snapshot(name); err == nil && s.Merge != nil {
+					if s, err := c.Snapshot(cmd.Context(), name); err == nil && s.Merge != nil {
 						bar.show(name, s.Origin, s.Merge)
 					}
 				}
@@ -437,7 +437,7 @@ func (a *app) cowAdoptCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", op, err)
 			}
-			s, err := a.api().SnapshotCreate(wire.SnapshotCreate{Origin: args[1], Name: args[2], COW: file, Adopt: true})
+			s, err := a.api().SnapshotCreate(cmd.Context(), wire.SnapshotCreate{Origin: args[1], Name: args[2], COW: file, Adopt: true})
 			if err != nil {
 				return err
 			}

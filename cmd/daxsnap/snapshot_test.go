@@ -97,7 +97,7 @@ func TestCLI_cowInspect(t *testing.T) {
 	os.WriteFile(cow, make([]byte, 1<<20), 0o600)
 	c.ok("snapshot", "create", "vol", "s", "--cow", cow)
 	for _, off := range []int64{0, 4096, 3 * 4096} {
-		if err := c.d.Service().WriteData("vol", off, []byte("new")); err != nil {
+		if err := c.d.Service().WriteData(bg, "vol", off, []byte("new")); err != nil {
 			t.Fatal(err)
 		}
 	}

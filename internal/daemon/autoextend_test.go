@@ -18,7 +18,7 @@ func withAutoextend(threshold, percent int) func(*wire.SnapshotCreate) {
 func (e *env) fillOrigin(origin string, n int64) error {
 	data := bytes.Repeat([]byte{0xd7}, 64<<10)
 	for off := int64(0); off < n; off += int64(len(data)) {
-		if err := e.c.WriteData(origin, off, data); err != nil {
+		if err := e.c.WriteData(bg, origin, off, data); err != nil {
 			return err
 		}
 	}
@@ -43,7 +43,7 @@ func TestAutoextend_fillingSnapshotIsExtendedNotInvalidated(t *testing.T) {
 	if err := e.fillOrigin("vol", 8*mib); err != nil {
 		t.Fatalf("origin write while the snapshot fills: %v", err)
 	}
-	got, err := e.c.Snapshot("grows")
+	got, err := e.c.Snapshot(bg, "grows")
 	if err != nil || got.State != wire.SnapshotActive {
 		t.Fatalf("after 8 MiB of origin writes over a 1 MiB COW with autoextend: %+v, %v; want active", got, err)
 	}
@@ -63,13 +63,13 @@ func TestAutoextend_fillingSnapshotIsExtendedNotInvalidated(t *testing.T) {
 
 	// The policy is the snapshot's own and survives a restart.
 	e.restart()
-	if got, _ := e.c.Snapshot("grows"); got.State != wire.SnapshotActive || got.AutoextendThreshold != 70 {
+	if got, _ := e.c.Snapshot(bg, "grows"); got.State != wire.SnapshotActive || got.AutoextendThreshold != 70 {
 		t.Fatalf("after restart: %+v, want active with threshold 70", got)
 	}
 	if err := e.fillOrigin("vol", size); err != nil {
 		t.Fatalf("origin write after restart: %v", err)
 	}
-	if got, _ := e.c.Snapshot("grows"); got.State != wire.SnapshotActive {
+	if got, _ := e.c.Snapshot(bg, "grows"); got.State != wire.SnapshotActive {
 		t.Fatalf("after filling the whole origin past a restart: %+v, want active", got)
 	}
 	e.wantData("grows", make([]byte, size))
@@ -84,7 +84,7 @@ func TestAutoextend_withoutItTheWorkloadInvalidates(t *testing.T) {
 	if err := e.fillOrigin("vol", 8*mib); err != nil {
 		t.Fatalf("origin writes must not fail when a snapshot fills up: %v", err)
 	}
-	if got, _ := e.c.Snapshot("fixed"); got.State != wire.SnapshotInvalid {
+	if got, _ := e.c.Snapshot(bg, "fixed"); got.State != wire.SnapshotInvalid {
 		t.Fatalf("a 1 MiB COW without autoextend after 8 MiB of writes: %+v, want invalid", got)
 	}
 }
@@ -109,17 +109,17 @@ func TestAutoextend_daemonDefault(t *testing.T) {
 	if err := e.fillOrigin("vol", 4*mib); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := e.c.Snapshot("dflt"); got.State != wire.SnapshotActive {
+	if got, _ := e.c.Snapshot(bg, "dflt"); got.State != wire.SnapshotActive {
 		t.Fatalf("dflt: %+v, want active", got)
 	}
-	if got, _ := e.c.Snapshot("off"); got.State != wire.SnapshotInvalid {
+	if got, _ := e.c.Snapshot(bg, "off"); got.State != wire.SnapshotInvalid {
 		t.Fatalf("off: %+v, want invalid", got)
 	}
 	for _, c := range []struct {
 		threshold, percent int
 		want               string
 	}{{30, 20, "50 to 99"}, {0, 20, "without a threshold"}, {70, -1, "1 to 1000"}} {
-		_, err := e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "bad", AutoextendThreshold: c.threshold, AutoextendPercent: c.percent})
+		_, err := e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "bad", AutoextendThreshold: c.threshold, AutoextendPercent: c.percent})
 		wantCode(t, err, wire.CodeInvalidArgument, c.want)
 	}
 }

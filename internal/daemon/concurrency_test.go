@@ -29,8 +29,8 @@ func TestDaemon_concurrentVerbsAndIO(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range rounds {
-				for _, err := range []error{e.c.Load(name, wire.Load{Table: tables[i]}),
-					e.c.Suspend(name, wire.Suspend{}), e.c.Resume(name)} {
+				for _, err := range []error{e.c.Load(bg, name, wire.Load{Table: tables[i]}),
+					e.c.Suspend(bg, name, wire.Suspend{}), e.c.Resume(bg, name)} {
 					if err != nil {
 						errs <- fmt.Errorf("%s verbs: %w", name, err)
 						return
@@ -42,11 +42,11 @@ func TestDaemon_concurrentVerbsAndIO(t *testing.T) {
 			defer wg.Done()
 			for r := range rounds {
 				data := bytes.Repeat([]byte{byte(i*rounds + r)}, 4096)
-				if err := e.c.WriteData(name, int64(r)*4096, data); err != nil {
+				if err := e.c.WriteData(bg, name, int64(r)*4096, data); err != nil {
 					errs <- fmt.Errorf("%s write: %w", name, err)
 					return
 				}
-				got, err := e.c.ReadData(name, int64(r)*4096, 4096)
+				got, err := e.c.ReadData(bg, name, int64(r)*4096, 4096)
 				if err != nil || !bytes.Equal(got, data) {
 					errs <- fmt.Errorf("%s read back round %d: %v", name, r, err)
 					return
@@ -58,10 +58,10 @@ func TestDaemon_concurrentVerbsAndIO(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for range rounds {
-			if _, err := e.c.Devices(); err != nil {
+			if _, err := e.c.Devices(bg); err != nil {
 				errs <- err
 			}
-			if _, err := e.c.PmemList(); err != nil {
+			if _, err := e.c.PmemList(bg); err != nil {
 				errs <- err
 			}
 		}
@@ -80,7 +80,7 @@ func TestDaemon_concurrentVerbsAndIO(t *testing.T) {
 		if in := e.info(name); in.Suspended || in.InactiveTable {
 			t.Errorf("%s after restart: %+v", name, in)
 		}
-		got, err := e.c.ReadData(name, int64(rounds-1)*4096, 4096)
+		got, err := e.c.ReadData(bg, name, int64(rounds-1)*4096, 4096)
 		if err != nil || got[0] != byte(i*rounds+rounds-1) {
 			t.Errorf("%s data after restart: %v", name, err)
 		}

@@ -71,17 +71,17 @@ func TestDAXSession_CutEveryWay(t *testing.T) {
 	}{
 		{"dmsetup", func(e *env, mem string) {
 			cow := e.region("cow", size)
-			e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
-			e.must("load", e.c.Load("vol", wire.Load{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, mem)}))
+			e.must("suspend", e.c.Suspend(bg, "vol", wire.Suspend{}))
+			e.must("load", e.c.Load(bg, "vol", wire.Load{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, mem)}))
 			e.create("s", fmt.Sprintf("0 %d snapshot %s %s P 8\n", sectors, mem, cow))
-			e.must("resume", e.c.Resume("vol"))
+			e.must("resume", e.c.Resume(bg, "vol"))
 		}},
 		{"kernel-order", func(e *env, mem string) {
 			cow := e.region("cow", size)
 			e.create("s", fmt.Sprintf("0 %d snapshot %s %s P 8\n", sectors, mem, cow))
-			e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
-			e.must("load", e.c.Load("vol", wire.Load{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, mem)}))
-			e.must("resume", e.c.Resume("vol"))
+			e.must("suspend", e.c.Suspend(bg, "vol", wire.Suspend{}))
+			e.must("load", e.c.Load(bg, "vol", wire.Load{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, mem)}))
+			e.must("resume", e.c.Resume(bg, "vol"))
 		}},
 		{"verb", func(e *env, mem string) { e.snap("vol", "s", withChunk(4096)) }},
 	}
@@ -138,11 +138,11 @@ func TestDAXSession_SuspendStopsStores(t *testing.T) {
 		e := newEnv(t)
 		defer daemon.DisableCut(e.d)()
 		mem, cs := e.causalVol(1 << 20)
-		e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
+		e.must("suspend", e.c.Suspend(bg, "vol", wire.Suspend{}))
 		if same, _, _ := suspendedSums(t, mem); same {
 			t.Error("with the cut disabled the memory of suspended vol did not change: the check cannot catch stores")
 		}
-		e.must("resume", e.c.Resume("vol"))
+		e.must("resume", e.c.Resume(bg, "vol"))
 		for _, c := range cs {
 			c.Do("stop")
 		}
@@ -163,7 +163,7 @@ func testSuspendStopsStores(t *testing.T) {
 	e := newEnv(t)
 	mem, cs := e.causalVol(size)
 	time.Sleep(20 * time.Millisecond)
-	e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
+	e.must("suspend", e.c.Suspend(bg, "vol", wire.Suspend{}))
 	same, img1, img2 := suspendedSums(t, mem)
 	if !same {
 		t.Errorf("the memory of suspended vol changed between two checksums 200 ms apart (first at byte %d): stores reached it", testutil.FirstDiff(img1, img2))
@@ -178,7 +178,7 @@ func testSuspendStopsStores(t *testing.T) {
 			t.Errorf("writer %d loads %s from its progress word's first byte while suspended, want %d", w, got, img2[8*w])
 		}
 	}
-	e.must("resume", e.c.Resume("vol"))
+	e.must("resume", e.c.Resume(bg, "vol"))
 	// Every writer goes on after the resume, however slowly it runs.
 	waitProgress(t, func() []byte { return readFile(t, mem) }, at)
 	lasts := make([]uint64, causalWriters)
@@ -224,21 +224,21 @@ func TestDAXSession_SuspendOverSuspended(t *testing.T) {
 	c := clienttest.Start(t, e.d.SessionSocketPath())
 	c.Do("map top 0 %d rw", size)
 	c.Do("stream")
-	e.must("suspend vol", e.c.Suspend("vol", wire.Suspend{}))
+	e.must("suspend vol", e.c.Suspend(bg, "vol", wire.Suspend{}))
 	done := make(chan error, 1)
 	// No flush: a flush of top waits for vol, as block I/O does.
-	go func() { done <- e.c.Suspend("top", wire.Suspend{NoFlush: true}) }()
+	go func() { done <- e.c.Suspend(bg, "top", wire.Suspend{NoFlush: true}) }()
 	select {
 	case err := <-done:
 		e.must("suspend top", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("suspending top over suspended vol waits for vol's resume")
 	}
-	e.must("resume vol", e.c.Resume("vol"))
+	e.must("resume vol", e.c.Resume(bg, "vol"))
 	if same, img1, img2 := suspendedSums(t, mem); !same {
 		t.Errorf("stores through top reached vol's memory while top was suspended (first at byte %d)", testutil.FirstDiff(img1, img2))
 	}
-	e.must("resume top", e.c.Resume("top"))
+	e.must("resume top", e.c.Resume(bg, "top"))
 	var last uint64
 	fmt.Sscan(c.Do("stop"), &last)
 	img := readFile(t, mem)

@@ -51,7 +51,7 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 	if err := os.WriteFile(img, make([]byte, size), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.c.Create(wire.DeviceCreate{Name: "vol", Table: linear(img, size/512)}); err != nil {
+	if _, err := g.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(img, size/512)}); err != nil {
 		t.Fatal(err)
 	}
 	sock := daemon.SessionSocketPathIn(g.state)
@@ -68,7 +68,7 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 	}
 	read := func(name string) []byte {
 		t.Helper()
-		b, err := g.c.ReadData(name, 0, size)
+		b, err := g.c.ReadData(bg, name, 0, size)
 		if err != nil {
 			t.Fatalf("read %s: %v", name, err)
 		}
@@ -77,7 +77,7 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 	// Wait until both writers have stored something, so the snapshot cuts
 	// a running log.
 	waitProgress(t, func() []byte { return read("vol") }, make([]uint64, writers))
-	if _, err := g.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s1", COWSize: 4 * size}); err != nil {
+	if _, err := g.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s1", COWSize: 4 * size}); err != nil {
 		t.Fatal(err)
 	}
 	s1 := read("s1")
@@ -106,7 +106,7 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		adopted := 0
-		list, err := g.c.Sessions()
+		list, err := g.c.Sessions(bg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 	}
 	waitProgress(t, func() []byte { return read("vol") }, progress(origin, writers))
 
-	if _, err := g.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s2", COWSize: 4 * size}); err != nil {
+	if _, err := g.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s2", COWSize: 4 * size}); err != nil {
 		t.Fatal(err)
 	}
 	s2 := read("s2")

@@ -69,10 +69,10 @@ func TestDaemon_disconnectNBD(t *testing.T) {
 	if len(in.Holders) != 1 || in.Holders[0].Kind != "nbd" || in.Holders[0].PID != os.Getpid() || in.Holders[0].UID != 0 {
 		t.Fatalf("holders of vol: %+v, want one NBD client, pid %d uid 0", in.Holders, os.Getpid())
 	}
-	if err := e.c.Remove("vol", wire.Remove{}); err == nil {
+	if err := e.c.Remove(bg, "vol", wire.Remove{}); err == nil {
 		t.Fatal("remove of a device an NBD client holds succeeded; the test proves nothing")
 	}
-	got, err := e.c.Disconnect("vol")
+	got, err := e.c.Disconnect(bg, "vol")
 	if err != nil || got.NBD != 1 {
 		t.Fatalf("disconnect: %+v, %v; want one NBD connection closed", got, err)
 	}
@@ -82,7 +82,7 @@ func TestDaemon_disconnectNBD(t *testing.T) {
 	if _, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Error("the NBD client's connection is still open")
 	}
-	e.must("remove after disconnect", e.c.Remove("vol", wire.Remove{}))
+	e.must("remove after disconnect", e.c.Remove(bg, "vol", wire.Remove{}))
 }
 
 // Ensure that disconnect revokes open FUSE files: the open file's reads
@@ -102,7 +102,7 @@ func TestDaemon_disconnectFUSE(t *testing.T) {
 	if in := e.info("vol"); len(in.Holders) != 1 || in.Holders[0].Kind != "fuse" {
 		t.Fatalf("holders of vol: %+v, want one FUSE file", in.Holders)
 	}
-	got, err := e.c.Disconnect("vol")
+	got, err := e.c.Disconnect(bg, "vol")
 	if err != nil || got.FUSEFiles != 1 {
 		t.Fatalf("disconnect: %+v, %v; want one FUSE file revoked", got, err)
 	}
@@ -115,5 +115,5 @@ func TestDaemon_disconnectFUSE(t *testing.T) {
 	if in := e.info("vol"); len(in.Holders) != 0 || in.OpenCount != 0 {
 		t.Fatalf("after disconnect: holders %+v, open count %d", in.Holders, in.OpenCount)
 	}
-	e.must("remove after disconnect", e.c.Remove("vol", wire.Remove{}))
+	e.must("remove after disconnect", e.c.Remove(bg, "vol", wire.Remove{}))
 }

@@ -153,7 +153,7 @@ func TestDaemon_fuseLoopExt4(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(mnt, "a")); bytes.Equal(got, before["a"]) {
 		t.Error("the origin lost the change made after the snapshot")
 	}
-	err := e.c.Remove("snap1", wire.Remove{})
+	err := e.c.Remove(bg, "snap1", wire.Remove{})
 	wantCode(t, err, wire.CodeBusy, "open")
 
 	run(t, "umount", snapMnt)

@@ -93,16 +93,16 @@ func (z *fuzzDaemon) reset() error {
 	}
 	c := apiclient.New(z.d.SocketPath())
 	defer c.Close()
-	p, err := c.PmemCreate(wire.PmemCreate{Name: "vol-mem", Size: 1 << 20})
+	p, err := c.PmemCreate(bg, wire.PmemCreate{Name: "vol-mem", Size: 1 << 20})
 	if err != nil {
 		return err
 	}
 	for _, req := range []wire.DeviceCreate{{Name: "vol", Table: linear(p.Path, 2048)}, {Name: "z", Table: "0 8 zero"}} {
-		if _, err := c.Create(req); err != nil {
+		if _, err := c.Create(bg, req); err != nil {
 			return err
 		}
 	}
-	if _, err := c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s", COWSize: 1 << 20}); err != nil {
+	if _, err := c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s", COWSize: 1 << 20}); err != nil {
 		return err
 	}
 	z.baseline, err = daemon.StateFingerprint(z.d)

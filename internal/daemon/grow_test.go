@@ -20,8 +20,8 @@ func TestGrow_backingFileGrownIsSeenAtLoad(t *testing.T) {
 	if err := os.Truncate(path, 2*mib); err != nil {
 		t.Fatal(err)
 	}
-	e.must("load the grown file", e.c.Load("vol", wire.Load{Table: linear(path, 4096)}))
-	e.must("resume", e.c.Resume("vol"))
+	e.must("load the grown file", e.c.Load(bg, "vol", wire.Load{Table: linear(path, 4096)}))
+	e.must("resume", e.c.Resume(bg, "vol"))
 	if in := e.info("vol"); in.Sectors != 4096 {
 		t.Fatalf("vol has %d sectors after loading the grown file, want 4096", in.Sectors)
 	}
@@ -41,9 +41,9 @@ func TestGrow_cowGrownIsSeenOnResume(t *testing.T) {
 	if err := os.Truncate(s.COW, 3*mib); err != nil {
 		t.Fatal(err)
 	}
-	e.must("suspend s1", e.c.Suspend("s1", wire.Suspend{}))
-	e.must("resume s1", e.c.Resume("s1"))
-	if got, _ := e.c.Snapshot("s1"); got.Total != 3*mib/512 {
+	e.must("suspend s1", e.c.Suspend(bg, "s1", wire.Suspend{}))
+	e.must("resume s1", e.c.Resume(bg, "s1"))
+	if got, _ := e.c.Snapshot(bg, "s1"); got.Total != 3*mib/512 {
 		t.Fatalf("s1 total %d sectors after its COW grew to 3 MiB, want %d", got.Total, 3*mib/512)
 	}
 	e.fillPast("vol", "s1", 2*mib)
@@ -56,7 +56,7 @@ func TestGrow_snapshotExtend(t *testing.T) {
 	e := newEnv(t)
 	e.fileVol("vol", 8*mib)
 	e.snap("vol", "s1", withCOWSize(mib))
-	got, err := e.c.SnapshotExtend("s1", wire.SnapshotExtend{Add: 2 * mib})
+	got, err := e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{Add: 2 * mib})
 	if err != nil {
 		t.Fatalf("snapshot extend s1 +2M: %v", err)
 	}
@@ -68,21 +68,21 @@ func TestGrow_snapshotExtend(t *testing.T) {
 	}
 	e.fillPast("vol", "s1", 2*mib)
 
-	_, err = e.c.SnapshotExtend("s1", wire.SnapshotExtend{Size: mib})
+	_, err = e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{Size: mib})
 	wantCode(t, err, wire.CodeInvalidArgument, "never shrinks")
-	_, err = e.c.SnapshotExtend("s1", wire.SnapshotExtend{})
+	_, err = e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{})
 	wantCode(t, err, wire.CodeInvalidArgument, "--size +N")
-	_, err = e.c.SnapshotExtend("vol", wire.SnapshotExtend{Add: mib})
+	_, err = e.c.SnapshotExtend(bg, "vol", wire.SnapshotExtend{Add: mib})
 	wantCode(t, err, wire.CodeInvalidArgument, "vol is not a snapshot")
-	got, err = e.c.SnapshotExtend("s1", wire.SnapshotExtend{Size: 1 << 40})
+	got, err = e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{Size: 1 << 40})
 	if err != nil || got.Total*512 > 9*mib {
 		t.Fatalf("extend past a full copy: total %d sectors, %v; want at most a full copy of 8 MiB", got.Total, err)
 	}
-	_, err = e.c.SnapshotExtend("s1", wire.SnapshotExtend{Add: mib})
+	_, err = e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{Add: mib})
 	wantCode(t, err, wire.CodeInvalidArgument, "full copy")
 
 	e.restart()
-	if s, _ := e.c.Snapshot("s1"); s.State != wire.SnapshotActive || s.Total != got.Total {
+	if s, _ := e.c.Snapshot(bg, "s1"); s.State != wire.SnapshotActive || s.Total != got.Total {
 		t.Fatalf("after restart: %+v, want active with %d sectors", s, got.Total)
 	}
 }
@@ -94,7 +94,7 @@ func (e *env) fillPast(origin, snap string, n int64) {
 	e.t.Helper()
 	data := bytes.Repeat([]byte{0xee}, int(n))
 	e.write(origin, 0, data)
-	s, err := e.c.Snapshot(snap)
+	s, err := e.c.Snapshot(bg, snap)
 	if err != nil || s.State != wire.SnapshotActive {
 		e.t.Fatalf("%s after writing %d bytes to %s: %+v, %v; want active", snap, n, origin, s, err)
 	}

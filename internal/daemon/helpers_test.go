@@ -110,7 +110,7 @@ func (e *env) restart() {
 // region creates a memory region of size bytes and returns its path.
 func (e *env) region(name string, size int64) string {
 	e.t.Helper()
-	p, err := e.c.PmemCreate(wire.PmemCreate{Name: name, Size: size})
+	p, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: name, Size: size})
 	if err != nil {
 		e.t.Fatalf("pmem create %s: %v", name, err)
 	}
@@ -119,7 +119,7 @@ func (e *env) region(name string, size int64) string {
 
 func (e *env) create(name, table string) wire.Info {
 	e.t.Helper()
-	in, err := e.c.Create(wire.DeviceCreate{Name: name, Table: table})
+	in, err := e.c.Create(bg, wire.DeviceCreate{Name: name, Table: table})
 	if err != nil {
 		e.t.Fatalf("create %s: %v", name, err)
 	}
@@ -128,7 +128,7 @@ func (e *env) create(name, table string) wire.Info {
 
 func (e *env) info(name string) wire.Info {
 	e.t.Helper()
-	in, err := e.c.Info(name)
+	in, err := e.c.Info(bg, name)
 	if err != nil {
 		e.t.Fatalf("info %s: %v", name, err)
 	}
@@ -155,7 +155,7 @@ func (e *env) waitOpenCount(name string, want int) {
 
 func (e *env) table(name string, inactive bool) string {
 	e.t.Helper()
-	txt, err := e.c.Table(name, inactive)
+	txt, err := e.c.Table(bg, name, inactive)
 	if err != nil {
 		e.t.Fatalf("table %s: %v", name, err)
 	}

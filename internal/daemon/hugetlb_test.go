@@ -20,21 +20,21 @@ func TestDaemon_pmemHugetlb(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	e := newEnv(t)
-	_, err := e.c.PmemCreate(wire.PmemCreate{Name: "h", Size: 3 << 20, Hugetlb: true, Dir: mnt})
+	_, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: "h", Size: 3 << 20, Hugetlb: true, Dir: mnt})
 	wantCode(t, err, wire.CodeInvalidArgument, "2097152-byte pages", "use 4194304")
-	_, err = e.c.PmemCreate(wire.PmemCreate{Name: "h", Size: 2 << 20, Hugetlb: true, Dir: t.TempDir()})
+	_, err = e.c.PmemCreate(bg, wire.PmemCreate{Name: "h", Size: 2 << 20, Hugetlb: true, Dir: t.TempDir()})
 	wantCode(t, err, wire.CodeInvalidArgument, "hugetlbfs")
-	_, err = e.c.PmemCreate(wire.PmemCreate{Name: "h", Size: 2 << 20, Hugetlb: true, Dir: "/nonexistent"})
+	_, err = e.c.PmemCreate(bg, wire.PmemCreate{Name: "h", Size: 2 << 20, Hugetlb: true, Dir: "/nonexistent"})
 	wantCode(t, err, wire.CodeInvalidArgument, "mount -t hugetlbfs")
 
-	p, err := e.c.PmemCreate(wire.PmemCreate{Name: "h", Size: 2 << 20, Dir: mnt})
+	p, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: "h", Size: 2 << 20, Dir: mnt})
 	var ae *api.Error
 	switch {
 	case err == nil:
 		if !p.Hugetlb || p.Filesystem != "hugetlbfs" {
 			t.Fatalf("region on hugetlbfs: %+v", p)
 		}
-		e.must("pmem remove", e.c.PmemRemove("h"))
+		e.must("pmem remove", e.c.PmemRemove(bg, "h"))
 	case errors.As(err, &ae):
 		wantCode(t, err, wire.CodeNoSpace, "not enough memory", "smaller size")
 	default:

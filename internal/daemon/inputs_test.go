@@ -26,21 +26,21 @@ func TestInputs_namesOutputCannotCarry(t *testing.T) {
 		{"x\u2028y", "blank"},
 		{"x\xffy", "not UTF-8"},
 	} {
-		_, err := e.c.Create(wire.DeviceCreate{Name: bad.name, Table: "0 8 zero"})
+		_, err := e.c.Create(bg, wire.DeviceCreate{Name: bad.name, Table: "0 8 zero"})
 		wantCode(t, err, wire.CodeInvalidArgument, bad.says)
-		_, err = e.c.Rename("ok", wire.Rename{NewName: bad.name})
+		_, err = e.c.Rename(bg, "ok", wire.Rename{NewName: bad.name})
 		wantCode(t, err, wire.CodeInvalidArgument, bad.says)
-		_, err = e.c.PmemCreate(wire.PmemCreate{Name: bad.name, Size: 1 << 20})
+		_, err = e.c.PmemCreate(bg, wire.PmemCreate{Name: bad.name, Size: 1 << 20})
 		wantCode(t, err, wire.CodeInvalidArgument, bad.says)
-		_, err = e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: bad.name})
+		_, err = e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: bad.name})
 		wantCode(t, err, wire.CodeInvalidArgument, bad.says)
-		_, err = e.c.Create(wire.DeviceCreate{Name: "u", UUID: bad.name, Table: "0 8 zero"})
+		_, err = e.c.Create(bg, wire.DeviceCreate{Name: "u", UUID: bad.name, Table: "0 8 zero"})
 		wantCode(t, err, wire.CodeInvalidArgument, bad.says)
 	}
 	if got := e.devNames(); strings.Join(got, " ") != strings.Join(before, " ") {
 		t.Fatalf("devices after refused names: %q, want %q", got, before)
 	}
-	if ps, err := e.c.PmemList(); err != nil || len(ps) != 1 {
+	if ps, err := e.c.PmemList(bg); err != nil || len(ps) != 1 {
 		t.Fatalf("regions after refused names: %+v, %v; want only vol's", ps, err)
 	}
 }
@@ -50,9 +50,9 @@ func TestInputs_namesOutputCannotCarry(t *testing.T) {
 func TestInputs_hugeSizes(t *testing.T) {
 	e := newEnv(t)
 	e.pmemVol("vol", 1<<20)
-	_, err := e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s", COWSize: math.MaxInt64})
+	_, err := e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s", COWSize: math.MaxInt64})
 	wantCode(t, err, wire.CodeInvalidArgument, "9223372036854775807 bytes is too large", "full copy of vol takes")
-	_, err = e.c.PmemCreate(wire.PmemCreate{Name: "big", Size: math.MaxInt64})
+	_, err = e.c.PmemCreate(bg, wire.PmemCreate{Name: "big", Size: math.MaxInt64})
 	wantCode(t, err, wire.CodeInvalidArgument, "9223372036854775807 bytes is more than any memory")
 	if got := e.devNames(); strings.Join(got, " ") != "vol" {
 		t.Fatalf("devices after refused sizes: %q, want only vol", got)
@@ -82,7 +82,7 @@ func TestInputs_stateRecordsThatDoNotHoldTogether(t *testing.T) {
 	if !strings.Contains(in.Note, "recorded owner is not valid") || !strings.Contains(in.Note, "0303237") {
 		t.Errorf("odd's note %q, want one saying its recorded owner (mode 0303237) is not valid", in.Note)
 	}
-	if ps, err := e.c.PmemList(); err != nil || len(ps) != 0 {
+	if ps, err := e.c.PmemList(bg); err != nil || len(ps) != 0 {
 		t.Errorf("regions after start: %+v, %v; want none (r's record names q)", ps, err)
 	}
 	logs := e.logs.String()

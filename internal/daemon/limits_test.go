@@ -31,7 +31,7 @@ func readChild(arg string) int {
 	c := apiclient.New(f[0])
 	res := map[string]string{}
 	for _, name := range f[1:] {
-		_, err := c.ReadData(name, 0, 512)
+		_, err := c.ReadData(bg, name, 0, 512)
 		switch err := err.(type) {
 		case nil:
 			res[name] = ""
@@ -85,7 +85,7 @@ func TestDaemon_dataReadObeysMode(t *testing.T) {
 		!strings.Contains(got, "read the data of secret") || !strings.Contains(got, "mode 0600") {
 		t.Errorf("uid 65534 reading secret: %q, want a refusal saying who, what and why", got)
 	}
-	if _, err := e.c.ReadData("secret", 0, 512); err != nil {
+	if _, err := e.c.ReadData(bg, "secret", 0, 512); err != nil {
 		t.Errorf("root reading secret: %v", err)
 	}
 }
@@ -199,7 +199,7 @@ func TestDaemon_controlSocketLimits(t *testing.T) {
 	}
 	// Root is never refused, however many connections others hold.
 	for range 2 * max {
-		if _, err := e.c.Info("vol"); err != nil {
+		if _, err := e.c.Info(bg, "vol"); err != nil {
 			t.Errorf("root's info while uid 65534 holds connections: %v", err)
 		}
 	}

@@ -50,7 +50,7 @@ func TestSnapshot_restartZeroedHeader(t *testing.T) {
 
 	for range 2 {
 		e.start()
-		got, err := e.c.Snapshot("s1")
+		got, err := e.c.Snapshot(bg, "s1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func TestSnapshot_restartZeroedHeader(t *testing.T) {
 		if tbl := e.table("s1", false); tbl != fmt.Sprintf("0 %d error \n", volSize/512) {
 			t.Fatalf("s1 table = %q, want an error table", tbl)
 		}
-		_, err = e.c.ReadData("s1", 0, 512)
+		_, err = e.c.ReadData(bg, "s1", 0, 512)
 		wantCode(t, err, wire.CodeIO)
 		e.wantData("vol", model)
 		after, err := os.ReadFile(s.COW)
@@ -73,7 +73,7 @@ func TestSnapshot_restartZeroedHeader(t *testing.T) {
 		e.stop()
 	}
 	e.start()
-	e.must("remove s1", e.c.SnapshotRemove("s1"))
+	e.must("remove s1", e.c.SnapshotRemove(bg, "s1"))
 	e.wantDevices("vol")
 	e.wantData("vol", model)
 	if !bytes.Equal(e.read("vol", 8192, int64(len(p))), p) {
@@ -135,7 +135,7 @@ func TestSnapshot_lostStateAdopt(t *testing.T) {
 			// The origin comes back as the user recreates it; then adopt.
 			e.create("vol", table)
 			req := wire.SnapshotCreate{Origin: "vol", Name: "s1", COW: lost, Adopt: true}
-			s, err := e.c.SnapshotCreate(req)
+			s, err := e.c.SnapshotCreate(bg, req)
 			if err != nil {
 				t.Fatalf("adopt: %v", err)
 			}
@@ -149,7 +149,7 @@ func TestSnapshot_lostStateAdopt(t *testing.T) {
 			}
 			e.restart()
 			e.wantData("s1", img)
-			e.must("remove s1", e.c.SnapshotRemove("s1"))
+			e.must("remove s1", e.c.SnapshotRemove(bg, "s1"))
 			if f := e.cowFiles(); len(f) != 0 {
 				t.Fatalf("COW files left after removing the adopted snapshot: %v", f)
 			}
@@ -193,7 +193,7 @@ func TestSnapshot_adoptRefused(t *testing.T) {
 		{wire.SnapshotCreate{Origin: "vol", Name: "s2", Adopt: true}, wire.CodeInvalidArgument, []string{"needs the COW file"}},
 		{wire.SnapshotCreate{Origin: "nope", Name: "s2", COW: blank, Adopt: true}, wire.CodeNotFound, []string{"no origin device nope"}},
 	} {
-		_, err := e.c.SnapshotCreate(c.req)
+		_, err := e.c.SnapshotCreate(bg, c.req)
 		wantCode(t, err, c.code, c.want...)
 	}
 }

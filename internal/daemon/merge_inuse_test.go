@@ -26,7 +26,7 @@ func (e *env) waitMerged(name, origin string) {
 	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		_, err := e.c.Snapshot(name)
+		_, err := e.c.Snapshot(bg, name)
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Code == wire.CodeNotFound && slices.Equal(e.devNames(), []string{origin}) && !e.info(origin).Suspended {
 			return
@@ -52,7 +52,7 @@ func TestSnapshot_mergeRefusedWhileMounted(t *testing.T) {
 	file := filepath.Join(e.d.FUSEDir(), "vol")
 	loop, mnt, before := e.ext4Snapshot(file, "s5")
 
-	_, err := e.c.SnapshotMerge("s5", wire.SnapshotMerge{})
+	_, err := e.c.SnapshotMerge(bg, "s5", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeBusy, "vol is in use", "loop device "+loop, "mounted on "+mnt, "losetup -d "+loop, "--deferred")
 	if got, err := os.ReadFile(filepath.Join(mnt, "c")); err != nil || string(got) != "written after the snapshot\n" {
 		t.Fatalf("the file system after the refused merge: %q, %v", got, err)
@@ -61,13 +61,13 @@ func TestSnapshot_mergeRefusedWhileMounted(t *testing.T) {
 		t.Fatalf("vol suspended after the refused merge: %+v", in)
 	}
 
-	s, err := e.c.SnapshotMerge("s5", wire.SnapshotMerge{Deferred: true})
+	s, err := e.c.SnapshotMerge(bg, "s5", wire.SnapshotMerge{Deferred: true})
 	if err != nil || !s.MergeDeferred || s.State != wire.SnapshotActive || s.Merge != nil {
 		t.Fatalf("merge --deferred: %+v, %v; want it recorded, not started", s, err)
 	}
 	run(t, "sync")
 	time.Sleep(100 * time.Millisecond) // a merge started now would be too early
-	if s, err := e.c.Snapshot("s5"); err != nil || !s.MergeDeferred || s.Merge != nil {
+	if s, err := e.c.Snapshot(bg, "s5"); err != nil || !s.MergeDeferred || s.Merge != nil {
 		t.Fatalf("s5 while vol is mounted: %+v, %v", s, err)
 	}
 
@@ -106,9 +106,9 @@ func TestSnapshot_mergeDeferredAcrossRestart(t *testing.T) {
 	}
 	defer c.Close()
 
-	_, err = e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	_, err = e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeBusy, "vol is in use", fmt.Sprintf("NBD client uid %d (gid %d, pid %d)", os.Getuid(), os.Getgid(), os.Getpid()), "disconnect", "--deferred")
-	s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{Deferred: true, NoWait: true})
+	s, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{Deferred: true, NoWait: true})
 	if err != nil || !s.MergeDeferred || s.Merge != nil {
 		t.Fatalf("merge --deferred: %+v, %v", s, err)
 	}
@@ -135,9 +135,9 @@ func TestSnapshot_mergeDeferredForDAXMapping(t *testing.T) {
 	img := e.read("vol", 0, volSize)
 	e.snap("vol", "s1")
 
-	_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	_, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeBusy, fmt.Sprintf("pid %d", c.Cmd.Process.Pid), "not given back")
-	s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{Deferred: true})
+	s, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{Deferred: true})
 	if err != nil || !s.MergeDeferred || s.Merge != nil {
 		t.Fatalf("merge --deferred: %+v, %v", s, err)
 	}

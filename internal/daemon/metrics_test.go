@@ -130,7 +130,7 @@ func (e *env) mergeHeld(name string) (finish func()) {
 	})
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.c.SnapshotMerge(name, wire.SnapshotMerge{NoWait: true})
+		_, err := e.c.SnapshotMerge(bg, name, wire.SnapshotMerge{NoWait: true})
 		done <- err
 	}()
 	var rel sync.Once
@@ -162,8 +162,8 @@ func TestMetrics_snapshotCOWInvalidationAndMerge(t *testing.T) {
 	e.snap("vol", "s1", withCOWSize(mib))
 	e.snap("vol2", "full", withCOWSize(64*1024))
 	data := bytes.Repeat([]byte{0xa5}, 256*1024)
-	e.must("write vol", e.c.WriteData("vol", 0, data))
-	e.c.WriteData("vol2", 0, data) // overflows full's COW: invalidates it
+	e.must("write vol", e.c.WriteData(bg, "vol", 0, data))
+	e.c.WriteData(bg, "vol2", 0, data) // overflows full's COW: invalidates it
 
 	m := scrapeHTTP(t, url)
 	const s1 = `{origin="vol",snapshot="s1"}`
@@ -178,7 +178,7 @@ func TestMetrics_snapshotCOWInvalidationAndMerge(t *testing.T) {
 	wantMetric(t, m, "daxsnap_snapshot_merge_remaining_chunks"+s1, equals(0), "0")
 	finish()
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := e.c.Snapshot("s1"); err != nil {
+		if _, err := e.c.Snapshot(bg, "s1"); err != nil {
 			break // merged
 		}
 		if time.Now().After(deadline) {

@@ -39,7 +39,7 @@ func TestDaemon_nbdExport(t *testing.T) {
 		t.Fatalf("nbdinfo --list lacks vol:\n%s", list)
 	}
 	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 65536 65536", "-c", "flush", uri)
-	got, err := e.c.ReadData("vol", 65536, 65536)
+	got, err := e.c.ReadData(bg, "vol", 65536, 65536)
 	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x5a}, 65536)) {
 		t.Fatalf("data written over NBD not on the device: %v", err)
 	}
@@ -67,7 +67,7 @@ func TestDaemon_nbdReadOnly(t *testing.T) {
 	testutil.RequireTool(t, "qemu-io")
 	e := newEnv(t)
 	e.must("create", func() error {
-		_, err := e.c.Create(wireCreateRO("ro"))
+		_, err := e.c.Create(bg, wireCreateRO("ro"))
 		return err
 	}())
 	uri := "nbd+unix:///ro?socket=" + filepath.Join(e.cfg.StateDir, daemon.NBDSocketName)

@@ -28,7 +28,7 @@ func ids(uid, gid uint32) (*uint32, *uint32) { return &uid, &gid }
 func (e *env) createOwned(name, table string, uid, gid uint32, mode string) wire.Info {
 	e.t.Helper()
 	u, g := ids(uid, gid)
-	in, err := e.c.Create(wire.DeviceCreate{Name: name, Table: table, UID: u, GID: g, Mode: mode})
+	in, err := e.c.Create(bg, wire.DeviceCreate{Name: name, Table: table, UID: u, GID: g, Mode: mode})
 	if err != nil {
 		e.t.Fatalf("create %s: %v", name, err)
 	}
@@ -50,17 +50,17 @@ func TestDaemon_owner(t *testing.T) {
 	wantOwner(t, e.create("plain", "0 8 zero"), 0, 6, "0600")
 	wantOwner(t, e.createOwned("mine", "0 8 zero", 65534, 0, "0640"), 65534, 0, "0640")
 	u, _ := ids(1000, 0)
-	in, err := e.c.Create(wire.DeviceCreate{Name: "uidonly", NoTable: true, UID: u})
+	in, err := e.c.Create(bg, wire.DeviceCreate{Name: "uidonly", NoTable: true, UID: u})
 	e.must("create uidonly", err)
 	wantOwner(t, in, 1000, 6, "0600")
-	_, err = e.c.Create(wire.DeviceCreate{Name: "bad", NoTable: true, Mode: "04755"})
+	_, err = e.c.Create(bg, wire.DeviceCreate{Name: "bad", NoTable: true, Mode: "04755"})
 	wantCode(t, err, wire.CodeInvalidArgument, "create bad", `mode "04755"`, "0777")
-	_, err = e.c.Create(wire.DeviceCreate{Name: "bad", NoTable: true, Mode: "0x1ff"})
+	_, err = e.c.Create(bg, wire.DeviceCreate{Name: "bad", NoTable: true, Mode: "0x1ff"})
 	wantCode(t, err, wire.CodeInvalidArgument, "not an octal number")
-	if _, err := e.c.Info("bad"); err == nil {
+	if _, err := e.c.Info(bg, "bad"); err == nil {
 		t.Fatal("a refused create made a device")
 	}
-	in, err = e.c.Rename("mine", wire.Rename{NewName: "ours"})
+	in, err = e.c.Rename(bg, "mine", wire.Rename{NewName: "ours"})
 	e.must("rename", err)
 	wantOwner(t, in, 65534, 0, "0640")
 
@@ -83,7 +83,7 @@ func TestDaemon_owner(t *testing.T) {
 		t.Fatalf("old record's table = %q", got)
 	}
 	// The next change records the default owner explicitly.
-	e.must("suspend", e.c.Suspend("ours", wire.Suspend{}))
+	e.must("suspend", e.c.Suspend(bg, "ours", wire.Suspend{}))
 	e.stop()
 	rewriteRecord(t, e.cfg.StateDir, "ours", func(rec map[string]any) {
 		if o, ok := rec["owner"].(map[string]any); !ok || o["gid"] != 6.0 || o["mode"] != 384.0 {
@@ -191,7 +191,7 @@ func TestDAXSession_perDeviceAuthorization(t *testing.T) {
 func (e *env) regionOwned(name string, size int64, uid, gid uint32, mode string) string {
 	e.t.Helper()
 	u, g := ids(uid, gid)
-	p, err := e.c.PmemCreate(wire.PmemCreate{Name: name, Size: size, UID: u, GID: g, Mode: mode})
+	p, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: name, Size: size, UID: u, GID: g, Mode: mode})
 	if err != nil {
 		e.t.Fatalf("pmem create %s: %v", name, err)
 	}
@@ -221,7 +221,7 @@ func TestDAXSession_regionAuthorization(t *testing.T) {
 	}
 	bin := copyTestBinary(t)
 	shared := e.region("shared", 2*size)
-	if p, err := e.c.PmemGet("shared"); err != nil || p.UID != 0 || p.GID != 6 || p.Mode != "0600" {
+	if p, err := e.c.PmemGet(bg, "shared"); err != nil || p.UID != 0 || p.GID != 6 || p.Mode != "0600" {
 		t.Fatalf("pmem shared: %+v, %v: want the default owner 0:6 0600", p, err)
 	}
 	e.createOwned("volA", linear(shared, size/512), nobody, nobody, "0600")
@@ -253,7 +253,7 @@ func TestDAXSession_regionAuthorization(t *testing.T) {
 	r.Do("map volA 0 %d rw", size)
 	r.Do("quit")
 	e.restart()
-	if p, err := e.c.PmemGet("own-mem"); err != nil || p.UID != nobody || p.GID != nobody || p.Mode != "0600" {
+	if p, err := e.c.PmemGet(bg, "own-mem"); err != nil || p.UID != nobody || p.GID != nobody || p.Mode != "0600" {
 		t.Fatalf("pmem own-mem after a restart: %+v, %v: want owner %d:%d 0600", p, err, nobody, nobody)
 	}
 }
@@ -303,7 +303,7 @@ func TestDAXSession_shrunkRegion(t *testing.T) {
 	}
 	r.Do("map vol 0 %d rw", size/2) // what is left maps
 	r.Do("quit")
-	p, err := e.c.PmemGet("vol-mem")
+	p, err := e.c.PmemGet(bg, "vol-mem")
 	if err != nil || !strings.Contains(p.Note, "truncated") || !strings.Contains(p.Note, "recreate the region") {
 		t.Errorf("pmem vol-mem after a truncate: %+v, %v: want a note that it was truncated", p, err)
 	}
@@ -317,15 +317,15 @@ func TestDAXSession_shrunkRegion(t *testing.T) {
 func TestDaemon_deviceStateLifetime(t *testing.T) {
 	e := newEnv(t)
 	e.createOwned("low", "0 8 zero", 1000, 1000, "0640")
-	if _, err := e.c.Rename("low", wire.Rename{NewName: "low2"}); err != nil {
+	if _, err := e.c.Rename(bg, "low", wire.Rename{NewName: "low2"}); err != nil {
 		t.Fatal(err)
 	}
 	wantOwner(t, e.info("low2"), 1000, 1000, "0640")
 	e.create("high", "0 8 linear /dev/mapper/low2 0")
-	e.must("remove --deferred", e.c.Remove("low2", wire.Remove{Deferred: true}))
-	e.must("remove high", e.c.Remove("high", wire.Remove{}))
+	e.must("remove --deferred", e.c.Remove(bg, "low2", wire.Remove{Deferred: true}))
+	e.must("remove high", e.c.Remove(bg, "high", wire.Remove{}))
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := e.c.Info("low2"); errors.Is(err, dm.ErrNotFound) {
+		if _, err := e.c.Info(bg, "low2"); errors.Is(err, dm.ErrNotFound) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -335,7 +335,7 @@ func TestDaemon_deviceStateLifetime(t *testing.T) {
 	for i := range 4 {
 		name := fmt.Sprintf("vol%d", i)
 		e.createOwned(name, "0 8 zero", 1000, 1000, "0600")
-		e.must("remove", e.c.Remove(name, wire.Remove{}))
+		e.must("remove", e.c.Remove(bg, name, wire.Remove{}))
 	}
 	if n := daemon.DeviceStates(e.d); n != 0 {
 		t.Errorf("the daemon keeps the state of %d devices with none left", n)

@@ -50,10 +50,10 @@ type peerResult struct {
 func peerChild(sock string) int {
 	c := apiclient.New(sock)
 	res := peerResult{UID: os.Getuid()}
-	if _, err := c.Devices(); err != nil {
+	if _, err := c.Devices(bg); err != nil {
 		res.ReadErr = err.Error()
 	}
-	_, err := c.Create(wire.DeviceCreate{Name: "intruder", Table: "0 8 zero"})
+	_, err := c.Create(bg, wire.DeviceCreate{Name: "intruder", Table: "0 8 zero"})
 	if ae, ok := err.(*api.Error); ok {
 		res.WriteCode, res.WriteStatus, res.WriteErr = ae.Code, ae.Status, ae.Message
 	} else if err != nil {
@@ -90,7 +90,7 @@ func TestDaemon_peerCredentials(t *testing.T) {
 		!strings.Contains(res.WriteErr, "uid 65534") || !strings.Contains(res.WriteErr, "root or uid 0") {
 		t.Fatalf("child create: %+v, want 403 permission_denied naming who may", res)
 	}
-	if devs, _ := e.c.Devices(); len(devs) != 0 {
+	if devs, _ := e.c.Devices(bg); len(devs) != 0 {
 		t.Fatalf("the refused create made %+v", devs)
 	}
 }

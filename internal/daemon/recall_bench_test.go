@@ -42,8 +42,8 @@ func benchMove(b *testing.B, clients int) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 1; i <= b.N; i++ {
-		e.must("load", e.c.Load("vol", wire.Load{Table: linear(regions[i%2], size/512)}))
-		e.must("resume", e.c.Resume("vol"))
+		e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(regions[i%2], size/512)}))
+		e.must("resume", e.c.Resume(bg, "vol"))
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N)/1e3, "ms/move")

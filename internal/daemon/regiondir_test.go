@@ -51,7 +51,7 @@ func TestRegionDir_squatRefused(t *testing.T) {
 		{"ln -s /tmp " + sub, "is a symbolic link"},
 	} {
 		asNobody(t, squat.script)
-		_, err := e.c.PmemCreate(wire.PmemCreate{Name: "fast", Size: 1 << 20, Dir: shm})
+		_, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: "fast", Size: 1 << 20, Dir: shm})
 		wantCode(t, err, wire.CodeInvalidArgument, squat.says, "remove it", "--dir")
 		if _, err := os.Lstat(filepath.Join(sub, "fast")); !os.IsNotExist(err) {
 			t.Errorf("after a refused create: %s/fast: %v, want none", sub, err)
@@ -65,11 +65,11 @@ func TestRegionDir_squatRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(sub, 0o777)
-	_, err := e.c.PmemCreate(wire.PmemCreate{Name: "fast", Size: 1 << 20, Dir: shm})
+	_, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: "fast", Size: 1 << 20, Dir: shm})
 	wantCode(t, err, wire.CodeInvalidArgument, "has mode 0777", "users other than its owner may write it")
 	os.Remove(sub)
 
-	p, err := e.c.PmemCreate(wire.PmemCreate{Name: "fast", Size: 1 << 20, Dir: shm})
+	p, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: "fast", Size: 1 << 20, Dir: shm})
 	e.must("pmem create", err)
 	fi, err := os.Lstat(sub)
 	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
@@ -78,7 +78,7 @@ func TestRegionDir_squatRefused(t *testing.T) {
 	if filepath.Dir(p.Path) != sub {
 		t.Fatalf("region at %s, want it in %s", p.Path, sub)
 	}
-	e.must("pmem remove", e.c.PmemRemove("fast"))
+	e.must("pmem remove", e.c.PmemRemove(bg, "fast"))
 	if _, err := os.Lstat(sub); !os.IsNotExist(err) {
 		t.Errorf("region directory after its last region's removal: %v, want it removed", err)
 	}
@@ -118,10 +118,10 @@ func TestRegionDir_swappedFileRefused(t *testing.T) {
 			if !strings.Contains(in.Note, "serves an `error` table") || !strings.Contains(in.Note, "region fast") && !strings.Contains(in.Note, "symbolic link") {
 				t.Errorf("secretvol's note %q, want it serving errors because region fast's file was refused", in.Note)
 			}
-			if err := e.c.WriteData("secretvol", 0, []byte("secret")); err == nil {
+			if err := e.c.WriteData(bg, "secretvol", 0, []byte("secret")); err == nil {
 				t.Errorf("write to secretvol over a swapped region file succeeded")
 			}
-			ps, err := e.c.PmemList()
+			ps, err := e.c.PmemList(bg)
 			if err != nil || len(ps) != 1 || !strings.Contains(ps[0].Note, "file refused") {
 				t.Errorf("pmem list: %+v, %v; want fast with a note that its file is refused", ps, err)
 			}
@@ -151,8 +151,8 @@ func TestRegionDir_kernelMountsRefused(t *testing.T) {
 		if _, err := os.Lstat(sub); os.IsNotExist(err) {
 			t.Cleanup(func() { os.RemoveAll(sub) }) // only if this test made it
 		}
-		_, err := e.c.PmemCreate(wire.PmemCreate{Name: "k", Size: 1 << 20, Dir: dir})
+		_, err := e.c.PmemCreate(bg, wire.PmemCreate{Name: "k", Size: 1 << 20, Dir: dir})
 		wantCode(t, err, wire.CodeInvalidArgument, dir)
-		e.c.PmemRemove("k")
+		e.c.PmemRemove(bg, "k")
 	}
 }

@@ -22,7 +22,7 @@ func TestRename_originKeepsItsSnapshots(t *testing.T) {
 	e.snap("vol", "s1")
 	e.write("vol", 0, b)
 
-	if _, err := e.c.Rename("vol", wire.Rename{NewName: "volX"}); err != nil {
+	if _, err := e.c.Rename(bg, "vol", wire.Rename{NewName: "volX"}); err != nil {
 		t.Fatalf("rename vol volX: %v", err)
 	}
 	check := func(when string, snaps map[string][]byte) {
@@ -61,8 +61,8 @@ func TestRename_originKeepsItsSnapshots(t *testing.T) {
 	e.wantData("volX", c)
 
 	// The layout comes apart under its new names.
-	e.must("snapshot remove s1", e.c.SnapshotRemove("s1"))
-	e.must("snapshot remove s2", e.c.SnapshotRemove("s2"))
+	e.must("snapshot remove s1", e.c.SnapshotRemove(bg, "s1"))
+	e.must("snapshot remove s2", e.c.SnapshotRemove(bg, "s2"))
 	e.wantDevices("volX")
 	e.wantData("volX", c)
 }
@@ -76,7 +76,7 @@ func TestRename_deviceUnderAnotherTable(t *testing.T) {
 	data := bytes.Repeat([]byte("renamed"), 1000)
 	e.write("top", 4096, data)
 
-	if _, err := e.c.Rename("base", wire.Rename{NewName: "base2"}); err != nil {
+	if _, err := e.c.Rename(bg, "base", wire.Rename{NewName: "base2"}); err != nil {
 		t.Fatalf("rename base base2 under top: %v", err)
 	}
 	want := "0 2048 linear /dev/mapper/base2 0\n"
@@ -87,7 +87,7 @@ func TestRename_deviceUnderAnotherTable(t *testing.T) {
 		t.Fatal("top reads other data after its device was renamed")
 	}
 	e.write("top", 0, data)
-	err := e.c.Remove("base2", wire.Remove{})
+	err := e.c.Remove(bg, "base2", wire.Remove{})
 	wantCode(t, err, wire.CodeBusy, "top", "/dev/mapper/base2")
 
 	e.restart()
@@ -108,12 +108,12 @@ func TestRename_keepsLayoutsWhole(t *testing.T) {
 	e.snap("vol", "s1")
 	e.create("other", "0 8 zero")
 
-	_, err := e.c.Rename("vol-real", wire.Rename{NewName: "x"})
+	_, err := e.c.Rename(bg, "vol-real", wire.Rename{NewName: "x"})
 	wantCode(t, err, wire.CodeInvalidArgument, "snapshot layout of origin vol", "rename vol")
-	_, err = e.c.Rename("other", wire.Rename{NewName: "vol-merge"})
+	_, err = e.c.Rename(bg, "other", wire.Rename{NewName: "vol-merge"})
 	wantCode(t, err, wire.CodeInvalidArgument, "kept for the snapshot layout of origin vol")
 	e.create("new-real", "0 8 zero")
-	_, err = e.c.Rename("vol", wire.Rename{NewName: "new"})
+	_, err = e.c.Rename(bg, "vol", wire.Rename{NewName: "new"})
 	wantCode(t, err, wire.CodeExists, "new-real")
 	e.wantDevices("vol", "vol-real", "s1", "other", "new-real")
 	if l := e.snapList("vol"); len(l) != 1 {
@@ -138,7 +138,7 @@ func TestRename_snapshotNameReused(t *testing.T) {
 	a, b := bytes.Repeat([]byte{1}, mib), bytes.Repeat([]byte{2}, mib)
 	e.write("vol", 0, a)
 	first := e.snap("vol", "s1")
-	if _, err := e.c.Rename("s1", wire.Rename{NewName: "old"}); err != nil {
+	if _, err := e.c.Rename(bg, "s1", wire.Rename{NewName: "old"}); err != nil {
 		t.Fatal(err)
 	}
 	e.write("vol", 0, b)
@@ -150,7 +150,7 @@ func TestRename_snapshotNameReused(t *testing.T) {
 	e.restart()
 	e.wantData("old", a)
 	e.wantData("s1", b)
-	if got, _ := e.c.Snapshot("old"); got.COW != first.COW || got.Origin != "vol" {
+	if got, _ := e.c.Snapshot(bg, "old"); got.COW != first.COW || got.Origin != "vol" {
 		t.Fatalf("old after restart: %+v, want COW %s of vol", got, first.COW)
 	}
 }
@@ -173,9 +173,9 @@ func TestRename_deviceUnderKeptTable(t *testing.T) {
 	if in := e.info("top"); !strings.Contains(in.Note, "did not load") {
 		t.Fatalf("top without its region file: %+v, want it degraded", in)
 	}
-	err := e.c.Remove("low", wire.Remove{})
+	err := e.c.Remove(bg, "low", wire.Remove{})
 	wantCode(t, err, wire.CodeBusy, "the tables of top map /dev/mapper/low")
-	if _, err := e.c.Rename("low", wire.Rename{NewName: "low2"}); err != nil {
+	if _, err := e.c.Rename(bg, "low", wire.Rename{NewName: "low2"}); err != nil {
 		t.Fatalf("rename low low2 under top's kept table: %v", err)
 	}
 	e.stop()

@@ -27,10 +27,10 @@ func TestDaemon_restart(t *testing.T) {
 	e.create("z-base", linear(path, 8192))
 	e.create("a-top", "0 8192 linear /dev/mapper/z-base 0")
 	e.create("mid", "0 8 zero")
-	e.must("load", e.c.Load("mid", wire.Load{Table: "0 16 zero"}))
-	e.must("suspend", e.c.Suspend("mid", wire.Suspend{}))
+	e.must("load", e.c.Load(bg, "mid", wire.Load{Table: "0 16 zero"}))
+	e.must("suspend", e.c.Suspend(bg, "mid", wire.Suspend{}))
 	data := bytes.Repeat([]byte{0xa5, 0x5a}, 2048)
-	e.must("write", e.c.WriteData("a-top", 8192, data))
+	e.must("write", e.c.WriteData(bg, "a-top", 8192, data))
 
 	e.restart()
 	if got := e.table("a-top", false); got != "0 8192 linear /dev/mapper/z-base 0\n" {
@@ -43,7 +43,7 @@ func TestDaemon_restart(t *testing.T) {
 		t.Fatalf("z-base open count %d after restart, want 1 (held by a-top)", in.OpenCount)
 	}
 	for _, dev := range []string{"a-top", "z-base"} {
-		got, err := e.c.ReadData(dev, 8192, int64(len(data)))
+		got, err := e.c.ReadData(bg, dev, 8192, int64(len(data)))
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%s: data lost across restart: %v", dev, err)
 		}
@@ -55,7 +55,7 @@ func TestDaemon_restart(t *testing.T) {
 	if got := e.table("mid", true); got != "0 16 zero \n" {
 		t.Fatalf("mid inactive table = %q", got)
 	}
-	e.must("resume", e.c.Resume("mid"))
+	e.must("resume", e.c.Resume(bg, "mid"))
 	if in := e.info("mid"); in.Sectors != 16 {
 		t.Fatalf("mid after resume: %+v", in)
 	}
@@ -71,10 +71,10 @@ func TestDaemon_restartStackOrder(t *testing.T) {
 	e.create("z-base", linear(path, 8192))
 	e.create("m-mid", "0 8192 linear /dev/mapper/z-base 0")
 	e.create("a-top", "0 8 zero")
-	e.must("load", e.c.Load("a-top", wire.Load{Table: "0 8192 linear /dev/mapper/m-mid 0"}))
+	e.must("load", e.c.Load(bg, "a-top", wire.Load{Table: "0 8192 linear /dev/mapper/m-mid 0"}))
 	e.create("empty", "0 8 zero")
 	e.create("b-over-empty", "0 8 linear /dev/mapper/empty 0")
-	e.must("load", e.c.Load("empty", wire.Load{Table: "0 8 zero"}))
+	e.must("load", e.c.Load(bg, "empty", wire.Load{Table: "0 8 zero"}))
 	e.stop()
 	// empty's record loses its live table, as a state file of a device
 	// created with --notable says.
@@ -96,10 +96,10 @@ func TestDaemon_restartStackOrder(t *testing.T) {
 	if got := e.table("m-mid", false); got != "0 8192 linear /dev/mapper/z-base 0\n" {
 		t.Fatalf("m-mid table after restart = %q (note %q)", got, e.info("m-mid").Note)
 	}
-	e.must("resume a-top", e.c.Resume("a-top"))
+	e.must("resume a-top", e.c.Resume(bg, "a-top"))
 	data := bytes.Repeat([]byte("order"), 100)
-	e.must("write", e.c.WriteData("a-top", 4096, data))
-	if got, err := e.c.ReadData("z-base", 4096, int64(len(data))); err != nil || !bytes.Equal(got, data) {
+	e.must("write", e.c.WriteData(bg, "a-top", 4096, data))
+	if got, err := e.c.ReadData(bg, "z-base", 4096, int64(len(data))); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("a write through a-top did not reach z-base: %v", err)
 	}
 	in := e.info("b-over-empty")
@@ -132,11 +132,11 @@ func TestDaemon_restartMissingBacking(t *testing.T) {
 	if got := e.table("gone", false); got != "0 8192 error \n" {
 		t.Fatalf("gone table = %q, want an error table of the recorded size", got)
 	}
-	st, err := e.c.Status("gone", false)
+	st, err := e.c.Status(bg, "gone", false)
 	if err != nil || !strings.Contains(st.Note, "restart `daxsnap serve`") {
 		t.Fatalf("gone status = %+v, %v", st, err)
 	}
-	_, err = e.c.ReadData("gone", 0, 512)
+	_, err = e.c.ReadData(bg, "gone", 0, 512)
 	wantCode(t, err, wire.CodeIO)
 	if in := e.info("above"); !in.LiveTable || in.Note != "" {
 		t.Fatalf("above after restart: %+v", in)
@@ -144,7 +144,7 @@ func TestDaemon_restartMissingBacking(t *testing.T) {
 	if in := e.info("fine"); !in.LiveTable {
 		t.Fatalf("fine after restart: %+v", in)
 	}
-	p, _ := e.c.PmemGet("r")
+	p, _ := e.c.PmemGet(bg, "r")
 	if !strings.Contains(p.Note, "missing") || len(p.UsedBy) != 1 {
 		t.Fatalf("pmem r: %+v, want a note and gone as its user", p)
 	}
@@ -177,7 +177,7 @@ func TestDaemon_secondRefused(t *testing.T) {
 	if !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q lacks %q", err, want)
 	}
-	if _, err := e.c.Version(); err != nil {
+	if _, err := e.c.Version(bg); err != nil {
 		t.Fatalf("first daemon hurt by the second: %v", err)
 	}
 }
@@ -201,10 +201,10 @@ func TestDaemon_interrupted(t *testing.T) {
 	if in := e.info("loading"); !strings.Contains(in.Note, "stopped during `load`") || !in.LiveTable {
 		t.Fatalf("loading after restart: %+v", in)
 	}
-	_, err = e.c.Info("half")
+	_, err = e.c.Info(bg, "half")
 	wantCode(t, err, wire.CodeNotFound)
 	// The next successful operation clears the note.
-	e.must("suspend", e.c.Suspend("loading", wire.Suspend{}))
+	e.must("suspend", e.c.Suspend(bg, "loading", wire.Suspend{}))
 	if in := e.info("loading"); in.Note != "" {
 		t.Fatalf("note survived a successful operation: %q", in.Note)
 	}
@@ -225,7 +225,7 @@ func TestDaemon_interruptedNoteStaysWithItsDevice(t *testing.T) {
 	s.PutDevice(state.Device{Name: "b", UUID: "same", Live: "0 8 zero\n", Op: state.Op{Verb: "load"}})
 	s.Close()
 	e.start()
-	if _, err := e.c.Info("b"); !errors.Is(err, dm.ErrNotFound) {
+	if _, err := e.c.Info(bg, "b"); !errors.Is(err, dm.ErrNotFound) {
 		t.Fatalf("b, whose uuid is a's, came back: %v", err)
 	}
 	e.create("b", "0 8 zero")
@@ -241,26 +241,26 @@ func TestDaemon_removeOpen(t *testing.T) {
 	e.create("low", "0 8 zero")
 	e.create("high", "0 8 linear /dev/mapper/low 0")
 	// Without --force: no hint of it, which would break high too.
-	err := e.c.Remove("low", wire.Remove{})
+	err := e.c.Remove(bg, "low", wire.Remove{})
 	wantCode(t, err, wire.CodeBusy, "the tables of high map /dev/mapper/low", "--deferred")
 	if strings.Contains(err.Error(), "--force") {
 		t.Errorf("remove of a device a table maps hints --force: %v", err)
 	}
 	// With it: the table is wiped and saved; the error says so, and who holds it.
-	err = e.c.Remove("low", wire.Remove{Force: true})
+	err = e.c.Remove(bg, "low", wire.Remove{Force: true})
 	wantCode(t, err, wire.CodeBusy, "its table is now `error`", "every I/O to it fails", "the state file says so",
 		"held by the tables of high (they map /dev/mapper/low)", "remove --deferred low")
 	if got := e.table("low", false); got != "0 8 error \n" {
 		t.Fatalf("low table after remove --force = %q", got)
 	}
-	e.must("remove --deferred", e.c.Remove("low", wire.Remove{Deferred: true}))
+	e.must("remove --deferred", e.c.Remove(bg, "low", wire.Remove{Deferred: true}))
 	if in := e.info("low"); !in.DeferredRemove {
 		t.Fatalf("low after remove --deferred: %+v", in)
 	}
-	e.must("remove high", e.c.Remove("high", wire.Remove{}))
+	e.must("remove high", e.c.Remove(bg, "high", wire.Remove{}))
 	deadline := time.Now().Add(time.Minute)
 	for {
-		_, err := e.c.Info("low")
+		_, err := e.c.Info(bg, "low")
 		if errors.Is(err, dm.ErrNotFound) {
 			break
 		}
@@ -280,7 +280,7 @@ func TestDaemon_removeOpen(t *testing.T) {
 		t.Fatal("low's record survived its deferred removal")
 	}
 	e.start()
-	if devs, _ := e.c.Devices(); len(devs) != 0 {
+	if devs, _ := e.c.Devices(bg); len(devs) != 0 {
 		t.Fatalf("devices after restart: %+v", devs)
 	}
 }
@@ -292,7 +292,7 @@ func TestDaemon_removeHints(t *testing.T) {
 	e := newEnv(t)
 	e.fileVol("vol", volSize)
 	e.snap("vol", "s1")
-	err := e.c.Remove("vol-real", wire.Remove{})
+	err := e.c.Remove(bg, "vol-real", wire.Remove{})
 	wantCode(t, err, wire.CodeBusy, "the tables of", "it holds the data of origin vol under its snapshots s1", "daxsnap snapshot remove")
 	if strings.Contains(err.Error(), "--force") {
 		t.Errorf("remove vol-real hints --force: %v", err)
@@ -304,10 +304,10 @@ func TestDaemon_removeHints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	err = e.c.Remove("x", wire.Remove{Force: true})
+	err = e.c.Remove(bg, "x", wire.Remove{Force: true})
 	wantCode(t, err, wire.CodeBusy, "its table is now `error`",
 		fmt.Sprintf("held by an NBD client, uid %d (gid %d, pid %d)", os.Getuid(), os.Getgid(), os.Getpid()))
 	nc.Close()
 	e.waitOpenCount("x", 0)
-	e.must("remove x", e.c.Remove("x", wire.Remove{}))
+	e.must("remove x", e.c.Remove(bg, "x", wire.Remove{}))
 }

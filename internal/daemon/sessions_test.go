@@ -84,7 +84,7 @@ func TestDAXSession_Snapshot(t *testing.T) {
 		t.Errorf("DAX sessions = %+v, want the first client's (pid %d) with its mapping of vol", e.d.DAXSessions(), c.Cmd.Process.Pid)
 	}
 	// The same through the API, as `daxsnap sessions` shows it.
-	listed, err := e.c.Sessions()
+	listed, err := e.c.Sessions(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestDAXSession_Snapshot(t *testing.T) {
 	}
 	// Removing the snapshot turns vol back into a plain volume under the
 	// live mapping; stores keep reaching it.
-	if err := e.c.SnapshotRemove("s1"); err != nil {
+	if err := e.c.SnapshotRemove(bg, "s1"); err != nil {
 		t.Fatal(err)
 	}
 	c.Do("fill 4")
@@ -206,7 +206,7 @@ func TestDAXSession_NBDThroughout(t *testing.T) {
 		}
 	}
 	c[0].Do("unmap")
-	e.must("zero", e.c.WriteData("vol", 0, make([]byte, size)))
+	e.must("zero", e.c.WriteData(bg, "vol", 0, make([]byte, size)))
 	for i := range c {
 		c[i].Do("map vol %d %d rw", i*half, half)
 		c[i].Send("stream")
@@ -267,7 +267,7 @@ func TestDAXSession_NBDThroughout(t *testing.T) {
 			}
 		}
 		e.waitOpenCount(name, 0) // the server closes its side after the client
-		e.must("snapshot remove", e.c.SnapshotRemove(name))
+		e.must("snapshot remove", e.c.SnapshotRemove(bg, name))
 	}
 	// At least one NBD read+write pair while the clients write, however
 	// slowly the NBD goroutine runs.
@@ -372,21 +372,21 @@ func TestDAXSession_MappedMemoryStays(t *testing.T) {
 		t.Errorf("open count %d with one mapping, want 1 (a mapping holds its device open)", in.OpenCount)
 	}
 
-	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
-	wantCode(t, e.c.Resume("vol"), wire.CodeBusy, pid, "not given back", "Mapping.Bytes without MapOptions.OnRecall", "unmap")
+	e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(other, size/512)}))
+	wantCode(t, e.c.Resume(bg, "vol"), wire.CodeBusy, pid, "not given back", "Mapping.Bytes without MapOptions.OnRecall", "unmap")
 	if in := e.info("vol"); in.Suspended || !in.InactiveTable {
 		t.Fatalf("vol after the refused resume: %+v, want running its old table, the new one still loaded", in)
 	}
-	e.must("clear", e.c.Clear("vol"))
-	wantCode(t, e.c.Remove("vol", wire.Remove{}), wire.CodeBusy, "open")
-	wantCode(t, e.c.Remove("vol", wire.Remove{Force: true}), wire.CodeBusy, pid)
+	e.must("clear", e.c.Clear(bg, "vol"))
+	wantCode(t, e.c.Remove(bg, "vol", wire.Remove{}), wire.CodeBusy, "open")
+	wantCode(t, e.c.Remove(bg, "vol", wire.Remove{Force: true}), wire.CodeBusy, pid)
 	if in := e.info("vol"); in.Suspended || !strings.Contains(e.table("vol", false), "linear") {
 		t.Fatalf("vol after the refused forced removal: %+v, table %q", in, e.table("vol", false))
 	}
 
 	e.snap("vol", "s1") // the same memory through vol-real: allowed
 	c.Do("fill 2")
-	_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	_, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeBusy, pid, "not given back")
 	if in := e.info("vol"); in.Suspended {
 		t.Fatalf("vol suspended after the refused merge: %+v", in)
@@ -395,15 +395,15 @@ func TestDAXSession_MappedMemoryStays(t *testing.T) {
 
 	c.Do("unmap")
 	e.waitOpenCount("vol", 0)
-	if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{}); err != nil {
+	if _, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{}); err != nil {
 		t.Fatalf("merge after the client unmapped: %v", err)
 	}
 	got := e.read("vol", 0, size)
 	if w := binary.LittleEndian.Uint64(got[7*4096:]); w != 1<<32|7 {
 		t.Errorf("vol page 7 after merging s1 back = %#x, want the snapshot's %#x", w, 1<<32|7)
 	}
-	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
-	e.must("resume", e.c.Resume("vol"))
+	e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(other, size/512)}))
+	e.must("resume", e.c.Resume(bg, "vol"))
 	c.Do("quit")
 }
 
@@ -428,9 +428,9 @@ func TestDAXSession_Recall(t *testing.T) {
 	c.Do("access-fill 2")
 
 	// vol moves to "other": the mapping is recalled, the swap goes through.
-	e.must("snapshot remove", e.c.SnapshotRemove("s1"))
-	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
-	e.must("resume", e.c.Resume("vol"))
+	e.must("snapshot remove", e.c.SnapshotRemove(bg, "s1"))
+	e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(other, size/512)}))
+	e.must("resume", e.c.Resume(bg, "vol"))
 	if ans := c.Do("recalled"); ans != "true" {
 		t.Fatalf("client after the swap: recalled = %q, want true", ans)
 	}
@@ -457,18 +457,18 @@ func TestDAXSession_Recall(t *testing.T) {
 
 	// A client that holds its Access past the deadline: busy, unchanged.
 	c.Do("access-hold 1500")
-	e.must("load", e.c.Load("vol", wire.Load{Table: linear(oldMem, size/512)}))
-	err = e.c.Resume("vol")
+	e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(oldMem, size/512)}))
+	err = e.c.Resume(bg, "vol")
 	wantCode(t, err, wire.CodeBusy, fmt.Sprintf("pid %d (vol bytes 0+%d)", c.Cmd.Process.Pid, size), "no answer within the deadline", "nothing was changed")
 	if tbl := e.table("vol", false); !strings.Contains(tbl, other) {
 		t.Fatalf("vol's live table after the refused swap = %q, want the one over %s", tbl, other)
 	}
-	e.must("clear", e.c.Clear("vol"))
+	e.must("clear", e.c.Clear(bg, "vol"))
 
 	// Forced removal recalls the (re-made) mapping, then wipes the table.
 	c.Do("access-fill 4")
 	e.must("remove --force", func() error {
-		err := e.c.Remove("vol", wire.Remove{Force: true})
+		err := e.c.Remove(bg, "vol", wire.Remove{Force: true})
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Code == wire.CodeBusy && strings.Contains(ae.Message, "open") {
 			return nil // wiped, still open until the recalled mapping's close lands
@@ -479,7 +479,7 @@ func TestDAXSession_Recall(t *testing.T) {
 		t.Fatalf("vol's table after remove --force = %q, want error", tbl)
 	}
 	e.waitOpenCount("vol", 0)
-	e.must("remove", e.c.Remove("vol", wire.Remove{}))
+	e.must("remove", e.c.Remove(bg, "vol", wire.Remove{}))
 	if ans, _ := c.Try(10*time.Second, "access-fill 5"); !strings.HasPrefix(ans, "err") || !strings.Contains(ans, "does not exist") {
 		t.Errorf("Access after vol's removal = %q, want an error saying it is gone", ans)
 	}
@@ -514,7 +514,7 @@ func TestDAXSession_RecallStress(t *testing.T) {
 					return nil
 				default:
 				}
-				if _, err := e.c.ReadData("vol", 0, 65536); err != nil {
+				if _, err := e.c.ReadData(bg, "vol", 0, 65536); err != nil {
 					return err
 				}
 			}
@@ -525,8 +525,8 @@ func TestDAXSession_RecallStress(t *testing.T) {
 		moves = 5
 	}
 	for i := 1; i <= moves; i++ {
-		e.must("load", e.c.Load("vol", wire.Load{Table: linear(regions[i%2], size/512)}))
-		if err := e.c.Resume("vol"); err != nil {
+		e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(regions[i%2], size/512)}))
+		if err := e.c.Resume(bg, "vol"); err != nil {
 			t.Fatalf("move %d of vol to %s: %v", i, regions[i%2], err)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -594,12 +594,12 @@ func TestDAXSession_RecallAtSuspend(t *testing.T) {
 	c.Do("map vol 0 %d rw", size)
 	c.Do("access-stream")
 	e.snap("vol", "s1") // protects every page: the writer faults its way round
-	e.must("load", e.c.Load("vol", wire.Load{Table: linear(other, size/512)}))
-	e.must("suspend", e.c.Suspend("vol", wire.Suspend{}))
+	e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(other, size/512)}))
+	e.must("suspend", e.c.Suspend(bg, "vol", wire.Suspend{}))
 	if ans := c.Do("recalled"); ans != "true" {
 		t.Errorf("client after the suspend: recalled = %q, want true", ans)
 	}
-	e.must("resume", e.c.Resume("vol"))
+	e.must("resume", e.c.Resume(bg, "vol"))
 	// Wait until the writer stores into vol's new memory (it maps again
 	// first), however slowly it runs; a sleep promised nothing under load.
 	for deadline := time.Now().Add(time.Minute); bytes.Count(e.read("vol", 0, size), []byte{0}) == size; time.Sleep(time.Millisecond) {

@@ -23,7 +23,7 @@ func TestDaemon_shutdownClean(t *testing.T) {
 	path := e.region("r", mib)
 	e.create("low", linear(path, 2048))
 	e.create("high", "0 2048 linear /dev/mapper/low 0")
-	e.must("write", e.c.WriteData("high", 0, []byte("persist me")))
+	e.must("write", e.c.WriteData(bg, "high", 0, []byte("persist me")))
 	sock := e.d.SocketPath()
 	e.stop()
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
@@ -44,8 +44,8 @@ func TestDaemon_shutdownWithHeldIO(t *testing.T) {
 	e := newEnv(t)
 	e.create("low", "0 8 zero")
 	e.create("high", "0 8 linear /dev/mapper/low 0")
-	e.must("suspend", e.c.Suspend("low", wire.Suspend{}))
-	go e.c.ReadData("high", 0, 512) // waits for a resume that never comes
+	e.must("suspend", e.c.Suspend(bg, "low", wire.Suspend{}))
+	go e.c.ReadData(bg, "high", 0, 512) // waits for a resume that never comes
 	time.Sleep(50 * time.Millisecond)
 
 	done := make(chan error, 1)
@@ -90,7 +90,7 @@ func TestDaemon_drainWaitsForUsers(t *testing.T) {
 		}
 		t.Errorf("a new NBD client while stopping: %v, want a refusal that says the daemon is stopping", err)
 	}
-	_, err = e.c.Create(wire.DeviceCreate{Name: "late", Table: "0 8 zero"})
+	_, err = e.c.Create(bg, wire.DeviceCreate{Name: "late", Table: "0 8 zero"})
 	wantCode(t, err, wire.CodeBusy, "stopping")
 	if err := c.WriteAt([]byte("still served"), 0); err != nil {
 		t.Fatalf("write by the connected client while stopping: %v", err)

@@ -103,11 +103,11 @@ func TestSnapshot_crash(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, crashVol), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.c.Create(wire.DeviceCreate{Name: "vol", Table: linear(img, crashVol/512)}); err != nil {
+	if _, err := g.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(img, crashVol/512)}); err != nil {
 		t.Fatal(err)
 	}
 	initial := randBytes(g.r, crashVol)
-	if err := g.c.WriteData("vol", 0, initial); err != nil {
+	if err := g.c.WriteData(bg, "vol", 0, initial); err != nil {
 		t.Fatal(err)
 	}
 	for b := range crashBlocks {
@@ -153,7 +153,7 @@ func (g *crashRig) start() {
 	g.c = apiclient.New(daemon.SocketPathIn(g.state))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := g.c.Version(); err == nil {
+		if _, err := g.c.Version(bg); err == nil {
 			break
 		}
 		select {
@@ -186,7 +186,7 @@ func (g *crashRig) kill() {
 func (g *crashRig) verify(it int) {
 	t := g.t
 	t.Helper()
-	got, err := g.c.ReadData("vol", 0, crashVol)
+	got, err := g.c.ReadData(bg, "vol", 0, crashVol)
 	if err != nil {
 		t.Fatalf("iteration %d: read the origin: %v", it, err)
 	}
@@ -199,7 +199,7 @@ func (g *crashRig) verify(it int) {
 		g.blocks[b] = bytes.Clone(blk)
 	}
 	clear(g.pending)
-	list, err := g.c.Snapshots("vol")
+	list, err := g.c.Snapshots(bg, "vol")
 	if err != nil {
 		t.Fatalf("iteration %d: snapshot list: %v", it, err)
 	}
@@ -227,7 +227,7 @@ func (g *crashRig) verify(it int) {
 		if !ok || l.State != wire.SnapshotActive {
 			t.Fatalf("iteration %d: snapshot %s: %+v (listed %v), want it valid", it, s.name, l, ok)
 		}
-		data, err := g.c.ReadData(s.name, 0, crashVol)
+		data, err := g.c.ReadData(bg, s.name, 0, crashVol)
 		if err != nil || !bytes.Equal(data, s.image) {
 			t.Fatalf("iteration %d: snapshot %s differs from the origin when it was taken at byte %d (%v)", it, s.name, testutil.FirstDiff(data, s.image), err)
 		}
@@ -241,7 +241,7 @@ func (g *crashRig) verify(it int) {
 
 // wantState checks that exactly the wanted devices and their COW files exist.
 func (g *crashRig) wantState(it int, want []string) {
-	devs, err := g.c.Devices()
+	devs, err := g.c.Devices(bg)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -286,13 +286,13 @@ func (g *crashRig) snapshotOp() bool {
 		// up after crashes, whose uncommitted chunks stay allocated (holes,
 		// as in the kernel), and a full COW invalidates the snapshot.
 		op = func() error {
-			_, err := g.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: s.name, ChunkSize: chunk, COWSize: 2 * crashVol})
+			_, err := g.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: s.name, ChunkSize: chunk, COWSize: 2 * crashVol})
 			return err
 		}
 	case len(g.snaps) > 0 && g.r.IntN(4) == 0:
 		s := g.snaps[g.r.IntN(len(g.snaps))]
 		g.uncertain = &s
-		op = func() error { return g.c.SnapshotRemove(s.name) }
+		op = func() error { return g.c.SnapshotRemove(bg, s.name) }
 	default:
 		return false
 	}

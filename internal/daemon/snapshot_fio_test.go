@@ -52,12 +52,12 @@ func TestSnapshot_underFio(t *testing.T) {
 				case <-time.After(150 * time.Millisecond):
 				}
 				name := fmt.Sprintf("s%d", i)
-				if _, err := e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: name, ChunkSize: 4096 << (i % 3), COWSize: size + mib}); err != nil {
+				if _, err := e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: name, ChunkSize: 4096 << (i % 3), COWSize: size + mib}); err != nil {
 					t.Fatalf("snapshot create %s under fio: %v", name, err)
 				}
 				ops++
 				if i%2 == 1 {
-					e.must("snapshot remove", e.c.SnapshotRemove(fmt.Sprintf("s%d", i-1)))
+					e.must("snapshot remove", e.c.SnapshotRemove(bg, fmt.Sprintf("s%d", i-1)))
 					ops++
 				}
 			}
@@ -78,7 +78,7 @@ func TestSnapshot_underFio(t *testing.T) {
 				if s.Exceptions > 0 {
 					copied++
 				}
-				e.must("remove", e.c.SnapshotRemove(s.Name))
+				e.must("remove", e.c.SnapshotRemove(bg, s.Name))
 			}
 			if copied == 0 {
 				t.Fatal("no remaining snapshot saw fio's writes copy out to it")

@@ -42,7 +42,7 @@ func (e *env) snap(origin, name string, opts ...func(*wire.SnapshotCreate)) wire
 	for _, o := range opts {
 		o(&req)
 	}
-	s, err := e.c.SnapshotCreate(req)
+	s, err := e.c.SnapshotCreate(bg, req)
 	if err != nil {
 		e.t.Fatalf("snapshot create %s %s: %v", origin, name, err)
 	}
@@ -57,12 +57,12 @@ func transient(r *wire.SnapshotCreate) { r.Transient = true }
 
 func (e *env) write(name string, off int64, p []byte) {
 	e.t.Helper()
-	e.must("write "+name, e.c.WriteData(name, off, p))
+	e.must("write "+name, e.c.WriteData(bg, name, off, p))
 }
 
 func (e *env) read(name string, off, n int64) []byte {
 	e.t.Helper()
-	p, err := e.c.ReadData(name, off, n)
+	p, err := e.c.ReadData(bg, name, off, n)
 	if err != nil {
 		e.t.Fatalf("read %s: %v", name, err)
 	}
@@ -81,7 +81,7 @@ func (e *env) wantData(name string, want []byte) {
 // devNames lists the devices.
 func (e *env) devNames() []string {
 	e.t.Helper()
-	devs, err := e.c.Devices()
+	devs, err := e.c.Devices(bg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func (e *env) cowFiles() []string {
 
 func (e *env) snapList(origin string) []wire.Snapshot {
 	e.t.Helper()
-	l, err := e.c.Snapshots(origin)
+	l, err := e.c.Snapshots(bg, origin)
 	if err != nil {
 		e.t.Fatalf("snapshot list %s: %v", origin, err)
 	}

@@ -83,7 +83,7 @@ func startWriters(e *env, dev string, size int64, n int, seed uint64) *writers {
 				p := randBytes(r, blk)
 				start := time.Now()
 				w.inflight.Add(1)
-				err := e.c.WriteData(dev, b*blk, p)
+				err := e.c.WriteData(bg, dev, b*blk, p)
 				w.inflight.Add(-1)
 				if err != nil {
 					w.errs <- fmt.Errorf("write block %d of %s: %w", b, dev, err)
@@ -95,7 +95,7 @@ func startWriters(e *env, dev string, size int64, n int, seed uint64) *writers {
 				w.starts = append(w.starts, start)
 				w.mu.Unlock()
 				w.inflight.Add(1)
-				got, err := e.c.ReadData(dev, b*blk, blk)
+				got, err := e.c.ReadData(bg, dev, b*blk, blk)
 				w.inflight.Add(-1)
 				if err != nil {
 					w.errs <- fmt.Errorf("read back block %d of %s: %w", b, dev, err)
@@ -221,16 +221,16 @@ func TestSnapshot_mergeConcurrentWriters(t *testing.T) {
 			})
 			defer reset()
 			t0 := time.Now()
-			s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true})
+			s, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{NoWait: true})
 			t1 = time.Now()
 			if err != nil || s.Merge == nil || s.Merge.Offline != dax {
 				t.Fatalf("merge --no-wait: %+v, %v", s, err)
 			}
 			if dax {
-				wantCode(t, e.c.Resume("vol"), wire.CodeBusy, "stays suspended", "merges into it offline")
+				wantCode(t, e.c.Resume(bg, "vol"), wire.CodeBusy, "stays suspended", "merges into it offline")
 			}
 			release()
-			s, err = e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+			s, err = e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 			tDone := time.Now()
 			if err != nil || s.State != wire.SnapshotMerged {
 				t.Fatalf("merge (wait): %+v, %v", s, err)
@@ -290,7 +290,7 @@ func TestSnapshot_daxKeepsDAX(t *testing.T) {
 		}
 		return nil
 	})
-	_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	_, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 	reset()
 	if err == nil || !strings.Contains(err.Error(), "injected finish failure") {
 		t.Fatalf("merge with a failing finish: %v", err)
@@ -299,18 +299,18 @@ func TestSnapshot_daxKeepsDAX(t *testing.T) {
 	if !in.Suspended || in.Capabilities != before.Capabilities {
 		t.Fatalf("vol with the merge unfinished: %+v", in)
 	}
-	s, err := e.c.Snapshot("s1")
+	s, err := e.c.Snapshot(bg, "s1")
 	if err != nil || s.State != wire.SnapshotMerging || s.Merge == nil || !s.Merge.Offline || s.Merge.Device != "vol-merge" ||
 		s.Merge.Remaining != 0 || !strings.Contains(s.Merge.Error, "injected") {
 		t.Fatalf("s1 with the merge unfinished: %+v %+v", s, s.Merge)
 	}
-	wantCode(t, e.c.Resume("vol"), wire.CodeBusy, "vol stays suspended", "snapshot list vol")
-	wantCode(t, e.c.Remove("vol-merge", wire.Remove{}), wire.CodeBusy, "merging a snapshot into vol offline")
-	wantCode(t, e.c.SnapshotRemove("s1"), wire.CodeBusy, "s1 is merging into vol")
-	_, err = e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s2"})
+	wantCode(t, e.c.Resume(bg, "vol"), wire.CodeBusy, "vol stays suspended", "snapshot list vol")
+	wantCode(t, e.c.Remove(bg, "vol-merge", wire.Remove{}), wire.CodeBusy, "merging a snapshot into vol offline")
+	wantCode(t, e.c.SnapshotRemove(bg, "s1"), wire.CodeBusy, "s1 is merging into vol")
+	_, err = e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s2"})
 	wantCode(t, err, wire.CodeBusy, "merging into vol", "wait for the merge")
 
-	s, err = e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	s, err = e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 	if err != nil || s.State != wire.SnapshotMerged {
 		t.Fatalf("merge again: %+v, %v", s, err)
 	}
@@ -351,13 +351,13 @@ func TestSnapshot_mergeAcrossRestart(t *testing.T) {
 				}
 				return nil
 			})
-			s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true})
+			s, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{NoWait: true})
 			if err != nil || s.State != wire.SnapshotMerging {
 				t.Fatalf("merge --no-wait: %+v, %v", s, err)
 			}
 			e.restart()
 			reset()
-			s, err = e.c.Snapshot("s1")
+			s, err = e.c.Snapshot(bg, "s1")
 			if err != nil || s.State != wire.SnapshotMerging || s.Merge == nil || s.Merge.Offline != dax {
 				t.Fatalf("s1 after restart: %+v, %v", s, err)
 			}
@@ -370,7 +370,7 @@ func TestSnapshot_mergeAcrossRestart(t *testing.T) {
 			if in := e.info("vol"); in.Suspended {
 				t.Fatalf("vol after merge: %+v", in)
 			}
-			e.must("remove s2", e.c.SnapshotRemove("s2"))
+			e.must("remove s2", e.c.SnapshotRemove(bg, "s2"))
 			e.wantData("vol", img)
 		})
 	}
@@ -395,28 +395,28 @@ func TestSnapshot_mergeWaitAfterFinish(t *testing.T) {
 			e.snap("vol", "s1")
 			e.write("vol", 0, randBytes(r, volSize))
 			before := time.Now()
-			if _, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{NoWait: true}); err != nil {
+			if _, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{NoWait: true}); err != nil {
 				t.Fatalf("merge --no-wait: %v", err)
 			}
 			e.waitGone("s1", "vol")
 			after := time.Now()
 			for _, req := range []wire.SnapshotMerge{{}, {NoWait: true}} {
-				s, err := e.c.SnapshotMerge("s1", req)
+				s, err := e.c.SnapshotMerge(bg, "s1", req)
 				if err != nil || s.State != wire.SnapshotMerged || s.Origin != "vol" ||
 					s.MergedAt.Before(before.Add(-time.Second)) || s.MergedAt.After(after.Add(time.Second)) {
 					t.Fatalf("snapshot merge s1 %+v after the merge finished: %+v, %v; want merged into vol between %v and %v", req, s, err, before, after)
 				}
 			}
 			e.restart()
-			if s, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{}); err != nil || s.State != wire.SnapshotMerged || s.MergedAt.IsZero() {
+			if s, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{}); err != nil || s.State != wire.SnapshotMerged || s.MergedAt.IsZero() {
 				t.Fatalf("snapshot merge s1 after a restart: %+v, %v", s, err)
 			}
 			e.wantData("vol", img)
 
 			// A device called s1 again: the old merge says nothing about it.
 			e.create("s1", linear(path, 8))
-			e.must("remove s1", e.c.Remove("s1", wire.Remove{}))
-			_, err := e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+			e.must("remove s1", e.c.Remove(bg, "s1", wire.Remove{}))
+			_, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 			wantCode(t, err, wire.CodeNotFound, "no snapshot called s1")
 		})
 	}

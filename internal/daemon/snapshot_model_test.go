@@ -92,7 +92,7 @@ func (m *snapMachine) stop(rt *rapid.T) {
 func (m *snapMachine) setup(rt *rapid.T, dir string) {
 	var path string
 	if m.dax {
-		p, err := m.c.PmemCreate(wire.PmemCreate{Name: "mem", Size: modelSize})
+		p, err := m.c.PmemCreate(bg, wire.PmemCreate{Name: "mem", Size: modelSize})
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -103,16 +103,16 @@ func (m *snapMachine) setup(rt *rapid.T, dir string) {
 			rt.Fatal(err)
 		}
 	}
-	if _, err := m.c.Create(wire.DeviceCreate{Name: "vol", Table: linear(path, modelSize/512)}); err != nil {
+	if _, err := m.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(path, modelSize/512)}); err != nil {
 		rt.Fatal(err)
 	}
 	m.origin = drawBytes(rt, "initial", modelSize)
 	m.mustWrite(rt, "vol", 0, m.origin)
-	m.caps, _ = m.c.Info("vol")
+	m.caps, _ = m.c.Info(bg, "vol")
 }
 
 func (m *snapMachine) mustWrite(rt *rapid.T, dev string, off int64, p []byte) {
-	if err := m.c.WriteData(dev, off, p); err != nil {
+	if err := m.c.WriteData(bg, dev, off, p); err != nil {
 		rt.Fatalf("write %d bytes at %d to %s: %v", len(p), off, dev, err)
 	}
 }
@@ -142,7 +142,7 @@ func (m *snapMachine) create(rt *rapid.T) {
 	req := wire.SnapshotCreate{Origin: "vol", Name: name,
 		ChunkSize: rapid.SampledFrom([]int64{4096, 8192, 16384}).Draw(rt, "chunk"),
 		Transient: rapid.IntRange(0, 4).Draw(rt, "transient") == 0}
-	if _, err := m.c.SnapshotCreate(req); err != nil {
+	if _, err := m.c.SnapshotCreate(bg, req); err != nil {
 		rt.Fatalf("snapshot create %s: %v", name, err)
 	}
 	m.snaps[name] = &snapModel{data: bytes.Clone(m.origin), transient: req.Transient}
@@ -192,7 +192,7 @@ func (m *snapMachine) remove(rt *rapid.T) {
 		rt.Skip("no snapshot to remove")
 	}
 	name := rapid.SampledFrom(names).Draw(rt, "snap")
-	if err := m.c.SnapshotRemove(name); err != nil {
+	if err := m.c.SnapshotRemove(bg, name); err != nil {
 		rt.Fatalf("snapshot remove %s: %v", name, err)
 	}
 	delete(m.snaps, name)
@@ -204,7 +204,7 @@ func (m *snapMachine) merge(rt *rapid.T) {
 		rt.Skip("no persistent snapshot to merge")
 	}
 	name := rapid.SampledFrom(names).Draw(rt, "snap")
-	s, err := m.c.SnapshotMerge(name, wire.SnapshotMerge{})
+	s, err := m.c.SnapshotMerge(bg, name, wire.SnapshotMerge{})
 	if err != nil || s.State != wire.SnapshotMerged {
 		rt.Fatalf("snapshot merge %s: %+v, %v", name, s, err)
 	}
@@ -221,13 +221,13 @@ func (m *snapMachine) restart(rt *rapid.T) {
 }
 
 func (m *snapMachine) check(rt *rapid.T) {
-	got, err := m.c.ReadData("vol", 0, modelSize)
+	got, err := m.c.ReadData(bg, "vol", 0, modelSize)
 	if err != nil || !bytes.Equal(got, m.origin) {
 		rt.Fatalf("origin differs from the model at byte %d (%v)", testutil.FirstDiff(got, m.origin), err)
 	}
 	for _, name := range m.names(all) {
 		s := m.snaps[name]
-		got, err := m.c.ReadData(name, 0, modelSize)
+		got, err := m.c.ReadData(bg, name, 0, modelSize)
 		switch {
 		case s.lost && err == nil:
 			rt.Fatalf("%s: a transient snapshot read after a restart", name)
@@ -235,7 +235,7 @@ func (m *snapMachine) check(rt *rapid.T) {
 			rt.Fatalf("%s differs from the model at byte %d (%v)", name, testutil.FirstDiff(got, s.data), err)
 		}
 	}
-	list, err := m.c.Snapshots("vol")
+	list, err := m.c.Snapshots(bg, "vol")
 	if err != nil {
 		rt.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func (m *snapMachine) check(rt *rapid.T) {
 	if want := m.names(all); strings.Join(listed, " ") != strings.Join(want, " ") {
 		rt.Fatalf("snapshot list %v, model %v", listed, want)
 	}
-	if in, _ := m.c.Info("vol"); in.Capabilities != m.caps.Capabilities || in.FixedCaps != m.caps.FixedCaps || in.Suspended {
+	if in, _ := m.c.Info(bg, "vol"); in.Capabilities != m.caps.Capabilities || in.FixedCaps != m.caps.FixedCaps || in.Suspended {
 		rt.Fatalf("origin info %+v, at the start %+v", in, m.caps)
 	}
 }

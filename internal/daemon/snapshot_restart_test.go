@@ -69,7 +69,7 @@ func TestSnapshot_restart(t *testing.T) {
 	if got := e.table("t1", false); got != fmt.Sprintf("0 %d error \n", volSize/512) {
 		t.Fatalf("t1 table = %q", got)
 	}
-	_, err := e.c.ReadData("t1", 0, 512)
+	_, err := e.c.ReadData(bg, "t1", 0, 512)
 	wantCode(t, err, wire.CodeIO)
 
 	// Exceptions keep working: new origin writes copy out.
@@ -81,11 +81,11 @@ func TestSnapshot_restart(t *testing.T) {
 	e.wantData("vol", model)
 	// A second restart keeps t1 as it is.
 	e.restart()
-	if s, err := e.c.Snapshot("t1"); err != nil || s.State != wire.SnapshotError {
+	if s, err := e.c.Snapshot(bg, "t1"); err != nil || s.State != wire.SnapshotError {
 		t.Fatalf("t1 after a second restart: %+v, %v", s, err)
 	}
 	for _, n := range []string{"t1", "s2", "s1"} {
-		e.must("remove "+n, e.c.SnapshotRemove(n))
+		e.must("remove "+n, e.c.SnapshotRemove(bg, n))
 	}
 	e.wantDevices("vol")
 	if got := e.table("vol", false); got != linear(path, volSize/512)+"\n" {
@@ -210,16 +210,16 @@ func (e *env) waitGone(name, origin string) {
 }
 
 func (e *env) settled(name, origin string) bool {
-	if _, err := e.c.Snapshot(name); err == nil {
+	if _, err := e.c.Snapshot(bg, name); err == nil {
 		return false
 	}
-	in, err := e.c.Info(origin)
+	in, err := e.c.Info(bg, origin)
 	if err != nil || in.Suspended {
 		return false
 	}
 	table := e.table(origin, false)
-	_, realErr := e.c.Info(origin + "-real")
-	_, mergeErr := e.c.Info(origin + "-merge")
+	_, realErr := e.c.Info(bg, origin+"-real")
+	_, mergeErr := e.c.Info(bg, origin+"-merge")
 	snapOrigin := strings.Contains(table, " snapshot-origin ")
 	return mergeErr != nil && !strings.Contains(table, "snapshot-merge") && (snapOrigin == (realErr == nil))
 }

@@ -64,7 +64,7 @@ func TestSnapshot_createWriteRemove(t *testing.T) {
 		t.Fatalf("list: %+v; want 4 exceptions (3 chunks of origin writes, 1 of the snapshot write)", l)
 	}
 
-	e.must("remove", e.c.SnapshotRemove("s1"))
+	e.must("remove", e.c.SnapshotRemove(bg, "s1"))
 	e.wantDevices("vol")
 	if got := e.table("vol", false); got != linear(path, volSize/512)+"\n" {
 		t.Fatalf("vol table after the last snapshot went: %q", got)
@@ -104,7 +104,7 @@ func TestSnapshot_severalAnyOrder(t *testing.T) {
 				}
 				e.wantData("vol", model)
 				name := fmt.Sprintf("s%d", i)
-				e.must("remove "+name, e.c.SnapshotRemove(name))
+				e.must("remove "+name, e.c.SnapshotRemove(bg, name))
 				delete(images, name)
 			}
 			e.wantDevices("vol")
@@ -167,7 +167,7 @@ func TestSnapshot_errors(t *testing.T) {
 		{"chunk too large", wire.SnapshotCreate{Origin: "idle", Name: "x", ChunkSize: 2 << 30}, wire.CodeInvalidArgument, []string{"larger than the maximum"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.c.SnapshotCreate(tc.req)
+			_, err := e.c.SnapshotCreate(bg, tc.req)
 			wantCode(t, err, tc.code, tc.frags...)
 		})
 	}
@@ -179,41 +179,41 @@ func TestSnapshot_errors(t *testing.T) {
 	}
 
 	// Origin states that cannot take a snapshot.
-	e.must("suspend", e.c.Suspend("idle", wire.Suspend{}))
-	_, err := e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "idle", Name: "x"})
+	e.must("suspend", e.c.Suspend(bg, "idle", wire.Suspend{}))
+	_, err := e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "idle", Name: "x"})
 	wantCode(t, err, wire.CodeSuspended, "idle is suspended", "daxsnap resume idle")
-	e.must("resume", e.c.Resume("idle"))
-	e.must("load", e.c.Load("idle", wire.Load{Table: "0 8 zero"}))
-	_, err = e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "idle", Name: "x"})
+	e.must("resume", e.c.Resume(bg, "idle"))
+	e.must("load", e.c.Load(bg, "idle", wire.Load{Table: "0 8 zero"}))
+	_, err = e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "idle", Name: "x"})
 	wantCode(t, err, wire.CodeBusy, "inactive table", "resume or clear it")
-	e.must("clear", e.c.Clear("idle"))
+	e.must("clear", e.c.Clear(bg, "idle"))
 	e.create("idle-real", "0 8 zero")
-	_, err = e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "idle", Name: "x"})
+	_, err = e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "idle", Name: "x"})
 	wantCode(t, err, wire.CodeExists, "a device called idle-real exists", "rename or remove idle-real")
 
 	// The other verbs.
-	wantCode(t, e.c.SnapshotRemove("nope"), wire.CodeNotFound, "no snapshot called nope", "snapshot list")
-	wantCode(t, e.c.SnapshotRemove("plain"), wire.CodeInvalidArgument, "plain is not a snapshot")
-	_, err = e.c.SnapshotMerge("plain", wire.SnapshotMerge{})
+	wantCode(t, e.c.SnapshotRemove(bg, "nope"), wire.CodeNotFound, "no snapshot called nope", "snapshot list")
+	wantCode(t, e.c.SnapshotRemove(bg, "plain"), wire.CodeInvalidArgument, "plain is not a snapshot")
+	_, err = e.c.SnapshotMerge(bg, "plain", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeInvalidArgument, "plain is not a snapshot")
-	_, err = e.c.Snapshots("nope")
+	_, err = e.c.Snapshots(bg, "nope")
 	wantCode(t, err, wire.CodeNotFound, "nope")
 	e.snap("vol", "t1", transient)
-	_, err = e.c.SnapshotMerge("t1", wire.SnapshotMerge{})
+	_, err = e.c.SnapshotMerge(bg, "t1", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeNotSupported, "transient snapshot", "cannot merge")
 	// An open snapshot (an NBD client on it) is neither removed nor merged.
 	conn, err := nbdclient.Dial("unix", filepath.Join(e.cfg.StateDir, daemon.NBDSocketName), "s1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, e.c.SnapshotRemove("s1"), wire.CodeBusy, "s1 is open (1 users", "disconnect them first")
-	_, err = e.c.SnapshotMerge("s1", wire.SnapshotMerge{})
+	wantCode(t, e.c.SnapshotRemove(bg, "s1"), wire.CodeBusy, "s1 is open (1 users", "disconnect them first")
+	_, err = e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{})
 	wantCode(t, err, wire.CodeBusy, "s1 is open", "disconnect them first")
 	conn.Close()
 	// A snapshot set up by hand is listed but left to the device verbs.
 	hand := mk("hand.cow", mib, nil)
 	e.create("byhand", fmt.Sprintf("0 %d snapshot /dev/mapper/idle %s P 8", volSize/512, hand))
-	wantCode(t, e.c.SnapshotRemove("byhand"), wire.CodeInvalidArgument, "not the /dev/mapper/ORIGIN-real", "daxsnap remove byhand")
+	wantCode(t, e.c.SnapshotRemove(bg, "byhand"), wire.CodeInvalidArgument, "not the /dev/mapper/ORIGIN-real", "daxsnap remove byhand")
 	if l := e.snapList(""); len(l) != 3 || l[0].Name != "byhand" || l[0].Origin != "/dev/mapper/idle" || l[0].COWOwned {
 		t.Fatalf("list: %+v", l)
 	}
@@ -250,7 +250,7 @@ func TestSnapshot_createRollback(t *testing.T) {
 					}
 					return nil
 				})
-				_, err := e.c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s"})
+				_, err := e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s"})
 				reset()
 				if err == nil || !strings.Contains(err.Error(), "injected failure") {
 					t.Fatalf("create with %s failing: %v", step, err)

@@ -23,10 +23,10 @@ func TestSnapshot_twoDaemonsInOneProcess(t *testing.T) {
 	}
 
 	a.write("vol", 0, randBytes(r, volSize))
-	if s, err := b.c.Snapshot("s1"); err != nil || s.Exceptions != 0 {
+	if s, err := b.c.Snapshot(bg, "s1"); err != nil || s.Exceptions != 0 {
 		t.Fatalf("daemon B's s1 after writes to daemon A's vol: %d exceptions (%+v, %v); want 0: it copied out A's writes", s.Exceptions, s, err)
 	}
-	if s, err := a.c.Snapshot("s1"); err != nil || s.Exceptions != volSize/4096 {
+	if s, err := a.c.Snapshot(bg, "s1"); err != nil || s.Exceptions != volSize/4096 {
 		t.Fatalf("daemon A's s1 after writes to its vol: %+v, %v; want %d exceptions", s, err, volSize/4096)
 	}
 	a.wantData("s1", imgA)

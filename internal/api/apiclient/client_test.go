@@ -33,20 +33,20 @@ func serve(t *testing.T, svc api.Service, o api.Options) *Client {
 func TestClient_verbs(t *testing.T) {
 	f := &fakeService{}
 	c := serve(t, f, api.Options{})
-	c.PmemCreate(wire.PmemCreate{Name: "r", Size: 4096, Dir: "/d", Hugetlb: true})
-	c.PmemRemove("r")
-	c.Create(wire.DeviceCreate{Name: "a b", UUID: "u", Table: "0 8 zero", ReadOnly: true})
+	c.PmemCreate(bg, wire.PmemCreate{Name: "r", Size: 4096, Dir: "/d", Hugetlb: true})
+	c.PmemRemove(bg, "r")
+	c.Create(bg, wire.DeviceCreate{Name: "a b", UUID: "u", Table: "0 8 zero", ReadOnly: true})
 	uid, gid := uint32(65534), uint32(0)
-	c.Create(wire.DeviceCreate{Name: "owned", NoTable: true, UID: &uid, GID: &gid, Mode: "0640"})
-	c.Load("a/b", wire.Load{Table: "t"})
-	c.Suspend("a", wire.Suspend{NoFlush: true})
-	c.Resume("a")
-	c.Clear("a")
-	c.WipeTable("a")
-	c.Remove("a", wire.Remove{Force: true, Deferred: true})
-	c.Rename("a", wire.Rename{NewName: "b"})
-	c.Message("a", wire.Message{Sector: 7, Args: []string{"x", "y"}})
-	c.WriteData("a", 512, []byte("hello"))
+	c.Create(bg, wire.DeviceCreate{Name: "owned", NoTable: true, UID: &uid, GID: &gid, Mode: "0640"})
+	c.Load(bg, "a/b", wire.Load{Table: "t"})
+	c.Suspend(bg, "a", wire.Suspend{NoFlush: true})
+	c.Resume(bg, "a")
+	c.Clear(bg, "a")
+	c.WipeTable(bg, "a")
+	c.Remove(bg, "a", wire.Remove{Force: true, Deferred: true})
+	c.Rename(bg, "a", wire.Rename{NewName: "b"})
+	c.Message(bg, "a", wire.Message{Sector: 7, Args: []string{"x", "y"}})
+	c.WriteData(bg, "a", 512, []byte("hello"))
 	want := []string{
 		"pmem create r 4096 /d true", "pmem remove r",
 		`create a b uuid=u ro=true notable=false owner=-:-:"" table="0 8 zero"`,
@@ -57,11 +57,11 @@ func TestClient_verbs(t *testing.T) {
 	if got := f.Calls(); !slices.Equal(got, want) {
 		t.Fatalf("calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	txt, err := c.Table("a", true)
+	txt, err := c.Table(bg, "a", true)
 	if err != nil || !txt.Inactive || txt.Text != "0 8 zero \n" {
 		t.Fatalf("table = %+v, %v", txt, err)
 	}
-	p, err := c.ReadData("a", 0, 1000)
+	p, err := c.ReadData(bg, "a", 0, 1000)
 	if err != nil || len(p) != 1000 {
 		t.Fatalf("read = %d bytes, %v", len(p), err)
 	}
@@ -85,7 +85,7 @@ func TestClient_errorClasses(t *testing.T) {
 		{"empty", wire.CodeNoTable, 409, dm.ErrNoTable},
 		{"boom", wire.CodeInternal, 500, nil},
 	} {
-		_, err := c.Info(tc.name)
+		_, err := c.Info(bg, tc.name)
 		var ae *api.Error
 		if !errors.As(err, &ae) || ae.Code != tc.code || ae.Status != tc.status || ae.Message != failures[tc.name].Error() {
 			t.Errorf("%s: %#v, want %s %d", tc.name, err, tc.code, tc.status)
@@ -99,7 +99,7 @@ func TestClient_errorClasses(t *testing.T) {
 // Ensure that the dial failure tells the user to start the daemon.
 func TestClient_unreachable(t *testing.T) {
 	c := New(filepath.Join(t.TempDir(), "none.sock"))
-	_, err := c.Version()
+	_, err := c.Version(bg)
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "start it with `daxsnap serve`") {
 		t.Fatalf("err = %v", err)
 	}

@@ -16,24 +16,24 @@ import (
 func TestClient_snapshotVerbs(t *testing.T) {
 	f := &fakeService{}
 	c := serve(t, f, api.Options{})
-	s, err := c.SnapshotCreate(wire.SnapshotCreate{Origin: "vol", Name: "s 1", COW: "/c", ChunkSize: 8192, Transient: true})
+	s, err := c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s 1", COW: "/c", ChunkSize: 8192, Transient: true})
 	if err != nil || s.Name != "s 1" || s.Origin != "vol" {
 		t.Fatalf("create = %+v, %v", s, err)
 	}
-	list, err := c.Snapshots("vol")
+	list, err := c.Snapshots(bg, "vol")
 	if err != nil || len(list) != 1 || list[0].Origin != "vol" {
 		t.Fatalf("list = %+v, %v", list, err)
 	}
-	if _, err := c.Snapshots(""); err != nil {
+	if _, err := c.Snapshots(bg, ""); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := c.Snapshot("s/2"); err != nil || s.Name != "s/2" || s.State != wire.SnapshotActive {
+	if s, err := c.Snapshot(bg, "s/2"); err != nil || s.Name != "s/2" || s.State != wire.SnapshotActive {
 		t.Fatalf("show = %+v, %v", s, err)
 	}
-	if s, err := c.SnapshotMerge("s/2", wire.SnapshotMerge{NoWait: true}); err != nil || s.State != wire.SnapshotMerged {
+	if s, err := c.SnapshotMerge(bg, "s/2", wire.SnapshotMerge{NoWait: true}); err != nil || s.State != wire.SnapshotMerged {
 		t.Fatalf("merge = %+v, %v", s, err)
 	}
-	if err := c.SnapshotRemove("s/2"); err != nil {
+	if err := c.SnapshotRemove(bg, "s/2"); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"snapshot create vol s 1 cow=/c size=0 chunk=8192 transient=true",
@@ -42,17 +42,17 @@ func TestClient_snapshotVerbs(t *testing.T) {
 		t.Fatalf("calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// Errors keep their class; a bad body is refused before the service.
-	if err := c.SnapshotRemove("busy"); !errors.Is(err, dm.ErrBusy) {
+	if err := c.SnapshotRemove(bg, "busy"); !errors.Is(err, dm.ErrBusy) {
 		t.Fatalf("remove busy: %v", err)
 	}
-	if _, err := c.Snapshots("missing"); !errors.Is(err, dm.ErrNotFound) {
+	if _, err := c.Snapshots(bg, "missing"); !errors.Is(err, dm.ErrNotFound) {
 		t.Fatalf("list missing: %v", err)
 	}
-	_, err = c.do("POST", "/v1/snapshots", nil, map[string]any{"origin": "vol", "bogus": 1}, nil)
+	_, err = c.do(bg, "POST", "/v1/snapshots", nil, map[string]any{"origin": "vol", "bogus": 1}, nil)
 	if !errors.Is(err, dm.ErrInvalidArgument) || !strings.Contains(err.Error(), "bogus") {
 		t.Fatalf("unknown field: %v", err)
 	}
-	_, err = c.do("POST", "/v1/snapshots", nil, nil, nil)
+	_, err = c.do(bg, "POST", "/v1/snapshots", nil, nil, nil)
 	if !errors.Is(err, dm.ErrInvalidArgument) {
 		t.Fatalf("empty body: %v", err)
 	}
@@ -62,7 +62,7 @@ func TestClient_snapshotVerbs(t *testing.T) {
 func TestClient_sessions(t *testing.T) {
 	f := &fakeService{}
 	c := serve(t, f, api.Options{})
-	got, err := c.Sessions()
+	got, err := c.Sessions(bg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func wantCode(t testing.TB, what string, err error, code string) {
 
 func create(t testing.TB, svc api.Service, name, table string) wire.Info {
 	t.Helper()
-	in, err := svc.Create(wire.DeviceCreate{Name: name, Table: table})
+	in, err := svc.Create(t.Context(), wire.DeviceCreate{Name: name, Table: table})
 	must(t, "create "+name, err)
 	return in
 }
@@ -87,7 +87,7 @@ func create(t testing.TB, svc api.Service, name, table string) wire.Info {
 // region creates a memory region of size bytes.
 func region(t testing.TB, svc api.Service, name string, size int64) wire.Pmem {
 	t.Helper()
-	p, err := svc.PmemCreate(wire.PmemCreate{Name: name, Size: size})
+	p, err := svc.PmemCreate(t.Context(), wire.PmemCreate{Name: name, Size: size})
 	must(t, "pmem create "+name, err)
 	return p
 }
@@ -108,7 +108,7 @@ func linear(path string, sectors int64) string {
 // order.
 func wantDevices(t testing.TB, svc api.Service, names ...string) {
 	t.Helper()
-	list, err := svc.Devices()
+	list, err := svc.Devices(t.Context())
 	must(t, "devices", err)
 	var got []string
 	for _, in := range list {
@@ -142,7 +142,7 @@ func pattern(seed byte, n int) []byte {
 // wantData checks that device name reads as want at off.
 func wantData(t testing.TB, svc api.Service, name string, off int64, want []byte) {
 	t.Helper()
-	got, err := svc.ReadData(name, off, int64(len(want)))
+	got, err := svc.ReadData(t.Context(), name, off, int64(len(want)))
 	if err != nil {
 		t.Errorf("read %s: %v", name, err)
 		return

@@ -17,23 +17,23 @@ func checkPmem(t testing.TB, svc api.Service) {
 	if p.Name != "r" || p.Size != 2*mib || p.Path == "" || p.Mode != "0600" || len(p.UsedBy) != 0 {
 		t.Errorf("created: %+v, want r of 2 MiB, mode 0600, with a path", p)
 	}
-	list, err := svc.PmemList()
+	list, err := svc.PmemList(t.Context())
 	must(t, "pmem list", err)
 	if len(list) != 1 || list[0].Name != "r" || list[0].Path != p.Path {
 		t.Errorf("pmem list %+v, want r at %s", list, p.Path)
 	}
 	create(t, svc, "v", linear(p.Path, 2*mib/512))
-	got, err := svc.PmemGet("r")
+	got, err := svc.PmemGet(t.Context(), "r")
 	must(t, "pmem get r", err)
 	if got.Name != "r" || got.Path != p.Path || got.Size != p.Size || !slices.Equal(got.UsedBy, []string{"v"}) {
 		t.Errorf("pmem get r = %+v, want it used by v", got)
 	}
-	wantCode(t, "pmem remove of a region in use", svc.PmemRemove("r"), wire.CodeBusy)
-	must(t, "remove v", svc.Remove("v", wire.Remove{}))
-	must(t, "pmem remove r", svc.PmemRemove("r"))
-	_, err = svc.PmemGet("r")
+	wantCode(t, "pmem remove of a region in use", svc.PmemRemove(t.Context(), "r"), wire.CodeBusy)
+	must(t, "remove v", svc.Remove(t.Context(), "v", wire.Remove{}))
+	must(t, "pmem remove r", svc.PmemRemove(t.Context(), "r"))
+	_, err = svc.PmemGet(t.Context(), "r")
 	wantCode(t, "pmem get after remove", err, wire.CodeNotFound)
-	if list, err := svc.PmemList(); err != nil || len(list) != 0 {
+	if list, err := svc.PmemList(t.Context()); err != nil || len(list) != 0 {
 		t.Errorf("pmem list after remove: %+v, %v", list, err)
 	}
 }
@@ -41,7 +41,7 @@ func checkPmem(t testing.TB, svc api.Service) {
 // checkSessions: a service nobody maps a device of lists no sessions.
 func checkSessions(t testing.TB, svc api.Service) {
 	vol(t, svc, "v", mib)
-	list, err := svc.Sessions()
+	list, err := svc.Sessions(t.Context())
 	must(t, "sessions", err)
 	if len(list) != 0 {
 		t.Errorf("sessions = %+v, want none", list)
@@ -56,18 +56,18 @@ func checkData(t testing.TB, svc api.Service) {
 	create(t, svc, "d", linear(p.Path, 1024)+"\n1024 1024 zero")
 	wantData(t, svc, "d", 512*1024, make([]byte, 512*1024))
 	a := pattern(6, 100000)
-	must(t, "write d at 12345", svc.WriteData("d", 12345, a))
+	must(t, "write d at 12345", svc.WriteData(t.Context(), "d", 12345, a))
 	wantData(t, svc, "d", 12345, a)
 	wantData(t, svc, "d", 12345+777, a[777:777+4096])
-	got, err := svc.ReadData("d", 4096, 0)
+	got, err := svc.ReadData(t.Context(), "d", 4096, 0)
 	if err != nil || len(got) != 0 {
 		t.Errorf("read of 0 bytes: %d bytes, %v", len(got), err)
 	}
 	end := int64(mib)
 	wantData(t, svc, "d", end-512, make([]byte, 512))
-	_, err = svc.ReadData("d", end-512, 513)
+	_, err = svc.ReadData(t.Context(), "d", end-512, 513)
 	wantCode(t, "read across the end", err, wire.CodeOutOfRange)
-	wantCode(t, "write across the end", svc.WriteData("d", end-1, []byte("xy")), wire.CodeOutOfRange)
+	wantCode(t, "write across the end", svc.WriteData(t.Context(), "d", end-1, []byte("xy")), wire.CodeOutOfRange)
 	wantData(t, svc, "d", 12345, a)
 }
 
@@ -80,35 +80,44 @@ func checkBadInput(t testing.TB, svc api.Service) {
 		what string
 		call func() error
 	}{
-		{"create without a name", func() error { _, err := svc.Create(wire.DeviceCreate{Table: "0 8 zero"}); return err }},
-		{"create with a name too long", func() error { _, err := svc.Create(wire.DeviceCreate{Name: long, Table: "0 8 zero"}); return err }},
-		{"create without a table", func() error { _, err := svc.Create(wire.DeviceCreate{Name: "x"}); return err }},
+		{"create without a name", func() error { _, err := svc.Create(t.Context(), wire.DeviceCreate{Table: "0 8 zero"}); return err }},
+		{"create with a name too long", func() error {
+			_, err := svc.Create(t.Context(), wire.DeviceCreate{Name: long, Table: "0 8 zero"})
+			return err
+		}},
+		{"create without a table", func() error { _, err := svc.Create(t.Context(), wire.DeviceCreate{Name: "x"}); return err }},
 		{"create with a table and no_table", func() error {
-			_, err := svc.Create(wire.DeviceCreate{Name: "x", Table: "0 8 zero", NoTable: true})
+			_, err := svc.Create(t.Context(), wire.DeviceCreate{Name: "x", Table: "0 8 zero", NoTable: true})
 			return err
 		}},
 		{"create with mode 999", func() error {
-			_, err := svc.Create(wire.DeviceCreate{Name: "x", Table: "0 8 zero", Mode: "999"})
+			_, err := svc.Create(t.Context(), wire.DeviceCreate{Name: "x", Table: "0 8 zero", Mode: "999"})
 			return err
 		}},
-		{"load without a table", func() error { return svc.Load("v", wire.Load{}) }},
+		{"load without a table", func() error { return svc.Load(t.Context(), "v", wire.Load{}) }},
 		{"message beyond any device", func() error {
-			_, err := svc.Message("v", wire.Message{Sector: 1 << 62, Args: []string{"x"}})
+			_, err := svc.Message(t.Context(), "v", wire.Message{Sector: 1 << 62, Args: []string{"x"}})
 			return err
 		}},
-		{"read at a negative offset", func() error { _, err := svc.ReadData("v", -1, 1); return err }},
-		{"read of a negative length", func() error { _, err := svc.ReadData("v", 0, -1); return err }},
-		{"read longer than MaxDataLength", func() error { _, err := svc.ReadData("v", 0, api.MaxDataLength+1); return err }},
-		{"write at a negative offset", func() error { return svc.WriteData("v", -512, []byte("x")) }},
-		{"write longer than MaxDataLength", func() error { return svc.WriteData("v", 0, make([]byte, api.MaxDataLength+1)) }},
-		{"pmem create of 1000 bytes", func() error { _, err := svc.PmemCreate(wire.PmemCreate{Name: "odd", Size: 1000}); return err }},
-		{"pmem create named ../x", func() error { _, err := svc.PmemCreate(wire.PmemCreate{Name: "../x", Size: 4096}); return err }},
+		{"read at a negative offset", func() error { _, err := svc.ReadData(t.Context(), "v", -1, 1); return err }},
+		{"read of a negative length", func() error { _, err := svc.ReadData(t.Context(), "v", 0, -1); return err }},
+		{"read longer than MaxDataLength", func() error { _, err := svc.ReadData(t.Context(), "v", 0, api.MaxDataLength+1); return err }},
+		{"write at a negative offset", func() error { return svc.WriteData(t.Context(), "v", -512, []byte("x")) }},
+		{"write longer than MaxDataLength", func() error { return svc.WriteData(t.Context(), "v", 0, make([]byte, api.MaxDataLength+1)) }},
+		{"pmem create of 1000 bytes", func() error {
+			_, err := svc.PmemCreate(t.Context(), wire.PmemCreate{Name: "odd", Size: 1000})
+			return err
+		}},
+		{"pmem create named ../x", func() error {
+			_, err := svc.PmemCreate(t.Context(), wire.PmemCreate{Name: "../x", Size: 4096})
+			return err
+		}},
 		{"snapshot create with a chunk of 3000 bytes", func() error {
-			_, err := svc.SnapshotCreate(wire.SnapshotCreate{Origin: "v", Name: "s", ChunkSize: 3000})
+			_, err := svc.SnapshotCreate(t.Context(), wire.SnapshotCreate{Origin: "v", Name: "s", ChunkSize: 3000})
 			return err
 		}},
 		{"snapshot extend with add and size", func() error {
-			_, err := svc.SnapshotExtend("v", wire.SnapshotExtend{Add: 1, Size: 1})
+			_, err := svc.SnapshotExtend(t.Context(), "v", wire.SnapshotExtend{Add: 1, Size: 1})
 			return err
 		}},
 	} {
