@@ -59,13 +59,9 @@ type holders struct {
 	sessions *daxSessions // the DAX mappings
 }
 
-// holdersOf lists the users of dev and of every device stacked on it, DAX
-// mappings included if dax.
-func (hs *holders) holdersOf(dev *dm.Device, dax bool) []devUser {
-	var daxUsers func(session.MappingInfo) bool
-	if dax {
-		daxUsers = func(session.MappingInfo) bool { return true }
-	}
+// holdersOf lists the users of dev and of every device stacked on it,
+// with the DAX mappings daxUsers selects (nil: none), as deviceUsers.
+func (hs *holders) holdersOf(dev *dm.Device, daxUsers func(session.MappingInfo) bool) []devUser {
 	over := hs.mgr.Over(dev)
 	var out []devUser
 	for _, other := range hs.mgr.List() {

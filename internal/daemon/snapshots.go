@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/session"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/state"
 )
@@ -57,8 +58,12 @@ func (h snapshotHost) LockTables() (unlock func()) {
 
 func (h snapshotHost) Users(name string) []string { return h.d.holders.users(name) }
 
-func (h snapshotHost) Holders(dev *dm.Device, dax bool) snapshots.Users {
-	return devUsers(h.d.holders.holdersOf(dev, dax))
+func (h snapshotHost) Holders(dev *dm.Device, which snapshots.HolderKinds) snapshots.Users {
+	var daxUsers func(session.MappingInfo) bool // none
+	if which == snapshots.OpenersAndMaps {
+		daxUsers = func(session.MappingInfo) bool { return true }
+	}
+	return devUsers(h.d.holders.holdersOf(dev, daxUsers))
 }
 
 func (h snapshotHost) Recall(dev *dm.Device, reason string) (release func(), err error) {

@@ -276,11 +276,11 @@ func (mg *Manager) doCreate(p createPlan) error {
 		if err := mg.fault("create-real"); err != nil {
 			return fail(err)
 		}
-		real, err := mg.createDevice(p.l.real, p.realTable, origin.Info().ReadOnly)
+		real, err := mg.createDevice(p.l.real, dm.CreateOptions{Table: p.realTable, ReadOnly: origin.Info().ReadOnly})
 		if err != nil {
 			return fail(fmt.Errorf("create %s with %s's table: %w", p.l.real, p.l.origin, err))
 		}
-		undo.push(func() error { return mg.removeDevice(real, false) })
+		undo.push(func() error { return mg.removeDevice(real, dm.RemoveOptions{}) })
 	}
 	if p.cowSize > 0 {
 		if os.Remove(p.cow) == nil { // left by an interrupted creation
@@ -316,11 +316,11 @@ func (mg *Manager) doCreate(p createPlan) error {
 	if err := mg.fault("create-snapshot"); err != nil {
 		return fail(err)
 	}
-	snap, err := mg.createDevice(p.name, p.snapshotTable(), false)
+	snap, err := mg.createDevice(p.name, dm.CreateOptions{Table: p.snapshotTable()})
 	if err != nil {
 		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
 	}
-	undo.push(func() error { return mg.removeDevice(snap, true) })
+	undo.push(func() error { return mg.removeDevice(snap, evenIfOpen) })
 	if p.ownPolicy {
 		mg.autoext.setOwn(snap, p.policy)
 		if err := mg.recordMidOp(snap); err != nil {

@@ -49,9 +49,9 @@ type Host interface {
 	// Users lists the devices whose tables map name.
 	Users(name string) []string
 	// Holders lists the users that hold dev, or a device stacked on it,
-	// open (DAX mappings among them if dax): a merge refuses to rewrite
-	// a device under them.
-	Holders(dev *dm.Device, dax bool) Users
+	// open (DAX mappings among them with OpenersAndMaps): a merge refuses
+	// to rewrite a device under them.
+	Holders(dev *dm.Device, which HolderKinds) Users
 	// Recall takes back the DAX mappings of dev (reason says why); new
 	// ones wait until release. A refusal because of mappings not given
 	// back is an *InUseError.
@@ -81,6 +81,17 @@ type Note struct {
 	// Text is the whole note, for people.
 	Text string
 }
+
+// HolderKinds says which users Host.Holders lists.
+type HolderKinds int
+
+const (
+	// Openers hold a device open: NBD clients, FUSE files, tables
+	// stacked on it.
+	Openers HolderKinds = iota
+	// OpenersAndMaps are Openers and the DAX mappings of the device.
+	OpenersAndMaps
+)
 
 // Users are the users of a device, for people.
 type Users interface {

@@ -104,16 +104,24 @@ func (m *mergeJobs) stop() {
 // errStopping: the daemon stops before the merge finished.
 var errStopping = errors.New("the daemon is stopping")
 
+// jobStart says what a merge job starts from.
+type jobStart int
+
+const (
+	mergeRunning  jobStart = iota // a merge target is (or will be) live
+	finishResumed                 // the last daemon stopped while finishing (see resumeFinish)
+)
+
 // startJob starts the job finishing the merge on origin, or returns the
 // one already running.
-func (mg *Manager) startJob(origin, name string, resumeFinish bool) *mergeJob {
+func (mg *Manager) startJob(origin, name string, from jobStart) *mergeJob {
 	m := mg.merges
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if j := m.byOrigin[origin]; j != nil && j.running() {
 		return j
 	}
-	j := &mergeJob{origin: origin, name: name, resumeFinish: resumeFinish, done: make(chan struct{})}
+	j := &mergeJob{origin: origin, name: name, resumeFinish: from == finishResumed, done: make(chan struct{})}
 	m.byOrigin[origin] = j
 	if m.ctx.Err() != nil {
 		j.err = errStopping
@@ -176,7 +184,7 @@ func (mg *Manager) SnapshotMerge(ctx context.Context, name string, req wire.Snap
 		// Before the job starts, which takes the snapshot's lock to
 		// finish: the wait below must not queue behind the finish.
 		mg.setMergeDeferred(name, false)
-		j = mg.startJob(s.origin, name, false)
+		j = mg.startJob(s.origin, name, mergeRunning)
 	}
 	if req.NoWait {
 		snap, err := mg.Snapshot(name)
@@ -276,19 +284,22 @@ func (mg *Manager) startMerge(op, name string, recOp state.Op) error {
 		other, _ := mg.mergingSnapshot(l, m)
 		return errorf(dm.ErrBusy, "%s: snapshot %s is merging into %s: wait for it to finish first", op, other.name, l.origin)
 	}
-	offline := origin.Info().FixedCaps&(dm.DAX|dm.Sync) != 0
-	if err := mg.checkMergeable(op, l, s, origin, offline); err != nil {
+	how := onlineMerge
+	if origin.Info().FixedCaps&(dm.DAX|dm.Sync) != 0 {
+		how = offlineMerge
+	}
+	if err := mg.checkMergeable(op, l, s, origin, how); err != nil {
 		return err
 	}
 	if err := mg.checkUnused(op, l, s, origin); err != nil {
 		return err
 	}
-	err = mg.store.DeviceTransition(l.origin, recOp, func() error { return mg.doStartMerge(op, l, s, origin, offline) },
+	err = mg.store.DeviceTransition(l.origin, recOp, func() error { return mg.doStartMerge(op, l, s, origin, how) },
 		func() *state.Device { return mg.host.Record(origin) })
 	if err != nil {
 		return err
 	}
-	mg.log.Info("merge started", "snapshot", name, "origin", l.origin, "offline", offline)
+	mg.log.Info("merge started", "snapshot", name, "origin", l.origin, "offline", how == offlineMerge)
 	return nil
 }
 
@@ -316,16 +327,26 @@ func (mg *Manager) checkSnapshotMergeable(op string, s snapView) error {
 	return nil
 }
 
+// mergeMode is how a merge runs: DAX-capable origins merge offline,
+// through ORIGIN-merge, while they stay suspended (their memory may be
+// mapped, so they cannot take snapshot-merge's table).
+type mergeMode int
+
+const (
+	onlineMerge  mergeMode = iota // snapshot-merge loaded into the origin
+	offlineMerge                  // ORIGIN-merge, the origin suspended
+)
+
 // checkMergeable refuses what cannot merge now.
-func (mg *Manager) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+func (mg *Manager) checkMergeable(op string, l originLayout, s snapView, origin *dm.Device, how mergeMode) error {
 	in := origin.Info()
 	switch {
-	case s.dev.Info().OpenCount > 0 && mg.host.Holders(s.dev, true).Len() == 0:
+	case s.dev.Info().OpenCount > 0 && mg.host.Holders(s.dev, OpenersAndMaps).Len() == 0:
 		return errorf(dm.ErrBusy, "%s: %s is open (%d users, e.g. NBD clients): disconnect them first; a merging snapshot cannot be used", op, s.name, s.dev.Info().OpenCount)
 	case !in.LiveTable || in.Suspended || in.InactiveTable:
 		return errorf(dm.ErrBusy, "%s: origin %s must be resumed, with a live table and no inactive one: resume it (or clear its inactive table) first", op, l.origin)
 	}
-	if _, err := mg.devs.Get(l.merge); offline && err == nil {
+	if _, err := mg.devs.Get(l.merge); how == offlineMerge && err == nil {
 		return errorf(dm.ErrExists, "%s: %s is DAX-capable, so it merges offline through a device called %s, and one exists: rename or remove it", op, l.origin, l.merge)
 	}
 	return nil
@@ -333,12 +354,12 @@ func (mg *Manager) checkMergeable(op string, l originLayout, s snapView, origin 
 
 // doStartMerge loads snapshot-merge into the origin (online) or creates
 // ORIGIN-merge with it while the origin stays suspended (offline).
-func (mg *Manager) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, offline bool) error {
+func (mg *Manager) doStartMerge(op string, l originLayout, s snapView, origin *dm.Device, how mergeMode) error {
 	table := s.line.text(snapshot.MergeType)
 	if err := mg.fault("start-merge"); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if !offline {
+	if how == onlineMerge {
 		if err := origin.Load(table); err != nil {
 			return fmt.Errorf("%s: load snapshot-merge into %s: %w", op, l.origin, err)
 		}
@@ -372,7 +393,7 @@ func (mg *Manager) doStartMerge(op string, l originLayout, s snapView, origin *d
 	if err := mg.checkUnused(op, l, s, origin); err != nil {
 		return errors.Join(err, origin.Resume())
 	}
-	if _, err := mg.createDevice(l.merge, table, false); err != nil {
+	if _, err := mg.createDevice(l.merge, dm.CreateOptions{Table: table}); err != nil {
 		return errors.Join(fmt.Errorf("%s: create %s to merge offline: %w", op, l.merge, err), origin.Resume())
 	}
 	return nil
@@ -448,14 +469,14 @@ func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin 
 	if m, ok := mg.mergeOf(l); ok {
 		cow = m.line.COW
 		if m.offline {
-			if err := mg.removeDevice(m.dev, true); err != nil {
+			if err := mg.removeDevice(m.dev, evenIfOpen); err != nil {
 				return fmt.Errorf("%s: remove %s: %w", op, l.merge, err)
 			}
 		}
 	}
 	if s, err := mg.findSnapshot(op, name); err == nil && s.line.Origin == l.realPath() {
 		cow = s.line.COW
-		if err := mg.removeDevice(s.dev, true); err != nil {
+		if err := mg.removeDevice(s.dev, evenIfOpen); err != nil {
 			return fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err)
 		}
 	}

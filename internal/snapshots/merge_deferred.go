@@ -24,12 +24,12 @@ import (
 // origin (or a device over it) or the snapshot.
 func (mg *Manager) checkUnused(op string, l originLayout, s snapView, origin *dm.Device) error {
 	deferred := fmt.Sprintf("`daxsnap snapshot merge %s --deferred` merges when the last one closes (or at the next start of the daemon)", s.name)
-	if users := mg.host.Holders(s.dev, true); users.Len() > 0 {
+	if users := mg.host.Holders(s.dev, OpenersAndMaps); users.Len() > 0 {
 		return &InUseError{Users: users, Err: errorf(dm.ErrBusy,
 			"%s: %s is open (%d users: %s): disconnect them first, a merging snapshot cannot be used; or %s",
 			op, s.name, users.Len(), users, deferred)}
 	}
-	if users := mg.host.Holders(origin, false); users.Len() > 0 {
+	if users := mg.host.Holders(origin, Openers); users.Len() > 0 {
 		return &InUseError{Users: users, Err: errorf(dm.ErrBusy,
 			"%s: %s is in use: %s. A merge rewrites %s under its users, and a file system or cache over it would be corrupted: let them go and merge again, or %s",
 			op, l.origin, users, l.origin, deferred)}
@@ -120,14 +120,14 @@ func (mg *Manager) startDeferredMerges(retry map[string]deferredTry) {
 		if err != nil {
 			continue
 		}
-		if mg.host.Holders(origin, false).Len() > 0 || mg.host.Holders(s.dev, true).Len() > 0 {
+		if mg.host.Holders(origin, Openers).Len() > 0 || mg.host.Holders(s.dev, OpenersAndMaps).Len() > 0 {
 			continue
 		}
 		op := "snapshot merge " + s.name + " (deferred)"
 		if j := mg.merges.get(s.origin); j != nil && j.running() && j.name == s.name {
 			err = nil // started before a restart
 		} else if err = mg.startMerge(op, s.name, state.Op{Verb: "snapshot-merge", Arg: s.name}); err == nil {
-			mg.startJob(s.origin, s.name, false)
+			mg.startJob(s.origin, s.name, mergeRunning)
 		}
 		switch {
 		case err == nil:

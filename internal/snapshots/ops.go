@@ -21,10 +21,10 @@ func (mg *Manager) lockLayout(l originLayout, names ...string) (unlock func()) {
 	}
 }
 
-// createDevice creates name with a table (loaded and resumed) as a state
-// transition.
-func (mg *Manager) createDevice(name, table string, readOnly bool) (*dm.Device, error) {
-	dev, err := mg.host.CreateDevice(name, dm.CreateOptions{Table: table, ReadOnly: readOnly})
+// createDevice creates name with opts (a table, loaded and resumed) as a
+// state transition.
+func (mg *Manager) createDevice(name string, opts dm.CreateOptions) (*dm.Device, error) {
+	dev, err := mg.host.CreateDevice(name, opts)
 	if err == nil {
 		mg.ForgetMerge(name)
 	}
@@ -40,13 +40,16 @@ func (mg *Manager) ForgetMerge(name string) {
 	}
 }
 
-// removeDevice removes a device as a state transition. One still open
-// (an NBD client connected) gets an `error` table and goes on its last
-// close, if force; otherwise it is refused as busy.
-func (mg *Manager) removeDevice(dev *dm.Device, force bool) error {
-	opts := dm.RemoveOptions{}
-	if force && dev.Info().OpenCount > 0 {
-		opts = dm.RemoveOptions{Force: true, Deferred: true}
+// evenIfOpen removes a device still open (an NBD client connected): it
+// gets an `error` table and goes on its last close.
+var evenIfOpen = dm.RemoveOptions{Force: true, Deferred: true}
+
+// removeDevice removes a device as a state transition, with opts if it
+// is open (evenIfOpen, or the zero options: refused as busy); a device
+// nobody has open is removed at once.
+func (mg *Manager) removeDevice(dev *dm.Device, opts dm.RemoveOptions) error {
+	if dev.Info().OpenCount == 0 {
+		opts = dm.RemoveOptions{}
 	}
 	return mg.host.RemoveDevice(dev, opts)
 }
@@ -128,7 +131,7 @@ func (mg *Manager) dropUnusedReal(l originLayout) error {
 	if err != nil || len(mg.host.Users(l.real)) > 0 {
 		return nil
 	}
-	if err := mg.removeDevice(real, false); err != nil {
+	if err := mg.removeDevice(real, dm.RemoveOptions{}); err != nil {
 		return fmt.Errorf("remove %s, which nothing maps any more: %w", l.real, err)
 	}
 	return nil

@@ -77,13 +77,13 @@ func (mg *Manager) Recover(pending []Pending) {
 		l := layoutOf(dev.Name())
 		if m, ok := mg.mergeOf(l); ok {
 			if s, ok := mg.mergingSnapshot(l, m); ok {
-				mg.startJob(l.origin, s.name, false)
+				mg.startJob(l.origin, s.name, mergeRunning)
 				delete(resumeFinish, l.origin)
 			}
 		}
 	}
 	for origin, name := range resumeFinish {
-		mg.startJob(origin, name, true)
+		mg.startJob(origin, name, finishResumed)
 	}
 	mg.tidyCOWDir(leftovers)
 }
@@ -102,7 +102,7 @@ func (mg *Manager) recoverRemoval(p Pending) error {
 	return mg.store.DeviceTransition(l.origin, state.Op{Verb: p.verb, Arg: p.name}, func() error {
 		if dev, err := mg.devs.Get(p.name); err == nil {
 			if s, ok := mg.snapshotOf(dev); ok && s.line.Origin == l.realPath() {
-				if err := mg.removeDevice(dev, true); err != nil {
+				if err := mg.removeDevice(dev, evenIfOpen); err != nil {
 					return err
 				}
 			}

@@ -86,11 +86,11 @@ func (mg *Manager) doRemove(op string, l originLayout, s snapView, origin *dm.De
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
 	}
 	if m, ok := mg.mergeOf(l); ok && m.offline && sameFile(m.line.COW, s.line.COW) {
-		if err := mg.removeDevice(m.dev, true); err != nil {
+		if err := mg.removeDevice(m.dev, evenIfOpen); err != nil {
 			return errors.Join(fmt.Errorf("%s: remove the failed merge device %s: %w", op, l.merge, err), origin.Resume())
 		}
 	}
-	if err := mg.removeDevice(s.dev, false); err != nil {
+	if err := mg.removeDevice(s.dev, dm.RemoveOptions{}); err != nil {
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
 	}
 	if err := mg.settleOrigin(l, origin); err != nil {
