@@ -45,13 +45,14 @@ func restoredOwner(rec state.Device) (o access.Owner, problem string) {
 }
 
 // authorizeMap is the DAX session server's Authorize: may peer map dev
-// (for writing if write)? Root and the daemon's own uid may map
-// anything: the daemon's uid already has every file the daemon opens
-// and could ptrace the daemon itself, so refusing it protects nothing.
+// with need (access.Read, and access.Write for a writable map)? Root and
+// the daemon's own uid may map anything: the daemon's uid already has
+// every file the daemon opens and could ptrace the daemon itself, so
+// refusing it protects nothing.
 // Anyone else needs read permission, and write permission too for a
 // writable map, by the device's owner, group and mode (access.Owner.Allows).
-func (a *authz) authorizeMap(peer access.Peer, dev *dm.Device, write bool) error {
-	return mayMap(a.devs.owner(dev), uint32(os.Geteuid()), peer, dev.Name(), write)
+func (a *authz) authorizeMap(peer access.Peer, dev *dm.Device, need access.Access) error {
+	return mayMap(a.devs.owner(dev), uint32(os.Geteuid()), peer, dev.Name(), need)
 }
 
 // authorizeMapFile is the DAX session server's AuthorizeFile: may peer
@@ -60,41 +61,42 @@ func (a *authz) authorizeMap(peer access.Peer, dev *dm.Device, write bool) error
 // daemon the region's own owner and mode decide (pmem create --uid
 // --gid --mode), and for any other file (a DAX node, a file root named in
 // a table) the file's own. Root and the daemon's uid may have anything.
-func (a *authz) authorizeMapFile(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+func (a *authz) authorizeMapFile(peer access.Peer, dev *dm.Device, path string, fd int, need access.Access) error {
 	self := uint32(os.Geteuid())
 	if peer.UID == self || peer.UID == 0 {
 		return nil
 	}
-	act := "make a read-only map of"
-	if write {
-		act = "make a writable map of"
-	}
+	act := mapAct(need)
 	who := fmt.Sprintf("uid %d (gid %d, pid %d)", peer.UID, peer.GID, peer.PID)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("map of %s: fstat %s: %w", dev.Name(), path, err)
 	}
 	if rec, o, ok := a.regions.OwnerOf(path, &st); ok {
-		return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, region %s (%s)", dev.Name(), rec.Name, rec.Path), access.Need(write), fmt.Sprintf(
+		return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, region %s (%s)", dev.Name(), rec.Name, rec.Path), need, fmt.Sprintf(
 			"a map hands out a descriptor of the whole region file, which reaches every device on the region, so it needs the right to the region as well as to %s: "+
 				"ask root for a region of your own (daxsnap pmem create NAME --size SIZE --uid %d [--gid GID --mode MODE]) with the device on it, "+
 				"or for a region whose --uid/--gid/--mode give you all of it",
 			dev.Name(), peer.UID))
 	}
 	o := access.Owner{UID: st.Uid, GID: st.Gid, Mode: st.Mode & 0o777}
-	return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, the file %s", dev.Name(), path), access.Need(write), fmt.Sprintf(
+	return mayAccess(o, self, peer, who, act, fmt.Sprintf("the memory of %s, the file %s", dev.Name(), path), need, fmt.Sprintf(
 		"a map hands out a descriptor of that whole file, so it needs the right to the file as well as to %s: ask root to chown or chmod the file, "+
 			"or for a region of your own (daxsnap pmem create NAME --size SIZE --uid %d) with the device on it",
 		dev.Name(), peer.UID))
 }
 
-// mayMap is authorizeMap's rule, with the daemon's uid self.
-func mayMap(o access.Owner, self uint32, p access.Peer, name string, write bool) error {
-	act := "make a read-only map of"
-	if write {
-		act = "make a writable map of"
+// mapAct names a map that needs need, for refusals.
+func mapAct(need access.Access) string {
+	if need&access.Write != 0 {
+		return "make a writable map of"
 	}
-	return mayAccess(o, self, p, fmt.Sprintf("uid %d (gid %d, pid %d)", p.UID, p.GID, p.PID), act, name, access.Need(write),
+	return "make a read-only map of"
+}
+
+// mayMap is authorizeMap's rule, with the daemon's uid self.
+func mayMap(o access.Owner, self uint32, p access.Peer, name string, need access.Access) error {
+	return mayAccess(o, self, p, fmt.Sprintf("uid %d (gid %d, pid %d)", p.UID, p.GID, p.PID), mapAct(need), name, need,
 		fmt.Sprintf("recreate the device with --uid/--gid/--mode that do (daxsnap create %s --uid %d ...), or ask root to map it", name, p.UID))
 }
 

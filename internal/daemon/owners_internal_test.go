@@ -35,7 +35,7 @@ func TestMayMap(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, write := range []bool{false, true} {
-				err := mayMap(tc.o, self, tc.p, "vol", write)
+				err := mayMap(tc.o, self, tc.p, "vol", access.Need(write))
 				if want := tc.read && (!write || tc.write); (err == nil) != want {
 					t.Errorf("write=%v: %v, want allowed %v", write, err, want)
 				}
@@ -45,7 +45,7 @@ func TestMayMap(t *testing.T) {
 			}
 		})
 	}
-	err := mayMap(access.Owner{UID: bob, GID: staff, Mode: 0o644}, self, access.Peer{PID: 42, UID: alice, GID: alice}, "vol", true)
+	err := mayMap(access.Owner{UID: bob, GID: staff, Mode: 0o644}, self, access.Peer{PID: 42, UID: alice, GID: alice}, "vol", access.Need(true))
 	for _, want := range []string{"uid 1000", "pid 42", "writable map of vol", "owned by uid 1001, gid 50, mode 0644",
 		"the other bits (r--)", "do not allow read and write", "--uid/--gid/--mode", "ask root"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

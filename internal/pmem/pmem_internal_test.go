@@ -48,7 +48,7 @@ func TestNamesFile(t *testing.T) {
 		{"mapper device", []string{"0 8 linear " + dm.MapperPrefix + "r 0"}, false},
 	}
 	for _, tc := range cases {
-		if got := namesFile(tc.tables, path, fi, true); got != tc.want {
+		if got := namesFile(tc.tables, path, fi); got != tc.want {
 			t.Errorf("%s: namesFile(%q) = %v, want %v", tc.name, tc.tables, got, tc.want)
 		}
 	}

@@ -47,10 +47,10 @@ func (m *Manager) info(rec state.Region) wire.Pmem {
 // users lists the devices whose tables (live, inactive, or kept while
 // serving `error`) name path, or the same file by another path.
 func (m *Manager) users(path string) []string {
-	target, statErr := os.Stat(path)
+	target, _ := os.Stat(path) // nil when stat fails: compare names only
 	var users []string
 	for _, t := range m.host.Tables() {
-		if namesFile(t.Tables, path, target, statErr == nil) {
+		if namesFile(t.Tables, path, target) {
 			users = append(users, t.Device)
 		}
 	}
@@ -58,9 +58,9 @@ func (m *Manager) users(path string) []string {
 }
 
 // namesFile reports whether a target argument of one of the tables is
-// path or the same file. A table is read with dm's table grammar; an
-// empty slot has none.
-func namesFile(tables []string, path string, target os.FileInfo, canStat bool) bool {
+// path or, if target is not nil, the same file as target. A table is read
+// with dm's table grammar; an empty slot has none.
+func namesFile(tables []string, path string, target os.FileInfo) bool {
 	for _, text := range tables {
 		lines, _ := dm.ParseTable(text)
 		for _, l := range lines {
@@ -68,7 +68,7 @@ func namesFile(tables []string, path string, target os.FileInfo, canStat bool) b
 				if arg == path {
 					return true
 				}
-				if canStat && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, dm.MapperPrefix) {
+				if target != nil && strings.HasPrefix(arg, "/") && !strings.HasPrefix(arg, dm.MapperPrefix) {
 					if fi, err := os.Stat(arg); err == nil && os.SameFile(fi, target) {
 						return true
 					}

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
@@ -39,7 +40,7 @@ func (x *session) adopt(m wire.SessionMsg, fds []int) error {
 	if err != nil {
 		return bad(codeOf(err), fmt.Errorf("adopt a mapping made with an earlier daemon: %w", err))
 	}
-	if err := x.srv.cfg.Authorize(x.peer, dev, a.Map.Write); err != nil {
+	if err := x.srv.cfg.Authorize(x.peer, dev, access.Need(a.Map.Write)); err != nil {
 		x.srv.log.Info("adoption refused", append(x.log(), "device", a.Map.Device, "write", a.Map.Write, "err", err)...)
 		return bad(wire.CodePermission, err)
 	}

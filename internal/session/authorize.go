@@ -9,8 +9,8 @@ import (
 
 // rootOnly is the Authorize of a server whose Config has none: root and
 // uid own (the daemon's) may map anything, nobody else anything.
-func rootOnly(own uint32) func(access.Peer, *dm.Device, bool) error {
-	return func(p access.Peer, dev *dm.Device, write bool) error {
+func rootOnly(own uint32) func(access.Peer, *dm.Device, access.Access) error {
+	return func(p access.Peer, dev *dm.Device, _ access.Access) error {
 		if p.UID == 0 || p.UID == own {
 			return nil
 		}
@@ -21,8 +21,8 @@ func rootOnly(own uint32) func(access.Peer, *dm.Device, bool) error {
 
 // byFileMode is the AuthorizeFile of a server whose Config has none: the
 // file's own owner and mode decide; root and uid own may have any file.
-func byFileMode(own uint32) func(access.Peer, *dm.Device, string, int, bool) error {
-	return func(p access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+func byFileMode(own uint32) func(access.Peer, *dm.Device, string, int, access.Access) error {
+	return func(p access.Peer, dev *dm.Device, path string, fd int, need access.Access) error {
 		if p.UID == own {
 			return nil
 		}
@@ -30,11 +30,11 @@ func byFileMode(own uint32) func(access.Peer, *dm.Device, string, int, bool) err
 		if err != nil {
 			return fmt.Errorf("map of %s: %s: %w", dev.Name(), path, err)
 		}
-		if o.Allows(p, access.Need(write)) {
+		if o.Allows(p, need) {
 			return nil
 		}
 		return fmt.Errorf("%w: uid %d may not map %s: its memory is in %s (%s), and a map hands out a descriptor of the whole file, which does not allow uid %d %s",
-			access.ErrPermission, p.UID, dev.Name(), path, o, p.UID, access.Need(write))
+			access.ErrPermission, p.UID, dev.Name(), path, o, p.UID, need)
 	}
 }
 

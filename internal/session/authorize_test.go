@@ -32,7 +32,8 @@ func TestAuthorize_perRequest(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	srv, c := serveAndDial(t, session.Config{Lookup: r.m.Get, OnRemove: r.m.OnRemove, Authorize: func(p access.Peer, dev *dm.Device, write bool) error {
+	srv, c := serveAndDial(t, session.Config{Lookup: r.m.Get, OnRemove: r.m.OnRemove, Authorize: func(p access.Peer, dev *dm.Device, need access.Access) error {
+		write := need&access.Write != 0
 		mu.Lock()
 		calls = append(calls, call{p, dev.Name(), write})
 		mu.Unlock()
@@ -84,8 +85,9 @@ func TestAuthorizeFile_everyFile(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	_, c := serveAndDial(t, session.Config{Lookup: r.m.Get, OnRemove: r.m.OnRemove, Authorize: func(access.Peer, *dm.Device, bool) error { return nil },
-		AuthorizeFile: func(p access.Peer, dev *dm.Device, path string, fd int, write bool) error {
+	_, c := serveAndDial(t, session.Config{Lookup: r.m.Get, OnRemove: r.m.OnRemove, Authorize: func(access.Peer, *dm.Device, access.Access) error { return nil },
+		AuthorizeFile: func(p access.Peer, dev *dm.Device, path string, fd int, need access.Access) error {
+			write := need&access.Write != 0
 			mu.Lock()
 			calls = append(calls, call{path, write})
 			mu.Unlock()
@@ -126,20 +128,20 @@ func TestAuthorizeFile_defaultByFileMode(t *testing.T) {
 	defer f.Close()
 	nobody := access.Peer{PID: 1, UID: 65534, GID: 65534}
 	auth := session.ByFileMode(uint32(os.Geteuid()))
-	err = auth(nobody, dev, r.path("mem"), int(f.Fd()), false)
+	err = auth(nobody, dev, r.path("mem"), int(f.Fd()), access.Read)
 	if !errors.Is(err, access.ErrPermission) || !strings.Contains(err.Error(), "whole file") || !strings.Contains(err.Error(), "mode 0600") {
 		t.Errorf("uid 65534, root's 0600 file: %v, want refused by the file's mode", err)
 	}
 	if err := os.Chmod(r.path("mem"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := auth(nobody, dev, r.path("mem"), int(f.Fd()), false); err != nil {
+	if err := auth(nobody, dev, r.path("mem"), int(f.Fd()), access.Read); err != nil {
 		t.Errorf("uid 65534, read of a 0644 file: %v, want allowed", err)
 	}
-	if err := auth(nobody, dev, r.path("mem"), int(f.Fd()), true); !errors.Is(err, access.ErrPermission) {
+	if err := auth(nobody, dev, r.path("mem"), int(f.Fd()), access.Read|access.Write); !errors.Is(err, access.ErrPermission) {
 		t.Errorf("uid 65534, write of a 0644 file: %v, want refused", err)
 	}
-	if err := auth(access.Peer{UID: uint32(os.Geteuid())}, dev, r.path("mem"), int(f.Fd()), true); err != nil {
+	if err := auth(access.Peer{UID: uint32(os.Geteuid())}, dev, r.path("mem"), int(f.Fd()), access.Read|access.Write); err != nil {
 		t.Errorf("the daemon's uid: %v, want allowed", err)
 	}
 }

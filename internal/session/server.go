@@ -29,14 +29,15 @@ type Config struct {
 	// message before it blocks; 0 means DefaultSpin, negative none.
 	Spin time.Duration
 	// Authorize decides, for each map request, whether the peer may map
-	// dev (for writing if write); a non-nil error refuses the request
+	// dev with the access need asks (access.Read, with access.Write for
+	// a writable map); a non-nil error refuses the request
 	// with wire.CodePermission and the error's text, which should say
 	// who may and what to do. Any user may connect: the check is per
 	// request. nil allows root and the daemon's own uid only.
-	Authorize func(peer access.Peer, dev *dm.Device, write bool) error
+	Authorize func(peer access.Peer, dev *dm.Device, need access.Access) error
 	// AuthorizeFile decides, after Authorize, for each file whose
 	// descriptor a map request would hand out, whether the peer may have
-	// it (for writing if write). A descriptor cannot be limited to the
+	// it with the access need asks. A descriptor cannot be limited to the
 	// device's range: it reaches the whole file, every other device on
 	// it and its size (ftruncate), so the peer needs the right to the
 	// whole file. path is the file as the table names it, fd the
@@ -44,7 +45,7 @@ type Config struct {
 	// Authorize's does. nil: the file's own owner and mode decide, by
 	// the rule of access.Owner.Allows; root and the daemon's uid may
 	// have any file.
-	AuthorizeFile func(peer access.Peer, dev *dm.Device, path string, fd int, write bool) error
+	AuthorizeFile func(peer access.Peer, dev *dm.Device, path string, fd int, need access.Access) error
 	// OnRemove subscribes the server to device removals, as
 	// dm.Manager.OnRemove does (Listen subscribes, Close unsubscribes):
 	// the server keeps state per device it has seen mapped or recalled,

@@ -135,7 +135,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 	if err != nil {
 		return x.refuse(id, codeOf(err), err)
 	}
-	if err := x.srv.cfg.Authorize(x.peer, dev, req.Write); err != nil {
+	if err := x.srv.cfg.Authorize(x.peer, dev, access.Need(req.Write)); err != nil {
 		x.srv.log.Info("map refused", append(x.log(), "device", req.Device, "write", req.Write, "err", err)...)
 		return x.refuse(id, wire.CodePermission, err)
 	}
@@ -249,7 +249,7 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 			}
 			// The descriptor reaches the whole file, not only this
 			// device's range of it: the peer must be entitled to all of it.
-			if err := x.srv.cfg.AuthorizeFile(x.peer, dev, e.Path, int(fd), req.Write); err != nil {
+			if err := x.srv.cfg.AuthorizeFile(x.peer, dev, e.Path, int(fd), access.Need(req.Write)); err != nil {
 				return fail(err)
 			}
 			flags := unix.O_RDONLY
