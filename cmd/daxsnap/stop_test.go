@@ -72,8 +72,8 @@ func TestCLI_serveStopWaitsForUsers(t *testing.T) {
 		t.Fatal(errOut)
 	}
 	file := filepath.Join(state, "fuse", "vol")
-	loop := strings.TrimSpace(sh(t, "losetup", "-f", "--show", file))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	attached := testutil.AttachLoop(t, file)
+	loop := attached.Dev
 	sh(t, "mkfs.ext4", "-q", loop)
 	mnt := t.TempDir()
 	sh(t, "mount", loop, mnt)
@@ -106,7 +106,9 @@ func TestCLI_serveStopWaitsForUsers(t *testing.T) {
 
 	sh(t, "umount", mnt)
 	sh(t, "e2fsck", "-fn", loop)
-	sh(t, "losetup", "-d", loop)
+	if err := attached.Detach(); err != nil {
+		t.Fatal(err)
+	}
 	if err := serve.Wait(); err != nil {
 		t.Fatalf("serve after SIGTERM and the last user gone: %v\n%s", err, logs)
 	}

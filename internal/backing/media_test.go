@@ -5,10 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -73,25 +71,14 @@ func diskFile(t *testing.T, size int64) string {
 func loopDevice(t *testing.T, size int64, sectorSize int) string {
 	t.Helper()
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "losetup")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		testutil.Skip(t, "no /dev/loop-control: the loop driver is not available here (modprobe loop)")
 	}
-	args := []string{"-f", "--show"}
+	var flags []string
 	if sectorSize != 0 {
-		args = append(args, "--sector-size", strconv.Itoa(sectorSize))
+		flags = []string{"--sector-size", strconv.Itoa(sectorSize)}
 	}
-	out, err := exec.Command("losetup", append(args, diskFile(t, size))...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
+	return testutil.AttachLoop(t, diskFile(t, size), flags...).Dev
 }
 
 // filledHugetlbfsFile makes a file of pages huge pages on a hugetlbfs of its

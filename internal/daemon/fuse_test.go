@@ -47,16 +47,21 @@ func newFUSEEnv(t *testing.T) *env {
 }
 
 // losetup attaches file to a free loop device (read-only with ro) and
-// detaches it when the test ends.
-func losetup(t *testing.T, file string, ro bool) string {
+// detaches it when the test ends, unless the test did.
+func losetup(t *testing.T, file string, ro bool) *testutil.Loop {
 	t.Helper()
-	args := []string{"-f", "--show", file}
 	if ro {
-		args = append([]string{"-r"}, args...)
+		return testutil.AttachLoop(t, file, "-r")
 	}
-	dev := strings.TrimSpace(run(t, "losetup", args...))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
+	return testutil.AttachLoop(t, file)
+}
+
+// detach detaches l now, failing the test if it cannot.
+func detach(t *testing.T, l *testutil.Loop) {
+	t.Helper()
+	if err := l.Detach(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // mountAt mounts dev on a new directory, unmounted (lazily, if need be)
@@ -96,13 +101,13 @@ func randomBytes(n int) []byte {
 // with the file system frozen, and changes a file and writes another.
 // It returns the loop device, the mount point and the files as they are
 // in the snapshot.
-func (e *env) ext4Snapshot(file, snap string) (loop, mnt string, before map[string][]byte) {
+func (e *env) ext4Snapshot(file, snap string) (loop *testutil.Loop, mnt string, before map[string][]byte) {
 	t := e.t.(*testing.T)
 	t.Helper()
 	loop = losetup(t, file, false)
 	e.waitOpenCount("vol", 1)
-	run(t, "mkfs.ext4", "-q", loop)
-	mnt = mountAt(t, loop)
+	run(t, "mkfs.ext4", "-q", loop.Dev)
+	mnt = mountAt(t, loop.Dev)
 	before = map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the snapshot\n")}
 	for name, data := range before {
 		writeFile(t, filepath.Join(mnt, name), data)
@@ -139,8 +144,8 @@ func TestDaemon_fuseLoopExt4(t *testing.T) {
 
 	snapLoop := losetup(t, filepath.Join(e.d.FUSEDir(), "snap1"), true)
 	e.waitOpenCount("snap1", 1)
-	run(t, "e2fsck", "-fn", snapLoop)
-	snapMnt := mountAt(t, snapLoop, "-o", "ro")
+	run(t, "e2fsck", "-fn", snapLoop.Dev)
+	snapMnt := mountAt(t, snapLoop.Dev, "-o", "ro")
 	for name, want := range before {
 		got, err := os.ReadFile(filepath.Join(snapMnt, name))
 		if err != nil || !bytes.Equal(got, want) {
@@ -157,11 +162,11 @@ func TestDaemon_fuseLoopExt4(t *testing.T) {
 	wantCode(t, err, wire.CodeBusy, "open")
 
 	run(t, "umount", snapMnt)
-	run(t, "losetup", "-d", snapLoop)
+	detach(t, snapLoop)
 	e.waitOpenCount("snap1", 0)
 	run(t, "umount", mnt)
-	run(t, "e2fsck", "-fn", loop)
-	run(t, "losetup", "-d", loop)
+	run(t, "e2fsck", "-fn", loop.Dev)
+	detach(t, loop)
 	e.waitOpenCount("vol", 0)
 }
 

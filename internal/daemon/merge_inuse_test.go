@@ -53,7 +53,7 @@ func TestSnapshot_mergeRefusedWhileMounted(t *testing.T) {
 	loop, mnt, before := e.ext4Snapshot(file, "s5")
 
 	_, err := e.c.SnapshotMerge(bg, "s5", wire.SnapshotMerge{})
-	wantCode(t, err, wire.CodeBusy, "vol is in use", "loop device "+loop, "mounted on "+mnt, "losetup -d "+loop, "--deferred")
+	wantCode(t, err, wire.CodeBusy, "vol is in use", "loop device "+loop.Dev, "mounted on "+mnt, "losetup -d "+loop.Dev, "--deferred")
 	if got, err := os.ReadFile(filepath.Join(mnt, "c")); err != nil || string(got) != "written after the snapshot\n" {
 		t.Fatalf("the file system after the refused merge: %q, %v", got, err)
 	}
@@ -72,12 +72,12 @@ func TestSnapshot_mergeRefusedWhileMounted(t *testing.T) {
 	}
 
 	run(t, "umount", mnt)
-	run(t, "losetup", "-d", loop)
+	detach(t, loop)
 	e.waitMerged("s5", "vol")
 
 	loop = losetup(t, file, false)
-	run(t, "e2fsck", "-fn", loop)
-	mnt = mountAt(t, loop, "-o", "ro")
+	run(t, "e2fsck", "-fn", loop.Dev)
+	mnt = mountAt(t, loop.Dev, "-o", "ro")
 	for name, want := range before {
 		if got, err := os.ReadFile(filepath.Join(mnt, name)); err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s after the merge: %v, as it was at the snapshot: %v", name, err, bytes.Equal(got, want))
