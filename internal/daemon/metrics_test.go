@@ -136,6 +136,18 @@ func (e *env) mergeHeld(name string) (finish func()) {
 	var rel sync.Once
 	release := func() { rel.Do(func() { close(gone); reset() }) }
 	e.t.Cleanup(release)
+	// The request answers at once (NoWait); a refusal need not wait the
+	// minute out.
+	var answer error
+	select {
+	case answer = <-done:
+		done <- answer
+	case <-at:
+	}
+	if answer != nil {
+		release()
+		e.t.Fatalf("snapshot merge %s: %v", name, answer)
+	}
 	select {
 	case <-at:
 	case <-time.After(time.Minute):
@@ -228,6 +240,7 @@ func TestMetrics_promtool(t *testing.T) {
 	}
 	e.waitOpenCount("s1", 0) // the kernel releases the file after the close returns
 	nc.Close()
+	e.waitOpenCount("vol", 0) // the NBD server lets go after the close returns
 	finish := e.mergeHeld("s1")
 	defer finish()
 
