@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,6 +163,11 @@ func TestService_execStart(t *testing.T) {
 	if st := c.ok("status", "snap"); strings.Contains(st, " 0/") {
 		t.Fatalf("a write to the origin copied nothing into the snapshot's COW: %s", st)
 	}
+
+	// The kernel sends FUSE's release after close(2) returns; a stop before
+	// it arrives waits for that user, and says so.
+	openCount := regexp.MustCompile(`(?m)^Open count:\s+0$`)
+	waitFor(t, "the FUSE file's release", func() bool { return openCount.MatchString(c.ok("info", "vol")) })
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	msg = receiveNotify(t, notifications, exited, &stderr)
