@@ -38,7 +38,7 @@ func Notify(state string) (bool, error) {
 // expects, and counts the address length without a trailing NUL).
 func Send(addr, state string) error {
 	if !strings.HasPrefix(addr, "/") && !strings.HasPrefix(addr, "@") {
-		return fmt.Errorf("$%s=%q: only unix socket paths and @abstract names are supported", SocketEnv, addr)
+		return fmt.Errorf("$%s=%q: only unix socket paths and @abstract names are supported; set it to one, or unset it to run without notifying", SocketEnv, addr)
 	}
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
