@@ -55,9 +55,6 @@ func CodeOf(err error) string {
 	return errcode.Of(err)
 }
 
-// classOf returns the sentinel error for a code, nil if none.
-func classOf(code string) error { return errcode.Class(code) }
-
 // Error is an API error as a client sees it. errors.Is matches the class
 // its code stands for (dm.ErrBusy for "busy"...).
 type Error struct {
@@ -70,6 +67,6 @@ func (e *Error) Error() string { return e.Message }
 
 // Is reports whether target is the class of e's code.
 func (e *Error) Is(target error) bool {
-	class := classOf(e.Code)
+	class := errcode.Class(e.Code)
 	return class != nil && class == target
 }
