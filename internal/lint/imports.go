@@ -140,9 +140,9 @@ func (t Table) Verify(packages []string) []string {
 			j := t.Classify(strings.TrimSuffix(p, "/..."))
 			switch {
 			case j < 0:
-				out = append(out, fmt.Sprintf("%s:%d: the row may import %s, which no row classifies", TableDoc, r.Line, p))
+				out = append(out, fmt.Sprintf("%s:%d: the row may import %s, which no row classifies: fix its path, classify it in a row, or drop it from May import", TableDoc, r.Line, p))
 			case j <= i:
-				out = append(out, fmt.Sprintf("%s:%d: the row may import %s, which is not below it (line %d): data flows down", TableDoc, r.Line, p, t[j].Line))
+				out = append(out, fmt.Sprintf("%s:%d: the row may import %s, which is not below it (line %d): data flows down, so drop it from May import or move the shared code below both", TableDoc, r.Line, p, t[j].Line))
 			}
 		}
 	}
