@@ -207,11 +207,10 @@ func (r *Report) write(w io.Writer, d detail) error {
 			p("area %d:       chunk %d, %d records (%s)", a.Index, a.Chunk, a.Records, state)
 		}
 		p("exceptions:   %d", len(r.Exceptions))
-		for i, e := range r.Exceptions {
-			if d == summary {
-				break
+		if d == everyException {
+			for i, e := range r.Exceptions {
+				p("  %d: origin chunk %d -> COW chunk %d", i, e.Old, e.New)
 			}
-			p("  %d: origin chunk %d -> COW chunk %d", i, e.Old, e.New)
 		}
 	}
 	if r.done {
