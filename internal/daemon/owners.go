@@ -33,12 +33,9 @@ func ownerOf(req wire.DeviceCreate) (access.Owner, error) {
 // does not check (a mode of 99999, uid -1: a state file edited by hand
 // or damaged), and problem then says so, for the device's note.
 func restoredOwner(rec state.Device) (o access.Owner, problem string) {
-	if rec.Owner == nil {
-		return access.Default(), ""
-	}
-	o = access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
-	if err := o.Check(); err != nil {
-		return access.Default(), fmt.Sprintf("Its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map: recreate it with the owner you want (daxsnap create %s --uid --gid --mode).",
+	o, err := pmem.RecordedOwner(rec.Owner)
+	if err != nil {
+		return o, fmt.Sprintf("Its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map: recreate it with the owner you want (daxsnap create %s --uid --gid --mode).",
 			err, access.Default(), rec.Name)
 	}
 	return o, ""

@@ -28,16 +28,27 @@ func RecordOwner(o access.Owner) *state.Owner {
 	return &state.Owner{UID: o.UID, GID: o.GID, Mode: o.Mode}
 }
 
+// RecordedOwner is the owner a record keeps (a region's, a device's;
+// RecordOwner's inverse): the defaults for a record without one, and the
+// defaults with the reason when the recorded one does not check.
+func RecordedOwner(r *state.Owner) (access.Owner, error) {
+	if r == nil {
+		return access.Default(), nil
+	}
+	o := access.Owner{UID: r.UID, GID: r.GID, Mode: r.Mode}
+	if err := o.Check(); err != nil {
+		return access.Default(), err
+	}
+	return o, nil
+}
+
 // regionOwner is the owner of a region: the defaults for a record from
 // before regions had owners, and for one whose owner does not check
 // (problem says so).
 func regionOwner(rec state.Region) (o access.Owner, problem string) {
-	if rec.Owner == nil {
-		return access.Default(), ""
-	}
-	o = access.Owner{UID: rec.Owner.UID, GID: rec.Owner.GID, Mode: rec.Owner.Mode}
-	if err := o.Check(); err != nil {
-		return access.Default(), fmt.Sprintf("its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map", err, access.Default())
+	o, err := RecordedOwner(rec.Owner)
+	if err != nil {
+		return o, fmt.Sprintf("its recorded owner is not valid (%v), so it has the defaults (%s), which only root may map", err, access.Default())
 	}
 	return o, ""
 }
