@@ -5,10 +5,7 @@ import (
 )
 
 func init() {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		bi = nil
-	}
+	bi, _ := debug.ReadBuildInfo() // nil when the binary has none
 	version = buildVersion(version, bi)
 }
 
