@@ -17,13 +17,14 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 		return nil
 	}
 	in := dev.Info()
+	owner, n := d.devs.read(dev)
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
-		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: pmem.RecordOwner(d.devs.owner(dev)),
+		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: pmem.RecordOwner(owner),
 		Autoextend: d.snaps.RecordAutoextend(dev)}
-	rec.MergeDeferred = d.devs.noteOn(in.Name).mergeDeferred
+	rec.MergeDeferred = n.mergeDeferred
 	rec.Live, _ = dev.Table(dm.Live)
 	rec.Inactive, _ = dev.Table(dm.Inactive)
-	if kept := d.devs.noteOn(in.Name).keptLive; kept != "" {
+	if kept := n.keptLive; kept != "" {
 		rec.Live = kept
 	}
 	return rec
@@ -32,13 +33,13 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 // info converts dm's view of dev to the API's.
 func (d *Daemon) info(dev *dm.Device) wire.Info {
 	in := dev.Info()
-	owner := d.devs.owner(dev)
+	owner, n := d.devs.read(dev)
 	return wire.Info{
 		Name: in.Name, UUID: in.UUID, Suspended: in.Suspended, ReadOnly: in.ReadOnly,
 		DeferredRemove: in.DeferredRemove, LiveTable: in.LiveTable, InactiveTable: in.InactiveTable,
 		OpenCount: in.OpenCount, EventNr: in.EventNr, TargetCount: in.TargetCount,
 		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
-		FixedCaps: in.FixedCaps.String(), Note: d.devs.noteOn(in.Name).String(),
+		FixedCaps: in.FixedCaps.String(), Note: n.String(),
 		UID: owner.UID, GID: owner.GID, Mode: access.FormatMode(owner.Mode),
 		Holders: d.holders.holderList(dev),
 	}
