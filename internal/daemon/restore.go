@@ -212,7 +212,7 @@ func (rs *restorer) restoreTables(r *restoring, waitFor func(error) string) (wai
 	if rec.Suspended {
 		dev.Suspend(dm.SuspendOptions{})
 	}
-	rs.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", rs.devs.noteOn(rec.Name).String())
+	rs.log.Info("device restored", "device", rec.Name, "suspended", rec.Suspended, "note", rs.devs.note(dev).String())
 	return ""
 }
 
