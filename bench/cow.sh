@@ -3,13 +3,15 @@
 # against daxsnap and its peers in the same run, so the ratios compare like
 # with like:
 #   daxsnap    `daxsnap serve`; origin `vol` (a file on tmpfs) with one
-#              snapshot taken by `daxsnap snapshot create` (COW on tmpfs):
+#              snapshot taken by `daxsnap snapshot create` (COW where the daemon puts it
+#              by default: on tmpfs, as the origin is):
 #              every first write to a chunk copies it into the COW and
 #              commits the exception before it proceeds. Row daxsnap-snap
 #              writes the snapshot device instead (a first write remaps the
 #              chunk into the COW). Row daxsnap-diskcow is daxsnap with the
 #              COW file on disk (DISKDIR) instead, the placement question of
-#              docs/decisions.md ("COW files go where the origin's data is").
+#              docs/decisions.md ("Without serve --cow-dir, the COW of a
+#              snapshot of a memory origin goes on tmpfs").
 #   nbdkit     nbdkit --filter=cow file base.raw (overlay in tmpfs)
 #   qemu-nbd   qemu-nbd on overlay.qcow2 (qemu-img create -f qcow2 -b base.raw)
 # Each workload writes every block of the export once (fio's random map),
@@ -22,10 +24,14 @@
 # format keeps one exception list per snapshot, so a first write copies the
 # chunk once per snapshot, as the kernel's dm-snapshot does.
 #
+# The table shows each server's CPU time per write too (user + system of
+# its process, over the fio run): on a shared machine, where IOPS swing
+# with the other load, it is the steadier figure.
+#
 # Environment (defaults in brackets):
 #   SIZE     export size, all written per workload [256M]
 #   NSIZE    origin size for the N-snapshot runs [64M]
-#   NSNAPS   snapshot counts ["1 4 16"]
+#   NSNAPS   snapshot counts ["1 4 16"]; none skips this part
 #   CHUNK    COW block size [4k]            IODEPTH  fio iodepth [16]
 #   WORKLOADS rw:bs list ["randwrite:4k write:1M"]
 #   SERVERS  ["daxsnap daxsnap-snap daxsnap-diskcow nbdkit qemu-nbd"]
@@ -80,6 +86,18 @@ j = json.loads(s[s.index("{"):])["jobs"][0]["write"]
 print("%.0f %.1f" % (j["iops"], j["bw_bytes"] / 2**20))' "$tmp/fio.json" || die "no fio result for $1: $(cat "$tmp/fio.json" "$tmp/fio.err")"
 }
 
+# cpu_ticks PID: the process's user+system CPU time, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# server_pid SERVER: the process serving SERVER's URI.
+server_pid() {
+	case $1 in
+	daxsnap*) echo "$daxsnap_pid" ;;
+	nbdkit) echo "$nbdkit_pid" ;;
+	qemu-nbd) echo "$qemu_pid" ;;
+	esac
+}
+
 wait_socket() { # path
 	for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.01; done
 	die "no socket at $1"
@@ -87,6 +105,7 @@ wait_socket() { # path
 
 start_daxsnap() {
 	"$tmp/daxsnap" --state "$shm/state" serve --nbd-addr "" --log-level warn >"$tmp/daxsnap.log" 2>&1 &
+	daxsnap_pid=$!
 	pids+=($!)
 	wait_socket "$shm/state/daxsnap.sock"
 	for _ in $(seq 500); do dx version >/dev/null 2>&1 && return 0; sleep 0.01; done
@@ -151,7 +170,14 @@ for round in $(seq "$ROUNDS"); do
 		rw=${wl%%:*} bs=${wl##*:}
 		for srv in $SERVERS; do
 			prepare "$srv"
-			echo "$wl $srv $(fio_run "$URI" "$rw" "$bs" "$SIZE")" >>"$tmp/results"
+			spid=$(server_pid "$srv")
+			t0=$(cpu_ticks "$spid")
+			res=$(fio_run "$URI" "$rw" "$bs" "$SIZE")
+			t1=$(cpu_ticks "$spid")
+			# the server's CPU time per write, in µs (clock ticks of 1/HZ s)
+			cpu=$(python3 -c 'import os, sys; print("%.1f" % ((int(sys.argv[1]) - int(sys.argv[2])) * 1e6 / os.sysconf("SC_CLK_TCK") / (int(sys.argv[3]) // int(sys.argv[4]))))' \
+				"$t1" "$t0" "$size_b" "$(bytes "$bs")")
+			echo "$wl $srv $res $cpu" >>"$tmp/results"
 		done
 	done
 done
@@ -159,18 +185,19 @@ python3 - "$tmp/results" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    wl, srv, iops, mibs = line.split()
-    rows.setdefault((wl, srv), []).append((float(iops), float(mibs)))
-med = {k: (statistics.median(i for i, _ in v), statistics.median(m for _, m in v)) for k, v in rows.items()}
-print("%-12s %-14s %10s %10s" % ("workload", "server", "IOPS", "MiB/s"))
-for (wl, srv), (i, m) in med.items():
-    print("%-12s %-14s %10.0f %10.1f" % (wl, srv, i, m))
+    wl, srv, iops, mibs, cpu = line.split()
+    rows.setdefault((wl, srv), []).append((float(iops), float(mibs), float(cpu)))
+med = {k: tuple(statistics.median(r[j] for r in v) for j in range(3)) for k, v in rows.items()}
+print("%-12s %-14s %10s %10s %12s" % ("workload", "server", "IOPS", "MiB/s", "CPU us/write"))
+for (wl, srv), (i, m, c) in med.items():
+    print("%-12s %-14s %10.0f %10.1f %12.1f" % (wl, srv, i, m, c))
 print("\nRatios (daxsnap origin / peer; > 1 means daxsnap is faster):")
-for (wl, srv), (i, _) in med.items():
+for (wl, srv), (i, _, _) in med.items():
     if srv in ("nbdkit", "qemu-nbd", "daxsnap-diskcow") and (wl, "daxsnap") in med:
         print("  %-12s vs %-9s %.2f" % (wl, srv, med[(wl, "daxsnap")][0] / i))
 PY
 
+[ "$NSNAPS" = none ] && exit 0
 echo
 echo "daxsnap origin first writes (randwrite 4k over $NSIZE) with N snapshots, COW block $CHUNK, median of $ROUNDS round(s):"
 : >"$tmp/nresults"

@@ -63,6 +63,8 @@ type Client struct {
 	mapsMu sync.Mutex
 	maps   map[uint64]*Mapping // live mappings by ID, for recalls and reconnections
 	closed bool
+	// persists are the Persist groups by device (persist_linux.go).
+	persists map[string]*persistGroup
 
 	reconnects atomic.Int64
 }
@@ -127,6 +129,11 @@ func (c *Client) read(l *link) {
 		if m.Op == wire.OpRecall {
 			closeFDs(fds)
 			go c.recall(l, m)
+			continue
+		}
+		if m.Op == wire.OpDurability {
+			closeFDs(fds)
+			c.durabilityChanged(m)
 			continue
 		}
 		select {

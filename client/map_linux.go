@@ -52,10 +52,13 @@ type Mapping struct {
 	mem        []byte
 	sync       bool
 	durability string
-	recalled   bool // given back to the daemon; Access maps it again
-	raw        bool // Bytes was called: the program may hold the slice
-	closed     bool
-	lost       error // why a new daemon refused to adopt the mapping (Access reports it)
+	// checkpointed: the volume is checkpointed, and Persist asks the
+	// daemon for a checkpoint (persist_linux.go).
+	checkpointed bool
+	recalled     bool // given back to the daemon; Access maps it again
+	raw          bool // Bytes was called: the program may hold the slice
+	closed       bool
+	lost         error // why a new daemon refused to adopt the mapping (Access reports it)
 
 	// What a new daemon needs to adopt the mapping after a restart: the
 	// library's own reference to the userfaultfd (so that the range stays
@@ -102,12 +105,15 @@ func (m *Mapping) mapWithRetry(ctx context.Context) error {
 
 // mapOnce runs one map exchange for m, which gets a new ID and memory.
 func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// The link first, without c.mu: the reconnection that brings it up
+	// takes c.mu to hand the mappings over (as persistOnce does). A link
+	// that dies meanwhile fails the exchange with errLost: asked again.
 	l, err := c.connected(ctx)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	o, device := m.opts, m.device
 	id := c.nextID.Add(1)
 	r, fds, err := c.exchange(ctx, l, wire.SessionMsg{Op: wire.OpMap, ID: id, Map: &wire.MapReq{
@@ -145,6 +151,7 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 	// Known before armed: a recall may come as soon as the daemon has it.
 	m.mu.Lock()
 	m.id, m.mem, m.sync, m.durability, m.recalled = id, mem, r.Grant.Sync, r.Grant.Durability, false
+	m.checkpointed = r.Grant.Checkpointed
 	m.ufd, m.pieces, m.files = ufd, r.Grant.Pieces, files
 	m.mu.Unlock()
 	c.mapsMu.Lock()
@@ -552,10 +559,34 @@ func (m *Mapping) Durability() string {
 }
 
 // Persist makes stores to [off, off+n) of the mapping as durable as the
-// media allows: msync(MS_SYNC), which on MAP_SYNC media writes the cache
+// volume allows: msync(MS_SYNC), which on MAP_SYNC media writes the cache
 // lines back and on memory files writes nothing further (memory volumes
-// are as durable as their memory: see Durability).
+// are as durable as their memory: see Durability). On a checkpointed
+// volume it then returns once a checkpoint holding every store made to
+// the volume before the call is durable on disk; concurrent callers
+// share checkpoints. It waits for a restarting daemon; PersistContext
+// bounds the wait.
 func (m *Mapping) Persist(off, n int) error {
+	return m.PersistContext(context.Background(), off, n)
+}
+
+// PersistContext is Persist, giving up when ctx ends (the checkpoint it
+// asked for goes on).
+func (m *Mapping) PersistContext(ctx context.Context, off, n int) error {
+	if err := m.msync(off, n); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	ck := m.checkpointed
+	m.mu.Unlock()
+	if !ck {
+		return nil
+	}
+	return m.c.persistGroup(m.device).do(ctx, func(ctx context.Context) error { return m.c.persist(ctx, m) })
+}
+
+// msync writes [off, off+n) back as the media needs.
+func (m *Mapping) msync(off, n int) error {
 	m.acc.RLock()
 	defer m.acc.RUnlock()
 	m.mu.Lock()

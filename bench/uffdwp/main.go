@@ -12,7 +12,9 @@
 // Handlers: poll (poll(2) on a locked thread, then read), netpoll (Wait
 // with BlockNetpoll: the goroutine parks in the Go runtime poller), busy
 // (non-blocking reads in a loop), adaptive (Wait spinning -spin, then
-// BlockPoll), adaptive-netpoll (spinning, then BlockNetpoll). Writers:
+// BlockPoll), adaptive-netpoll (spinning, then BlockNetpoll), spinner
+// (adaptive through a uffd.Spinner of -spin, as daxsnap's handlers wait:
+// no spin while it holds back a writer on the handler's CPU). Writers:
 // thread (a locked OS thread of this process) or process (a child process,
 // which created and registered the userfaultfd and passed it over
 // SCM_RIGHTS, as a daxsnap client does). CPUs: any (no pinning), split
@@ -49,7 +51,7 @@ const (
 var pageSize = os.Getpagesize()
 
 func main() {
-	handlers := flag.String("handlers", "poll,netpoll,busy,adaptive,adaptive-netpoll", "handler kinds to run")
+	handlers := flag.String("handlers", "poll,netpoll,busy,adaptive,adaptive-netpoll,spinner", "handler kinds to run")
 	writers := flag.String("writers", "thread,process", "writer kinds to run")
 	cpus := flag.String("cpus", "any,split,same", "CPU placements to run (busy and adaptive skip same: a spinning handler starves a writer on its CPU)")
 	pages := flag.Int("pages", 256, "pages protected and written per round")
@@ -239,6 +241,7 @@ func handle(fd *uffd.FD, base uintptr, daemon []byte, cfg config) ([]time.Durati
 	buf := make([]byte, pageSize)
 	msgs := make([]uffd.Msg, 16)
 	seen := make([]int, cfg.pages) // the round each page was last resolved in
+	spinner := &uffd.Spinner{Max: cfg.spin}
 	var svc []time.Duration
 	for r := 1; r <= cfg.rounds; r++ {
 		if err := fd.Protect(base, uintptr(cfg.pages*pageSize)); err != nil {
@@ -246,7 +249,7 @@ func handle(fd *uffd.FD, base uintptr, daemon []byte, cfg config) ([]time.Durati
 		}
 		atomic.StoreUint64(armed, uint64(r))
 		for resolved := 0; resolved < cfg.pages; {
-			n, err := wait(fd, msgs, cfg)
+			n, err := wait(fd, msgs, cfg, spinner)
 			if err != nil {
 				return nil, err
 			}
@@ -282,7 +285,7 @@ func handle(fd *uffd.FD, base uintptr, daemon []byte, cfg config) ([]time.Durati
 	return svc, nil
 }
 
-func wait(fd *uffd.FD, msgs []uffd.Msg, cfg config) (int, error) {
+func wait(fd *uffd.FD, msgs []uffd.Msg, cfg config, spinner *uffd.Spinner) (int, error) {
 	switch cfg.handler {
 	case "poll":
 		for {
@@ -299,6 +302,8 @@ func wait(fd *uffd.FD, msgs []uffd.Msg, cfg config) (int, error) {
 		return fd.Wait(msgs, cfg.spin, uffd.BlockPoll)
 	case "adaptive-netpoll":
 		return fd.Wait(msgs, cfg.spin, uffd.BlockNetpoll)
+	case "spinner":
+		return spinner.Wait(fd, msgs, uffd.BlockPoll)
 	case "busy":
 		for {
 			if n, err := fd.ReadEvents(msgs); n > 0 || err != nil {
@@ -306,7 +311,7 @@ func wait(fd *uffd.FD, msgs []uffd.Msg, cfg config) (int, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("unknown handler %q (poll, netpoll, busy, adaptive, adaptive-netpoll)", cfg.handler)
+	return 0, fmt.Errorf("unknown handler %q (poll, netpoll, busy, adaptive, adaptive-netpoll, spinner)", cfg.handler)
 }
 
 // writer is the client: each round, once the handler has protected the

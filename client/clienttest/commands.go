@@ -21,6 +21,8 @@ type child struct {
 	ctx context.Context
 	c   *client.Client
 	m   *client.Mapping
+	// mapped is the length of m, as mapped.
+	mapped int64
 
 	// A background writer (stream, causal, ...) runs until stop; done
 	// closes when it has, and last is what it answers.
@@ -62,7 +64,7 @@ var commands = map[string]command{
 			} else if err != nil {
 				return "", err
 			}
-			ch.m = m
+			ch.m, ch.mapped = m, a.int(2)
 			return "", nil
 		}},
 	"fill": {usage: "fill SEED", doc: "every word of page p := SEED<<32 | p", mapped: true,
@@ -170,6 +172,13 @@ var commands = map[string]command{
 		run: func(ch *child, a args) (string, error) {
 			seed := uint64(a.int(0))
 			return "", ch.m.Access(ch.ctx, func(mem []byte) error { fill(mem, seed); return nil })
+		}},
+	"persist": {usage: "persist", doc: `Mapping.Persist of the whole mapping; answers its durability ("ok DURABILITY")`, mapped: true,
+		run: func(ch *child, _ args) (string, error) {
+			if err := ch.m.Persist(0, int(ch.mapped)); err != nil {
+				return "", err
+			}
+			return ch.m.Durability(), nil
 		}},
 	"access-hold": {usage: "access-hold MS", doc: "hold an Access for MS milliseconds, in the background; answers once it holds", mapped: true,
 		run: func(ch *child, a args) (string, error) {

@@ -32,6 +32,12 @@ type app struct {
 func run(args []string, in io.Reader, out, errOut io.Writer) int {
 	a := &app{in: in, out: out, err: errOut}
 	root := a.root()
+	// On error majorMinorArgs returns nil: fail reads --json from args.
+	rewritten, err := majorMinorArgs(args)
+	if err != nil {
+		return a.fail(nil, args, err)
+	}
+	args = rewritten
 	root.SetArgs(args)
 	root.SetIn(in)
 	root.SetOut(out)
@@ -43,7 +49,21 @@ func run(args []string, in io.Reader, out, errOut io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	return a.fail(cmd, args, err)
+}
+
+// fail prints err as run's one line and returns 1. Where dmsetup would
+// print the kernel's errno text ("device-mapper: remove ioctl on vol
+// failed: Device or resource busy"), the line begins with it, so that
+// scripts that look for it find it; daxsnap's explanation follows.
+func (a *app) fail(cmd *cobra.Command, args []string, err error) int {
+	errOut := a.err
 	msg := describeError(cmd, err)
+	if cmd != nil {
+		if prefix := kernelPrefix(cmd, cmd.Flags().Args(), err); prefix != "" {
+			msg = prefix + " " + msg
+		}
+	}
 	if jsonWanted(args) {
 		line, _ := json.Marshal(cliError{Error: msg, Code: errorCode(err)})
 		fmt.Fprintf(errOut, "%s\n", line)
@@ -107,7 +127,7 @@ func jsonWanted(args []string) bool {
 // lines ("...\n\nDid you mean this?\n\tdemo\n"): it becomes one sentence.
 func describeError(cmd *cobra.Command, err error) string {
 	msg := err.Error()
-	if first, rest, _ := strings.Cut(msg, "\n"); strings.HasPrefix(first, "unknown command ") {
+	if first, rest, _ := strings.Cut(msg, "\n"); cmd != nil && strings.HasPrefix(first, "unknown command ") {
 		var suggestions []string
 		for _, l := range strings.Split(rest, "\n") {
 			if l = strings.TrimSpace(l); l != "" && !strings.HasSuffix(l, "?") {
@@ -142,9 +162,10 @@ func (a *app) root() *cobra.Command {
 			"A verb that fails exits 1 with one line on stderr saying what failed and what to do;\n" +
 			"with --json that line is {\"error\": MESSAGE, \"code\": CODE}, CODE being the daemon's\n" +
 			"(not_found, busy, exists, invalid_table, ...) or unreachable, invalid_argument, failed.",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Version:       version,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		Version:           version,
+		PersistentPreRunE: a.resolveDeviceArg,
 	}
 	root.PersistentFlags().StringVar(&a.state, "state", "", "state directory (default $"+daemon.StateEnv+"; else "+rootStateDir+" for root, ./daxsnap-state for other users)")
 	root.PersistentFlags().StringVar(&a.runtime, "runtime-dir", "", "directory of the sockets (default "+rootRuntimeDir+" for root without --state or $"+daemon.StateEnv+"; else STATE)")
@@ -152,9 +173,12 @@ func (a *app) root() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%s: %w: see `%s --help`", c.CommandPath(), err, c.CommandPath())}
 	})
-	root.AddCommand(a.serveCmd(), a.pmemCmd(), a.demoCmd(), a.versionCmd(), a.targetsCmd(), a.snapshotCmd(), a.cowCmd(), a.sessionsCmd(), a.genManCmd())
+	root.AddCommand(a.serveCmd(), a.pmemCmd(), a.demoCmd(), a.versionCmd(), a.targetsCmd(), a.snapshotCmd(), a.cowCmd(), a.checkpointCmd(), a.sessionsCmd(), a.genManCmd())
+	root.AddCommand(a.sendCmd(), a.receiveCmd())
+	root.AddCommand(a.backupCmd(), a.restoreCmd())
 	root.AddCommand(a.deviceCmds()...)
 	root.AddCommand(a.showCmds()...)
+	root.AddCommand(a.dmsetupCmds()...)
 	a.setCompletions(root)
 	return root
 }

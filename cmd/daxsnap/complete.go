@@ -24,8 +24,9 @@ var completions = map[string][]nameKind{
 	"load": {deviceName}, "suspend": {deviceName}, "resume": {deviceName},
 	"clear": {deviceName}, "wipe_table": {deviceName}, "remove": {deviceName},
 	"rename": {deviceName}, "message": {deviceName}, "disconnect": {deviceName},
+	"deps": {deviceName}, "mknodes": {deviceName}, "set": {deviceName},
 	"snapshot create": {deviceName}, "snapshot list": {deviceName},
-	"snapshot remove": {snapshotName}, "snapshot merge": {snapshotName}, "snapshot extend": {snapshotName},
+	"snapshot remove": {snapshotName}, "snapshot merge": {snapshotName}, "snapshot extend": {snapshotName}, "snapshot diff": {snapshotName, deviceName},
 	"cow adopt":   {fileFirst, deviceName},
 	"pmem remove": {regionName},
 }

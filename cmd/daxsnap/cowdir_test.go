@@ -6,7 +6,18 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/daxsnap/daxsnap/internal/daemon"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 )
+
+// cleanMemCOWDir removes, after the test, the directory on /dev/shm
+// where a `daxsnap serve --state state` without --cow-dir puts the COWs
+// of memory origins.
+func cleanMemCOWDir(t *testing.T, state string) {
+	dir := snapshots.MemCOWDirIn(daemon.DefaultPmemDir, state)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+}
 
 // Ensure that `serve --cow-dir DIR` makes the COW files of snapshots
 // taken without --cow in DIR, deletes them with their snapshot, and at

@@ -17,21 +17,31 @@ func label(w io.Writer, name, value string) {
 	fmt.Fprintf(w, "%-19s%s\n", name+":", value)
 }
 
-// formatInfo prints one device as `dmsetup info` does (long form), less
-// the major and minor numbers daxsnap devices do not have, plus
-// daxsnap's own lines, and the blank line that ends each device.
+// formatInfo prints one device as `dmsetup info` does (long form), in
+// the kernel's line order, then daxsnap's own lines (capabilities, owner,
+// holders, note), and the blank line that ends each device. Like
+// dmsetup, it prints Read Ahead only for a device with a live table
+// (dmsetup reads it from the device node, which a device without one
+// lacks).
 func formatInfo(w io.Writer, in wire.Info) {
 	label(w, "Name", in.Name)
 	label(w, "State", infoState(in))
+	if in.LiveTable {
+		label(w, "Read Ahead", fmt.Sprint(in.ReadAhead))
+	}
 	label(w, "Tables present", infoTables(in))
 	label(w, "Open count", fmt.Sprint(in.OpenCount))
 	label(w, "Event number", fmt.Sprint(in.EventNr))
+	label(w, "Major, minor", fmt.Sprintf("%d, %d", in.Major, in.Minor))
 	label(w, "Number of targets", fmt.Sprint(in.TargetCount))
 	if in.UUID != "" {
 		fmt.Fprintf(w, "UUID: %s\n", in.UUID)
 	}
 	label(w, "Capabilities", fmt.Sprintf("%s (fixed: %s)", in.Capabilities, in.FixedCaps))
 	label(w, "Owner", fmt.Sprintf("uid %d, gid %d, mode %s", in.UID, in.GID, in.Mode))
+	if in.Durability != nil {
+		label(w, "Durability", in.Durability.Text)
+	}
 	for _, h := range in.Holders {
 		who := h.Who
 		if h.PID > 0 && !strings.Contains(who, fmt.Sprintf("pid %d", h.PID)) {
@@ -107,15 +117,31 @@ func formatTargets(w io.Writer, targets []wire.Target) {
 	}
 }
 
-// formatLs prints `dmsetup ls`: one name per line (daxsnap devices have
-// no major and minor numbers to show).
-func formatLs(w io.Writer, devs []wire.Info) {
+// lsStyle is how formatLs prints a device's numbers.
+type lsStyle int
+
+const (
+	lsPlain      lsStyle = iota // dmsetup ls: "name<TAB>(254:0)"
+	lsTarget                    // dmsetup ls --target TYPE: "name<TAB>(254, 0)", as dmsetup prints it
+	lsBlkdevname                // dmsetup ls -o blkdevname: "name<TAB>(dm-0)"
+)
+
+// formatLs prints `dmsetup ls`: each name, a tab, and the device's
+// major:minor.
+func formatLs(w io.Writer, devs []wire.Info, style lsStyle) {
 	if len(devs) == 0 {
 		io.WriteString(w, noDevices)
 		return
 	}
 	for _, d := range devs {
-		fmt.Fprintln(w, d.Name)
+		switch style {
+		case lsTarget:
+			fmt.Fprintf(w, "%s\t(%d, %d)\n", d.Name, d.Major, d.Minor)
+		case lsBlkdevname:
+			fmt.Fprintf(w, "%s\t(dm-%d)\n", d.Name, d.Minor)
+		default:
+			fmt.Fprintf(w, "%s\t(%d:%d)\n", d.Name, d.Major, d.Minor)
+		}
 	}
 }
 
@@ -142,11 +168,13 @@ func formatPmem(w io.Writer, regions []wire.Pmem) {
 	}
 }
 
-// formatVersion prints client and daemon versions, dmsetup-style.
+// formatVersion prints client and daemon versions as dmsetup version
+// prints its library's and the kernel driver's: the client is the
+// library scripts call, the daemon the driver behind it.
 func formatVersion(w io.Writer, client string, v *wire.Version) {
-	label(w, "Client version", client)
+	label(w, "Library version", "daxsnap "+client)
 	if v != nil {
-		label(w, "Daemon version", fmt.Sprintf("%s (API %s, %s)", v.Version, v.API, v.GoVersion))
+		label(w, "Driver version", fmt.Sprintf("daxsnap %s (API %s, %s)", v.Version, v.API, v.GoVersion))
 	}
 }
 

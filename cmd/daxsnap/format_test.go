@@ -13,12 +13,15 @@ func TestFormatInfo(t *testing.T) {
 	var b strings.Builder
 	formatInfo(&b, wire.Info{Name: "x", Suspended: true, ReadOnly: true, DeferredRemove: true,
 		InactiveTable: true, OpenCount: 2, EventNr: 7, Capabilities: "none", FixedCaps: "dax",
-		Note: "Its table did not load.", UID: 1000, GID: 6, Mode: "0660"})
+		Note: "Its table did not load.", UID: 1000, GID: 6, Mode: "0660", Major: 254, Minor: 3, ReadAhead: 256})
+	// The kernel's lines in its order (no Read Ahead without a live
+	// table, as dmsetup), then daxsnap's.
 	golden(t, "info", b.String(), `Name:              x
 State:             SUSPENDED (READ-ONLY) (DEFERRED REMOVE)
 Tables present:    INACTIVE
 Open count:        2
 Event number:      7
+Major, minor:      254, 3
 Number of targets: 0
 Capabilities:      none (fixed: dax)
 Owner:             uid 1000, gid 6, mode 0660
@@ -45,8 +48,9 @@ func TestFormatText(t *testing.T) {
 
 func TestFormatLsTargets(t *testing.T) {
 	var b strings.Builder
-	formatLs(&b, nil)
-	formatLs(&b, []wire.Info{{Name: "a"}, {Name: "b"}})
+	formatLs(&b, nil, lsPlain)
+	formatLs(&b, []wire.Info{{Name: "a", Major: 254}, {Name: "b", Major: 254, Minor: 1}}, lsPlain)
+	formatLs(&b, []wire.Info{{Name: "b", Major: 254, Minor: 1}}, lsTarget)
 	formatTargets(&b, []wire.Target{{Name: "snapshot-origin", Version: [3]int{1, 9, 0}}, {Name: "a-very-long-target-name", Version: [3]int{1, 0, 0}}})
-	golden(t, "ls+targets", b.String(), "No devices found\na\nb\nsnapshot-origin  v1.9.0\na-very-long-target-name v1.0.0\n")
+	golden(t, "ls+targets", b.String(), "No devices found\na\t(254:0)\nb\t(254:1)\nb\t(254, 1)\nsnapshot-origin  v1.9.0\na-very-long-target-name v1.0.0\n")
 }

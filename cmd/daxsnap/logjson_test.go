@@ -24,6 +24,7 @@ func TestCLI_logJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(shm) })
+	cleanMemCOWDir(t, state)
 	serve, stderr := daxsnapProcess(t, "serve", "--state", state, "--log-format", "json", "--fuse", "",
 		"--nbd-addr", "127.0.0.1:0", "--nbd-insecure")
 	defer serve.Process.Kill()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/daxsnap/daxsnap/internal/progress"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"golang.org/x/sys/unix"
 )
@@ -45,11 +46,11 @@ func TestProgressBar_terminalOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if !isTerminal(slave) || isTerminal(w) || isTerminal(&strings.Builder{}) {
-		t.Fatalf("isTerminal: pty %v, pipe %v, buffer %v; want true, false, false", isTerminal(slave), isTerminal(w), isTerminal(&strings.Builder{}))
+	if !progress.IsTerminal(slave) || progress.IsTerminal(w) || progress.IsTerminal(&strings.Builder{}) {
+		t.Fatalf("IsTerminal: pty %v, pipe %v, buffer %v; want true, false, false", progress.IsTerminal(slave), progress.IsTerminal(w), progress.IsTerminal(&strings.Builder{}))
 	}
 	for _, out := range []*os.File{slave, w} {
-		bar := progressBar{w: out, on: isTerminal(out)}
+		bar := progressBar{w: out, on: progress.IsTerminal(out)}
 		bar.show("s1", "vol", &wire.MergeProgress{Percent: 50, Remaining: 7})
 		bar.end()
 	}

@@ -31,7 +31,8 @@ func (a *app) serveCmd() *cobra.Command {
 			"--shutdown-timeout, forces the stop, and the log names every user it breaks.\n" +
 			"Devices and memory regions persist in the state directory and come back on the next start.\n" +
 			"Every device is a file in the FUSE mount (STATE/fuse unless --fuse says otherwise):\n" +
-			"`losetup -f --show STATE/fuse/NAME` makes it a block device for mkfs, mount and fsck.\n" +
+			"`losetup -f --show --direct-io=on STATE/fuse/NAME` makes it a block device for mkfs, mount\n" +
+			"and fsck (--direct-io=on keeps the queue depth: without it the loop driver sends one request at a time).\n" +
 			"The state file STATE/daxsnap.db is checked at start and backed up to STATE/daxsnap.db.bak\n" +
 			"after every change; a damaged or lost one is refused, and --recover starts from the backup.",
 		Args: args(0, 0),
@@ -44,6 +45,7 @@ func (a *app) serveCmd() *cobra.Command {
 			// the exception store) logs to the default: make it this one,
 			// so that every line has the configured format and level.
 			slog.SetDefault(log)
+			startProfiling(log)
 			if shutdownTimeout < 0 {
 				return fmt.Errorf("serve: --shutdown-timeout %v: give a positive duration (0 waits for the users)", shutdownTimeout)
 			}
@@ -69,7 +71,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&nbdInsecure, "nbd-insecure", false, "allow NBD on plain TCP, on a loopback address only: clients are anonymous and get only what each device's other permission bits allow")
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on RUNTIME-DIR/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
-	f.StringVar(&cowDir, "cow-dir", "", "directory for the COW files of snapshots taken without --cow, and their lost+found (default STATE/cow, STATE/lost+found); one daemon per directory; docs/decisions.md says when tmpfs pays")
+	f.StringVar(&cowDir, "cow-dir", "", "directory for the COW files of snapshots taken without --cow, and their lost+found, for every origin (default: for an origin all on tmpfs/hugetlbfs, /dev/shm/daxsnap-cow-UID-HASH, this daemon's own; otherwise STATE/cow and STATE/lost+found); one daemon per directory; docs/decisions.md says why")
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
 	f.IntVar(&autoThreshold, "autoextend-threshold", 100, "grow a snapshot's COW file when it is this percent full (50 to 99; 100 for never), unless the snapshot has its own (lvm.conf's snapshot_autoextend_threshold)")
 	f.IntVar(&autoPercent, "autoextend-percent", 20, "grow it by this percent of its size (lvm.conf's snapshot_autoextend_percent)")

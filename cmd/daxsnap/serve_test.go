@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/daxsnap/daxsnap/internal/backup/s3test"
 )
 
 // serveEnv makes the test binary run `daxsnap ARGS...` (a JSON array).
@@ -22,7 +24,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run(args, os.Stdin, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	s3test.Stop() // the S3 server the backup tests started, if any
+	os.Exit(code)
 }
 
 // daxsnapProcess starts this binary as `daxsnap args...`.
@@ -90,7 +94,7 @@ func TestCLI_serve(t *testing.T) {
 	defer func() { again.Process.Signal(syscall.SIGINT); again.Wait() }()
 	waitFor(t, "the restarted daemon", func() bool {
 		code, out, _ := runIn("", "--socket", sock, "ls")
-		return code == 0 && out == "kept\n"
+		return code == 0 && out == "kept\t(254:0)\n"
 	})
 }
 
@@ -123,18 +127,13 @@ func TestCLI_serveRecover(t *testing.T) {
 	state := t.TempDir()
 	t.Cleanup(func() { syscall.Unmount(filepath.Join(state, "fuse"), syscall.MNT_DETACH) })
 	sock := filepath.Join(state, "daxsnap.sock")
-	serve, stderr := daxsnapProcess(t, "serve", "--state", state, "--nbd-addr", "", "--fuse", "")
-	defer serve.Process.Kill()
-	waitFor(t, "the control socket", func() bool {
-		code, _, _ := runIn("", "--socket", sock, "version")
-		return code == 0
-	})
+	serve, logs := serveProcess(t, state, "--fuse", "")
 	if code, _, errOut := runIn("", "--state", state, "create", "kept", "--table", "0 8 zero"); code != 0 {
 		t.Fatal(errOut)
 	}
 	serve.Process.Signal(syscall.SIGTERM)
 	if err := serve.Wait(); err != nil {
-		t.Fatalf("serve after SIGTERM: %v\n%s", err, stderr)
+		t.Fatalf("serve after SIGTERM: %v\n%s", err, logs)
 	}
 	db := filepath.Join(state, "daxsnap.db")
 	if err := os.Truncate(db, 2*4096); err != nil {
@@ -156,7 +155,7 @@ func TestCLI_serveRecover(t *testing.T) {
 	defer again.Process.Kill()
 	waitFor(t, "the recovered daemon", func() bool {
 		code, out, _ := runIn("", "--socket", sock, "ls")
-		return code == 0 && out == "kept\n"
+		return code == 0 && out == "kept\t(254:0)\n"
 	})
 	again.Process.Signal(syscall.SIGINT)
 	again.Wait()

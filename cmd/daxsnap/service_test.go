@@ -155,6 +155,7 @@ func TestService_execStart(t *testing.T) {
 	out := c.ok("pmem", "create", "r", "--size", "8M", "--dir", shm)
 	_, region, _ := strings.Cut(strings.TrimSpace(out), " at ")
 	c.ok("create", "vol", "--table", "0 16384 linear "+region+" 0")
+	cleanMemCOWDir(t, state)
 	c.ok("snapshot", "create", "vol", "snap", "--cow-size", "1M")
 	file := filepath.Join(state, "fuse", "vol")
 	if err := os.WriteFile(file, []byte("after the snapshot"), 0); err != nil {

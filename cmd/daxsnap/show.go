@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -28,11 +29,20 @@ func (a *app) devicesFor(ctx context.Context, args []string) ([]wire.Info, error
 }
 
 func (a *app) infoCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, columns bool
+	var report reportOptions
 	cmd := &cobra.Command{
-		Use:   "info [NAME]",
+		Use:   "info [NAME | MAJ:MIN | -j MAJ -m MIN] [-c [-o FIELDS] [--noheadings] [--separator SEP]]",
 		Short: "Describe one device or all, as dmsetup info does",
-		Args:  args(0, 1),
+		Long: `Describe one device or all, as dmsetup info does: the kernel's lines in
+its order, then daxsnap's (capabilities, owner, holders, note).
+
+-c prints one line per device in columns, as dmsetup info -c does; -o
+picks them (default ` + defaultReportFields + `; also devno,
+blkdevname, read_ahead, suspended, readonly, device_count), --noheadings
+drops the heading line (and joins fields with ':'), --separator SEP joins
+them with SEP.`,
+		Args: args(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			devs, err := a.devicesFor(cmd.Context(), args)
 			if err != nil {
@@ -40,6 +50,9 @@ func (a *app) infoCmd() *cobra.Command {
 			}
 			if asJSON {
 				return a.printJSON(devs)
+			}
+			if columns || cmd.Flags().Changed("options") {
+				return formatInfoColumns(a.out, devs, report)
 			}
 			if len(devs) == 0 {
 				fmt.Fprint(a.out, noDevices)
@@ -51,6 +64,8 @@ func (a *app) infoCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&columns, "columns", "c", false, "one line per device, in columns")
+	reportFlags(cmd, &report)
 	return cmd
 }
 
@@ -58,15 +73,19 @@ func (a *app) infoCmd() *cobra.Command {
 // a "name: " prefix per line. Notes go to stderr, keeping stdout as
 // dmsetup prints it.
 func (a *app) textCmd(verb, short string) *cobra.Command {
-	var inactive, asJSON bool
+	var inactive, asJSON, showKeys bool
+	var target string
 	cmd := &cobra.Command{
-		Use:   verb + " [NAME] [--inactive]",
+		Use:   verb + " [NAME] [--inactive] [--target TYPE]",
 		Short: short,
 		Args:  args(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			texts, err := a.texts(cmd.Context(), verb, args, inactive)
 			if err != nil {
 				return err
+			}
+			if target != "" {
+				texts = onlyTarget(texts, target, len(args) == 0)
 			}
 			if asJSON {
 				return a.printJSON(texts)
@@ -83,13 +102,40 @@ func (a *app) textCmd(verb, short string) *cobra.Command {
 				if t.Note != "" {
 					fmt.Fprintf(a.err, "daxsnap: note: %s: %s\n", t.Name, t.Note)
 				}
+				if t.Durability != nil {
+					fmt.Fprintf(a.err, "daxsnap: durability: %s: %s\n", t.Name, t.Durability.Text)
+				}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&inactive, "inactive", false, "show the inactive table")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&target, "target", "", "only the lines of target `TYPE` (and, for every device, only the devices that have one)")
+	if verb == "table" {
+		cmd.Flags().BoolVar(&showKeys, "showkeys", false, "accepted for dmsetup compatibility: no daxsnap target has a key to hide")
+	}
 	return cmd
+}
+
+// onlyTarget keeps the lines of texts whose target is typ; listing every
+// device, it drops the devices left with none, as dmsetup --target does.
+func onlyTarget(texts []wire.Text, typ string, all bool) []wire.Text {
+	out := []wire.Text{}
+	for _, t := range texts {
+		var keep []string
+		for _, l := range strings.SplitAfter(t.Text, "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[2] == typ {
+				keep = append(keep, l)
+			}
+		}
+		if len(keep) == 0 && all {
+			continue
+		}
+		t.Text = strings.Join(keep, "")
+		out = append(out, t)
+	}
+	return out
 }
 
 func (a *app) texts(ctx context.Context, verb string, args []string, inactive bool) ([]wire.Text, error) {
@@ -121,25 +167,62 @@ func (a *app) texts(ctx context.Context, verb string, args []string, inactive bo
 }
 
 func (a *app) lsCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, tree bool
+	var target, style string
 	cmd := &cobra.Command{
-		Use:   "ls",
-		Short: "List the devices",
+		Use:   "ls [--target TYPE] [--tree] [-o devname|blkdevname|devno]",
+		Short: "List the devices with their numbers, as dmsetup ls does",
 		Args:  args(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := parseDevNameStyle(style)
+			if err != nil {
+				return err
+			}
 			devs, err := a.api().Devices(cmd.Context())
 			if err != nil {
 				return err
 			}
+			how := lsPlain
+			if target != "" {
+				if devs, err = a.withTarget(cmd.Context(), devs, target); err != nil {
+					return err
+				}
+				how = lsTarget
+			}
 			if asJSON {
 				return a.printJSON(devs)
 			}
-			formatLs(a.out, devs)
+			if s == styleBlkdevname {
+				how = lsBlkdevname
+			}
+			if tree {
+				formatTree(a.out, devs)
+			} else {
+				formatLs(a.out, devs, how)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&tree, "tree", false, "show the devices as a tree of what each uses")
+	cmd.Flags().StringVar(&target, "target", "", "only the devices whose live table has a line of target `TYPE`")
+	cmd.Flags().StringVarP(&style, "options", "o", "", "blkdevname: show dm-MINOR instead of the numbers")
 	return cmd
+}
+
+// withTarget keeps the devices whose live table has a line of target typ.
+func (a *app) withTarget(ctx context.Context, devs []wire.Info, typ string) ([]wire.Info, error) {
+	out := []wire.Info{}
+	for _, d := range devs {
+		t, err := a.api().Table(ctx, d.Name, false)
+		if err != nil {
+			return nil, err
+		}
+		if len(onlyTarget([]wire.Text{t}, typ, true)) > 0 {
+			out = append(out, d)
+		}
+	}
+	return out, nil
 }
 
 func (a *app) targetsCmd() *cobra.Command {

@@ -11,10 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/daxsnap/daxsnap/internal/progress"
 	"github.com/daxsnap/daxsnap/internal/snapshots"
 	"github.com/daxsnap/daxsnap/internal/wire"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 )
 
 func (a *app) snapshotCmd() *cobra.Command {
@@ -22,22 +22,22 @@ func (a *app) snapshotCmd() *cobra.Command {
 		Use:   "snapshot",
 		Short: "Snapshots the way LVM sets them up: ORIGIN keeps its name, ORIGIN-real holds its table",
 	}
-	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotListCmd(), a.snapshotRemoveCmd(), a.snapshotMergeCmd(), a.snapshotExtendCmd())
+	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotListCmd(), a.snapshotRemoveCmd(), a.snapshotMergeCmd(), a.snapshotExtendCmd(), a.snapshotDiffCmd())
 	return cmd
 }
 
 func (a *app) snapshotCreateCmd() *cobra.Command {
 	var req wire.SnapshotCreate
-	var cowSize, chunk string
+	var cowSize, chunk, permission string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create ORIGIN NAME [--cow FILE | --cow-size SIZE] [--chunk 4k] [--transient] [--autoextend-threshold P [--autoextend-percent P]]",
+		Use:   "create ORIGIN NAME [--cow FILE | --cow-size SIZE] [--chunk 4k] [--transient] [--permission r|rw] [--autoextend-threshold P [--autoextend-percent P]]",
 		Short: "Take a snapshot of ORIGIN as a new device NAME; ORIGIN pauses, never fails",
 		Long: "Take a snapshot of ORIGIN: its table moves to ORIGIN-real, NAME becomes\n" +
 			"`snapshot /dev/mapper/ORIGIN-real COW P CHUNK` and ORIGIN becomes\n" +
 			"`snapshot-origin /dev/mapper/ORIGIN-real`, all while ORIGIN is suspended.\n" +
 			"A DAX origin stays DAX. Without --cow the daemon creates NAME.cow in serve's --cow-dir\n" +
-			"(default STATE/cow)\n" +
+			"(default: on tmpfs, /dev/shm/daxsnap-cow-UID-HASH, for an origin all in memory; STATE/cow otherwise)\n" +
 			"(10% of the origin, at least 8 MiB, at most a full copy) and deletes it with the snapshot.\n" +
 			"With --autoextend-threshold P the COW file grows by --autoextend-percent of its size\n" +
 			"whenever it is P percent full, as LVM's snapshot_autoextend_threshold does; writes that\n" +
@@ -46,6 +46,13 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			op := "snapshot create " + strings.Join(args, " ")
 			req.Origin, req.Name = args[0], args[1]
+			switch permission {
+			case "r":
+				req.ReadOnly = true
+			case "rw", "":
+			default:
+				return usageError{fmt.Errorf("%s: --permission %q: give r (read-only) or rw, as lvcreate -p takes", op, permission)}
+			}
 			var err error
 			if cowSize != "" {
 				if req.COWSize, err = parseSize(cowSize); err != nil {
@@ -77,6 +84,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 	f.StringVar(&cowSize, "cow-size", "", "size of the COW file the daemon creates, e.g. 256M")
 	f.StringVar(&chunk, "chunk", "", "chunk size, a power of two such as 4k (default) to 512k")
 	f.BoolVar(&req.Transient, "transient", false, "keep exceptions in memory only (store N): lost when the daemon stops")
+	f.StringVarP(&permission, "permission", "p", "rw", "r: a read-only snapshot device (its writes fail), as lvcreate -s -p r")
 	f.IntVar(&req.AutoextendThreshold, "autoextend-threshold", 0, "grow the COW file when it is this percent full (50 to 99; 100 for never; default: serve's)")
 	f.IntVar(&req.AutoextendPercent, "autoextend-percent", 0, "grow it by this percent of its size (default 20)")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
@@ -85,11 +93,22 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 
 func (a *app) snapshotListCmd() *cobra.Command {
 	var asJSON bool
+	var report reportOptions
+	var units string
 	cmd := &cobra.Command{
-		Use:     "list [ORIGIN]",
+		Use:     "list [ORIGIN] [-o FIELDS [--units U] [--noheadings] [--separator SEP]]",
 		Aliases: []string{"ls"},
 		Short:   "List snapshots: origin, COW, store, chunk size, usage and state (merge progress)",
-		Args:    args(0, 1),
+		Long: `List snapshots: origin, COW, store, chunk size, usage and state (merge progress).
+
+-o FIELDS prints the columns lvs would, by lvs's field names: lv_name,
+origin, lv_attr (swi-a-s---: s snapshot, S merging; w or r; a active, I
+invalid), lv_size (the COW's size, as lvs gives a snapshot's LSize),
+origin_size, data_percent (snap_percent), chunk_size; and daxsnap's cow,
+store, state. +FIELDS adds to the default (` + defaultLvsFields + `).
+--units picks the size unit as lvs does: h (default), b, s, k, m, g, t
+(powers of 1024) or H, K, M, G, T (powers of 1000).`,
+		Args: args(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			origin := ""
 			if len(args) == 1 {
@@ -102,11 +121,20 @@ func (a *app) snapshotListCmd() *cobra.Command {
 			if asJSON {
 				return a.printJSON(snaps)
 			}
+			if cmd.Flags().Changed("options") || units != "" || report.noHeadings || report.separator != "" {
+				if len(snaps) == 0 {
+					fmt.Fprint(a.out, noSnapshots)
+					return nil
+				}
+				return formatSnapshotReport(a.out, snaps, report, units)
+			}
 			formatSnapshots(a.out, snaps)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	reportFlags(cmd, &report)
+	cmd.Flags().StringVar(&units, "units", "", "size `UNIT` of -o's sizes: h, b, s, k, m, g, t (or H, K, M, G, T: powers of 1000)")
 	return cmd
 }
 
@@ -212,7 +240,7 @@ func (a *app) snapshotMergeCmd() *cobra.Command {
 			intr := make(chan os.Signal, 1)
 			signal.Notify(intr, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(intr)
-			bar := progressBar{w: a.err, on: isTerminal(a.err)}
+			bar := progressBar{w: a.err, on: progress.IsTerminal(a.err)}
 			tick := time.NewTicker(200 * time.Millisecond)
 			defer tick.Stop()
 			for {
@@ -286,16 +314,6 @@ func interruptedMerge(name string, s wire.Snapshot, err error) error {
 	return fmt.Errorf("snapshot merge %s: interrupted before the daemon started the merge (the snapshot is %s): run it again to merge", name, snapshotState(s))
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
 // progressBar draws one line, redrawn in place, on a terminal only (on
 // anything else it draws nothing).
 type progressBar struct {
@@ -323,10 +341,13 @@ func (b *progressBar) end() {
 	}
 }
 
+// noSnapshots is what snapshot list prints when there are none.
+const noSnapshots = "No snapshots: take one with `daxsnap snapshot create ORIGIN NAME`\n"
+
 // formatSnapshots prints snapshot list.
 func formatSnapshots(w io.Writer, snaps []wire.Snapshot) {
 	if len(snaps) == 0 {
-		io.WriteString(w, "No snapshots: take one with `daxsnap snapshot create ORIGIN NAME`\n")
+		io.WriteString(w, noSnapshots)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)

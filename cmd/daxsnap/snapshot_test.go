@@ -76,7 +76,7 @@ func TestCLI_snapshot(t *testing.T) {
 	}
 	c.ok("snapshot", "rm", "t1")
 	golden(t, "snapshot list (none)", c.ok("snapshot", "list"), "No snapshots: take one with `daxsnap snapshot create ORIGIN NAME`\n")
-	golden(t, "ls", c.ok("ls"), "vol\n")
+	golden(t, "ls", c.ok("ls"), "vol\t(254:0)\n")
 	if _, err := os.Stat(mine); err != nil {
 		t.Fatalf("the user's COW file went with its snapshot: %v", err)
 	}

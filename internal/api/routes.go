@@ -36,6 +36,12 @@ func (s *Server) routes(metrics http.Handler) {
 	m.HandleFunc("GET /v1/devices/{name}/data", s.readData)
 	m.HandleFunc("PUT /v1/devices/{name}/data", s.writeData)
 	m.HandleFunc("POST /v1/devices/{name}/disconnect", s.disconnect)
+	m.HandleFunc("POST /v1/devices/{name}/owner", s.setOwner)
+
+	m.HandleFunc("GET /v1/devices/{name}/checkpoint", s.checkpointGet)
+	m.HandleFunc("PUT /v1/devices/{name}/checkpoint", s.checkpointEnable)
+	m.HandleFunc("POST /v1/devices/{name}/checkpoint", s.checkpointNow)
+	m.HandleFunc("DELETE /v1/devices/{name}/checkpoint", s.checkpointDisable)
 
 	m.HandleFunc("GET /v1/snapshots", s.snapshots)
 	m.HandleFunc("POST /v1/snapshots", s.snapshotCreate)
@@ -43,6 +49,7 @@ func (s *Server) routes(metrics http.Handler) {
 	m.HandleFunc("DELETE /v1/snapshots/{name}", s.snapshotRemove)
 	m.HandleFunc("POST /v1/snapshots/{name}/merge", s.snapshotMerge)
 	m.HandleFunc("POST /v1/snapshots/{name}/extend", s.snapshotExtend)
+	m.HandleFunc("GET /v1/snapshots/{name}/diff", s.snapshotDiff)
 	m.HandleFunc("GET /v1/sessions", s.sessions)
 
 	if metrics != nil {

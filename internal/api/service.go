@@ -19,6 +19,7 @@ type Service interface {
 	SnapshotService
 	PmemService
 	SessionService
+	CheckpointService
 }
 
 // DeviceService is the verbs on mapped devices (/v1/devices), as dmsetup
@@ -72,6 +73,20 @@ type SessionService interface {
 	// Sessions lists the clients that map devices directly, with the
 	// write-protect audit's findings.
 	Sessions(ctx context.Context) ([]wire.DAXSession, error)
+}
+
+// CheckpointService makes memory volumes durable
+// (/v1/devices/{name}/checkpoint, wire/checkpoint.go).
+type CheckpointService interface {
+	// CheckpointGet says how durable the device is.
+	CheckpointGet(ctx context.Context, name string) (wire.Durability, error)
+	// CheckpointEnable starts checkpointing the device to an image; the
+	// first checkpoint is full.
+	CheckpointEnable(ctx context.Context, name string, req wire.CheckpointEnable) (wire.Durability, error)
+	// CheckpointNow takes a checkpoint and returns once it is durable.
+	CheckpointNow(ctx context.Context, name string) (wire.Durability, error)
+	// CheckpointDisable stops checkpointing; the image stays as it is.
+	CheckpointDisable(ctx context.Context, name string) error
 }
 
 // MaxDataLength bounds one ReadData or WriteData request, as NBD clients

@@ -121,7 +121,8 @@ type DirectAccesser interface {
 }
 
 // Reprober is implemented by devices that can grow while open: a regular
-// file (truncate) or a block device (lvextend, a loop device resized).
+// file (truncate), a block device (lvextend, a loop device resized), or a
+// memory file opened with room to grow (Options.GrowLimit).
 // Reprobe reads the size again and takes in any growth; a device never
 // shrinks while open, so every range a table was built on stays in range.
 type Reprober interface {

@@ -26,7 +26,7 @@ func TestMapSync_refusedIsReported(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: mapShared with MAP_SYNC refused should fall back, got %v", f.Name(), err)
 		}
-		unix.Munmap(mem)
+		unmap(mem)
 		if synced {
 			t.Fatalf("%s: MAP_SYNC reported granted on a file that is not DAX", f.Name())
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -19,6 +20,12 @@ type memory struct {
 	fd       int
 	mem      []byte // the whole device; unmapped by Close
 	pageSize int64
+	// reserved: mem is the start of a reservation of cap(mem) bytes of
+	// address space (Options.GrowLimit), into which Reprobe maps the
+	// file's growth; how is how its pieces are mapped.
+	reserved bool
+	limit    int64 // Options.GrowLimit when reserved (whole huge pages on hugetlbfs)
+	how      mapping
 	// sync: stores are durable once their cache lines are written back
 	// (MAP_SYNC on persistent media). Writes then write their lines back
 	// themselves, and FlushRange needs no system call.
@@ -39,7 +46,22 @@ func newMemoryFile(f *os.File, path string, st *unix.Stat_t, kind Kind, pageSize
 		return nil, fmt.Errorf("open backing device %s: size %d is not a multiple of the hugetlbfs page size %d: truncate it to a multiple",
 			path, size, pageSize)
 	}
-	mem, synced, err := mapShared(int(f.Fd()), size, mapping{readOnly: opts.ReadOnly, trySync: kind == KindFSDAX})
+	how := mapping{readOnly: opts.ReadOnly, trySync: kind == KindFSDAX}
+	limit := opts.GrowLimit
+	if kind == KindHugetlbfs && limit > 0 {
+		// The file grows in whole huge pages: a limit within the last
+		// one would leave the part of it below the limit out.
+		limit = roundUp(limit, pageSize)
+	}
+	reserved := limit > size
+	var mem []byte
+	var synced bool
+	var err error
+	if reserved {
+		mem, synced, err = mapReserved(int(f.Fd()), size, limit, pageSize, how)
+	} else {
+		mem, synced, err = mapShared(int(f.Fd()), size, how)
+	}
 	if err != nil {
 		if kind == KindHugetlbfs && errors.Is(err, unix.ENOMEM) {
 			err = fmt.Errorf("%w: not enough free huge pages for %d bytes (raise /proc/sys/vm/nr_hugepages)", err, size)
@@ -54,7 +76,46 @@ func newMemoryFile(f *os.File, path string, st *unix.Stat_t, kind Kind, pageSize
 		caps |= Sync
 	}
 	p := props{path: path, id: idOf(st), kind: kind, size: size, lbs: 512, caps: caps, ro: opts.ReadOnly}
-	return &memory{base: base{props: p}, f: f, fd: int(f.Fd()), mem: mem, pageSize: pageSize, sync: synced, file: true}, nil
+	how.trySync, how.needSync = synced, synced // growth is mapped as the start was
+	return &memory{base: base{props: p}, f: f, fd: int(f.Fd()), mem: mem, pageSize: pageSize, sync: synced, file: true,
+		reserved: reserved, limit: limit, how: how}, nil
+}
+
+// Reprobe takes in a file that grew since it was opened (see Reprober),
+// as far as the address space reserved for it reaches (Options.GrowLimit):
+// the growth is mapped in place, so the mapping does not move and every
+// slice DirectAccess returned stays valid. A device opened without room
+// to grow, or a devdax device, keeps its size. On hugetlbfs only whole
+// huge pages are taken in.
+func (m *memory) Reprobe() error {
+	if !m.reserved {
+		return nil // no room to grow into (a devdax device never has)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(m.fd, &st); err != nil {
+		return fmt.Errorf("reprobe %s: fstat: %w", m.path, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("reprobe %s: %w", m.path, ErrClosed)
+	}
+	size := min(st.Size, m.limit)
+	if m.kind == KindHugetlbfs {
+		size -= size % m.pageSize
+	}
+	if size <= m.size {
+		return nil
+	}
+	page := int64(os.Getpagesize())
+	from, to := roundUp(m.size, page), roundUp(size, page) // mapped; to map
+	if to > from {
+		if _, _, err := mmapFile(m.fd, unsafe.Pointer(&m.mem[:cap(m.mem)][from]), from, to-from, m.how); err != nil {
+			return fmt.Errorf("reprobe %s: map its growth from %d to %d bytes: %w", m.path, m.size, size, err)
+		}
+	}
+	m.mem, m.size = m.mem[:size], size
+	return nil
 }
 
 func (m *memory) ReadAt(p []byte, off int64) (int, error) {
@@ -219,7 +280,7 @@ func (m *memory) Close() error {
 		return err
 	}
 	defer m.mu.Unlock()
-	err := unix.Munmap(m.mem)
+	err := unmap(m.mem)
 	m.mem = nil
 	return errors.Join(err, m.f.Close())
 }
@@ -228,4 +289,5 @@ var (
 	_ Device         = (*memory)(nil)
 	_ DirectAccesser = (*memory)(nil)
 	_ MappingSource  = (*memory)(nil)
+	_ Reprober       = (*memory)(nil)
 )

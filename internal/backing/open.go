@@ -22,6 +22,13 @@ type Options struct {
 	// used, for example that it is the very inode and owner recorded when
 	// it was made; its error refuses the open.
 	Verify func(st *unix.Stat_t) error
+	// GrowLimit, for a memory file (tmpfs, hugetlbfs, fsdax), reserves
+	// address space for its mapping to grow to this many bytes: Reprobe
+	// then takes in the file grown (ftruncate, fallocate) up to it, as a
+	// plain file's growth is taken in. A snapshot's COW is opened so, to
+	// be extended. 0, or no more than the file's size, maps the file at
+	// its size and no more; other kinds ignore it.
+	GrowLimit int64
 }
 
 // accepted ends every "not a backing device" error: what to give instead.

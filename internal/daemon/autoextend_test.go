@@ -31,9 +31,18 @@ func (e *env) fillOrigin(origin string, n int64) error {
 // threshold raises a device event and counts in the metrics, and that the
 // same workload without autoextend invalidates the snapshot.
 func TestAutoextend_fillingSnapshotIsExtendedNotInvalidated(t *testing.T) {
+	testAutoextendFilling(t, (*env).fileVol)
+}
+
+// The same for a snapshot of a memory origin, whose COW the daemon puts
+// on tmpfs: it grows in place. Before memory COWs could grow, autoextend
+// failed and the snapshot was invalidated.
+func TestAutoextend_memoryCOW(t *testing.T) { testAutoextendFilling(t, (*env).pmemVol) }
+
+func testAutoextendFilling(t *testing.T, volume func(e *env, name string, size int64) string) {
 	e := newEnv(t)
 	const size = 16 * mib
-	e.fileVol("vol", size)
+	volume(e, "vol", size)
 	s := e.snap("vol", "grows", withCOWSize(mib), withAutoextend(70, 50))
 	if s.AutoextendThreshold != 70 || s.AutoextendPercent != 50 {
 		t.Fatalf("snapshot create: autoextend %d%%/%d%%, want 70/50", s.AutoextendThreshold, s.AutoextendPercent)

@@ -32,7 +32,9 @@ type Config struct {
 	StateDir string // default DefaultStateDir()
 	// COWDir is where the daemon creates the COW files of snapshots made
 	// without --cow (serve --cow-dir), with its lost+found; default
-	// <state>/cow and <state>/lost+found. One daemon per directory: it
+	// <state>/cow and <state>/lost+found, but for an origin all in memory
+	// (tmpfs, hugetlbfs) PmemDir/daxsnap-cow-UID-HASH (snapshots.MemCOWDirIn,
+	// this daemon's own) and its lost+found. One daemon per directory: it
 	// moves files there that no snapshot of its own uses to lost+found.
 	COWDir string
 	// RuntimeDir holds the sockets (control, NBD, DAX sessions); default
@@ -82,6 +84,9 @@ type Config struct {
 	// ControlLimits bound the control socket's clients: read timeouts
 	// and the cap on other users' connections (zero: api.DefaultLimits).
 	ControlLimits api.Limits
+	// CheckpointDevs, if set, opens the image and journal of every
+	// checkpointed volume in place of their files (tests: crash devices).
+	CheckpointDevs CheckpointDevs
 }
 
 // DefaultStateDir is $DAXSNAP_STATE, or ./daxsnap-state.

@@ -35,6 +35,7 @@ type Daemon struct {
 	authz   *authz             // who may use a device through NBD, FUSE and DAX maps (nbdauth.go, owners.go)
 	regions *pmem.Manager      // the memory regions (pmem.go)
 	snaps   *snapshots.Manager // the snapshot verbs, merge jobs and autoextend
+	cks     *checkpoints       // checkpointed memory volumes (checkpoints.go)
 	metrics *ioMetrics
 	// metricsHTTP serves /metrics on --metrics-addr; nil when off.
 	metricsHTTP *metricsServer
@@ -77,24 +78,32 @@ func Start(cfg Config) (*Daemon, error) {
 	d.pool = dm.NewDevicePool(d.regions.Open)
 	d.mgr = dm.NewManager(d.reg, d.pool)
 	d.devs = newDevStates(d.mgr)
+	d.cks = newCheckpoints()
 	d.authz = &authz{mgr: d.mgr, devs: d.devs, regions: d.regions}
 	snapCfg := cfg.Snapshots
 	snapCfg.Dir, snapCfg.COWDir, snapCfg.Logger = cfg.StateDir, cfg.COWDir, cfg.Logger
+	if cfg.COWDir == "" {
+		// Snapshots of memory origins get their COW on the tmpfs the
+		// regions are on, in a directory of this daemon's own.
+		snapCfg.MemCOWDir = snapshots.MemCOWDirIn(cfg.PmemDir, cfg.StateDir)
+	}
 	if d.snaps, err = snapshots.New(snapCfg, d.mgr, store, snapshotHost{d}); err != nil {
 		return nil, errors.Join(err, store.Close())
 	}
 	d.metrics = newIOMetrics(d.mgr, d.snaps.Metrics()...)
-	d.metrics.reg.MustRegister(d.snaps.Collector())
+	d.metrics.reg.MustRegister(d.snaps.Collector(), ckCollector{d.cks})
 	d.mgr.OnRemove(d.removed)
 	d.sessions = newDAXSessions(d)
 	d.holders = &holders{mgr: d.mgr, devs: d.devs, sessions: d.sessions}
-	rs := restorer{log: d.log, store: store, mgr: d.mgr, devs: d.devs, regions: d.regions, snaps: d.snaps, record: d.record}
+	rs := restorer{log: d.log, store: store, mgr: d.mgr, devs: d.devs, regions: d.regions, snaps: d.snaps, record: d.record, cks: &ckRestore{d: d}}
 	if err := rs.restore(); err != nil {
 		d.snaps.Stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
 	d.snaps.ArmAutoextend()
+	rs.cks.start() // before the doors open: a restored volume's engine must see every write
 	if err := d.listen(); err != nil {
+		d.cks.closeAll()
 		d.snaps.Stop()
 		return nil, errors.Join(err, d.closeDevices(), store.Close())
 	}
@@ -184,6 +193,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	if err := d.metricsHTTP.shutdown(apiCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop metrics server: %w", err))
 	}
+	errs = append(errs, d.cks.closeAll())
 	errs = append(errs, d.exports.stopFUSE())
 	errs = append(errs, d.sessions.stop())
 	errs = append(errs, d.quiesce())

@@ -33,12 +33,12 @@ func TestDAXSession_DaemonRestart(t *testing.T) {
 	}
 }
 
-func testDaemonRestart(t *testing.T, stop, use string) {
-	const (
-		size    = 1 << 20
-		writers = 2
-	)
-	dir := t.TempDir()
+// memVolRig starts a daemon (a crashRig) with its state in dir/state,
+// killed when the test ends (with its last run's logs if the test
+// failed), and creates in it "vol", a linear volume of size bytes on a
+// file in pmemDir (tmpfs: DAX-capable, write-protectable).
+func memVolRig(t *testing.T, dir string, size int) *crashRig {
+	t.Helper()
 	g := &crashRig{t: t, state: filepath.Join(dir, "state")}
 	t.Cleanup(func() {
 		g.kill()
@@ -47,13 +47,22 @@ func testDaemonRestart(t *testing.T, stop, use string) {
 		}
 	})
 	g.start()
-	img := filepath.Join(pmemDir(t), "vol.mem") // tmpfs: DAX-capable, write-protectable
-	if err := os.WriteFile(img, make([]byte, size), 0o600); err != nil {
+	mem := filepath.Join(pmemDir(t), "vol.mem")
+	if err := os.WriteFile(mem, make([]byte, size), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(img, size/512)}); err != nil {
+	if _, err := g.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(mem, size/512)}); err != nil {
 		t.Fatal(err)
 	}
+	return g
+}
+
+func testDaemonRestart(t *testing.T, stop, use string) {
+	const (
+		size    = 1 << 20
+		writers = 2
+	)
+	g := memVolRig(t, t.TempDir(), size)
 	sock := daemon.SessionSocketPathIn(g.state)
 	var kids []*clienttest.Child
 	for w := range writers {

@@ -62,5 +62,9 @@ func (d *Daemon) text(op, name string, inactive bool, fn func(*dm.Device, dm.Slo
 	if err != nil {
 		return wire.Text{}, fmt.Errorf("%s %s: %w", op, name, err)
 	}
-	return wire.Text{Name: dev.Name(), Inactive: inactive, Text: text, Note: d.devs.note(dev).String()}, nil
+	out := wire.Text{Name: dev.Name(), Inactive: inactive, Text: text, Note: d.devs.note(dev).String()}
+	if op == "status" && !inactive {
+		out.Durability = d.durability(dev)
+	}
+	return out, nil
 }

@@ -132,6 +132,22 @@ func (f *fuseFile) WriteAt(p []byte, off int64) (n int, err error) {
 	return n, err
 }
 
+// LendRead lends be's memory for a read (fusefs.Lender), holding off
+// revoke until the loan ends, as a read under way does.
+func (f *fuseFile) LendRead(off, n int64) ([]byte, func(), bool) {
+	f.mu.RLock()
+	if f.revoked {
+		f.mu.RUnlock()
+		return nil, nil, false // ReadAt says why
+	}
+	mem, release, ok := fusefs.LendFrom(f.be, off, n)
+	if !ok {
+		f.mu.RUnlock()
+		return nil, nil, false
+	}
+	return mem, func() { release(); f.mu.RUnlock() }, true
+}
+
 func (f *fuseFile) Flush() error { return f.guard(f.be.Flush) }
 
 func (f *fuseFile) WriteZeroes(off, n int64) error {

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/daxsnap/daxsnap/internal/state"
 )
 
 // DisableCut takes the consistent cut away from d's device manager (as
@@ -35,4 +37,22 @@ func DeviceStates(d *Daemon) int {
 	d.devs.mu.Lock()
 	defer d.devs.mu.Unlock()
 	return len(d.devs.m)
+}
+
+// RestoreImage opens the checkpoint image at path and its journal through
+// devs as a restore at start opens it (openImage), and returns its newest
+// complete checkpoint (0: none, which a restore refuses) and the contents
+// a restore copies into the volume.
+func RestoreImage(devs CheckpointDevs, path, journal string) (seq uint64, data []byte, err error) {
+	img, err := openImage(devs, state.Checkpoint{Path: path, Journal: journal}, 0, 0, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer img.Close()
+	last, _ := img.Last()
+	data = make([]byte, img.Size())
+	if _, err := img.ReadAt(data, 0); err != nil {
+		return last.Seq, nil, err
+	}
+	return last.Seq, data, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
+	"github.com/daxsnap/daxsnap/internal/snapshots"
 )
 
 // exports serves the devices outside the control API: over NBD, under
@@ -26,6 +27,7 @@ type exports struct {
 	metrics *ioMetrics
 	auth    *authz
 	host    exportHost
+	snaps   *snapshots.Manager // the dirty bitmaps' diffs (nbdmeta.go)
 
 	srv *nbd.Server // nil until startNBD
 	lns []net.Listener
@@ -51,7 +53,7 @@ type exportHost interface {
 }
 
 func newExports(d *Daemon) *exports {
-	return &exports{cfg: d.cfg, log: d.log, mgr: d.mgr, devs: d.devs, metrics: d.metrics, auth: d.authz, host: d}
+	return &exports{cfg: d.cfg, log: d.log, mgr: d.mgr, devs: d.devs, metrics: d.metrics, auth: d.authz, host: d, snaps: d.snaps}
 }
 
 func contextNow() context.Context {
@@ -194,6 +196,7 @@ func (s exportSet) Open(c *nbd.Client, name string) (*nbd.Export, error) {
 		Backend:     e.metrics.wrap(name, dev),
 		ReadOnly:    in.ReadOnly || readOnly,
 		Release:     func() { release() },
+		Meta:        s.metaOpener(c, name),
 	}, nil
 }
 

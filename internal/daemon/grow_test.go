@@ -50,11 +50,19 @@ func TestGrow_cowGrownIsSeenOnResume(t *testing.T) {
 }
 
 // Ensure that `snapshot extend` grows a snapshot's COW so that it holds
-// more than it could before, as lvextend does, and that it refuses what
-// it cannot do.
-func TestGrow_snapshotExtend(t *testing.T) {
+// more than it could before, as lvextend does, that the grown COW keeps
+// its size and contents across a restart, and that it refuses what it
+// cannot do.
+func TestGrow_snapshotExtend(t *testing.T) { testSnapshotExtend(t, (*env).fileVol) }
+
+// The same for a snapshot of a memory origin, whose COW the daemon puts
+// on tmpfs: it grows in place. Before memory COWs could grow, extend
+// refused it (its mapping was made at its size).
+func TestGrow_snapshotExtendMemoryCOW(t *testing.T) { testSnapshotExtend(t, (*env).pmemVol) }
+
+func testSnapshotExtend(t *testing.T, volume func(e *env, name string, size int64) string) {
 	e := newEnv(t)
-	e.fileVol("vol", 8*mib)
+	volume(e, "vol", 8*mib)
 	e.snap("vol", "s1", withCOWSize(mib))
 	got, err := e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{Add: 2 * mib})
 	if err != nil {
@@ -67,6 +75,14 @@ func TestGrow_snapshotExtend(t *testing.T) {
 		t.Fatalf("COW file after extend: %v, %v; want 3 MiB", fi, err)
 	}
 	e.fillPast("vol", "s1", 2*mib)
+
+	// The grown file is the record of the new size: a restarted daemon
+	// opens the COW at it, with the exceptions made since.
+	e.restart()
+	if s, _ := e.c.Snapshot(bg, "s1"); s.State != wire.SnapshotActive || s.Total != 3*mib/512 || s.COW != got.COW {
+		t.Fatalf("after restart: %+v, want active on %s with %d sectors", s, got.COW, 3*mib/512)
+	}
+	e.wantData("s1", make([]byte, 2*mib))
 
 	_, err = e.c.SnapshotExtend(bg, "s1", wire.SnapshotExtend{Size: mib})
 	wantCode(t, err, wire.CodeInvalidArgument, "never shrinks")
@@ -85,6 +101,7 @@ func TestGrow_snapshotExtend(t *testing.T) {
 	if s, _ := e.c.Snapshot(bg, "s1"); s.State != wire.SnapshotActive || s.Total != got.Total {
 		t.Fatalf("after restart: %+v, want active with %d sectors", s, got.Total)
 	}
+	e.fillPast("vol", "s1", 8*mib) // a full copy holds the whole origin
 }
 
 // fillPast writes n bytes of new data over the start of origin, more than

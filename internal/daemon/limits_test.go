@@ -32,17 +32,22 @@ func readChild(arg string) int {
 	res := map[string]string{}
 	for _, name := range f[1:] {
 		_, err := c.ReadData(bg, name, 0, 512)
-		switch err := err.(type) {
-		case nil:
-			res[name] = ""
-		case *api.Error:
-			res[name] = err.Code + ": " + err.Message
-		default:
-			res[name] = err.Error()
-		}
+		res[name] = childError(err)
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
 	return 0
+}
+
+// childError is how a child reports err: "", or the API error's code and
+// message, or the error.
+func childError(err error) string {
+	switch err := err.(type) {
+	case nil:
+		return ""
+	case *api.Error:
+		return err.Code + ": " + err.Message
+	}
+	return err.Error()
 }
 
 // runAsNobody runs a copy of this test binary as uid 65534 with env set,

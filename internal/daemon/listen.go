@@ -13,9 +13,10 @@ import (
 // maxSocketPath is sun_path's size less the terminating NUL.
 const maxSocketPath = 107
 
-// listen mounts the FUSE export, then opens the control socket and the
-// NBD listeners and starts serving them: a client that reaches the
-// socket finds the mount in place.
+// listen mounts the FUSE export and starts the DAX session server, then
+// opens the control socket and the NBD listeners and starts serving
+// them: a client that reaches the control socket finds the mount and the
+// sessions in place.
 func (d *Daemon) listen() error {
 	met, err := listenMetrics(d.cfg.MetricsAddr, d.metrics.handler())
 	if err != nil {
@@ -23,8 +24,16 @@ func (d *Daemon) listen() error {
 	}
 	d.exports = newExports(d)
 	d.exports.startFUSE()
+	// The DAX session server first: the API's session and audit handlers
+	// read it, so it must be in place before the control socket serves.
+	if err := d.sessions.start(); err != nil {
+		d.exports.stopFUSE()
+		met.shutdown(contextNow())
+		return err
+	}
 	ctl, err := listenUnix(d.SocketPath(), 0o600)
 	if err != nil {
+		d.sessions.stop()
 		d.exports.stopFUSE()
 		met.shutdown(contextNow())
 		return err
@@ -32,16 +41,9 @@ func (d *Daemon) listen() error {
 	d.api = api.NewServer(d.Service(), api.Options{Metrics: d.metrics.handler(), Logger: d.log.With("component", "api"), Limits: d.cfg.ControlLimits})
 	d.serve("control API", func() error { return d.api.Serve(ctl) }, http.ErrServerClosed)
 	if err := d.exports.startNBD(); err != nil {
+		d.sessions.stop()
 		d.exports.stopFUSE()
 		met.shutdown(contextNow())
-		d.api.Shutdown(contextNow())
-		os.Remove(d.SocketPath())
-		return err
-	}
-	if err := d.sessions.start(); err != nil {
-		d.exports.stopFUSE()
-		met.shutdown(contextNow())
-		d.exports.shutdown(contextNow())
 		d.api.Shutdown(contextNow())
 		os.Remove(d.SocketPath())
 		return err

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -96,7 +97,8 @@ type blockDevice interface {
 
 // metered wraps a device's block I/O with the metrics. It passes on what
 // the exports ask of a device beyond block I/O: NBD's BLOCK_STATUS
-// (nbd.Extenter) and FAST_ZERO (nbd.FastZeroer).
+// (nbd.Extenter) and FAST_ZERO (nbd.FastZeroer), and the head start for
+// bursts of writes (dm.WritesPreparer).
 type metered struct {
 	blockDevice
 	op [5]*opMetrics // indexed like ioOps
@@ -105,6 +107,8 @@ type metered struct {
 var (
 	_ nbd.Extenter   = (*metered)(nil)
 	_ nbd.FastZeroer = (*metered)(nil)
+
+	_ dm.WritesPreparer = (*metered)(nil)
 )
 
 // allocationMapper is a device that knows its holes (*dm.Device).
@@ -129,6 +133,15 @@ func (w *metered) Extents(off, n int64) ([]nbd.Extent, error) {
 	return out, nil
 }
 
+// PrepareWrites is the device's (dm.WritesPreparer): the NBD reader's
+// head start for a burst of writes, which the writes' metrics count.
+func (w *metered) PrepareWrites(rs []dm.Range) error {
+	if wp, ok := w.blockDevice.(dm.WritesPreparer); ok {
+		return wp.PrepareWrites(rs)
+	}
+	return nil
+}
+
 // FastZero is the device's: whether its WriteZeroes beats writing zeroes.
 func (w *metered) FastZero() bool {
 	fz, ok := w.blockDevice.(dm.FastZeroer)
@@ -149,6 +162,17 @@ func (w *metered) ReadAt(p []byte, off int64) (int, error) {
 	n, err := w.blockDevice.ReadAt(p, off)
 	w.op[0].done(start, int64(n), err)
 	return n, err
+}
+
+// LendRead passes on the device's loans of memory for reads (the FUSE
+// export's reads without a copy, fusefs.Lender), counted as reads.
+func (w *metered) LendRead(off, n int64) ([]byte, func(), bool) {
+	start := time.Now()
+	mem, release, ok := fusefs.LendFrom(w.blockDevice, off, n)
+	if ok {
+		w.op[0].done(start, int64(len(mem)), nil)
+	}
+	return mem, release, ok
 }
 
 func (w *metered) WriteAt(p []byte, off int64) (int, error) {

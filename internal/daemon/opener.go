@@ -31,6 +31,7 @@ func (d *Daemon) closeDevice(dev *dm.Device, h dm.Holder) error {
 // those.
 func (d *Daemon) removed(dev *dm.Device) {
 	d.devs.forget(dev)
+	d.cks.forget(dev)
 	d.snaps.Forget(dev)
 	d.metrics.forget(dev.Name())
 	if d.closing.Load() {

@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if arg := os.Getenv(readChildEnv); arg != "" {
 		os.Exit(readChild(arg))
 	}
+	if arg := os.Getenv(ckChildEnv); arg != "" {
+		os.Exit(ckChild(arg))
+	}
 	if cfg := os.Getenv(serveChildEnv); cfg != "" {
 		os.Exit(serveChild(cfg))
 	}

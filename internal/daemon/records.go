@@ -20,7 +20,7 @@ func (d *Daemon) record(dev *dm.Device) *state.Device {
 	owner, n := d.devs.read(dev)
 	rec := &state.Device{Name: in.Name, UUID: in.UUID, ReadOnly: in.ReadOnly,
 		Suspended: in.Suspended, DeferredRemove: in.DeferredRemove, Owner: pmem.RecordOwner(owner),
-		Autoextend: d.snaps.RecordAutoextend(dev)}
+		Autoextend: d.snaps.RecordAutoextend(dev), Checkpoint: d.cks.record(dev), Number: new(dev.Number())}
 	rec.MergeDeferred = n.mergeDeferred
 	rec.Live, _ = dev.Table(dm.Live)
 	rec.Inactive, _ = dev.Table(dm.Inactive)
@@ -41,6 +41,20 @@ func (d *Daemon) info(dev *dm.Device) wire.Info {
 		Sectors: uint64(in.Size), Capabilities: in.LiveCaps.String(),
 		FixedCaps: in.FixedCaps.String(), Note: n.String(),
 		UID: owner.UID, GID: owner.GID, Mode: access.FormatMode(owner.Mode),
-		Holders: d.holders.holderList(dev),
+		Holders: d.holders.holderList(dev), Durability: d.durability(dev),
+		Major: dm.Major, Minor: in.Number, ReadAhead: in.ReadAhead, Deps: wireDeps(dev.Deps()),
 	}
+}
+
+// wireDeps converts dm's dependencies to the API's.
+func wireDeps(deps []dm.Dep) []wire.Dep {
+	var out []wire.Dep
+	for _, dep := range deps {
+		w := wire.Dep{Path: dep.Path, Block: dep.Block, Major: dep.Major, Minor: dep.Minor}
+		if dep.Mapped != nil {
+			w.Name = dep.Mapped.Name()
+		}
+		out = append(out, w)
+	}
+	return out
 }

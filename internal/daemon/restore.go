@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,9 @@ type restorer struct {
 	snaps   *snapshots.Manager
 	// record is how the state file keeps a device (records.go).
 	record func(*dm.Device) *state.Device
+	// cks restores checkpointed volumes whose memory is gone
+	// (checkpoint_restore.go).
+	cks *ckRestore
 }
 
 // restore rebuilds regions and devices from the state file. Operations
@@ -53,7 +57,9 @@ func (rs *restorer) restore() error {
 			keep = append(keep, rec)
 		}
 	}
+	rs.cks.prepare(keep)
 	rs.restoreDevices(keep)
+	rs.cks.fill()
 	rs.snaps.Recover(pending)
 	return nil
 }
@@ -119,6 +125,12 @@ func (rs *restorer) restoreDevices(recs []state.Device) {
 		}
 	}
 	var all []*restoring
+	// Devices with a recorded number first, so that one recorded without
+	// (an older state file) takes none of theirs.
+	recs = slices.Clone(recs)
+	slices.SortStableFunc(recs, func(a, b state.Device) int {
+		return cmp.Compare(b2i(a.Number == nil), b2i(b.Number == nil))
+	})
 	for _, rec := range recs {
 		if dev := rs.createRestored(rec); dev != nil {
 			all = append(all, &restoring{rec: rec, dev: dev})
@@ -146,10 +158,21 @@ func (rs *restorer) restoreDevices(recs []state.Device) {
 	}
 }
 
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // createRestored creates the device of rec, with no table yet, and its
 // daemon state; nil if it cannot be created.
 func (rs *restorer) createRestored(rec state.Device) *dm.Device {
-	dev, err := rs.mgr.Create(rec.Name, dm.CreateOptions{UUID: rec.UUID, ReadOnly: rec.ReadOnly})
+	opts := dm.CreateOptions{UUID: rec.UUID, ReadOnly: rec.ReadOnly}
+	if rec.Number != nil {
+		opts.Persistent, opts.Number = true, *rec.Number
+	}
+	dev, err := rs.mgr.Create(rec.Name, opts)
 	if err != nil {
 		rs.log.Error("device not restored", "device", rec.Name, "err", err)
 		return nil

@@ -28,6 +28,7 @@ var (
 	_ api.SessionService  = sessionService{}
 	_ api.DataAuthorizer  = deviceService{}
 	_ api.Disconnecter    = deviceService{}
+	_ api.OwnerSetter     = deviceService{}
 )
 
 // service is the daemon's api.Service: the four adapters, and the
@@ -38,12 +39,13 @@ type service struct {
 	snapshotService
 	pmemService
 	sessionService
+	checkpointService
 }
 
 // Service returns the API the daemon serves on its socket, to call in
 // process.
 func (d *Daemon) Service() api.Service {
-	return service{d, deviceService{d}, snapshotService{d}, pmemService{d}, sessionService{d}}
+	return service{d, deviceService{d}, snapshotService{d}, pmemService{d}, sessionService{d}, checkpointService{d}}
 }
 
 // Version reports the daemon's version.

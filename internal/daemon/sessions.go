@@ -46,11 +46,12 @@ type daxSessions struct {
 	metrics       *ioMetrics
 	host          doorHost
 	srv           *session.Server // nil until start
+	ck            ckHooks         // Persist on checkpointed volumes (checkpoint_persist.go)
 }
 
 func newDAXSessions(d *Daemon) *daxSessions {
 	return &daxSessions{path: d.SessionSocketPath(), recallTimeout: d.cfg.RecallTimeout, log: d.log,
-		mgr: d.mgr, auth: d.authz, metrics: d.metrics, host: d}
+		mgr: d.mgr, auth: d.authz, metrics: d.metrics, host: d, ck: ckHooks{d}}
 }
 
 // start serves DAX mapping sessions on <state>/dax.sock.
@@ -59,7 +60,8 @@ func (s *daxSessions) start() error {
 	if len(path) > maxSocketPath {
 		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state (or --runtime-dir) directory", path, len(path), maxSocketPath)
 	}
-	srv, err := session.Listen(session.Config{Socket: path, Lookup: s.lookupForMap, OnRemove: s.mgr.OnRemove, Log: s.log, Authorize: s.auth.authorizeMap, AuthorizeFile: s.auth.authorizeMapFile})
+	srv, err := session.Listen(session.Config{Socket: path, Lookup: s.lookupForMap, OnRemove: s.mgr.OnRemove, Log: s.log, Authorize: s.auth.authorizeMap, AuthorizeFile: s.auth.authorizeMapFile,
+		Durability: s.ck.mapDurability, Persist: s.ck.persist})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,15 @@ var (
 	descDAXCOW      = prometheus.NewDesc("daxsnap_dax_cow_faults_total", "Faults that ran copy-before-write (a snapshot was active).", nil, nil)
 	descDAXCOWBytes = prometheus.NewDesc("daxsnap_dax_cow_prepared_bytes_total", "Bytes covered by copy-before-write on faults (chunks already copied included).", nil, nil)
 	descDAXSweeps   = prometheus.NewDesc("daxsnap_dax_sweeps_total", "Protection sweeps (one per snapshot activation of a mapped device).", nil, nil)
-	descDAXSweepSec = prometheus.NewDesc("daxsnap_dax_sweep_seconds_total", "Total duration of protection sweeps.", nil, nil)
+	descDAXSweepSec = prometheus.NewDesc("daxsnap_dax_sweep_seconds_total", "Total duration of protection sweeps (both phases of the cut).", nil, nil)
+	descDAXSweepMax = prometheus.NewDesc("daxsnap_dax_sweep_max_seconds", "Longest protection sweep (both phases of the cut) since the daemon started.", nil, nil)
+	descDAXHoldSec  = prometheus.NewDesc("daxsnap_dax_cut_hold_phase_seconds_total", "Total duration of cuts' held phases (faults held while the pages touched during the sweep are protected again).", nil, nil)
+	descDAXHoldMax  = prometheus.NewDesc("daxsnap_dax_cut_hold_phase_max_seconds", "Longest held phase of a cut since the daemon started.", nil, nil)
+	descDAXCutHeld  = prometheus.NewDesc("daxsnap_dax_cut_hold_seconds_total", "Total time cuts held faults, from their held phase to their end (snapshot activation or resume included).", nil, nil)
+	descDAXCutMax   = prometheus.NewDesc("daxsnap_dax_cut_hold_max_seconds", "Longest time a cut held faults, from its held phase to its end, since the daemon started.", nil, nil)
+	descDAXCuts     = prometheus.NewDesc("daxsnap_dax_cuts", "Consistent cuts under way (a suspended device's until its resume, a snapshot's activation), each holding the write faults of the mappings it covers.", nil, nil)
+	descDAXReprot   = prometheus.NewDesc("daxsnap_dax_cut_reprotected_pages_total", "Pages protected again because a write during a cut's sweep un-protected them.", nil, nil)
+	descDAXRounds   = prometheus.NewDesc("daxsnap_dax_cut_rounds_total", "Further sweep rounds cuts ran before holding (many pages touched during the sweep).", nil, nil)
 	descDAXErrors   = prometheus.NewDesc("daxsnap_dax_handler_errors_total", "Fault handler failures (un-protect or read errors).", nil, nil)
 	descDAXRefused  = prometheus.NewDesc("daxsnap_dax_refusals_total", "Map requests and sessions refused.", nil, nil)
 	descDAXRecalls  = prometheus.NewDesc("daxsnap_dax_recalls_total", "Mappings recalled before a table change moved their memory (stop the world).", nil, nil)
@@ -32,7 +40,8 @@ var (
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXRepeats, descDAXHeldSecs,
 		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency,
-		descDAXRecalls, descDAXRecallNo, descDAXRecallS, descDAXAdopted} {
+		descDAXRecalls, descDAXRecallNo, descDAXRecallS, descDAXAdopted,
+		descDAXSweepMax, descDAXHoldSec, descDAXHoldMax, descDAXCutHeld, descDAXCutMax, descDAXCuts, descDAXReprot, descDAXRounds} {
 		ch <- d
 	}
 }
@@ -57,6 +66,14 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDAXCOWBytes, float64(st.PreparedBytes.Load()))
 	counter(descDAXSweeps, float64(st.Sweeps.Load()))
 	counter(descDAXSweepSec, float64(st.SweepNanos.Load())/1e9)
+	gauge(descDAXSweepMax, float64(st.SweepMaxNanos.Load())/1e9)
+	counter(descDAXHoldSec, float64(st.HoldPhaseNanos.Load())/1e9)
+	gauge(descDAXHoldMax, float64(st.HoldPhaseMaxNanos.Load())/1e9)
+	counter(descDAXCutHeld, float64(st.CutHoldNanos.Load())/1e9)
+	gauge(descDAXCutMax, float64(st.CutHoldMaxNanos.Load())/1e9)
+	gauge(descDAXCuts, float64(st.Cuts.Load()))
+	counter(descDAXReprot, float64(st.Reprotected.Load()))
+	counter(descDAXRounds, float64(st.Rounds.Load()))
 	counter(descDAXErrors, float64(st.HandlerErrors.Load()))
 	counter(descDAXRefused, float64(st.Refusals.Load()))
 	counter(descDAXAdopted, float64(st.Adopted.Load()))

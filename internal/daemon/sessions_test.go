@@ -112,7 +112,9 @@ func TestDAXSession_Snapshot(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	for _, re := range []string{`(?m)^daxsnap_dax_faults_total [1-9]`, `(?m)^daxsnap_dax_sessions [1-9]`} {
+	// The snapshot's cut: its held phase and the cut's length, counted.
+	for _, re := range []string{`(?m)^daxsnap_dax_faults_total [1-9]`, `(?m)^daxsnap_dax_sessions [1-9]`,
+		`(?m)^daxsnap_dax_cut_hold_phase_max_seconds [0-9.]*[1-9]`, `(?m)^daxsnap_dax_sweep_max_seconds [0-9.]*[1-9]`, `(?m)^daxsnap_dax_cut_hold_max_seconds [0-9.]*[1-9]`} {
 		if !regexp.MustCompile(re).Match(body) {
 			t.Errorf("metrics do not match %s:\n%s", re, grepLines(string(body), "daxsnap_dax_"))
 		}

@@ -33,9 +33,13 @@ var (
 // directory it names.
 const serveChildEnv = "DAXSNAP_TEST_SERVE_STATE"
 
+// servePmemEnv names the child's pmem directory (where the COWs of
+// memory origins go too), a per-test one rather than /dev/shm.
+const servePmemEnv = "DAXSNAP_TEST_SERVE_PMEM"
+
 func serveChild(state string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := daemon.ServeUntilSignal(daemon.Config{StateDir: state, Logger: log}); err != nil {
+	if err := daemon.ServeUntilSignal(daemon.Config{StateDir: state, PmemDir: os.Getenv(servePmemEnv), Logger: log}); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		return 1
 	}
@@ -58,6 +62,7 @@ type crashSnap struct {
 type crashRig struct {
 	t        *testing.T
 	state    string
+	pmem     string // the child's pmem directory, made at the first start
 	cmd      *exec.Cmd
 	waitExit chan error
 	logs     *testutil.LogBuffer
@@ -143,7 +148,10 @@ func (g *crashRig) start() {
 	}
 	g.logs = &testutil.LogBuffer{}
 	g.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	g.cmd.Env = append(os.Environ(), serveChildEnv+"="+g.state)
+	if g.pmem == "" {
+		g.pmem = pmemDir(g.t)
+	}
+	g.cmd.Env = append(os.Environ(), serveChildEnv+"="+g.state, servePmemEnv+"="+g.pmem)
 	g.cmd.Stderr = g.logs
 	if err := g.cmd.Start(); err != nil {
 		g.t.Fatal(err)

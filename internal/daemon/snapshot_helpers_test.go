@@ -100,15 +100,25 @@ func (e *env) wantDevices(want ...string) {
 	}
 }
 
-// cowFiles lists the daemon's COW directory.
+// cowFiles lists the daemon's COW directories: STATE/cow, then the one
+// on tmpfs for memory origins (its files only, not its lost+found).
 func (e *env) cowFiles() []string {
 	entries, _ := os.ReadDir(filepath.Join(e.cfg.StateDir, snapshots.COWSubdir))
 	var out []string
 	for _, de := range entries {
 		out = append(out, de.Name())
 	}
+	mem, _ := os.ReadDir(e.memCOWDir())
+	for _, de := range mem {
+		if de.Type().IsRegular() {
+			out = append(out, de.Name())
+		}
+	}
 	return out
 }
+
+// memCOWDir is where the daemon puts the COWs of memory origins.
+func (e *env) memCOWDir() string { return snapshots.MemCOWDirIn(e.cfg.PmemDir, e.cfg.StateDir) }
 
 func (e *env) snapList(origin string) []wire.Snapshot {
 	e.t.Helper()

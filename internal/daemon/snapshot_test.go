@@ -231,7 +231,7 @@ func (e *env) tablePath(name string) string {
 // works.
 func TestSnapshot_createRollback(t *testing.T) {
 	for _, second := range []bool{false, true} {
-		for _, step := range []string{"create-real", "load-origin", "create-snapshot", "resume-origin"} {
+		for _, step := range []string{"create-real", "load-origin", "create-snapshot", "prepare-snapshot", "activate-snapshot", "resume-origin", "record-snapshot"} {
 			if second && (step == "create-real" || step == "load-origin") {
 				continue // ORIGIN-real exists already
 			}

@@ -86,3 +86,10 @@ func (h snapshotHost) SetMergeDeferred(name string, on bool) {
 func (h snapshotHost) SetInterrupted(name, why string) {
 	h.d.devs.updateNote(name, func(n *note) { n.interrupted = why })
 }
+
+func (h snapshotHost) CheckpointImage(dev *dm.Device) string {
+	if cfg := h.d.cks.record(dev); cfg != nil {
+		return cfg.Path
+	}
+	return ""
+}

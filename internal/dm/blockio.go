@@ -1,6 +1,7 @@
 package dm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
@@ -40,6 +41,7 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer d.exit()
+	d.observe(t, off, int64(len(p)))
 	return t.writeAt(p, off)
 }
 
@@ -60,6 +62,7 @@ func (d *Device) Discard(off, n int64) error {
 		return err
 	}
 	defer d.exit()
+	d.observe(t, off, n)
 	return t.discard(off, n)
 }
 
@@ -70,6 +73,7 @@ func (d *Device) WriteZeroes(off, n int64) error {
 		return err
 	}
 	defer d.exit()
+	d.observe(t, off, n)
 	return t.writeZeroes(off, n)
 }
 
@@ -96,6 +100,7 @@ func (d *Device) PrepareWrite(off, n int64) error {
 	if t.ReadOnly() {
 		return fmt.Errorf("%w: prepare write of %d bytes at offset %d", ErrReadOnly, n, off)
 	}
+	d.observe(t, off, n)
 	return t.span(off, n, func(target Target, toff, _, n int64) error {
 		if wp, ok := target.(WritePreparer); ok {
 			if err := wp.PrepareWrite(toff, n); err != nil {
@@ -109,6 +114,69 @@ func (d *Device) PrepareWrite(off, n int64) error {
 			return nil
 		})
 	})
+}
+
+// PrepareWrites gives the block writes about to come to rs a head start:
+// targets that can share their copy-before-write between ranges
+// (WritesPreparer) do it now, for all of their pieces at once. It is only
+// that: each write still prepares whatever is left, so ranges outside the
+// table and targets that cannot share the work are skipped, and the
+// observer hears of the writes when they come.
+func (d *Device) PrepareWrites(rs []Range) error {
+	t, err := d.enter()
+	if err != nil {
+		return err
+	}
+	defer d.exit()
+	if t.ReadOnly() {
+		return nil
+	}
+	size := t.size.Bytes()
+	if len(t.targets) == 1 {
+		// The common case (a volume with snapshots is one origin line):
+		// target offsets are device offsets.
+		wp, ok := t.targets[0].(WritesPreparer)
+		if !ok {
+			return nil
+		}
+		return wp.PrepareWrites(inRange(rs, size))
+	}
+	// Pieces by line, in table order.
+	pieces := make([][]Range, len(t.targets))
+	for _, r := range inRange(rs, size) {
+		_ = t.span(r.Off, r.Len, func(target Target, toff, pos, n int64) error {
+			if _, ok := target.(WritesPreparer); ok {
+				i := t.find(r.Off + pos)
+				pieces[i] = append(pieces[i], Range{Off: toff, Len: n})
+			}
+			return nil
+		})
+	}
+	var errs []error
+	for i, p := range pieces {
+		if len(p) > 0 {
+			errs = append(errs, t.targets[i].(WritesPreparer).PrepareWrites(p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// inRange is rs without the empty ranges and those not within [0, size):
+// rs itself when all are.
+func inRange(rs []Range, size int64) []Range {
+	ok := func(r Range) bool { return r.Off >= 0 && r.Len > 0 && r.Off <= size && r.Len <= size-r.Off }
+	for i, r := range rs {
+		if !ok(r) {
+			out := append([]Range(nil), rs[:i]...)
+			for _, r := range rs[i+1:] {
+				if ok(r) {
+					out = append(out, r)
+				}
+			}
+			return out
+		}
+	}
+	return rs
 }
 
 // remapped calls fn for each run of target range [off, off+n) in the

@@ -29,19 +29,20 @@ type lineCaps struct {
 // BuildTable parses text and constructs every target (the kernel's table
 // load: all constructors run now). On error nothing stays open.
 func BuildTable(reg *Registry, pool *DevicePool, device, text string, mode Mode) (*Table, error) {
-	return buildTable(reg, pool, device, text, mode, nil)
+	return buildTable(reg, pool, device, text, mode, nil, nil)
 }
 
-// buildTable is BuildTable with the hook targets call to signal a device
-// event (a snapshot invalidated, a merge finished).
-func buildTable(reg *Registry, pool *DevicePool, device, text string, mode Mode, event func()) (*Table, error) {
+// buildTable is BuildTable for a table of owner (nil: of no device), with
+// the hook targets call to signal a device event (a snapshot invalidated,
+// a merge finished).
+func buildTable(reg *Registry, pool *DevicePool, device, text string, mode Mode, owner *Device, event func()) (*Table, error) {
 	lines, err := ParseTable(text)
 	if err != nil {
 		return nil, withDevice(err, device)
 	}
 	t := &Table{lines: lines, mode: mode}
 	for _, l := range lines {
-		if err := t.add(reg, pool, device, l, event); err != nil {
+		if err := t.add(reg, pool, device, l, owner, event); err != nil {
 			t.Close()
 			return nil, withDevice(err, device)
 		}
@@ -58,7 +59,7 @@ func withDevice(err error, device string) error {
 	return err
 }
 
-func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine, event func()) error {
+func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine, owner *Device, event func()) error {
 	tt, ok := reg.Lookup(l.Type)
 	if !ok {
 		return &TableError{Line: l.Line, Target: l.Type, Err: ErrUnknownTarget,
@@ -66,7 +67,7 @@ func (t *Table) add(reg *Registry, pool *DevicePool, device string, l TableLine,
 			Hint:   "known types: " + strings.Join(reg.Names(), ", ")}
 	}
 	ctx := NewCtorContext(pool, device, l.Start, l.Len, t.mode)
-	ctx.event = event
+	ctx.event, ctx.owner = event, owner
 	target, err := tt.New(ctx, l.Args)
 	if err != nil {
 		ctx.Release()

@@ -18,6 +18,7 @@ type CtorContext struct {
 	ReadOnly bool   // the table is loaded read-only
 
 	pool     *DevicePool
+	owner    *Device // the device whose table this is (nil: none)
 	devs     []*DeviceRef
 	event    func()
 	stackErr *StackError // the last mapped device OpenDevice could not open
@@ -71,10 +72,31 @@ func NewCtorContext(pool *DevicePool, device string, start, length Sector, mode 
 // OpenDevice opens the device called name (a path, or major:minor of a
 // block device) and checks that it holds sectors [start, start+length).
 func (c *CtorContext) OpenDevice(name string, start, length Sector) (*DeviceRef, error) {
+	return c.openDevice(name, start, length, backing.Options{ReadOnly: c.ReadOnly})
+}
+
+// OpenDeviceWritable is OpenDevice for a device the target writes even
+// in a read-only table: a snapshot's COW, which takes the origin's old
+// data whatever the snapshot device's mode (lvcreate -s -p r; the
+// kernel's read-only table does not stop its target writing the COW).
+func (c *CtorContext) OpenDeviceWritable(name string, start, length Sector) (*DeviceRef, error) {
+	return c.openDevice(name, start, length, backing.Options{})
+}
+
+// OpenDeviceGrowable is OpenDeviceWritable for a device that may grow
+// while the table holds it, up to growLimit bytes (a snapshot's COW,
+// which snapshot extend grows): a memory file is mapped with room for
+// that growth (backing.Options.GrowLimit). A device the pool holds
+// already keeps the room it was opened with.
+func (c *CtorContext) OpenDeviceGrowable(name string, start, length Sector, growLimit int64) (*DeviceRef, error) {
+	return c.openDevice(name, start, length, backing.Options{GrowLimit: growLimit})
+}
+
+func (c *CtorContext) openDevice(name string, start, length Sector, opts backing.Options) (*DeviceRef, error) {
 	if start > MaxSectors || length > MaxSectors-start {
 		return nil, fmt.Errorf("device %s: sectors %d+%d overflow", name, start, length)
 	}
-	dev, err := c.pool.Get(name, backing.Options{ReadOnly: c.ReadOnly})
+	dev, err := c.pool.get(name, opts, c.ownerKey())
 	if err != nil {
 		if se := (*StackError)(nil); errors.As(err, &se) {
 			c.stackErr = se
@@ -83,14 +105,14 @@ func (c *CtorContext) OpenDevice(name string, start, length Sector) (*DeviceRef,
 	}
 	size := dev.Size() / SectorSize
 	if Sector(size) < start+length {
-		c.pool.Put(dev)
+		c.pool.put(dev, c.ownerKey())
 		return nil, fmt.Errorf("device %s has %d sectors (%d bytes), too small for sectors %d..%d that this line maps",
 			name, size, dev.Size(), start, start+length)
 	}
 	if lbs := dev.LogicalBlockSize(); lbs > SectorSize {
 		per := Sector(lbs / SectorSize)
 		if start%per != 0 || length%per != 0 {
-			c.pool.Put(dev)
+			c.pool.put(dev, c.ownerKey())
 			return nil, fmt.Errorf("device %s has %d-byte logical blocks: start %d and length %d must be multiples of %d sectors",
 				name, lbs, start, length, per)
 		}
@@ -100,13 +122,21 @@ func (c *CtorContext) OpenDevice(name string, start, length Sector) (*DeviceRef,
 	return ref, nil
 }
 
+// ownerKey is c's owner as the pool counts it: a nil *Device is nil.
+func (c *CtorContext) ownerKey() any {
+	if c.owner == nil {
+		return nil
+	}
+	return c.owner
+}
+
 // Devices lists the devices opened so far (iterate_devices).
 func (c *CtorContext) Devices() []*DeviceRef { return c.devs }
 
 // Release puts back every device opened through c.
 func (c *CtorContext) Release() {
 	for _, d := range c.devs {
-		c.pool.Put(d.Device)
+		c.pool.put(d.Device, c.ownerKey())
 	}
 	c.devs = nil
 }

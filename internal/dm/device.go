@@ -54,6 +54,9 @@ type Device struct {
 	size atomic.Int64 // live table size in bytes, readable without waiting
 
 	events eventCounter
+
+	// observer is told of writes before they happen (observe.go).
+	observer atomic.Pointer[observerBox]
 }
 
 // Name returns the device name.
@@ -72,7 +75,7 @@ func (d *Device) UUID() string { return d.uuid }
 // replacing any inactive table (dmsetup load). The capability rule is
 // checked here: a table that would take dax or sync away is refused.
 func (d *Device) Load(text string) error {
-	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.loadMode(), d.events.bump)
+	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.loadMode(), d, d.events.bump)
 	if err != nil {
 		return err
 	}
@@ -228,7 +231,8 @@ func (d *Device) resumeLocked() error {
 			d.caps |= d.live.Capabilities() & (DAX | Sync)
 			d.capsFixed = true
 		}
-		d.events.bump()
+		// No event: the kernel's event number counts what a table and
+		// the device's name do (dm_table_event), not loads and resumes.
 	}
 	d.suspended = false
 	d.io.Unlock()
@@ -358,15 +362,25 @@ type Info struct {
 	// Capabilities fixed by the capability rule (dax, sync), and what the
 	// live table offers now.
 	FixedCaps, LiveCaps backing.Capability
+	// Number is the device's minor (its major is Major).
+	Number uint64
+	// ReadAhead is in sectors; 0 without a live table (see ReadAhead).
+	ReadAhead uint64
 }
 
 // Info returns the device's state.
 func (d *Device) Info() Info {
+	in := d.info()
+	in.ReadAhead = d.ReadAhead()
+	return in
+}
+
+func (d *Device) info() Info {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	in := Info{Name: d.Name(), UUID: d.uuid, Suspended: d.suspended, ReadOnly: d.mode == ReadOnly,
 		LiveTable: d.live != nil, InactiveTable: d.inactive != nil, OpenCount: d.openCount,
-		EventNr: d.events.current(), DeferredRemove: d.deferred, FixedCaps: d.caps}
+		EventNr: d.events.current(), DeferredRemove: d.deferred, FixedCaps: d.caps, Number: d.number}
 	if d.live != nil {
 		in.TargetCount = len(d.live.targets)
 		in.Size = d.live.size

@@ -35,7 +35,8 @@ func TestDevice_lifecycle(t *testing.T) {
 	}
 	must(t, d.Resume())
 	in := d.Info()
-	if !in.LiveTable || in.InactiveTable || in.Size != 16 || in.TargetCount != 1 || in.EventNr != 1 {
+	if !in.LiveTable || in.InactiveTable || in.Size != 16 || in.TargetCount != 1 || in.EventNr != 0 {
+		// The kernel's event number: a load and a resume raise none.
 		t.Fatalf("after resume: %+v", in)
 	}
 	if s, _ := d.Status(dm.Live); s != "0 16 fake \n" {
@@ -264,14 +265,18 @@ func TestDevice_messageAndEvents(t *testing.T) {
 		n, _ := d.WaitEvent(ctx, nr)
 		got <- n
 	}()
+	// A table swap raises no event (the kernel's rule); a rename does.
 	must(t, d.Load("0 16 fake mem 0"))
 	must(t, d.Resume())
-	if n := <-got; n != nr+1 {
-		t.Fatalf("wait returned event %d, want %d", n, nr+1)
+	if got := d.Info().EventNr; got != nr {
+		t.Fatalf("event number %d after load and resume, want %d", got, nr)
 	}
 	must(t, r.m.Rename("vol", "vol2"))
 	if _, err := r.m.Get("vol2"); err != nil || d.Name() != "vol2" {
 		t.Fatalf("rename: %v, name %q", err, d.Name())
+	}
+	if n := <-got; n != nr+1 {
+		t.Fatalf("wait returned event %d, want %d", n, nr+1)
 	}
 }
 
@@ -295,6 +300,25 @@ func TestDevice_targetEventAndPrepareWrite(t *testing.T) {
 	}
 }
 
+// PrepareWrites hands each target that can share the work (a
+// WritesPreparer) its pieces of all ranges in one call, in target
+// offsets, and skips ranges outside the table: a head start is no error.
+func TestDevice_prepareWritesBatchesPerTarget(t *testing.T) {
+	r := newRig(t)
+	d := r.create(t, "vol", "0 8 fake mem 0\n8 8 fake pmem 0")
+	must(t, d.PrepareWrites([]dm.Range{{Off: 0, Len: 512}, {Off: 4000, Len: 200}, {Off: 8000, Len: 500}, {Off: 6000, Len: 10}, {Off: -1, Len: 2}}))
+	first, _ := d.Message(0, []string{"prepared"})
+	second, _ := d.Message(8, []string{"prepared"})
+	if first != "[0+512 4000+96]" || second != "[0+104 1904+10]" {
+		t.Fatalf("PrepareWrites gave the lines %q and %q, want [0+512 4000+96] and [0+104 1904+10]", first, second)
+	}
+	one := r.create(t, "one", "0 8 fake mem 0")
+	must(t, one.PrepareWrites([]dm.Range{{Off: 100, Len: 8}, {Off: 4096, Len: 1}, {Off: 0, Len: 0}}))
+	if got, _ := one.Message(0, []string{"prepared"}); got != "[100+8]" {
+		t.Fatalf("PrepareWrites on one line: %q, want [100+8]", got)
+	}
+}
+
 // LiveTargets hands out the live table's lines with the targets built from
 // them, in order; the inactive table is not the live one.
 func TestDevice_liveTargets(t *testing.T) {
@@ -314,5 +338,24 @@ func TestDevice_liveTargets(t *testing.T) {
 	want := []string{"0 8 fake mem 0:dm_test.fakeDAXTarget", "8 8 fake mem 16 nodax:*dm_test.fakeTarget"}
 	if !ok || !slices.Equal(got, want) {
 		t.Fatalf("LiveTargets = %v, %q; want true, %q", ok, got, want)
+	}
+}
+
+// Ensure that a rename raises an event only on a device with a live
+// table, as the kernel's dm_hash_rename does (dmsetup create --notable,
+// then rename: Event number stays 0), and that loading and resuming a
+// table raises none.
+func TestDevice_renameEventNeedsLiveTable(t *testing.T) {
+	r := newRig(t)
+	d := r.create(t, "bare", "")
+	must(t, r.m.Rename("bare", "bare2"))
+	if nr := d.Info().EventNr; nr != 0 {
+		t.Fatalf("event number %d after renaming a device without a table, want 0", nr)
+	}
+	must(t, d.Load("0 16 fake mem 0"))
+	must(t, d.Resume())
+	must(t, r.m.Rename("bare2", "bare3"))
+	if nr := d.Info().EventNr; nr != 1 {
+		t.Fatalf("event number %d after a load, a resume and a rename with a live table, want 1", nr)
 	}
 }

@@ -6,7 +6,10 @@ import (
 )
 
 // eventCounter is the device's event number (dmsetup info "Event number",
-// dmsetup wait): bumped by table swaps, removal and target events.
+// dmsetup wait), counted as the kernel's dm_table_event counts: target
+// events (a snapshot invalidated, a COW past its autoextend threshold),
+// a rename of a device with a live table, the removal. It starts at 0,
+// and loads, suspends and resumes leave it alone.
 type eventCounter struct {
 	mu   sync.Mutex
 	nr   uint64

@@ -156,8 +156,8 @@ func appendExtent(out []Extent, e Extent) []Extent {
 }
 
 // WriteGranularity returns the smallest non-zero WriteGranularity of the
-// live table's lines over [off, off+n) and of the mapped devices they
-// remap onto (see WriteGranularizer): the unit
+// live table's lines over [off, off+n), of the mapped devices they
+// remap onto (see WriteGranularizer) and of d's WriteObserver: the unit
 // the direct-access fault path prepares and un-protects at once, or 0 when
 // no store in the range needs catching.
 func (d *Device) WriteGranularity(off, n int64) int64 {
@@ -172,6 +172,7 @@ func (d *Device) WriteGranularity(off, n int64) int64 {
 			g = v
 		}
 	}
+	least(d.observedGranularity())
 	_ = t.span(off, n, func(target Target, toff, _, n int64) error {
 		if wg, ok := target.(WriteGranularizer); ok {
 			least(wg.WriteGranularity(toff))

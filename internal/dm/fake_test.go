@@ -128,3 +128,13 @@ func (t *fakeTarget) PrepareWrite(off, n int64) error {
 	t.prepared = append(t.prepared, fmt.Sprintf("%d+%d", off, n))
 	return nil
 }
+
+// PrepareWrites records one batch as "[off+n off+n ...]".
+func (t *fakeTarget) PrepareWrites(rs []dm.Range) error {
+	var b []string
+	for _, r := range rs {
+		b = append(b, fmt.Sprintf("%d+%d", r.Off, r.Len))
+	}
+	t.prepared = append(t.prepared, "["+strings.Join(b, " ")+"]")
+	return nil
+}

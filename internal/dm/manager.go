@@ -22,7 +22,6 @@ type Manager struct {
 	guard    SwapGuard
 	cutter   Cutter
 	onRemove []*func(*Device) // OnRemove's subscribers, in order
-	number   uint64           // the last device number minted
 
 	// stackMu is held from the check of a table's stacking until the
 	// table is in place (see checkStacking).
@@ -111,9 +110,12 @@ type CreateOptions struct {
 	UUID     string
 	Table    string // "" creates a device with no table (dmsetup create --notable)
 	ReadOnly bool
-	// Number is the device number to give it (see Device.Number), as a
-	// restart that keeps numbers asks; 0 mints the next free one.
-	Number uint64
+	// Persistent asks for device number Number (see Device.Number), as
+	// a restart that keeps numbers does, or dmsetup create -j MAJ -m MIN
+	// (the kernel's DM_PERSISTENT_DEV_FLAG); otherwise the lowest free
+	// number is given, as the kernel gives the lowest free minor.
+	Persistent bool
+	Number     uint64
 }
 
 // Limits on names, as the kernel's (DM_NAME_LEN 128, DM_UUID_LEN 129,
@@ -144,7 +146,7 @@ func (m *Manager) Create(name string, o CreateOptions) (*Device, error) {
 		m.mu.Unlock()
 		return nil, err
 	}
-	if err := m.mint(d, o.Number); err != nil {
+	if err := m.mint(d, o.Persistent, o.Number); err != nil {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
@@ -221,19 +223,38 @@ func BadNameChar(name string) string {
 	return ""
 }
 
-// mint gives d number n, or the next free number if n is 0; m.mu held.
-func (m *Manager) mint(d *Device, n uint64) error {
-	if n == 0 {
-		n = m.number + 1
-	}
+// mint gives d number n if persistent, or else the lowest number no
+// device of m has (the kernel's idr_alloc of a minor); m.mu held.
+func (m *Manager) mint(d *Device, persistent bool, n uint64) error {
+	used := make(map[uint64]*Device, len(m.devs))
 	for _, other := range m.devs {
-		if other.number == n {
-			return fmt.Errorf("%w: device number %d belongs to %s", ErrExists, n, other.Name())
+		used[other.number] = other
+	}
+	if !persistent {
+		for n = 0; used[n] != nil; n++ {
 		}
 	}
+	if n > MaxMinor {
+		return fmt.Errorf("%w: device number %d is beyond the largest minor: give one from 0 to %d", ErrInvalidArgument, n, MaxMinor)
+	}
+	if other := used[n]; other != nil {
+		return fmt.Errorf("%w: device number %d (%d:%d) belongs to %s", ErrExists, n, Major, n, other.Name())
+	}
 	d.number = n
-	m.number = max(m.number, n)
 	return nil
+}
+
+// GetByNumber returns the device whose number is n (dmsetup's -j MAJ -m
+// MIN, or MAJ:MIN, where a name is expected).
+func (m *Manager) GetByNumber(n uint64) (*Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.devs {
+		if d.number == n {
+			return d, nil
+		}
+	}
+	return nil, fmt.Errorf("%d:%d: %w", Major, n, ErrNotFound)
 }
 
 func (m *Manager) checkUnique(name, uuid string) error {
@@ -341,7 +362,7 @@ func (d *Device) wipeLocked() error {
 	if d.live == nil {
 		return nil
 	}
-	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), fmt.Sprintf("0 %d error", d.live.size), d.mode, d.events.bump)
+	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), fmt.Sprintf("0 %d error", d.live.size), d.mode, d, d.events.bump)
 	if err != nil {
 		return err
 	}
@@ -391,6 +412,10 @@ func (m *Manager) Rename(old, name string) error {
 	m.devs[name] = d
 	d.name.Store(&name)
 	m.mu.Unlock()
-	d.events.bump()
+	// The kernel's dm_hash_rename raises an event on the live table,
+	// to wake its waiters: a device without one counts none.
+	if d.live != nil {
+		d.events.bump()
+	}
 	return nil
 }

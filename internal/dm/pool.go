@@ -14,8 +14,8 @@ import (
 // concurrent use.
 type DevicePool struct {
 	// Opener opens a device by name, as backing.Open does (nil means
-	// backing.Open); the pool's options say only ReadOnly. The daemon
-	// sets it to resolve names of its own (pmem regions). Mapped devices
+	// backing.Open); the pool's options say only ReadOnly and GrowLimit.
+	// The daemon sets it to resolve names of its own (pmem regions). Mapped devices
 	// (/dev/mapper/NAME, /dev/dm-N) are the pool's Manager's to open.
 	Opener func(name string, opts backing.Options) (backing.Device, error)
 
@@ -34,6 +34,13 @@ type poolKey struct {
 type pooled struct {
 	dev  backing.Device
 	refs int
+	// owners counts the references by the device whose table took them
+	// (nil: a table built outside a device). A mapped device opened by the
+	// tables of two devices counts two opens, as the kernel's does (each
+	// mapped_device gets its own reference to a device it stacks on, which
+	// its live and inactive tables share): the first owner's is the open
+	// Manager.Open took, each further owner adds one (see get).
+	owners map[any]int
 }
 
 // NewDevicePool returns a pool that opens devices with opener (nil: backing.Open).
@@ -41,9 +48,9 @@ func NewDevicePool(opener func(name string, opts backing.Options) (backing.Devic
 	return &DevicePool{Opener: opener, open: make(map[poolKey]*pooled), byDv: make(map[backing.Device]poolKey)}
 }
 
-// Get opens name with opts or shares an open device with the same
-// identity and opts.ReadOnly.
-func (p *DevicePool) Get(name string, opts backing.Options) (backing.Device, error) {
+// get opens name with opts for a table of owner (nil for none), or
+// shares an open device with the same identity and opts.ReadOnly.
+func (p *DevicePool) get(name string, opts backing.Options, owner any) (backing.Device, error) {
 	p.mu.Lock()
 	opener, stack := p.Opener, p.stack
 	p.mu.Unlock()
@@ -58,39 +65,61 @@ func (p *DevicePool) Get(name string, opts backing.Options) (backing.Device, err
 		return nil, err
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	key := poolKey{dev.ID(), opts.ReadOnly}
-	if e, ok := p.open[key]; ok {
-		if e.dev != dev {
-			dev.Close()
-			// A table being loaded sees the device as it is now: a file
-			// or block device may have grown since it was first opened.
-			if r, ok := e.dev.(backing.Reprober); ok {
-				if err := r.Reprobe(); err != nil {
-					return nil, err
-				}
+	e, ok := p.open[key]
+	if !ok {
+		p.open[key] = &pooled{dev: dev, refs: 1, owners: map[any]int{owner: 1}}
+		p.byDv[dev] = key
+		p.mu.Unlock()
+		return dev, nil
+	}
+	if e.dev != dev {
+		// A table being loaded sees the device as it is now: a file
+		// or block device may have grown since it was first opened.
+		if r, ok := e.dev.(backing.Reprober); ok {
+			if err := r.Reprobe(); err != nil {
+				p.mu.Unlock()
+				dev.Close()
+				return nil, err
 			}
 		}
-		e.refs++
-		return e.dev, nil
+		if s, ok := dev.(*stacked); ok && e.owners[owner] == 0 {
+			// Another device's table: the open Manager.Open took for
+			// this one stays, one more open of the mapped device.
+			s.closed.Store(true)
+		} else {
+			// Closed outside p.mu: the last close of a mapped device
+			// takes its lock, under which its own tables put theirs.
+			defer dev.Close()
+		}
 	}
-	p.open[key] = &pooled{dev: dev, refs: 1}
-	p.byDv[dev] = key
-	return dev, nil
+	e.refs++
+	e.owners[owner]++
+	p.mu.Unlock()
+	return e.dev, nil
 }
 
-// Put releases one reference taken by Get; the last one closes the device.
-func (p *DevicePool) Put(dev backing.Device) error {
+// put releases one reference get took for owner; the last one closes
+// the device.
+func (p *DevicePool) put(dev backing.Device, owner any) error {
 	p.mu.Lock()
 	key, ok := p.byDv[dev]
-	if !ok {
+	if !ok || p.open[key].owners[owner] == 0 {
 		p.mu.Unlock()
 		return errors.New("dm: device pool: put of a device it does not hold")
 	}
 	e := p.open[key]
 	e.refs--
+	if e.owners[owner]--; e.owners[owner] == 0 {
+		delete(e.owners, owner)
+	}
 	if e.refs > 0 {
 		p.mu.Unlock()
+		if s, ok := dev.(*stacked); ok && e.owners[owner] == 0 {
+			// That device's tables let go; others still hold it. Outside
+			// p.mu: a last close may remove the device (deferred).
+			return s.dev.CloseBy(Holder{Kind: HolderTable})
+		}
 		return nil
 	}
 	delete(p.open, key)

@@ -39,9 +39,20 @@ func IsStackRef(ref string) bool {
 
 // Number is the device's number, minted by its Manager when the device was
 // created and never shared with another device of the Manager while it
-// lives. Tables that stack on the device hold it by this identity; a
-// rename does not change it.
+// lives: the kernel's minor, the lowest free one unless asked for
+// (CreateOptions.Persistent), so a removed device's number is given again.
+// Tables that stack on the device hold it by this identity; a rename does
+// not change it.
 func (d *Device) Number() uint64 { return d.number }
+
+// Major is the major number daxsnap's devices report (dmsetup info's
+// "Major, minor", ls's "(254:0)"): the device mapper's is dynamic, and 254
+// is what the kernel gives it on most machines (the first dynamic major).
+// Their minor is their Number.
+const Major = 254
+
+// MaxMinor is the largest device number (the kernel's MINORMASK, 20 bits).
+const MaxMinor = 1<<20 - 1
 
 // StackError says why a table line could not open a mapped device.
 type StackError struct {
@@ -74,14 +85,8 @@ func (m *Manager) lookup(ref string) (*Device, bool) {
 	if err != nil {
 		return nil, false
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, d := range m.devs {
-		if d.number == n {
-			return d, true
-		}
-	}
-	return nil, false
+	d, err := m.GetByNumber(n)
+	return d, err == nil
 }
 
 // Open opens the mapped device ref names (/dev/mapper/NAME or /dev/dm-N)
@@ -94,7 +99,7 @@ func (m *Manager) Open(ref string, opts backing.Options) (backing.Device, error)
 	if !ok {
 		return nil, &StackError{Ref: ref, Err: ErrNotFound}
 	}
-	in := d.Info()
+	in := d.info()
 	if !in.LiveTable {
 		return nil, &StackError{Ref: ref, Name: in.Name, NoTable: true, Err: ErrNoTable}
 	}

@@ -80,9 +80,9 @@ func TestStack_dependencies(t *testing.T) {
 	if got, want := names(r.m.StackOrder()), "other z-low mid a-top"; got != want {
 		t.Errorf("stack order = %q, want %q", got, want)
 	}
-	// One open per device whatever the number of lines or tables (the pool
-	// shares it), held by a table.
-	if hs := low.Holders(); len(hs) != 1 || hs[0].Kind != dm.HolderTable || low.Info().OpenCount != 1 {
+	// One open per device over it (mid, a-top), whatever the number of
+	// lines, as the kernel counts, held by tables.
+	if hs := low.Holders(); len(hs) != 1 || hs[0].Kind != dm.HolderTable || hs[0].N != 2 || low.Info().OpenCount != 2 {
 		t.Errorf("z-low holders %+v, open count %d", hs, low.Info().OpenCount)
 	}
 	err := r.m.Remove("z-low", dm.RemoveOptions{})
@@ -228,19 +228,68 @@ func TestStack_numbers(t *testing.T) {
 	r := newRig(t)
 	a := r.create(t, "a", "")
 	b := r.create(t, "b", "")
-	if a.Number() == 0 || b.Number() == a.Number() {
-		t.Fatalf("numbers %d and %d, want distinct and non-zero", a.Number(), b.Number())
+	// The kernel's minors: the lowest free one, from 0.
+	if a.Number() != 0 || b.Number() != 1 {
+		t.Fatalf("numbers %d and %d, want 0 and 1", a.Number(), b.Number())
 	}
-	c, err := r.m.Create("c", dm.CreateOptions{Number: 40})
+	c, err := r.m.Create("c", dm.CreateOptions{Persistent: true, Number: 40})
 	must(t, err)
 	if c.Number() != 40 {
 		t.Fatalf("asked for number 40, got %d", c.Number())
 	}
-	if _, err := r.m.Create("d", dm.CreateOptions{Number: 40}); !errors.Is(err, dm.ErrExists) || !strings.Contains(err.Error(), "c") {
+	if _, err := r.m.Create("d", dm.CreateOptions{Persistent: true, Number: 40}); !errors.Is(err, dm.ErrExists) || !strings.Contains(err.Error(), "c") {
 		t.Fatalf("a second device number 40: %v, want ErrExists naming c", err)
 	}
-	d := r.create(t, "d", "")
-	if d.Number() <= 40 {
-		t.Fatalf("next number after 40 is %d", d.Number())
+	if _, err := r.m.Create("d", dm.CreateOptions{Persistent: true, Number: dm.MaxMinor + 1}); !errors.Is(err, dm.ErrInvalidArgument) {
+		t.Fatalf("a number beyond the largest minor: %v, want ErrInvalidArgument", err)
 	}
+	d := r.create(t, "d", "")
+	if d.Number() != 2 {
+		t.Fatalf("next number with 0, 1 and 40 taken is %d, want 2", d.Number())
+	}
+	must(t, r.m.Remove("a", dm.RemoveOptions{}))
+	if e := r.create(t, "e", ""); e.Number() != 0 {
+		t.Fatalf("number after a's removal is %d, want a's 0 again", e.Number())
+	}
+	if got, err := r.m.GetByNumber(40); err != nil || got != c {
+		t.Fatalf("GetByNumber(40) = %v, %v; want c", got, err)
+	}
+	if _, err := r.m.GetByNumber(41); !errors.Is(err, dm.ErrNotFound) {
+		t.Fatalf("GetByNumber(41): %v, want ErrNotFound", err)
+	}
+}
+
+// Ensure that a mapped device counts one open per device whose tables
+// use it, as the kernel does (LVM's ORIGIN-real under the origin and a
+// snapshot: 2): lines of one table and the live and inactive tables of
+// one device share theirs.
+func TestStack_openCountPerDevice(t *testing.T) {
+	r := newRig(t)
+	low := r.create(t, "low", "0 2048 fake mem 0")
+	open := func() int { return low.Info().OpenCount }
+	r.create(t, "a", "0 1024 fake /dev/mapper/low 0\n1024 1024 fake /dev/mapper/low 1024")
+	if got := open(); got != 1 {
+		t.Fatalf("open count %d under one device's table of two lines, want 1", got)
+	}
+	b := r.create(t, "b", "0 2048 fake /dev/mapper/low 0")
+	if got := open(); got != 2 {
+		t.Fatalf("open count %d under two devices' tables, want 2", got)
+	}
+	must(t, b.Load("0 1024 fake /dev/mapper/low 0"))
+	if got := open(); got != 2 {
+		t.Fatalf("open count %d with b's live and inactive tables on it, want 2", got)
+	}
+	must(t, b.Resume())
+	if got := open(); got != 2 {
+		t.Fatalf("open count %d after b's swap, want 2", got)
+	}
+	must(t, r.m.Remove("a", dm.RemoveOptions{}))
+	if got := open(); got != 1 {
+		t.Fatalf("open count %d once a is gone, want 1", got)
+	}
+	must(t, r.m.Remove("b", dm.RemoveOptions{}))
+	if got := open(); got != 0 {
+		t.Fatalf("open count %d once b is gone, want 0", got)
+	}
+	must(t, r.m.Remove("low", dm.RemoveOptions{}))
 }

@@ -68,6 +68,14 @@ type Capabler interface {
 	Capabilities(fromDevices backing.Capability) (caps backing.Capability, why string)
 }
 
+// IOHinter is implemented by targets that set the optimal I/O size of the
+// device they make (the kernel's io_hints: striped says chunk × stripes),
+// in bytes; a target without it passes on its mapped devices' (see
+// Device.ReadAhead).
+type IOHinter interface {
+	IOOpt() int64
+}
+
 // Messager is implemented by targets that take `dmsetup message`. A target
 // without it answers every message with ErrInvalidArgument.
 type Messager interface {
@@ -98,6 +106,18 @@ type Resumer interface {
 // through the lines that remap onto it.
 type WritePreparer interface {
 	PrepareWrite(off, n int64) error
+}
+
+// Range is the byte range [Off, Off+Len) of a device or target.
+type Range struct{ Off, Len int64 }
+
+// WritesPreparer is implemented by targets whose copy-before-write can
+// share work between ranges: snapshot-origin copies the chunks of all of
+// them out and commits their exceptions in one metadata write, where a
+// write each would commit its own. Device.PrepareWrites reaches it, for
+// block writes that are about to come (an NBD client's queued burst).
+type WritesPreparer interface {
+	PrepareWrites(rs []Range) error
 }
 
 // Remapper is implemented by targets that pass a range straight through to

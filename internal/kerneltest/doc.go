@@ -31,7 +31,10 @@
 // loads it), TestKernelReadsDaxsnapWrites (daxsnap fills COW devices, the
 // kernel reads the snapshots: several areas, 64 KiB chunks, the kernel
 // appending to daxsnap's store), TestKernelSeedDAX (the kernel refuses to
-// reload a live DAX device with snapshot-origin) and TestKernelBoot (the
+// reload a live DAX device with snapshot-origin), TestKernelDmsetupGolden
+// (records what the kernel's dmsetup prints for a scenario of verbs into
+// testdata/dmsetup, which cmd/daxsnap's TestGolden_dmsetup holds daxsnap
+// to; -update-dmsetup rewrites the files) and TestKernelBoot (the
 // harness itself). Each boot is one qemu run of a few seconds.
 //
 // KVM is used when /dev/kvm can be opened and the CPU advertises vmx or svm;

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/daxsnap/daxsnap/internal/state"
 )
 
 // Restore, at start, finishes interrupted region operations and checks that
@@ -46,4 +48,55 @@ func (m *Manager) Restore() error {
 		}
 	}
 	return nil
+}
+
+// Missing lists the regions among paths (as tables name them) whose file
+// is gone, as after a reboot: their memory is lost. A file that is there
+// but refused (replaced, wrong owner) is not missing: the daemon leaves
+// it alone.
+func (m *Manager) Missing(paths []string) []state.Region {
+	var out []state.Region
+	for _, p := range paths {
+		rec, ok := m.regionAt(p)
+		if !ok {
+			continue
+		}
+		if err := CheckFile(rec); errors.Is(err, os.ErrNotExist) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// Recreate makes a fresh, zeroed file for region name, whose file is
+// missing (a reboot emptied its file system), at the path and size it
+// had, and records the new file's identity. The caller fills it (from a
+// checkpoint) before anything maps it.
+func (m *Manager) Recreate(name string) (state.Region, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	op := "restore region " + name
+	rec, err := m.region(op, name)
+	if err != nil {
+		return rec, err
+	}
+	if _, err := os.Lstat(rec.Path); !errors.Is(err, os.ErrNotExist) {
+		return rec, fmt.Errorf("%s: %s is there (%v): only a missing region file is made again", op, rec.Path, err)
+	}
+	if _, err := ensureRegionDir(op, filepath.Dir(filepath.Dir(rec.Path))); err != nil {
+		return rec, err
+	}
+	if err := createRegionFile(rec.Path, rec.Size); err != nil {
+		return rec, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := identify(&rec); err != nil {
+		os.Remove(rec.Path)
+		return rec, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := m.store.PutRegion(rec); err != nil {
+		os.Remove(rec.Path)
+		return rec, fmt.Errorf("%s: %w", op, err)
+	}
+	m.log.Info("pmem region made again for a restore: its file was gone", "region", name, "path", rec.Path, "size", rec.Size)
+	return rec, nil
 }

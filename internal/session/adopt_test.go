@@ -17,7 +17,18 @@ import (
 // restarted daemon does (the devices stay: they are the rig's).
 func (r *rig) restartServer(t *testing.T) *session.Server {
 	t.Helper()
-	srv, err := session.Listen(session.Config{Socket: r.srv.Socket(), Lookup: r.m.Get, OnRemove: r.m.OnRemove})
+	return r.restartServerWith(t, nil)
+}
+
+// restartServerWith is restartServer with configure applied to the new
+// server's configuration (nil: none).
+func (r *rig) restartServerWith(t *testing.T, configure func(*session.Config)) *session.Server {
+	t.Helper()
+	cfg := session.Config{Socket: r.srv.Socket(), Lookup: r.m.Get, OnRemove: r.m.OnRemove}
+	if configure != nil {
+		configure(&cfg)
+	}
+	srv, err := session.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

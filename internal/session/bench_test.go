@@ -1,7 +1,6 @@
 package session_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/daxsnap/daxsnap/client"
 	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/dm"
 )
@@ -106,17 +104,7 @@ func BenchmarkMappedWrites(b *testing.B) {
 	if _, err := r.m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %s\n", size/512, r.path("mem"))}); err != nil {
 		b.Fatal(err)
 	}
-	ctx := context.Background()
-	c, err := client.Dial(ctx, r.srv.Socket())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	mp, err := c.Map(ctx, "vol", client.MapOptions{Length: size, Write: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mp.Close()
+	_, mp := dialMap(b, r, size)
 	fd, err := unix.MemfdCreate("daxbench", 0)
 	if err != nil {
 		b.Fatal(err)

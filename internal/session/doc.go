@@ -7,7 +7,9 @@
 // # Faults
 //
 // Every writable mapping over write-protectable memory has a handler
-// goroutine reading its userfaultfd (spin, then block; batched). A write
+// goroutine reading its userfaultfd (spin, then block; batched; no spin
+// while spinning holds back a writer the kernel woke on the handler's CPU,
+// uffd.Spinner). A write
 // fault at device offset o runs the device's copy-before-write step
 // (dm.Device.PrepareWrite) for the aligned unit around o (the smallest
 // snapshot chunk, dm.Device.WriteGranularity; at least the memory's page),
@@ -27,14 +29,17 @@
 //
 // A cut is keyed by memory (file identity and range, dm.MemRange), not by
 // device name: it covers every mapping whose pieces overlap that memory,
-// made through any device. It holds the write faults of the devices those
-// mappings were made through (waiting for resolutions under way), then
-// write-protects each mapping whole. Its end lifts protection from the
-// mappings no other cut covers and whose device needs no store caught
-// (WriteGranularity 0), then lets the held faults resolve through the
-// tables live then: a snapshot activated meanwhile copies first. A store
-// is thus in a snapshot iff it reached memory before its page was
-// protected: a prefix-closed image, however the snapshot was made
+// made through any device. It write-protects each mapping whole while
+// its writers go on (a fault then is resolved at once and its page
+// noted), then holds the write faults of the devices those mappings were
+// made through (waiting for resolutions under way) and protects the noted
+// pages again: the held phase is short whatever the size mapped (cut.go).
+// Its end lifts protection from the mappings no other cut covers and
+// whose device needs no store caught (WriteGranularity 0), then lets the
+// held faults resolve through the tables live then: a snapshot activated
+// meanwhile copies first. A store is thus in a snapshot iff it reached
+// memory before its page was last protected: a prefix-closed image,
+// however the snapshot was made
 // (`snapshot create`, dmsetup's recipe, the kernel's order, a restore at
 // start). Cuts nest. A mapping armed while a cut covers its memory, or
 // while its device has snapshots, is protected whole before the client

@@ -1,5 +1,7 @@
 package session
 
+import "time"
+
 // ByFileMode is the AuthorizeFile of a server whose Config has none.
 var ByFileMode = byFileMode
 
@@ -8,4 +10,13 @@ func DeviceStates(s *Server) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.devs)
+}
+
+// SetHoldBudget sets the estimated re-protection time below which a cut
+// holds at once (further sweep rounds run while it is more) until
+// restore.
+func SetHoldBudget(d time.Duration) (restore func()) {
+	old := holdBudget
+	holdBudget = d
+	return func() { holdBudget = old }
 }

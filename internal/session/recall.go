@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -198,6 +199,13 @@ func (m *mapping) checkUnmapped() error {
 		return fmt.Errorf("it said it unmapped, but its address space still maps the memory: %s", left)
 	}
 	return nil
+}
+
+// MapsAny reports whether process pid maps any of files anywhere in its
+// address space (false also when its /proc/PID/maps cannot be read).
+func MapsAny(pid int, files []backing.ID) bool {
+	line, _ := mapsFiles(pid, 0, math.MaxUint64, files)
+	return line != ""
 }
 
 // mapsFiles returns the first line of /proc/PID/maps that maps one of

@@ -48,10 +48,17 @@ func TestMapsFiles(t *testing.T) {
 	if line, _ := mapsFiles(pid, lo, lo+8192, []backing.ID{{Dev: id.Dev, Ino: id.Ino + 1}}); line != "" {
 		t.Errorf("mapsFiles of another file = %q, want none", line)
 	}
+	if !MapsAny(pid, []backing.ID{id}) || MapsAny(pid, []backing.ID{{Dev: id.Dev, Ino: id.Ino + 1}}) {
+		t.Errorf("MapsAny of the mapped file, another file = %v, %v; want true, false",
+			MapsAny(pid, []backing.ID{id}), MapsAny(pid, []backing.ID{{Dev: id.Dev, Ino: id.Ino + 1}}))
+	}
 	if err := unix.Munmap(mem); err != nil {
 		t.Fatal(err)
 	}
 	if line, err := mapsFiles(pid, lo, lo+8192, []backing.ID{id}); err != nil || line != "" {
 		t.Errorf("mapsFiles after munmap = %q, %v; want none", line, err)
+	}
+	if MapsAny(pid, []backing.ID{id}) {
+		t.Errorf("MapsAny after munmap = true, want false")
 	}
 }

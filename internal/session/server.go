@@ -1,12 +1,14 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,14 @@ type Config struct {
 	// the server keeps state per device it has seen mapped or recalled,
 	// and drops it when the device is removed. Required.
 	OnRemove func(func(*dm.Device)) (cancel func())
+	// Durability, if set, says whether dev is checkpointed and, if it
+	// is, what Persist achieves on it (the grant's Durability text);
+	// Persist then asks the daemon (OpPersist), which calls Persist.
+	Durability func(dev *dm.Device) (text string, checkpointed bool)
+	// Persist returns once every store to dev made before the call is
+	// durable (a checkpoint), or once ctx ends (Close ends it, and waits
+	// for Persist to return); nil: the daemon does not checkpoint.
+	Persist func(ctx context.Context, dev *dm.Device) error
 	// Hooks are test knobs; production leaves them zero.
 	Hooks Hooks
 	// MaxPending bounds the grants one session may hold that its client
@@ -65,12 +75,26 @@ type Config struct {
 type Hooks struct {
 	// Sweep runs in a cut after each mapping it write-protected
 	// (protected counts them so far), with a reader of the write faults
-	// counted on that mapping.
-	Sweep func(protected int, faults func() int64)
+	// on that mapping resolved so far: un-protected, and noted in the
+	// sweep (a count of arrivals would run ahead of the notes).
+	Sweep func(protected int, resolved func() int64)
 	// BrokenCut, while it reports true, makes a write fault during a cut
-	// resolve at once instead of waiting for the cut's end: the broken
-	// cut the consistency checkers must catch.
+	// resolve at once instead of waiting for the cut's end, and the held
+	// phase leave the pages the sweep noted un-protected: the broken cut
+	// the consistency checkers must catch.
 	BrokenCut func() bool
+	// SkipReprotect, while it reports true, makes a cut leave the pages
+	// noted during its sweep un-protected (its further rounds and its
+	// held phase skip them; faults are still held): a broken second
+	// phase the checkers must catch.
+	SkipReprotect func() bool
+	// Round runs in a cut after each further sweep round (round counts
+	// them from 1), once the round protected the noted ranges again,
+	// writers running.
+	Round func(round int)
+	// Hold runs in a cut's held phase, with the faults held and the
+	// noted pages protected again, before Cut returns.
+	Hold func()
 	// Unmap runs in a fault handler that saw its client unmap, before it
 	// lets the mapping go.
 	Unmap func()
@@ -113,6 +137,12 @@ type Server struct {
 	closeMu      sync.Mutex
 	closesWaited bool
 
+	// stopping ends when Close begins: the Persist requests under way
+	// give up (Config.Persist gets it), so that a hung checkpoint does
+	// not hold the daemon's stop.
+	stopping context.Context
+	stop     context.CancelFunc
+
 	stats Stats
 }
 
@@ -123,8 +153,23 @@ type Stats struct {
 	Faults, Held            atomic.Int64 // write faults read; of them, held by a cut
 	Repeats                 atomic.Int64 // of them, repeats of a held fault (the writer took a signal), not held again
 	Prepared, PreparedBytes atomic.Int64 // copy-before-write steps run, and the bytes they covered
-	Sweeps, SweepNanos      atomic.Int64 // cuts that protected mappings (sweeps) and their total protecting time
+	Sweeps, SweepNanos      atomic.Int64 // cuts that protected mappings (sweeps) and their total protecting time (both phases)
 	HeldNanos               atomic.Int64 // total time faults spent held by cuts
+	// SweepMaxNanos is the longest cut (both phases, Cut's call to its
+	// return). HoldPhaseNanos and HoldPhaseMaxNanos are the total and the
+	// longest of cuts' held phases (faults held until Cut returns: the
+	// part of a writer's wait the cut itself adds); CutHoldNanos and
+	// CutHoldMaxNanos run on to the cut's end (the caller's work
+	// included: a snapshot's activation, a suspend's resume).
+	SweepMaxNanos, HoldPhaseNanos, HoldPhaseMaxNanos, CutHoldNanos, CutHoldMaxNanos atomic.Int64
+	// Reprotected counts the pages cuts protected again because a fault
+	// during their sweep un-protected them; Rounds the sweeps' further
+	// rounds (a large noted set protected again before holding).
+	Reprotected, Rounds atomic.Int64
+	// Cuts is the number of cuts under way (from Cut to its end: a
+	// suspended device's until its resume), each holding the faults of the
+	// mappings it covers.
+	Cuts                    atomic.Int64
 	HandlerErrors, Refusals atomic.Int64
 	// Recalls counts mappings recalled (stop the world), RecallFailures
 	// those not given back, RecallNanos the time recalls took.
@@ -202,6 +247,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log.With("component", "session"), ln: ln, spin: spin,
 		sessions: map[*session]struct{}{}, devs: map[*dm.Device]*devState{}, cuts: map[*cut]struct{}{}}
+	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.unsubscribe = cfg.OnRemove(s.forgetDevice)
 	return s, nil
 }
@@ -251,6 +297,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.stop()
 	s.unsubscribe()
 	sessions := make([]*session, 0, len(s.sessions))
 	for x := range s.sessions {
@@ -364,15 +411,21 @@ func (s *Server) forgetDevice(dev *dm.Device) {
 	s.mu.Unlock()
 }
 
-func (ds *devState) list() []*mapping {
+func (ds *devState) list() []*mapping { return ds.appendList(nil) }
+
+// appendList appends the device's mappings to out: a fault lists them
+// into a buffer on its stack, allocating nothing while they fit.
+func (ds *devState) appendList(out []*mapping) []*mapping {
 	ds.mapsMu.Lock()
 	defer ds.mapsMu.Unlock()
-	return ds.listLocked()
+	return ds.appendLocked(out)
 }
 
 // listLocked is list with mapsMu held.
-func (ds *devState) listLocked() []*mapping {
-	out := make([]*mapping, 0, len(ds.maps))
+func (ds *devState) listLocked() []*mapping { return ds.appendLocked(nil) }
+
+func (ds *devState) appendLocked(out []*mapping) []*mapping {
+	out = slices.Grow(out, len(ds.maps))
 	for m := range ds.maps {
 		out = append(out, m)
 	}

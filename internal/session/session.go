@@ -106,6 +106,9 @@ func (x *session) handle(m wire.SessionMsg, fds []int) error {
 			x.srv.log.Debug("recall answer for no recall under way", append(x.log(), "op", m.Op, "id", m.ID)...)
 		}
 		return nil
+	case wire.OpPersist:
+		closeAll(fds)
+		return x.persist(m.ID)
 	case wire.OpUnmap:
 		closeAll(fds)
 		x.mu.Lock()
@@ -227,6 +230,7 @@ func (x *session) describeExtents(dev *dm.Device, req wire.MapReq, via *[]*dm.De
 	} else {
 		g.Durability = fmt.Sprintf("volatile memory (%v): Persist is msync; the contents survive a daemon restart, not a reboot", exts[0].Kind)
 	}
+	g.Durability, g.Checkpointed = x.srv.durabilityOf(dev, g.Durability)
 	type fileKey struct{ fd uintptr }
 	index := map[fileKey]int{}
 	var fds []int

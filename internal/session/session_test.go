@@ -50,7 +50,11 @@ type rig struct {
 
 	sweep  atomic.Pointer[func(protected int, faults func() int64)]
 	broken atomic.Bool
-	unmap  atomic.Pointer[func()]
+	// skipReprotect breaks the cut's second phase (Hooks.SkipReprotect).
+	skipReprotect atomic.Bool
+	unmap         atomic.Pointer[func()]
+	hold          atomic.Pointer[func()]
+	round         atomic.Pointer[func(round int)]
 }
 
 // hooks are the server's Hooks: what the test set, when it did.
@@ -61,7 +65,18 @@ func (r *rig) hooks() session.Hooks {
 				(*f)(protected, faults)
 			}
 		},
-		BrokenCut: r.broken.Load,
+		BrokenCut:     r.broken.Load,
+		SkipReprotect: r.skipReprotect.Load,
+		Hold: func() {
+			if f := r.hold.Load(); f != nil {
+				(*f)()
+			}
+		},
+		Round: func(round int) {
+			if f := r.round.Load(); f != nil {
+				(*f)(round)
+			}
+		},
 		Unmap: func() {
 			if f := r.unmap.Load(); f != nil {
 				(*f)()
@@ -102,6 +117,13 @@ func newRig(t *testing.T, files ...string) *rig {
 // newRigSized is newRig with files of size bytes.
 func newRigSized(t testing.TB, size int64, files ...string) *rig {
 	t.Helper()
+	return newRigWith(t, size, nil, files...)
+}
+
+// newRigWith is newRigSized with configure applied to the server's
+// configuration (nil: none).
+func newRigWith(t testing.TB, size int64, configure func(*session.Config), files ...string) *rig {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: userfaultfd on another process's memory and /dev/shm files")
 	}
@@ -125,7 +147,11 @@ func newRigSized(t testing.TB, size int64, files ...string) *rig {
 	}
 	m := dm.NewManager(reg, dm.NewDevicePool(backing.Open))
 	r := &rig{dir: dir, m: m}
-	srv, err := session.Listen(session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get, OnRemove: m.OnRemove, Hooks: r.hooks()})
+	cfg := session.Config{Socket: filepath.Join(t.TempDir(), "dax.sock"), Lookup: m.Get, OnRemove: m.OnRemove, Hooks: r.hooks()}
+	if configure != nil {
+		configure(&cfg)
+	}
+	srv, err := session.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,8 +438,9 @@ func TestClientKilledMidFault(t *testing.T) {
 }
 
 // TestProtect_HoldsFaultsDuringSweep: with two mappings, a store to the
-// mapping protected first waits until the sweep has protected the second
-// too (the consistent cut), then completes.
+// mapping the cut's sweep (its first phase) protected first completes at
+// once, resolved and noted, not held; in the held phase (the second) a
+// store through either mapping waits, until the cut ends, then completes.
 func TestProtect_HoldsFaultsDuringSweep(t *testing.T) {
 	r := newRig(t, "mem", "cow")
 	vol := r.create(t, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, r.path("mem")))
@@ -428,6 +455,14 @@ func TestProtect_HoldsFaultsDuringSweep(t *testing.T) {
 			<-resume
 		}
 	})
+	defer r.setSweepHook(nil)
+	held, release := make(chan struct{}), make(chan struct{})
+	hold := func() {
+		close(held)
+		<-release
+	}
+	r.hold.Store(&hold)
+	defer r.hold.Store(nil)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := r.m.Create("snap", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %s %s N 8\n", sectors, r.path("mem"), r.path("cow"))})
@@ -435,38 +470,65 @@ func TestProtect_HoldsFaultsDuringSweep(t *testing.T) {
 	}()
 	<-paused
 	// One of the two mappings is protected, the other not yet: a store
-	// through each. Exactly one must wait.
+	// through each. Neither waits: the sweep resolves faults at once.
+	st := r.srv.Stats()
+	f0 := st.Faults.Load()
 	a.Send("poke 4096")
 	b.Send("poke 12288")
-	var answered int
 	for i := 0; i < 2; i++ {
-		if _, ok := waitEither(a, b, 200*time.Millisecond); ok {
-			answered++
+		if _, ok := waitEither(a, b, 10*time.Second); !ok {
+			close(resume)
+			close(release)
+			t.Fatalf("%d of 2 stores completed during the sweep, want both (faults then are resolved at once)", i)
 		}
 	}
-	if answered != 1 {
-		close(resume)
-		t.Fatalf("%d of 2 stores completed during the sweep, want 1 (the one to the mapping not yet protected)", answered)
+	if n := st.Held.Load(); n != 0 {
+		t.Errorf("%d faults held during the sweep, want 0", n)
+	}
+	if st.Faults.Load() == f0 {
+		t.Errorf("no write fault during the sweep: one of the two mappings was protected, its store must have faulted")
+	}
+	close(resume)
+	<-held
+	// The held phase: the cut has not returned yet, every page is
+	// protected again and faults wait. A store through each mapping (the
+	// noted page of the protected one, and a page of the other).
+	a.Send("poke 4096")
+	b.Send("poke 12288")
+	if ans, ok := waitEither(a, b, 200*time.Millisecond); ok {
+		close(release)
+		t.Fatalf("a store completed during the held phase (answered %q), want both held", ans)
 	}
 	// One blocked store is one held fault, however often the Go runtime's
 	// preemption signal made it fault again.
-	if held, repeats := r.srv.Stats().Held.Load(), r.srv.Stats().Repeats.Load(); held != 1 {
-		t.Errorf("%d faults counted as held during the sweep (and %d repeats), want 1", held, repeats)
+	if n, repeats := st.Held.Load(), st.Repeats.Load(); n != 2 {
+		t.Errorf("%d faults counted as held during the held phase (and %d repeats), want 2", n, repeats)
 	} else {
-		t.Logf("1 held fault, %d repeats", repeats)
+		t.Logf("2 held faults, %d repeats; %d pages protected again", repeats, st.Reprotected.Load())
 	}
-	close(resume)
+	if n := st.Reprotected.Load(); n < 1 {
+		t.Errorf("%d pages protected again in the held phase, want at least the one stored to during the sweep", n)
+	}
+	close(release)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := waitEither(a, b, 10*time.Second); !ok {
-		t.Fatal("the held store did not complete after the sweep")
+	for i := 0; i < 2; i++ {
+		if _, ok := waitEither(a, b, 10*time.Second); !ok {
+			t.Fatal("the held stores did not complete after the cut")
+		}
+	}
+	if st.HoldPhaseNanos.Load() <= 0 || st.HoldPhaseMaxNanos.Load() <= 0 || st.SweepMaxNanos.Load() < st.HoldPhaseMaxNanos.Load() {
+		t.Errorf("held phase %d ns (longest %d), longest cut %d ns: want both counted, the cut at least its held phase",
+			st.HoldPhaseNanos.Load(), st.HoldPhaseMaxNanos.Load(), st.SweepMaxNanos.Load())
+	}
+	if st.CutHoldMaxNanos.Load() < st.HoldPhaseMaxNanos.Load() {
+		t.Errorf("longest hold to the cut's end %d ns, shorter than its held phase %d ns", st.CutHoldMaxNanos.Load(), st.HoldPhaseMaxNanos.Load())
 	}
 	img := readAll(t, vol)
 	if img[4096] != 0xa5 || img[12288] != 0xa5 {
 		t.Errorf("origin bytes 4096, 12288 = %#x, %#x after both stores, want 0xa5", img[4096], img[12288])
 	}
-	r.setSweepHook(nil)
 }
 
 // waitEither waits up to d for an answer from a or b.
@@ -710,15 +772,7 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 	}
 	r := newRig(t, files...)
 	vol := r.create(t, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, r.path("mem")))
-	var cs []*clienttest.Child
-	for w := 0; w < writers; w++ {
-		c := clienttest.Start(t, r.srv.Socket())
-		c.Do("map vol 0 %d rw", volSize)
-		cs = append(cs, c)
-	}
-	for w, c := range cs {
-		c.Do("causal %d %d", w, writers)
-	}
+	cs := startCausal(t, r, writers)
 	r.setSweepHook(func(protected int) {
 		if protected == 1 {
 			time.Sleep(20 * time.Millisecond)
@@ -758,43 +812,11 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 	// protects) un-protect pages the sweep protects again, so they break
 	// nothing, and under load they could make up all 8.
 	r.broken.Store(true)
-	r.setSweepFaultsHook(func(protected int, faults func() int64) {
-		if protected != 1 {
-			return
-		}
-		f0 := faults()
-		for deadline := time.Now().Add(time.Minute); faults() < f0+8; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				// Without those faults the broken variant breaks nothing.
-				t.Errorf("%d faults in a minute on the mapping the broken cut protected first, want 8", faults()-f0)
-				return
-			}
-		}
-	})
+	// Without those faults the broken variant breaks nothing.
+	r.setSweepFaultsHook(firstFaults(t, 8))
 	broken := r.takeSnapshot(t, "broken", fmt.Sprintf("cow%d", rounds), vol)
 	r.broken.Store(false)
-	ring := uint64((volSize/pageSize - 1) / writers * pageSize / 64) // records per writer's ring
-	progress := func() []uint64 {
-		img := readAll(t, vol)
-		p := make([]uint64, writers)
-		for w := range p {
-			p[w] = binary.LittleEndian.Uint64(img[8*w:])
-		}
-		return p
-	}
-	p0 := progress()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		p, round := progress(), true
-		for w := range p {
-			round = round && p[w] >= p0[w]+2*ring
-		}
-		if round {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writers at records %v, want each 2 rings (%d records) past %v", p, 2*ring, p0)
-		}
-	}
+	twoRings(t, vol, writers)
 	_, err := clienttest.CheckCausal(readAll(t, broken), writers)
 	if err == nil {
 		t.Error("the checker passed a snapshot taken with the cut broken (faults not held during the cut)")
@@ -817,5 +839,68 @@ func TestSnapshot_CausalWriters(t *testing.T) {
 	}
 	for _, c := range cs {
 		c.Do("quit")
+	}
+}
+
+// twoRings waits until each of the causal writers of vol has gone twice
+// round its ring of records since the call (so that it has stored to
+// every page of its ring since).
+func twoRings(t *testing.T, vol *dm.Device, writers int) {
+	t.Helper()
+	ring := uint64((volSize/pageSize - 1) / writers * pageSize / 64) // records per writer's ring
+	progress := func() []uint64 {
+		img := readAll(t, vol)
+		p := make([]uint64, writers)
+		for w := range p {
+			p[w] = binary.LittleEndian.Uint64(img[8*w:])
+		}
+		return p
+	}
+	p0 := progress()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		p, round := progress(), true
+		for w := range p {
+			round = round && p[w] >= p0[w]+2*ring
+		}
+		if round {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writers at records %v, want each 2 rings (%d records) past %v", p, 2*ring, p0)
+		}
+	}
+}
+
+// startCausal starts writers clients, each mapping all of vol and
+// appending causally ordered records (clienttest/causal.go).
+func startCausal(t *testing.T, r *rig, writers int) []*clienttest.Child {
+	t.Helper()
+	var cs []*clienttest.Child
+	for w := 0; w < writers; w++ {
+		c := clienttest.Start(t, r.srv.Socket())
+		c.Do("map vol 0 %d rw", volSize)
+		cs = append(cs, c)
+	}
+	for w, c := range cs {
+		c.Do("causal %d %d", w, writers)
+	}
+	return cs
+}
+
+// firstFaults is a sweep hook that waits, after the sweep protected its
+// first mapping, until n of that mapping's writer's faults are resolved
+// (for up to a minute): then the noted ranges are there for the rounds.
+func firstFaults(t *testing.T, n int64) func(protected int, faults func() int64) {
+	return func(protected int, faults func() int64) {
+		if protected != 1 {
+			return
+		}
+		f0 := faults()
+		for deadline := time.Now().Add(time.Minute); faults() < f0+n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("%d faults in a minute on the mapping the cut protected first, want %d", faults()-f0, n)
+				return
+			}
+		}
 	}
 }

@@ -111,7 +111,7 @@ func (mg *Manager) checkGivenCOW(op, path string, chunk dm.Sector, store exstore
 		return errorf(dm.ErrInvalidArgument, "%s: COW %s: give an absolute path (the daemon does not share your working directory)", op, path)
 	}
 	if mg.ownsCOW(path) {
-		return errorf(dm.ErrInvalidArgument, "%s: COW %s is in %s, where the daemon keeps the COW files it creates: use --cow-size to have it make one, or put yours elsewhere", op, path, mg.cowDir())
+		return errorf(dm.ErrInvalidArgument, "%s: COW %s is in %s, where the daemon keeps the COW files it creates: use --cow-size to have it make one, or put yours elsewhere", op, path, filepath.Dir(path))
 	}
 	if user := mg.tableUsing(path); user != "" {
 		return errorf(dm.ErrBusy, "%s: COW %s is used by the table of %s: give a file no device uses", op, path, user)
@@ -180,6 +180,7 @@ func sameFile(a, b string) bool {
 
 // removeOwnedCOW deletes a COW file the daemon created; others stay.
 func (mg *Manager) removeOwnedCOW(path string) error {
+	mg.forgetTracking(path)
 	if !mg.ownsCOW(path) {
 		return nil
 	}
@@ -199,10 +200,6 @@ func (mg *Manager) removeOwnedCOW(path string) error {
 // how to bring it back (`daxsnap cow adopt`).
 func (mg *Manager) tidyCOWDir(leftovers map[string]bool) {
 	defer mg.reportLost()
-	entries, err := os.ReadDir(mg.cowDir())
-	if err != nil {
-		return
-	}
 	recs, err := mg.store.Devices()
 	if err != nil {
 		mg.log.Error("COW files not tidied: read the state file", "err", err)
@@ -216,26 +213,32 @@ func (mg *Manager) tidyCOWDir(leftovers map[string]bool) {
 		}
 		return false
 	}
-	for _, e := range entries {
-		path := filepath.Join(mg.cowDir(), e.Name())
-		if !e.Type().IsRegular() || mg.tableUsing(path) != "" || recorded(path) {
+	for _, dir := range mg.cowDirs() {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
 			continue
 		}
-		if name, ok := strings.CutSuffix(e.Name(), ".cow"); ok && leftovers[name] {
-			if err := os.Remove(path); err != nil {
-				mg.log.Error("delete unused COW file", "path", path, "err", err)
+		for _, e := range entries {
+			path := filepath.Join(dir, e.Name())
+			if !e.Type().IsRegular() || mg.tableUsing(path) != "" || recorded(path) {
 				continue
 			}
-			mg.log.Warn("deleted a COW file an interrupted snapshot operation left", "path", path)
-			continue
+			if name, ok := strings.CutSuffix(e.Name(), ".cow"); ok && leftovers[name] {
+				if err := os.Remove(path); err != nil {
+					mg.log.Error("delete unused COW file", "path", path, "err", err)
+					continue
+				}
+				mg.log.Warn("deleted a COW file an interrupted snapshot operation left", "path", path)
+				continue
+			}
+			to, err := mg.quarantine(path)
+			if err != nil {
+				mg.log.Error("a COW file no snapshot uses could not be moved to lost+found; it stays where it is", "path", path, "err", err)
+				continue
+			}
+			mg.log.Warn("moved a COW file no snapshot uses to lost+found (the state file may have lost its snapshot): `daxsnap cow adopt FILE ORIGIN NAME` makes a snapshot of it again; delete it if it is not needed",
+				"from", path, "to", to, "cow", describeHead(to))
 		}
-		to, err := mg.quarantine(path)
-		if err != nil {
-			mg.log.Error("a COW file no snapshot uses could not be moved to lost+found; it stays where it is", "path", path, "err", err)
-			continue
-		}
-		mg.log.Warn("moved a COW file no snapshot uses to lost+found (the state file may have lost its snapshot): `daxsnap cow adopt FILE ORIGIN NAME` makes a snapshot of it again; delete it if it is not needed",
-			"from", path, "to", to, "cow", describeHead(to))
 	}
 }
 
@@ -243,50 +246,49 @@ func (mg *Manager) tidyCOWDir(leftovers map[string]bool) {
 // in the state directory.
 const LostFoundDir = "lost+found"
 
-func (mg *Manager) lostDir() string {
-	if mg.cfg.COWDir != "" {
-		// On the COW files' file system, so that moving one in and out
-		// is a rename.
-		return filepath.Join(mg.cfg.COWDir, LostFoundDir)
+// lostDirs are the lost+found directories, one per COW directory.
+func (mg *Manager) lostDirs() []string {
+	var out []string
+	for _, d := range mg.cowDirs() {
+		out = append(out, mg.lostDirOf(d))
 	}
-	return filepath.Join(mg.cfg.Dir, LostFoundDir)
+	return out
 }
 
-// quarantine moves path into lost+found under a name no file there has.
+// quarantine moves path, a file in a COW directory, into that
+// directory's lost+found under a name no file there has.
 func (mg *Manager) quarantine(path string) (string, error) {
-	if err := os.MkdirAll(mg.lostDir(), 0o700); err != nil {
+	lost := mg.lostDirOf(filepath.Dir(path))
+	if err := os.MkdirAll(lost, 0o700); err != nil {
 		return "", err
 	}
 	base := filepath.Base(path)
-	to := filepath.Join(mg.lostDir(), base)
+	to := filepath.Join(lost, base)
 	for i := 1; ; i++ {
 		if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
 			break
 		}
-		to = filepath.Join(mg.lostDir(), fmt.Sprintf("%s.%d", base, i))
+		to = filepath.Join(lost, fmt.Sprintf("%s.%d", base, i))
 	}
 	return to, os.Rename(path, to)
 }
 
 // reportLost says at every start what lost+found holds, until it is empty.
 func (mg *Manager) reportLost() {
-	entries, err := os.ReadDir(mg.lostDir())
-	if err != nil || len(entries) == 0 {
-		return
-	}
-	for _, e := range entries {
-		path := filepath.Join(mg.lostDir(), e.Name())
+	for _, path := range mg.LostCOWs() {
 		mg.log.Warn("lost+found holds a COW file no snapshot uses: `daxsnap cow adopt "+path+" ORIGIN NAME` makes a snapshot of ORIGIN from it again; delete it if it is not needed",
 			"path", path, "cow", describeHead(path))
 	}
 }
 
-// LostCOWs lists the files in lost+found.
+// LostCOWs lists the files in the lost+found directories.
 func (mg *Manager) LostCOWs() []string {
-	entries, _ := os.ReadDir(mg.lostDir())
 	var out []string
-	for _, e := range entries {
-		out = append(out, filepath.Join(mg.lostDir(), e.Name()))
+	for _, lost := range mg.lostDirs() {
+		entries, _ := os.ReadDir(lost)
+		for _, e := range entries {
+			out = append(out, filepath.Join(lost, e.Name()))
+		}
 	}
 	return out
 }
@@ -350,10 +352,16 @@ func (mg *Manager) checkAdoptedCOW(p *createPlan, chunkBytes int64) error {
 func (mg *Manager) claimCOW(p *createPlan) (giveBack func(), err error) {
 	from := p.cow
 	dir := filepath.Dir(from)
-	if !sameFile(dir, mg.lostDir()) && !sameFile(dir, mg.cowDir()) {
+	home := ""
+	for _, d := range mg.cowDirs() {
+		if sameFile(dir, mg.lostDirOf(d)) || sameFile(dir, d) {
+			home = d
+		}
+	}
+	if home == "" {
 		return func() {}, nil // the user's own file, used in place
 	}
-	to, err := filepath.Abs(filepath.Join(mg.cowDir(), p.name+".cow"))
+	to, err := filepath.Abs(filepath.Join(home, p.name+".cow"))
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +371,7 @@ func (mg *Manager) claimCOW(p *createPlan) (giveBack func(), err error) {
 	if _, err := os.Lstat(to); err == nil {
 		return nil, errorf(dm.ErrExists, "%s: %s exists: pick another snapshot name", p.op, to)
 	}
-	if err := os.MkdirAll(mg.cowDir(), 0o700); err != nil {
+	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(from, to); err != nil {

@@ -32,6 +32,8 @@ type createPlan struct {
 	note      string // what the daemon chose
 	policy    autoPolicy
 	ownPolicy bool // the snapshot has its own autoextend policy
+	adopt     bool // the COW is adopted: no changed-block marks
+	readOnly  bool // --permission r
 }
 
 func (p createPlan) snapshotTable() string {
@@ -112,7 +114,7 @@ func checkSnapshotNames(op string, req wire.SnapshotCreate) error {
 
 // planCreate checks everything that can be checked before the first step.
 func (mg *Manager) planCreate(op string, l originLayout, req wire.SnapshotCreate) (createPlan, error) {
-	p := createPlan{op: op, l: l, name: req.Name, store: exstore.Persistent}
+	p := createPlan{op: op, l: l, name: req.Name, store: exstore.Persistent, adopt: req.Adopt, readOnly: req.ReadOnly}
 	if req.Transient {
 		p.store = exstore.Transient
 	}
@@ -233,12 +235,13 @@ func (mg *Manager) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 	}
 	// NAME.cow, unless a snapshot renamed since still uses that file:
 	// then NAME.1.cow, NAME.2.cow...
+	dir, where := mg.cowDirFor(p.origin)
 	for i := 0; ; i++ {
 		file := p.name + ".cow"
 		if i > 0 {
 			file = fmt.Sprintf("%s.%d.cow", p.name, i)
 		}
-		p.cow = filepath.Join(mg.cowDir(), file)
+		p.cow = filepath.Join(dir, file)
 		if abs, err := filepath.Abs(p.cow); err == nil {
 			p.cow = abs
 		}
@@ -252,7 +255,10 @@ func (mg *Manager) planCOW(p *createPlan, req wire.SnapshotCreate) error {
 		p.cowSize = defaultCOWSize(originBytes, p.chunk, p.store)
 		p.note = fmt.Sprintf("COW %s: %d bytes (10%% of the origin, at least %d MiB, at most a full copy of %d bytes); give --cow-size to choose.",
 			p.cow, p.cowSize, MinDefaultCOW>>20, fullCOWSize(originBytes, p.chunk, p.store))
+	} else if where != "" {
+		p.note = fmt.Sprintf("COW %s.", p.cow)
 	}
+	p.note += where
 	if p.cowSize > math.MaxInt64-p.chunk.Bytes() {
 		// Rounding it up to whole chunks would overflow.
 		return errorf(dm.ErrInvalidArgument, "%s: COW size %d bytes is too large for any file: a full copy of %s takes %d bytes: give a --cow-size of at most that",
@@ -304,35 +310,114 @@ func (mg *Manager) doCreate(p createPlan) error {
 		}
 		undo.push(origin.Clear)
 	}
+	snap, err := mg.prepareSnapshot(p, &undo)
+	if err != nil {
+		return fail(err)
+	}
 	// The consistent cut for direct mappings is the core's (dm/cut.go), as
 	// for any suspend and snapshot activation: the origin's suspend
 	// write-protects every mapping of its memory with faults held, the
 	// snapshot's activation keeps them so, and the origin's resume lets
 	// the held stores resolve through snapshot-origin, copying first.
+	// Writers wait from the cut to the resume: only what needs the origin
+	// still is done in between (no file is made, no store written).
 	if err := mg.quiesceOrigin(p.op, origin); err != nil {
 		return fail(err)
 	}
 	undo.push(func() error { return errors.Join(origin.Clear(), origin.Resume()) })
-	if err := mg.fault("create-snapshot"); err != nil {
+	if err := mg.fault("activate-snapshot"); err != nil {
 		return fail(err)
 	}
-	snap, err := mg.createDevice(p.name, dm.CreateOptions{Table: p.snapshotTable()})
-	if err != nil {
-		return fail(fmt.Errorf("create snapshot device %s: %w", p.name, err))
+	if err := snap.Resume(); err != nil {
+		return fail(fmt.Errorf("activate snapshot device %s: %w", p.name, err))
 	}
-	undo.push(func() error { return mg.removeDevice(snap, evenIfOpen) })
-	if p.ownPolicy {
-		mg.autoext.setOwn(snap, p.policy)
-		if err := mg.recordMidOp(snap); err != nil {
-			return fail(fmt.Errorf("record the autoextend policy of %s: %w", p.name, err))
-		}
-	}
+	// A write to the snapshot from now on is noted (noteWritten).
+	undo.push(func() error { mg.forgetTracking(p.cow); return nil })
 	mg.armAutoextend(snap) // before the origin's writes resume
+	// Changed-block marks: the origin is suspended, so the older
+	// snapshots' exception counts are exact; durable before the creation
+	// is (the origin's record still names it, so a stop before then
+	// removes the snapshot at start: Recover).
+	marks, err := mg.takeMarks(p, snap)
+	if err != nil {
+		return fail(err)
+	}
 	if err := mg.fault("resume-origin"); err != nil {
 		return fail(err)
 	}
 	if err := origin.Resume(); err != nil {
 		return fail(fmt.Errorf("resume %s: %w", p.l.origin, err))
 	}
+	// The origin runs on the new tables: undoing the creation now is
+	// removing the snapshot.
+	err = mg.fault("record-snapshot")
+	if err == nil {
+		err = mg.recordMidOp(snap) // its live table, for a restart
+	}
+	if err == nil {
+		err = mg.putMarks(marks)
+	}
+	if err != nil {
+		err = fmt.Errorf("%s: record the snapshot: %w", p.op, err)
+		if rerr := mg.unmake(p, snap, origin); rerr != nil {
+			return errors.Join(err, fmt.Errorf("%s: removing it again failed too, check `daxsnap ls` and `daxsnap snapshot list`: %w", p.op, rerr))
+		}
+		return err
+	}
 	return nil
+}
+
+// unmake removes the snapshot a creation activated, the origin running
+// again, as a removal does: the origin is suspended, the snapshot goes,
+// the origin gets back the table it had (ORIGIN-real's, if the creation
+// made ORIGIN-real: that goes too) and a COW the daemon created is
+// deleted; an adopted one stays for SnapshotCreate to give back.
+func (mg *Manager) unmake(p createPlan, snap, origin *dm.Device) error {
+	mg.forgetTracking(p.cow)
+	if err := mg.quiesceOrigin(p.op, origin); err != nil {
+		return err
+	}
+	if err := mg.removeDevice(snap, evenIfOpen); err != nil {
+		return errors.Join(err, origin.Resume())
+	}
+	if err := mg.settleOrigin(p.l, origin); err != nil {
+		return err
+	}
+	if p.cowSize > 0 {
+		return mg.removeOwnedCOW(p.cow)
+	}
+	return nil
+}
+
+// prepareSnapshot makes the snapshot device with its table loaded, not
+// yet active, while the origin runs: loading the table opens the COW and
+// sets up its store (a new persistent store writes its header), and the
+// device's record is written, none of which needs the cut. Activation,
+// with the origin suspended, is all that is left (doCreate). A stop
+// before the creation is recorded finds the device without a live table
+// and removes it at start (recoverRemoval).
+func (mg *Manager) prepareSnapshot(p createPlan, undo *undoStack) (*dm.Device, error) {
+	if err := mg.fault("create-snapshot"); err != nil {
+		return nil, err
+	}
+	snap, err := mg.createDevice(p.name, dm.CreateOptions{ReadOnly: p.readOnly})
+	if err != nil {
+		return nil, fmt.Errorf("create snapshot device %s: %w", p.name, err)
+	}
+	undo.push(func() error { return mg.removeDevice(snap, evenIfOpen) })
+	if err := snap.Load(p.snapshotTable()); err != nil {
+		return nil, fmt.Errorf("load the snapshot table into %s: %w", p.name, err)
+	}
+	if p.ownPolicy {
+		mg.autoext.setOwn(snap, p.policy)
+	}
+	if err := mg.recordMidOp(snap); err != nil {
+		return nil, fmt.Errorf("record %s: %w", p.name, err)
+	}
+	// A test's slow COW preparation (and the place its check that the
+	// origin still runs looks from).
+	if err := mg.fault("prepare-snapshot"); err != nil {
+		return nil, err
+	}
+	return snap, nil
 }

@@ -84,12 +84,14 @@ func (mg *Manager) extendableCOW(op string, s snapView) (int64, error) {
 	}
 	defer b.Close()
 	switch b.Kind() {
-	case backing.KindFile:
+	case backing.KindFile, backing.KindTmpfs, backing.KindHugetlbfs, backing.KindFSDAX:
+		// A memory file grows into the room its mapping was opened
+		// with (a full copy of the origin), taken in on resume.
 		return b.Size(), nil
 	case backing.KindBlock:
 		return 0, errorf(dm.ErrInvalidArgument, "%s: its COW is the block device %s: grow it (lvextend, losetup -c); the snapshot takes the space in at its next allocation", op, s.line.COW)
 	}
-	return 0, errorf(dm.ErrNotSupported, "%s: its COW %s is a %s, memory the daemon has mapped at its size, which cannot grow while the snapshot uses it: keep COW files on a disk file system (a state directory off tmpfs, or --cow FILE)",
+	return 0, errorf(dm.ErrNotSupported, "%s: its COW %s is a %s, memory of a fixed size that cannot grow: give the snapshot a COW file (--cow FILE) to be able to extend it",
 		op, s.line.COW, b.Kind())
 }
 
@@ -112,14 +114,18 @@ func (mg *Manager) extendCOW(op string, s snapView, size int64) error {
 	return nil
 }
 
-// growFile grows the file at path to size bytes, allocating the new
-// blocks where the file system can (as createCOW does).
+// growFile grows the file at path to size bytes (on hugetlbfs, whole
+// huge pages), allocating the new blocks or pages where the file system
+// can (as createCOW does).
 func growFile(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	fi, err := f.Stat()
+	if err == nil {
+		size, err = fileGrain(f, size)
+	}
 	if err == nil && fi.Size() < size {
 		err = unix.Fallocate(int(f.Fd()), 0, fi.Size(), size-fi.Size())
 		if errors.Is(err, unix.EOPNOTSUPP) {
@@ -134,4 +140,18 @@ func growFile(path string, size int64) error {
 		return fmt.Errorf("%w: no room on its file system: free space there, or extend by less", err)
 	}
 	return err
+}
+
+// fileGrain rounds size up to what f's file system sizes files in: whole
+// huge pages on hugetlbfs (which refuses other sizes), bytes elsewhere.
+func fileGrain(f *os.File, size int64) (int64, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		return 0, err
+	}
+	if sfs.Type != unix.HUGETLBFS_MAGIC || sfs.Bsize <= 0 {
+		return size, nil
+	}
+	page := int64(sfs.Bsize)
+	return (size + page - 1) / page * page, nil
 }

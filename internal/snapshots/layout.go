@@ -220,6 +220,24 @@ func (mg *Manager) mergeOf(l originLayout) (mergeView, bool) {
 	return mergeView{}, false
 }
 
+// MergeInto names the snapshot that merges into origin, or whose merge
+// into it is deferred until its users let go (deferred); "" if none.
+func (mg *Manager) MergeInto(origin string) (snapshot string, deferred bool) {
+	l := layoutOf(origin)
+	if m, ok := mg.mergeOf(l); ok {
+		if s, ok := mg.mergingSnapshot(l, m); ok {
+			return s.name, false
+		}
+		return m.dev.Name(), false
+	}
+	for _, s := range mg.snapshotsOf(l) {
+		if mg.host.Note(s.name).MergeDeferred {
+			return s.name, true
+		}
+	}
+	return "", false
+}
+
 // mergingSnapshot is the snapshot a merge copies back: the one on the
 // same COW.
 func (mg *Manager) mergingSnapshot(l originLayout, m mergeView) (snapView, bool) {
@@ -240,14 +258,19 @@ func (mg *Manager) cowDir() string {
 	return filepath.Join(mg.cfg.Dir, COWSubdir)
 }
 
-// ownsCOW reports whether path is a COW file the daemon created.
+// ownsCOW reports whether path is a COW file the daemon created: one in
+// a COW directory of its own.
 func (mg *Manager) ownsCOW(path string) bool {
-	dir, err := filepath.Abs(mg.cowDir())
+	p, err := filepath.Abs(path)
 	if err != nil {
 		return false
 	}
-	p, err := filepath.Abs(path)
-	return err == nil && filepath.Dir(p) == dir
+	for _, d := range mg.cowDirs() {
+		if dir, err := filepath.Abs(d); err == nil && filepath.Dir(p) == dir {
+			return true
+		}
+	}
+	return false
 }
 
 // Snapshots lists the snapshots, of one origin if origin is not "".
@@ -283,6 +306,7 @@ func (mg *Manager) describe(s snapView) wire.Snapshot {
 	if out.Origin == "" {
 		out.Origin = s.line.Origin
 	}
+	out.ReadOnly = s.dev.Info().ReadOnly
 	if s.degraded {
 		out.State, out.Note = wire.SnapshotError, mg.host.Note(s.name).Text
 		return out

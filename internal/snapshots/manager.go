@@ -5,6 +5,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/state"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,7 +16,11 @@ type Config struct {
 	// Dir/lost+found (LostFoundDir), unless COWDir says where instead
 	// (serve --cow-dir): COWDir and COWDir/lost+found.
 	Dir, COWDir string
-	Logger      *slog.Logger
+	// MemCOWDir, if set and COWDir is not, is where the COWs of snapshots
+	// of memory origins go (on tmpfs: MemCOWDirIn), with its own
+	// lost+found; one daemon per directory (memcow.go).
+	MemCOWDir string
+	Logger    *slog.Logger
 	// AutoextendThreshold and AutoextendPercent are every snapshot's
 	// autoextend policy unless its own says otherwise (serve
 	// --autoextend-threshold, lvm.conf's snapshot_autoextend_threshold):
@@ -67,6 +72,9 @@ type Host interface {
 	// daemon stopped in could not be finished (why says so).
 	SetMergeDeferred(name string, on bool)
 	SetInterrupted(name, why string)
+	// CheckpointImage is the image dev is checkpointed to, or "" if it
+	// is not checkpointed: a merge into it is refused (see startMerge).
+	CheckpointImage(dev *dm.Device) string
 }
 
 // Note is what the daemon notes on a device.
@@ -128,6 +136,9 @@ type Manager struct {
 	defaultAutoextend autoPolicy
 	// kick wakes the watcher of deferred merges.
 	kick chan struct{}
+	// run identifies this run of the daemon in changed-block tracking
+	// records of transient snapshots, whose exceptions die with it.
+	run string
 }
 
 // New makes the snapshot manager of devs, whose records store keeps.
@@ -136,7 +147,9 @@ func New(cfg Config, devs *dm.Manager, store *state.Store, host Host) (*Manager,
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	mg := &Manager{cfg: cfg, log: cfg.Logger, devs: devs, store: store, host: host,
-		merges: newMergeJobs(), autoext: newAutoextenders(), metrics: newMetrics(), kick: make(chan struct{}, 1)}
+		merges: newMergeJobs(), autoext: newAutoextenders(), metrics: newMetrics(), kick: make(chan struct{}, 1),
+		run: newTrackingID()}
+	snapshot.SetWriteHook(devs, mg.noteWritten)
 	if cfg.AutoextendThreshold != 100 {
 		p, err := checkAutoextend("serve", cfg.AutoextendThreshold, cfg.AutoextendPercent)
 		if err != nil {

@@ -284,6 +284,14 @@ func (mg *Manager) startMerge(op, name string, recOp state.Op) error {
 		other, _ := mg.mergingSnapshot(l, m)
 		return errorf(dm.ErrBusy, "%s: snapshot %s is merging into %s: wait for it to finish first", op, other.name, l.origin)
 	}
+	if img := mg.host.CheckpointImage(origin); img != "" {
+		// The merge writes ORIGIN-real, below the device whose writes
+		// the checkpoints track, while a checkpoint may be reading the
+		// memory: the image would miss the merge (a restore after a
+		// reboot would lose it), or hold half of it.
+		return errorf(dm.ErrBusy, "%s: %s is checkpointed to %s, and its checkpoints cannot follow a merge: `daxsnap checkpoint disable %s` first, merge, then enable its checkpoints again (the first one then writes the whole volume)",
+			op, l.origin, img, l.origin)
+	}
 	how := onlineMerge
 	if origin.Info().FixedCaps&(dm.DAX|dm.Sync) != 0 {
 		how = offlineMerge

@@ -100,11 +100,9 @@ func (mg *Manager) recoverRemoval(p Pending) error {
 	}
 	op := fmt.Sprintf("%s %s", p.verb, p.name)
 	return mg.store.DeviceTransition(l.origin, state.Op{Verb: p.verb, Arg: p.name}, func() error {
-		if dev, err := mg.devs.Get(p.name); err == nil {
-			if s, ok := mg.snapshotOf(dev); ok && s.line.Origin == l.realPath() {
-				if err := mg.removeDevice(dev, evenIfOpen); err != nil {
-					return err
-				}
+		if dev, err := mg.devs.Get(p.name); err == nil && mg.leftBy(p, l, dev) {
+			if err := mg.removeDevice(dev, evenIfOpen); err != nil {
+				return err
 			}
 		}
 		if err := mg.quiesceOrigin(op, origin); err != nil {
@@ -112,6 +110,26 @@ func (mg *Manager) recoverRemoval(p Pending) error {
 		}
 		return mg.settleOrigin(l, origin)
 	}, func() *state.Device { return mg.host.Record(origin) })
+}
+
+// leftBy reports whether dev, called p.name, is the snapshot p was
+// creating or removing: a snapshot of l's real device, or (a creation
+// only: it makes its device before the origin's suspend, prepareSnapshot)
+// a device with no live table whose loaded table, if any, is one. The
+// name was free when the creation began, under its lock.
+func (mg *Manager) leftBy(p Pending, l originLayout, dev *dm.Device) bool {
+	if s, ok := mg.snapshotOf(dev); ok {
+		return s.line.Origin == l.realPath()
+	}
+	if p.verb != "snapshot-create" && p.verb != "snapshot-adopt" || mg.recordedLive(dev) != "" {
+		return false
+	}
+	inactive, _ := dev.Table(dm.Inactive)
+	if inactive == "" {
+		return true
+	}
+	line, ok := parseSnapLine(inactive)
+	return ok && line.typ == snapshot.SnapshotType && line.Origin == l.realPath()
 }
 
 // recoverOp clears a pending op whose work a merge job takes over.

@@ -53,6 +53,24 @@ type Device struct {
 	// Autoextend is a snapshot's own autoextend policy (snapshot create
 	// --autoextend-threshold); nil: the daemon's (serve's flags).
 	Autoextend *Autoextend `json:"autoextend,omitempty"`
+	// Number is the device's minor (dm.Device.Number), kept across
+	// restarts as the kernel keeps a device's; nil in records written
+	// before daxsnap kept it: such a device gets the lowest free one.
+	Number *uint64 `json:"number,omitempty"`
+	// Checkpoint is the durable home of a memory volume (daxsnap
+	// checkpoint enable); nil: volatile.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// Checkpoint is where and how often a memory volume is checkpointed. It
+// outlives the daemon, and the memory: when a start finds the volume's
+// region files gone (a reboot), the volume comes back from the newest
+// complete checkpoint in the image.
+type Checkpoint struct {
+	Path        string `json:"path"`    // the image (a file or block device)
+	Journal     string `json:"journal"` // its redo journal
+	IntervalMS  int64  `json:"interval_ms"`
+	BufferBytes int64  `json:"buffer_bytes,omitempty"` // 0: the engine's default
 }
 
 // Autoextend is LVM's snapshot_autoextend_threshold and _percent: when

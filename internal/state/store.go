@@ -139,7 +139,7 @@ func openDB(path string, wait time.Duration) (db *bolt.DB, err error) {
 
 func (s *Store) init() error {
 	return s.update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketRegions, bucketDevices, bucketMerges} {
+		for _, b := range [][]byte{bucketMeta, bucketRegions, bucketDevices, bucketMerges, bucketTracking} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("state file %s: create bucket %s: %w", s.path, b, err)
 			}

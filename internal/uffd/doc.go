@@ -81,7 +81,8 @@
 // kernel wakes the thread directly) or by parking the goroutine in the
 // runtime poller (BlockNetpoll, no thread held, one more hand-off per
 // wake-up). bench/uffdwp measures each against a writer in this process or
-// another, on one CPU or two.
+// another, on one CPU or two. A Spinner drops the spin while it holds back
+// a writer the kernel woke on the spinning handler's CPU.
 //
 // # Concurrency
 //

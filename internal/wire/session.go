@@ -64,6 +64,16 @@ const (
 	OpRecall        = "recall"         // daemon → client, Recall set
 	OpRecalled      = "recalled"       // client → daemon, after munmap
 	OpRecallRefused = "recall_refused" // client → daemon, Error says why
+
+	// Persist on a checkpointed volume (wire/checkpoint.go): the client
+	// sends OpPersist with the mapping's ID; the daemon answers
+	// OpPersisted once a checkpoint that holds every store made before
+	// the request is durable (or OpError). OpDurability, unasked, tells
+	// the client that checkpoints of the mapping's device were turned on
+	// or off (Durability set).
+	OpPersist    = "persist"
+	OpPersisted  = "persisted" // Durability set
+	OpDurability = "durability"
 )
 
 // SessionMsg is one packet of the session protocol. ID names the mapping
@@ -78,6 +88,16 @@ type SessionMsg struct {
 	Recall *Recall    `json:"recall,omitempty"`
 	Adopt  *MapAdopt  `json:"adopt,omitempty"`
 	Error  *ErrorBody `json:"error,omitempty"` // with OpError and OpRecallRefused
+	// Durability: with OpPersisted and OpDurability.
+	Durability *MapDurability `json:"durability,omitempty"`
+}
+
+// MapDurability is what Persist achieves on a mapping: Text for people
+// (Mapping.Durability); Checkpointed: Persist asks the daemon for a
+// checkpoint (OpPersist) and returns once it is durable.
+type MapDurability struct {
+	Text         string `json:"text"`
+	Checkpointed bool   `json:"checkpointed,omitempty"`
 }
 
 // Recall asks the client to give a mapping back within DeadlineMS
@@ -110,6 +130,9 @@ type MapGrant struct {
 	WriteProtect bool `json:"write_protect,omitempty"`
 	// Durability describes what Persist achieves ("volatile memory: ...").
 	Durability string `json:"durability,omitempty"`
+	// Checkpointed: the device is checkpointed, so Persist is a
+	// checkpoint (OpPersist), not only msync.
+	Checkpointed bool `json:"checkpointed,omitempty"`
 }
 
 // MapPiece is [Off, Off+Len) of the mapping (relative to its start), held

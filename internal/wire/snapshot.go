@@ -31,6 +31,10 @@ type SnapshotCreate struct {
 	// header's. A COW in <state>/lost+found or <state>/cow becomes
 	// <state>/cow/NAME.cow, the daemon's again.
 	Adopt bool `json:"adopt,omitempty"`
+	// ReadOnly makes the snapshot device read-only (lvcreate -s
+	// --permission r): its writes fail, its COW only ever holds the
+	// origin's old data.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // SnapshotExtend grows a snapshot's COW file (lvextend of a snapshot).
@@ -93,6 +97,8 @@ type Snapshot struct {
 	// user of the origin (and of the snapshot) to close.
 	MergeDeferred bool   `json:"merge_deferred,omitempty"`
 	Note          string `json:"note,omitempty"`
+	// ReadOnly: the snapshot device takes no writes (SnapshotCreate.ReadOnly).
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // MergeProgress is how far a merge has come.

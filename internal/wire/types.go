@@ -65,6 +65,15 @@ type DeviceCreate struct {
 	Mode     string  `json:"mode,omitempty"` // octal permission bits, "0000" to "0777"
 }
 
+// SetOwner changes a device's owner, group or permission bits in place
+// (daxsnap set NAME --uid --gid --mode, as chown and chmod of a dmsetup
+// node): what is absent stays as it is.
+type SetOwner struct {
+	UID  *uint32 `json:"uid,omitempty"`
+	GID  *uint32 `json:"gid,omitempty"`
+	Mode string  `json:"mode,omitempty"` // octal permission bits, "0000" to "0777"
+}
+
 // Load puts a table in a device's inactive slot (dmsetup load).
 type Load struct {
 	Table string `json:"table"`
@@ -119,6 +128,36 @@ type Info struct {
 	// Holders are who holds the device open (NBD clients, FUSE files,
 	// DAX mappings), by pid and uid where they are known.
 	Holders []Holder `json:"holders,omitempty"`
+	// Durability is how durable a memory volume is (volatile, or
+	// checkpointed); nil for a device not on volatile memory, which is as
+	// durable as what its table maps.
+	Durability *Durability `json:"durability,omitempty"`
+	// Major and Minor are the device's numbers, as the kernel's device
+	// mapper gives them (dm's dynamic major, 254; the minor is the lowest
+	// free one at creation and is kept across daemon restarts).
+	Major uint32 `json:"major"`
+	Minor uint64 `json:"minor"`
+	// ReadAhead is the read-ahead in sectors dmsetup info shows; 0
+	// without a live table.
+	ReadAhead uint64 `json:"read_ahead"`
+	// Deps are the devices the live table uses (dmsetup deps), in the
+	// kernel's order: the last opened first.
+	Deps []Dep `json:"deps,omitempty"`
+}
+
+// Dep is one device a table uses (Info.Deps).
+type Dep struct {
+	// Name is the mapped device's name if the table uses one of
+	// daxsnap's devices, else "".
+	Name string `json:"name,omitempty"`
+	// Path is the file or node the table names: /dev/mapper/NAME for a
+	// mapped device.
+	Path string `json:"path"`
+	// Block is set for a mapped device or a block device, whose numbers
+	// Major and Minor are; a file has none.
+	Block bool   `json:"block,omitempty"`
+	Major uint32 `json:"major,omitempty"`
+	Minor uint32 `json:"minor,omitempty"`
 }
 
 // Holder is one user of a device (Info.Holders).
@@ -143,4 +182,6 @@ type Text struct {
 	Inactive bool   `json:"inactive"`
 	Text     string `json:"text"`           // lines "start length type args\n"; "" without a table
 	Note     string `json:"note,omitempty"` // as Info.Note
+	// Durability is as Info.Durability, with the live status only.
+	Durability *Durability `json:"durability,omitempty"`
 }

@@ -147,3 +147,19 @@ func (f *fakeService) Sessions(ctx context.Context) ([]wire.DAXSession, error) {
 	return []wire.DAXSession{{PID: 42, UID: 7, Mappings: []wire.DAXMapping{{Device: "vol", Length: 4096, Write: true}},
 		Problems: []string{"mapping 1 of vol lacks uw"}}}, nil
 }
+func (f *fakeService) CheckpointGet(ctx context.Context, name string) (wire.Durability, error) {
+	f.call("checkpoint-get %s", name)
+	return wire.Durability{Device: name, State: wire.DurabilityVolatile, Text: wire.DurabilityVolatile}, failures[name]
+}
+func (f *fakeService) CheckpointEnable(ctx context.Context, name string, req wire.CheckpointEnable) (wire.Durability, error) {
+	f.call("checkpoint-enable %s %s %d", name, req.Path, req.IntervalMS)
+	return wire.Durability{Device: name, State: wire.DurabilityCheckpointed, Path: req.Path, IntervalMS: req.IntervalMS}, failures[name]
+}
+func (f *fakeService) CheckpointNow(ctx context.Context, name string) (wire.Durability, error) {
+	f.call("checkpoint-now %s", name)
+	return wire.Durability{Device: name, State: wire.DurabilityCheckpointed, Last: &wire.CheckpointInfo{Seq: 3}}, failures[name]
+}
+func (f *fakeService) CheckpointDisable(ctx context.Context, name string) error {
+	f.call("checkpoint-disable %s", name)
+	return failures[name]
+}

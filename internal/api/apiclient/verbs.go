@@ -34,6 +34,11 @@ func (c *Client) Devices(ctx context.Context) ([]wire.Info, error) {
 	return get[[]wire.Info](ctx, c, "/v1/devices", nil)
 }
 
+// SetOwner changes a device's owner, group or mode (daxsnap set).
+func (c *Client) SetOwner(ctx context.Context, name string, req wire.SetOwner) (wire.Info, error) {
+	return post[wire.Info](ctx, c, "POST", devPath(name, "owner"), req)
+}
+
 // Disconnect closes a device's NBD clients and revokes its open FUSE
 // files (daxsnap disconnect).
 func (c *Client) Disconnect(ctx context.Context, name string) (wire.Disconnected, error) {

@@ -46,6 +46,7 @@ func Checks() []Check {
 		{"Sessions", checkSessions},
 		{"Data", checkData},
 		{"BadInput", checkBadInput},
+		{"Checkpoints", checkCheckpoints},
 	}
 }
 

@@ -36,6 +36,12 @@
 // for a block device (a device file cannot grow). fsync is Flush; close
 // flushes too if the file was written through since its last flush.
 //
+// A read of memory the device maps (a DAX-capable line: dm.Device.LendRead
+// through the Backend, a Lender) is answered from that memory itself,
+// without a copy into the request's buffer: the device's I/O stays
+// admitted until the reply is written, so a suspend or table swap waits
+// for it as for any read under way.
+//
 // fallocate: PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (with or without
 // KEEP_SIZE) make the range read back as zeroes (WriteZeroes, falling
 // back to writing zeroes); both need the range inside the device (EINVAL

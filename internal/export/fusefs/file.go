@@ -59,6 +59,14 @@ func (f *file) Read(_ context.Context, dest []byte, off int64) (res fuse.ReadRes
 		return fuse.ReadResultData(nil), 0
 	}
 	n := min(int64(len(dest)), size-off)
+	if n >= lendMin {
+		if mem, release, ok := LendFrom(f.be, off, n); ok {
+			if int64(len(mem)) == n {
+				return &lentRead{mem: mem, release: release}, 0
+			}
+			release() // across a table line: copy it
+		}
+	}
 	m, err := f.be.ReadAt(dest[:n], off)
 	if errors.Is(err, dm.ErrOutOfRange) {
 		// The device shrank since Size: what was read is what is left.
@@ -68,6 +76,32 @@ func (f *file) Read(_ context.Context, dest []byte, off int64) (res fuse.ReadRes
 		return nil, errnoOf(opRead, err)
 	}
 	return fuse.ReadResultData(dest[:m]), 0
+}
+
+// lendMin is the smallest read answered from lent memory: below it, the
+// copy it saves costs less than the lending.
+const lendMin = 4096
+
+// lentRead answers a read from lent memory (Lender). It is a vectored
+// result (go-fuse's withSlice: Slices), which go-fuse writes to the
+// kernel with writev and only then calls Done; for any other result it
+// calls Done before the write when splice is off, as it is here, and the
+// memory would go back while the reply was still to be copied from it.
+type lentRead struct {
+	mem     []byte
+	release func()
+	vec     [1][]byte
+	done    bool
+}
+
+func (r *lentRead) Size() int                          { return len(r.mem) }
+func (r *lentRead) Bytes([]byte) ([]byte, fuse.Status) { return r.mem, fuse.OK }
+func (r *lentRead) Slices() ([][]byte, fuse.Status)    { r.vec[0] = r.mem; return r.vec[:], fuse.OK }
+func (r *lentRead) Done() {
+	if !r.done {
+		r.done = true
+		r.release()
+	}
 }
 
 // Write writes as to a block device: ENOSPC at or past the end, short

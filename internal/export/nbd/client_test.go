@@ -178,6 +178,9 @@ type reply struct {
 	chunks     []uint16 // chunk types in order
 	context    uint32
 	extents    [][2]uint32 // BLOCK_STATUS (length, flags)
+	// byContext holds every BLOCK_STATUS chunk's extents by context id
+	// (context and extents are the last chunk's).
+	byContext map[uint32][][2]uint32
 }
 
 // recv reads one complete reply. The server never interleaves chunks of
@@ -251,9 +254,17 @@ func (c *rawClient) recvChunk(r *reply) bool {
 			c.t.Fatalf("BLOCK_STATUS chunk of %d bytes", len(p))
 		}
 		r.context = binary.BigEndian.Uint32(p)
+		r.extents = nil
 		for i := 4; i < len(p); i += 8 {
 			r.extents = append(r.extents, [2]uint32{binary.BigEndian.Uint32(p[i:]), binary.BigEndian.Uint32(p[i+4:])})
 		}
+		if r.byContext == nil {
+			r.byContext = map[uint32][][2]uint32{}
+		}
+		if _, dup := r.byContext[r.context]; dup {
+			c.t.Fatalf("two BLOCK_STATUS chunks for context %d in one reply", r.context)
+		}
+		r.byContext[r.context] = r.extents
 	case chunkError:
 		if len(p) < 6 {
 			c.t.Fatalf("ERROR chunk of %d bytes", len(p))

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
 // Buffer sizes. Negotiation needs little, and many idle connections must
@@ -54,6 +56,7 @@ type conn struct {
 	exp      *Export
 	be       Backend
 	ext      Extenter               // nil: report everything as data
+	metaMaps []MetaMap              // the opened contexts of sess.meta, in order; nil entries failed to open
 	noZeroes bool                   // client set NBD_FLAG_C_NO_ZEROES
 	export   atomic.Pointer[string] // exp.Name once transmission starts: Disconnect reads it
 
@@ -65,6 +68,11 @@ type conn struct {
 
 	slow    atomic.Int64 // moving average of READ/WRITE time per slowUnit, ns
 	scratch []byte       // reader goroutine only: payload buffer for inline requests
+
+	// Bursts of writes (prepare.go), reader goroutine only.
+	prep     dm.WritesPreparer // the backend, if it is one
+	prepared int               // writes coming that the last burst covered
+	ranges   []dm.Range        // scratch for the burst's ranges
 }
 
 func newConn(s *Server, nc net.Conn, tlsConf *tls.Config) *conn {

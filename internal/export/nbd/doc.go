@@ -45,8 +45,11 @@
 // order through one buffered writer: the reader flushes when no complete
 // request is waiting, workers flush after their reply. The bytes in
 // flight per connection are bounded (Options.MaxInFlight); at the bound,
-// the reader stops reading until workers finish. Lock order: conn.mu and
-// conn.wmu are never held together.
+// the reader stops reading until workers finish. Before it serves the
+// first write of a burst it holds whole in its buffer, the reader hands a
+// backend that is a dm.WritesPreparer the ranges of all of them, so that
+// their copy-before-write is committed in one step (prepare.go). Lock
+// order: conn.mu and conn.wmu are never held together.
 //
 // The server announces NBD_FLAG_CAN_MULTI_CONN: an Exports implementation
 // must hand every connection to one name a Backend sharing the same data

@@ -55,6 +55,11 @@ type Export struct {
 	// Release, if not nil, is called once, after the connection's last
 	// use of Backend (disconnect, or the end of an NBD_OPT_INFO).
 	Release func()
+	// Meta, if not nil, opens a metadata context the client selected
+	// (one MetaContexter offered for this export), once per connection
+	// when transmission starts; its map answers that connection's
+	// NBD_CMD_BLOCK_STATUS. An error fails those requests with EIO.
+	Meta func(context string) (MetaMap, error)
 }
 
 // ExportInfo describes an export in NBD_OPT_LIST.

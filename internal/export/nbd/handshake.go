@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -21,8 +22,9 @@ const (
 // negotiation is the option state that carries over to transmission.
 type negotiation struct {
 	structured bool
-	metaName   string // export named by the last NBD_OPT_SET_META_CONTEXT
-	metaAlloc  bool   // that option selected base:allocation
+	metaName   string    // export named by the last NBD_OPT_SET_META_CONTEXT
+	metaAlloc  bool      // that option selected base:allocation
+	meta       []metaSel // and these other contexts (meta.go)
 }
 
 // outcome of one option.
@@ -308,14 +310,15 @@ func (c *conn) optStartTLS(n *negotiation, data []byte) outcome {
 	return stay
 }
 
-// optMeta answers NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT.
-// The only context is base:allocation; queries in other namespaces are
-// ignored, as the spec requires.
+// optMeta answers NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT:
+// base:allocation, and the contexts the Exports offers for the export
+// (MetaContexter, meta.go). Queries naming nothing offered are ignored,
+// as the spec requires.
 func (c *conn) optMeta(n *negotiation, opt uint32, data []byte) {
 	set := opt == optSetMetaContext
 	if set {
 		// SET replaces the selection even when it fails.
-		n.metaName, n.metaAlloc = "", false
+		n.metaName, n.metaAlloc, n.meta = "", false, nil
 	}
 	if !n.structured {
 		c.optError(opt, repErrInvalid, "%s: negotiate STRUCTURED_REPLY first", optName(opt))
@@ -326,21 +329,23 @@ func (c *conn) optMeta(n *negotiation, opt uint32, data []byte) {
 		c.optError(opt, repErrInvalid, "%s: %v", optName(opt), err)
 		return
 	}
-	match := !set && len(req.queries) == 0
-	for _, q := range req.queries {
-		if q == baseAllocationName || !set && q == "base:" {
-			match = true
-		}
-	}
-	if match {
+	offered := c.offered(req.name)
+	var sel []metaSel
+	alloc := false
+	for _, name := range selectMeta(offered, req.queries, !set) {
 		id := uint32(0) // LIST: "SHOULD be set to zero"
 		if set {
-			id = baseAllocationID
+			id = uint32(slices.Index(offered, name)) + baseAllocationID
+			if name == baseAllocationName {
+				alloc = true
+			} else {
+				sel = append(sel, metaSel{id: id, name: name})
+			}
 		}
-		c.optReply(opt, repMetaContext, append(binary.BigEndian.AppendUint32(nil, id), baseAllocationName...))
+		c.optReply(opt, repMetaContext, appendMetaReply(nil, id, name))
 	}
 	if set {
-		n.metaName, n.metaAlloc = req.name, match
+		n.metaName, n.metaAlloc, n.meta = req.name, alloc, sel
 	}
 	c.optReply(opt, repAck, nil)
 }
@@ -372,6 +377,9 @@ func (c *conn) sessionFor(exp *Export, n *negotiation, name string) session {
 		metaAlloc:  n.structured && n.metaAlloc && n.metaName == name,
 		minBlock:   minBlockSize,
 	}
+	if n.structured && n.metaName == name {
+		s.meta = n.meta
+	}
 	if size%minBlockSize != 0 {
 		s.minBlock = 1 // else the tail could not be addressed
 	}
@@ -394,9 +402,11 @@ func (c *conn) enter(exp *Export, s session) {
 	c.exp, c.be, c.sess = exp, exp.Backend, s
 	c.export.Store(&exp.Name)
 	c.ext, _ = exp.Backend.(Extenter)
+	c.prep = preparerOf(exp)
 	c.log = c.log.With("export", exp.Name)
+	c.openMeta(exp)
 	c.log.Debug("nbd: transmission", "size", s.size, "flags", fmt.Sprintf("0x%04x", s.tflags),
-		"structured", s.structured, "base_allocation", s.metaAlloc)
+		"structured", s.structured, "base_allocation", s.metaAlloc, "contexts", len(s.meta))
 }
 
 func (c *conn) optReply(opt, typ uint32, data []byte) {

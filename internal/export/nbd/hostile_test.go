@@ -11,18 +11,58 @@ import (
 	"time"
 )
 
-// goHandshake is what a client sends to reach transmission on "disk".
-func goHandshake(structured bool) []byte {
+// negOpt is one negotiation option a test client sends, with its data.
+type negOpt struct {
+	opt  uint32
+	data []byte
+}
+
+// handshakeGo is what a client sends to reach transmission on "disk":
+// opts, then NBD_OPT_GO.
+func handshakeGo(opts ...negOpt) []byte {
 	b := binary.BigEndian.AppendUint32(nil, clientFixedNewstyle|clientNoZeroes)
-	if structured {
-		b = appendOptHeader(b, optHeader{option: optStructuredReply})
-		meta := appendMetaRequest(nil, metaRequest{name: "disk", queries: []string{baseAllocationName}})
-		b = appendOptHeader(b, optHeader{option: optSetMetaContext, length: uint32(len(meta))})
-		b = append(b, meta...)
+	opts = append(opts, negOpt{optGo, appendInfoRequest(nil, infoRequest{name: "disk"})})
+	for _, o := range opts {
+		b = appendOptHeader(b, optHeader{option: o.opt, length: uint32(len(o.data))})
+		b = append(b, o.data...)
 	}
-	info := appendInfoRequest(nil, infoRequest{name: "disk"})
-	b = appendOptHeader(b, optHeader{option: optGo, length: uint32(len(info))})
-	return append(b, info...)
+	return b
+}
+
+// goHandshake is what a client sends to reach transmission on "disk",
+// with structured replies and base:allocation if structured.
+func goHandshake(structured bool) []byte {
+	if !structured {
+		return handshakeGo()
+	}
+	meta := appendMetaRequest(nil, metaRequest{name: "disk", queries: []string{baseAllocationName}})
+	return handshakeGo(negOpt{optStructuredReply, nil}, negOpt{optSetMetaContext, meta})
+}
+
+// feedConn writes each of chunks to a connection of srv over a pipe,
+// then closes it: the connection must finish (no hang) and release
+// every export of exp it opened.
+func feedConn(t *testing.T, srv *Server, exp *testExports, chunks ...[]byte) {
+	client, server := net.Pipe()
+	c := newConn(srv, server, nil)
+	if !srv.addConn(c) {
+		t.Fatal("server closed")
+	}
+	done := make(chan struct{})
+	go func() { c.serve(); close(done) }()
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	for _, b := range chunks {
+		_, _ = client.Write(b)
+	}
+	_ = client.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection did not finish after the client closed")
+	}
+	if exp.opened.Load() != exp.released.Load() {
+		t.Fatalf("opened %d exports, released %d", exp.opened.Load(), exp.released.Load())
+	}
 }
 
 // TestHostile throws garbage, truncated handshakes and oversized requests
@@ -114,26 +154,10 @@ func FuzzSession(f *testing.F) {
 	exp := newExports().add(Export{Name: "disk", Backend: m})
 	srv := NewServer(exp, Options{Logger: discardLogger(), HandshakeTimeout: time.Second})
 	f.Fuzz(func(t *testing.T, transmitting bool, b []byte) {
-		client, server := net.Pipe()
-		c := newConn(srv, server, nil)
-		if !srv.addConn(c) {
-			t.Fatal("server closed")
-		}
-		done := make(chan struct{})
-		go func() { c.serve(); close(done) }()
-		go func() { _, _ = io.Copy(io.Discard, client) }()
+		var hs []byte
 		if transmitting {
-			_, _ = client.Write(goHandshake(true))
+			hs = goHandshake(true)
 		}
-		_, _ = client.Write(b)
-		_ = client.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("connection did not finish after the client closed")
-		}
-		if exp.opened.Load() != exp.released.Load() {
-			t.Fatalf("opened %d exports, released %d", exp.opened.Load(), exp.released.Load())
-		}
+		feedConn(t, srv, exp, hs, b)
 	})
 }

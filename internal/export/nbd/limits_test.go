@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,5 +61,27 @@ func TestStalledPayloads(t *testing.T) {
 	}
 	if s := ts.logs.String(); !bytes.Contains([]byte(s), []byte("write payload stalled")) {
 		t.Errorf("no log line says why the stalled clients were closed")
+	}
+}
+
+// TestStalledSmallPayload: a small write, which the reader serves from its
+// read buffer, also ends the connection when its payload stalls past
+// PayloadTimeout; the write never reaches the backend.
+func TestStalledSmallPayload(t *testing.T) {
+	ts, m := rig(t, Options{PayloadTimeout: time.Second})
+	c := connect(t, "unix", ts.unix, "disk", connectOpts{})
+	b := appendRequest(nil, request{typ: cmdWrite, cookie: 1, offset: 4096, length: 4096})
+	c.writeAll(append(b, 1, 2, 3)) // and nothing more
+	_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	if b, err := c.br.ReadByte(); err == nil {
+		t.Errorf("server sent 0x%02x, want the connection closed", b)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("still connected after 2 minutes; want it closed after PayloadTimeout")
+	}
+	if got := m.bytes(4096, 3); !bytes.Equal(got, make([]byte, 3)) {
+		t.Errorf("the stalled write reached the backend: % x", got)
+	}
+	if s := ts.logs.String(); !strings.Contains(s, "write payload stalled") {
+		t.Errorf("no log line says why the stalled client was closed")
 	}
 }

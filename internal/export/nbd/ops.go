@@ -46,43 +46,70 @@ func (c *conn) writeZeroes(r *request) error {
 	return nil
 }
 
-// blockStatus builds the NBD_REPLY_TYPE_BLOCK_STATUS payload for
-// base:allocation: the context id, then (length, flags) descriptors
-// covering a prefix of the request, never past its end. Adjacent
-// extents with equal flags are merged; with REQ_ONE only the first run
-// is sent. Without an Extenter the whole range is data.
-func (c *conn) blockStatus(r *request) ([]byte, error) {
+// blockStatus builds the NBD_REPLY_TYPE_BLOCK_STATUS payloads, one per
+// selected context (base:allocation first): the context id, then
+// (length, flags) descriptors covering a prefix of the request, never
+// past its end. Adjacent runs with equal flags are merged; with REQ_ONE
+// only the first run is sent. Without an Extenter base:allocation is
+// all data.
+func (c *conn) blockStatus(r *request) ([][]byte, error) {
 	off, n := int64(r.offset), int64(r.length)
-	out := binary.BigEndian.AppendUint32(make([]byte, 0, 12), baseAllocationID)
-	if c.ext == nil {
-		return appendDescriptor(out, uint32(n), 0), nil
+	var out [][]byte
+	if c.sess.metaAlloc {
+		var runs []MetaExtent
+		if c.ext == nil {
+			runs = []MetaExtent{{Length: n}}
+		} else {
+			exts, err := c.ext.Extents(off, n)
+			if err != nil {
+				return nil, err
+			}
+			runs = make([]MetaExtent, len(exts))
+			for i, e := range exts {
+				runs[i].Length = e.Length
+				if e.Hole {
+					runs[i].Flags |= stateHole
+				}
+				if e.Zero {
+					runs[i].Flags |= stateZero
+				}
+			}
+		}
+		out = append(out, descriptors(baseAllocationID, runs, n, r.flags&cmdFlagReqOne != 0))
 	}
-	exts, err := c.ext.Extents(off, n)
-	if err != nil {
-		return nil, err
+	for i, sel := range c.sess.meta {
+		m := c.metaMaps[i]
+		if m == nil {
+			return nil, fmt.Errorf("%w: metadata context %s could not be opened for this connection", dm.ErrIO, sel.name)
+		}
+		runs, err := m.Status(off, n)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sel.name, err)
+		}
+		out = append(out, descriptors(sel.id, runs, n, r.flags&cmdFlagReqOne != 0))
 	}
+	return out, nil
+}
+
+// descriptors is one BLOCK_STATUS payload for context id from runs,
+// covering a prefix of n bytes (all n if runs say nothing).
+func descriptors(id uint32, runs []MetaExtent, n int64, reqOne bool) []byte {
+	out := binary.BigEndian.AppendUint32(make([]byte, 0, 12), id)
 	var sum int64
 	count := 0
-	for _, e := range exts {
+	for _, e := range runs {
 		if e.Length <= 0 {
 			continue
 		}
 		l := min(e.Length, n-sum)
-		flags := uint32(0)
-		if e.Hole {
-			flags |= stateHole
-		}
-		if e.Zero {
-			flags |= stateZero
-		}
 		last := len(out) - 8
-		if count > 0 && binary.BigEndian.Uint32(out[last+4:]) == flags {
+		if count > 0 && binary.BigEndian.Uint32(out[last+4:]) == e.Flags {
 			binary.BigEndian.PutUint32(out[last:], binary.BigEndian.Uint32(out[last:])+uint32(l))
 		} else {
-			if count > 0 && r.flags&cmdFlagReqOne != 0 || count == maxDescriptors {
+			if count > 0 && reqOne || count == maxDescriptors {
 				break
 			}
-			out = appendDescriptor(out, uint32(l), flags)
+			out = appendDescriptor(out, uint32(l), e.Flags)
 			count++
 		}
 		if sum += l; sum >= n {
@@ -92,7 +119,26 @@ func (c *conn) blockStatus(r *request) ([]byte, error) {
 	if count == 0 {
 		out = appendDescriptor(out, uint32(n), 0)
 	}
-	return out, nil
+	return out
+}
+
+// openMeta opens the contexts the session selected besides
+// base:allocation. One that fails stays selected (the client was told
+// it is) and fails the requests that need it.
+func (c *conn) openMeta(exp *Export) {
+	c.metaMaps = make([]MetaMap, len(c.sess.meta))
+	for i, sel := range c.sess.meta {
+		if exp.Meta == nil {
+			c.log.Warn("nbd: a selected metadata context has no opener", "context", sel.name)
+			continue
+		}
+		m, err := exp.Meta(sel.name)
+		if err != nil {
+			c.log.Warn("nbd: metadata context not opened; BLOCK_STATUS will fail", "context", sel.name, "err", err)
+			continue
+		}
+		c.metaMaps[i] = m
+	}
 }
 
 func appendDescriptor(b []byte, length, flags uint32) []byte {

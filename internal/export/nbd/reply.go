@@ -10,7 +10,7 @@ import (
 //
 // With structured replies negotiated, READ answers with one
 // OFFSET_DATA chunk (or NONE for an empty read), BLOCK_STATUS with one
-// BLOCK_STATUS chunk, every error with an ERROR chunk carrying a message,
+// BLOCK_STATUS chunk per selected context, every error with an ERROR chunk carrying a message,
 // and other successes with a simple reply, which the spec allows for
 // replies without payload.
 
@@ -40,8 +40,16 @@ func (c *conn) replyRead(r *request, data []byte) {
 	c.write(binary.BigEndian.AppendUint64(h, r.offset), data)
 }
 
-func (c *conn) replyChunk(r *request, typ uint16, payload []byte) {
-	c.write(appendChunkHeader(c.hdr[:0], replyFlagDone, typ, r.cookie, uint32(len(payload))), payload)
+// replyBlockStatus sends one BLOCK_STATUS chunk per context, the last
+// one flagged done.
+func (c *conn) replyBlockStatus(r *request, payloads [][]byte) {
+	for i, p := range payloads {
+		flags := uint16(0)
+		if i == len(payloads)-1 {
+			flags = replyFlagDone
+		}
+		c.write(appendChunkHeader(c.hdr[:0], flags, chunkBlockStatus, r.cookie, uint32(len(p))), p)
+	}
 }
 
 // directWrite: payloads at least this large skip the buffer and go out

@@ -143,6 +143,9 @@ func (c *conn) handle(r *request) error {
 		c.wmu.Unlock()
 		return nil
 	}
+	if r.typ == cmdWrite {
+		c.prepareBurst(r)
+	}
 	j := job{req: *r}
 	if c.inline(r) {
 		return c.serveInline(&j)
@@ -158,6 +161,19 @@ func (c *conn) serveInline(j *job) error {
 		if j.charged, ok = c.chargeBuffer(int64(r.length)); !ok {
 			return errShuttingDown
 		}
+	}
+	if r.typ == cmdWrite && r.length <= scratchMax && int(r.length) <= c.br.Size() {
+		// The backend writes the payload from the read buffer (WriteAt
+		// keeps no reference), which saves a copy per small write; it is
+		// consumed once the write is done.
+		p, err := c.peekPayload(int(r.length))
+		if err != nil {
+			return err
+		}
+		j.buf = p
+		c.run(j, flushLater)
+		_, err = c.br.Discard(int(r.length))
+		return err
 	}
 	if r.typ == cmdRead || r.typ == cmdWrite {
 		if r.length <= scratchMax {
@@ -201,13 +217,30 @@ func (c *conn) readPayload(p []byte) error {
 		_, err := io.ReadFull(c.br, p)
 		return err
 	}
-	t := c.srv.opts.PayloadTimeout
-	c.setReadDeadline(time.Now().Add(t))
+	c.setReadDeadline(time.Now().Add(c.srv.opts.PayloadTimeout))
 	_, err := io.ReadFull(c.br, p)
 	c.setReadDeadline(time.Time{})
+	return c.payloadErr(len(p), err)
+}
+
+// peekPayload is readPayload into the read buffer: it returns the next n
+// bytes (n at most the buffer's size) without consuming them.
+func (c *conn) peekPayload(n int) ([]byte, error) {
+	if c.br.Buffered() >= n {
+		return c.br.Peek(n)
+	}
+	c.setReadDeadline(time.Now().Add(c.srv.opts.PayloadTimeout))
+	p, err := c.br.Peek(n)
+	c.setReadDeadline(time.Time{})
+	return p, c.payloadErr(n, err)
+}
+
+// payloadErr explains a payload of n bytes that timed out.
+func (c *conn) payloadErr(n int, err error) error {
 	if ne, ok := err.(net.Error); ok && ne.Timeout() && !c.srv.closing.Load() {
-		c.log.Warn("nbd: write payload stalled; closing", "bytes", len(p), "timeout", t)
-		return fmt.Errorf("a write payload of %d bytes did not arrive within %v: %w", len(p), t, err)
+		t := c.srv.opts.PayloadTimeout
+		c.log.Warn("nbd: write payload stalled; closing", "bytes", n, "timeout", t)
+		return fmt.Errorf("a write payload of %d bytes did not arrive within %v: %w", n, t, err)
 	}
 	return err
 }
@@ -220,7 +253,7 @@ func (c *conn) inline(r *request) bool {
 	case cmdCache:
 		return true
 	case cmdBlockStatus:
-		return c.ext == nil
+		return c.ext == nil && len(c.sess.meta) == 0
 	}
 	return false
 }
@@ -312,7 +345,7 @@ func (c *conn) run(j *job, f flushing) {
 	case r.typ == cmdRead:
 		c.replyRead(r, j.buf)
 	case r.typ == cmdBlockStatus:
-		c.replyChunk(r, chunkBlockStatus, status)
+		c.replyBlockStatus(r, status)
 	default:
 		c.replySimple(r, 0)
 	}
@@ -321,17 +354,25 @@ func (c *conn) run(j *job, f flushing) {
 	}
 }
 
+// slowCap bounds one sample: a request whose goroutine the kernel
+// preempted (a busy machine) once takes milliseconds, which alone must
+// not move the reader's requests to workers, where each costs a wake-up
+// and a reply of its own; a slow backend is slow every time, and two
+// capped samples in a row still cross slowThreshold.
+const slowCap = 4 * slowThreshold
+
 // observe folds one READ/WRITE service time per unit into the moving
-// average (weight 1/8). Concurrent updates may lose one another; the average
-// only steers scheduling.
+// average (weight 1/8), each sample at most slowCap. Concurrent updates
+// may lose one another; the average only steers scheduling.
 func (c *conn) observe(ns int64) {
+	ns = min(ns, slowCap)
 	old := c.slow.Load()
 	c.slow.Store(old + (ns-old)/8)
 }
 
 // exec performs a validated request on the backend. For BLOCK_STATUS it
-// returns the chunk payload.
-func (c *conn) exec(j *job) ([]byte, error) {
+// returns the chunk payloads, one per selected context.
+func (c *conn) exec(j *job) ([][]byte, error) {
 	r := &j.req
 	off, n := int64(r.offset), int64(r.length)
 	var err error

@@ -787,3 +787,24 @@ func holdFlush(m *memBackend) (entered, release chan struct{}) {
 	}
 	return entered, release
 }
+
+// TestConn_observeOutlier: one request that took milliseconds (its
+// goroutine preempted on a busy machine) does not move the reader's
+// requests to workers; a backend slow request after request still does.
+func TestConn_observeOutlier(t *testing.T) {
+	c := &conn{}
+	r := &request{typ: cmdWrite, length: 4096}
+	for range 100 {
+		c.observe(int64(5 * time.Microsecond))
+	}
+	c.observe(int64(10 * time.Millisecond))
+	if !c.inline(r) {
+		t.Fatalf("one 10 ms request among 5 µs ones moved I/O to workers (average %v)", time.Duration(c.slow.Load()))
+	}
+	for range 3 {
+		c.observe(int64(10 * time.Millisecond))
+	}
+	if c.inline(r) {
+		t.Fatalf("four 10 ms requests in a row left I/O on the reader (average %v)", time.Duration(c.slow.Load()))
+	}
+}

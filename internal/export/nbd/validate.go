@@ -17,11 +17,12 @@ const (
 // session is what the handshake negotiated for one connection; it is
 // fixed once transmission starts.
 type session struct {
-	size       uint64 // export size announced to the client
-	tflags     uint16 // transmission flags announced to the client
-	structured bool   // NBD_OPT_STRUCTURED_REPLY acknowledged
-	metaAlloc  bool   // base:allocation selected for the export in use
-	minBlock   uint32 // advertised minimum block size
+	size       uint64    // export size announced to the client
+	tflags     uint16    // transmission flags announced to the client
+	structured bool      // NBD_OPT_STRUCTURED_REPLY acknowledged
+	metaAlloc  bool      // base:allocation selected for the export in use
+	meta       []metaSel // other contexts selected for it (meta.go)
+	minBlock   uint32    // advertised minimum block size
 	// strictAlign: the client asked for NBD_INFO_BLOCK_SIZE in
 	// NBD_OPT_GO, so it promised to honour minBlock; other clients may
 	// send any alignment and get served.
@@ -78,8 +79,8 @@ func (s *session) check(r *request) verdict {
 			return reject(errInval, "WRITE_ZEROES was not advertised")
 		}
 	case cmdBlockStatus:
-		if !s.structured || !s.metaAlloc {
-			return reject(errInval, "BLOCK_STATUS needs structured replies and base:allocation negotiated for this export")
+		if !s.structured || !s.metaAlloc && len(s.meta) == 0 {
+			return reject(errInval, "BLOCK_STATUS needs structured replies and a metadata context (base:allocation, qemu:dirty-bitmap:...) negotiated for this export")
 		}
 		if r.length == 0 {
 			return reject(errInval, "BLOCK_STATUS of length 0")

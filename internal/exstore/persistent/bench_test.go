@@ -48,7 +48,7 @@ func (d *fileDev) WriteZeroes(off, n int64) error {
 }
 
 // newShmDev makes a sparse file of size bytes on tmpfs, removed at the end.
-func newShmDev(b *testing.B, size int64) *fileDev {
+func newShmDev(b testing.TB, size int64) *fileDev {
 	f, err := os.CreateTemp("/dev/shm", "daxsnap-bench-*.cow")
 	if err != nil {
 		b.Skipf("no tmpfs at /dev/shm: %v", err)

@@ -325,19 +325,23 @@ func (s *Store) CommitBatch(es []exstore.Exception) error {
 	}
 	s.inflight.Add(1)
 	defer s.inflight.Done()
+	if !s.writing {
+		// No commit is being written, so none waits (s.open is empty):
+		// write es now, without a batch to wait on. Commits that arrive
+		// meanwhile queue in s.open as ever.
+		s.writing = true
+		s.mu.Unlock()
+		err := s.writeBatch(es)
+		s.handOff()
+		return err
+	}
 	b := s.open
 	b.recs = append(b.recs, es...)
-	if !s.writing {
-		s.writing = true
-		s.open = newBatch()
-		s.mu.Unlock()
-	} else {
-		s.mu.Unlock()
-		select {
-		case <-b.done:
-			return b.err
-		case <-b.lead:
-		}
+	s.mu.Unlock()
+	select {
+	case <-b.done:
+		return b.err
+	case <-b.lead:
 	}
 	s.lead(b)
 	return b.err
@@ -374,6 +378,12 @@ func (s *Store) admit(e exstore.Exception) error {
 func (s *Store) lead(b *batch) {
 	b.err = s.writeBatch(b.recs)
 	close(b.done)
+	s.handOff()
+}
+
+// handOff ends a write: the commits that queued up meanwhile (s.open), if
+// any, get one of theirs to write them; else writing stops.
+func (s *Store) handOff() {
 	s.mu.Lock()
 	next := s.open
 	if len(next.recs) == 0 {

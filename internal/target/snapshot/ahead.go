@@ -65,6 +65,17 @@ func (a *cowAhead) used(end int64) {
 	}()
 }
 
+// grew takes in a COW device that grew to size bytes: the window may
+// follow the allocations into the new part.
+func (a *cowAhead) grew(size int64) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.size = max(a.size, size)
+	a.mu.Unlock()
+}
+
 // wait waits for the population under way, before the device closes.
 func (a *cowAhead) wait() {
 	if a != nil {

@@ -20,7 +20,9 @@
 // lacks an exception for a chunk, it reserves a COW chunk, copies the
 // chunk there, commits the exception (data and metadata durable; commits
 // of concurrent writers share metadata writes) and only then lets the
-// write proceed.
+// write proceed. dm.Device.PrepareWrites runs it for a burst of writes
+// about to come (the NBD reader's queue), their chunks committed together
+// (cowState.copyOutRanges).
 //
 // # Locking
 //

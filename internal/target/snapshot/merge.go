@@ -100,8 +100,8 @@ func (m *merger) step() (int, error) {
 			return 0, fmt.Errorf("store's merge run %v (%d chunks) disagrees with the exception table at chunk %d", last, n, chunks[i])
 		}
 	}
-	unlock := s.lockChunks(chunks)
-	defer unlock()
+	held := s.lockChunks(chunks)
+	defer s.unlockStripes(held)
 	off, _ := s.originSpan(firstOld)
 	lastOff, lastLen := s.originSpan(last.Old)
 	prepareWrite(s.reg, s.origin, off, lastOff+lastLen-off, s)

@@ -22,6 +22,7 @@ var (
 	_ dm.DirectAccesser = (*origin)(nil)
 	_ dm.Capabler       = (*origin)(nil)
 	_ dm.WritePreparer  = (*origin)(nil)
+	_ dm.WritesPreparer = (*origin)(nil)
 	_ dm.Remapper       = (*origin)(nil)
 
 	_ dm.WriteGranularizer = (*origin)(nil)
@@ -51,6 +52,17 @@ func prepareWrite(reg *registry, dev backing.Device, off, n int64, except *cowSt
 
 func (o *origin) PrepareWrite(off, n int64) error {
 	prepareWrite(o.reg, o.dev.Device, off, n, nil)
+	return nil
+}
+
+// PrepareWrites copies the chunks of all of rs into every snapshot that
+// needs them, each snapshot's in one ensure: one metadata write and
+// flush commits them all, where the writes one by one would commit one
+// each (the NBD reader's burst of queued writes).
+func (o *origin) PrepareWrites(rs []dm.Range) error {
+	for _, s := range o.reg.snapshotsOf(o.dev.ID()) {
+		s.copyOutRanges(rs)
+	}
 	return nil
 }
 

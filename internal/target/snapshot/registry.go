@@ -22,6 +22,9 @@ type registry struct {
 	// growWaitHook, if set (tests), is called when an allocation starts
 	// waiting for its COW to grow.
 	growWaitHook atomic.Pointer[func()]
+	// writeHook, if set, is told of the first write to each snapshot
+	// itself (SetWriteHook, track.go).
+	writeHook atomic.Pointer[WriteHook]
 }
 
 // registryKey keys the registry among a Manager's shared values.

@@ -59,7 +59,8 @@ func construct(ctx *dm.CtorContext, argv []string, r role) (*snap, error) {
 	if t.origin, err = ctx.OpenDevice(args.Origin, 0, ctx.Len); err != nil {
 		return nil, fmt.Errorf("cannot get origin device: %w", err)
 	}
-	if t.cow, err = ctx.OpenDevice(args.COW, 0, 0); err != nil {
+	limit := cowGrowLimit(ctx.Len.Bytes(), args.Store, exstore.Sector(args.Chunk))
+	if t.cow, err = ctx.OpenDeviceGrowable(args.COW, 0, 0, limit); err != nil {
 		return nil, fmt.Errorf("cannot get COW device: %w", err)
 	}
 	if t.cow.ID() == t.origin.ID() {
@@ -97,7 +98,7 @@ func (t *snap) usable() error {
 	switch {
 	case !t.state.valid.Load():
 		return fmt.Errorf("%w: snapshot on %s is invalid", dm.ErrIO, t.cow.Name)
-	case t.merger == nil && t.state.merging.Load():
+	case t.handedOver():
 		return fmt.Errorf("%w: snapshot on %s was handed over to snapshot-merge", dm.ErrIO, t.cow.Name)
 	}
 	return nil
@@ -157,6 +158,9 @@ func (t *snap) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if t.merger != nil {
 		return t.mergeWrite(p, off)
+	}
+	if err := t.noteWrite(); err != nil {
+		return 0, err
 	}
 	err := t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
 		return t.writeChunk(p[pos:pos+n], c, coff)
@@ -237,6 +241,9 @@ func (t *snap) Discard(off, n int64) error {
 	if t.merger != nil {
 		return nil // the kernel ignores discards while merging
 	}
+	if err := t.noteWrite(); err != nil {
+		return err
+	}
 	s := t.state
 	err := t.forChunks(off, n, func(c exstore.Chunk, coff, _, piece int64) error {
 		if coff != 0 || piece != s.chunkBytes {
@@ -261,18 +268,34 @@ func (t *snap) Flush() error {
 	return errors.Join(t.cow.Flush(), t.origin.Flush())
 }
 
+// Status of a snapshot taken over by snapshot-merge is the kernel's: the
+// handover (__handover_exceptions) marks the source invalid and leaves it
+// the merge target's unused store, so it says "Invalid" and its table
+// prints chunk size 0.
 func (t *snap) Status(kind dm.StatusType) string {
 	if kind == dm.StatusInfo {
+		if t.handedOver() {
+			return "Invalid"
+		}
 		return t.state.statusInfo()
 	}
 	return t.args().String()
 }
 
+// handedOver reports whether t is a plain snapshot whose COW a
+// snapshot-merge target took over.
+func (t *snap) handedOver() bool { return t.merger == nil && t.state.merging.Load() }
+
 // args are the target's arguments as its table prints them: the chunk
-// size is the store's (a persistent store's header overrides the table).
+// size is the store's (a persistent store's header overrides the table),
+// 0 once handed over to a merge (see Status).
 func (t *snap) args() Args {
-	return Args{Origin: t.origin.TableName(), COW: t.cow.TableName(), Store: t.state.storeType,
+	a := Args{Origin: t.origin.TableName(), COW: t.cow.TableName(), Store: t.state.storeType,
 		Chunk: dm.Sector(t.state.store.ChunkSize()), Features: t.features}
+	if t.handedOver() {
+		a.Chunk = 0
+	}
+	return a
 }
 
 // ActivationCut asks the core for a cut of the origin's memory (see

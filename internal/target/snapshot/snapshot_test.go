@@ -18,6 +18,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/backing/backingtest"
 	"github.com/daxsnap/daxsnap/internal/dm"
 	"github.com/daxsnap/daxsnap/internal/target/all"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 )
 
 func must(t testing.TB, err error) {
@@ -432,5 +433,43 @@ func TestSnapshot_removeDuringCopyOut(t *testing.T) {
 	}
 	if n := invalidated.Load(); n != 0 {
 		t.Fatalf("%d snapshots invalidated while being removed", n)
+	}
+}
+
+// TestSnapshot_writeHook: the write hook is told of the first write to a
+// snapshot itself, before it happens, and only of that one: origin
+// writes (copy-out) never call it, a failing hook fails the write with
+// EIO and leaves the snapshot as it was, and once a call succeeds later
+// writes skip it.
+func TestSnapshot_writeHook(t *testing.T) {
+	w := newWorld(t, 0)
+	_, err := w.vol.WriteAt(pattern(originBytes, 5), 0)
+	must(t, err)
+	d := w.takeSnapshot(0, "P")
+	var calls []string
+	fail := errors.New("state file not writable")
+	snapshot.SetWriteHook(w.m, func(cow string) error {
+		calls = append(calls, cow)
+		return fail
+	})
+	t.Cleanup(func() { snapshot.SetWriteHook(w.m, nil) })
+	_, err = w.vol.WriteAt([]byte("origin"), 0)
+	must(t, err)
+	if len(calls) != 0 {
+		t.Fatalf("an origin write called the write hook: %q", calls)
+	}
+	if _, err := d.WriteAt([]byte("lost"), 4096); !errors.Is(err, dm.ErrIO) || !strings.Contains(err.Error(), fail.Error()) {
+		t.Fatalf("write with a failing hook: %v, want EIO saying why", err)
+	}
+	if got := read(t, d, 4096, 4); !bytes.Equal(got, pattern(8192, 5)[4096:4100]) {
+		t.Fatalf("the refused write changed the snapshot: % x", got)
+	}
+	fail = nil
+	for range 2 {
+		_, err = d.WriteAt([]byte("kept"), 4096)
+		must(t, err)
+	}
+	if len(calls) != 2 || calls[0] != "cow0" {
+		t.Fatalf("hook calls %q: want cow0 twice (the failed write, then the first that succeeded)", calls)
 	}
 }

@@ -4,7 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	mbits "math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,17 @@ type cowState struct {
 
 	locks [lockStripes]sync.RWMutex
 
-	mu         sync.RWMutex // guards exceptions; never held during I/O
+	mu         sync.RWMutex // guards exceptions and order; never held during I/O
 	exceptions map[exstore.Chunk]exstore.Chunk
+	// order lists the origin chunks of the exceptions in the order they
+	// entered the table: the store's commit order after Load, then the
+	// order of ensure's insertions. At any instant no exception is being
+	// committed (a cut), a prefix of it is exactly the exceptions durable
+	// then, in memory and on disk alike (track.go).
+	order []exstore.Chunk
+	// written: a write reached the snapshot itself (not through its
+	// origin) since the state was opened; see track.go.
+	written atomic.Bool
 
 	active      atomic.Bool // a target using it has resumed: origin writes copy out
 	valid       atomic.Bool
@@ -59,6 +69,9 @@ type cowState struct {
 
 	bufs  sync.Pool
 	ahead *cowAhead // nil unless the COW device is memory
+	// cowMem is the COW device when copies can go straight into its
+	// memory (volatile memory, see directCOW), nil otherwise.
+	cowMem backing.DirectAccesser
 
 	// copying is read-held by each origin copy-out, which may have found
 	// the state just before its last target released it; close write-holds
@@ -93,6 +106,9 @@ func openState(origin, cow *dm.DeviceRef, storeType exstore.StoreType, chunk exs
 		if e.Old >= s.originChunks {
 			return exstore.Corruptf("exception %v: origin chunk %d is beyond the origin's %d chunks of %d bytes", e, e.Old, s.originChunks, s.chunkBytes)
 		}
+		if _, dup := s.exceptions[e.Old]; !dup {
+			s.order = append(s.order, e.Old)
+		}
 		s.exceptions[e.Old] = e.New
 		return nil
 	})
@@ -104,6 +120,7 @@ func openState(origin, cow *dm.DeviceRef, storeType exstore.StoreType, chunk exs
 		return nil, fmt.Errorf("load exceptions from %s: %w", cow.Name, err)
 	}
 	s.ahead = newCowAhead(cow.Device, s.chunkBytes, s.log)
+	s.cowMem = directCOW(cow.Device)
 	s.ahead.used(0)
 	return s, nil
 }
@@ -122,6 +139,7 @@ func (s *cowState) grow() {
 	if g, ok := s.store.(exstore.Grower); ok {
 		g.Grow()
 	}
+	s.ahead.grew(s.cow.Size())
 	s.crossed.Store(false)
 	s.checkThreshold()
 	s.wakeGrowthWaiters()
@@ -233,9 +251,9 @@ func (s *cowState) chunks(off, n int64) (first, last exstore.Chunk) {
 	return exstore.Chunk(off / s.chunkBytes), exstore.Chunk((off + n - 1) / s.chunkBytes)
 }
 
-// missing lists the chunks in [first, last] without an exception.
-func (s *cowState) missing(first, last exstore.Chunk) []exstore.Chunk {
-	var out []exstore.Chunk
+// missing appends the chunks in [first, last] without an exception to
+// out (a caller's buffer, so that a first write allocates no list).
+func (s *cowState) missing(first, last exstore.Chunk, out []exstore.Chunk) []exstore.Chunk {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for c := first; c <= last; c++ {
@@ -248,25 +266,32 @@ func (s *cowState) missing(first, last exstore.Chunk) []exstore.Chunk {
 
 func (s *cowState) lock(c exstore.Chunk) *sync.RWMutex { return &s.locks[c%lockStripes] }
 
+// stripes is a set of chunk lock stripes, one bit each (rounded up, so
+// that a lockStripes not a multiple of 64 still fits).
+type stripes [(lockStripes + 63) / 64]uint64
+
 // lockChunks write-locks the stripes of chunks in ascending order and
-// returns the function that unlocks them.
-func (s *cowState) lockChunks(chunks []exstore.Chunk) func() {
-	seen := map[int]bool{}
-	var idx []int
+// returns them for unlockStripes. It allocates nothing: it runs on every
+// first write.
+func (s *cowState) lockChunks(chunks []exstore.Chunk) stripes {
+	var set stripes
 	for _, c := range chunks {
-		i := int(c % lockStripes)
-		if !seen[i] {
-			seen[i] = true
-			idx = append(idx, i)
+		i := c % lockStripes
+		set[i/64] |= 1 << (i % 64)
+	}
+	for w, bits := range set {
+		for ; bits != 0; bits &= bits - 1 {
+			s.locks[w*64+mbits.TrailingZeros64(bits)].Lock()
 		}
 	}
-	sort.Ints(idx)
-	for _, i := range idx {
-		s.locks[i].Lock()
-	}
-	return func() {
-		for _, i := range idx {
-			s.locks[i].Unlock()
+	return set
+}
+
+// unlockStripes unlocks what lockChunks locked.
+func (s *cowState) unlockStripes(set stripes) {
+	for w, bits := range set {
+		for ; bits != 0; bits &= bits - 1 {
+			s.locks[w*64+mbits.TrailingZeros64(bits)].Unlock()
 		}
 	}
 }
@@ -278,11 +303,34 @@ func (s *cowState) originSpan(c exstore.Chunk) (off, n int64) {
 	return off, min(s.chunkBytes, s.origin.Size()-off)
 }
 
-// copyChunk copies origin chunk c into COW chunk to.
+// directCOW returns cow if copies may go straight into its memory: a
+// writable tmpfs or hugetlbfs file, whose stores need no write-back (a
+// flush of it makes nothing more durable) and whose mapping does not
+// move when it grows. Persistent memory needs its cache lines written
+// back, and a mapped device would miss its observers; those copy
+// through a buffer and WriteAt.
+func directCOW(cow backing.Device) backing.DirectAccesser {
+	da, ok := cow.(backing.DirectAccesser)
+	if !ok || cow.ReadOnly() || (cow.Kind() != backing.KindTmpfs && cow.Kind() != backing.KindHugetlbfs) {
+		return nil
+	}
+	return da
+}
+
+// copyChunk copies origin chunk c into COW chunk to: straight into the
+// COW's memory where it can (one copy instead of two, through a buffer).
 func (s *cowState) copyChunk(c, to exstore.Chunk) error {
+	off, n := s.originSpan(c)
+	if s.cowMem != nil {
+		if dst, err := s.cowMem.DirectAccess(int64(to)*s.chunkBytes, n); err == nil && int64(len(dst)) == n {
+			if _, err := s.origin.ReadAt(dst, off); err != nil {
+				return fmt.Errorf("copy origin chunk %d to COW chunk %d: %w", c, to, err)
+			}
+			return nil
+		}
+	}
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
-	off, n := s.originSpan(c)
 	buf := (*bp)[:n]
 	if _, err := s.origin.ReadAt(buf, off); err != nil {
 		return fmt.Errorf("read origin chunk %d: %w", c, err)
@@ -299,8 +347,8 @@ func (s *cowState) copyChunk(c, to exstore.Chunk) error {
 // reads of them from the origin have drained and none start until the
 // exceptions are in the table.
 func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk) error) error {
-	unlock := s.lockChunks(chunks)
-	defer unlock()
+	held := s.lockChunks(chunks)
+	defer s.unlockStripes(held)
 	var pend []exstore.Exception
 	for _, c := range chunks {
 		if _, ok := s.lookup(c); ok {
@@ -321,6 +369,9 @@ func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk)
 	}
 	s.mu.Lock()
 	for _, e := range pend {
+		if _, dup := s.exceptions[e.Old]; !dup {
+			s.order = append(s.order, e.Old)
+		}
 		s.exceptions[e.Old] = e.New
 	}
 	s.mu.Unlock()
@@ -355,6 +406,12 @@ func (s *cowState) commit(pend []exstore.Exception) error {
 // copyOut is the origin's copy-before-write for this snapshot: it never
 // fails the origin write; a snapshot that cannot keep up is invalidated.
 func (s *cowState) copyOut(off, n int64) {
+	s.copyOutRanges([]dm.Range{{Off: off, Len: n}})
+}
+
+// copyOutRanges is copyOut for many ranges at once: their chunks that
+// lack an exception are copied and committed together.
+func (s *cowState) copyOutRanges(rs []dm.Range) {
 	if !s.active.Load() || !s.valid.Load() || s.merging.Load() {
 		return
 	}
@@ -363,8 +420,17 @@ func (s *cowState) copyOut(off, n int64) {
 	if s.closed {
 		return // removed since the origin listed it
 	}
-	first, last := s.chunks(off, n)
-	missing := s.missing(first, last)
+	var buf [4]exstore.Chunk
+	missing := buf[:0]
+	for _, r := range rs {
+		first, last := s.chunks(r.Off, r.Len)
+		missing = s.missing(first, last, missing)
+	}
+	if len(rs) > 1 {
+		// Ranges may share chunks; ensure must see each once.
+		slices.Sort(missing)
+		missing = slices.Compact(missing)
+	}
 	if len(missing) == 0 {
 		return
 	}
@@ -397,10 +463,17 @@ func (s *cowState) detach(key any) {
 	s.evMu.Unlock()
 }
 
+// triggerEvents raises an event on the devices of the targets using s,
+// but not on a snapshot handed over to snapshot-merge: its table has
+// left the COW to the merge (the kernel's source holds the merge's unused
+// store), so the merge's events are not its.
 func (s *cowState) triggerEvents() {
 	s.evMu.Lock()
 	defer s.evMu.Unlock()
-	for _, ev := range s.events {
+	for key, ev := range s.events {
+		if t, ok := key.(*snap); ok && t.handedOver() {
+			continue
+		}
 		ev()
 	}
 }

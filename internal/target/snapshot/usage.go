@@ -93,13 +93,6 @@ func (t *snap) Usage() Usage { return t.state.usage() }
 // else.
 func UsageOf(dev *dm.Device) (Usage, bool) {
 	var u Usage
-	var found bool
-	n := 0
-	dev.LiveTargets(func(_ dm.TableLine, t dm.Target) {
-		n++
-		if s, ok := t.(*snap); ok {
-			u, found = s.Usage(), true
-		}
-	})
-	return u, found && n == 1
+	err := withLiveSnap(dev, func(t *snap) { u = t.Usage() })
+	return u, err == nil
 }

@@ -114,6 +114,10 @@ func checkLength(length, chunk, n dm.Sector) error {
 // mapOff is the one mapping from a target offset to a stripe and an offset
 // in that stripe's device, used by block I/O and direct access
 // (stripe_map_sector).
+// IOOpt is chunk × stripes, as the kernel's stripe_io_hints says: it
+// makes a 2-stripe device's read-ahead 512 sectors with 128-sector chunks.
+func (s *striped) IOOpt() int64 { return s.chunk * int64(len(s.stripes)) }
+
 func (s *striped) mapOff(off int64) (*stripe, int64) {
 	i, devOff := s.locate(off)
 	st := s.stripes[i]

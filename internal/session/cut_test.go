@@ -1,0 +1,129 @@
+package session_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/daxsnap/daxsnap/client/clienttest"
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/session"
+)
+
+// TestCut_NotedPagesProtectedAgain: the cut's sweep resolves faults at
+// once and notes their pages; its held phase must protect those pages
+// again. Four writers append causally ordered records while the sweep
+// waits, after protecting the first mapping, until that mapping's writer
+// has faulted: the snapshot must be prefix-closed, with the noted pages
+// counted as protected again. The first snapshot is cut with no snapshot
+// of the volume yet (WriteGranularity 0: a fault un-protects 2 MiB, here
+// the whole volume); the second while the first is active (a fault
+// un-protects its chunk, after copying it; the sweep waits for 8). Then
+// the same with the held phase broken (Hooks.SkipReprotect: faults still
+// held, the noted pages left writable): the writers go twice round their
+// rings, storing to those pages after the activation without a copy, and
+// the checker must catch the snapshot. In "rounds", the sweep protects
+// the noted pages again in further rounds before it holds.
+func TestCut_NotedPagesProtectedAgain(t *testing.T) {
+	t.Run("held", func(t *testing.T) { testNotedPages(t, false) })
+	t.Run("rounds", func(t *testing.T) {
+		defer session.SetHoldBudget(0)()
+		testNotedPages(t, true)
+	})
+}
+
+func testNotedPages(t *testing.T, rounds bool) {
+	const writers = 4
+	r := newRig(t, "mem", "cow0", "cow1", "cow2")
+	vol := r.create(t, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, r.path("mem")))
+	cs := startCausal(t, r, writers)
+	defer r.setSweepHook(nil)
+	st := r.srv.Stats()
+	for k, faults := range []int64{1, 8} {
+		r.setSweepFaultsHook(firstFaults(t, faults))
+		time.Sleep(10 * time.Millisecond)
+		re0, rounds0 := st.Reprotected.Load(), st.Rounds.Load()
+		name := fmt.Sprintf("good%d", k)
+		good := r.takeSnapshot(t, name, fmt.Sprintf("cow%d", k), vol)
+		if n := st.Rounds.Load() - rounds0; rounds != (n > 0) {
+			t.Errorf("%s: %d further sweep rounds, want them (%v) only with the threshold 0", name, n, rounds)
+		}
+		if n := st.Reprotected.Load() - re0; n < faults {
+			t.Errorf("%s: %d pages protected again after the sweep, want at least the %d its first writer faulted on", name, n, faults)
+		}
+		// The writers store over every page after the cut: a noted page
+		// left writable would take them without a copy.
+		twoRings(t, vol, writers)
+		last, err := clienttest.CheckCausal(readAll(t, good), writers)
+		if err != nil {
+			t.Fatalf("%s, taken with the two-phase cut, is not prefix-closed: %v", name, err)
+		}
+		t.Logf("%s: writers end at records %v; %d pages protected again, %d further rounds", name, last, st.Reprotected.Load()-re0, st.Rounds.Load()-rounds0)
+	}
+
+	r.skipReprotect.Store(true)
+	broken := r.takeSnapshot(t, "broken", "cow2", vol)
+	r.skipReprotect.Store(false)
+	twoRings(t, vol, writers)
+	if _, err := clienttest.CheckCausal(readAll(t, broken), writers); err == nil {
+		t.Error("the checker passed a snapshot taken with the held phase broken (pages noted during the sweep left writable)")
+	} else {
+		t.Logf("broken held phase caught: %v", err)
+	}
+	for _, c := range cs {
+		c.Do("stop")
+		c.Do("quit")
+	}
+}
+
+// TestCut_RoundsUnprotectPages: during a cut's sweep a fault on a device
+// that needs no store seen un-protects 2 MiB (a writer's hot range then
+// costs it a few faults), but during the further rounds it un-protects
+// its page only, or the noted set, a writer's whole hot range again,
+// would never shrink and the held phase would protect all of it again.
+// One writer stores once during the sweep (2 MiB noted) and once after
+// the first round protected those 2 MiB again: the cut must protect
+// 512 pages again for the first and 1 for the second, not 512 twice.
+func TestCut_RoundsUnprotectPages(t *testing.T) {
+	defer session.SetHoldBudget(0)()
+	const size = 4 << 20 // two sweep units
+	r := newRigSized(t, size, "mem")
+	vol := r.create(t, "vol", fmt.Sprintf("0 %d linear %s 0\n", size/512, r.path("mem")))
+	c := clienttest.Start(t, r.srv.Socket())
+	c.Do("map vol 0 %d rw", size)
+	r.setSweepFaultsHook(func(protected int, resolved func() int64) {
+		f0 := resolved()
+		c.Do("poke 4096")
+		waitResolved(t, resolved, f0+1)
+	})
+	defer r.setSweepHook(nil)
+	round := func(n int) {
+		if n == 1 {
+			c.Do("poke %d", 1<<20+4096) // in the 2 MiB the sweep's fault un-protected
+		}
+	}
+	r.round.Store(&round)
+	defer r.round.Store(nil)
+	st := r.srv.Stats()
+	re0, rounds0 := st.Reprotected.Load(), st.Rounds.Load()
+	if err := vol.Suspend(dm.SuspendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vol.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	const unit = 2 << 20 / 4096
+	if n, rounds := st.Reprotected.Load()-re0, st.Rounds.Load()-rounds0; n != unit+1 {
+		t.Errorf("%d pages protected again in %d further rounds and the held phase, want %d: the %d of the sweep's fault and the one page of the round's", n, rounds, unit+1, unit)
+	}
+}
+
+// waitResolved waits, for up to a minute, until resolved reaches n.
+func waitResolved(t *testing.T, resolved func() int64, n int64) {
+	for deadline := time.Now().Add(time.Minute); resolved() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("%d faults resolved in a minute, want %d", resolved(), n)
+			return
+		}
+	}
+}

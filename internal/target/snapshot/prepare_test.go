@@ -1,0 +1,67 @@
+package snapshot_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/target/snapshot"
+)
+
+// TestOrigin_prepareWritesCommitsOnce: Device.PrepareWrites copies the
+// chunks of a burst of origin writes into the snapshot and commits them
+// in one metadata write (two flushes of the COW, as for one exception),
+// a chunk two ranges share once; the writes that follow find their
+// exceptions and commit nothing; the snapshot keeps the old data. Ranges
+// outside the device are skipped.
+func TestOrigin_prepareWritesCommitsOnce(t *testing.T) {
+	w := newWorld(t, 0)
+	for i := range w.orig.Bytes() {
+		w.orig.Bytes()[i] = byte(i / 4096)
+	}
+	old := bytes.Clone(w.orig.Bytes())
+	s0 := w.takeSnapshot(0, "P")
+	chunks := func() dm.Sector {
+		u, ok := snapshot.UsageOf(s0)
+		if !ok {
+			t.Fatal("no usage")
+		}
+		return (u.Allocated - u.Metadata) / 8
+	}
+	rs := []dm.Range{
+		{Off: 0, Len: 4096},
+		{Off: 5 * 4096, Len: 100},
+		{Off: 5*4096 + 200, Len: 100}, // chunk 5 again
+		{Off: 9*4096 - 10, Len: 20},   // chunks 8 and 9
+		{Off: originBytes, Len: 4096}, // past the end: skipped
+		{Off: 30 * 4096, Len: 4096},
+	}
+	flushes := w.cows[0].Flushes.Load()
+	if err := w.vol.PrepareWrites(rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.cows[0].Flushes.Load() - flushes; got != 2 {
+		t.Errorf("PrepareWrites flushed the COW %d times, want 2 (one commit for all chunks)", got)
+	}
+	if got := chunks(); got != 5 {
+		t.Errorf("%d chunks in the COW after PrepareWrites, want 5 (0, 5, 8, 9, 30)", got)
+	}
+	flushes = w.cows[0].Flushes.Load()
+	for i, r := range rs[:4] {
+		if _, err := w.vol.WriteAt(bytes.Repeat([]byte{0xee - byte(i)}, int(r.Len)), r.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.vol.WriteAt(make([]byte, 4096), 30*4096); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.cows[0].Flushes.Load() - flushes; got != 0 {
+		t.Errorf("the prepared writes flushed the COW %d times, want 0 (their exceptions were committed)", got)
+	}
+	if got := chunks(); got != 5 {
+		t.Errorf("%d chunks in the COW after the writes, want still 5", got)
+	}
+	if got := read(t, s0, 0, originBytes); !bytes.Equal(got, old) {
+		t.Error("the snapshot lost the origin's old data")
+	}
+}

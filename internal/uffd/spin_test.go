@@ -1,0 +1,74 @@
+package uffd
+
+import (
+	"testing"
+	"time"
+)
+
+// spins runs k waits of s, each returning its message after
+// waited(spin): it returns how many of them spun.
+func spins(s *Spinner, k int, waited func(spin time.Duration) time.Duration) int {
+	n := 0
+	for range k {
+		spin := s.next()
+		if spin > 0 {
+			n++
+		}
+		s.observe(spin, waited(spin))
+	}
+	return n
+}
+
+// A writer woken on the handler's CPU faults again only once the spin
+// has run out and the handler blocks: the Spinner stops spinning, spins
+// again now and then to see whether the writer moved, and less often
+// while it has not.
+func TestSpinner_StopsSpinningForAWriterOnItsCPU(t *testing.T) {
+	const max = 50 * time.Microsecond
+	s := &Spinner{Max: max}
+	starved := func(spin time.Duration) time.Duration { return spin + 12*time.Microsecond }
+	if n := spins(s, 1, starved); n != 1 {
+		t.Fatalf("first wait: spun %d times, want 1", n)
+	}
+	if n := spins(s, starveSkip, starved); n != 0 {
+		t.Fatalf("after a run-out spin and a message %v after blocking, %d of the next %d waits spun, want none",
+			12*time.Microsecond, n, starveSkip)
+	}
+	// The probe spins, runs out again: twice as long without spinning.
+	if n := spins(s, 1+2*starveSkip, starved); n != 1 {
+		t.Fatalf("probe and the doubled skip: spun %d times, want 1", n)
+	}
+	for range 10 { // the skip stops growing
+		spins(s, 1+maxStarveSkip, starved)
+	}
+	if s.skips != maxStarveSkip {
+		t.Fatalf("skip after many signs = %d, want %d", s.skips, maxStarveSkip)
+	}
+}
+
+// A message caught while spinning means the spin pays: the Spinner
+// keeps spinning, and a later sign starts again from the first skip.
+func TestSpinner_KeepsSpinningWhileItCatches(t *testing.T) {
+	const max = 50 * time.Microsecond
+	s := &Spinner{Max: max}
+	caught := func(spin time.Duration) time.Duration { return 8 * time.Microsecond }
+	if n := spins(s, 100, caught); n != 100 {
+		t.Fatalf("messages caught while spinning: %d of 100 waits spun", n)
+	}
+	// A writer away for long (descheduled, or thinking): the run-out spin
+	// says nothing about its CPU.
+	away := func(spin time.Duration) time.Duration { return spin + 300*time.Microsecond }
+	if n := spins(s, 10, away); n != 10 {
+		t.Fatalf("writer away: %d of 10 waits spun, want all", n)
+	}
+	starved := func(spin time.Duration) time.Duration { return spin + 5*time.Microsecond }
+	spins(s, 1+starveSkip, starved)
+	spins(s, 1, caught) // the probe catches: back to spinning
+	if n := spins(s, 10, caught); n != 10 || s.skips != 0 {
+		t.Fatalf("after a catch: %d of 10 waits spun, skip %d; want 10 and 0", n, s.skips)
+	}
+	var zero Spinner
+	if n := spins(&zero, 5, caught); n != 0 {
+		t.Fatalf("zero Spinner spun %d times", n)
+	}
+}
