@@ -118,6 +118,12 @@ func (d deviceService) Suspend(ctx context.Context, name string, req wire.Suspen
 
 // Resume swaps in the inactive table, if any, and lets I/O flow.
 func (d deviceService) Resume(ctx context.Context, name string) error {
+	// Refused at once, not after waiting for name's lock: the finish of an
+	// offline merge holds that lock for as long as it takes, and a resume
+	// queued behind it would wait for all of it.
+	if err := d.snaps.GuardOfflineMerge("resume", name); err != nil {
+		return err
+	}
 	return d.mutate("resume", name, func(dev *dm.Device) error {
 		if err := d.snaps.GuardOfflineMerge("resume", name); err != nil {
 			return err

@@ -421,3 +421,44 @@ func TestSnapshot_mergeWaitAfterFinish(t *testing.T) {
 		})
 	}
 }
+
+// Ensure that resume of an origin that merges offline is refused at once
+// even while the merge's finish holds the origin's lock: before, the
+// resume waited for the finish, and a finish waiting for that resume (as
+// TestSnapshot_mergeConcurrentWriters' did under load) never ended.
+func TestSnapshot_resumeRefusedDuringOfflineMergeFinish(t *testing.T) {
+	e := newEnv(t)
+	e.pmemVol("vol", volSize)
+	r := rand.New(rand.NewPCG(5, 6))
+	e.write("vol", 0, randBytes(r, volSize))
+	e.snap("vol", "s1")
+	e.write("vol", 0, randBytes(r, 64*blk))
+	entered, held := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(held) })
+	defer release() // the finish must not stay held after a failure
+	reset := e.setFailStep(func(step string) error {
+		if step == "finish-merge" {
+			close(entered)
+			<-held
+		}
+		return nil
+	})
+	defer reset()
+	if _, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{NoWait: true}); err != nil {
+		t.Fatalf("merge --no-wait: %v", err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the merge did not reach its finish in 2 minutes")
+	}
+	resumed := make(chan error, 1)
+	go func() { resumed <- e.c.Resume(bg, "vol") }()
+	select {
+	case err := <-resumed:
+		wantCode(t, err, wire.CodeBusy, "stays suspended", "merges into it offline")
+	case <-time.After(30 * time.Second):
+		release()
+		t.Fatalf("resume waited 30 s for the finish of the merge instead of being refused; after the finish: %v", <-resumed)
+	}
+}
