@@ -23,7 +23,11 @@ type app struct {
 	socket   string // --socket
 	state    string // --state
 	runtime  string // --runtime-dir
-	client   *apiclient.Client
+	// jsonErrors is --json on a verb that has no --json of its own; fail
+	// reads it from the arguments (jsonWanted), as it must for errors
+	// that come before flags are parsed.
+	jsonErrors bool
+	client     *apiclient.Client
 }
 
 // run executes args and returns the exit status: 0 ok, 1 error (one
@@ -170,6 +174,11 @@ func (a *app) root() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.state, "state", "", "state directory (default $"+daemon.StateEnv+"; else "+rootStateDir+" for root, ./daxsnap-state for other users)")
 	root.PersistentFlags().StringVar(&a.runtime, "runtime-dir", "", "directory of the sockets (default "+rootRuntimeDir+" for root without --state or $"+daemon.StateEnv+"; else STATE)")
 	root.PersistentFlags().StringVar(&a.socket, "socket", "", "control socket (default RUNTIME-DIR/"+daemon.SocketName+")")
+	// Every verb takes --json, so that a script gets any verb's error as
+	// {"error", "code"}, and --json before the verb is not taken for a
+	// flag with a value. A verb that prints has its own --json, which
+	// shadows this one and prints its output as JSON too.
+	root.PersistentFlags().BoolVar(&a.jsonErrors, "json", false, "print an error as one JSON line {\"error\": MESSAGE, \"code\": CODE}")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%s: %w: see `%s --help`", c.CommandPath(), err, c.CommandPath())}
 	})

@@ -65,9 +65,13 @@ func decode(t *testing.T, s string, v any) {
 }
 
 // Ensure that with --json an error is one JSON line {"error", "code"} on
-// stderr, with the daemon's code or the CLI's own, and stdout is empty.
+// stderr, with the daemon's code or the CLI's own, and stdout is empty:
+// for every verb, those that print nothing (remove, resume, snapshot
+// merge) too, and with --json before the verb as after it.
 func TestCLI_jsonErrors(t *testing.T) {
 	c := newCLI(t)
+	c.ok("create", "a", "--table", "0 8 zero")
+	c.ok("create", "b", "--table", "0 8 linear /dev/mapper/a 0")
 	for _, tc := range []struct {
 		args []string
 		code string
@@ -79,6 +83,11 @@ func TestCLI_jsonErrors(t *testing.T) {
 		{[]string{"--socket", c.socket + ".none", "ls", "--json"}, "unreachable", "cannot reach daxsnap"},
 		{[]string{"cow", "inspect", "--json", "/nonexistent/x.cow"}, "failed", "/nonexistent/x.cow"},
 		{[]string{"--socket", c.socket, "info", "-j", "254", "--json"}, "invalid_argument", "-j MAJOR and -m MINOR"},
+		{[]string{"--socket", c.socket, "remove", "nosuch", "--json"}, "not_found", "nosuch"},
+		{[]string{"--socket", c.socket, "--json", "remove", "a"}, "busy", "Device or resource busy"},
+		{[]string{"--json", "--socket", c.socket, "resume", "nosuch"}, "not_found", "nosuch"},
+		{[]string{"--socket", c.socket, "snapshot", "merge", "--json", "nosuch"}, "not_found", "nosuch"},
+		{[]string{"--socket", c.socket, "--json", "info", "nosuch"}, "not_found", "nosuch"},
 	} {
 		code, out, errOut := runIn("", tc.args...)
 		var e struct{ Error, Code string }
