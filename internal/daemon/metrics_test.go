@@ -204,8 +204,9 @@ func TestMetrics_snapshotCOWInvalidationAndMerge(t *testing.T) {
 
 // Ensure that a scrape taken after a workload that makes the metric
 // families appear (a snapshot using its COW, a merge under way, NBD and
-// FUSE traffic) passes `promtool check metrics`, and that the example
-// alerts pass `promtool check rules` and their unit tests.
+// FUSE traffic, a checkpoint taken) passes `promtool check metrics`, and
+// that the example alerts pass `promtool check rules` and their unit
+// tests.
 func TestMetrics_promtool(t *testing.T) {
 	testutil.RequireTool(t, "promtool")
 	testutil.RequireRoot(t)
@@ -218,6 +219,10 @@ func TestMetrics_promtool(t *testing.T) {
 	})
 	e.fileVol("vol", 4*mib)
 	e.snap("vol", "s1", withCOWSize(mib))
+	// A checkpointed memory volume with one checkpoint taken.
+	e.pmemVol("mem", mib)
+	e.enableCheckpoints("mem", t.TempDir(), 0)
+	e.checkpoint("mem")
 
 	// NBD: writes that fill the COW, a read and a flush.
 	var sock string
@@ -260,6 +265,7 @@ func TestMetrics_promtool(t *testing.T) {
 	wantMetric(t, m, `daxsnap_fuse_bytes_total{op="read"}`, equals(4*mib), "the 4 MiB file read")
 	wantMetric(t, m, `daxsnap_fuse_requests_total{op="open"}`, atLeast(1), "at least 1")
 	wantMetric(t, m, `daxsnap_fuse_errors_total{op="read"}`, equals(0), "0")
+	wantMetric(t, m, `daxsnap_checkpoint_completed_total{device="mem"}`, equals(1), "1")
 	cmd := exec.Command("promtool", "check", "metrics")
 	cmd.Stdin = strings.NewReader(m)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -293,4 +299,17 @@ var metricFamilies = []string{
 	"daxsnap_fuse_requests_total",
 	"daxsnap_fuse_errors_total",
 	"daxsnap_fuse_bytes_total",
+	"daxsnap_checkpoint_enabled",
+	"daxsnap_checkpoint_last_complete_timestamp_seconds",
+	"daxsnap_checkpoint_last_complete_seq",
+	"daxsnap_checkpoint_last_duration_seconds",
+	"daxsnap_checkpoint_last_cut_seconds",
+	"daxsnap_checkpoint_completed_total",
+	"daxsnap_checkpoint_errors_total",
+	"daxsnap_checkpoint_written_bytes_total",
+	"daxsnap_checkpoint_backpressure_waits_total",
+	"daxsnap_checkpoint_backpressure_seconds_total",
+	"daxsnap_checkpoint_buffer_bytes",
+	"daxsnap_checkpoint_buffer_capacity_bytes",
+	"daxsnap_checkpoint_in_progress",
 }
