@@ -95,6 +95,10 @@ type Hooks struct {
 	// Hold runs in a cut's held phase, with the faults held and the
 	// noted pages protected again, before Cut returns.
 	Hold func()
+	// Lift runs at a cut's end once its held faults are released, before
+	// it lifts the protection of the mappings no cut and no snapshot
+	// needs any more.
+	Lift func()
 	// Unmap runs in a fault handler that saw its client unmap, before it
 	// lets the mapping go.
 	Unmap func()

@@ -54,6 +54,7 @@ type rig struct {
 	skipReprotect atomic.Bool
 	unmap         atomic.Pointer[func()]
 	hold          atomic.Pointer[func()]
+	lift          atomic.Pointer[func()]
 	round         atomic.Pointer[func(round int)]
 }
 
@@ -69,6 +70,11 @@ func (r *rig) hooks() session.Hooks {
 		SkipReprotect: r.skipReprotect.Load,
 		Hold: func() {
 			if f := r.hold.Load(); f != nil {
+				(*f)()
+			}
+		},
+		Lift: func() {
+			if f := r.lift.Load(); f != nil {
 				(*f)()
 			}
 		},
