@@ -30,11 +30,14 @@
 # Environment: SIZES ["1G 4G 16G"]: a size whose volume, COW and 1 GiB of
 # room do not fit in the available memory is skipped (and said so);
 # WRITERS [4], HOT bytes per writer [16M], QUIET [5s], CUTS [5], NICE
-# [-10]: the daemon's and the Redis server's nice value (the writers run
-# at 0: the daemon serves their faults, as the kernel would in their own
-# time slice; with more writers than CPUs at equal priority its fault
-# handling waits for a CPU like any of them), BASE
-# [the commit before "session: two-phase cut"], REDIS_CUTS [CUTS] (a
+# [-10]: the nice value the daemon and the Redis server start at, so
+# every thread of theirs has it (the writers run at 0: the daemon serves
+# their faults, as the kernel would in their own time slice; with more
+# writers than CPUs at equal priority its fault handling waits for a CPU
+# like any of them), BASE
+# [the commit before "session: two-phase cut", or before the recovery
+# commit that brought it to main, "Recover the unlanded work of issues
+# 11-14"], REDIS_CUTS [CUTS] (a
 # BGSAVE of 4 GiB takes half a minute here), REDIS=0 to skip the peer,
 # DAX=0 to run the peer alone, BUILDS to run some of before, after, ckpt.
 #
@@ -114,7 +117,7 @@ QUIET=${QUIET:-5s}
 CUTS=${CUTS:-5}
 NICE=${NICE:--10}
 REDIS_CUTS=${REDIS_CUTS:-$CUTS}
-BASE=${BASE:-$(git log -1 --format=%H --grep='^session: two-phase cut')^}
+BASE=${BASE:-$(git log -1 --format=%H --grep='^session: two-phase cut' --grep='^Recover the unlanded work of issues 11-14')^}
 bench_scratch cutbench
 if [ "${WRITEBACK_ONLY:-0}" = 1 ]; then
 	writeback
@@ -157,10 +160,11 @@ for size in $SIZES; do
 		bin="$tmp/$build"
 		[ "$build" = ckpt ] && bin="$tmp/after"
 		dx() { "$bin" --state "$state" "$@"; }
-		"$bin" --state "$state" serve --nbd-addr "" --fuse "" --log-level warn >"$tmp/daxsnap-$build.log" 2>&1 &
+		# Started at NICE, not reniced after: renice -p reaches one thread,
+		# and the fault handlers run on the others.
+		nice -n "$NICE" "$bin" --state "$state" serve --nbd-addr "" --fuse "" --log-level warn >"$tmp/daxsnap-$build.log" 2>&1 &
 		daemon=$!
 		pids+=("$daemon")
-		renice -n "$NICE" -p "$daemon" >/dev/null
 		for _ in $(seq 500); do [ -S "$state/daxsnap.sock" ] && dx version >/dev/null 2>&1 && break; sleep 0.01; done
 		dx pmem create mem --size "$size" --dir "$shm" >/dev/null
 		path=$(find "$shm" -maxdepth 2 -type f -name mem | head -1)
@@ -238,11 +242,10 @@ for size in $SIZES; do
 		port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 		rm -rf "$tmp/redis" # a dump.rdb of the last size would be loaded at start
 		mkdir -p "$tmp/redis"
-		redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp/redis" --save "" --appendonly no \
+		nice -n "$NICE" redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp/redis" --save "" --appendonly no \
 			--enable-debug-command yes --daemonize no --logfile "$tmp/redis.log" &
 		rpid=$!
 		pids+=("$rpid")
-		renice -n "$NICE" -p "$rpid" >/dev/null
 		for _ in $(seq 500); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.01; done
 		keys=$(($(bytes "$size") / 1024))
 		echo "## $size, redis: $keys keys of 1 KiB, BGSAVE x $REDIS_CUTS" >&2
