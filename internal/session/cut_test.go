@@ -30,6 +30,12 @@ func TestCut_NotedPagesProtectedAgain(t *testing.T) {
 		defer session.SetHoldBudget(0)()
 		testNotedPages(t, true)
 	})
+	t.Run("pieces", func(t *testing.T) {
+		// Sweeps and re-protection in 64 KiB pieces: the writers store
+		// between the pieces of one mapping's sweep.
+		defer session.SetWPPiece(64 << 10)()
+		testNotedPages(t, false)
+	})
 }
 
 func testNotedPages(t *testing.T, rounds bool) {
@@ -163,5 +169,40 @@ func TestCut_EndReleasesHeldFaultsFirst(t *testing.T) {
 	}
 	if img := readAll(t, vol); img[4096] != 0xa5 {
 		t.Errorf("origin byte 4096 = %#x after the store, want 0xa5", img[4096])
+	}
+}
+
+// TestCut_SweepsInPieces: the kernel holds a client's mmap lock for the
+// whole range of one UFFDIO_WRITEPROTECT, and whatever of the client needs
+// it exclusively (an mmap, a munmap) waits that long, with every later
+// taker behind it: a cut's sweep and its end's lift of the protection go
+// in pieces of at most SetWPPiece bytes. With 1 MiB pieces, a suspend's
+// sweep of a 4 MiB mapping is 4 calls, and so is its resume's lift (the
+// volume has no snapshot); a store then goes through.
+func TestCut_SweepsInPieces(t *testing.T) {
+	defer session.SetWPPiece(mib)()
+	const size = 4 * mib
+	r := newRigSized(t, size, "mem")
+	vol := r.create(t, "vol", fmt.Sprintf("0 %d linear %s 0\n", size/512, r.path("mem")))
+	c := clienttest.Start(t, r.srv.Socket())
+	c.Do("map vol 0 %d rw", size)
+	st := r.srv.Stats()
+	calls := st.WPCalls.Load()
+	if err := vol.Suspend(dm.SuspendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.WPCalls.Load() - calls; n != size/mib {
+		t.Errorf("the sweep of a %d-byte mapping made %d write-protect calls, want %d of 1 MiB", size, n, size/mib)
+	}
+	calls = st.WPCalls.Load()
+	if err := vol.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.WPCalls.Load() - calls; n != size/mib {
+		t.Errorf("the lift of the protection of a %d-byte mapping made %d write-protect calls, want %d of 1 MiB", size, n, size/mib)
+	}
+	c.Do("poke %d", size-4096)
+	if img := readAll(t, vol); img[size-4096] != 0xa5 {
+		t.Errorf("origin byte %d = %#x after the store, want 0xa5", size-4096, img[size-4096])
 	}
 }

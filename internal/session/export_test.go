@@ -20,3 +20,10 @@ func SetHoldBudget(d time.Duration) (restore func()) {
 	holdBudget = d
 	return func() { holdBudget = old }
 }
+
+// SetWPPiece sets the largest range of one UFFDIO_WRITEPROTECT of a sweep
+// or a lift (mapping.inPieces) until restore.
+func SetWPPiece(n int64) (restore func()) {
+	old := wpPiece.Swap(n)
+	return func() { wpPiece.Store(old) }
+}

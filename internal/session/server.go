@@ -170,6 +170,10 @@ type Stats struct {
 	// during their sweep un-protected them; Rounds the sweeps' further
 	// rounds (a large noted set protected again before holding).
 	Reprotected, Rounds atomic.Int64
+	// WPCalls counts the UFFDIO_WRITEPROTECT calls of sweeps, re-protection
+	// and un-protection (fault resolutions, a cut's end), a large range
+	// taking one per 32 MiB (mapping.inPieces).
+	WPCalls atomic.Int64
 	// Cuts is the number of cuts under way (from Cut to its end: a
 	// suspended device's until its resume), each holding the faults of the
 	// mappings it covers.
