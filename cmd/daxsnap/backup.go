@@ -167,13 +167,14 @@ type backupJSON struct {
 	Sent          int64  `json:"sent_bytes"`
 	Objects       int    `json:"objects"`
 	Uploaded      int    `json:"new_objects"`
+	Present       int    `json:"present_objects,omitempty"` // restore --resume: already on the volume
 	ManifestBytes int64  `json:"manifest_bytes"`
 }
 
 func backupReport(loc backup.Location, res *backup.Result) backupJSON {
 	m := res.Manifest
 	return backupJSON{Snapshot: m.Name, Location: loc.String(), Size: m.Size, Parent: m.Parent, Read: res.Read, Sent: res.Sent,
-		Objects: res.Objects, Uploaded: res.Uploaded, ManifestBytes: res.ManifestBytes}
+		Objects: res.Objects, Uploaded: res.Uploaded, Present: res.Present, ManifestBytes: res.ManifestBytes}
 }
 
 // findSnapshot returns the daemon's snapshot name.
@@ -262,6 +263,7 @@ func (a *app) backupListCmd() *cobra.Command {
 func (a *app) restoreCmd() *cobra.Command {
 	var f s3Flags
 	var workers int
+	var resume bool
 	cmd := &cobra.Command{
 		Use:   "restore s3://BUCKET/PREFIX/SNAPSHOT VOLUME",
 		Short: "Rebuild a backed-up snapshot onto VOLUME, which must exist and be at least as large",
@@ -269,7 +271,9 @@ func (a *app) restoreCmd() *cobra.Command {
 			"SHA-256, before writing anything: a corrupt, truncated or missing object leaves\n" +
 			"VOLUME as it was. Then download them again, verify again, and write VOLUME over\n" +
 			"NBD. VOLUME is any volume of any daemon (create it first; it is not created for\n" +
-			"you); a larger one keeps its bytes past the snapshot's size.",
+			"you); a larger one keeps its bytes past the snapshot's size. After an\n" +
+			"interrupted restore, run it again with --resume: VOLUME is read back first, and\n" +
+			"the objects it already holds (checked by SHA-256) are not downloaded again.",
 		Args: args(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			vol := args[1]
@@ -283,16 +287,21 @@ func (a *app) restoreCmd() *cobra.Command {
 				return fmt.Errorf("%s: %w", op, err)
 			}
 			res, err := a.overNBD(&f, op, vol, "write", func(nbd *nbdclient.Client, progress func(backup.Progress)) (*backup.Result, error) {
-				return store.Restore(cmd.Context(), backup.RestoreRequest{Name: name, Target: nbd, Workers: workers, Progress: progress})
+				return store.Restore(cmd.Context(), backup.RestoreRequest{Name: name, Target: nbd, Workers: workers, Progress: progress, Resume: resume})
 			})
 			if err != nil || f.asJSON {
 				return a.printResult(loc, res, err)
 			}
-			fmt.Fprintf(a.out, "restored %s onto %s: %s written, %d objects verified\n", name, vol, formatSize(res.Read), res.Uploaded)
+			fmt.Fprintf(a.out, "restored %s onto %s: %s written, %d objects verified", name, vol, formatSize(res.Read), res.Uploaded)
+			if resume {
+				fmt.Fprintf(a.out, ", %d already there", res.Present)
+			}
+			fmt.Fprintln(a.out)
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&workers, "jobs", 4, "downloads at once")
+	cmd.Flags().BoolVar(&resume, "resume", false, "finish an interrupted restore: skip the objects VOLUME already holds")
 	f.add(cmd)
 	return cmd
 }

@@ -159,4 +159,13 @@ func TestCLI_backupKill9Resumes(t *testing.T) {
 	if c.image("copy") != want {
 		t.Fatal("the resumed backup restores other bytes than the snapshot's")
 	}
+	// A restore run again with --resume onto a volume that holds it
+	// downloads nothing.
+	var again backupJSON
+	if err := json.Unmarshal([]byte(c.ok("restore", to+"/s1", "copy", "--resume", "--json")), &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.Present != size/(2<<20) || again.Sent != 0 || c.image("copy") != want {
+		t.Fatalf("restore --resume of a restored volume: %+v; want all %d objects present, none downloaded", again, size/(2<<20))
+	}
 }

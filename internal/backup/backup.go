@@ -61,6 +61,7 @@ type Result struct {
 	Sent     int64 // bytes uploaded (backup) or downloaded (restore), manifests excluded
 	Objects  int   // objects the work referred to
 	Uploaded int   // objects uploaded (backup) or verified (restore)
+	Present  int   // restore with Resume: objects the target already held, not downloaded
 	// ManifestBytes is the size of the manifest written (or read).
 	ManifestBytes int64
 }

@@ -26,6 +26,7 @@ type memVolume struct {
 	b     []byte
 	reads int64 // bytes read
 	fail  int   // reads that succeed before ReadAt fails (<0: never)
+	wfail int   // writes that succeed before WriteAt fails (<0: never)
 }
 
 func (v *memVolume) Size() int64 { return int64(len(v.b)) }
@@ -38,10 +39,17 @@ func (v *memVolume) ReadAt(p []byte, off int64) error {
 	copy(p, v.b[off:])
 	return nil
 }
-func (v *memVolume) WriteAt(p []byte, off int64) error { copy(v.b[off:], p); return nil }
-func (v *memVolume) Flush() error                      { return nil }
+func (v *memVolume) WriteAt(p []byte, off int64) error {
+	if v.wfail == 0 {
+		return errors.New("injected write failure")
+	}
+	v.wfail--
+	copy(v.b[off:], p)
+	return nil
+}
+func (v *memVolume) Flush() error { return nil }
 
-func newVolume(size int) *memVolume { return &memVolume{b: make([]byte, size), fail: -1} }
+func newVolume(size int) *memVolume { return &memVolume{b: make([]byte, size), fail: -1, wfail: -1} }
 
 // randomVolume is a volume of size random bytes, the same for a seed.
 func randomVolume(size int, seed uint64) *memVolume {
@@ -185,6 +193,41 @@ func TestBackup_resumeSendsOnlyMissing(t *testing.T) {
 	}
 	if !bytes.Equal(dst.b, v.b) {
 		t.Fatal("restore differs")
+	}
+}
+
+// Ensure that a restore cut short resumes: with Resume, the objects the
+// target already holds (here those written before a write failed) are
+// neither downloaded nor written again, one whose bytes on the target
+// were changed since is, and the result is exact.
+func TestRestore_resumeDownloadsOnlyMissing(t *testing.T) {
+	s, _ := openStore(t, "resume")
+	ctx := context.Background()
+	v := randomVolume(20<<20, 4)
+	if _, err := s.Backup(ctx, Request{Name: "s1", Source: v}); err != nil {
+		t.Fatal(err)
+	}
+	dst := newVolume(len(v.b))
+	dst.wfail = 4
+	if _, err := s.Restore(ctx, RestoreRequest{Name: "s1", Target: dst, Workers: 1}); err == nil || !strings.Contains(err.Error(), "run the restore again") {
+		t.Fatalf("restore with a failing target: %v, want an error saying to run it again", err)
+	}
+	dst.wfail = -1
+	dst.b[0] ^= 1 // the first object, written, then changed on the target
+	res, err := s.Restore(ctx, RestoreRequest{Name: "s1", Target: dst, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.b, v.b) {
+		t.Fatal("the resumed restore differs from the volume backed up")
+	}
+	if res.Objects != 10 || res.Present != 3 || res.Sent != 2*7*ObjectSize {
+		t.Fatalf("resumed restore: %d objects, %d present, %d bytes downloaded; want 10, 3 (4 written before the failure, one changed since) and both passes of the 7 others (%d)",
+			res.Objects, res.Present, res.Sent, 2*7*ObjectSize)
+	}
+	again, err := s.Restore(ctx, RestoreRequest{Name: "s1", Target: dst, Resume: true})
+	if err != nil || again.Present != 10 || again.Sent != 0 {
+		t.Fatalf("resume of a finished restore: %+v, %v; want every object present, nothing downloaded", again, err)
 	}
 }
 

@@ -1,10 +1,12 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +18,10 @@ type RestoreRequest struct {
 	Target   Target
 	Workers  int // downloads at once (default 4)
 	Progress func(Progress)
+	// Resume skips the objects whose bytes the target already holds where
+	// the manifest puts them (read back and checked by SHA-256), as after
+	// an interrupted restore: only the others are downloaded and written.
+	Resume bool
 }
 
 // objectUse is one object and the extents that take bytes from it.
@@ -139,6 +145,13 @@ func (s *Store) Restore(ctx context.Context, req RestoreRequest) (*Result, error
 	}
 	objs := uses(m)
 	res := &Result{Manifest: m, Objects: len(objs)}
+	if req.Resume {
+		var err error
+		if objs, err = missing(objs, req.Target); err != nil {
+			return nil, fmt.Errorf("restore of %s: read the target back to resume: %w (nothing was written)", req.Name, err)
+		}
+		res.Present = res.Objects - len(objs)
+	}
 	var verified, written, sent int64
 	report := func(phase string, done, total int64) {
 		if req.Progress != nil {
@@ -197,6 +210,43 @@ func (s *Store) Restore(ctx context.Context, req RestoreRequest) (*Result, error
 	}
 	res.Read, res.Sent = written, sent
 	return res, nil
+}
+
+// missing returns the objects of objs whose bytes t does not hold at
+// every place the manifest puts them. An object is checked when its
+// extents cover it whole (read back from t and hashed); one they cover
+// only in part cannot be, and counts as missing.
+func missing(objs []*objectUse, t Target) ([]*objectUse, error) {
+	var out []*objectUse
+	for _, u := range objs {
+		if !coversWhole(u) {
+			out = append(out, u)
+			continue
+		}
+		buf := make([]byte, u.size)
+		for _, e := range u.extents {
+			if err := t.ReadAt(buf[e.ObjOff:e.ObjOff+e.Len], e.Off); err != nil {
+				return nil, fmt.Errorf("read at %d: %w", e.Off, err)
+			}
+		}
+		if sum := sha256.Sum256(buf); hex.EncodeToString(sum[:]) != u.sum {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// coversWhole says whether u's extents take every byte of the object.
+func coversWhole(u *objectUse) bool {
+	ex := slices.SortedFunc(slices.Values(u.extents), func(a, b Extent) int { return cmp.Compare(a.ObjOff, b.ObjOff) })
+	end := int64(0)
+	for _, e := range ex {
+		if e.ObjOff > end {
+			return false
+		}
+		end = max(end, e.ObjOff+e.Len)
+	}
+	return end >= u.size
 }
 
 // Entry is one backup found by List.
