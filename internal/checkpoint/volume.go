@@ -22,7 +22,11 @@ type Config struct {
 	// as Image.
 	Device *dm.Device
 	// Image receives the checkpoints. The engine does not close it.
+	// Give it or Sink, not both.
 	Image *image.Image
+	// Sink receives the checkpoints in place of an Image: another
+	// destination (an object store). The engine does not close it.
+	Sink Sink
 	// Interval between checkpoints taken on its own; 0: only on demand.
 	// A tick finding nothing written since the last complete checkpoint
 	// takes none.
@@ -101,7 +105,7 @@ type Status struct {
 // Volume checkpoints one device into one image.
 type Volume struct {
 	dev   *dm.Device
-	im    *image.Image
+	im    Sink
 	log   *slog.Logger
 	every time.Duration
 	size  int64 // bytes
@@ -174,10 +178,13 @@ type round struct {
 func Start(cfg Config) (*Volume, error) { return start(cfg, testHooks{}) }
 
 func start(cfg Config, hooks testHooks) (*Volume, error) {
-	if cfg.Device == nil || cfg.Image == nil {
-		return nil, errors.New("checkpoint: a device and an image are required")
+	if cfg.Device == nil || (cfg.Image == nil) == (cfg.Sink == nil) {
+		return nil, errors.New("checkpoint: a device and an image or a sink (one of them) are required")
 	}
-	dev, im := cfg.Device, cfg.Image
+	dev, im := cfg.Device, cfg.Sink
+	if cfg.Image != nil {
+		im = imageSink{cfg.Image}
+	}
 	size, chunk := dev.Size(), im.Chunk()
 	if size != im.Size() {
 		return nil, fmt.Errorf("checkpoint %s: the volume is %d bytes, its image %d: give it an image of the volume's size", dev.Name(), size, im.Size())

@@ -119,7 +119,7 @@ func (v *Volume) take() (image.Checkpoint, error) {
 // txn.Buffer gives, so Put copies nothing. The first checkpoint of an
 // image skips chunks of zeroes: the image reads as zeroes until then
 // (image.Create).
-func (v *Volume) writeBack(wb *writeBack, txn *image.Txn) error {
+func (v *Volume) writeBack(wb *writeBack, txn Txn) error {
 	var zero []byte
 	if wb.seq == 1 {
 		zero = make([]byte, v.chunk)
@@ -315,7 +315,7 @@ func (v *Volume) stopLocked(wb *writeBack, err error) {
 
 // abort ends a failed write-back: the transaction is dropped and D_k is
 // dirty again, so the next checkpoint writes it (invariant A).
-func (v *Volume) abort(wb *writeBack, txn *image.Txn, err error) (image.Checkpoint, error) {
+func (v *Volume) abort(wb *writeBack, txn Txn, err error) (image.Checkpoint, error) {
 	txn.Abort()
 	v.mu.Lock()
 	v.stopLocked(wb, err)
