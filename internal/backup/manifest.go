@@ -69,8 +69,11 @@ type Manifest struct {
 	ParentSHA256 string `json:"parent_sha256,omitempty"`
 	// Changed is how many bytes the increment read from the snapshot
 	// (Size for a full backup, or one read whole).
-	Changed int64    `json:"changed_bytes"`
-	Extents []Extent `json:"extents"`
+	Changed int64 `json:"changed_bytes"`
+	// ChangedChunks is how many chunks a checkpoint wrote back (a
+	// checkpoint's manifest only: checkpoints.go).
+	ChangedChunks int64    `json:"changed_chunks,omitempty"`
+	Extents       []Extent `json:"extents"`
 	// Checksum is the SHA-256 of this manifest's JSON with Checksum empty.
 	Checksum string `json:"checksum"`
 }
