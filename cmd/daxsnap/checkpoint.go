@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/checkpoint/image"
@@ -47,8 +48,8 @@ func (a *app) checkpointEnableCmd() *cobra.Command {
 	var buffer string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "enable VOL --to PATH [--interval 30s]",
-		Short: "Checkpoint VOL to PATH (a file on a disk file system, or a block device) every interval",
+		Use:   "enable VOL --to PATH|s3://BUCKET/PREFIX [--endpoint URL] [--interval 30s]",
+		Short: "Checkpoint VOL to PATH (a file on a disk file system, or a block device) or to an object store every interval",
 		Args:  args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if interval < 0 || interval > 0 && interval < 10*time.Millisecond {
@@ -69,13 +70,19 @@ func (a *app) checkpointEnableCmd() *cobra.Command {
 			if asJSON {
 				return a.printJSON(du)
 			}
+			if du.Journal == "" { // an object store
+				fmt.Fprintf(a.out, "%s: checkpointed to %s every %s; the first checkpoint writes all of the volume (into a new place, all but its chunks of zeroes)\n",
+					du.Device, du.Path, time.Duration(du.IntervalMS)*time.Millisecond)
+				return nil
+			}
 			fmt.Fprintf(a.out, "%s: checkpointed to %s (journal %s) every %s; the first checkpoint writes all of the volume (into a new image, all but its chunks of zeroes)\n",
 				du.Device, du.Path, du.Journal, time.Duration(du.IntervalMS)*time.Millisecond)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Path, "to", "", "the image: a file on a disk file system (made if missing) or a block device")
+	f.StringVar(&req.Path, "to", "", "the image: a file on a disk file system (made if missing) or a block device; or s3://BUCKET/PREFIX")
+	f.StringVar(&req.Endpoint, "endpoint", "", "with --to s3://...: the object store's URL (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS S3); the daemon's credentials are used")
 	f.StringVar(&req.Journal, "journal", "", "the image's redo journal (default PATH.journal)")
 	f.DurationVar(&interval, "interval", time.Duration(wire.DefaultCheckpointIntervalMS)*time.Millisecond, "time between checkpoints")
 	f.StringVar(&buffer, "buffer", "", "cap of the copy-on-write buffer during a checkpoint, such as 64M (default: the engine's)")
@@ -134,6 +141,9 @@ func (a *app) checkpointInspectCmd() *cobra.Command {
 			"could be read, and the error goes to stderr.",
 		Args: args(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.HasPrefix(args[0], "s3://") {
+				return fmt.Errorf("checkpoint inspect: %s is an object store, which inspect does not read: its checkpoints are the manifests %s/checkpoints/VOL/SEQ.json (list them with `aws s3 ls %s/checkpoints/VOL/`); `daxsnap checkpoint status VOL` names the newest", args[0], strings.TrimSuffix(args[0], "/"), strings.TrimSuffix(args[0], "/"))
+			}
 			r, err := image.Inspect(args[0], opt)
 			if err != nil {
 				err = fmt.Errorf("checkpoint inspect: %w", err)

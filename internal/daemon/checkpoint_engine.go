@@ -57,6 +57,9 @@ type CheckpointDevs func(path, journal string) (img, jnl image.Dev, exists bool,
 // there is no journal yet. A damaged image or journal is refused, saying
 // what to do. devs, if not nil, opens the devices instead of the files.
 func openImage(devs CheckpointDevs, cfg state.Checkpoint, size, chunk int64, create bool) (ckImage, error) {
+	if isS3(cfg.Path) {
+		return openS3(cfg, size, chunk, create)
+	}
 	opt := image.Options{JournalPath: cfg.Journal}
 	_, err := os.Stat(cfg.Journal)
 	fresh := errors.Is(err, os.ErrNotExist)
@@ -108,20 +111,26 @@ func chunkFor(dev *dm.Device) int64 {
 // engineOf is a running checkpoint.Volume as a ckEngine.
 type engineOf struct {
 	v  *checkpoint.Volume
-	im *image.Image
+	im ckImage
 }
 
 // startEngine starts checkpointing dev into img. inSync: dev holds
 // exactly img's last checkpoint (just restored from it, nothing maps
 // it), so the first checkpoint writes only what changes after.
 func (d *Daemon) startEngine(dev *dm.Device, img ckImage, cfg state.Checkpoint, inSync bool) (ckEngine, error) {
-	im := img.(imageOf).Image
-	v, err := checkpoint.Start(checkpoint.Config{Device: dev, Image: im, Interval: msDuration(cfg.IntervalMS),
-		BufferBytes: cfg.BufferBytes, InSync: inSync, Log: d.log})
+	ccfg := checkpoint.Config{Device: dev, Interval: msDuration(cfg.IntervalMS),
+		BufferBytes: cfg.BufferBytes, InSync: inSync, Log: d.log}
+	switch im := img.(type) {
+	case imageOf:
+		ccfg.Image = im.Image
+	case s3Image:
+		ccfg.Sink = s3Sink{im.c}
+	}
+	v, err := checkpoint.Start(ccfg)
 	if err != nil {
 		return nil, err
 	}
-	return engineOf{v: v, im: im}, nil
+	return engineOf{v: v, im: img}, nil
 }
 
 func (e engineOf) Checkpoint(ctx context.Context) (wire.CheckpointInfo, error) {

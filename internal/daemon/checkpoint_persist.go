@@ -17,7 +17,7 @@ func (h ckHooks) mapDurability(dev *dm.Device) (string, bool) {
 	if v == nil {
 		return "", false
 	}
-	return "checkpointed to " + v.cfg.Path + ": Persist returns once a checkpoint holding every store made before it is durable on disk", true
+	return "checkpointed to " + v.cfg.Path + ": Persist returns once a checkpoint holding every store made before it is durable on disk (or stored in the object store)", true
 }
 
 // persist returns once a checkpoint of dev holding every store made

@@ -273,7 +273,9 @@ func (r *ckRestore) startOne(dev *dm.Device, cfg state.Checkpoint, restored bool
 				"pids", pids, "waited", adoptWait.String())
 		}
 	}
-	img, err := openImage(r.d.cfg.CheckpointDevs, cfg, dev.Size(), 0, false)
+	// The chunk matters only to checkpoints to an object store that hold
+	// none yet (a file image has its own).
+	img, err := openImage(r.d.cfg.CheckpointDevs, cfg, dev.Size(), chunkFor(dev), false)
 	var eng ckEngine
 	if err == nil {
 		// Restored now, and nothing maps it yet: the image holds what

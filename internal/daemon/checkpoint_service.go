@@ -75,7 +75,7 @@ func (s checkpointService) CheckpointEnable(ctx context.Context, name string, re
 		eng, err := s.startEngine(dev, img, cfg, false)
 		if err != nil {
 			img.Close()
-			if errors.Is(jerr, os.ErrNotExist) { // made just now: take it back
+			if !isS3(cfg.Path) && errors.Is(jerr, os.ErrNotExist) { // made just now: take it back
 				os.Remove(cfg.Journal)
 				if errors.Is(ierr, os.ErrNotExist) {
 					os.Remove(cfg.Path)
@@ -102,6 +102,13 @@ func (s checkpointService) CheckpointEnable(ctx context.Context, name string, re
 // journal, or "".
 func (s checkpointService) imageUser(cfg state.Checkpoint) string {
 	for dev, v := range s.cks.all() {
+		if isS3(cfg.Path) || isS3(v.cfg.Path) {
+			// Volumes share a place, each under its own name.
+			if v.cfg.Path == cfg.Path && v.cfg.Volume == cfg.Volume {
+				return dev.Name()
+			}
+			continue
+		}
 		for _, p := range []string{v.cfg.Path, v.cfg.Journal} {
 			if p == cfg.Path || p == cfg.Journal {
 				return dev.Name()

@@ -241,16 +241,27 @@ func (c *checkpoints) forget(dev *dm.Device) {
 func checkEnable(name string, req wire.CheckpointEnable) (state.Checkpoint, error) {
 	op := "checkpoint enable " + name
 	switch {
+	case req.IntervalMS < 0 || req.IntervalMS > 0 && req.IntervalMS < 10:
+		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: interval %d ms: give 10 ms or more (or 0 for the default, %d s)", op, req.IntervalMS, wire.DefaultCheckpointIntervalMS/1000)
+	case req.BufferBytes < 0:
+		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: buffer of %d bytes: give a size ≥ 0 (0: the default)", op, req.BufferBytes)
+	}
+	if req.IntervalMS == 0 {
+		req.IntervalMS = wire.DefaultCheckpointIntervalMS
+	}
+	if isS3(req.Path) {
+		return checkEnableS3(name, req)
+	}
+	if req.Endpoint != "" {
+		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: --endpoint is for an object store: give --to s3://BUCKET/PREFIX", op)
+	}
+	switch {
 	case req.Path == "":
 		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: no image path: give --to PATH, a file on a disk file system or a block device", op)
 	case !filepath.IsAbs(req.Path):
 		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: image path %q is relative: give an absolute path (the daemon's directory is not yours)", op, req.Path)
 	case req.Journal != "" && !filepath.IsAbs(req.Journal):
 		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: journal path %q is relative: give an absolute path", op, req.Journal)
-	case req.IntervalMS < 0 || req.IntervalMS > 0 && req.IntervalMS < 10:
-		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: interval %d ms: give 10 ms or more (or 0 for the default, %d s)", op, req.IntervalMS, wire.DefaultCheckpointIntervalMS/1000)
-	case req.BufferBytes < 0:
-		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: buffer of %d bytes: give a size ≥ 0 (0: the default)", op, req.BufferBytes)
 	}
 	cfg := state.Checkpoint{Path: filepath.Clean(req.Path), Journal: req.Journal, IntervalMS: req.IntervalMS, BufferBytes: req.BufferBytes}
 	if cfg.Journal == "" {
@@ -259,9 +270,6 @@ func checkEnable(name string, req wire.CheckpointEnable) (state.Checkpoint, erro
 	cfg.Journal = filepath.Clean(cfg.Journal)
 	if cfg.Journal == cfg.Path {
 		return state.Checkpoint{}, errorf(dm.ErrInvalidArgument, "%s: the journal and the image are both %s: give the journal its own file", op, cfg.Path)
-	}
-	if cfg.IntervalMS == 0 {
-		cfg.IntervalMS = wire.DefaultCheckpointIntervalMS
 	}
 	return cfg, nil
 }
@@ -290,7 +298,7 @@ func (d *Daemon) durability(dev *dm.Device) *wire.Durability {
 		}
 		return &wire.Durability{Device: dev.Name(), State: wire.DurabilityVolatile, Text: wire.DurabilityVolatile}
 	}
-	out := &wire.Durability{Device: dev.Name(), State: wire.DurabilityCheckpointed, Path: v.cfg.Path, Journal: v.cfg.Journal,
+	out := &wire.Durability{Device: dev.Name(), State: wire.DurabilityCheckpointed, Path: v.cfg.Path, Journal: v.cfg.Journal, Endpoint: v.cfg.Endpoint,
 		IntervalMS: v.cfg.IntervalMS, BufferBytes: v.cfg.BufferBytes, Restored: v.restored, Error: v.startErr}
 	if v.eng != nil {
 		st := v.eng.Status()
@@ -313,7 +321,11 @@ func durabilityText(du *wire.Durability, now time.Time) string {
 	if du.Last != nil {
 		last = "last complete " + agoText(now.Sub(du.Last.Time)) + " ago"
 	}
-	s := fmt.Sprintf("checkpointed: %s (interval %s), %s written", last, agoText(time.Duration(du.IntervalMS)*time.Millisecond), progress.Bytes(du.Written))
+	to := ""
+	if isS3(du.Path) {
+		to = " to " + du.Path
+	}
+	s := fmt.Sprintf("checkpointed%s: %s (interval %s), %s written", to, last, agoText(time.Duration(du.IntervalMS)*time.Millisecond), progress.Bytes(du.Written))
 	if du.Error != "" {
 		s += "; the last checkpoint failed: " + du.Error
 	}

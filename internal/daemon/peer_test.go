@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/daxsnap/daxsnap/internal/backup/s3test"
 	"io"
 	"os"
 	"os/exec"
@@ -36,7 +37,9 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(serveChildEnv); cfg != "" {
 		os.Exit(serveChild(cfg))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	s3test.Stop() // the S3 server the checkpoint tests started, if any
+	os.Exit(code)
 }
 
 // peerResult is what the child reports.

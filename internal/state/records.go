@@ -71,6 +71,11 @@ type Checkpoint struct {
 	Journal     string `json:"journal"` // its redo journal
 	IntervalMS  int64  `json:"interval_ms"`
 	BufferBytes int64  `json:"buffer_bytes,omitempty"` // 0: the engine's default
+	// Path s3://BUCKET/PREFIX: checkpoints to an object store, at
+	// Endpoint ("": the usual environment), as volume Volume (the
+	// device's name at enable, kept across renames); Journal is "".
+	Endpoint string `json:"endpoint,omitempty"`
+	Volume   string `json:"volume,omitempty"`
 }
 
 // Autoextend is LVM's snapshot_autoextend_threshold and _percent: when

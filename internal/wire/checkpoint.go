@@ -27,6 +27,9 @@ type CheckpointEnable struct {
 	// BufferBytes caps the copy-on-write buffer that keeps a checkpoint's
 	// chunks while writers change them; 0 is the engine's default.
 	BufferBytes int64 `json:"buffer_bytes,omitempty"`
+	// Endpoint is the object store's URL when Path is s3://BUCKET/PREFIX
+	// ("": AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS S3).
+	Endpoint string `json:"endpoint,omitempty"`
 }
 
 // DefaultCheckpointIntervalMS is the interval of CheckpointEnable without one.
@@ -49,6 +52,7 @@ type Durability struct {
 	Text        string `json:"text"`
 	Path        string `json:"path,omitempty"`
 	Journal     string `json:"journal,omitempty"`
+	Endpoint    string `json:"endpoint,omitempty"` // of an s3:// Path
 	IntervalMS  int64  `json:"interval_ms,omitempty"`
 	BufferBytes int64  `json:"buffer_bytes,omitempty"`
 	// Last is the newest complete checkpoint in the image; nil before
