@@ -344,19 +344,34 @@ func TestSnapshot_mergeAcrossRestart(t *testing.T) {
 					e.write("vol", b*blk, randBytes(r, 512))
 				}
 			}
-			// Hold the finish so the restart always finds the merge in progress.
+			// The finish fails in the first daemon, so that the restart
+			// always finds the merge in progress (a finish that waited
+			// would hold the stop up), and waits in the next one until
+			// the checks below have seen it in progress: a failed finish
+			// is not tried again, and a job let go at once may be done
+			// before they look.
 			reset := e.setFailStep(func(s string) error {
 				if s == "finish-merge" {
 					return errors.New("held")
 				}
 				return nil
 			})
+			defer reset()
 			s, err := e.c.SnapshotMerge(bg, "s1", wire.SnapshotMerge{NoWait: true})
 			if err != nil || s.State != wire.SnapshotMerging {
 				t.Fatalf("merge --no-wait: %+v, %v", s, err)
 			}
-			e.restart()
-			reset()
+			e.stop()
+			held := make(chan struct{})
+			release := sync.OnceFunc(func() { close(held) })
+			defer release() // a failing test must not leave the finish held
+			e.setFailStep(func(s string) error {
+				if s == "finish-merge" {
+					<-held
+				}
+				return nil
+			})
+			e.start()
 			s, err = e.c.Snapshot(bg, "s1")
 			if err != nil || s.State != wire.SnapshotMerging || s.Merge == nil || s.Merge.Offline != dax {
 				t.Fatalf("s1 after restart: %+v, %v", s, err)
@@ -364,6 +379,7 @@ func TestSnapshot_mergeAcrossRestart(t *testing.T) {
 			if in := e.info("vol"); in.Suspended != dax {
 				t.Fatalf("vol after restart: %+v", in)
 			}
+			release()
 			e.waitGone("s1", "vol") // the daemon's own job finished it
 			e.wantData("vol", img)
 			e.wantData("s2", img)
