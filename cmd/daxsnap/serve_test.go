@@ -47,9 +47,11 @@ func daxsnapProcess(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) 
 	return cmd, &stderr
 }
 
+// waitFor waits until cond holds, for up to a minute: a loaded machine
+// may be slow to get there.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/export/nbd/nbdclient"
@@ -61,15 +60,7 @@ func TestCLI_snapshot(t *testing.T) {
 		t.Fatalf("merge --no-wait: %q", out)
 	}
 	c.fail("t1 is a transient snapshot", "snapshot", "merge", "t1")
-	for i := 0; ; i++ {
-		if list := c.ok("snapshot", "ls"); !strings.Contains(list, "s2") {
-			break
-		}
-		if i > 500 {
-			t.Fatal("s2 never finished merging")
-		}
-		waitShort()
-	}
+	waitFor(t, "the merge of s2 to finish", func() bool { return !strings.Contains(c.ok("snapshot", "ls"), "s2") })
 	// Waiting on the merge once it has finished says so.
 	if out := c.ok("snapshot", "merge", "s2"); !strings.HasPrefix(out, "merged s2 into vol (finished at ") {
 		t.Fatalf("snapshot merge s2 after the merge ended: %q", out)
@@ -149,8 +140,6 @@ func TestCLI_cowInspect(t *testing.T) {
 	checkFailure(t, code, errOut, "no such file", []string{"cow", "inspect"})
 }
 
-func waitShort() { time.Sleep(10 * time.Millisecond) }
-
 // Ensure that `snapshot extend` takes +N and N, says what it did, and
 // refuses a missing or bad size; and that `snapshot create` passes its
 // autoextend policy on.
@@ -211,13 +200,5 @@ func TestCLI_snapshotMergeDeferred(t *testing.T) {
 		t.Fatalf("snapshot list does not show the deferred merge:\n%s", list)
 	}
 	nc.Close()
-	for i := 0; ; i++ {
-		if list := c.ok("snapshot", "ls"); !strings.Contains(list, "s1") {
-			break
-		}
-		if i > 500 {
-			t.Fatal("s1 never merged after the client left")
-		}
-		waitShort()
-	}
+	waitFor(t, "the merge of s1 after the client left", func() bool { return !strings.Contains(c.ok("snapshot", "ls"), "s1") })
 }
