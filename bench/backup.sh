@@ -8,7 +8,10 @@
 #                the volume in random BS runs (never the same block twice):
 #                bytes read and sent vs the changed bytes (goal: <= 1.05x,
 #                plus the manifest)
-# Then s1 is restored onto a second volume and compared (SHA-256).
+#   chain        nine more incrementals s2..s10 the same way, then s10 is
+#                restored on a second daemon (its own state and volume) and
+#                compared with the snapshot (SHA-256): a full backup plus 10
+#                incrementals restores byte-identical elsewhere.
 #
 # Environment (defaults in brackets):
 #   SIZE  volume size [4G]     PCT  percent changed [1]     BS  fio block size [64k]
@@ -85,15 +88,41 @@ dx snapshot create vol s1 --cow-size 64M >/dev/null
 dx snapshot diff s0 s1 --json >"$tmp/diff.json"
 dx backup s1 --to s3://bench/vols --since s0 --jobs "$JOBS" --json --no-progress >"$tmp/incr.json"
 
-dx create copy --table "0 $((bytes / 512)) linear $tmp/copy.img 0" >/dev/null
-dx restore s3://bench/vols/s1 copy --no-progress >/dev/null
-same=$(cmp <(nbdcopy "$(nbd s1)" - | sha256sum) <(nbdcopy "$(nbd copy)" - | sha256sum) >/dev/null && echo identical || echo DIFFERENT)
+# Nine more generations, each backed up --since the one before, which is
+# then removed (a backup schedule keeps one snapshot between runs).
+dx snapshot remove s0 >/dev/null
+chain_read=0 chain_sent=0 chain_changed=0
+for g in $(seq 2 10); do
+	fio --name=change --ioengine=nbd --uri="$(nbd vol)" --rw=randwrite --bs="$BS" --io_size="$changed" \
+		--size="$bytes" --randrepeat=0 --refill_buffers --output=/dev/null
+	dx snapshot create vol "s$g" --cow-size 64M >/dev/null
+	dx snapshot diff "s$((g - 1))" "s$g" --json >"$tmp/diff$g.json"
+	dx backup "s$g" --to s3://bench/vols --since "s$((g - 1))" --jobs "$JOBS" --json --no-progress >"$tmp/incr$g.json"
+	dx snapshot remove "s$((g - 1))" >/dev/null
+	read -r r s c < <(python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2])); print(i["read_bytes"], i["sent_bytes"], d["changed"])' "$tmp/incr$g.json" "$tmp/diff$g.json")
+	chain_read=$((chain_read + r)) chain_sent=$((chain_sent + s)) chain_changed=$((chain_changed + c))
+done
 
-python3 - "$tmp/full.json" "$tmp/incr.json" "$tmp/diff.json" "$t0" "$t1" "$t2" "$bytes" "$changed" "$same" <<'EOF'
+# s10 on another daemon: its own state directory, sockets and volume.
+state2="$tmp/state2"
+"$tmp/daxsnap" --state "$state2" serve --nbd-addr "" --log-level warn >"$tmp/daxsnap2.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do [ -S "$state2/nbd.sock" ] && break; sleep 0.1; done
+[ -S "$state2/nbd.sock" ] || die "the second daxsnap serve did not come up: $(cat "$tmp/daxsnap2.log")"
+"$tmp/daxsnap" --state "$state2" create copy --table "0 $((bytes / 512)) linear $tmp/copy.img 0" >/dev/null
+t3=$(now)
+"$tmp/daxsnap" --state "$state2" restore s3://bench/vols/s10 copy --no-progress >/dev/null
+t4=$(now)
+same=$(cmp <(nbdcopy "$(nbd s10)" - | sha256sum) <(nbdcopy "nbd+unix:///copy?socket=$state2/nbd.sock" - | sha256sum) >/dev/null && echo identical || echo DIFFERENT)
+
+python3 - "$tmp/full.json" "$tmp/incr.json" "$tmp/diff.json" "$t0" "$t1" "$t2" "$bytes" "$changed" "$same" \
+	"$chain_read" "$chain_sent" "$chain_changed" "$t3" "$t4" <<'EOF'
 import json, sys
 full, incr, diff = (json.load(open(f)) for f in sys.argv[1:4])
 t0, t1, t2 = map(float, sys.argv[4:7])
 size, written, same = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9]
+chain_read, chain_sent, chain_changed = map(int, sys.argv[10:13])
+t3, t4 = map(float, sys.argv[13:15])
 mib = 1 << 20
 changed = diff["changed"]
 print(f"volume {size / mib:.0f} MiB; fio wrote {written / mib:.1f} MiB; snapshot diff s0 s1: {changed / mib:.1f} MiB changed")
@@ -102,5 +131,6 @@ print(f"{'aws s3 cp, same size':28s} {size / mib / (t2 - t1):8.1f} MiB/s  ({t2 -
 print(f"{'full / aws s3 cp':28s} {(t2 - t1) / (t1 - t0):8.2f}x  (goal >= 0.80)")
 print(f"{'incremental read':28s} {incr['read_bytes'] / mib:8.1f} MiB = {incr['read_bytes'] / changed:.3f}x changed (goal <= 1.05)")
 print(f"{'incremental sent':28s} {incr['sent_bytes'] / mib:8.1f} MiB = {incr['sent_bytes'] / changed:.3f}x changed, plus manifest {incr['manifest_bytes'] / 1024:.0f} KiB (goal <= 1.05)")
-print(f"{'restore of s1':28s} {same}")
+print(f"{'s2..s10 read / sent':28s} {chain_read / mib:8.1f} / {chain_sent / mib:.1f} MiB = {chain_read / chain_changed:.3f}x / {chain_sent / chain_changed:.3f}x changed ({chain_changed / mib:.1f} MiB)")
+print(f"{'restore of s10, 2nd daemon':28s} {size / mib / (t4 - t3):8.1f} MiB/s  ({t4 - t3:.1f} s); {same} to the snapshot (SHA-256)")
 EOF
