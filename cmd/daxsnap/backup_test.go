@@ -169,3 +169,44 @@ func TestCLI_backupKill9Resumes(t *testing.T) {
 		t.Fatalf("restore --resume of a restored volume: %+v; want all %d objects present, none downloaded", again, size/(2<<20))
 	}
 }
+
+// Ensure that backup, backup list and restore find their credentials in
+// ~/.aws/credentials (the default profile, and AWS_PROFILE's) and their
+// server through --endpoint, with no AWS_* or MINIO_* variable set, and
+// that a wrong secret there is refused with the server's reason.
+func TestCLI_backupCredentialsFileAndEndpoint(t *testing.T) {
+	srv := s3test.Shared(t)
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+		"AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	if err := os.MkdirAll(filepath.Join(home, ".aws"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	creds := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n\n[wrong]\naws_access_key_id = %s\naws_secret_access_key = not-the-secret\n",
+		srv.AccessKey, srv.SecretKey, srv.AccessKey)
+	if err := os.WriteFile(filepath.Join(home, ".aws", "credentials"), []byte(creds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCLI(t)
+	c.fileVolSize("vol", 4<<20)
+	c.scribble(rand.New(rand.NewPCG(3, 4)), "vol")
+	c.ok("snapshot", "create", "vol", "s1", "--cow-size", "8M")
+	to := "s3://" + srv.Bucket + "/creds"
+	c.ok("backup", "s1", "--to", to, "--endpoint", srv.Endpoint, "--no-progress")
+	if out := c.ok("backup", "list", to, "--endpoint", srv.Endpoint); !strings.Contains(out, "s1") {
+		t.Fatalf("backup list: %q", out)
+	}
+	c.fileVolSize("copy", 4<<20)
+	c.ok("restore", to+"/s1", "copy", "--endpoint", srv.Endpoint, "--no-progress")
+	if c.image("copy") != c.image("s1") {
+		t.Fatal("the restore differs from the snapshot")
+	}
+	t.Setenv("AWS_PROFILE", "wrong")
+	c.fail("SignatureDoesNotMatch", "backup", "list", to, "--endpoint", srv.Endpoint)
+}
