@@ -90,6 +90,10 @@ func TestCLI_backupRestoreOtherDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(errOut, "copy: verify: ") || !strings.Contains(errOut, "copy: write: ") || strings.Count(errOut, "(100.0%)") != 2 || strings.Contains(errOut, "\r") {
 		t.Fatalf("restore's progress lines: exit %d, stderr %q", code, errOut)
 	}
+	code, _, errOut = runIn("", "--socket", a.socket, "backup", "g10", "--to", to+"-again")
+	if code != 0 || !strings.Contains(errOut, "g10: upload: ") || strings.Count(errOut, "(100.0%)") != 1 || strings.Contains(errOut, "\r") {
+		t.Fatalf("backup's progress lines: exit %d, stderr %q", code, errOut)
+	}
 	// A pair whose changes the daemon cannot tell (g09 written directly)
 	// is refused, not backed up whole or short.
 	a.scribble(r, "g09")
