@@ -419,7 +419,10 @@ func TestDAXSession_Recall(t *testing.T) {
 	const size = 1 << 20
 	e := newEnv(t)
 	e.stop()
-	e.cfg.RecallTimeout = 500 * time.Millisecond
+	// Long enough for a client to answer a recall on a loaded machine;
+	// the hold below outlasts it by as much again, which is the time the
+	// load and resume have to reach the recall.
+	e.cfg.RecallTimeout = 3 * time.Second
 	e.start()
 	oldMem := e.pmemVol("vol", size)
 	other := e.region("other", size)
@@ -458,7 +461,7 @@ func TestDAXSession_Recall(t *testing.T) {
 	}
 
 	// A client that holds its Access past the deadline: busy, unchanged.
-	c.Do("access-hold 1500")
+	c.Do("access-hold 6000")
 	e.must("load", e.c.Load(bg, "vol", wire.Load{Table: linear(oldMem, size/512)}))
 	err = e.c.Resume(bg, "vol")
 	wantCode(t, err, wire.CodeBusy, fmt.Sprintf("pid %d (vol bytes 0+%d)", c.Cmd.Process.Pid, size), "no answer within the deadline", "nothing was changed")
