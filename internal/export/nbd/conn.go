@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -38,6 +39,9 @@ type conn struct {
 	nc  net.Conn // raw, or the TLS session over it after NBD_OPT_STARTTLS
 	log *slog.Logger
 	br  *bufio.Reader // reader goroutine only
+	// sock is nc for raw reads and writes (rawconn.go) once
+	// transmission starts, nil on TLS or a socket it cannot take.
+	sock *rawSocket
 
 	// TLS: tlsConf is non-nil on a listener that requires it; client
 	// is what Exports get to decide by; cork gathers the records of one
@@ -142,15 +146,20 @@ func (c *conn) finish() {
 }
 
 // growBuffers swaps the negotiation buffers for transmission ones. The
-// writer was just flushed; the reader keeps anything the client already
-// sent by reading through the old one.
+// writer was just flushed; the reader reads first what the old one
+// holds of what the client already sent. A plain socket is read and
+// written with raw system calls (rawconn.go).
 func (c *conn) growBuffers() {
-	if c.br.Buffered() == 0 {
-		c.br = bufio.NewReaderSize(c.nc, readBufSize)
-	} else {
-		c.br = bufio.NewReaderSize(c.br, readBufSize)
+	var src io.Reader = c.nc
+	var dst io.Writer = c.nc
+	if c.sock = newRawSocket(c.nc); c.sock != nil {
+		src, dst = c.sock, c.sock
 	}
-	c.bw = bufio.NewWriterSize(c.nc, writeBufSize)
+	if n := c.br.Buffered(); n > 0 {
+		src = io.MultiReader(io.LimitReader(c.br, int64(n)), src)
+	}
+	c.br = bufio.NewReaderSize(src, readBufSize)
+	c.bw = bufio.NewWriterSize(dst, writeBufSize)
 	if uc, ok := c.nc.(*net.UnixConn); ok {
 		// A unix socket's default buffer (wmem_default, ~208 KiB) makes
 		// a large reply park and wake the writer several times; TCP
