@@ -3,6 +3,7 @@ package backing
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"unsafe"
 
@@ -138,6 +139,33 @@ func (m *memory) WriteAt(p []byte, off int64) (int, error) {
 	var err error
 	if ferr := guarded(func() { copy(dst, p); err = m.writeBack(dst) }); ferr != nil || err != nil {
 		return 0, m.ioErr("write", off, int64(len(p)), errors.Join(ferr, err))
+	}
+	return len(p), nil
+}
+
+// WriteFileAt writes p at off with pwrite (see FileWriter); only a tmpfs
+// file has it: write(2) is refused on hugetlbfs, and sync media need
+// their own write-back.
+func (m *memory) WriteFileAt(p []byte, off int64) (int, error) {
+	if m.kind != KindTmpfs {
+		return 0, m.ioErr("file write", off, int64(len(p)), fmt.Errorf("%w: only a tmpfs file is written through write(2)", ErrUnsupported))
+	}
+	if err := m.enter("write", off, int64(len(p)), writes); err != nil {
+		return 0, err
+	}
+	defer m.mu.RUnlock()
+	for done := 0; done < len(p); {
+		n, err := unix.Pwrite(m.fd, p[done:], off+int64(done))
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && n == 0 {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return done, m.ioErr("write", off, int64(len(p)), err)
+		}
+		done += n
 	}
 	return len(p), nil
 }

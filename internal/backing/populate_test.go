@@ -75,3 +75,41 @@ func TestMemory_Populate(t *testing.T) {
 		t.Errorf("Populate of a read-only device = %v, want EROFS", err)
 	}
 }
+
+// Ensure that WriteFileAt on a tmpfs memory file writes through the file
+// what the mapping then reads, within the device only, and that a
+// read-only device refuses it.
+func TestMemory_WriteFileAt(t *testing.T) {
+	path := tmpfsFile(t, 1<<20)
+	dev, err := backing.Open(path, backing.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	fw, ok := dev.(backing.FileWriter)
+	if !ok {
+		t.Fatal("a tmpfs memory file is no FileWriter")
+	}
+	p := bytes.Repeat([]byte("chunk!"), 2000)
+	if n, err := fw.WriteFileAt(p, 12345); err != nil || n != len(p) {
+		t.Fatalf("WriteFileAt: %d, %v", n, err)
+	}
+	mem, err := dev.(backing.DirectAccesser).DirectAccess(12345, int64(len(p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, p) {
+		t.Error("the mapping does not read what WriteFileAt wrote")
+	}
+	if _, err := fw.WriteFileAt(p, 1<<20-10); !errors.Is(err, backing.ErrOutOfRange) {
+		t.Errorf("write past the end: %v, want ErrOutOfRange", err)
+	}
+	ro, err := backing.Open(path, backing.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, err := ro.(backing.FileWriter).WriteFileAt(p, 0); err == nil {
+		t.Error("a read-only device took a file write")
+	}
+}

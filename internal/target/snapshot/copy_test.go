@@ -20,18 +20,34 @@ func (c *countingCOW) WriteAt(p []byte, off int64) (int, error) {
 	return c.Mem.WriteAt(p, off)
 }
 
-// TestCopyChunk_direct: a first write's copy goes straight from the
-// origin into the memory of a tmpfs COW (one copy, no block write to the
-// COW), and through a buffer and WriteAt into any other COW (a regular
-// file, or a read-only view); both land the origin chunk's bytes.
+// fileWriterCOW is a tmpfs COW device that can be written through its
+// file (backing.FileWriter), counting those writes.
+type fileWriterCOW struct {
+	*countingCOW
+	fileWrites int
+}
+
+func (c *fileWriterCOW) WriteFileAt(p []byte, off int64) (int, error) {
+	c.fileWrites++
+	return c.Mem.WriteAt(p, off)
+}
+
+// TestCopyChunk_direct: a first write's copy goes through a buffer and
+// the file into a tmpfs COW that can be written so (one write(2), no
+// store into its fresh memory), straight from the origin into the memory
+// of another DAX-capable COW (one copy, no block write to the COW), and
+// through a buffer and WriteAt into any other COW (a regular file, or a
+// read-only view); all land the origin chunk's bytes.
 func TestCopyChunk_direct(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		caps   backing.Capability
-		writes int
+		name               string
+		caps               backing.Capability
+		fileWriter         bool
+		writes, fileWrites int
 	}{
-		{"tmpfs", backing.DAX, 0},
-		{"file", 0, 1},
+		{"tmpfs file", backing.DAX, true, 0, 1},
+		{"tmpfs", backing.DAX, false, 0, 0},
+		{"file", 0, false, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const chunk = 4096
@@ -39,17 +55,22 @@ func TestCopyChunk_direct(t *testing.T) {
 			for i := range orig.Bytes() {
 				orig.Bytes()[i] = byte(i*7 + i/chunk)
 			}
-			cow := &countingCOW{Mem: backingtest.NewMem("cow", 8*chunk, tc.caps)}
-			s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow)}
+			counting := &countingCOW{Mem: backingtest.NewMem("cow", 8*chunk, tc.caps)}
+			var cow backing.Device = counting
+			fw := &fileWriterCOW{countingCOW: counting}
+			if tc.fileWriter {
+				cow = fw
+			}
+			s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
 			s.bufs.New = func() any { b := make([]byte, chunk); return &b }
 			if err := s.copyChunk(exstore.Chunk(2), exstore.Chunk(5)); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(cow.Bytes()[5*chunk:6*chunk], orig.Bytes()[2*chunk:3*chunk]) {
+			if !bytes.Equal(counting.Bytes()[5*chunk:6*chunk], orig.Bytes()[2*chunk:3*chunk]) {
 				t.Error("COW chunk 5 does not hold origin chunk 2")
 			}
-			if cow.writes != tc.writes {
-				t.Errorf("%d block writes to the COW, want %d", cow.writes, tc.writes)
+			if counting.writes != tc.writes || fw.fileWrites != tc.fileWrites {
+				t.Errorf("%d block writes and %d file writes to the COW, want %d and %d", counting.writes, fw.fileWrites, tc.writes, tc.fileWrites)
 			}
 		})
 	}
