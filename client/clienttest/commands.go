@@ -255,15 +255,6 @@ var commands = map[string]command{
 // Main runs the client side: it dials the socket Start gave and serves
 // commands on stdin until "quit" or end of input; it returns the exit status.
 func Main() int {
-	// No garbage collection in the child: a store blocked on a protected
-	// page that the Go runtime cannot preempt (runtime.memmove, or an
-	// atomic store under -race, which runs in the race runtime) blocks a
-	// GC's stop-the-world, and while no daemon runs (the tests kill it)
-	// nothing resolves that fault, because the library's reconnection is
-	// stopped too: the child hangs for good. docs/dax.md ("Daemon
-	// restarts") describes this limitation of Go programs; the tests that
-	// kill the daemon under writers hit it about once in a few CI runs.
-	debug.SetGCPercent(-1)
 	ctx := context.Background()
 	c, err := client.Dial(ctx, os.Getenv(childEnv))
 	if err != nil {
