@@ -135,8 +135,9 @@ func TestAdopt_withoutTheProgram(t *testing.T) {
 // Ensure that a server takes over only the mappings whose records still
 // describe a live mapping: not one whose process ended, nor one whose pid
 // now has another start time (reused), nor one unmapped (with a server:
-// its record goes; without: its descriptor is closed); and that a mapping
-// it holds for a process is released when the process ends.
+// its record goes; without: the range is unmapped); that a mapping it
+// holds for a process is held again by the next server; and that it is
+// released when the process ends.
 func TestAdopt_staleRecords(t *testing.T) {
 	records := t.TempDir()
 	r := newRigWith(t, 4*mib, recordsIn(records), "mem", "cow")
@@ -212,6 +213,17 @@ func TestAdopt_staleRecords(t *testing.T) {
 	if got := recordsOf(t, records, reusedPID); len(got) != 1 || got[0] == recs[0] {
 		t.Errorf("records of pid %d: %v, want only the one its new session wrote (not %s)", reusedPID, got, recs[0])
 	}
+
+	// A server that stops keeps the record of a mapping it holds: the
+	// next one holds it again.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := recordsOf(t, records, stoppedPID); len(got) != 1 {
+		t.Fatalf("records of stopped pid %d after the server that held its mapping stopped: %v, want its one", stoppedPID, got)
+	}
+	srv = r.restartServerWith(t, recordsIn(records))
+	waitFor(t, "the next server holds the stopped process's mapping again", func() bool { return sessionOf(srv, stoppedPID, true) != nil })
 
 	stopped.Cmd.Process.Kill()
 	stopped.Cmd.Wait()
