@@ -115,8 +115,9 @@ type DirectAccesser interface {
 	// valid until the device is closed.
 	DirectAccess(off, n int64) ([]byte, error)
 	// FlushRange makes stores to [off, off+n) as durable as the media
-	// allows: msync for memory files, cache-line write-back and a fence
-	// for sync media.
+	// allows: msync for memory files on media, cache-line write-back and
+	// a fence for sync media, nothing for volatile memory (tmpfs,
+	// hugetlbfs, devdax), which has nothing behind it to write back to.
 	FlushRange(off, n int64) error
 }
 

@@ -1,6 +1,9 @@
 package backing
 
 import (
+	"sync/atomic"
+	"testing"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -24,4 +27,13 @@ func OpenMemoryAs(path string, kind Kind, sync, file, readOnly bool) (Device, er
 	}
 	p := props{path: path, id: idOf(st), kind: kind, size: st.Size, lbs: 512, caps: caps, ro: readOnly}
 	return &memory{base: base{props: p}, f: f, fd: int(f.Fd()), mem: mem, pageSize: 4096, sync: sync, file: file}, nil
+}
+
+// CountMsync counts the msync calls of memory devices until t ends.
+func CountMsync(t testing.TB) *atomic.Int64 {
+	var n atomic.Int64
+	was := msync
+	msync = func(b []byte) error { n.Add(1); return was(b) }
+	t.Cleanup(func() { msync = was })
+	return &n
 }

@@ -179,9 +179,20 @@ func (m *memory) writeBack(b []byte) error {
 	return nil
 }
 
+// volatile: the memory is RAM with no media behind it (tmpfs, hugetlbfs):
+// a completed store is as durable as it will ever be, and msync does
+// nothing (the kernel's fsync of both is noop_fsync) but cost a system
+// call, which in Go also wakes the runtime's sysmon.
+func (m *memory) volatile() bool {
+	return m.kind == KindTmpfs || m.kind == KindHugetlbfs
+}
+
+// msync is persist.Msync; tests count its calls.
+var msync = persist.Msync
+
 // Flush writes the whole mapping back (msync). Sync media need only a
-// fence: their writes wrote back their lines already. Volatile devdax
-// memory has nothing to make durable.
+// fence: their writes wrote back their lines already. Volatile memory
+// (devdax, tmpfs, hugetlbfs) has nothing to make durable.
 func (m *memory) Flush() error {
 	if err := m.enter("flush", 0, 0, reads); err != nil {
 		return err
@@ -189,8 +200,9 @@ func (m *memory) Flush() error {
 	defer m.mu.RUnlock()
 	var err error
 	switch {
+	case m.volatile():
 	case m.file:
-		err = persist.Msync(m.mem)
+		err = msync(m.mem)
 	case m.sync:
 		err = persist.Flush(nil)
 	}
@@ -201,7 +213,8 @@ func (m *memory) Flush() error {
 }
 
 // FlushRange makes stores to [off, off+n), direct ones included, durable:
-// cache-line write-back on sync media, msync of the pages otherwise.
+// cache-line write-back on sync media, msync of the pages of a file that
+// is not volatile memory.
 func (m *memory) FlushRange(off, n int64) error {
 	if err := m.enter("flush", off, n, reads); err != nil {
 		return err
@@ -214,8 +227,9 @@ func (m *memory) FlushRange(off, n int64) error {
 		if ferr := guarded(func() { err = persist.Flush(b) }); ferr != nil {
 			err = ferr
 		}
+	case m.volatile():
 	case m.file:
-		err = persist.Msync(b)
+		err = msync(b)
 	}
 	if err != nil {
 		return m.ioErr("flush", off, n, err)
