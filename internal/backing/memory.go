@@ -143,27 +143,52 @@ func (m *memory) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// WriteFileAt writes p at off with pwrite (see FileWriter); only a tmpfs
-// file has it: write(2) is refused on hugetlbfs, and sync media need
-// their own write-back.
+// fileIO: reads and writes through the file with pread and pwrite
+// (FileReader, FileWriter). Only a tmpfs file has them: write(2) is
+// refused on hugetlbfs, and sync media need their own write-back.
+func (m *memory) fileIO() bool { return m.kind == KindTmpfs && m.file && !m.sync }
+
+// WriteFileAt writes p at off with pwrite (see FileWriter), or as
+// WriteAt where the memory has no file to write so.
 func (m *memory) WriteFileAt(p []byte, off int64) (int, error) {
-	if m.kind != KindTmpfs {
-		return 0, m.ioErr("file write", off, int64(len(p)), fmt.Errorf("%w: only a tmpfs file is written through write(2)", ErrUnsupported))
+	if !m.fileIO() {
+		return m.WriteAt(p, off)
 	}
 	if err := m.enter("write", off, int64(len(p)), writes); err != nil {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
+	return m.fileRW("write", unix.Pwrite, p, off)
+}
+
+// ReadFileAt reads p at off with pread (see FileReader), or as ReadAt
+// where the memory has no file to read so.
+func (m *memory) ReadFileAt(p []byte, off int64) (int, error) {
+	if !m.fileIO() {
+		return m.ReadAt(p, off)
+	}
+	if err := m.enter("read", off, int64(len(p)), reads); err != nil {
+		return 0, err
+	}
+	defer m.mu.RUnlock()
+	return m.fileRW("read", unix.Pread, p, off)
+}
+
+// fileRW moves all of p with rw (pread or pwrite) at off; enter is held.
+func (m *memory) fileRW(op string, rw func(fd int, p []byte, off int64) (int, error), p []byte, off int64) (int, error) {
 	for done := 0; done < len(p); {
-		n, err := unix.Pwrite(m.fd, p[done:], off+int64(done))
+		n, err := rw(m.fd, p[done:], off+int64(done))
 		if err == unix.EINTR {
 			continue
 		}
 		if err == nil && n == 0 {
 			err = io.ErrShortWrite
+			if op == "read" {
+				err = io.ErrUnexpectedEOF // within the device: the file was truncated under it
+			}
 		}
 		if err != nil {
-			return done, m.ioErr("write", off, int64(len(p)), err)
+			return done, m.ioErr(op, off, int64(len(p)), err)
 		}
 		done += n
 	}
@@ -332,4 +357,6 @@ var (
 	_ DirectAccesser = (*memory)(nil)
 	_ MappingSource  = (*memory)(nil)
 	_ Reprober       = (*memory)(nil)
+	_ FileReader     = (*memory)(nil)
+	_ FileWriter     = (*memory)(nil)
 )

@@ -45,6 +45,31 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	return t.writeAt(p, off)
 }
 
+// ReadFileAt is ReadAt through the files of the memory behind the table
+// (backing.FileReader): lines whose targets pass file I/O on (linear)
+// read with pread where the memory is a tmpfs file, others as ReadAt.
+// The bytes are the same; only the daemon's mapping is left untouched.
+func (d *Device) ReadFileAt(p []byte, off int64) (int, error) {
+	t, err := d.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer d.exit()
+	return t.readFileAt(p, off)
+}
+
+// WriteFileAt is WriteAt through the files of the memory behind the
+// table (backing.FileWriter), as ReadFileAt reads.
+func (d *Device) WriteFileAt(p []byte, off int64) (int, error) {
+	t, err := d.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer d.exit()
+	d.observe(t, off, int64(len(p)))
+	return t.writeFileAt(p, off)
+}
+
 // Flush makes every completed write durable.
 func (d *Device) Flush() error {
 	t, err := d.enter()

@@ -3,6 +3,8 @@ package dm
 import (
 	"errors"
 	"fmt"
+
+	"github.com/daxsnap/daxsnap/internal/backing"
 )
 
 // span checks [off, off+n) against the table and calls fn for each piece,
@@ -28,9 +30,22 @@ func (t *Table) span(off, n int64, fn func(target Target, toff, pos, len int64) 
 }
 
 func (t *Table) readAt(p []byte, off int64) (int, error) {
+	return t.read(p, off, false)
+}
+
+// readFileAt is readAt through the lines' files (Device.ReadFileAt).
+func (t *Table) readFileAt(p []byte, off int64) (int, error) {
+	return t.read(p, off, true)
+}
+
+func (t *Table) read(p []byte, off int64, file bool) (int, error) {
 	done := 0
 	err := t.span(off, int64(len(p)), func(target Target, toff, pos, n int64) error {
-		m, err := target.ReadAt(p[pos:pos+n], toff)
+		read := target.ReadAt
+		if fr, ok := target.(backing.FileReader); ok && file {
+			read = fr.ReadFileAt
+		}
+		m, err := read(p[pos:pos+n], toff)
 		done += m
 		if err == nil && int64(m) < n {
 			err = fmt.Errorf("short read: %d of %d bytes", m, n)
@@ -41,12 +56,25 @@ func (t *Table) readAt(p []byte, off int64) (int, error) {
 }
 
 func (t *Table) writeAt(p []byte, off int64) (int, error) {
+	return t.write(p, off, false)
+}
+
+// writeFileAt is writeAt through the lines' files (Device.WriteFileAt).
+func (t *Table) writeFileAt(p []byte, off int64) (int, error) {
+	return t.write(p, off, true)
+}
+
+func (t *Table) write(p []byte, off int64, file bool) (int, error) {
 	if t.ReadOnly() {
 		return 0, fmt.Errorf("%w: write of %d bytes at offset %d", ErrReadOnly, len(p), off)
 	}
 	done := 0
 	err := t.span(off, int64(len(p)), func(target Target, toff, pos, n int64) error {
-		m, err := target.WriteAt(p[pos:pos+n], toff)
+		write := target.WriteAt
+		if fw, ok := target.(backing.FileWriter); ok && file {
+			write = fw.WriteFileAt
+		}
+		m, err := write(p[pos:pos+n], toff)
 		done += m
 		if err == nil && int64(m) < n {
 			err = fmt.Errorf("short write: %d of %d bytes", m, n)

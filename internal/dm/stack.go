@@ -264,6 +264,8 @@ var (
 	_ MemorySource           = (*stacked)(nil)
 	_ HoleFinder             = (*stacked)(nil)
 	_ FastZeroer             = (*stacked)(nil)
+	_ backing.FileReader     = (*stacked)(nil)
+	_ backing.FileWriter     = (*stacked)(nil)
 )
 
 // Path is /dev/mapper/NAME with the device's name now: a table holds the
@@ -323,6 +325,22 @@ func (s *stacked) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return s.dev.WriteAt(p, off)
+}
+
+// ReadFileAt and WriteFileAt are ReadAt and WriteAt through the files
+// of the device's memory (Device.ReadFileAt, WriteFileAt).
+func (s *stacked) ReadFileAt(p []byte, off int64) (int, error) {
+	if err := s.check("read", readOp, off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	return s.dev.ReadFileAt(p, off)
+}
+
+func (s *stacked) WriteFileAt(p []byte, off int64) (int, error) {
+	if err := s.check("write", writeOp, off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	return s.dev.WriteFileAt(p, off)
 }
 
 func (s *stacked) Discard(off, n int64) error {

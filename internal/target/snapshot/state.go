@@ -336,7 +336,11 @@ func fileCOW(cow backing.Device) backing.FileWriter {
 
 // copyChunk copies origin chunk c into COW chunk to: through a buffer
 // and the COW's file on tmpfs (fileCOW), else straight into the COW's
-// memory where it can (one copy instead of two, through a buffer).
+// memory where it can (one copy instead of two, through a buffer). Into
+// a buffer the origin is read through its file where it has one
+// (backing.FileReader: pread on a tmpfs origin): the chunk is read once,
+// and the daemon's mapping of it is likely untouched, its first load
+// dearer than the read (see the origin's WriteAt for the write after).
 func (s *cowState) copyChunk(c, to exstore.Chunk) error {
 	off, n := s.originSpan(c)
 	if s.cowMem != nil && s.cowFile == nil {
@@ -350,7 +354,7 @@ func (s *cowState) copyChunk(c, to exstore.Chunk) error {
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
 	buf := (*bp)[:n]
-	if _, err := s.origin.ReadAt(buf, off); err != nil {
+	if _, err := backing.ReadFileAt(s.origin, buf, off); err != nil {
 		return fmt.Errorf("read origin chunk %d: %w", c, err)
 	}
 	write := s.cow.WriteAt
@@ -427,13 +431,17 @@ func (s *cowState) commit(pend []exstore.Exception) error {
 
 // copyOut is the origin's copy-before-write for this snapshot: it never
 // fails the origin write; a snapshot that cannot keep up is invalidated.
-func (s *cowState) copyOut(off, n int64) {
-	s.copyOutRanges([]dm.Range{{Off: off, Len: n}})
+// It reports whether it copied a chunk.
+func (s *cowState) copyOut(off, n int64) bool {
+	copied := false
+	s.copyOutRanges([]dm.Range{{Off: off, Len: n}}, func(int64, int64) { copied = true })
+	return copied
 }
 
 // copyOutRanges is copyOut for many ranges at once: their chunks that
-// lack an exception are copied and committed together.
-func (s *cowState) copyOutRanges(rs []dm.Range) {
+// lack an exception are copied and committed together. Each chunk it
+// copies is passed to copied (if not nil) as a range of the origin.
+func (s *cowState) copyOutRanges(rs []dm.Range, copied func(off, n int64)) {
 	if !s.active.Load() || !s.valid.Load() || s.merging.Load() {
 		return
 	}
@@ -456,7 +464,17 @@ func (s *cowState) copyOutRanges(rs []dm.Range) {
 	if len(missing) == 0 {
 		return
 	}
-	if err := s.ensure(missing, s.copyChunk); err != nil {
+	fill := s.copyChunk
+	if copied != nil {
+		fill = func(c, to exstore.Chunk) error {
+			if err := s.copyChunk(c, to); err != nil {
+				return err
+			}
+			copied(s.originSpan(c))
+			return nil
+		}
+	}
+	if err := s.ensure(missing, fill); err != nil {
 		s.invalidate(err)
 	}
 }
