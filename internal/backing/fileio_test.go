@@ -10,6 +10,23 @@ import (
 	"github.com/daxsnap/daxsnap/internal/backing"
 )
 
+// openTmpfs opens a tmpfs memory file of size random bytes, which it
+// returns too, and closes it when t ends.
+func openTmpfs(t *testing.T, size int64) (path string, file []byte, dev backing.Device) {
+	t.Helper()
+	path = tmpfsFile(t, size)
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err = backing.Open(path, backing.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	return path, file, dev
+}
+
 // mapped reports whether the page holding b[0] is present in this
 // process's page tables (/proc/self/pagemap, bit 63).
 func mapped(t *testing.T, pagemap *os.File, b []byte) bool {
@@ -29,16 +46,7 @@ func mapped(t *testing.T, pagemap *os.File, b []byte) bool {
 // device reads so but refuses a write.
 func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	const page = 4096
-	path := tmpfsFile(t, 1<<20)
-	file, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := backing.Open(path, backing.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	path, file, dev := openTmpfs(t, 1<<20)
 	pagemap, err := os.Open("/proc/self/pagemap")
 	if err != nil {
 		t.Fatal(err)

@@ -158,7 +158,7 @@ func (m *memory) WriteFileAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
-	return m.fileRW("write", unix.Pwrite, p, off)
+	return m.fileRW("write", filePwrite, p, off)
 }
 
 // ReadFileAt reads p at off with pread (see FileReader), or as ReadAt
@@ -171,7 +171,7 @@ func (m *memory) ReadFileAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
-	return m.fileRW("read", unix.Pread, p, off)
+	return m.fileRW("read", filePread, p, off)
 }
 
 // fileRW moves all of p with rw (pread or pwrite) at off; enter is held.
