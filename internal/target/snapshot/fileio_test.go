@@ -40,33 +40,59 @@ func (f *fileMem) WriteFileAt(p []byte, off int64) (int, error) {
 // page tables, a trap (8-16 µs a page) where pwrite costs 2. A write to
 // a chunk already copied out stores through the mapping as before. The
 // snapshot keeps the old bytes and the origin gets the new ones.
-func TestOrigin_firstWritesThroughFile(t *testing.T) {
-	orig := &fileMem{Mem: backingtest.NewMem("orig", originBytes, backing.DAX)}
-	for i := range orig.Bytes() {
-		orig.Bytes()[i] = byte(i/4096 + 1)
+// fileWorld is `vol`, a snapshot-origin over the mapped device `real`
+// (one linear line on the memory "orig"), and its snapshot s0 with COW
+// "cow0"; both memories can be read and written through their files.
+type fileWorld struct {
+	orig, cow *fileMem
+	vol, s0   *dm.Device
+	old       []byte // the origin's bytes when s0 was taken
+}
+
+func newFileWorld(t *testing.T) *fileWorld {
+	w := &fileWorld{
+		orig: &fileMem{Mem: backingtest.NewMem("orig", originBytes, backing.DAX)},
+		cow:  &fileMem{Mem: backingtest.NewMem("cow0", cowBytes, backing.DAX)},
 	}
-	old := bytes.Clone(orig.Bytes())
-	cow := backingtest.NewMem("cow0", cowBytes, 0)
+	for i := range w.orig.Bytes() {
+		w.orig.Bytes()[i] = byte(i/4096 + 1)
+	}
+	w.old = bytes.Clone(w.orig.Bytes())
 	reg := dm.NewRegistry()
 	all.Register(reg)
 	m := dm.NewManager(reg, dm.NewDevicePool(func(name string, _ backing.Options) (backing.Device, error) {
 		switch name {
 		case "orig":
-			return orig, nil
+			return w.orig, nil
 		case "cow0":
-			return cow, nil
+			return w.cow, nil
 		}
 		return nil, fmt.Errorf("open %s: no such file or directory", name)
 	}))
 	_, err := m.Create("real", dm.CreateOptions{Table: fmt.Sprintf("0 %d linear orig 0", sectors)})
 	must(t, err)
-	vol, err := m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %sreal", sectors, dm.MapperPrefix)})
+	w.vol, err = m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin %sreal", sectors, dm.MapperPrefix)})
 	must(t, err)
-	must(t, vol.Suspend(dm.SuspendOptions{}))
-	s0, err := m.Create("s0", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %sreal cow0 P 8", sectors, dm.MapperPrefix)})
+	must(t, w.vol.Suspend(dm.SuspendOptions{}))
+	w.s0, err = m.Create("s0", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot %sreal cow0 P 8", sectors, dm.MapperPrefix)})
 	must(t, err)
-	must(t, vol.Resume())
+	must(t, w.vol.Resume())
+	return w
+}
 
+// counts checks how many reads and writes went through f's file since
+// the last check.
+func (f *fileMem) counts(t *testing.T, what string, reads, writes int64) {
+	t.Helper()
+	if r, w := f.fileReads.Swap(0), f.fileWrites.Swap(0); r != reads || w != writes {
+		t.Errorf("%s: %d reads and %d writes through the file of %s, want %d and %d", what, r, w, f.Path(), reads, writes)
+	}
+}
+
+func TestOrigin_firstWritesThroughFile(t *testing.T) {
+	w := newFileWorld(t)
+	orig, vol, s0, old := w.orig, w.vol, w.s0, w.old
+	w.cow.fileWrites.Store(0)
 	want := bytes.Clone(old)
 	write := func(off int64, n int, b byte) {
 		t.Helper()
@@ -77,9 +103,7 @@ func TestOrigin_firstWritesThroughFile(t *testing.T) {
 	}
 	counts := func(what string, reads, writes int64) {
 		t.Helper()
-		if r, w := orig.fileReads.Swap(0), orig.fileWrites.Swap(0); r != reads || w != writes {
-			t.Errorf("%s: %d reads and %d writes through the origin's file, want %d and %d", what, r, w, reads, writes)
-		}
+		orig.counts(t, what, reads, writes)
 	}
 
 	write(3*4096+100, 200, 0xa1)
@@ -101,5 +125,37 @@ func TestOrigin_firstWritesThroughFile(t *testing.T) {
 	}
 	if got := read(t, s0, 0, originBytes); !bytes.Equal(got, old) {
 		t.Error("the snapshot lost the origin's old data")
+	}
+}
+
+// TestSnapshot_firstWritesThroughFile: a write to the snapshot device
+// that gives its chunk an exception fills the fresh COW chunk through
+// the COW's file, whole (a full chunk) or copied from the origin and
+// then written (a partial one); a later write to the chunk stores
+// through the mapping, and the origin is only read, through its file.
+func TestSnapshot_firstWritesThroughFile(t *testing.T) {
+	w := newFileWorld(t)
+	w.cow.fileWrites.Store(0)
+	want := bytes.Clone(w.old)
+	write := func(off int64, n int, b byte) {
+		t.Helper()
+		p := bytes.Repeat([]byte{b}, n)
+		_, err := w.s0.WriteAt(p, off)
+		must(t, err)
+		copy(want[off:], p)
+	}
+	write(2*4096, 4096, 0xc1)
+	w.cow.counts(t, "a whole-chunk first write", 0, 1)
+	write(6*4096+300, 100, 0xc2)
+	w.cow.counts(t, "a partial first write", 0, 2)
+	w.orig.counts(t, "the partial first write's copy", 1, 0)
+	write(6*4096+900, 100, 0xc3)
+	write(2*4096+5, 10, 0xc4)
+	w.cow.counts(t, "writes to chunks with exceptions", 0, 0)
+	if got := read(t, w.s0, 0, originBytes); !bytes.Equal(got, want) {
+		t.Error("the snapshot does not read what was written to it")
+	}
+	if !bytes.Equal(w.orig.Bytes(), w.old) {
+		t.Error("writes to the snapshot changed the origin")
 	}
 }

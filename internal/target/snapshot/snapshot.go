@@ -182,13 +182,14 @@ func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
 	}
 	_, span := s.originSpan(c)
 	full := coff == 0 && int64(len(p)) == span
-	wrote := false
+	wrote, copied := false, false
 	err := s.ensure([]exstore.Chunk{c}, func(c, to exstore.Chunk) error {
 		if full {
 			wrote = true
-			_, err := t.cow.WriteAt(p, int64(to)*s.chunkBytes)
+			_, err := s.writeFresh(p, int64(to)*s.chunkBytes)
 			return err
 		}
+		copied = true
 		return s.copyChunk(c, to)
 	})
 	if err != nil {
@@ -198,7 +199,11 @@ func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
 		return nil
 	}
 	to, _ := s.lookup(c)
-	_, err = t.cow.WriteAt(p, int64(to)*s.chunkBytes+coff)
+	write := t.cow.WriteAt
+	if copied {
+		write = s.writeFresh // into the chunk copyChunk just filled
+	}
+	_, err = write(p, int64(to)*s.chunkBytes+coff)
 	return err
 }
 

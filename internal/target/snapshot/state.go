@@ -357,14 +357,20 @@ func (s *cowState) copyChunk(c, to exstore.Chunk) error {
 	if _, err := backing.ReadFileAt(s.origin, buf, off); err != nil {
 		return fmt.Errorf("read origin chunk %d: %w", c, err)
 	}
-	write := s.cow.WriteAt
-	if s.cowFile != nil {
-		write = s.cowFile.WriteFileAt
-	}
-	if _, err := write(buf, int64(to)*s.chunkBytes); err != nil {
+	if _, err := s.writeFresh(buf, int64(to)*s.chunkBytes); err != nil {
 		return fmt.Errorf("copy origin chunk %d to COW chunk %d: %w", c, to, err)
 	}
 	return nil
+}
+
+// writeFresh writes p at off of a COW chunk that was just reserved: through
+// the COW's file where it has one (fileCOW), as copyChunk fills it, since
+// the daemon's mapping of a fresh chunk is untouched.
+func (s *cowState) writeFresh(p []byte, off int64) (int, error) {
+	if s.cowFile != nil {
+		return s.cowFile.WriteFileAt(p, off)
+	}
+	return s.cow.WriteAt(p, off)
 }
 
 // ensure gives every chunk in chunks an exception, filling each newly
