@@ -134,7 +134,8 @@ func TestAdopt_withoutTheProgram(t *testing.T) {
 
 // Ensure that a server takes over only the mappings whose records still
 // describe a live mapping: not one whose process ended, nor one whose pid
-// now has another start time (reused), nor one unmapped (with a server:
+// now has another start time (reused), nor one whose record names
+// another group than the process runs as, nor one unmapped (with a server:
 // its record goes; without: the range is unmapped); that a mapping it
 // holds for a process is held again by the next server; and that it is
 // released when the process ends.
@@ -150,6 +151,7 @@ func TestAdopt_staleRecords(t *testing.T) {
 	live, livePID := start()         // taken over
 	ended, endedPID := start()       // ends while no server runs
 	reused, reusedPID := start()     // its record's start time is changed, as if its pid were reused
+	liar, liarPID := start()         // its record names another group than the process's
 	unmapped, unmappedPID := start() // unmaps with the server
 	closed, closedPID := start()     // unmaps while no server runs
 	stopped, stoppedPID := start()   // stopped, then killed while held
@@ -165,25 +167,8 @@ func TestAdopt_staleRecords(t *testing.T) {
 	ended.Cmd.Process.Kill()
 	ended.Cmd.Wait()
 	closed.Do("unmap")
-	recs := recordsOf(t, records, reusedPID)
-	if len(recs) != 1 {
-		t.Fatalf("records of pid %d: %v, want one", reusedPID, recs)
-	}
-	b, err := os.ReadFile(recs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec map[string]any
-	if err := json.Unmarshal(b, &rec); err != nil {
-		t.Fatal(err)
-	}
-	rec["start"] = rec["start"].(float64) + 1
-	if b, err = json.Marshal(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(recs[0], b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	recs := editRecord(t, records, reusedPID, "start", func(v any) any { return v.(float64) + 1 })
+	liarRecs := editRecord(t, records, liarPID, "gid", func(any) any { return 12345 })
 	// Stopped, its library cannot take its mapping back.
 	if err := stopped.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -191,7 +176,7 @@ func TestAdopt_staleRecords(t *testing.T) {
 
 	srv := r.restartServerWith(t, recordsIn(records))
 	waitFor(t, "the live programs' libraries take their mappings back", func() bool {
-		for _, pid := range []int{livePID, reusedPID} {
+		for _, pid := range []int{livePID, reusedPID, liarPID} {
 			if in := sessionOf(srv, pid, false); in == nil || len(in.Mappings) != 1 || !in.Mappings[0].Adopted {
 				return false
 			}
@@ -213,6 +198,9 @@ func TestAdopt_staleRecords(t *testing.T) {
 	if got := recordsOf(t, records, reusedPID); len(got) != 1 || got[0] == recs[0] {
 		t.Errorf("records of pid %d: %v, want only the one its new session wrote (not %s)", reusedPID, got, recs[0])
 	}
+	if got := recordsOf(t, records, liarPID); len(got) != 1 || got[0] == liarRecs[0] {
+		t.Errorf("records of pid %d: %v, want only the one its new session wrote (not %s)", liarPID, got, liarRecs[0])
+	}
 
 	// A server that stops keeps the record of a mapping it holds: the
 	// next one holds it again.
@@ -232,10 +220,71 @@ func TestAdopt_staleRecords(t *testing.T) {
 		t.Errorf("records of killed pid %d: %v, want none", stoppedPID, got)
 	}
 	// The programs taken over and adopted still store through their mappings.
-	for _, c := range []*clienttest.Child{live, reused} {
+	for _, c := range []*clienttest.Child{live, reused, liar} {
 		c.Do("fill 3")
 	}
 	if got := binary.LittleEndian.Uint64(readAll(t, vol)[pageSize:]); got != 3<<32|1 {
 		t.Errorf("origin's word at page 1 = %#x after fill 3, want %#x", got, uint64(3<<32|1))
 	}
+}
+
+// editRecord changes field key of the one record of pid in dir with edit,
+// and returns the record's path (in a slice, as recordsOf does).
+func editRecord(t *testing.T, dir string, pid int, key string, edit func(any) any) []string {
+	t.Helper()
+	recs := recordsOf(t, dir, pid)
+	if len(recs) != 1 {
+		t.Fatalf("records of pid %d: %v, want one", pid, recs)
+	}
+	b, err := os.ReadFile(recs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec[key] = edit(rec[key])
+	if b, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// Ensure that a server adopts nothing from a records directory others
+// may write in: a record takes a descriptor from a process and maps with
+// its rights. The program's library still adopts its mapping.
+func TestAdopt_recordsDirOthersMayWrite(t *testing.T) {
+	records := t.TempDir()
+	r := newRigWith(t, 4*mib, recordsIn(records), "mem", "cow")
+	vol := r.create(t, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, r.path("mem")))
+	c := clienttest.Start(t, r.srv.Socket())
+	c.Do("map vol 0 %d rw", volSize)
+	pid := c.Cmd.Process.Pid
+	r.takeSnapshot(t, "snap", "cow", vol)
+	if err := r.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(records, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Cmd.Process.Signal(syscall.SIGSTOP); err != nil { // its library cannot adopt first
+		t.Fatal(err)
+	}
+	srv := r.restartServerWith(t, recordsIn(records))
+	if err := c.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The server looks at the records before it accepts the library.
+	waitFor(t, "the program's library adopts its mapping", func() bool {
+		in := sessionOf(srv, pid, false)
+		return in != nil && len(in.Mappings) == 1 && in.Mappings[0].Adopted
+	})
+	if n := srv.Stats().Orphans.Load(); n != 0 {
+		t.Fatalf("%d mappings taken over from a records directory of mode 0777, want none", n)
+	}
+	c.Do("fill 2")
 }

@@ -234,6 +234,10 @@ func (s *Server) adoptOrphans() {
 		s.log.Warn("no mapping records: mappings cannot be adopted without their programs", "dir", dir, "err", err)
 		return
 	}
+	if err := privateDir(dir); err != nil {
+		s.log.Warn("mapping records not trusted, none adopted: programs adopt their mappings when they reconnect", "dir", dir, "err", err)
+		return
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		s.log.Warn("cannot read the mapping records", "dir", dir, "err", err)
@@ -320,6 +324,11 @@ func (x *session) adoptRecord(r record, path string) error {
 		x.orphan = o
 		x.learnGroups()
 	}
+	// The record's identity is authorized below without the process: it
+	// must be the one the process runs with now.
+	if err := sameCredentials(r.PID, r.UID, r.GID); err != nil {
+		return err
+	}
 	if !a.Armed.UFFD || r.FD <= 0 || a.Armed.Length != a.Map.Length || a.Armed.Addr == 0 {
 		return errors.New("the record names no userfaultfd or no range")
 	}
@@ -366,6 +375,59 @@ func (x *session) adoptRecord(r record, path string) error {
 	}
 	x.srv.log.Info("took over a mapping made with an earlier daemon, without its program",
 		append(x.log(), "device", a.Map.Device, "offset", a.Map.Offset, "length", a.Map.Length)...)
+	return nil
+}
+
+// privateDir checks that only this daemon's user may write in dir: a
+// record takes a descriptor from a process and maps with its rights, so
+// no one else may write one.
+func privateDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if me := uint32(os.Geteuid()); st.Uid != me {
+		return fmt.Errorf("%s belongs to uid %d, not to this daemon's uid %d: remove it", dir, st.Uid, me)
+	}
+	if st.Mode&0o022 != 0 {
+		return fmt.Errorf("others may write in %s (mode %#o): chmod 700 it", dir, st.Mode&0o777)
+	}
+	return nil
+}
+
+// sameCredentials checks that process pid runs with effective user uid
+// and group gid (what its session's SO_PEERCRED said), from the Uid: and
+// Gid: lines of /proc/PID/status (real, effective, saved, file system).
+func sameCredentials(pid int, uid, gid uint32) error {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return err
+	}
+	want := map[string]uint32{"Uid:": uid, "Gid:": gid}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		w, ok := want[f[0]]
+		if !ok {
+			continue
+		}
+		got, err := strconv.ParseUint(f[2], 10, 32)
+		if err != nil {
+			return fmt.Errorf("/proc/%d/status: %q", pid, line)
+		}
+		if uint32(got) != w {
+			return fmt.Errorf("process %d runs with effective %s %d now, its mapping was granted to %d", pid, strings.ToLower(strings.TrimSuffix(f[0], ":")), got, w)
+		}
+		delete(want, f[0])
+	}
+	if len(want) != 0 {
+		return fmt.Errorf("/proc/%d/status: no Uid: or Gid: line", pid)
+	}
 	return nil
 }
 
