@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,46 +24,73 @@ func TestSnapshot_createPreparesOutsideTheHold(t *testing.T) {
 	url := "http://" + e.d.MetricsAddr().String() + "/metrics"
 	e.pmemVol("vol", 4*mib)                     // memory: its suspend is a cut
 	for _, name := range []string{"s1", "s2"} { // ORIGIN-real made, then there
-		var mu sync.Mutex
-		seen := map[string]float64{}
-		suspended := map[string]bool{}
-		reset := e.setFailStep(func(step string) error {
-			if step != "prepare-snapshot" && step != "resume-origin" {
-				return nil
-			}
-			cuts, ok := metricValue(scrapeHTTP(t, url), "daxsnap_dax_cuts")
-			in, err := e.c.Info(bg, "vol")
-			mu.Lock()
-			defer mu.Unlock()
-			if !ok {
-				cuts = -1
-			}
-			seen[step], suspended[step] = cuts, err != nil || in.Suspended
-			return nil
-		})
+		seen := e.watchHold(url, "vol", nil, "prepare-snapshot", "resume-origin")
 		e.snap("vol", name, withCOWSize(mib))
-		reset()
-		mu.Lock()
-		for _, step := range []string{"prepare-snapshot", "resume-origin"} {
-			if _, ok := seen[step]; !ok {
-				t.Fatalf("%s: the creation never reached step %s", name, step)
-			}
-		}
-		if seen["prepare-snapshot"] != 0 || suspended["prepare-snapshot"] {
+		seen.stop(name)
+		if seen.cuts["prepare-snapshot"] != 0 || seen.suspended["prepare-snapshot"] {
 			t.Errorf("%s: while the snapshot was prepared, daxsnap_dax_cuts = %v and vol suspended = %v; want no cut under way and vol running",
-				name, seen["prepare-snapshot"], suspended["prepare-snapshot"])
+				name, seen.cuts["prepare-snapshot"], seen.suspended["prepare-snapshot"])
 		}
-		if seen["resume-origin"] < 1 || !suspended["resume-origin"] {
+		if seen.cuts["resume-origin"] < 1 || !seen.suspended["resume-origin"] {
 			t.Errorf("%s: just before the origin's resume, daxsnap_dax_cuts = %v and vol suspended = %v; want the suspend's cut counted",
-				name, seen["resume-origin"], suspended["resume-origin"])
+				name, seen.cuts["resume-origin"], seen.suspended["resume-origin"])
 		}
-		mu.Unlock()
 		if s := e.snapList("vol"); len(s) == 0 || s[len(s)-1].Name != name || s[len(s)-1].State != wire.SnapshotActive {
 			t.Fatalf("snapshots after creating %s: %+v", name, s)
 		}
 	}
 	if cuts, _ := metricValue(scrapeHTTP(t, url), "daxsnap_dax_cuts"); cuts != 0 {
 		t.Errorf("daxsnap_dax_cuts = %v once every creation returned, want 0", cuts)
+	}
+}
+
+// holdWatch is what watchHold saw at each of its steps of a snapshot
+// verb: the daemon's count of cuts under way (daxsnap_dax_cuts, -1 if it
+// was not found) and whether the device watched was suspended.
+type holdWatch struct {
+	e         *env
+	steps     []string
+	reset     func()
+	cuts      map[string]float64
+	suspended map[string]bool
+}
+
+// watchHold notes, at each of steps (FailStep), whether dev is held:
+// the cuts under way (metrics at url) and dev's suspended flag; then it
+// calls then (if not nil) with that flag, still inside the step.
+func (e *env) watchHold(url, dev string, then func(step string, suspended bool), steps ...string) *holdWatch {
+	w := &holdWatch{e: e, steps: steps, cuts: map[string]float64{}, suspended: map[string]bool{}}
+	var mu sync.Mutex
+	w.reset = e.setFailStep(func(step string) error {
+		if !slices.Contains(steps, step) {
+			return nil
+		}
+		cuts, ok := metricValue(scrapeHTTP(e.t, url), "daxsnap_dax_cuts")
+		if !ok {
+			cuts = -1
+		}
+		in, err := e.c.Info(bg, dev)
+		held := err != nil || in.Suspended
+		mu.Lock()
+		w.cuts[step], w.suspended[step] = cuts, held
+		mu.Unlock()
+		if then != nil {
+			then(step, held)
+		}
+		return nil
+	})
+	return w
+}
+
+// stop ends the watch, once the verb it watched (what) has returned,
+// and fails the test unless it went through every step.
+func (w *holdWatch) stop(what string) {
+	w.e.t.Helper()
+	w.reset()
+	for _, step := range w.steps {
+		if _, ok := w.cuts[step]; !ok {
+			w.e.t.Fatalf("%s: the verb never reached step %s", what, step)
+		}
 	}
 }
 

@@ -34,14 +34,18 @@ func (h snapshotHost) CreateDevice(name string, opts dm.CreateOptions) (*dm.Devi
 	return dev, err
 }
 
-func (h snapshotHost) RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) error {
+func (h snapshotHost) RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) (release func() error, err error) {
 	d, name := h.d, dev.Name()
-	remove := func() error { return d.mgr.Remove(name, opts) }
-	err := d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
+	release = func() error { return nil }
+	remove := func() (err error) {
+		release, err = d.mgr.RemoveLater(name, opts)
+		return err
+	}
+	err = d.store.DeviceTransition(name, state.Op{Verb: "remove"}, remove, func() *state.Device { return d.record(dev) })
 	if _, gerr := d.mgr.Get(name); gerr == nil && opts.Deferred {
 		d.devs.updateNote(name, func(n *note) { n.degraded, n.keptLive = "", "" })
 	}
-	return err
+	return release, err
 }
 
 func (h snapshotHost) Lock(names ...string) (unlock func()) { return h.d.locks.lock(names...) }

@@ -488,7 +488,12 @@ func (d *Device) Holders() []HolderCount {
 }
 
 // destroy tears the device down; ctl must be held and the device idle.
-func (d *Device) destroy() error {
+func (d *Device) destroy() error { return closeTables(d.detach()) }
+
+// detach takes the device out of service (removed, no table, held I/O
+// let go to fail) and returns its tables, still open, for the caller to
+// close; ctl must be held and the device idle.
+func (d *Device) detach() []*Table {
 	if !d.suspended {
 		d.io.Lock()
 		d.suspended = true
@@ -498,10 +503,10 @@ func (d *Device) destroy() error {
 		d.guardRelease()
 		d.guardRelease = nil
 	}
-	var errs []error
+	var tables []*Table
 	for _, t := range []*Table{d.live, d.inactive} {
 		if t != nil {
-			errs = append(errs, t.Close())
+			tables = append(tables, t)
 		}
 	}
 	d.live, d.inactive = nil, nil
@@ -511,6 +516,15 @@ func (d *Device) destroy() error {
 	d.suspended = false
 	d.io.Unlock()
 	d.endSuspendCut()
+	return tables
+}
+
+// closeTables closes the tables a detach returned.
+func closeTables(tables []*Table) error {
+	var errs []error
+	for _, t := range tables {
+		errs = append(errs, t.Close())
+	}
 	return errors.Join(errs...)
 }
 

@@ -309,44 +309,69 @@ type RemoveOptions struct {
 // Deferred (removed on last close); Force first makes all its I/O fail.
 // The OnRemove subscribers run before Remove returns.
 func (m *Manager) Remove(name string, o RemoveOptions) error {
-	d, err := m.Get(name)
-	if err != nil {
-		return fmt.Errorf("remove %s", err)
-	}
-	removed, err := m.remove(d, name, o)
-	if removed {
-		m.gone(d)
+	release, err := m.RemoveLater(name, o)
+	if rerr := release(); rerr != nil {
+		return errors.Join(err, rerr)
 	}
 	return err
 }
 
-// remove is Remove of d, found by name; removed says whether d is gone.
-func (m *Manager) remove(d *Device, name string, o RemoveOptions) (removed bool, err error) {
+// RemoveLater is Remove, except that the release of the removed device's
+// tables (their targets' Close, and the devices those opened) and the
+// OnRemove subscribers wait for the returned function, which the caller
+// must call once, error or not (it does nothing when no device went).
+// Meanwhile the device is gone for everyone else: m no longer lists it,
+// and its verbs and I/O fail. The snapshot verbs remove a snapshot under
+// its suspended origin and release it only after the origin's resume, as
+// the kernel's do_resume destroys the old table after dm_resume: closing
+// a COW store and unmapping its memory is no part of the time the
+// origin's writers are held.
+func (m *Manager) RemoveLater(name string, o RemoveOptions) (release func() error, err error) {
+	d, err := m.Get(name)
+	if err != nil {
+		return func() error { return nil }, fmt.Errorf("remove %s", err)
+	}
+	tables, removed, err := m.remove(d, name, o)
+	var once sync.Once
+	return func() (cerr error) {
+		once.Do(func() {
+			if removed {
+				cerr = closeTables(tables)
+				m.gone(d)
+			}
+		})
+		return cerr
+	}, err
+}
+
+// remove is RemoveLater of d, found by name; removed says whether d is
+// gone, tables are its tables, left for the caller to close.
+func (m *Manager) remove(d *Device, name string, o RemoveOptions) (tables []*Table, removed bool, err error) {
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed.Load() || d.Name() != name { // removed, or renamed meanwhile
-		return false, fmt.Errorf("remove %s: %w", name, ErrNotFound)
+		return nil, false, fmt.Errorf("remove %s: %w", name, ErrNotFound)
 	}
 	if d.openCount > 0 {
 		if o.Force {
 			if err := d.wipeLocked(); err != nil {
-				return false, fmt.Errorf("remove --force %s: replace table with error: %w", name, err)
+				return nil, false, fmt.Errorf("remove --force %s: replace table with error: %w", name, err)
 			}
 		}
 		if o.Deferred {
 			d.deferred = true
-			return false, nil
+			return nil, false, nil
 		}
 		if o.Force {
-			return false, fmt.Errorf("remove --force %s: %w: its table is now `error` (every I/O fails), but it stays while open (open count %d): remove it again once closed, or with --deferred to remove it on last close",
+			return nil, false, fmt.Errorf("remove --force %s: %w: its table is now `error` (every I/O fails), but it stays while open (open count %d): remove it again once closed, or with --deferred to remove it on last close",
 				name, ErrBusy, d.openCount)
 		}
-		return false, fmt.Errorf("remove %s: %w: open count %d; close it first, or use --deferred to remove it on last close", name, ErrBusy, d.openCount)
+		return nil, false, fmt.Errorf("remove %s: %w: open count %d; close it first, or use --deferred to remove it on last close", name, ErrBusy, d.openCount)
 	}
 	m.mu.Lock()
 	delete(m.devs, name)
 	m.mu.Unlock()
-	return true, d.destroy()
+	return d.detach(), true, nil
 }
 
 // WipeTable replaces the live table with an `error` table of the same size

@@ -65,3 +65,48 @@ func TestManager_OnRemove(t *testing.T) {
 		t.Errorf("after unsubscribing the second: first heard %d removals, second %d; want 4 and 3", len(first), len(second))
 	}
 }
+
+// TestManager_RemoveLater: the device is gone at once (not listed, its
+// I/O failing) while its tables keep their devices open and the OnRemove
+// subscribers wait, until the release; a second release does nothing,
+// and a refused removal releases nothing.
+func TestManager_RemoveLater(t *testing.T) {
+	r := newRig(t)
+	var heard []string
+	r.m.OnRemove(func(d *dm.Device) { heard = append(heard, d.Name()) })
+	a := r.create(t, "a", "0 16 fake mem 0")
+	release, err := r.m.RemoveLater("a", dm.RemoveOptions{})
+	must(t, err)
+	if _, err := r.m.Get("a"); err == nil {
+		t.Error("the manager still lists a after RemoveLater")
+	}
+	if in := a.Info(); in.LiveTable || !a.Removed() {
+		t.Errorf("a after RemoveLater: live table %v, removed %v; want it torn down", in.LiveTable, a.Removed())
+	}
+	if _, err := a.ReadAt(make([]byte, 512), 0); err == nil {
+		t.Error("a read of a removed device succeeded")
+	}
+	if n := r.pool.Len(); n != 1 || len(heard) != 0 {
+		t.Fatalf("before the release: %d devices open, subscribers heard %v; want mem still open and none", n, heard)
+	}
+	must(t, release())
+	if n := r.pool.Len(); n != 0 || !slices.Equal(heard, []string{"a"}) {
+		t.Fatalf("after the release: %d devices open, subscribers heard %v; want none open and a", n, heard)
+	}
+	must(t, release())
+	if len(heard) != 1 {
+		t.Errorf("a second release ran the subscribers again: %v", heard)
+	}
+
+	b := r.create(t, "b", "0 16 fake mem 0")
+	must(t, b.Open())
+	release, err = r.m.RemoveLater("b", dm.RemoveOptions{})
+	if err == nil {
+		t.Fatal("RemoveLater of an open device succeeded")
+	}
+	must(t, release())
+	if n := r.pool.Len(); n != 1 || len(heard) != 1 || b.Removed() {
+		t.Errorf("after a refused removal's release: %d devices open, heard %v, removed %v; want b untouched", n, heard, b.Removed())
+	}
+	must(t, b.Close())
+}

@@ -45,8 +45,10 @@ type Host interface {
 	// state transition. The caller holds the locks of Lock and LockTables.
 	CreateDevice(name string, opts dm.CreateOptions) (*dm.Device, error)
 	// RemoveDevice removes dev with opts as a state transition, and drops
-	// what the daemon keeps of it once it is gone.
-	RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) error
+	// what the daemon keeps of it once it is gone. Its tables are released
+	// when the caller calls release (once, error or not; see
+	// dm.Manager.RemoveLater).
+	RemoveDevice(dev *dm.Device, opts dm.RemoveOptions) (release func() error, err error)
 	// Lock takes the name locks of names; LockTables, taken after them,
 	// the locks a table load takes, in the daemon's lock order.
 	Lock(names ...string) (unlock func())

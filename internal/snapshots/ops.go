@@ -48,6 +48,17 @@ var evenIfOpen = dm.RemoveOptions{Force: true, Deferred: true}
 // is open (evenIfOpen, or the zero options: refused as busy); a device
 // nobody has open is removed at once.
 func (mg *Manager) removeDevice(dev *dm.Device, opts dm.RemoveOptions) error {
+	release, err := mg.removeDeviceLater(dev, opts)
+	if rerr := release(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// removeDeviceLater is removeDevice, except that the release of dev's
+// tables waits for the returned function (see dm.Manager.RemoveLater),
+// which the caller calls once, error or not.
+func (mg *Manager) removeDeviceLater(dev *dm.Device, opts dm.RemoveOptions) (release func() error, err error) {
 	if dev.Info().OpenCount == 0 {
 		opts = dm.RemoveOptions{}
 	}
@@ -93,6 +104,24 @@ func (mg *Manager) wantedOriginTable(l originLayout, origin *dm.Device) (string,
 // settleOrigin gives a suspended origin the table wantedOriginTable says
 // and resumes it, then removes ORIGIN-real if nothing uses it any more.
 func (mg *Manager) settleOrigin(l originLayout, origin *dm.Device) error {
+	if err := mg.resumeOrigin(l, origin); err != nil {
+		return err
+	}
+	return mg.afterResume(l, origin)
+}
+
+// afterResume is the end of settleOrigin, once the origin runs: its
+// record, and ORIGIN-real removed if nothing uses it any more.
+func (mg *Manager) afterResume(l originLayout, origin *dm.Device) error {
+	if err := mg.recordMidOp(origin); err != nil {
+		return err
+	}
+	return mg.dropUnusedReal(l)
+}
+
+// resumeOrigin gives a suspended origin the table wantedOriginTable says
+// and resumes it.
+func (mg *Manager) resumeOrigin(l originLayout, origin *dm.Device) error {
 	want, err := mg.wantedOriginTable(l, origin)
 	if err != nil {
 		return errors.Join(err, origin.Resume())
@@ -102,13 +131,7 @@ func (mg *Manager) settleOrigin(l originLayout, origin *dm.Device) error {
 			return errors.Join(fmt.Errorf("load %s with %q: %w", l.origin, want, err), origin.Resume())
 		}
 	}
-	if err := origin.Resume(); err != nil {
-		return err
-	}
-	if err := mg.recordMidOp(origin); err != nil {
-		return err
-	}
-	return mg.dropUnusedReal(l)
+	return origin.Resume()
 }
 
 // recordMidOp rewrites a device's record with its tables as they are now,

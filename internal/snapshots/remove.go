@@ -90,11 +90,26 @@ func (mg *Manager) doRemove(op string, l originLayout, s snapView, origin *dm.De
 			return errors.Join(fmt.Errorf("%s: remove the failed merge device %s: %w", op, l.merge, err), origin.Resume())
 		}
 	}
-	if err := mg.removeDevice(s.dev, dm.RemoveOptions{}); err != nil {
-		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume())
+	release, err := mg.removeDeviceLater(s.dev, dm.RemoveOptions{})
+	if err != nil {
+		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume(), release())
 	}
-	if err := mg.settleOrigin(l, origin); err != nil {
-		return fmt.Errorf("%s: %s is removed, but giving %s its table back failed: %w", op, s.name, l.origin, err)
+	resumed := mg.resumeOrigin(l, origin)
+	// The snapshot's tables let go (its COW store closes, its memory is
+	// unmapped) only once the origin runs again, as the kernel destroys
+	// the old table after the resume: the origin's writers are not held
+	// for it. Only the origin's copy-before-write still reaches the
+	// snapshot meanwhile, and the COW's close waits for it. ORIGIN-real
+	// can go only after it (afterResume).
+	released := errors.Join(mg.fault("release-snapshot"), release())
+	if resumed == nil {
+		resumed = mg.afterResume(l, origin)
+	}
+	if resumed != nil {
+		return fmt.Errorf("%s: %s is removed, but giving %s its table back failed: %w", op, s.name, l.origin, errors.Join(resumed, released))
+	}
+	if released != nil {
+		return fmt.Errorf("%s: %s is removed, but closing its COW failed: %w", op, s.name, released)
 	}
 	return mg.removeOwnedCOW(s.line.COW)
 }
