@@ -53,7 +53,9 @@
 // table's stacking (no loop) until the table is in place, before the
 // device's ctl; while it is held, the check takes the ctl of the devices
 // below, one at a time. Stacked devices take ctl top-down too: a table
-// closing releases its open of the device below under the upper ctl.
+// closing releases its open of the device below under the upper ctl,
+// except the tables of a removed device that RemoveLater's release
+// closes, without it: nothing else reaches those any more.
 //
 // The OnRemove subscribers run after a removal, with neither the
 // removed device's locks nor the Manager's mu held, but possibly with

@@ -29,11 +29,12 @@ type Manager struct {
 }
 
 // OnRemove subscribes f to the removals of m's devices: f(d) runs once d
-// is gone (Remove, the last close of a device whose removal was
-// deferred, a Create whose table failed): m no longer lists it, its
-// tables are closed and its verbs fail with ErrNotFound. Layers that keep
-// state per device (sessions, exports, the daemon) drop it in f, so a
-// removed device is not pinned for the manager's lifetime.
+// is gone (Remove, the release of a RemoveLater, the last close of a
+// device whose removal was deferred, a Create whose table failed): m no
+// longer lists it, its tables are closed and its verbs fail with
+// ErrNotFound. Layers that keep state per device (sessions, exports, the
+// daemon) drop it in f, so a removed device is not pinned for the
+// manager's lifetime.
 //
 // f runs once per removed device, on the goroutine that removed it,
 // after every subscriber before it, with neither m's lock nor d's held.
