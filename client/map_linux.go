@@ -161,10 +161,7 @@ func (c *Client) mapOnce(ctx context.Context, m *Mapping) error {
 	if ufd != nil {
 		// The daemon gets its own copy; the library keeps one, so that the
 		// protection outlives the daemon's (see adoptAll).
-		cerr := ufd.Control(func(raw int) {
-			armed.Armed.ClientFD = raw // for a daemon that adopts the mapping without the library
-			ans, fds, err = c.exchange(ctx, l, armed, raw)
-		})
+		cerr := ufd.Control(func(raw int) { ans, fds, err = c.exchange(ctx, l, armed, raw) })
 		if err == nil {
 			err = cerr
 		}
@@ -271,10 +268,7 @@ func (c *Client) adopt(ctx context.Context, l *link, m *Mapping) error {
 	var fds []int
 	var err error
 	if u != nil {
-		if cerr := u.Control(func(raw int) {
-			msg.Adopt.Armed.ClientFD = raw
-			ans, fds, err = c.exchange(ctx, l, msg, raw)
-		}); cerr != nil {
+		if cerr := u.Control(func(raw int) { ans, fds, err = c.exchange(ctx, l, msg, raw) }); cerr != nil {
 			return nil // closed meanwhile: the mapping is gone
 		}
 	} else {

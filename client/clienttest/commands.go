@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -34,17 +33,7 @@ type child struct {
 	// loop runs until halt, then sends its answer on looped.
 	halt   atomic.Bool
 	looped chan string
-	// copied closes when the background copy is done.
-	copied chan struct{}
 }
-
-// pagePattern is what copy stores: a page of 0x5a.
-var pagePattern = func() (p [pageSize]byte) {
-	for i := range p {
-		p[i] = 0x5a
-	}
-	return p
-}()
 
 // command is one line of the protocol.
 type command struct {
@@ -219,35 +208,6 @@ var commands = map[string]command{
 		run: func(ch *child, a args) (string, error) { return forkTouch(ch.m.Bytes()[a.int(0):]), nil }},
 	"unmap": {usage: "unmap", doc: "close the mapping", mapped: true,
 		run: func(ch *child, _ args) (string, error) { return "", ch.m.Close() }},
-	"gc-percent": {usage: "gc-percent N", doc: "debug.SetGCPercent(N): -1 turns garbage collection off, 100 is Go's default",
-		run: func(ch *child, a args) (string, error) {
-			debug.SetGCPercent(int(a.int(0)))
-			return "", nil
-		}},
-	"copy": {usage: "copy OFF", doc: "copy a page of 0x5a to OFF with copy (runtime.memmove, which the runtime cannot preempt), in the background; answers at once", mapped: true,
-		run: func(ch *child, a args) (string, error) {
-			mem, off := ch.m.Bytes(), a.int(0)
-			done := make(chan struct{})
-			ch.copied = done
-			go func() {
-				defer close(done)
-				copy(mem[off:off+pageSize], pagePattern[:])
-			}()
-			return "", nil
-		}},
-	"copied": {usage: "copied", doc: "wait for the background copy to complete",
-		run: func(ch *child, _ args) (string, error) {
-			if ch.copied == nil {
-				return "", errors.New("copied: no copy started")
-			}
-			<-ch.copied
-			return "", nil
-		}},
-	"gc": {usage: "gc", doc: "runtime.GC(): a collection, with its stops of the world; answers once it is done",
-		run: func(ch *child, _ args) (string, error) {
-			runtime.GC()
-			return "", nil
-		}},
 	"quit": {usage: "quit", doc: "close the session and exit",
 		run: func(ch *child, _ args) (string, error) { return "", errQuit }},
 }
@@ -255,6 +215,15 @@ var commands = map[string]command{
 // Main runs the client side: it dials the socket Start gave and serves
 // commands on stdin until "quit" or end of input; it returns the exit status.
 func Main() int {
+	// No garbage collection in the child: a store blocked on a protected
+	// page that the Go runtime cannot preempt (runtime.memmove, or an
+	// atomic store under -race, which runs in the race runtime) blocks a
+	// GC's stop-the-world, and while no daemon runs (the tests kill it)
+	// nothing resolves that fault, because the library's reconnection is
+	// stopped too: the child hangs for good. docs/dax.md ("Daemon
+	// restarts") describes this limitation of Go programs; the tests that
+	// kill the daemon under writers hit it about once in a few CI runs.
+	debug.SetGCPercent(-1)
 	ctx := context.Background()
 	c, err := client.Dial(ctx, os.Getenv(childEnv))
 	if err != nil {

@@ -206,9 +206,6 @@ func formatSessions(w io.Writer, sessions []wire.DAXSession) {
 			}
 			fmt.Fprintf(w, "%-8d %-6d %-16s %12d %12d %-4s %8d %6d\n", s.PID, s.UID, m.Device, m.Offset, m.Length, mode, m.Faults, m.Held)
 		}
-		if s.Orphan {
-			fmt.Fprintf(w, "pid %d: held for the process, taken over when the daemon started: its library has not reconnected yet\n", s.PID)
-		}
 		for _, p := range s.Problems {
 			fmt.Fprintf(w, "pid %d: PROBLEM: %s\n", s.PID, p)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -19,11 +18,6 @@ import (
 // SessionSocketName is the DAX session socket (client.Dial) in the state
 // directory.
 const SessionSocketName = "dax.sock"
-
-// MappingRecordsName is the directory, in the runtime directory, of the
-// records with which a restarted daemon takes DAX mappings over without
-// their programs (session.Config.Records).
-const MappingRecordsName = "dax-mappings"
 
 // SessionSocketPath is the DAX session socket.
 func (d *Daemon) SessionSocketPath() string { return SessionSocketPathIn(d.cfg.RuntimeDir) }
@@ -45,7 +39,6 @@ func (d *Daemon) DAXAudit() []session.Problem { return d.sessions.audit() }
 // recalls their mappings of a device whose memory moves.
 type daxSessions struct {
 	path          string
-	records       string // the mappings' records, for the next daemon (session.Config.Records)
 	recallTimeout time.Duration
 	log           *slog.Logger
 	mgr           *dm.Manager
@@ -57,7 +50,7 @@ type daxSessions struct {
 }
 
 func newDAXSessions(d *Daemon) *daxSessions {
-	return &daxSessions{path: d.SessionSocketPath(), records: filepath.Join(d.cfg.RuntimeDir, MappingRecordsName), recallTimeout: d.cfg.RecallTimeout, log: d.log,
+	return &daxSessions{path: d.SessionSocketPath(), recallTimeout: d.cfg.RecallTimeout, log: d.log,
 		mgr: d.mgr, auth: d.authz, metrics: d.metrics, host: d, ck: ckHooks{d}}
 }
 
@@ -68,7 +61,7 @@ func (s *daxSessions) start() error {
 		return fmt.Errorf("socket path %s is %d bytes, over the %d a unix socket allows: use a shorter --state (or --runtime-dir) directory", path, len(path), maxSocketPath)
 	}
 	srv, err := session.Listen(session.Config{Socket: path, Lookup: s.lookupForMap, OnRemove: s.mgr.OnRemove, Log: s.log, Authorize: s.auth.authorizeMap, AuthorizeFile: s.auth.authorizeMapFile,
-		Durability: s.ck.mapDurability, Persist: s.ck.persist, Records: s.records})
+		Durability: s.ck.mapDurability, Persist: s.ck.persist})
 	if err != nil {
 		return err
 	}
@@ -169,7 +162,7 @@ func (d sessionService) Sessions(ctx context.Context) ([]wire.DAXSession, error)
 	}
 	out := []wire.DAXSession{}
 	for _, s := range d.DAXSessions() {
-		ws := wire.DAXSession{PID: s.PID, UID: s.UID, Started: s.Started, Problems: problems[s.PID], Mappings: []wire.DAXMapping{}, Orphan: s.Orphan}
+		ws := wire.DAXSession{PID: s.PID, UID: s.UID, Started: s.Started, Problems: problems[s.PID], Mappings: []wire.DAXMapping{}}
 		for _, m := range s.Mappings {
 			ws.Mappings = append(ws.Mappings, wire.DAXMapping{Device: m.Device, Offset: m.Offset, Length: m.Length,
 				Addr: m.Addr, Write: m.Write, Faults: m.Faults, Held: m.Held, OutlivesDaemon: m.OutlivesDaemon, Adopted: m.Adopted})

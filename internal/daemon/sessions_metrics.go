@@ -34,14 +34,13 @@ var (
 	descDAXRecallNo = prometheus.NewDesc("daxsnap_dax_recall_failures_total", "Recalled mappings not given back (the change was refused as busy).", nil, nil)
 	descDAXRecallS  = prometheus.NewDesc("daxsnap_dax_recall_seconds_total", "Time recalls took.", nil, nil)
 	descDAXAdopted  = prometheus.NewDesc("daxsnap_dax_adopted_total", "Mappings made with an earlier daemon and taken over after a restart.", nil, nil)
-	descDAXOrphans  = prometheus.NewDesc("daxsnap_dax_orphans_total", "Of the mappings adopted, those the daemon took over from their records when it started, without their programs.", nil, nil)
 	descDAXLatency  = prometheus.NewDesc("daxsnap_dax_fault_seconds", "Handler time per resolved fault, from reading it to waking the writer.", nil, nil)
 )
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDAXSessions, descDAXMappings, descDAXFaults, descDAXHeld, descDAXRepeats, descDAXHeldSecs,
 		descDAXCOW, descDAXCOWBytes, descDAXSweeps, descDAXSweepSec, descDAXErrors, descDAXRefused, descDAXLatency,
-		descDAXRecalls, descDAXRecallNo, descDAXRecallS, descDAXAdopted, descDAXOrphans,
+		descDAXRecalls, descDAXRecallNo, descDAXRecallS, descDAXAdopted,
 		descDAXSweepMax, descDAXHoldSec, descDAXHoldMax, descDAXCutHeld, descDAXCutMax, descDAXCuts, descDAXReprot, descDAXRounds} {
 		ch <- d
 	}
@@ -78,7 +77,6 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDAXErrors, float64(st.HandlerErrors.Load()))
 	counter(descDAXRefused, float64(st.Refusals.Load()))
 	counter(descDAXAdopted, float64(st.Adopted.Load()))
-	counter(descDAXOrphans, float64(st.Orphans.Load()))
 	buckets := map[float64]uint64{}
 	var count uint64
 	for i, le := range session.FaultBuckets {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/daxsnap/daxsnap/internal/access"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -53,18 +55,9 @@ func (x *session) adopt(m wire.SessionMsg, fds []int) error {
 	if err := x.srv.fenced(via); err != nil {
 		return bad(wire.CodeRetry, err)
 	}
-	gr := &grant{dev: dev, via: via, files: files, mem: mem, req: a.Map, page: g.PageSize, wp: g.WriteProtect, pieces: a.Pieces, ids: a.Files}
-	// A mapping this daemon took over from its record while the program
-	// could not (records.go) is the program's again: the hold ends (the
-	// handler stops, the daemon's copy of the userfaultfd is closed; the
-	// program's keeps the range protected) and it is installed below as
-	// any adopted mapping is.
-	how := adoptedMap
-	if x.srv.takeOver(x.pid, m.ID, a) {
-		how = reclaimed
-	}
+	gr := &grant{dev: dev, via: via, files: files, mem: mem, req: a.Map, page: g.PageSize, wp: g.WriteProtect}
 	armed := a.Armed
-	if err := x.install(m.ID, gr, &armed, fds, how); err != nil {
+	if err := x.install(m.ID, gr, &armed, fds, adoptedMap); err != nil {
 		return err
 	}
 	x.srv.log.Info("adopted a mapping made with an earlier daemon",
@@ -78,9 +71,13 @@ func samePieces(g *wire.MapGrant, fds []int, a *wire.MapAdopt) error {
 	if len(a.Pieces) != len(g.Pieces) {
 		return fmt.Errorf("the device's table puts the range in %d pieces now, the client mapped %d: its memory moved", len(g.Pieces), len(a.Pieces))
 	}
-	ids, err := fileIDs(fds)
-	if err != nil {
-		return err
+	ids := make([]wire.FileID, len(fds))
+	for i, fd := range fds {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("stat the memory file: %w", err)
+		}
+		ids[i] = wire.FileID{Dev: st.Dev, Ino: st.Ino}
 	}
 	for i, p := range g.Pieces {
 		q := a.Pieces[i]

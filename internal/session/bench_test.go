@@ -1,7 +1,6 @@
 package session_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,10 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/daxsnap/daxsnap/client"
 	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/dm"
-	"github.com/daxsnap/daxsnap/internal/session"
 )
 
 // BenchmarkFirstWriteAfterSnapshot: a client process stores once into
@@ -374,44 +371,5 @@ func benchSuspend(b *testing.B, mapped int64) {
 	if c != nil {
 		b.ReportMetric(float64(maxWait.Microseconds())/1e3, "max-wait-ms")
 		c.Do("quit")
-	}
-}
-
-// BenchmarkMap: one Map and Close of a writable 1 MiB mapping of a volume
-// with a snapshot, in the test process, without and with the records
-// that let a restarted daemon take mappings over without their programs
-// (Config.Records: a file written at arm, removed at unmap).
-func BenchmarkMap(b *testing.B) {
-	for _, records := range []bool{false, true} {
-		b.Run(fmt.Sprintf("records=%v", records), func(b *testing.B) {
-			var configure func(*session.Config)
-			if records {
-				// On tmpfs, as the runtime directory (/run) is.
-				dir, err := os.MkdirTemp("/dev/shm", "daxsnap-records-")
-				if err != nil {
-					b.Skipf("no tmpfs at /dev/shm: %v", err)
-				}
-				b.Cleanup(func() { os.RemoveAll(dir) })
-				configure = recordsIn(dir)
-			}
-			r := newRigWith(b, 4*mib, configure, "mem", "cow")
-			vol := r.create(b, "vol", fmt.Sprintf("0 %d snapshot-origin %s\n", sectors, r.path("mem")))
-			r.takeSnapshot(b, "snap", "cow", vol)
-			c, err := client.Dial(context.Background(), r.srv.Socket())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			b.ResetTimer()
-			for range b.N {
-				m, err := c.Map(context.Background(), "vol", client.MapOptions{Length: volSize, Write: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := m.Close(); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }

@@ -37,9 +37,6 @@ type mapping struct {
 
 	mu   sync.Mutex
 	addr uintptr // moves with an mremap of the whole range
-	// record is the file that lets a later daemon adopt the mapping
-	// without its program ("": none; records.go).
-	record string
 
 	faults, held atomic.Int64
 	resolved     atomic.Int64 // faults resolved: un-protected, and noted in a sweep (Hooks.Sweep)
@@ -350,7 +347,6 @@ func (m *mapping) detach() {
 		delete(ds.maps, m)
 		ds.mapsMu.Unlock()
 	}
-	m.dropRecord()
 	m.closeOnce.Do(func() {
 		if m.gone != nil {
 			close(m.gone)
@@ -395,7 +391,7 @@ func (m *mapping) handle() {
 			if !errors.Is(err, uffd.ErrClosed) {
 				srv.stats.HandlerErrors.Add(1)
 				srv.log.Error("fault handler stops", append(m.sess.log(), "device", m.dev.Name(), "err", err)...)
-				m.sess.end() // its mappings are released
+				m.sess.conn.Close() // end the session: its mappings are released
 			}
 			return
 		}

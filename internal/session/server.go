@@ -63,12 +63,6 @@ type Config struct {
 	Persist func(ctx context.Context, dev *dm.Device) error
 	// Hooks are test knobs; production leaves them zero.
 	Hooks Hooks
-	// Records is the directory where the server keeps a record of each
-	// write-protected mapping, with which the next server takes the
-	// mapping over without its program's help (records.go); "": no
-	// records. A directory cleared at boot (the runtime directory) fits:
-	// the records name processes.
-	Records string
 	// MaxPending bounds the grants one session may hold that its client
 	// has not armed yet; further map requests are refused (CodeNoSpace)
 	// until it arms or unmaps some. 0 means DefaultMaxPending.
@@ -158,11 +152,8 @@ type Server struct {
 
 // Stats are the server's counters since it started.
 type Stats struct {
-	Sessions, Maps atomic.Int64 // sessions and mappings ever opened
-	// Adopted counts the mappings made with an earlier daemon that this
-	// one took over (adopt.go), each once: Orphans those of them it took
-	// over from their records, without their programs (records.go).
-	Adopted, Orphans        atomic.Int64
+	Sessions, Maps          atomic.Int64 // sessions and mappings ever opened
+	Adopted                 atomic.Int64 // of the mappings, those made with an earlier daemon (adopt.go)
 	Faults, Held            atomic.Int64 // write faults read; of them, held by a cut
 	Repeats                 atomic.Int64 // of them, repeats of a held fault (the writer took a signal), not held again
 	Prepared, PreparedBytes atomic.Int64 // copy-before-write steps run, and the bytes they covered
@@ -287,9 +278,6 @@ func (s *Server) Serve() error {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	// Before the first session: a program's adopt must find the mapping
-	// held for it, not install it beside the held one.
-	s.adoptOrphans()
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
@@ -326,7 +314,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	err := s.ln.Close()
 	for _, x := range sessions {
-		x.end()
+		x.conn.Close()
 	}
 	s.wg.Wait()
 	s.closeMu.Lock()
@@ -343,7 +331,7 @@ func (s *Server) start(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	x := &session{srv: s, conn: c, pid: int(cred.Pid), uid: cred.Uid, started: time.Now(), maps: map[uint64]*mapping{}, token: newToken(),
+	x := &session{srv: s, conn: c, pid: int(cred.Pid), uid: cred.Uid, started: time.Now(), maps: map[uint64]*mapping{},
 		peer: access.Peer{PID: int(cred.Pid), UID: cred.Uid, GID: cred.Gid}}
 	s.mu.Lock()
 	if s.closed {
@@ -469,9 +457,6 @@ type Info struct {
 	UID      uint32        `json:"uid"`
 	Started  time.Time     `json:"started"`
 	Mappings []MappingInfo `json:"mappings"`
-	// Orphan: the server holds the mappings for the process, which has
-	// not reconnected since the daemon restarted (records.go).
-	Orphan bool `json:"orphan,omitempty"`
 }
 
 // MappingInfo describes one mapping of a session.

@@ -28,14 +28,6 @@ type session struct {
 	uid     uint32
 	peer    access.Peer // uid, gid, supplementary groups: what Authorize checks
 	started time.Time
-	// token names the session in its mappings' records (records.go);
-	// procStart is the process's start time (0: unknown), against pid
-	// reuse. orphan is set for a session the server made itself for a
-	// process whose mappings it took over without it (records.go): it
-	// has no connection.
-	token     uint64
-	procStart uint64
-	orphan    *orphan
 
 	sendMu sync.Mutex // answers and recalls come from different goroutines
 
@@ -54,10 +46,6 @@ type grant struct {
 	req   wire.MapReq
 	page  int64
 	wp    bool
-	// pieces and ids describe what the client maps (the grant's pieces
-	// and the identity of their files), for the mapping's record.
-	pieces []wire.MapPiece
-	ids    []wire.FileID
 }
 
 func (x *session) log() []any { return []any{"pid", x.pid, "uid", x.uid} }
@@ -66,9 +54,6 @@ func (x *session) log() []any { return []any{"pid", x.pid, "uid", x.uid} }
 func (x *session) serve() {
 	defer x.release()
 	x.learnGroups()
-	if x.srv.cfg.Records != "" {
-		x.procStart, _ = procStart(x.pid)
-	}
 	buf := make([]byte, wire.MaxSessionPacket)
 	for {
 		m, fds, err := wire.RecvSession(x.conn, buf)
@@ -86,10 +71,6 @@ func (x *session) serve() {
 }
 
 func (x *session) send(m wire.SessionMsg, fds ...int) error {
-	if x.conn == nil {
-		closeAll(fds)
-		return errNoProgram
-	}
 	x.sendMu.Lock()
 	defer x.sendMu.Unlock()
 	return wire.SendSession(x.conn, m, fds...)
@@ -186,14 +167,7 @@ func (x *session) grant(id uint64, req wire.MapReq) error {
 		dup = true
 	}
 	if !dup {
-		gr := &grant{dev: dev, via: via, files: files, mem: mem, req: req, page: g.PageSize, wp: g.WriteProtect}
-		if g.WriteProtect && x.srv.cfg.Records != "" {
-			gr.pieces = g.Pieces
-			if gr.ids, err = fileIDs(fds); err != nil {
-				x.srv.log.Warn("no record of the mapping: the next daemon cannot adopt it without its program", append(x.log(), "device", req.Device, "err", err)...)
-			}
-		}
-		x.pending[id] = gr
+		x.pending[id] = &grant{dev: dev, via: via, files: files, mem: mem, req: req, page: g.PageSize, wp: g.WriteProtect}
 	}
 	x.mu.Unlock()
 	if dup {
@@ -360,13 +334,15 @@ type arming int
 const (
 	armedNow   arming = iota // granted and armed with this daemon
 	adoptedMap               // made with an earlier daemon, adopted by this one
-	orphaned                 // made with an earlier daemon, adopted from its record without its program (records.go)
-	reclaimed                // adopted by its program from this daemon's hold (orphaned before, so counted)
 )
 
 // install checks where the client mapped grant g (armed, with the
-// userfaultfd in fds), then places the mapping (place) and says ready.
+// userfaultfd in fds), then indexes, protects and handles the mapping and
+// says ready. An adopted mapping (made with an earlier daemon) has
+// writers the old daemon may have left waiting: they are woken once the
+// mapping is handled again, and fault anew where it is protected.
 func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, how arming) error {
+	adopted := how == adoptedMap
 	bad := func(code string, err error) error {
 		closeAll(fds)
 		return x.refuse(id, code, err)
@@ -379,35 +355,20 @@ func (x *session) install(id uint64, g *grant, armed *wire.MapArmed, fds []int, 
 	case !g.wp && len(fds) != 0:
 		return bad(wire.CodeInvalidArgument, fmt.Errorf("armed mapping id %d: unexpected descriptors", id))
 	}
-	var u *uffd.FD
+	mp := &mapping{sess: x, id: id, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(armed.Addr),
+		write: g.req.Write, page: g.page, files: g.files, mem: g.mem, keep: armed.Keep, adopted: adopted, done: make(chan struct{}), gone: make(chan struct{})}
 	if g.wp {
-		var err error
-		if u, err = uffd.FromFD(fds[0]); err != nil {
+		u, err := uffd.FromFD(fds[0])
+		if err != nil {
 			return x.refuse(id, wire.CodeInvalidArgument, err)
 		}
+		mp.uffd = u
 	}
-	if code, err := x.place(id, g, armed, u, how, ""); err != nil {
-		return x.refuse(id, code, err)
-	}
-	return x.send(wire.SessionMsg{Op: wire.OpReady, ID: id})
-}
-
-// place indexes, protects and handles the mapping of grant g at armed
-// with userfaultfd u (nil: none; place owns it), and keeps its record
-// (records.go): rec, the record it was adopted from, or a new one. On
-// failure it returns the error's wire code. An adopted mapping (made with
-// an earlier daemon) has writers the old daemon may have left waiting:
-// they are woken once the mapping is handled again, and fault anew where
-// it is protected.
-func (x *session) place(id uint64, g *grant, armed *wire.MapArmed, u *uffd.FD, how arming, rec string) (string, error) {
-	adopted := how != armedNow
-	mp := &mapping{sess: x, id: id, dev: g.dev, off: g.req.Offset, n: g.req.Length, addr: uintptr(armed.Addr), uffd: u,
-		write: g.req.Write, page: g.page, files: g.files, mem: g.mem, keep: armed.Keep, adopted: adopted, done: make(chan struct{}), gone: make(chan struct{})}
 	for _, d := range append([]*dm.Device{g.dev}, g.via...) {
 		ds := x.srv.trackDevice(d)
 		if ds == nil {
 			mp.drop()
-			return wire.CodeNotFound, fmt.Errorf("armed mapping id %d of %s: device %s was removed since the map request", id, g.req.Device, d.Name())
+			return x.refuse(id, wire.CodeNotFound, fmt.Errorf("armed mapping id %d of %s: device %s was removed since the map request", id, g.req.Device, d.Name()))
 		}
 		if d == g.dev {
 			mp.ds = ds
@@ -419,12 +380,12 @@ func (x *session) place(id uint64, g *grant, armed *wire.MapArmed, u *uffd.FD, h
 	slices.SortFunc(mp.dss, func(a, b *devState) int { return cmp.Compare(a.seq, b.seq) })
 	if err := g.dev.Open(); err != nil {
 		mp.drop()
-		return codeOf(err), err
+		return x.refuse(id, codeOf(err), err)
 	}
 	mp.opened = true
 	if err := mp.attach(); err != nil {
 		mp.drop()
-		return codeOf(err), err
+		return x.refuse(id, codeOf(err), err)
 	}
 	if adopted && mp.uffd != nil {
 		// A fault the old daemon read but never resolved keeps its writer
@@ -433,7 +394,7 @@ func (x *session) place(id uint64, g *grant, armed *wire.MapArmed, u *uffd.FD, h
 		// and this daemon's handler resolves it.
 		if err := mp.uffd.Wake(mp.base(), uintptr(mp.n)); err != nil && !gone(err) {
 			mp.drop()
-			return wire.CodeInternal, fmt.Errorf("wake the writers of adopted mapping %d of %s: %w", id, g.req.Device, err)
+			return x.refuse(id, wire.CodeInternal, fmt.Errorf("wake the writers of adopted mapping %d of %s: %w", id, g.req.Device, err))
 		}
 	}
 	x.mu.Lock()
@@ -444,24 +405,13 @@ func (x *session) place(id uint64, g *grant, armed *wire.MapArmed, u *uffd.FD, h
 	x.mu.Unlock()
 	if dup {
 		mp.drop()
-		return wire.CodeExists, fmt.Errorf("mapping id %d is already in use in this session", id)
+		return x.refuse(id, wire.CodeExists, fmt.Errorf("mapping id %d is already in use in this session", id))
 	}
-	if how != reclaimed { // counted when this daemon took it over
-		x.srv.stats.Maps.Add(1)
-	}
-	switch how {
-	case adoptedMap:
+	x.srv.stats.Maps.Add(1)
+	if adopted {
 		x.srv.stats.Adopted.Add(1)
-	case orphaned:
-		x.srv.stats.Adopted.Add(1)
-		x.srv.stats.Orphans.Add(1)
 	}
-	if rec != "" {
-		mp.keepRecord(rec)
-	} else {
-		x.record(mp, g, armed)
-	}
-	return "", nil
+	return x.send(wire.SessionMsg{Op: wire.OpReady, ID: id})
 }
 
 // forget removes mapping m from the session's list (it was unmapped).
@@ -470,18 +420,12 @@ func (x *session) forget(id uint64, m *mapping) {
 	if x.maps[id] == m {
 		delete(x.maps, id)
 	}
-	empty := len(x.maps) == 0
 	x.mu.Unlock()
-	if empty && x.orphan != nil {
-		x.orphan.end() // nothing left to hold for the program
-	}
 }
 
 // release drops every mapping of the session and closes its connection.
 func (x *session) release() {
-	if x.conn != nil {
-		x.conn.Close()
-	}
+	x.conn.Close()
 	x.mu.Lock()
 	maps := x.maps
 	x.maps = map[uint64]*mapping{}
@@ -493,7 +437,7 @@ func (x *session) release() {
 }
 
 func (x *session) info() Info {
-	in := Info{PID: x.pid, UID: x.uid, Started: x.started, Orphan: x.orphan != nil}
+	in := Info{PID: x.pid, UID: x.uid, Started: x.started}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, mp := range x.maps {

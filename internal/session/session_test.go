@@ -189,7 +189,7 @@ func newRigWith(t testing.TB, size int64, configure func(*session.Config), files
 
 func (r *rig) path(f string) string { return filepath.Join(r.dir, f) }
 
-func (r *rig) create(t testing.TB, name, table string) *dm.Device {
+func (r *rig) create(t *testing.T, name, table string) *dm.Device {
 	t.Helper()
 	d, err := r.m.Create(name, dm.CreateOptions{Table: table})
 	if err != nil {
@@ -215,7 +215,7 @@ func word(b []byte, page int) uint64 { return binary.LittleEndian.Uint64(b[page*
 // takeSnapshot takes a transient snapshot of the origin file with 4 KiB
 // chunks: its activation makes the consistent cut of the origin's
 // mappings (dm.ActivationCutter, Server.Cut).
-func (r *rig) takeSnapshot(t testing.TB, name, cow string, origin *dm.Device) *dm.Device {
+func (r *rig) takeSnapshot(t *testing.T, name, cow string, origin *dm.Device) *dm.Device {
 	t.Helper()
 	return r.create(t, name, fmt.Sprintf("0 %d snapshot %s %s N 8\n", sectors, r.path("mem"), r.path(cow)))
 }

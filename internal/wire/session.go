@@ -154,11 +154,6 @@ type MapArmed struct {
 	// mapping stays protected when the daemon goes, and hands the mapping
 	// to the next daemon (OpAdopt): a stop need not wait for it.
 	Keep bool `json:"keep,omitempty"`
-	// ClientFD is the number of the client's own descriptor of the
-	// userfaultfd (0: not said, an older client). A later daemon takes
-	// it from the process (pidfd_getfd) to adopt the mapping without the
-	// client's help, should the client be unable to hand it over.
-	ClientFD int `json:"client_fd,omitempty"`
 }
 
 // MapAdopt asks a daemon to take over a mapping an earlier daemon granted

@@ -12,10 +12,6 @@ type DAXSession struct {
 	// Problems are the audit's findings: mappings whose pages lack the
 	// userfaultfd write-protect flag in the process (smaps "uw").
 	Problems []string `json:"problems,omitempty"`
-	// Orphan: the daemon took the mappings over from their records when
-	// it started, without the process, whose library has not reconnected
-	// yet (docs/dax.md, "Daemon restarts").
-	Orphan bool `json:"orphan,omitempty"`
 }
 
 // DAXMapping is one mapped range of a device in a session.
