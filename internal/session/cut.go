@@ -129,11 +129,12 @@ func (s *Server) Cut(mem []dm.MemRange, why string) (end func()) {
 	}
 	// Phase 1: the sweep, writers running.
 	for i, m := range sweep {
+		before := m.resolved.Load()
 		if err := m.protectAll(); err != nil {
 			fail(m, err)
 		}
 		if h := s.cfg.Hooks.Sweep; h != nil {
-			h(i+1, m.resolved.Load)
+			h(i+1, func() int64 { return m.resolved.Load() - before })
 		}
 	}
 	// Further rounds while protecting the noted ranges again would hold

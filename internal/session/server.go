@@ -75,8 +75,9 @@ type Config struct {
 type Hooks struct {
 	// Sweep runs in a cut after each mapping it write-protected
 	// (protected counts them so far), with a reader of the write faults
-	// on that mapping resolved so far: un-protected, and noted in the
-	// sweep (a count of arrivals would run ahead of the notes).
+	// on that mapping resolved since its protection began: un-protected,
+	// and noted in the sweep (a count of arrivals would run ahead of the
+	// notes). Writers may fault between the pieces of its protection.
 	Sweep func(protected int, resolved func() int64)
 	// BrokenCut, while it reports true, makes a write fault during a cut
 	// resolve at once instead of waiting for the cut's end, and the held
