@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/daxsnap/daxsnap/internal/persist"
+	"github.com/daxsnap/daxsnap/internal/rawsys"
 )
 
 // memory is a memory region mapped MAP_SHARED into the daemon: a file on
@@ -158,7 +160,7 @@ func (m *memory) WriteFileAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
-	return m.fileRW("write", filePwrite, p, off)
+	return m.fileRW("write", rawsys.Pwrite, p, off)
 }
 
 // ReadFileAt reads p at off with pread (see FileReader), or as ReadAt
@@ -171,21 +173,23 @@ func (m *memory) ReadFileAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer m.mu.RUnlock()
-	return m.fileRW("read", filePread, p, off)
+	return m.fileRW("read", rawsys.Pread, p, off)
 }
 
 // fileRW moves all of p with rw (pread or pwrite) at off; enter is held.
-func (m *memory) fileRW(op string, rw func(fd int, p []byte, off int64) (int, error), p []byte, off int64) (int, error) {
+// rw is a raw system call (package rawsys), which keeps the runtime's
+// sysmon asleep: this is the first-write path after a snapshot.
+func (m *memory) fileRW(op string, rw func(fd int, p []byte, off int64) (int, syscall.Errno), p []byte, off int64) (int, error) {
 	for done := 0; done < len(p); {
-		n, err := rw(m.fd, p[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err == nil && n == 0 {
+		n, errno := rw(m.fd, p[done:], off+int64(done))
+		var err error
+		switch {
+		case errno != 0:
+			err = errno
+		case n == 0 && op == "read":
+			err = io.ErrUnexpectedEOF // within the device: the file was truncated under it
+		case n == 0:
 			err = io.ErrShortWrite
-			if op == "read" {
-				err = io.ErrUnexpectedEOF // within the device: the file was truncated under it
-			}
 		}
 		if err != nil {
 			return done, m.ioErr(op, off, int64(len(p)), err)

@@ -6,7 +6,7 @@ import (
 	"os"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/daxsnap/daxsnap/internal/rawsys"
 )
 
 // Socket I/O that keeps the Go runtime's monitor thread asleep. When
@@ -48,7 +48,7 @@ func (s *rawSocket) Read(p []byte) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := s.rc.Read(func(fd uintptr) bool {
-		n, errno = rawIO(unix.SYS_READ, fd, p)
+		n, errno = rawsys.Read(int(fd), p)
 		return errno != syscall.EAGAIN
 	})
 	switch {
@@ -68,7 +68,7 @@ func (s *rawSocket) Write(p []byte) (int, error) {
 	err := s.rc.Write(func(fd uintptr) bool {
 		for done < len(p) {
 			var n int
-			n, errno = rawIO(unix.SYS_WRITE, fd, p[done:])
+			n, errno = rawsys.Write(int(fd), p[done:])
 			if errno == syscall.EAGAIN {
 				errno = 0
 				return false // wait until the socket has room
