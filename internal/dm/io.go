@@ -42,8 +42,10 @@ func (t *Table) read(p []byte, off int64, file bool) (int, error) {
 	done := 0
 	err := t.span(off, int64(len(p)), func(target Target, toff, pos, n int64) error {
 		read := target.ReadAt
-		if fr, ok := target.(backing.FileReader); ok && file {
-			read = fr.ReadFileAt
+		if file {
+			if fr, ok := target.(backing.FileReader); ok {
+				read = fr.ReadFileAt
+			}
 		}
 		m, err := read(p[pos:pos+n], toff)
 		done += m
@@ -71,8 +73,10 @@ func (t *Table) write(p []byte, off int64, file bool) (int, error) {
 	done := 0
 	err := t.span(off, int64(len(p)), func(target Target, toff, pos, n int64) error {
 		write := target.WriteAt
-		if fw, ok := target.(backing.FileWriter); ok && file {
-			write = fw.WriteFileAt
+		if file {
+			if fw, ok := target.(backing.FileWriter); ok {
+				write = fw.WriteFileAt
+			}
 		}
 		m, err := write(p[pos:pos+n], toff)
 		done += m

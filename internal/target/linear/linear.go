@@ -51,6 +51,8 @@ func (l *linear) mapOff(off int64) int64 { return l.start + off }
 func (l *linear) ReadAt(p []byte, off int64) (int, error)  { return l.dev.ReadAt(p, l.mapOff(off)) }
 func (l *linear) WriteAt(p []byte, off int64) (int, error) { return l.dev.WriteAt(p, l.mapOff(off)) }
 func (l *linear) Flush() error                             { return l.dev.Flush() }
+func (l *linear) Discard(off, n int64) error               { return l.dev.Discard(l.mapOff(off), n) }
+func (l *linear) WriteZeroes(off, n int64) error           { return l.dev.WriteZeroes(l.mapOff(off), n) }
 
 // ReadFileAt and WriteFileAt pass the file I/O of dm.Device.ReadFileAt
 // and WriteFileAt on to the device.
@@ -61,8 +63,6 @@ func (l *linear) ReadFileAt(p []byte, off int64) (int, error) {
 func (l *linear) WriteFileAt(p []byte, off int64) (int, error) {
 	return backing.WriteFileAt(l.dev.Device, p, l.mapOff(off))
 }
-func (l *linear) Discard(off, n int64) error     { return l.dev.Discard(l.mapOff(off), n) }
-func (l *linear) WriteZeroes(off, n int64) error { return l.dev.WriteZeroes(l.mapOff(off), n) }
 
 // DirectAccess hands out the device's memory; the core calls it only when
 // the device is DAX-capable.
