@@ -3,6 +3,7 @@ package backing_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"testing"
 	"unsafe"
@@ -42,8 +43,8 @@ func mapped(t *testing.T, pagemap *os.File, b []byte) bool {
 // Ensure that ReadFileAt and WriteFileAt on a tmpfs memory file move the
 // bytes the mapping holds without mapping their pages into the daemon,
 // where ReadAt does (the first access to a page of the mapping is a page
-// fault: 8-16 µs on a VM with shadow page tables), and that a read-only
-// device reads so but refuses a write.
+// fault: 8-16 µs on a VM with shadow page tables), within the device
+// only, and that a read-only device reads so but refuses a write.
 func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	const page = 4096
 	path, file, dev := openTmpfs(t, 1<<20)
@@ -65,8 +66,8 @@ func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 		t.Error("ReadFileAt did not read the file's bytes")
 	}
 	p := bytes.Repeat([]byte("first!"), 1000)
-	if _, err := dev.(backing.FileWriter).WriteFileAt(p, 150*page+7); err != nil {
-		t.Fatal(err)
+	if n, err := dev.(backing.FileWriter).WriteFileAt(p, 150*page+7); err != nil || n != len(p) {
+		t.Fatalf("WriteFileAt: %d, %v", n, err)
 	}
 	if mapped(t, pagemap, mem[100*page:]) || mapped(t, pagemap, mem[150*page:]) {
 		t.Error("ReadFileAt or WriteFileAt mapped their pages into the daemon")
@@ -94,5 +95,8 @@ func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	}
 	if _, err := dev.(backing.FileReader).ReadFileAt(got, 1<<20-10); err == nil {
 		t.Error("ReadFileAt past the end succeeded")
+	}
+	if _, err := dev.(backing.FileWriter).WriteFileAt(p, 1<<20-10); !errors.Is(err, backing.ErrOutOfRange) {
+		t.Errorf("WriteFileAt past the end: %v, want ErrOutOfRange", err)
 	}
 }
