@@ -30,16 +30,6 @@ func (f *fileMem) WriteFileAt(p []byte, off int64) (int, error) {
 	return f.Mem.WriteAt(p, off)
 }
 
-// TestOrigin_firstWritesThroughFile: the copy-out of a first write reads
-// the origin chunk through the file of the memory under the origin
-// (through the stack: snapshot-origin over a mapped device whose linear
-// line is on the memory), and the write that needed it goes through the
-// file too, one by one or in a burst that PrepareWrites copied out first:
-// the daemon's mapping of a chunk read with pread is likely untouched,
-// and a first store into it costs a page fault and, on a VM with shadow
-// page tables, a trap (8-16 µs a page) where pwrite costs 2. A write to
-// a chunk already copied out stores through the mapping as before. The
-// snapshot keeps the old bytes and the origin gets the new ones.
 // fileWorld is `vol`, a snapshot-origin over the mapped device `real`
 // (one linear line on the memory "orig"), and its snapshot s0 with COW
 // "cow0"; both memories can be read and written through their files.
@@ -89,6 +79,16 @@ func (f *fileMem) counts(t *testing.T, what string, reads, writes int64) {
 	}
 }
 
+// TestOrigin_firstWritesThroughFile: the copy-out of a first write reads
+// the origin chunk through the file of the memory under the origin
+// (through the stack: snapshot-origin over a mapped device whose linear
+// line is on the memory), and the write that needed it goes through the
+// file too, one by one or in a burst that PrepareWrites copied out first:
+// the daemon's mapping of a chunk read with pread is likely untouched,
+// and a first store into it costs a page fault and, on a VM with shadow
+// page tables, a trap (8-16 µs a page) where pwrite costs 2. A write to
+// a chunk already copied out stores through the mapping as before. The
+// snapshot keeps the old bytes and the origin gets the new ones.
 func TestOrigin_firstWritesThroughFile(t *testing.T) {
 	w := newFileWorld(t)
 	orig, vol, s0, old := w.orig, w.vol, w.s0, w.old
