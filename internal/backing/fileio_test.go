@@ -2,13 +2,12 @@ package backing_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"os"
 	"testing"
-	"unsafe"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
+	"github.com/daxsnap/daxsnap/internal/testutil"
 )
 
 // openTmpfs opens a tmpfs memory file of size random bytes, which it
@@ -28,18 +27,6 @@ func openTmpfs(t *testing.T, size int64) (path string, file []byte, dev backing.
 	return path, file, dev
 }
 
-// mapped reports whether the page holding b[0] is present in this
-// process's page tables (/proc/self/pagemap, bit 63).
-func mapped(t *testing.T, pagemap *os.File, b []byte) bool {
-	t.Helper()
-	var e [8]byte
-	page := uintptr(unsafe.Pointer(&b[0])) / uintptr(os.Getpagesize())
-	if _, err := pagemap.ReadAt(e[:], int64(page)*8); err != nil {
-		t.Fatal(err)
-	}
-	return binary.LittleEndian.Uint64(e[:])>>63 != 0
-}
-
 // Ensure that ReadFileAt and WriteFileAt on a tmpfs memory file move the
 // bytes the mapping holds without mapping their pages into the daemon,
 // where ReadAt does (the first access to a page of the mapping is a page
@@ -48,11 +35,6 @@ func mapped(t *testing.T, pagemap *os.File, b []byte) bool {
 func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	const page = 4096
 	path, file, dev := openTmpfs(t, 1<<20)
-	pagemap, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pagemap.Close()
 	mem, err := dev.(backing.DirectAccesser).DirectAccess(0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +51,7 @@ func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	if n, err := dev.(backing.FileWriter).WriteFileAt(p, 150*page+7); err != nil || n != len(p) {
 		t.Fatalf("WriteFileAt: %d, %v", n, err)
 	}
-	if mapped(t, pagemap, mem[100*page:]) || mapped(t, pagemap, mem[150*page:]) {
+	if testutil.PageMapped(t, mem[100*page:]) || testutil.PageMapped(t, mem[150*page:]) {
 		t.Error("ReadFileAt or WriteFileAt mapped their pages into the daemon")
 	}
 	if _, err := dev.ReadAt(got, 150*page); err != nil {
@@ -78,7 +60,7 @@ func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	if !bytes.Equal(got[7:], p[:page-7]) {
 		t.Error("the mapping does not read what WriteFileAt wrote")
 	}
-	if !mapped(t, pagemap, mem[150*page:]) {
+	if !testutil.PageMapped(t, mem[150*page:]) {
 		t.Fatal("ReadAt left its page unmapped: /proc/self/pagemap shows no present pages here")
 	}
 
