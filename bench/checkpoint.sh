@@ -203,9 +203,9 @@ for size in $SIZES; do
 		hold=$(pair "$cutd" hold-phase)
 		held=$(pair "$cutd" hold)
 		rmheld=$(pair "$uncutd" hold)
-		rows+=("$(printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %8s %11s %11s %11s %8s %9s' "$size" "daxsnap-$build" \
+		rows+=("$(printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %7s %7s %8s %11s %11s %11s %8s %9s' "$size" "daxsnap-$build" \
 			"$(us "$(field "$q" p99)")" "$(us "$(field "$c" p99)")" "$(field "$q" over2ms)" "$(field "$c" over2ms)" \
-			"$(ms "$(field "$q" max)")" "$(ms "$(field "$c" max)")" "$sweep" "$hold" "$held" "$rmheld" "$heldavg" \
+			"$(ms "$(field "$q" max)")" "$(ms "$(field "$c" max)")" "$(ms "$(field "$q" blocked)")" "$(ms "$(field "$c" blocked)")" "$sweep" "$hold" "$held" "$rmheld" "$heldavg" \
 			"$(ms "$(field "$c" cut-max)")")")
 		if [ "$build" = ckpt ]; then
 			ckpt_written=$(metric "$tmp/metrics" 'daxsnap_checkpoint_written_bytes_total{device="vol"}')
@@ -261,9 +261,9 @@ for size in $SIZES; do
 		q=$(grep '^stretch quiet' <<<"$out")
 		c=$(grep '^stretch cuts' <<<"$out")
 		r=$(grep '^redis' <<<"$out")
-		rows+=("$(printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %8s %11s %11s %11s %8s %9s  fork %s ms, PSS peak %s MiB' "$size" "redis-bgsave" \
+		rows+=("$(printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %7s %7s %8s %11s %11s %11s %8s %9s  fork %s ms, PSS peak %s MiB' "$size" "redis-bgsave" \
 			"$(us "$(field "$q" p99)")" "$(us "$(field "$c" p99)")" "$(field "$q" over2ms)" "$(field "$c" over2ms)" \
-			"$(ms "$(field "$q" max)")" "$(ms "$(field "$c" max)")" - - - - - "$(ms "$(field "$c" cut-max)")" \
+			"$(ms "$(field "$q" max)")" "$(ms "$(field "$c" max)")" - - - - - - - "$(ms "$(field "$c" cut-max)")" \
 			"$(awk -v u="$(field "$r" fork-usec-max)" 'BEGIN { printf "%.2f", u / 1e3 }')" \
 			"$(($(field "$r" pss-peak-bytes) >> 20))")")
 		redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
@@ -273,13 +273,14 @@ done
 
 echo
 echo "## Summary: $WRITERS writers, $HOT hot range each (Redis: 1 client), $CUTS cuts 1 s apart; µs and ms"
-printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %8s %11s %11s %11s %8s %9s\n' size what p99-q p99-c ">2ms-q" ">2ms-c" max-q max-c sweep held-ph hold-end rm-hold-end held-avg cut-cmd
-printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %8s %11s %11s %11s %8s %9s\n' "" "" µs µs stores stores ms ms ms "ms p50/max" "ms p50/max" "ms p50/max" ms ms
+printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %7s %7s %8s %11s %11s %11s %8s %9s\n' size what p99-q p99-c ">2ms-q" ">2ms-c" max-q max-c blk-q blk-c sweep held-ph hold-end rm-hold-end held-avg cut-cmd
+printf '%-5s %-15s %7s %7s %7s %7s %8s %8s %7s %7s %8s %11s %11s %11s %8s %9s\n' "" "" µs µs stores stores ms ms ms ms ms "ms p50/max" "ms p50/max" "ms p50/max" ms ms
 for r in "${rows[@]}"; do echo "$r"; done
 for s in "${extra[@]}"; do echo "$s"; done
 for s in "${skipped[@]}"; do echo "skipped: $s"; done
 echo "-q: the quiet stretch, -c: the stretch with cuts. >2ms: stores (SETs) that took over 2 ms. max: the longest, wall time:"
-echo "on this machine mostly the wait for a CPU (see the quiet stretch). Daemon side (/metrics): sweep, the mean cut (before:"
+echo "on this machine mostly the wait for a CPU (see the quiet stretch). blk: the longest a writer slept (not on a CPU, not"
+echo "waiting for one: held in a fault) within a window of 1024 stores, the writers' view of the stall. Daemon side (/metrics): sweep, the mean cut (before:"
 echo "held throughout); per cut command (the deltas of /metrics over each), median/longest: held-ph, its held phase;"
 echo "hold-end, how long it held faults until its end (snapshot activation and the origin's resume included); rm-hold-end,"
 echo "the same for the removal after it (not timed as the cut); held-avg, the mean wait of a held fault. cut-cmd: the"

@@ -13,8 +13,16 @@ bench_scratch() {
 }
 
 bench_cleanup() {
+	local d
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	# A daemon puts the COW of a memory origin's snapshot on /dev/shm, in
+	# a directory named after its state directory (snapshots.MemCOWDirIn),
+	# outside tmp and shm: the state directories are tmp, shm or directly
+	# in them.
+	for d in "$tmp" "$tmp"/* "$shm" "$shm"/*; do
+		[ -d "$d" ] && rm -rf "/dev/shm/daxsnap-cow-$(id -u)-$(printf %s "$d" | sha256sum | cut -c1-12)"
+	done
 	rm -rf "$tmp" "$shm"
 }
 
