@@ -39,7 +39,11 @@
 # commit that brought it to main, "Recover the unlanded work of issues
 # 11-14"], REDIS_CUTS [CUTS] (a
 # BGSAVE of 4 GiB takes half a minute here), REDIS=0 to skip the peer,
-# DAX=0 to run the peer alone, BUILDS to run some of before, after, ckpt.
+# DAX=0 to run the peer alone, BUILDS to run some of before, after, ckpt,
+# ckpt-cap (ckpt with the copy-on-write buffer's cap set to CAP [80M]:
+# `checkpoint enable --buffer`; the default cap, 1 % of the volume, is
+# less than the writers' hot ranges below 8 GiB, so they meet
+# backpressure).
 #
 # Write-back bandwidth (WRITEBACK=0 to skip it, WRITEBACK_ONLY=1 to run it
 # alone): bytes of volume data made durable per second of checkpoint
@@ -158,7 +162,7 @@ for size in $SIZES; do
 	for build in $builds; do
 		state="$shm/state-$build"
 		bin="$tmp/$build"
-		[ "$build" = ckpt ] && bin="$tmp/after"
+		case $build in ckpt*) bin="$tmp/after" ;; esac
 		dx() { "$bin" --state "$state" "$@"; }
 		# Started at NICE, not reniced after: renice -p reaches one thread,
 		# and the fault handlers run on the others.
@@ -171,11 +175,14 @@ for size in $SIZES; do
 		dx create vol --table "0 $(($(stat -c %s "$path") / 512)) linear $path 0" >/dev/null
 		cut="$bin --state $state snapshot create vol s --chunk 64k --cow-size $cow"
 		uncut="$bin --state $state snapshot remove s"
-		if [ "$build" = ckpt ]; then
+		if [ "${build#ckpt}" != "$build" ]; then
 			# The image on the disk file system /tmp is on; the first
-			# checkpoint (all of the volume) is the first cut.
+			# checkpoint (all of the volume) is the first cut. ckpt-cap:
+			# the copy-on-write buffer's cap set to CAP.
 			mkdir -p "$tmp/ck"
-			dx checkpoint enable vol --to "$tmp/ck/vol.img" --interval 1h >/dev/null
+			capflag=()
+			[ "$build" = ckpt-cap ] && capflag=(--buffer "${CAP:-80M}")
+			dx checkpoint enable vol --to "$tmp/ck/vol.img" --interval 1h "${capflag[@]}" >/dev/null
 			cut="$bin --state $state checkpoint vol"
 			uncut=""
 		fi
@@ -207,7 +214,7 @@ for size in $SIZES; do
 			"$(us "$(field "$q" p99)")" "$(us "$(field "$c" p99)")" "$(field "$q" over2ms)" "$(field "$c" over2ms)" \
 			"$(ms "$(field "$q" max)")" "$(ms "$(field "$c" max)")" "$(ms "$(field "$q" blocked)")" "$(ms "$(field "$c" blocked)")" "$sweep" "$hold" "$held" "$rmheld" "$heldavg" \
 			"$(ms "$(field "$c" cut-max)")")")
-		if [ "$build" = ckpt ]; then
+		if [ "${build#ckpt}" != "$build" ]; then
 			ckpt_written=$(metric "$tmp/metrics" 'daxsnap_checkpoint_written_bytes_total{device="vol"}')
 			ckpt_bp=$(metric "$tmp/metrics" 'daxsnap_checkpoint_backpressure_waits_total{device="vol"}')
 			ckpt_cap=$(metric "$tmp/metrics" 'daxsnap_checkpoint_buffer_capacity_bytes{device="vol"}')
@@ -216,7 +223,7 @@ for size in $SIZES; do
 			# much with O_DIRECT and 1 MiB blocks to the same file system.
 			dx checkpoint disable vol >/dev/null
 			t0=$(date +%s.%N)
-			dx checkpoint enable vol --to "$tmp/ck/vol2.img" --interval 1h >/dev/null
+			dx checkpoint enable vol --to "$tmp/ck/vol2.img" --interval 1h "${capflag[@]}" >/dev/null
 			dx checkpoint vol >/dev/null
 			t1=$(date +%s.%N)
 			ckbw=$(awk -v b="$(bytes "$size")" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.0f", b / (z - a) / 1e6 }')
@@ -225,7 +232,7 @@ for size in $SIZES; do
 			fiobw=$(fio --name=w --filename="$tmp/ck/fio.dat" --direct=1 --rw=write --bs=1M --size="$size" --output-format=json 2>/dev/null |
 				python3 -c 'import json, sys; s = sys.stdin.read(); print("%.0f" % (json.loads(s[s.index("{"):])["jobs"][0]["write"]["bw_bytes"] / 1e6))' || echo -)
 			rm -f "$tmp/ck/fio.dat"
-			extra+=("$size: checkpoint write-back of the whole volume (enable + first checkpoint) $ckbw MB/s, fio --direct=1 --rw=write --bs=1M $fiobw MB/s; during the cuts: $(mib "$ckpt_written") MiB written back, COW buffer cap $(mib "$ckpt_cap") MiB, ${ckpt_bp:--} backpressure waits")
+			extra+=("$size $build: checkpoint write-back of the whole volume (enable + first checkpoint) $ckbw MB/s, fio --direct=1 --rw=write --bs=1M $fiobw MB/s; during the cuts: $(mib "$ckpt_written") MiB written back, COW buffer cap $(mib "$ckpt_cap") MiB, ${ckpt_bp:--} backpressure waits")
 		fi
 		dx remove vol >/dev/null 2>&1 || true
 		kill "$daemon"
