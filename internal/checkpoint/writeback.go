@@ -371,9 +371,10 @@ func (v *Volume) checkExtents(live []dm.Extent) error {
 // mapping first maps each page there (8-16 µs per 4 KiB page on the
 // development VM; on tmpfs a hole gets a page of its own), which held a
 // first checkpoint to a third of the disk's speed. Once mapped, a page
-// is read faster through the mapping than with pread (BenchmarkWriteBack,
-// dirty=25%: 0.99 against 0.76 of the disk), so later checkpoints, which
-// read what the earlier ones mapped, keep to it.
+// is read at least as fast through the mapping as with pread
+// (BenchmarkWriteBack, dirty=25%: 0.78-1.00 of its peer against 0.73-0.85
+// in alternating runs), so later checkpoints, which read what the earlier
+// ones mapped, keep to it.
 func readMem(exts []dm.Extent, p []byte, off int64, viaFile bool) error {
 	i := sort.Search(len(exts), func(i int) bool { return exts[i].Off+exts[i].Len > off })
 	for len(p) > 0 {
