@@ -9,7 +9,10 @@ import "time"
 // not preempt the spin, and then stores and faults again only once the
 // spin has run out and the handler blocks: the spin costs that writer its
 // whole length instead of saving a wake-up. Its sign: a spin that ran out,
-// then a message within starveGap of blocking. After it the Spinner blocks
+// then a message within starveGap of blocking, twice: a sign is first
+// checked with a spin twice as long, which a writer that came back late
+// on a CPU of its own (an idle VM's wake-up) is caught by, and then the
+// Spinner keeps that longer spin. A confirmed sign makes it block
 // at once for a number of waits (the two threads then alternate on one
 // CPU, each wake-up cheap), then spins again to see whether the writer has
 // moved; each further sign before a message is caught while spinning
@@ -22,6 +25,12 @@ type Spinner struct {
 
 	skip  int // waits left that do not spin
 	skips int // the skip after the next sign, starveSkip..maxStarveSkip
+	// probe: the next wait spins 2*Max to check a sign. A writer that
+	// comes back on its own, only later than Max (on an idle VM its
+	// CPU's wake-up alone takes 20-30 µs), is caught by it; a starved
+	// one again faults just after the longer spin runs out.
+	probe bool
+	long  bool // a probe caught: spin 2*Max until the next sign
 }
 
 const (
@@ -59,6 +68,9 @@ func (s *Spinner) next() time.Duration {
 		s.skip--
 		return 0
 	}
+	if s.probe || s.long {
+		return 2 * s.Max
+	}
 	return s.Max
 }
 
@@ -69,8 +81,17 @@ func (s *Spinner) observe(spin, waited time.Duration) {
 	case spin <= 0:
 	case waited <= spin:
 		s.skips = 0 // caught while spinning: the spin pays
+		s.long = s.long || s.probe
+		s.probe = false
 	case waited-spin < starveGap:
+		if !s.probe && !s.long {
+			s.probe = true // a sign: check it with a longer spin first
+			return
+		}
+		s.probe, s.long = false, false
 		s.skips = min(max(2*s.skips, starveSkip), maxStarveSkip)
 		s.skip = s.skips
+	default:
+		s.probe = false // the writer was away: the probe says nothing
 	}
 }

@@ -27,19 +27,19 @@ func TestSpinner_StopsSpinningForAWriterOnItsCPU(t *testing.T) {
 	const max = 50 * time.Microsecond
 	s := &Spinner{Max: max}
 	starved := func(spin time.Duration) time.Duration { return spin + 12*time.Microsecond }
-	if n := spins(s, 1, starved); n != 1 {
-		t.Fatalf("first wait: spun %d times, want 1", n)
+	if n := spins(s, 2, starved); n != 2 {
+		t.Fatalf("first wait and the probe of its sign: spun %d times, want 2", n)
 	}
 	if n := spins(s, starveSkip, starved); n != 0 {
 		t.Fatalf("after a run-out spin and a message %v after blocking, %d of the next %d waits spun, want none",
 			12*time.Microsecond, n, starveSkip)
 	}
 	// The probe spins, runs out again: twice as long without spinning.
-	if n := spins(s, 1+2*starveSkip, starved); n != 1 {
-		t.Fatalf("probe and the doubled skip: spun %d times, want 1", n)
+	if n := spins(s, 2+2*starveSkip, starved); n != 2 {
+		t.Fatalf("probe and the doubled skip: spun %d times, want 2", n)
 	}
 	for range 10 { // the skip stops growing
-		spins(s, 1+maxStarveSkip, starved)
+		spins(s, 2+maxStarveSkip, starved)
 	}
 	if s.skips != maxStarveSkip {
 		t.Fatalf("skip after many signs = %d, want %d", s.skips, maxStarveSkip)
@@ -62,7 +62,7 @@ func TestSpinner_KeepsSpinningWhileItCatches(t *testing.T) {
 		t.Fatalf("writer away: %d of 10 waits spun, want all", n)
 	}
 	starved := func(spin time.Duration) time.Duration { return spin + 5*time.Microsecond }
-	spins(s, 1+starveSkip, starved)
+	spins(s, 2+starveSkip, starved)
 	spins(s, 1, caught) // the probe catches: back to spinning
 	if n := spins(s, 10, caught); n != 10 || s.skips != 0 {
 		t.Fatalf("after a catch: %d of 10 waits spun, skip %d; want 10 and 0", n, s.skips)
@@ -70,5 +70,28 @@ func TestSpinner_KeepsSpinningWhileItCatches(t *testing.T) {
 	var zero Spinner
 	if n := spins(&zero, 5, caught); n != 0 {
 		t.Fatalf("zero Spinner spun %d times", n)
+	}
+}
+
+// A writer that comes back on a CPU of its own, later than Max (an idle
+// VM wakes a sleeping CPU in 20-30 µs), looks like a starved one after a
+// run-out spin; the longer probe catches it, and the Spinner keeps
+// spinning, longer, instead of blocking for hundreds of waits.
+func TestSpinner_SpinsLongerForALateWriter(t *testing.T) {
+	const max = 50 * time.Microsecond
+	s := &Spinner{Max: max}
+	late := func(spin time.Duration) time.Duration { return 70 * time.Microsecond }
+	if n := spins(s, 100, late); n != 100 {
+		t.Fatalf("a writer back after 70 µs: %d of 100 waits spun, want all", n)
+	}
+	if got := s.next(); got != 2*max {
+		t.Fatalf("spin after the probe caught: %v, want %v", got, 2*max)
+	}
+	// It moves onto the handler's CPU: the longer spin runs out and the
+	// message follows at once, a sign confirmed without another probe.
+	starved := func(spin time.Duration) time.Duration { return spin + 12*time.Microsecond }
+	spins(s, 1, starved)
+	if n := spins(s, starveSkip, starved); n != 0 {
+		t.Fatalf("starved after the long spin: %d of %d waits spun, want none", n, starveSkip)
 	}
 }
