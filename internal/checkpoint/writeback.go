@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math/bits"
 	"slices"
 	"sort"
@@ -383,11 +382,12 @@ func readMem(exts []dm.Extent, p []byte, off int64, viaFile bool) error {
 		}
 		e := exts[i]
 		k := min(int64(len(p)), e.Off+e.Len-off)
+		src, at := e.Source.(backing.Device), e.SourceOff+off-e.Off
 		var err error
-		if fr, ok := e.Source.(backing.FileReader); ok && viaFile {
-			_, err = fr.ReadFileAt(p[:k], e.SourceOff+off-e.Off)
+		if viaFile {
+			_, err = backing.ReadFileAt(src, p[:k], at)
 		} else {
-			_, err = e.Source.(io.ReaderAt).ReadAt(p[:k], e.SourceOff+off-e.Off)
+			_, err = src.ReadAt(p[:k], at)
 		}
 		if err != nil {
 			return err
