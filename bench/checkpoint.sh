@@ -237,7 +237,7 @@ for size in $SIZES; do
 		dx remove vol >/dev/null 2>&1 || true
 		kill "$daemon"
 		wait "$daemon" 2>/dev/null || true
-		rm -rf "$state" "$path" "$(dirname "$path")"/mem* 2>/dev/null || true
+		rm -rf "$state" "$(memcow_dir "$state")" "$path" "$(dirname "$path")"/mem* 2>/dev/null || true
 	done
 	rneed=$(($(bytes "$size") * 2 + (1 << 30))) # dataset with its overhead, and the fork's copies
 	if [ "${REDIS:-1}" != 0 ] && [ "$(avail)" -lt "$rneed" ]; then

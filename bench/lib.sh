@@ -12,16 +12,19 @@ bench_scratch() {
 	trap bench_cleanup EXIT
 }
 
+# memcow_dir STATE: where the daemon of state directory STATE (an
+# absolute path) puts the COW of a memory origin's snapshot: on /dev/shm,
+# named after STATE (snapshots.MemCOWDirIn), so outside tmp and shm.
+# Removing STATE leaves it, with the COW files in it.
+memcow_dir() { echo "/dev/shm/daxsnap-cow-$(id -u)-$(printf %s "$1" | sha256sum | cut -c1-12)"; }
+
 bench_cleanup() {
 	local d
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	# A daemon puts the COW of a memory origin's snapshot on /dev/shm, in
-	# a directory named after its state directory (snapshots.MemCOWDirIn),
-	# outside tmp and shm: the state directories are tmp, shm or directly
-	# in them.
+	# The state directories are tmp, shm or directly in them.
 	for d in "$tmp" "$tmp"/* "$shm" "$shm"/*; do
-		[ -d "$d" ] && rm -rf "/dev/shm/daxsnap-cow-$(id -u)-$(printf %s "$d" | sha256sum | cut -c1-12)"
+		[ -d "$d" ] && rm -rf "$(memcow_dir "$d")"
 	done
 	rm -rf "$tmp" "$shm"
 }
