@@ -3,7 +3,9 @@ package backing_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
@@ -80,5 +82,14 @@ func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 	}
 	if _, err := dev.(backing.FileWriter).WriteFileAt(p, 1<<20-10); !errors.Is(err, backing.ErrOutOfRange) {
 		t.Errorf("WriteFileAt past the end: %v, want ErrOutOfRange", err)
+	}
+	// The file truncated under the device: a read of what is gone says so
+	// and what to do, where a load through the mapping would fault.
+	if err := os.Truncate(path, 1<<19); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dev.(backing.FileReader).ReadFileAt(got, 3<<18)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "grow it back") {
+		t.Errorf("ReadFileAt past a truncation: %v, want io.ErrUnexpectedEOF saying what to do", err)
 	}
 }

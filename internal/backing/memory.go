@@ -186,8 +186,8 @@ func (m *memory) fileRW(op string, rw func(fd int, p []byte, off int64) (int, sy
 		switch {
 		case errno != 0:
 			err = errno
-		case n == 0 && op == "read":
-			err = io.ErrUnexpectedEOF // within the device: the file was truncated under it
+		case n == 0 && op == "read": // within the device
+			err = fmt.Errorf("the file ends before the device does (was it truncated under the daemon?): grow it back to the device's size, or remove the device: %w", io.ErrUnexpectedEOF)
 		case n == 0:
 			err = io.ErrShortWrite
 		}
