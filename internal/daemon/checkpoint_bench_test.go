@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/daxsnap/daxsnap/client"
+	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -110,8 +111,10 @@ func sizeName(n int) string {
 
 // BenchmarkRestore measures the restore at start of a checkpointed volume
 // whose memory is gone (size bytes, every page written), against its
-// peer: dd reading the same image with O_DIRECT at the restore's block
-// size (8 MiB). Set DAXSNAP_BENCH_DIR to choose the disk.
+// peers reading the same image with O_DIRECT at the restore's block size
+// (8 MiB): fio with as many reads in flight as the restore has
+// (daemon.RestoreStreams), and dd with one. Set DAXSNAP_BENCH_DIR to choose the
+// disk.
 func BenchmarkRestore(b *testing.B) {
 	testutil.RequireRoot(b)
 	const size = 1 << 30
@@ -143,6 +146,22 @@ func BenchmarkRestore(b *testing.B) {
 		b.StopTimer()
 		if in := e.info("vol"); in.Durability == nil || in.Durability.Restored == nil {
 			b.Fatalf("not restored: %+v", in)
+		}
+	})
+	b.Run("fio", func(b *testing.B) {
+		testutil.RequireTool(b, "fio")
+		b.SetBytes(size)
+		for b.Loop() {
+			cmd := exec.Command("fio", "--name=restore-peer", "--filename="+img, "--rw=read", "--direct=1",
+				"--bs="+strconv.Itoa(daemon.RestoreBlock), "--ioengine=libaio", "--iodepth="+strconv.Itoa(daemon.RestoreStreams),
+				"--size="+strconv.Itoa(size), "--output-format=json")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				b.Fatalf("fio: %v: %s", err, out)
+			}
+			if job := testutil.FIOResult(b, string(out)); job.Error != 0 || job.Read.Bytes != size {
+				b.Fatalf("fio: error %d, read %d of %d bytes", job.Error, job.Read.Bytes, size)
+			}
 		}
 	})
 	b.Run("dd", func(b *testing.B) {

@@ -151,7 +151,9 @@ const (
 
 // copyImage copies size bytes of img into dev, restoreStreams blocks at
 // a time, calling progress about every second with the bytes done. The
-// first error stops it.
+// first error stops it. It writes a tmpfs volume through its file
+// (Device.WriteFileAt): a store through the daemon's mapping first maps
+// the page, which made the restore a quarter as fast as reading the image.
 func copyImage(dev *dm.Device, img ckImage, size int64, progress func(done int64)) error {
 	var next, done atomic.Int64
 	var mu sync.Mutex
@@ -180,7 +182,7 @@ func copyImage(dev *dm.Device, img ckImage, size int64, progress func(done int64
 					fail(fmt.Errorf("read the image at %d: %w", off, err))
 					return
 				}
-				if _, err := dev.WriteAt(buf[:n], off); err != nil {
+				if _, err := dev.WriteFileAt(buf[:n], off); err != nil {
 					fail(fmt.Errorf("write the volume at %d: %w", off, err))
 					return
 				}

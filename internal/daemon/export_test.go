@@ -56,3 +56,7 @@ func RestoreImage(devs CheckpointDevs, path, journal string) (seq uint64, data [
 	}
 	return last.Seq, data, nil
 }
+
+// RestoreBlock and RestoreStreams are a restore's block size and reads
+// in flight, for its benchmark's peer.
+const RestoreBlock, RestoreStreams = restoreBlock, restoreStreams
