@@ -51,6 +51,14 @@
 // their copy-before-write is committed in one step (prepare.go). Lock
 // order: conn.mu and conn.wmu are never held together.
 //
+// A READ of 64 KiB or more on a plain socket, from a backend that lends
+// its memory (Lender, *dm.Device over memory), is sent from that memory
+// without a copy. A loan holds the device's I/O like a read under way,
+// so it never waits on the client: the reply's writev does not block,
+// and what the socket does not take at once is copied and the loan given
+// back before the rest is sent; a reply that must wait for another's
+// write (wmu) or for buffered replies to go first is copied too.
+//
 // The server announces NBD_FLAG_CAN_MULTI_CONN: an Exports implementation
 // must hand every connection to one name a Backend sharing the same data
 // and cache, as *dm.Device does.

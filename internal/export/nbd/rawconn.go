@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/daxsnap/daxsnap/internal/rawsys"
 )
 
@@ -82,6 +84,42 @@ func (s *rawSocket) Write(p []byte) (int, error) {
 	})
 	if err == nil && errno != 0 {
 		err = os.NewSyscallError("write", errno)
+	}
+	return done, err
+}
+
+// tryWritev writes bufs as far as the socket takes them now, without
+// waiting for room, and returns the bytes written. A full socket is no
+// error: the caller sends the rest another way.
+func (s *rawSocket) tryWritev(bufs [][]byte) (int, error) {
+	done := 0
+	var werr error
+	err := s.rc.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			n, err := unix.Writev(int(fd), bufs)
+			switch err {
+			case nil:
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return true
+			default:
+				werr = os.NewSyscallError("writev", err)
+				return true
+			}
+			done += n
+			for len(bufs) > 0 && n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			}
+			if len(bufs) > 0 {
+				bufs[0] = bufs[0][n:]
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
 	}
 	return done, err
 }

@@ -27,17 +27,52 @@ func (c *conn) replyError(r *request, errno uint32, msg string) {
 }
 
 func (c *conn) replyRead(r *request, data []byte) {
-	if !c.sess.structured {
-		c.write(appendSimpleReply(c.hdr[:0], 0, r.cookie), data)
-		return
-	}
-	if len(data) == 0 {
+	if c.sess.structured && len(data) == 0 {
 		// OFFSET_DATA must carry at least one byte.
 		c.write(appendChunkHeader(c.hdr[:0], replyFlagDone, chunkNone, r.cookie, 0), nil)
 		return
 	}
-	h := appendChunkHeader(c.hdr[:0], replyFlagDone, chunkOffsetData, r.cookie, uint32(8+len(data)))
-	c.write(binary.BigEndian.AppendUint64(h, r.offset), data)
+	c.write(c.readHeader(r, len(data)), data)
+}
+
+// readHeader is the header of a READ reply that carries n > 0 bytes.
+func (c *conn) readHeader(r *request, n int) []byte {
+	if !c.sess.structured {
+		return appendSimpleReply(c.hdr[:0], 0, r.cookie)
+	}
+	h := appendChunkHeader(c.hdr[:0], replyFlagDone, chunkOffsetData, r.cookie, uint32(8+n))
+	return binary.BigEndian.AppendUint64(h, r.offset)
+}
+
+// replyReadLent is replyRead of lent data (job.lent), which it gives
+// back: what the socket takes at once goes out straight from the
+// memory, the rest from a copy in j.buf, so that a client slow to read
+// holds no loan (nor a suspend of the device behind it) meanwhile.
+func (c *conn) replyReadLent(r *request, j *job) {
+	hdr := c.readHeader(r, len(j.lent))
+	if c.werr != nil || c.bw.Buffered() > 0 {
+		// The replies buffered before it go first, and their flush may
+		// wait for the client.
+		j.unlend(true)
+		c.write(hdr, j.buf)
+		return
+	}
+	c.hdr = hdr[:0]
+	n, err := c.sock.tryWritev([][]byte{hdr, j.lent})
+	if err != nil || n == len(hdr)+len(j.lent) {
+		j.unlend(false)
+		c.setWriteErr(err)
+		return
+	}
+	j.unlend(true)
+	rest := net.Buffers{j.buf}
+	if n < len(hdr) {
+		rest = net.Buffers{hdr[n:], j.buf}
+	} else {
+		rest[0] = j.buf[n-len(hdr):]
+	}
+	_, err = rest.WriteTo(c.nc)
+	c.setWriteErr(err)
 }
 
 // replyBlockStatus sends one BLOCK_STATUS chunk per context, the last

@@ -40,6 +40,10 @@ type job struct {
 	// charged is what a write's payload holds of the server-wide
 	// buffer budget (Options.MaxBuffered), until the backend has it.
 	charged int64
+	// lent: a READ's data is the backend's memory (Lender) instead of
+	// buf, until release, which the reply calls.
+	lent    []byte
+	release func()
 }
 
 // transmit reads requests until the client disconnects, the stream
@@ -334,14 +338,22 @@ func (c *conn) run(j *job, f flushing) {
 		c.observe(int64(time.Since(start)) / (1 + int64(r.length)/slowUnit))
 	}
 	c.srv.stats.count(r.typ, r.length, err != nil)
-	c.wmu.Lock()
+	if !c.wmu.TryLock() {
+		// Another reply is going out, maybe to a client slow to read:
+		// a loan must not wait behind it.
+		j.unlend(true)
+		c.wmu.Lock()
+	}
 	defer c.wmu.Unlock()
+	defer j.unlend(false)
 	switch {
 	case err != nil:
 		errno := nbdErrno(err, r)
 		msg := cmdName(r.typ) + ": " + err.Error()
 		c.log.Warn("nbd: request failed", "cmd", cmdName(r.typ), "cookie", r.cookie, "offset", r.offset, "length", r.length, "errno", errno, "err", err)
 		c.replyError(r, errno, msg)
+	case r.typ == cmdRead && j.lent != nil:
+		c.replyReadLent(r, j)
 	case r.typ == cmdRead:
 		c.replyRead(r, j.buf)
 	case r.typ == cmdBlockStatus:
@@ -378,6 +390,9 @@ func (c *conn) exec(j *job) ([][]byte, error) {
 	var err error
 	switch r.typ {
 	case cmdRead:
+		if c.lend(j, off) {
+			break
+		}
 		var m int
 		m, err = c.be.ReadAt(j.buf, off)
 		if m == len(j.buf) && errors.Is(err, io.EOF) {
@@ -408,6 +423,43 @@ func (c *conn) exec(j *job) ([][]byte, error) {
 		err = c.be.Flush()
 	}
 	return nil, err
+}
+
+// unlend ends j's loan, if any, first copying its data into buf when
+// keep.
+func (j *job) unlend(keep bool) {
+	if j.lent == nil {
+		return
+	}
+	if keep {
+		copy(j.buf, j.lent)
+	}
+	j.release()
+	j.lent, j.release = nil, nil
+}
+
+// lendMin is the smallest READ sent from lent memory: the copy it saves
+// is worth the loan from the size whose reply skips the write buffer.
+const lendMin = directWrite
+
+// lend makes j's READ data the backend's memory at off (Lender), when
+// the reply can go out without waiting on the client: a plain socket
+// (tryWritev), a read of at least lendMin.
+func (c *conn) lend(j *job, off int64) bool {
+	l, ok := c.be.(Lender)
+	if !ok || c.sock == nil || len(j.buf) < lendMin {
+		return false
+	}
+	mem, release, ok := l.LendRead(off, int64(len(j.buf)))
+	if !ok {
+		return false
+	}
+	if len(mem) < len(j.buf) {
+		release() // across a table line: copy it
+		return false
+	}
+	j.lent, j.release = mem[:len(j.buf)], release
+	return true
 }
 
 type shortError struct {
