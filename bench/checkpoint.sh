@@ -75,16 +75,19 @@ writeback() {
 	go test -c -o "$tmp/checkpoint.test" ./internal/checkpoint
 	wbdir=$(mktemp -d "$dir/daxsnap-writeback.XXXXXX")
 	trap 'bench_cleanup; rm -rf "$wbdir"' EXIT # a failed round leaves WB_SIZE files on the disk otherwise
+	# fio_mbs BYTES [--end_fsync=1]
 	fio_mbs() {
-		fio --name=w --filename="$wbdir/fio.dat" --direct=1 --rw=write --bs=1M --size="$1" --output-format=json 2>/dev/null |
+		fio --name=w --filename="$wbdir/fio.dat" --direct=1 --rw=write --bs=1M --size="$1" ${2:-} --output-format=json 2>/dev/null |
 			python3 -c 'import json, sys; s = sys.stdin.read(); print("%.0f" % (json.loads(s[s.index("{"):])["jobs"][0]["write"]["bw_bytes"] / 1e6))'
 		rm -f "$wbdir/fio.dat"
 	}
 	: >"$tmp/wb"
 	for r in $(seq "$reps"); do
-		local ff fq out first full quarter
+		local ff fq ffs fqs out first full quarter
 		ff=$(fio_mbs "$size")
 		fq=$(fio_mbs "$q")
+		ffs=$(fio_mbs "$size" --end_fsync=1)
+		fqs=$(fio_mbs "$q" --end_fsync=1)
 		out=$(cd internal/checkpoint && DAXSNAP_BENCH_DIR="$wbdir" DAXSNAP_BENCH_SIZE="$size" \
 			"$tmp/checkpoint.test" -test.run '^$' -test.bench BenchmarkWriteBack -test.benchtime 1x)
 		# wbmetric CASE UNIT: the benchmark's figure of that unit.
@@ -92,27 +95,31 @@ writeback() {
 		first=$(wbmetric 'WriteBack/first' MB/s)
 		full=$(wbmetric 'WriteBack/full' MB/s)
 		quarter=$(wbmetric 'WriteBack/dirty=25%' MB/s)
-		echo "round $r: fio $ff MB/s ($((size >> 20)) MiB), $fq MB/s ($((q >> 20)) MiB); checkpoint first $first, full $full, 25% $quarter MB/s" >&2
-		echo "$r $ff $fq $first $full $quarter $(wbmetric 'WriteBack/first' x-odirect) $(wbmetric 'WriteBack/full' x-odirect) $(wbmetric 'WriteBack/dirty=25%' x-odirect)" >>"$tmp/wb"
+		echo "round $r: fio $ff MB/s ($((size >> 20)) MiB), $fq MB/s ($((q >> 20)) MiB); with --end_fsync=1 $ffs, $fqs MB/s; checkpoint first $first, full $full, 25% $quarter MB/s" >&2
+		echo "$r $ff $fq $first $full $quarter $(wbmetric 'WriteBack/first' x-odirect) $(wbmetric 'WriteBack/full' x-odirect) $(wbmetric 'WriteBack/dirty=25%' x-odirect) $ffs $fqs" >>"$tmp/wb"
 	done
 	rm -rf "$wbdir"
-	local mff mfq m1 m2 m3
+	local mff mfq mffs mfqs m1 m2 m3
 	mff=$(median "$tmp/wb" 2)
 	mfq=$(median "$tmp/wb" 3)
+	mffs=$(median "$tmp/wb" 10)
+	mfqs=$(median "$tmp/wb" 11)
 	m1=$(median "$tmp/wb" 4)
 	m2=$(median "$tmp/wb" 5)
 	m3=$(median "$tmp/wb" 6)
 	wbx() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 	echo
 	echo "## Write-back bandwidth: $((size >> 20)) MiB volume, 64 KiB chunks, $dir ($fsz), median of $reps rounds"
-	printf '%-34s %10s %10s %7s %7s\n' checkpoint MB/s "fio MB/s" x-fio x-peer
-	printf '%-34s %10s %10s %7s %7s\n' "first (new image, all chunks)" "$m1" "$mff" "$(wbx "$m1" "$mff")" "$(median "$tmp/wb" 7)"
-	printf '%-34s %10s %10s %7s %7s\n' "full (every chunk dirty)" "$m2" "$mff" "$(wbx "$m2" "$mff")" "$(median "$tmp/wb" 8)"
-	printf '%-34s %10s %10s %7s %7s\n' "25% (a random quarter dirty)" "$m3" "$mfq" "$(wbx "$m3" "$mfq")" "$(median "$tmp/wb" 9)"
+	printf '%-34s %10s %10s %7s %10s %7s %7s\n' checkpoint MB/s "fio MB/s" x-fio "+fsync" x-fsync x-peer
+	printf '%-34s %10s %10s %7s %10s %7s %7s\n' "first (new image, all chunks)" "$m1" "$mff" "$(wbx "$m1" "$mff")" "$mffs" "$(wbx "$m1" "$mffs")" "$(median "$tmp/wb" 7)"
+	printf '%-34s %10s %10s %7s %10s %7s %7s\n' "full (every chunk dirty)" "$m2" "$mff" "$(wbx "$m2" "$mff")" "$mffs" "$(wbx "$m2" "$mffs")" "$(median "$tmp/wb" 8)"
+	printf '%-34s %10s %10s %7s %10s %7s %7s\n' "25% (a random quarter dirty)" "$m3" "$mfq" "$(wbx "$m3" "$mfq")" "$mfqs" "$(wbx "$m3" "$mfqs")" "$(median "$tmp/wb" 9)"
 	echo "MB/s: bytes of volume data made durable per second from the cut until the checkpoint is durable (10^6 bytes)."
-	echo "fio: fio --direct=1 --rw=write --bs=1M of as many bytes to the same directory in the same rounds; x-fio: the"
-	echo "medians' ratio. x-peer: the median ratio against the benchmark's own peer, the same bytes written with 1 MiB"
-	echo "O_DIRECT writes and fdatasync just before each checkpoint (pairs taken seconds apart: steadier on a shared disk)."
+	echo "fio: fio --direct=1 --rw=write --bs=1M of as many bytes to a new file in the same directory in the same rounds;"
+	echo "x-fio: the medians' ratio. +fsync, x-fsync: the same fio with --end_fsync=1, which makes its bytes durable as"
+	echo "a checkpoint must (without it, the new file's block allocations are not on the disk yet). x-peer: the median"
+	echo "ratio against the benchmark's own peer, the same bytes written with 1 MiB O_DIRECT writes and fdatasync just"
+	echo "before each checkpoint (pairs taken seconds apart: steadier on a shared disk)."
 }
 SIZES=${SIZES:-"1G 4G 16G"}
 WRITERS=${WRITERS:-4}
