@@ -3,9 +3,12 @@ package nbd
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"os"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -90,31 +93,7 @@ func TestRead_largeReadsSentFromLentMemory(t *testing.T) {
 func TestRead_slowClientHoldsNoLoan(t *testing.T) {
 	const n = 4 << 20
 	be := newLendBackend(8 << 20)
-	srv := NewServer(newExports(), Options{Logger: discardLogger()})
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		// Far below the reply: it cannot go out at once.
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 64<<10); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		conns[i], err = net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conns[i].Close() })
-	}
-	c := newConn(srv, conns[0], nil)
-	c.be, c.sess.structured = be, true
-	c.sock = newRawSocket(c.nc)
-	c.bw = bufio.NewWriter(c.nc)
+	c, client := slowConn(t, be)
 
 	j := &job{req: request{typ: cmdRead, cookie: 7, offset: 4096, length: n}, buf: make([]byte, n)}
 	done := make(chan struct{})
@@ -136,11 +115,79 @@ func TestRead_slowClientHoldsNoLoan(t *testing.T) {
 	// that followed it.
 	want := newLendBackend(8 << 20).data[4096 : 4096+n]
 	got := make([]byte, 28+n) // chunk header, offset, data
-	if _, err := io.ReadFull(conns[1], got); err != nil {
+	if _, err := io.ReadFull(client, got); err != nil {
 		t.Fatal(err)
 	}
 	<-done
 	if !bytes.Equal(got[28:], want) {
 		t.Fatalf("the reply differs from the data at the read's time at byte %d", testutil.FirstDiff(got[28:], want))
 	}
+}
+
+// slowConn is a transmitting conn of be over a unix socket pair whose send
+// buffers hold far less than a large reply, and the client's end, which
+// reads nothing until the test does.
+func slowConn(t *testing.T, be Backend) (*conn, net.Conn) {
+	t.Helper()
+	srv := NewServer(newExports(), Options{Logger: discardLogger()})
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 64<<10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conns[i].Close() })
+	}
+	c := newConn(srv, conns[0], nil)
+	c.be, c.sess.structured = be, true
+	c.sock = newRawSocket(c.nc)
+	c.bw = bufio.NewWriter(c.nc)
+	return c, conns[1]
+}
+
+// Ensure that a reply from lent memory that must wait for another reply
+// being written (to a client slow to read) gives its loan back before it
+// waits.
+func TestRead_loanDoesNotWaitBehindAnotherReply(t *testing.T) {
+	const n = 4 << 20
+	be := newLendBackend(8 << 20)
+	want := slices.Clone(be.data)
+	c, client := slowConn(t, be)
+	var wg sync.WaitGroup
+	read := func(cookie uint64, off int64) {
+		j := &job{req: request{typ: cmdRead, cookie: cookie, offset: uint64(off), length: n}, buf: make([]byte, n)}
+		wg.Go(func() { c.run(j, flushNow) })
+	}
+	read(1, 0)
+	waitFor(t, "the first reply's loan given back", func() bool { return be.loans.Load() == 1 && be.out.Load() == 0 })
+	read(2, n) // its reply waits for the first's
+	waitFor(t, "the second reply's loan given back while it waits", func() bool { return be.loans.Load() == 2 && be.out.Load() == 0 })
+	if _, err := be.WriteAt(bytes.Repeat([]byte{0xee}, 8<<20), 0); err != nil { // waits for every loan
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		got := make([]byte, 28+n)
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatal(err)
+		}
+		off := int(binary.BigEndian.Uint64(got[20:]))
+		if cookie := binary.BigEndian.Uint64(got[8:]); cookie != uint64(i+1) || off != i*n {
+			t.Fatalf("reply %d: cookie %d offset %d", i, cookie, off)
+		}
+		if !bytes.Equal(got[28:], want[off:off+n]) {
+			t.Fatalf("reply %d differs from the data at the read's time at byte %d", i, testutil.FirstDiff(got[28:], want[off:off+n]))
+		}
+	}
+	wg.Wait()
 }
