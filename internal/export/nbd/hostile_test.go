@@ -44,6 +44,12 @@ func goHandshake(structured bool) []byte {
 // every export of exp it opened.
 func feedConn(t *testing.T, srv *Server, exp *testExports, chunks ...[]byte) {
 	client, server := net.Pipe()
+	feedConnOver(t, srv, exp, client, server, chunks...)
+}
+
+// feedConnOver is feedConn over the given ends of a connection; a socket
+// is half-closed, so that the requests sent are served.
+func feedConnOver(t *testing.T, srv *Server, exp *testExports, client, server net.Conn, chunks ...[]byte) {
 	c := newConn(srv, server, nil)
 	if !srv.addConn(c) {
 		t.Fatal("server closed")
@@ -54,7 +60,11 @@ func feedConn(t *testing.T, srv *Server, exp *testExports, chunks ...[]byte) {
 	for _, b := range chunks {
 		_, _ = client.Write(b)
 	}
-	_ = client.Close()
+	if hc, ok := client.(interface{ CloseWrite() error }); ok {
+		_ = hc.CloseWrite() // a socket: the server answers what was sent, then reads the end
+	} else {
+		_ = client.Close()
+	}
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -159,5 +169,31 @@ func FuzzSession(f *testing.F) {
 			hs = goHandshake(true)
 		}
 		feedConn(t, srv, exp, hs, b)
+	})
+}
+
+// FuzzSessionLent is FuzzSession over a unix socket, from a backend that
+// lends its memory for reads (Lender): large READs are then sent from
+// lent memory, and every loan must be given back once the connection
+// ends, whatever the client sent.
+func FuzzSessionLent(f *testing.F) {
+	f.Add(true, appendRequest(nil, request{typ: cmdRead, cookie: 1, length: 1 << 20}))
+	f.Add(true, append(appendRequest(nil, request{typ: cmdRead, cookie: 1, offset: 4096, length: 64 << 10}),
+		appendRequest(nil, request{typ: cmdRead, cookie: 2, offset: 1<<20 - 100, length: 200})...))
+	f.Add(true, appendRequest(nil, request{typ: cmdRead, cookie: 3, offset: 1 << 19, length: 1 << 20}))
+	f.Add(false, goHandshake(false))
+	be := newLendBackend(1 << 20)
+	exp := newExports().add(Export{Name: "disk", Backend: be})
+	srv := NewServer(exp, Options{Logger: discardLogger(), HandshakeTimeout: time.Second})
+	f.Fuzz(func(t *testing.T, transmitting bool, b []byte) {
+		var hs []byte
+		if transmitting {
+			hs = goHandshake(true)
+		}
+		client, server := socketPair(t)
+		feedConnOver(t, srv, exp, client, server, hs, b)
+		if n := be.out.Load(); n != 0 {
+			t.Fatalf("%d loans still out after the connection ended", n)
+		}
 	})
 }

@@ -130,14 +130,26 @@ func TestRead_slowClientHoldsNoLoan(t *testing.T) {
 func slowConn(t *testing.T, be Backend) (*conn, net.Conn) {
 	t.Helper()
 	srv := NewServer(newExports(), Options{Logger: discardLogger()})
+	server, client := socketPair(t)
+	for _, nc := range []net.Conn{server, client} {
+		if err := nc.(*net.UnixConn).SetWriteBuffer(64 << 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newConn(srv, server, nil)
+	c.be, c.sess.structured = be, true
+	c.sock = newRawSocket(c.nc)
+	c.bw = bufio.NewWriter(c.nc)
+	return c, client
+}
+
+// socketPair returns the two ends of a connected unix stream socket pair,
+// closed when the test ends.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 64<<10); err != nil {
-			t.Fatal(err)
-		}
 	}
 	conns := make([]net.Conn, 2)
 	for i, fd := range fds {
@@ -149,11 +161,7 @@ func slowConn(t *testing.T, be Backend) (*conn, net.Conn) {
 		}
 		t.Cleanup(func() { conns[i].Close() })
 	}
-	c := newConn(srv, conns[0], nil)
-	c.be, c.sess.structured = be, true
-	c.sock = newRawSocket(c.nc)
-	c.bw = bufio.NewWriter(c.nc)
-	return c, conns[1]
+	return conns[0], conns[1]
 }
 
 // Ensure that a reply from lent memory that must wait for another reply
