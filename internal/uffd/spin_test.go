@@ -19,14 +19,21 @@ func spins(s *Spinner, k int, waited func(spin time.Duration) time.Duration) int
 	return n
 }
 
+// testMax is the Spinner's Max in these tests.
+const testMax = 50 * time.Microsecond
+
+// Times of a wait's message, for spins: starved, a writer on the
+// handler's CPU, faults just after the spin ran out and the handler
+// blocked; caught, a writer on a CPU of its own, while the handler spins.
+func starved(spin time.Duration) time.Duration { return spin + 12*time.Microsecond }
+func caught(time.Duration) time.Duration       { return 8 * time.Microsecond }
+
 // A writer woken on the handler's CPU faults again only once the spin
 // has run out and the handler blocks: the Spinner stops spinning, spins
 // again now and then to see whether the writer moved, and less often
 // while it has not.
 func TestSpinner_StopsSpinningForAWriterOnItsCPU(t *testing.T) {
-	const max = 50 * time.Microsecond
-	s := &Spinner{Max: max}
-	starved := func(spin time.Duration) time.Duration { return spin + 12*time.Microsecond }
+	s := &Spinner{Max: testMax}
 	if n := spins(s, 2, starved); n != 2 {
 		t.Fatalf("first wait and the probe of its sign: spun %d times, want 2", n)
 	}
@@ -49,9 +56,7 @@ func TestSpinner_StopsSpinningForAWriterOnItsCPU(t *testing.T) {
 // A message caught while spinning means the spin pays: the Spinner
 // keeps spinning, and a later sign starts again from the first skip.
 func TestSpinner_KeepsSpinningWhileItCatches(t *testing.T) {
-	const max = 50 * time.Microsecond
-	s := &Spinner{Max: max}
-	caught := func(spin time.Duration) time.Duration { return 8 * time.Microsecond }
+	s := &Spinner{Max: testMax}
 	if n := spins(s, 100, caught); n != 100 {
 		t.Fatalf("messages caught while spinning: %d of 100 waits spun", n)
 	}
@@ -61,7 +66,6 @@ func TestSpinner_KeepsSpinningWhileItCatches(t *testing.T) {
 	if n := spins(s, 10, away); n != 10 {
 		t.Fatalf("writer away: %d of 10 waits spun, want all", n)
 	}
-	starved := func(spin time.Duration) time.Duration { return spin + 5*time.Microsecond }
 	spins(s, 2+starveSkip, starved)
 	spins(s, 1, caught) // the probe catches: back to spinning
 	if n := spins(s, 10, caught); n != 10 || s.skips != 0 {
@@ -78,18 +82,16 @@ func TestSpinner_KeepsSpinningWhileItCatches(t *testing.T) {
 // run-out spin; the longer probe catches it, and the Spinner keeps
 // spinning, longer, instead of blocking for hundreds of waits.
 func TestSpinner_SpinsLongerForALateWriter(t *testing.T) {
-	const max = 50 * time.Microsecond
-	s := &Spinner{Max: max}
+	s := &Spinner{Max: testMax}
 	late := func(spin time.Duration) time.Duration { return 70 * time.Microsecond }
 	if n := spins(s, 100, late); n != 100 {
 		t.Fatalf("a writer back after 70 µs: %d of 100 waits spun, want all", n)
 	}
-	if got := s.next(); got != 2*max {
-		t.Fatalf("spin after the probe caught: %v, want %v", got, 2*max)
+	if got := s.next(); got != 2*testMax {
+		t.Fatalf("spin after the probe caught: %v, want %v", got, 2*testMax)
 	}
 	// It moves onto the handler's CPU: the longer spin runs out and the
 	// message follows at once, a sign confirmed without another probe.
-	starved := func(spin time.Duration) time.Duration { return spin + 12*time.Microsecond }
 	spins(s, 1, starved)
 	if n := spins(s, starveSkip, starved); n != 0 {
 		t.Fatalf("starved after the long spin: %d of %d waits spun, want none", n, starveSkip)
