@@ -60,6 +60,12 @@ func TestDaemon_nbdExport(t *testing.T) {
 	if !strings.Contains(info, `"name":"vol"`) {
 		t.Fatalf("curl info = %s", info)
 	}
+
+	// Reads of 64 KiB and more go out from the volume's lent memory.
+	e.write("vol", 1<<20, bytes.Repeat([]byte{0xa5}, 1<<20))
+	if out := run(t, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 65536 65536", "-c", "read -P 0xa5 1048576 1048576", uri); strings.Contains(out, "verification failed") {
+		t.Fatalf("qemu-io read other data back over NBD:\n%s", out)
+	}
 }
 
 // Ensure that a read-only device is exported read-only.
