@@ -132,7 +132,7 @@ func (f *fuseFile) WriteAt(p []byte, off int64) (n int, err error) {
 	return n, err
 }
 
-// LendRead lends be's memory for a read (fusefs.Lender), holding off
+// LendRead lends be's memory for a read (dm.Lender), holding off
 // revoke until the loan ends, as a read under way does.
 func (f *fuseFile) LendRead(off, n int64) ([]byte, func(), bool) {
 	f.mu.RLock()
@@ -140,7 +140,7 @@ func (f *fuseFile) LendRead(off, n int64) ([]byte, func(), bool) {
 		f.mu.RUnlock()
 		return nil, nil, false // ReadAt says why
 	}
-	mem, release, ok := fusefs.LendFrom(f.be, off, n)
+	mem, release, ok := dm.LendFrom(f.be, off, n)
 	if !ok {
 		f.mu.RUnlock()
 		return nil, nil, false

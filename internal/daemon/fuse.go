@@ -61,9 +61,9 @@ type readOnlyFile struct {
 func (f readOnlyFile) WriteAt([]byte, int64) (int, error) { return 0, f.refuse() }
 func (f readOnlyFile) WriteZeroes(int64, int64) error     { return f.refuse() }
 
-// LendRead passes loans for reads on (fusefs.Lender).
+// LendRead passes loans for reads on (dm.Lender).
 func (f readOnlyFile) LendRead(off, n int64) ([]byte, func(), bool) {
-	return fusefs.LendFrom(f.Backend, off, n)
+	return dm.LendFrom(f.Backend, off, n)
 }
 
 func (f readOnlyFile) refuse() error {

@@ -1,10 +1,10 @@
 package daemon
 
-import "github.com/daxsnap/daxsnap/internal/export/fusefs"
+import "github.com/daxsnap/daxsnap/internal/dm"
 
 // LendsFUSE reports whether a read of [off, off+n) of device name's FUSE
 // file is answered from lent memory, through the daemon's wrappers of the
-// device (fusefs.Lender), as a file opened now would read it.
+// device (dm.Lender), as a file opened now would read it.
 func LendsFUSE(d *Daemon, name string, off, n int64) (bool, error) {
 	dev, err := d.mgr.Get(name)
 	if err != nil {
@@ -15,7 +15,7 @@ func LendsFUSE(d *Daemon, name string, off, n int64) (bool, error) {
 		return false, err
 	}
 	defer release()
-	_, back, ok := fusefs.LendFrom(be, off, n)
+	_, back, ok := dm.LendFrom(be, off, n)
 	if ok {
 		back()
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/daxsnap/daxsnap/internal/dm"
-	"github.com/daxsnap/daxsnap/internal/export/fusefs"
 	"github.com/daxsnap/daxsnap/internal/export/nbd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -165,10 +164,10 @@ func (w *metered) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // LendRead passes on the device's loans of memory for reads (the FUSE
-// export's reads without a copy, fusefs.Lender), counted as reads.
+// and NBD exports' reads without a copy, dm.Lender), counted as reads.
 func (w *metered) LendRead(off, n int64) ([]byte, func(), bool) {
 	start := time.Now()
-	mem, release, ok := fusefs.LendFrom(w.blockDevice, off, n)
+	mem, release, ok := dm.LendFrom(w.blockDevice, off, n)
 	if ok {
 		w.op[0].done(start, int64(len(mem)), nil)
 	}

@@ -1,7 +1,27 @@
 package dm
 
+// Lender is implemented by whatever can lend the memory behind a range for
+// a read (*Device, and the exports' wrappers of one): the FUSE and NBD
+// exports answer a read of such a range straight from that memory,
+// without copying it into the request's buffer first. mem may be shorter
+// than n (the rest needs a copy); release, called exactly once, ends the
+// loan; ok false means the range needs ReadAt.
+type Lender interface {
+	LendRead(off, n int64) (mem []byte, release func(), ok bool)
+}
+
+// LendFrom is be's LendRead, or ok false if be is not a Lender: wrappers
+// of a device pass loans on with it.
+func LendFrom(be any, off, n int64) (mem []byte, release func(), ok bool) {
+	l, ok := be.(Lender)
+	if !ok {
+		return nil, nil, false
+	}
+	return l.LendRead(off, n)
+}
+
 // LendRead lends the memory behind [off, off+n) for a read served without
-// a copy (the FUSE export writes it straight into its reply): mem holds
+// a copy (the FUSE and NBD exports write it straight into their replies): mem holds
 // the bytes, fewer than n at the end of a table line. Until release,
 // which the caller must call exactly once, the device's I/O is admitted
 // as for a ReadAt under way, and so is that of the mapped devices below

@@ -37,7 +37,7 @@
 // flushes too if the file was written through since its last flush.
 //
 // A read of memory the device maps (a DAX-capable line: dm.Device.LendRead
-// through the Backend, a Lender) is answered from that memory itself,
+// through the Backend, a dm.Lender) is answered from that memory itself,
 // without a copy into the request's buffer: the device's I/O stays
 // admitted until the reply is written, so a suspend or table swap waits
 // for it as for any read under way.

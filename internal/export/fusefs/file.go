@@ -60,7 +60,7 @@ func (f *file) Read(_ context.Context, dest []byte, off int64) (res fuse.ReadRes
 	}
 	n := min(int64(len(dest)), size-off)
 	if n >= lendMin {
-		if mem, release, ok := LendFrom(f.be, off, n); ok {
+		if mem, release, ok := dm.LendFrom(f.be, off, n); ok {
 			if int64(len(mem)) == n {
 				return &lentRead{mem: mem, release: release}, 0
 			}
@@ -82,7 +82,7 @@ func (f *file) Read(_ context.Context, dest []byte, off int64) (res fuse.ReadRes
 // copy it saves costs less than the lending.
 const lendMin = 4096
 
-// lentRead answers a read from lent memory (Lender). It is a vectored
+// lentRead answers a read from lent memory (dm.Lender). It is a vectored
 // result (go-fuse's withSlice: Slices), which go-fuse writes to the
 // kernel with writev and only then calls Done; for any other result it
 // calls Done before the write when splice is off, as it is here, and the

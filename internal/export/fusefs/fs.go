@@ -31,26 +31,6 @@ type Backend interface {
 	WriteZeroes(off, n int64) error
 }
 
-// Lender is implemented by backends that can lend the memory behind a
-// range for a read (*dm.Device: dm.Device.LendRead). A read of such a
-// range is answered straight from that memory, without copying it into
-// the request's buffer first; the memory stays lent, and the device's
-// I/O admitted, until the reply has been written to the kernel. ok false
-// means the range needs ReadAt.
-type Lender interface {
-	LendRead(off, n int64) (mem []byte, release func(), ok bool)
-}
-
-// LendFrom is be's LendRead, or ok false if be is not a Lender: wrappers
-// of a Backend pass loans on with it.
-func LendFrom(be any, off, n int64) (mem []byte, release func(), ok bool) {
-	l, ok := be.(Lender)
-	if !ok {
-		return nil, nil, false
-	}
-	return l.LendRead(off, n)
-}
-
 // Owner is a device file's owner and permission bits (0 to 0777).
 type Owner struct {
 	UID, GID uint32

@@ -52,7 +52,7 @@
 // order: conn.mu and conn.wmu are never held together.
 //
 // A READ of 64 KiB or more on a plain socket, from a backend that lends
-// its memory (Lender, *dm.Device over memory), is sent from that memory
+// its memory (dm.Lender, *dm.Device over memory), is sent from that memory
 // without a copy. A loan holds the device's I/O like a read under way,
 // so it never waits on the client: the reply's writev does not block,
 // and what the socket does not take at once is copied and the loan given

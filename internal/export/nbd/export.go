@@ -38,14 +38,6 @@ type Extent struct {
 	Zero   bool // reads as zeroes
 }
 
-// Lender is implemented by backends that can lend the memory behind a
-// range for a read (*dm.Device: dm.Device.LendRead): a large READ is then
-// sent from that memory without a copy. mem may be shorter than n (the
-// server copies then); release, called exactly once, ends the loan.
-type Lender interface {
-	LendRead(off, n int64) (mem []byte, release func(), ok bool)
-}
-
 // FastZeroer is implemented by backends whose WriteZeroes is faster than
 // writing the same zeroes (it punches holes or drops metadata). Without
 // it, or when FastZero reports false, the server does not advertise

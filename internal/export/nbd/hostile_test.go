@@ -173,7 +173,7 @@ func FuzzSession(f *testing.F) {
 }
 
 // FuzzSessionLent is FuzzSession over a unix socket, from a backend that
-// lends its memory for reads (Lender): large READs are then sent from
+// lends its memory for reads (dm.Lender): large READs are then sent from
 // lent memory, and every loan must be given back once the connection
 // ends, whatever the client sent.
 func FuzzSessionLent(f *testing.F) {

@@ -17,7 +17,7 @@ import (
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
 
-// lendBackend is a memBackend that lends its memory for reads (Lender),
+// lendBackend is a memBackend that lends its memory for reads (dm.Lender),
 // holding its lock for reading while a loan is out, as a device holds
 // off a suspend; it counts loans.
 type lendBackend struct {

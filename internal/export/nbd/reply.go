@@ -65,12 +65,7 @@ func (c *conn) replyReadLent(r *request, j *job) {
 		return
 	}
 	j.unlend(true)
-	rest := net.Buffers{j.buf}
-	if n < len(hdr) {
-		rest = net.Buffers{hdr[n:], j.buf}
-	} else {
-		rest[0] = j.buf[n-len(hdr):]
-	}
+	rest := net.Buffers{hdr[min(n, len(hdr)):], j.buf[max(n-len(hdr), 0):]}
 	_, err = rest.WriteTo(c.nc)
 	c.setWriteErr(err)
 }

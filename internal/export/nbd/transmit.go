@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/daxsnap/daxsnap/internal/dm"
 )
 
 // Scheduling. Waking another goroutine costs tens of microseconds on a
@@ -40,7 +42,7 @@ type job struct {
 	// charged is what a write's payload holds of the server-wide
 	// buffer budget (Options.MaxBuffered), until the backend has it.
 	charged int64
-	// lent: a READ's data is the backend's memory (Lender) instead of
+	// lent: a READ's data is the backend's memory (dm.Lender) instead of
 	// buf, until release, which the reply calls.
 	lent    []byte
 	release func()
@@ -442,23 +444,22 @@ func (j *job) unlend(keep bool) {
 // is worth the loan from the size whose reply skips the write buffer.
 const lendMin = directWrite
 
-// lend makes j's READ data the backend's memory at off (Lender), when
+// lend makes j's READ data the backend's memory at off (dm.Lender), when
 // the reply can go out without waiting on the client: a plain socket
 // (tryWritev), a read of at least lendMin.
 func (c *conn) lend(j *job, off int64) bool {
-	l, ok := c.be.(Lender)
-	if !ok || c.sock == nil || len(j.buf) < lendMin {
+	if c.sock == nil || len(j.buf) < lendMin {
 		return false
 	}
-	mem, release, ok := l.LendRead(off, int64(len(j.buf)))
+	mem, release, ok := dm.LendFrom(c.be, off, int64(len(j.buf)))
 	if !ok {
 		return false
 	}
-	if len(mem) < len(j.buf) {
+	if len(mem) != len(j.buf) {
 		release() // across a table line: copy it
 		return false
 	}
-	j.lent, j.release = mem[:len(j.buf)], release
+	j.lent, j.release = mem, release
 	return true
 }
 
