@@ -72,6 +72,7 @@ type views struct {
 	size     int64
 	origin   []byte // what the origin must read
 	snapshot []byte // what the snapshot must read
+	taken    []byte // the origin when the snapshot was taken
 }
 
 // take creates the snapshot device with the origin suspended; the model's
@@ -91,7 +92,7 @@ func (v *views) take() {
 		v.t.Fatalf("the snapshot has %d bytes, its origin %d", v.sd.Size(), v.size)
 	}
 	if v.snapshot == nil {
-		v.snapshot = bytes.Clone(v.origin)
+		v.snapshot, v.taken = bytes.Clone(v.origin), bytes.Clone(v.origin)
 	}
 }
 
@@ -150,11 +151,17 @@ func (v *views) read(t *rapid.T) {
 }
 
 // hint names the likely bug when a snapshot reads what only the origin
-// holds: it reads through to the origin, or the origin's write did not
-// copy the chunk out first.
+// holds, now or earlier (a snapshot's write then copied the chunk from
+// the changed origin): it reads through to the origin, or the origin's
+// write did not copy the chunk out first.
 func (v *views) hint(name string, off int64, got byte) string {
-	if name == "snapshot" && got == v.origin[off] {
-		return " (the origin's current byte: the snapshot read through to a changed origin, or the origin's write skipped copying the chunk out)"
+	const bug = "the snapshot read through to a changed origin, or the origin's write skipped copying the chunk out"
+	switch {
+	case name != "snapshot":
+	case got == v.origin[off]:
+		return " (the origin's current byte: " + bug + ")"
+	case v.snapshot[off] == v.taken[off] && v.origin[off] != v.taken[off]:
+		return " (a byte the origin changed after the snapshot was taken: " + bug + ")"
 	}
 	return ""
 }
