@@ -12,7 +12,7 @@ import (
 // path above all) does not pay for allocating each page it fills: on
 // tmpfs a cold page costs 1–3 µs per 4 KiB, as much as the rest of the
 // fault (a write(2) into a hole costs 8 µs, into an allocated page 2.5 µs,
-// on the development VM; copyChunk writes a tmpfs COW so). Stores allocate COW chunks in increasing order, so the window
+// on the development VM; copyRun writes a tmpfs COW so). Stores allocate COW chunks in increasing order, so the window
 // follows the highest chunk used.
 type cowAhead struct {
 	dev    backing.Populater

@@ -183,14 +183,14 @@ func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
 	_, span := s.originSpan(c)
 	full := coff == 0 && int64(len(p)) == span
 	wrote, copied := false, false
-	err := s.ensure([]exstore.Chunk{c}, func(c, to exstore.Chunk) error {
+	err := s.ensure([]exstore.Chunk{c}, func(pend []exstore.Exception) error {
 		if full {
 			wrote = true
-			_, err := s.writeFresh(p, int64(to)*s.chunkBytes)
+			_, err := s.writeFresh(p, int64(pend[0].New)*s.chunkBytes)
 			return err
 		}
 		copied = true
-		return s.copyChunk(c, to)
+		return s.copyRun(pend, nil)
 	})
 	if err != nil {
 		return t.failedAllocation(err)
@@ -201,7 +201,7 @@ func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
 	to, _ := s.lookup(c)
 	write := t.cow.WriteAt
 	if copied {
-		write = s.writeFresh // into the chunk copyChunk just filled
+		write = s.writeFresh // into the chunk copyRun just filled
 	}
 	_, err = write(p, int64(to)*s.chunkBytes+coff)
 	return err

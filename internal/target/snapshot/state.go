@@ -103,7 +103,7 @@ func openState(origin, cow *dm.DeviceRef, storeType exstore.StoreType, chunk exs
 	}
 	s.chunkBytes = s.store.ChunkSize().Bytes()
 	s.originChunks = exstore.Chunk((origin.Size() + s.chunkBytes - 1) / s.chunkBytes)
-	s.bufs.New = func() any { b := make([]byte, s.chunkBytes); return &b }
+	s.bufs.New = func() any { b := make([]byte, s.runBytes()); return &b }
 	s.valid.Store(true)
 	err = s.store.Load(func(e exstore.Exception) error {
 		if e.Old >= s.originChunks {
@@ -334,37 +334,97 @@ func fileCOW(cow backing.Device) backing.FileWriter {
 	return fw
 }
 
-// copyChunk copies origin chunk c into COW chunk to: through a buffer
-// and the COW's file on tmpfs (fileCOW), else straight into the COW's
-// memory where it can (one copy instead of two, through a buffer). Into
-// a buffer the origin is read through its file where it has one
-// (backing.FileReader: pread on a tmpfs origin): the chunk is read once,
-// and the daemon's mapping of it is likely untouched, its first load
-// dearer than the read (see the origin's WriteAt for the write after).
-func (s *cowState) copyChunk(c, to exstore.Chunk) error {
-	off, n := s.originSpan(c)
+// copyRunMax bounds the bytes copyRun moves with one read and one write:
+// a 1 MiB write over 4 KiB chunks is one run, not 256 pairs of calls.
+const copyRunMax = 1 << 20
+
+// runBytes is the size of the copy buffers: a run, or one chunk if larger.
+func (s *cowState) runBytes() int64 { return max(s.chunkBytes, copyRunMax) }
+
+// copyRuns copies each reserved exception's origin chunk into its COW
+// chunk, a run of chunks reserved in a row at a time (as one write's
+// chunks, or one NBD burst's, are): one write into the COW per run, and
+// one read of the origin per stretch of consecutive origin chunks in it.
+// Each stretch read is passed to copied (if not nil) as a range of the
+// origin.
+func (s *cowState) copyRuns(pend []exstore.Exception, copied func(off, n int64)) error {
+	most := int(s.runBytes() / s.chunkBytes)
+	for len(pend) > 0 {
+		k := 1
+		for k < len(pend) && k < most && pend[k].New == pend[0].New+exstore.Chunk(k) && s.whole(pend[k-1].Old) {
+			k++
+		}
+		if err := s.copyRun(pend[:k], copied); err != nil {
+			return err
+		}
+		pend = pend[k:]
+	}
+	return nil
+}
+
+// whole reports whether origin chunk c is a whole chunk (only the last
+// one may be partial, and it ends a run).
+func (s *cowState) whole(c exstore.Chunk) bool {
+	_, n := s.originSpan(c)
+	return n == s.chunkBytes
+}
+
+// copyRun copies the origin chunks of run, whose COW chunks follow one
+// another, at most runBytes: through a buffer and the COW's file on
+// tmpfs (fileCOW), else straight into the COW's memory where it can (one
+// copy instead of two, through a buffer). The origin is read through its
+// file where it has one (backing.FileReader: pread on a tmpfs origin),
+// and its mapping is likely left untouched, whose first load would cost
+// more than the read (see the origin's WriteAt for the write after).
+func (s *cowState) copyRun(run []exstore.Exception, copied func(off, n int64)) error {
+	to := run[0].New
+	_, lastLen := s.originSpan(run[len(run)-1].Old)
+	n := int64(len(run)-1)*s.chunkBytes + lastLen
+	var dst []byte
+	direct := false
 	if s.cowMem != nil && s.cowFile == nil {
-		if dst, err := s.cowMem.DirectAccess(int64(to)*s.chunkBytes, n); err == nil && int64(len(dst)) == n {
-			if _, err := s.origin.ReadAt(dst, off); err != nil {
-				return fmt.Errorf("copy origin chunk %d to COW chunk %d: %w", c, to, err)
-			}
-			return nil
+		if m, err := s.cowMem.DirectAccess(int64(to)*s.chunkBytes, n); err == nil && int64(len(m)) == n {
+			dst, direct = m, true
 		}
 	}
-	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
-	buf := (*bp)[:n]
-	if _, err := backing.ReadFileAt(s.origin, buf, off); err != nil {
-		return fmt.Errorf("read origin chunk %d: %w", c, err)
+	if !direct {
+		bp := s.bufs.Get().(*[]byte)
+		defer s.bufs.Put(bp)
+		dst = (*bp)[:n]
 	}
-	if _, err := s.writeFresh(buf, int64(to)*s.chunkBytes); err != nil {
-		return fmt.Errorf("copy origin chunk %d to COW chunk %d: %w", c, to, err)
+	for i := 0; i < len(run); {
+		j := i + 1
+		for j < len(run) && run[j].Old == run[i].Old+exstore.Chunk(j-i) {
+			j++
+		}
+		off, _ := s.originSpan(run[i].Old)
+		lastOff, lastLen := s.originSpan(run[j-1].Old)
+		p := dst[int64(i)*s.chunkBytes : int64(i)*s.chunkBytes+lastOff+lastLen-off]
+		var err error
+		if direct {
+			_, err = s.origin.ReadAt(p, off)
+		} else {
+			_, err = backing.ReadFileAt(s.origin, p, off)
+		}
+		if err != nil {
+			return fmt.Errorf("copy origin chunks %d+%d to COW chunk %d: %w", run[i].Old, j-i, run[i].New, err)
+		}
+		if copied != nil {
+			copied(off, int64(len(p)))
+		}
+		i = j
+	}
+	if direct {
+		return nil
+	}
+	if _, err := s.writeFresh(dst, int64(to)*s.chunkBytes); err != nil {
+		return fmt.Errorf("copy origin chunks to COW chunks %d+%d: %w", to, len(run), err)
 	}
 	return nil
 }
 
 // writeFresh writes p at off of a COW chunk that was just reserved: through
-// the COW's file where it has one (fileCOW), as copyChunk fills it, since
+// the COW's file where it has one (fileCOW), as copyRun fills it, since
 // the daemon's mapping of a fresh chunk is untouched.
 func (s *cowState) writeFresh(p []byte, off int64) (int, error) {
 	if s.cowFile != nil {
@@ -373,15 +433,17 @@ func (s *cowState) writeFresh(p []byte, off int64) (int, error) {
 	return s.cow.WriteAt(p, off)
 }
 
-// ensure gives every chunk in chunks an exception, filling each newly
-// reserved COW chunk with fill(old, new) before the exceptions are
-// committed together. It holds the chunks' locks throughout, so snapshot
-// reads of them from the origin have drained and none start until the
-// exceptions are in the table.
-func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk) error) error {
+// ensure gives every chunk in chunks an exception: it reserves a COW
+// chunk for each that lacks one, fills them all with fill(pend), then
+// commits them together. It holds the chunks' locks throughout, so
+// snapshot reads of them from the origin have drained and none start
+// until the exceptions are in the table. Chunks in increasing order are
+// reserved in increasing order, so fill sees runs (copyRuns).
+func (s *cowState) ensure(chunks []exstore.Chunk, fill func(pend []exstore.Exception) error) error {
 	held := s.lockChunks(chunks)
 	defer s.unlockStripes(held)
-	var pend []exstore.Exception
+	var buf [4]exstore.Exception
+	pend := buf[:0]
 	for _, c := range chunks {
 		if _, ok := s.lookup(c); ok {
 			continue
@@ -391,10 +453,13 @@ func (s *cowState) ensure(chunks []exstore.Chunk, fill func(c, to exstore.Chunk)
 			return err
 		}
 		s.ahead.used(int64(to+1) * s.chunkBytes)
-		if err := fill(c, to); err != nil {
-			return err
-		}
 		pend = append(pend, exstore.Exception{Old: c, New: to})
+	}
+	if len(pend) == 0 {
+		return nil
+	}
+	if err := fill(pend); err != nil {
+		return err
 	}
 	if err := s.commit(pend); err != nil {
 		return err
@@ -470,17 +535,7 @@ func (s *cowState) copyOutRanges(rs []dm.Range, copied func(off, n int64)) {
 	if len(missing) == 0 {
 		return
 	}
-	fill := s.copyChunk
-	if copied != nil {
-		fill = func(c, to exstore.Chunk) error {
-			if err := s.copyChunk(c, to); err != nil {
-				return err
-			}
-			copied(s.originSpan(c))
-			return nil
-		}
-	}
-	if err := s.ensure(missing, fill); err != nil {
+	if err := s.ensure(missing, func(pend []exstore.Exception) error { return s.copyRuns(pend, copied) }); err != nil {
 		s.invalidate(err)
 	}
 }
