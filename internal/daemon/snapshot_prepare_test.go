@@ -53,6 +53,8 @@ type holdWatch struct {
 	reset     func()
 	cuts      map[string]float64
 	suspended map[string]bool
+	// fail, set before the verb runs, is the error a step returns.
+	fail map[string]error
 }
 
 // watchHold notes, at each of steps (FailStep), whether dev is held:
@@ -77,7 +79,7 @@ func (e *env) watchHold(url, dev string, then func(step string, suspended bool),
 		if then != nil {
 			then(step, held)
 		}
-		return nil
+		return w.fail[step]
 	})
 	return w
 }

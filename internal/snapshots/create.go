@@ -369,19 +369,21 @@ func (mg *Manager) doCreate(p createPlan) error {
 
 // unmake removes the snapshot a creation activated, the origin running
 // again, as a removal does: the origin is suspended, the snapshot goes,
-// the origin gets back the table it had (ORIGIN-real's, if the creation
-// made ORIGIN-real: that goes too) and a COW the daemon created is
-// deleted; an adopted one stays for SnapshotCreate to give back.
+// the origin gets back the table it had and resumes, the snapshot's
+// tables are released (ORIGIN-real goes then, if the creation made it)
+// and a COW the daemon created is deleted; an adopted one stays for
+// SnapshotCreate to give back.
 func (mg *Manager) unmake(p createPlan, snap, origin *dm.Device) error {
 	mg.forgetTracking(p.cow)
 	if err := mg.quiesceOrigin(p.op, origin); err != nil {
 		return err
 	}
-	if err := mg.removeDevice(snap, evenIfOpen); err != nil {
-		return errors.Join(err, origin.Resume())
+	release, err := mg.removeDeviceLater(snap, evenIfOpen)
+	if err != nil {
+		return errors.Join(err, origin.Resume(), release())
 	}
-	if err := mg.settleOrigin(p.l, origin); err != nil {
-		return err
+	if settled, released := mg.settleOriginReleasing(p.l, origin, release); settled != nil || released != nil {
+		return errors.Join(settled, released)
 	}
 	if p.cowSize > 0 {
 		return mg.removeOwnedCOW(p.cow)

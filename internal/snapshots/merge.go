@@ -474,22 +474,38 @@ func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin 
 		return err
 	}
 	var cow string
+	var releases []func() error
+	releaseAll := func() error {
+		var errs []error
+		for _, r := range releases {
+			errs = append(errs, r())
+		}
+		return errors.Join(errs...)
+	}
 	if m, ok := mg.mergeOf(l); ok {
 		cow = m.line.COW
 		if m.offline {
-			if err := mg.removeDevice(m.dev, evenIfOpen); err != nil {
-				return fmt.Errorf("%s: remove %s: %w", op, l.merge, err)
+			release, err := mg.removeDeviceLater(m.dev, evenIfOpen)
+			releases = append(releases, release)
+			if err != nil {
+				return errors.Join(fmt.Errorf("%s: remove %s: %w", op, l.merge, err), releaseAll())
 			}
 		}
 	}
 	if s, err := mg.findSnapshot(op, name); err == nil && s.line.Origin == l.realPath() {
 		cow = s.line.COW
-		if err := mg.removeDevice(s.dev, evenIfOpen); err != nil {
-			return fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err)
+		release, err := mg.removeDeviceLater(s.dev, evenIfOpen)
+		releases = append(releases, release)
+		if err != nil {
+			return errors.Join(fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err), releaseAll())
 		}
 	}
-	if err := mg.settleOrigin(l, origin); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+	settled, released := mg.settleOriginReleasing(l, origin, releaseAll)
+	if settled != nil {
+		return fmt.Errorf("%s: %w", op, errors.Join(settled, released))
+	}
+	if released != nil {
+		return fmt.Errorf("%s: %s is merged and removed, but closing its COW failed: %w", op, name, released)
 	}
 	if cow != "" && mg.tableUsing(cow) == "" {
 		return mg.removeOwnedCOW(cow)

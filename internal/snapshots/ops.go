@@ -119,6 +119,23 @@ func (mg *Manager) afterResume(l originLayout, origin *dm.Device) error {
 	return mg.dropUnusedReal(l)
 }
 
+// settleOriginReleasing is settleOrigin after a removal under the
+// origin's suspend: release (the removed devices' tables letting go, see
+// removeDeviceLater) runs once the origin runs again, as the kernel
+// destroys an old table only after the resume, so the origin's writers
+// are not held for a COW store's close or an unmap. Only the origin's
+// copy-before-write may still reach a removed snapshot meanwhile, and the
+// COW's close waits for it. ORIGIN-real can go only after the release
+// (afterResume). It reports the settling's error and the release's apart.
+func (mg *Manager) settleOriginReleasing(l originLayout, origin *dm.Device, release func() error) (settled, released error) {
+	settled = mg.resumeOrigin(l, origin)
+	released = errors.Join(mg.fault("release-snapshot"), release())
+	if settled == nil {
+		settled = mg.afterResume(l, origin)
+	}
+	return settled, released
+}
+
 // resumeOrigin gives a suspended origin the table wantedOriginTable says
 // and resumes it.
 func (mg *Manager) resumeOrigin(l originLayout, origin *dm.Device) error {

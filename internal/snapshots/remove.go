@@ -94,17 +94,7 @@ func (mg *Manager) doRemove(op string, l originLayout, s snapView, origin *dm.De
 	if err != nil {
 		return errors.Join(fmt.Errorf("%s: %w", op, err), origin.Resume(), release())
 	}
-	resumed := mg.resumeOrigin(l, origin)
-	// The snapshot's tables let go (its COW store closes, its memory is
-	// unmapped) only once the origin runs again, as the kernel destroys
-	// the old table after the resume: the origin's writers are not held
-	// for it. Only the origin's copy-before-write still reaches the
-	// snapshot meanwhile, and the COW's close waits for it. ORIGIN-real
-	// can go only after it (afterResume).
-	released := errors.Join(mg.fault("release-snapshot"), release())
-	if resumed == nil {
-		resumed = mg.afterResume(l, origin)
-	}
+	resumed, released := mg.settleOriginReleasing(l, origin, release)
 	if resumed != nil {
 		return fmt.Errorf("%s: %s is removed, but giving %s its table back failed: %w", op, s.name, l.origin, errors.Join(resumed, released))
 	}
