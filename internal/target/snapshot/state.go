@@ -67,7 +67,9 @@ type cowState struct {
 	growth     chan struct{} // closed and replaced on each grow or disarm (under growMu)
 	growMu     sync.Mutex
 
-	bufs  sync.Pool
+	// bufs holds chunk-sized copy buffers, runBufs run-sized ones
+	// (runBytes) for copies of more than a chunk (see initBufs).
+	bufs, runBufs sync.Pool
 	ahead *cowAhead // nil unless the COW device is memory
 	// cowMem is the COW device when copies can go straight into its
 	// memory (volatile memory, see directCOW), nil otherwise.
@@ -103,7 +105,7 @@ func openState(origin, cow *dm.DeviceRef, storeType exstore.StoreType, chunk exs
 	}
 	s.chunkBytes = s.store.ChunkSize().Bytes()
 	s.originChunks = exstore.Chunk((origin.Size() + s.chunkBytes - 1) / s.chunkBytes)
-	s.bufs.New = func() any { b := make([]byte, s.runBytes()); return &b }
+	s.initBufs()
 	s.valid.Store(true)
 	err = s.store.Load(func(e exstore.Exception) error {
 		if e.Old >= s.originChunks {
@@ -338,8 +340,17 @@ func fileCOW(cow backing.Device) backing.FileWriter {
 // a 1 MiB write over 4 KiB chunks is one run, not 256 pairs of calls.
 const copyRunMax = 1 << 20
 
-// runBytes is the size of the copy buffers: a run, or one chunk if larger.
+// runBytes is the most copyRun copies at once: copyRunMax, or one chunk
+// if larger.
 func (s *cowState) runBytes() int64 { return max(s.chunkBytes, copyRunMax) }
+
+// initBufs sets up the copy buffer pools. Most copies are of one chunk (a
+// 4 KiB write, a fault): they take a chunk-sized buffer, so that a pool
+// emptied by a garbage collection costs a chunk to refill, not a run.
+func (s *cowState) initBufs() {
+	s.bufs.New = func() any { b := make([]byte, s.chunkBytes); return &b }
+	s.runBufs.New = func() any { b := make([]byte, s.runBytes()); return &b }
+}
 
 // copyRuns copies each reserved exception's origin chunk into its COW
 // chunk, a run of chunks reserved in a row at a time (as one write's
@@ -388,8 +399,12 @@ func (s *cowState) copyRun(run []exstore.Exception, copied func(off, n int64)) e
 		}
 	}
 	if !direct {
-		bp := s.bufs.Get().(*[]byte)
-		defer s.bufs.Put(bp)
+		pool := &s.bufs
+		if n > s.chunkBytes {
+			pool = &s.runBufs
+		}
+		bp := pool.Get().(*[]byte)
+		defer pool.Put(bp)
 		dst = (*bp)[:n]
 	}
 	for i := 0; i < len(run); {
