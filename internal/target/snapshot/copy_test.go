@@ -85,58 +85,77 @@ func TestCopyRun_direct(t *testing.T) {
 // read once per stretch of consecutive origin chunks in a run; every COW
 // chunk holds its origin chunk (a partial last chunk included), and each
 // stretch is reported as one range of the origin. Copied chunk by chunk,
-// a 1 MiB write over 4 KiB chunks made 256 writes and 256 reads.
+// a 1 MiB write over 4 KiB chunks made 256 writes and 256 reads. The same
+// for each way into the COW: its file (tmpfs), straight into its memory
+// (other DAX-capable COWs: no write at all), block writes (the rest).
 func TestCopyRuns_oneWritePerRun(t *testing.T) {
-	const chunk = 4096
-	const nChunks = 600
-	const originSize = nChunks*chunk - 512 // the last chunk is partial
-	orig := &countingReads{Mem: backingtest.NewMem("orig", originSize, 0)}
-	for i := range orig.Bytes() {
-		orig.Bytes()[i] = byte(i*7 + i/chunk)
-	}
-	counting := &countingCOW{Mem: backingtest.NewMem("cow", 2*nChunks*chunk, backing.DAX)}
-	cow := &fileWriterCOW{countingCOW: counting}
-	s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
-	s.initBufs()
+	for _, tc := range []struct {
+		name               string
+		caps               backing.Capability
+		fileWriter         bool
+		writes, fileWrites int
+	}{
+		{"tmpfs file", backing.DAX, true, 0, 5},
+		{"memory", backing.DAX, false, 0, 0},
+		{"file", 0, false, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const chunk = 4096
+			const nChunks = 600
+			const originSize = nChunks*chunk - 512 // the last chunk is partial
+			orig := &countingReads{Mem: backingtest.NewMem("orig", originSize, 0)}
+			for i := range orig.Bytes() {
+				orig.Bytes()[i] = byte(i*7 + i/chunk)
+			}
+			counting := &countingCOW{Mem: backingtest.NewMem("cow", 2*nChunks*chunk, tc.caps)}
+			fw := &fileWriterCOW{countingCOW: counting}
+			var cow backing.Device = counting
+			if tc.fileWriter {
+				cow = fw
+			}
+			s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
+			s.initBufs()
 
-	var pend []exstore.Exception
-	add := func(old, new exstore.Chunk, n int) {
-		for i := range n {
-			pend = append(pend, exstore.Exception{Old: old + exstore.Chunk(i), New: new + exstore.Chunk(i)})
-		}
-	}
-	perRun := copyRunMax / chunk
-	add(0, 3, 3)           // COW 3-5, origin 0-2
-	add(5, 6, 1)           // COW 6 follows: the same run, another stretch
-	add(6, 8, 2)           // COW gap: a new run
-	add(10, 20, 300)       // longer than copyRunMax: split
-	add(50, 320, 1)        // the second part's run goes on with a scattered chunk
-	add(nChunks-2, 400, 2) // a run ending with the partial chunk
-	var got []dm.Range
-	if err := s.copyRuns(pend, func(off, n int64) { got = append(got, dm.Range{Off: off, Len: n}) }); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range pend {
-		off, n := s.originSpan(e.Old)
-		if !bytes.Equal(counting.Bytes()[int64(e.New)*chunk:int64(e.New)*chunk+n], orig.Bytes()[off:off+n]) {
-			t.Fatalf("COW chunk %d does not hold origin chunk %d", e.New, e.Old)
-		}
-	}
-	want := []dm.Range{
-		{Off: 0, Len: 3 * chunk}, {Off: 5 * chunk, Len: chunk},
-		{Off: 6 * chunk, Len: 2 * chunk},
-		{Off: 10 * chunk, Len: int64(perRun) * chunk},
-		{Off: int64(10+perRun) * chunk, Len: int64(300-perRun) * chunk}, {Off: 50 * chunk, Len: chunk},
-		{Off: (nChunks - 2) * chunk, Len: originSize - (nChunks-2)*chunk},
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("origin stretches read %v, want %v", got, want)
-	}
-	if orig.reads != len(want) {
-		t.Errorf("%d reads of the origin, want %d", orig.reads, len(want))
-	}
-	if wantWrites := 5; cow.fileWrites != wantWrites || counting.writes != 0 {
-		t.Errorf("%d file writes and %d block writes to the COW, want %d and 0", cow.fileWrites, counting.writes, wantWrites)
+			var pend []exstore.Exception
+			add := func(old, new exstore.Chunk, n int) {
+				for i := range n {
+					pend = append(pend, exstore.Exception{Old: old + exstore.Chunk(i), New: new + exstore.Chunk(i)})
+				}
+			}
+			perRun := copyRunMax / chunk
+			add(0, 3, 3)           // COW 3-5, origin 0-2
+			add(5, 6, 1)           // COW 6 follows: the same run, another stretch
+			add(6, 8, 2)           // COW gap: a new run
+			add(10, 20, 300)       // longer than copyRunMax: split
+			add(50, 320, 1)        // the second part's run goes on with a scattered chunk
+			add(nChunks-2, 400, 2) // a run ending with the partial chunk
+			var got []dm.Range
+			if err := s.copyRuns(pend, func(off, n int64) { got = append(got, dm.Range{Off: off, Len: n}) }); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range pend {
+				off, n := s.originSpan(e.Old)
+				if !bytes.Equal(counting.Bytes()[int64(e.New)*chunk:int64(e.New)*chunk+n], orig.Bytes()[off:off+n]) {
+					t.Fatalf("COW chunk %d does not hold origin chunk %d", e.New, e.Old)
+				}
+			}
+			want := []dm.Range{
+				{Off: 0, Len: 3 * chunk}, {Off: 5 * chunk, Len: chunk},
+				{Off: 6 * chunk, Len: 2 * chunk},
+				{Off: 10 * chunk, Len: int64(perRun) * chunk},
+				{Off: int64(10+perRun) * chunk, Len: int64(300-perRun) * chunk}, {Off: 50 * chunk, Len: chunk},
+				{Off: (nChunks - 2) * chunk, Len: originSize - (nChunks-2)*chunk},
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("origin stretches read %v, want %v", got, want)
+			}
+			if orig.reads != len(want) {
+				t.Errorf("%d reads of the origin, want %d", orig.reads, len(want))
+			}
+			if counting.writes != tc.writes || fw.fileWrites != tc.fileWrites {
+				t.Errorf("%d block writes and %d file writes to the COW, want %d and %d", counting.writes, fw.fileWrites, tc.writes, tc.fileWrites)
+			}
+		})
 	}
 }
 

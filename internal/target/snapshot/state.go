@@ -70,7 +70,7 @@ type cowState struct {
 	// bufs holds chunk-sized copy buffers, runBufs run-sized ones
 	// (runBytes) for copies of more than a chunk (see initBufs).
 	bufs, runBufs sync.Pool
-	ahead *cowAhead // nil unless the COW device is memory
+	ahead         *cowAhead // nil unless the COW device is memory
 	// cowMem is the COW device when copies can go straight into its
 	// memory (volatile memory, see directCOW), nil otherwise.
 	cowMem backing.DirectAccesser
