@@ -8,5 +8,5 @@
 // fails until someone places it.
 //
 // It also keeps the README's commands true (the Go version, the test
-// command as root and through sudo).
+// command as root and through sudo), and every Go file as gofmt writes it.
 package lint
