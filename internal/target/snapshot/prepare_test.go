@@ -15,12 +15,7 @@ import (
 // exceptions and commit nothing; the snapshot keeps the old data. Ranges
 // outside the device are skipped.
 func TestOrigin_prepareWritesCommitsOnce(t *testing.T) {
-	w := newWorld(t, 0)
-	for i := range w.orig.Bytes() {
-		w.orig.Bytes()[i] = byte(i / 4096)
-	}
-	old := bytes.Clone(w.orig.Bytes())
-	s0 := w.takeSnapshot(0, "P")
+	w, old, s0 := numberedWorld(t)
 	chunks := func() dm.Sector {
 		u, ok := snapshot.UsageOf(s0)
 		if !ok {
@@ -64,4 +59,47 @@ func TestOrigin_prepareWritesCommitsOnce(t *testing.T) {
 	if got := read(t, s0, 0, originBytes); !bytes.Equal(got, old) {
 		t.Error("the snapshot lost the origin's old data")
 	}
+}
+
+// TestSnapshot_writeCommitsOnce: a write to the snapshot device itself
+// that reaches chunks without an exception commits them all in one
+// metadata write (two flushes of the COW), the chunks it covers whole
+// filled from the write and the two it covers in part copied from the
+// origin first; the snapshot then reads the origin's old data with the
+// write over it, and the origin is untouched. Remapped one chunk at a
+// time, the write committed six times (twelve flushes).
+func TestSnapshot_writeCommitsOnce(t *testing.T) {
+	w, old, s0 := numberedWorld(t)
+	const off, n = 2*4096 + 1000, 5 * 4096 // chunks 2 (in part) to 7 (in part)
+	data := bytes.Repeat([]byte{0xab}, n)
+	flushes := w.cows[0].Flushes.Load()
+	if _, err := s0.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.cows[0].Flushes.Load() - flushes; got != 2 {
+		t.Errorf("a write over six chunks flushed the COW %d times, want 2 (one commit for all)", got)
+	}
+	want := bytes.Clone(old)
+	copy(want[off:], data)
+	got := make([]byte, len(want))
+	if _, err := s0.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the snapshot does not read the origin's data with the write over it")
+	}
+	if !bytes.Equal(w.orig.Bytes(), old) {
+		t.Error("a write to the snapshot changed the origin")
+	}
+}
+
+// numberedWorld is a world whose origin's bytes hold their 4 KiB chunk's
+// index, with a persistent snapshot s0 of it: the world, the origin's
+// bytes at the snapshot, and s0.
+func numberedWorld(t *testing.T) (*world, []byte, *dm.Device) {
+	w := newWorld(t, 0)
+	for i := range w.orig.Bytes() {
+		w.orig.Bytes()[i] = byte(i / 4096)
+	}
+	return w, bytes.Clone(w.orig.Bytes()), w.takeSnapshot(0, "P")
 }

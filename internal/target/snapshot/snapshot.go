@@ -162,7 +162,23 @@ func (t *snap) WriteAt(p []byte, off int64) (int, error) {
 	if err := t.noteWrite(); err != nil {
 		return 0, err
 	}
-	err := t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
+	done, err := t.remap(p, off)
+	if err != nil {
+		return 0, err
+	}
+	s := t.state
+	k := 0
+	err = t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
+		for k < len(done) && done[k].c < c {
+			k++
+		}
+		if k < len(done) && done[k].c == c {
+			if done[k].whole {
+				return nil // remap wrote it
+			}
+			_, err := s.writeFresh(p[pos:pos+n], int64(done[k].to)*s.chunkBytes+coff) // into the chunk just copied
+			return err
+		}
 		return t.writeChunk(p[pos:pos+n], c, coff)
 	})
 	if err != nil {
@@ -171,9 +187,75 @@ func (t *snap) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// writeChunk remaps a chunk into the COW on its first write: a write that
-// covers the whole chunk fills the new COW chunk itself (start_full_bio),
-// a partial one copies the origin chunk first.
+// remapped is a chunk remap gave an exception: to is its COW chunk; whole
+// says the write filled it, else the origin chunk was copied into it.
+type remapped struct {
+	c, to exstore.Chunk
+	whole bool
+}
+
+// remap gives every chunk of the write of p at off that lacks an
+// exception one, all committed together (one metadata write for the whole
+// write, not one per chunk): a chunk the write covers whole is filled
+// from p itself (start_full_bio), a run of them with one write; a chunk it
+// covers in part gets the origin chunk first (copyRuns). It returns those
+// chunks in order.
+func (t *snap) remap(p []byte, off int64) ([]remapped, error) {
+	s := t.state
+	first, last := s.chunks(off, int64(len(p)))
+	var buf [4]exstore.Chunk
+	missing := s.missing(first, last, buf[:0])
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	// whole reports whether the write covers chunk c whole, and where c
+	// starts in p.
+	whole := func(c exstore.Chunk) (int64, bool) {
+		start, span := s.originSpan(c)
+		return start - off, start >= off && start+span <= off+int64(len(p))
+	}
+	var done []remapped
+	err := s.ensure(missing, func(pend []exstore.Exception) error {
+		done = make([]remapped, 0, len(pend))
+		var partial []exstore.Exception
+		for i := 0; i < len(pend); {
+			pos, ok := whole(pend[i].Old)
+			if !ok {
+				partial = append(partial, pend[i])
+				done = append(done, remapped{c: pend[i].Old, to: pend[i].New})
+				i++
+				continue
+			}
+			j := i + 1
+			for j < len(pend) && pend[j].Old == pend[i].Old+exstore.Chunk(j-i) && pend[j].New == pend[i].New+exstore.Chunk(j-i) {
+				if _, ok := whole(pend[j].Old); !ok {
+					break
+				}
+				j++
+			}
+			lastPos, _ := whole(pend[j-1].Old)
+			_, span := s.originSpan(pend[j-1].Old)
+			if _, err := s.writeFresh(p[pos:lastPos+span], int64(pend[i].New)*s.chunkBytes); err != nil {
+				return err
+			}
+			for _, e := range pend[i:j] {
+				done = append(done, remapped{c: e.Old, to: e.New, whole: true})
+			}
+			i = j
+		}
+		return s.copyRuns(partial, nil)
+	})
+	if err != nil {
+		return nil, t.failedAllocation(err)
+	}
+	return done, nil
+}
+
+// writeChunk writes a piece of one chunk, remapping the chunk into the COW
+// if it has no exception yet (remap gave the write's chunks theirs, so
+// only a chunk it did not remap gets here): a write that covers the whole
+// chunk fills the new COW chunk itself (start_full_bio), a partial one
+// copies the origin chunk first.
 func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
 	s := t.state
 	if to, ok := s.lookup(c); ok {
