@@ -12,13 +12,18 @@ import (
 	"github.com/daxsnap/daxsnap/internal/exstore"
 )
 
-// countingCOW is a COW device that counts its block writes.
-type countingCOW struct {
+// countingDev is a device that counts its block reads and writes.
+type countingDev struct {
 	*backingtest.Mem
-	writes int
+	reads, writes int
 }
 
-func (c *countingCOW) WriteAt(p []byte, off int64) (int, error) {
+func (c *countingDev) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	return c.Mem.ReadAt(p, off)
+}
+
+func (c *countingDev) WriteAt(p []byte, off int64) (int, error) {
 	c.writes++
 	return c.Mem.WriteAt(p, off)
 }
@@ -26,7 +31,7 @@ func (c *countingCOW) WriteAt(p []byte, off int64) (int, error) {
 // fileWriterCOW is a tmpfs COW device that can be written through its
 // file (backing.FileWriter), counting those writes.
 type fileWriterCOW struct {
-	*countingCOW
+	*countingDev
 	fileWrites int
 }
 
@@ -35,46 +40,77 @@ func (c *fileWriterCOW) WriteFileAt(p []byte, off int64) (int, error) {
 	return c.Mem.WriteAt(p, off)
 }
 
-// TestCopyRun_direct: a first write's copy goes through a buffer and
-// the file into a tmpfs COW that can be written so (one write(2), no
-// store into its fresh memory), straight from the origin into the memory
-// of another DAX-capable COW (one copy, no block write to the COW), and
-// through a buffer and WriteAt into any other COW (a regular file, or a
-// read-only view); all land the origin chunk's bytes.
+// cowKind is one way copies reach a COW, with the COW writes a test
+// expects of that way per run copied.
+type cowKind struct {
+	name       string
+	caps       backing.Capability
+	fileWriter bool // a tmpfs file: written with write(2)
+	// writes and fileWrites per run: block writes, and writes through
+	// the file (none when copies go straight into the COW's memory).
+	writes, fileWrites int
+}
+
+// cowKinds: through a buffer and the file into a tmpfs COW that can be
+// written so (one write(2), no store into its fresh memory), straight
+// from the origin into the memory of another DAX-capable COW (one copy,
+// no write to the COW), and through a buffer and WriteAt into any other
+// COW (a regular file, or a read-only view).
+var cowKinds = []cowKind{
+	{"tmpfs file", backing.DAX, true, 0, 1},
+	{"memory", backing.DAX, false, 0, 0},
+	{"file", 0, false, 1, 0},
+}
+
+// copyRig is a cowState over an origin of originSize bytes whose bytes
+// tell their place, and a COW of cowSize bytes of kind k, for tests of
+// the copy-out; the origin and the COW count their I/O.
+type copyRig struct {
+	s    *cowState
+	orig *countingDev
+	cow  *countingDev   // the COW's memory and block I/O
+	fw   *fileWriterCOW // its writes through the file (kind tmpfs file)
+}
+
+func newCopyRig(k cowKind, chunk, originSize, cowSize int64) copyRig {
+	r := copyRig{orig: &countingDev{Mem: backingtest.NewMem("orig", originSize, 0)}}
+	for i := range r.orig.Bytes() {
+		r.orig.Bytes()[i] = byte(i*7 + i/int(chunk))
+	}
+	r.cow = &countingDev{Mem: backingtest.NewMem("cow", cowSize, k.caps)}
+	r.fw = &fileWriterCOW{countingDev: r.cow}
+	var cow backing.Device = r.cow
+	if k.fileWriter {
+		cow = r.fw
+	}
+	r.s = &cowState{origin: r.orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
+	r.s.initBufs()
+	return r
+}
+
+// wantWrites fails t unless the COW took runs runs' worth of kind k's
+// writes.
+func (r copyRig) wantWrites(t *testing.T, k cowKind, runs int) {
+	t.Helper()
+	if r.cow.writes != k.writes*runs || r.fw.fileWrites != k.fileWrites*runs {
+		t.Errorf("%d block writes and %d file writes to the COW, want %d and %d", r.cow.writes, r.fw.fileWrites, k.writes*runs, k.fileWrites*runs)
+	}
+}
+
+// TestCopyRun_direct: a first write's copy of one chunk takes each way
+// into the COW (cowKinds), and all land the origin chunk's bytes.
 func TestCopyRun_direct(t *testing.T) {
-	for _, tc := range []struct {
-		name               string
-		caps               backing.Capability
-		fileWriter         bool
-		writes, fileWrites int
-	}{
-		{"tmpfs file", backing.DAX, true, 0, 1},
-		{"tmpfs", backing.DAX, false, 0, 0},
-		{"file", 0, false, 1, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, k := range cowKinds {
+		t.Run(k.name, func(t *testing.T) {
 			const chunk = 4096
-			orig := backingtest.NewMem("orig", 4*chunk, 0)
-			for i := range orig.Bytes() {
-				orig.Bytes()[i] = byte(i*7 + i/chunk)
-			}
-			counting := &countingCOW{Mem: backingtest.NewMem("cow", 8*chunk, tc.caps)}
-			var cow backing.Device = counting
-			fw := &fileWriterCOW{countingCOW: counting}
-			if tc.fileWriter {
-				cow = fw
-			}
-			s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
-			s.initBufs()
-			if err := s.copyRun([]exstore.Exception{{Old: 2, New: 5}}, nil); err != nil {
+			r := newCopyRig(k, chunk, 4*chunk, 8*chunk)
+			if err := r.s.copyRun([]exstore.Exception{{Old: 2, New: 5}}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(counting.Bytes()[5*chunk:6*chunk], orig.Bytes()[2*chunk:3*chunk]) {
+			if !bytes.Equal(r.cow.Bytes()[5*chunk:6*chunk], r.orig.Bytes()[2*chunk:3*chunk]) {
 				t.Error("COW chunk 5 does not hold origin chunk 2")
 			}
-			if counting.writes != tc.writes || fw.fileWrites != tc.fileWrites {
-				t.Errorf("%d block writes and %d file writes to the COW, want %d and %d", counting.writes, fw.fileWrites, tc.writes, tc.fileWrites)
-			}
+			r.wantWrites(t, k, 1)
 		})
 	}
 }
@@ -89,32 +125,13 @@ func TestCopyRun_direct(t *testing.T) {
 // for each way into the COW: its file (tmpfs), straight into its memory
 // (other DAX-capable COWs: no write at all), block writes (the rest).
 func TestCopyRuns_oneWritePerRun(t *testing.T) {
-	for _, tc := range []struct {
-		name               string
-		caps               backing.Capability
-		fileWriter         bool
-		writes, fileWrites int
-	}{
-		{"tmpfs file", backing.DAX, true, 0, 5},
-		{"memory", backing.DAX, false, 0, 0},
-		{"file", 0, false, 5, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, k := range cowKinds {
+		t.Run(k.name, func(t *testing.T) {
 			const chunk = 4096
 			const nChunks = 600
 			const originSize = nChunks*chunk - 512 // the last chunk is partial
-			orig := &countingReads{Mem: backingtest.NewMem("orig", originSize, 0)}
-			for i := range orig.Bytes() {
-				orig.Bytes()[i] = byte(i*7 + i/chunk)
-			}
-			counting := &countingCOW{Mem: backingtest.NewMem("cow", 2*nChunks*chunk, tc.caps)}
-			fw := &fileWriterCOW{countingCOW: counting}
-			var cow backing.Device = counting
-			if tc.fileWriter {
-				cow = fw
-			}
-			s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
-			s.initBufs()
+			r := newCopyRig(k, chunk, originSize, 2*nChunks*chunk)
+			s, orig := r.s, r.orig
 
 			var pend []exstore.Exception
 			add := func(old, new exstore.Chunk, n int) {
@@ -135,7 +152,7 @@ func TestCopyRuns_oneWritePerRun(t *testing.T) {
 			}
 			for _, e := range pend {
 				off, n := s.originSpan(e.Old)
-				if !bytes.Equal(counting.Bytes()[int64(e.New)*chunk:int64(e.New)*chunk+n], orig.Bytes()[off:off+n]) {
+				if !bytes.Equal(r.cow.Bytes()[int64(e.New)*chunk:int64(e.New)*chunk+n], orig.Bytes()[off:off+n]) {
 					t.Fatalf("COW chunk %d does not hold origin chunk %d", e.New, e.Old)
 				}
 			}
@@ -152,22 +169,9 @@ func TestCopyRuns_oneWritePerRun(t *testing.T) {
 			if orig.reads != len(want) {
 				t.Errorf("%d reads of the origin, want %d", orig.reads, len(want))
 			}
-			if counting.writes != tc.writes || fw.fileWrites != tc.fileWrites {
-				t.Errorf("%d block writes and %d file writes to the COW, want %d and %d", counting.writes, fw.fileWrites, tc.writes, tc.fileWrites)
-			}
+			r.wantWrites(t, k, 5)
 		})
 	}
-}
-
-// countingReads is an origin that counts its reads.
-type countingReads struct {
-	*backingtest.Mem
-	reads int
-}
-
-func (c *countingReads) ReadAt(p []byte, off int64) (int, error) {
-	c.reads++
-	return c.Mem.ReadAt(p, off)
 }
 
 // TestCopyRun_oneChunkTakesAChunkBuffer: a one-chunk copy (a 4 KiB first
@@ -176,10 +180,7 @@ func (c *countingReads) ReadAt(p []byte, off int64) (int, error) {
 // buffer allocated (and cleared) per 4 KiB copy after each was measurable.
 func TestCopyRun_oneChunkTakesAChunkBuffer(t *testing.T) {
 	const chunk = 4096
-	orig := backingtest.NewMem("orig", 4*chunk, 0)
-	cow := &fileWriterCOW{countingCOW: &countingCOW{Mem: backingtest.NewMem("cow", 8*chunk, backing.DAX)}}
-	s := &cowState{origin: orig, cow: cow, chunkBytes: chunk, cowMem: directCOW(cow), cowFile: fileCOW(cow)}
-	s.initBufs()
+	s := newCopyRig(cowKinds[0], chunk, 4*chunk, 8*chunk).s
 	run := []exstore.Exception{{Old: 1, New: 2}}
 	var most uint64
 	for range 5 {
