@@ -2,9 +2,12 @@ package snapshot_test
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
+	"github.com/daxsnap/daxsnap/internal/backing/backingtest"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/target/all"
 	"github.com/daxsnap/daxsnap/internal/target/snapshot"
 )
 
@@ -102,4 +105,51 @@ func numberedWorld(t *testing.T) (*world, []byte, *dm.Device) {
 		w.orig.Bytes()[i] = byte(i / 4096)
 	}
 	return w, bytes.Clone(w.orig.Bytes()), w.takeSnapshot(0, "P")
+}
+
+// TestSnapshot_writeAcrossAMetadataArea: a write to the snapshot device
+// whose new chunks straddle a metadata area of the persistent COW (256
+// exceptions of 4 KiB chunks per area, the data chunks after each) fills
+// them in two runs, around the area: the snapshot reads the write back,
+// and again once reloaded from the COW, whose metadata the write must not
+// have overwritten. Written as one run, the reload finds a corrupt table.
+func TestSnapshot_writeAcrossAMetadataArea(t *testing.T) {
+	const chunk = 4096
+	const originSize = 512 * chunk
+	orig := backingtest.NewMem("orig", originSize, 0)
+	cow := backingtest.NewMem("cow", 2*originSize, 0)
+	reg := dm.NewRegistry()
+	all.Register(reg)
+	m := dm.NewManager(reg, dm.NewDevicePool(backingtest.Opener(orig, cow)))
+	table := fmt.Sprintf("0 %d snapshot orig cow P 8", originSize/512)
+	if _, err := m.Create("vol", dm.CreateOptions{Table: fmt.Sprintf("0 %d snapshot-origin orig", originSize/512)}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Create("s", dm.CreateOptions{Table: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(orig.Bytes())
+	write := func(off int64, n int, b byte) {
+		t.Helper()
+		p := bytes.Repeat([]byte{b}, n)
+		if _, err := s.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	write(0, 200*chunk, 1)         // the first area's first 200 data chunks
+	write(300*chunk, 100*chunk, 2) // its last 56, then 44 after the second area
+	if got := read(t, s, 0, originSize); !bytes.Equal(got, want) {
+		t.Fatal("the snapshot does not read back what was written to it")
+	}
+	if err := m.Remove("s", dm.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = m.Create("s", dm.CreateOptions{Table: table}); err != nil {
+		t.Fatalf("reload the snapshot from its COW: %v", err)
+	}
+	if got := read(t, s, 0, originSize); !bytes.Equal(got, want) {
+		t.Fatal("reloaded from its COW, the snapshot does not read back what was written to it")
+	}
 }

@@ -162,29 +162,42 @@ func (t *snap) WriteAt(p []byte, off int64) (int, error) {
 	if err := t.noteWrite(); err != nil {
 		return 0, err
 	}
+	if err := t.write(p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// write writes p at off into the COW, after remap gave the chunks that
+// lacked one an exception: the chunks remap filled from p are done, the
+// ones it copied from the origin take their pieces through the COW's file
+// (as fresh chunks), the rest are written where their exceptions are.
+func (t *snap) write(p []byte, off int64) error {
 	done, err := t.remap(p, off)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	s := t.state
 	k := 0
-	err = t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
+	return t.forChunks(off, int64(len(p)), func(c exstore.Chunk, coff, pos, n int64) error {
 		for k < len(done) && done[k].c < c {
 			k++
 		}
 		if k < len(done) && done[k].c == c {
 			if done[k].whole {
-				return nil // remap wrote it
+				return nil
 			}
-			_, err := s.writeFresh(p[pos:pos+n], int64(done[k].to)*s.chunkBytes+coff) // into the chunk just copied
+			_, err := s.writeFresh(p[pos:pos+n], int64(done[k].to)*s.chunkBytes+coff)
 			return err
 		}
-		return t.writeChunk(p[pos:pos+n], c, coff)
+		to, ok := s.lookup(c)
+		if !ok {
+			// Its exception went since remap looked: remap it again.
+			return t.write(p[pos:pos+n], off+pos)
+		}
+		_, err := t.cow.WriteAt(p[pos:pos+n], int64(to)*s.chunkBytes+coff)
+		return err
 	})
-	if err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 // remapped is a chunk remap gave an exception: to is its COW chunk; whole
@@ -208,9 +221,9 @@ func (t *snap) remap(p []byte, off int64) ([]remapped, error) {
 	if len(missing) == 0 {
 		return nil, nil
 	}
-	// whole reports whether the write covers chunk c whole, and where c
+	// covered reports whether the write covers chunk c whole, and where c
 	// starts in p.
-	whole := func(c exstore.Chunk) (int64, bool) {
+	covered := func(c exstore.Chunk) (int64, bool) {
 		start, span := s.originSpan(c)
 		return start - off, start >= off && start+span <= off+int64(len(p))
 	}
@@ -219,21 +232,18 @@ func (t *snap) remap(p []byte, off int64) ([]remapped, error) {
 		done = make([]remapped, 0, len(pend))
 		var partial []exstore.Exception
 		for i := 0; i < len(pend); {
-			pos, ok := whole(pend[i].Old)
+			pos, ok := covered(pend[i].Old)
 			if !ok {
 				partial = append(partial, pend[i])
 				done = append(done, remapped{c: pend[i].Old, to: pend[i].New})
 				i++
 				continue
 			}
-			j := i + 1
-			for j < len(pend) && pend[j].Old == pend[i].Old+exstore.Chunk(j-i) && pend[j].New == pend[i].New+exstore.Chunk(j-i) {
-				if _, ok := whole(pend[j].Old); !ok {
-					break
-				}
-				j++
-			}
-			lastPos, _ := whole(pend[j-1].Old)
+			j := i + runOf(pend[i:], func(prev, next exstore.Exception) bool {
+				_, ok := covered(next.Old)
+				return ok && next.Old == prev.Old+1 && next.New == prev.New+1
+			})
+			lastPos, _ := covered(pend[j-1].Old)
 			_, span := s.originSpan(pend[j-1].Old)
 			if _, err := s.writeFresh(p[pos:lastPos+span], int64(pend[i].New)*s.chunkBytes); err != nil {
 				return err
@@ -249,44 +259,6 @@ func (t *snap) remap(p []byte, off int64) ([]remapped, error) {
 		return nil, t.failedAllocation(err)
 	}
 	return done, nil
-}
-
-// writeChunk writes a piece of one chunk, remapping the chunk into the COW
-// if it has no exception yet (remap gave the write's chunks theirs, so
-// only a chunk it did not remap gets here): a write that covers the whole
-// chunk fills the new COW chunk itself (start_full_bio), a partial one
-// copies the origin chunk first.
-func (t *snap) writeChunk(p []byte, c exstore.Chunk, coff int64) error {
-	s := t.state
-	if to, ok := s.lookup(c); ok {
-		_, err := t.cow.WriteAt(p, int64(to)*s.chunkBytes+coff)
-		return err
-	}
-	_, span := s.originSpan(c)
-	full := coff == 0 && int64(len(p)) == span
-	wrote, copied := false, false
-	err := s.ensure([]exstore.Chunk{c}, func(pend []exstore.Exception) error {
-		if full {
-			wrote = true
-			_, err := s.writeFresh(p, int64(pend[0].New)*s.chunkBytes)
-			return err
-		}
-		copied = true
-		return s.copyRun(pend, nil)
-	})
-	if err != nil {
-		return t.failedAllocation(err)
-	}
-	if wrote {
-		return nil
-	}
-	to, _ := s.lookup(c)
-	write := t.cow.WriteAt
-	if copied {
-		write = s.writeFresh // into the chunk copyRun just filled
-	}
-	_, err = write(p, int64(to)*s.chunkBytes+coff)
-	return err
 }
 
 // failedAllocation handles a snapshot write that could not get a COW

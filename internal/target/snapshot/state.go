@@ -361,16 +361,25 @@ func (s *cowState) initBufs() {
 func (s *cowState) copyRuns(pend []exstore.Exception, copied func(off, n int64)) error {
 	most := int(s.runBytes() / s.chunkBytes)
 	for len(pend) > 0 {
-		k := 1
-		for k < len(pend) && k < most && pend[k].New == pend[0].New+exstore.Chunk(k) && s.whole(pend[k-1].Old) {
-			k++
-		}
+		k := runOf(pend[:min(len(pend), most)], func(prev, next exstore.Exception) bool {
+			return next.New == prev.New+1 && s.whole(prev.Old)
+		})
 		if err := s.copyRun(pend[:k], copied); err != nil {
 			return err
 		}
 		pend = pend[k:]
 	}
 	return nil
+}
+
+// runOf returns how many exceptions at the start of pend (at least one)
+// form a run: each follows the one before it as follows says.
+func runOf(pend []exstore.Exception, follows func(prev, next exstore.Exception) bool) int {
+	k := 1
+	for k < len(pend) && follows(pend[k-1], pend[k]) {
+		k++
+	}
+	return k
 }
 
 // whole reports whether origin chunk c is a whole chunk (only the last
@@ -408,10 +417,7 @@ func (s *cowState) copyRun(run []exstore.Exception, copied func(off, n int64)) e
 		dst = (*bp)[:n]
 	}
 	for i := 0; i < len(run); {
-		j := i + 1
-		for j < len(run) && run[j].Old == run[i].Old+exstore.Chunk(j-i) {
-			j++
-		}
+		j := i + runOf(run[i:], func(prev, next exstore.Exception) bool { return next.Old == prev.Old+1 })
 		off, _ := s.originSpan(run[i].Old)
 		lastOff, lastLen := s.originSpan(run[j-1].Old)
 		p := dst[int64(i)*s.chunkBytes : int64(i)*s.chunkBytes+lastOff+lastLen-off]
