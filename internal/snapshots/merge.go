@@ -482,22 +482,28 @@ func (mg *Manager) doFinishMerge(op string, l originLayout, name string, origin 
 		}
 		return errors.Join(errs...)
 	}
+	// remove takes dev away under the suspend; its tables go with
+	// releaseAll, after the resume.
+	remove := func(dev *dm.Device, what string) error {
+		release, err := mg.removeDeviceLater(dev, evenIfOpen)
+		releases = append(releases, release)
+		if err != nil {
+			return errors.Join(fmt.Errorf("%s: remove %s: %w", op, what, err), releaseAll())
+		}
+		return nil
+	}
 	if m, ok := mg.mergeOf(l); ok {
 		cow = m.line.COW
 		if m.offline {
-			release, err := mg.removeDeviceLater(m.dev, evenIfOpen)
-			releases = append(releases, release)
-			if err != nil {
-				return errors.Join(fmt.Errorf("%s: remove %s: %w", op, l.merge, err), releaseAll())
+			if err := remove(m.dev, l.merge); err != nil {
+				return err
 			}
 		}
 	}
 	if s, err := mg.findSnapshot(op, name); err == nil && s.line.Origin == l.realPath() {
 		cow = s.line.COW
-		release, err := mg.removeDeviceLater(s.dev, evenIfOpen)
-		releases = append(releases, release)
-		if err != nil {
-			return errors.Join(fmt.Errorf("%s: remove the merged snapshot %s: %w", op, name, err), releaseAll())
+		if err := remove(s.dev, "the merged snapshot "+name); err != nil {
+			return err
 		}
 	}
 	settled, released := mg.settleOriginReleasing(l, origin, releaseAll)
