@@ -36,7 +36,11 @@ func mapShared(fd int, size int64, how mapping) (mem []byte, synced bool, err er
 
 // reserveAlign is the least alignment of a reservation: a huge page, so
 // that tmpfs with transparent huge pages can map them whole.
-const reserveAlign = 2 << 20
+const reserveAlign = hugePageBytes
+
+// hugePageBytes is the size of a transparent huge page (x86-64, arm64 with
+// 4 KiB pages).
+const hugePageBytes = 2 << 20
 
 // mapReserved maps size bytes of fd from offset 0, shared, as how says, at
 // the start of limit bytes of address space reserved for it (PROT_NONE,

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -13,13 +14,15 @@ import (
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
 
-// smallTmpfs mounts a tmpfs of size bytes on a temporary directory.
-func smallTmpfs(t *testing.T, size int64) string {
+// smallTmpfs mounts a tmpfs of size bytes on a temporary directory, with
+// more mount options if given ("huge=always").
+func smallTmpfs(t *testing.T, size int64, opts ...string) string {
 	t.Helper()
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err != nil {
-		t.Fatalf("mount -t tmpfs -o size=%d tmpfs %s: %v", size, dir, err)
+	data := strings.Join(append([]string{"size=" + strconv.FormatInt(size, 10)}, opts...), ",")
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, data); err != nil {
+		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v", data, dir, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {

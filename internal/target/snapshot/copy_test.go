@@ -40,6 +40,9 @@ func (c *fileWriterCOW) WriteFileAt(p []byte, off int64) (int, error) {
 	return c.Mem.WriteAt(p, off)
 }
 
+// FileWrites: a tmpfs file in small pages (backing.FileWrites).
+func (c *fileWriterCOW) FileWrites() bool { return true }
+
 // cowKind is one way copies reach a COW, with the COW writes a test
 // expects of that way per run copied.
 type cowKind struct {

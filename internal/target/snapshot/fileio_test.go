@@ -30,6 +30,9 @@ func (f *fileMem) WriteFileAt(p []byte, off int64) (int, error) {
 	return f.Mem.WriteAt(p, off)
 }
 
+// FileWrites: a tmpfs file in small pages (backing.FileWrites).
+func (f *fileMem) FileWrites() bool { return true }
+
 // fileWorld is `vol`, a snapshot-origin over the mapped device `real`
 // (one linear line on the memory "orig"), and its snapshot s0 with COW
 // "cow0"; both memories can be read and written through their files.
