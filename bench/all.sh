@@ -8,7 +8,8 @@
 #
 # Environment (defaults in brackets):
 #   ROUNDS   rounds per script, median shown [3]
-#   PARTS    which scripts ["nbd cow fuse dax"]
+#   PARTS    which scripts ["nbd cow cowhuge fuse dax"]; cowhuge is cow.sh
+#            again on a tmpfs mounted huge=always (needs root)
 #   QUICK=1  a short run: 2 s fio runs, 256M NBD/FUSE exports, 64M COW
 #            export, DAX part 2 only at small sizes (figures are noisier)
 #   RUNTIME  seconds per fio run for nbd.sh and fuse.sh [10, QUICK 2]
@@ -18,14 +19,14 @@
 #            daxsnap-snap (writes to the snapshot) [daxsnap]
 #   FUSE_SIZE fuse.sh volume size [1G, QUICK 256M]
 #   OUT      directory for the scripts' logs [a new one in /tmp]
-# Needs what the scripts need (see each); fuse.sh and dax.sh need root and
+# Needs what the scripts need (see each); cowhuge, fuse.sh and dax.sh need root and
 # are left out (their rows say why) without it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
-PARTS=${PARTS:-"nbd cow fuse dax"}
+PARTS=${PARTS:-"nbd cow cowhuge fuse dax"}
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	RUNTIME=${RUNTIME:-2} NBD_SIZE=${NBD_SIZE:-256M} COW_SIZE=${COW_SIZE:-64M} FUSE_SIZE=${FUSE_SIZE:-256M}
@@ -78,21 +79,44 @@ if has nbd; then
 	fi
 fi
 
-if has cow; then
-	if run cow env SERVERS="$COW_SERVER nbdkit" SIZE="$COW_SIZE" NSNAPS=none ROUNDS="$ROUNDS" \
+# cow_rows NAME LABEL [VAR=VALUE...]: cow.sh's two rows, run with the
+# settings given (SHMDIR: where its tmpfs files go), labelled LABEL.
+cow_rows() {
+	local n=$1 label=$2 l="$OUT/$1.log" wl d p
+	shift 2
+	if ! run "$n" env "$@" SERVERS="$COW_SERVER nbdkit" SIZE="$COW_SIZE" NSNAPS=none ROUNDS="$ROUNDS" \
 		WORKLOADS="randwrite:4k write:1M" CHUNK=4k bench/cow.sh; then
-		l="$OUT/cow.log"
-		for wl in randwrite:4k write:1M; do
-			d=$(awk -v w="$wl" -v s="$COW_SERVER" '$1 == w && $2 == s { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
-			p=$(awk -v w="$wl" '$1 == w && $2 == "nbdkit" { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
-			if [ "$wl" = randwrite:4k ]; then
-				row "first writes after a snapshot, randwrite 4k (COW 4k, $COW_SERVER)" "$(k "$d") IOPS" "nbdkit cow $(k "$p")" "$(ratio "$d" "$p")" ">= 1.5"
-			else
-				row "first writes after a snapshot, write 1M (COW 4k, $COW_SERVER)" "$d MiB/s" "nbdkit cow $p" "$(ratio "$d" "$p")" ">= 1.5"
-			fi
-		done
+		row "COW rows$label" "failed" "see $l" "" ""
+		return
+	fi
+	for wl in randwrite:4k write:1M; do
+		d=$(awk -v w="$wl" -v s="$COW_SERVER" '$1 == w && $2 == s { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
+		p=$(awk -v w="$wl" '$1 == w && $2 == "nbdkit" { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
+		if [ "$wl" = randwrite:4k ]; then
+			row "first writes after a snapshot, randwrite 4k (COW 4k, $COW_SERVER$label)" "$(k "$d") IOPS" "nbdkit cow $(k "$p")" "$(ratio "$d" "$p")" ">= 1.5"
+		else
+			row "first writes after a snapshot, write 1M (COW 4k, $COW_SERVER$label)" "$d MiB/s" "nbdkit cow $p" "$(ratio "$d" "$p")" ">= 1.5"
+		fi
+	done
+}
+
+has cow && cow_rows cow ""
+
+# The same on a tmpfs in 2 MiB pages (huge=always), where daxsnap stores
+# through its mapping instead of pwrite (backing.FileWrites); both servers'
+# files are on it.
+if has cowhuge; then
+	if [ "$(id -u)" -ne 0 ]; then
+		row "COW rows, tmpfs huge=always" "skipped" "needs root (mount)" "" ""
 	else
-		row "COW rows" "failed" "see $OUT/cow.log" "" ""
+		hugedir=$(mktemp -d /tmp/benchhuge.XXXXXX)
+		if mount -t tmpfs -o "huge=always,size=$((4 * $(numfmt --from=iec "$COW_SIZE") + (64 << 20)))" tmpfs "$hugedir"; then
+			cow_rows cowhuge ", tmpfs huge=always" SHMDIR="$hugedir"
+			umount "$hugedir"
+		else
+			row "COW rows, tmpfs huge=always" "failed" "mount -t tmpfs -o huge=always failed" "" ""
+		fi
+		rmdir "$hugedir"
 	fi
 fi
 

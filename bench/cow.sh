@@ -3,8 +3,9 @@
 # against daxsnap and its peers in the same run, so the ratios compare like
 # with like:
 #   daxsnap    `daxsnap serve`; origin `vol` (a file on tmpfs) with one
-#              snapshot taken by `daxsnap snapshot create` (COW where the daemon puts it
-#              by default: on tmpfs, as the origin is):
+#              snapshot taken by `daxsnap snapshot create` (COW on the
+#              origin's tmpfs, SHMDIR, with `serve --cow-dir`; by default
+#              the daemon puts it on /dev/shm):
 #              every first write to a chunk copies it into the COW and
 #              commits the exception before it proceeds. Row daxsnap-snap
 #              writes the snapshot device instead (a first write remaps the
@@ -36,9 +37,11 @@
 #   WORKLOADS rw:bs list ["randwrite:4k write:1M"]
 #   SERVERS  ["daxsnap daxsnap-snap daxsnap-diskcow nbdkit qemu-nbd"]
 #   DISKDIR  a directory on disk for daxsnap-diskcow's COW [/var/tmp]
+#   SHMDIR   the tmpfs for the images, overlays and daxsnap's COWs
+#            [/dev/shm]; all.sh's cowhuge part gives one mounted huge=always
 #   ROUNDS   rounds, servers interleaved in each; medians shown [3]
 # Needs: go, fio with the nbd engine, nbdkit, qemu-nbd, qemu-img, python3
-# (apt-get install fio nbdkit qemu-utils python3), and room in /dev/shm for
+# (apt-get install fio nbdkit qemu-utils python3), and room in SHMDIR for
 # about 3 x SIZE + 16 x NSIZE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,7 +107,7 @@ wait_socket() { # path
 }
 
 start_daxsnap() {
-	"$tmp/daxsnap" --state "$shm/state" serve --nbd-addr "" --log-level warn >"$tmp/daxsnap.log" 2>&1 &
+	"$tmp/daxsnap" --state "$shm/state" serve --nbd-addr "" --cow-dir "$shm/cows" --log-level warn >"$tmp/daxsnap.log" 2>&1 &
 	daxsnap_pid=$!
 	pids+=($!)
 	wait_socket "$shm/state/daxsnap.sock"
@@ -161,6 +164,7 @@ case " $SERVERS " in *" daxsnap-diskcow "*)
 	;;
 esac
 diskcow=${diskdir:-/nonexistent}/s.cow
+mkdir "$shm/cows"
 start_daxsnap
 echo
 echo "First writes after a snapshot: $SIZE written once per workload, COW block $CHUNK, iodepth $IODEPTH, median of $ROUNDS round(s)"

@@ -4,10 +4,11 @@
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
-# bench_scratch NAME: sets tmp and shm, installs the cleanup trap.
+# bench_scratch NAME: sets tmp and shm (in SHMDIR, a tmpfs: /dev/shm unless
+# given), installs the cleanup trap.
 bench_scratch() {
 	tmp=$(mktemp -d "/tmp/$1.XXXXXX")
-	shm=$(mktemp -d "/dev/shm/$1.XXXXXX")
+	shm=$(mktemp -d "${SHMDIR:-/dev/shm}/$1.XXXXXX")
 	pids=()
 	trap bench_cleanup EXIT
 }
