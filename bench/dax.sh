@@ -30,7 +30,9 @@
 #
 # Environment: SIZE for 1 [1G] (M or G suffix), PAUSE_SIZES in GiB [1,4],
 # NBD_SIZE [256M], COUNT repetitions of 2 [3], BENCHTIME for 2 [10x],
-# ROUNDS uffdwp rounds [40], NBD=0 to skip 4.
+# ROUNDS uffdwp rounds [40], NBD=0 to skip 4, SHMDIR the tmpfs for the
+# volumes' and COWs' files in 1-4 [/dev/shm] (one mounted huge=always
+# makes the copy-out of part 2 a copy between the daemon's mappings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -41,7 +43,7 @@ bench_scratch daxbench
 go build -o "$tmp/uffdwp" ./bench/uffdwp
 go test -c -o "$tmp/session.test" ./internal/session
 go build -o "$tmp/daxsnap" ./cmd/daxsnap
-st() { (cd internal/session && "$tmp/session.test" -test.run '^$' "$@"); }
+st() { (cd internal/session && DAXSNAP_SHM_DIR=${SHMDIR:-/dev/shm} "$tmp/session.test" -test.run '^$' "$@"); }
 
 echo "## 1. mapped 4 KiB writes, no snapshot, $SIZE"
 DAXBENCH_SIZE=$SIZE st -test.bench MappedWrites -test.benchtime 3x | tee "$tmp/plain"
@@ -74,7 +76,8 @@ print("%.1f %.1f %.0f" % (p["50.000000"] / 1e3, p["99.000000"] / 1e3, w["bw_byte
 if [ "${NBD:-1}" != 0 ] && command -v fio >/dev/null && fio --enghelp=nbd 2>/dev/null | grep -q uri; then
 	echo "## 4. NBD randwrite 4k over $NBD_SIZE of the origin"
 	dx() { "$tmp/daxsnap" --state "$shm/state" "$@"; }
-	"$tmp/daxsnap" --state "$shm/state" serve --nbd-addr "" --log-level warn >"$tmp/daxsnap.log" 2>&1 &
+	mkdir -p "$shm/cows"
+	"$tmp/daxsnap" --state "$shm/state" serve --nbd-addr "" --cow-dir "$shm/cows" --log-level warn >"$tmp/daxsnap.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 500); do [ -S "$shm/state/daxsnap.sock" ] && dx version >/dev/null 2>&1 && break; sleep 0.01; done
 	dx pmem create mem --size "$NBD_SIZE" --dir "$shm" >/dev/null

@@ -126,6 +126,15 @@ func newRigSized(t testing.TB, size int64, files ...string) *rig {
 	return newRigWith(t, size, nil, files...)
 }
 
+// shmDir is the tmpfs the rigs put their memory files on: /dev/shm, or
+// $DAXSNAP_SHM_DIR (bench/dax.sh's SHMDIR: a tmpfs mounted huge=always).
+func shmDir() string {
+	if d := os.Getenv("DAXSNAP_SHM_DIR"); d != "" {
+		return d
+	}
+	return "/dev/shm"
+}
+
 // newRigWith is newRigSized with configure applied to the server's
 // configuration (nil: none).
 func newRigWith(t testing.TB, size int64, configure func(*session.Config), files ...string) *rig {
@@ -133,9 +142,9 @@ func newRigWith(t testing.TB, size int64, configure func(*session.Config), files
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: userfaultfd on another process's memory and /dev/shm files")
 	}
-	dir, err := os.MkdirTemp("/dev/shm", "daxsnap-session-")
+	dir, err := os.MkdirTemp(shmDir(), "daxsnap-session-")
 	if err != nil {
-		t.Skipf("no tmpfs at /dev/shm: %v", err)
+		t.Skipf("no tmpfs at %s: %v", shmDir(), err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	for _, f := range files {
