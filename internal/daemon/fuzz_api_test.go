@@ -195,6 +195,7 @@ func FuzzAPI(f *testing.F) {
 		{"POST /v1/snapshots", "", "", `{"origin":"vol","name":"t","cow_size":9223372036854775807}`},
 		{"POST /v1/snapshots", "", "", `{"origin":"vol","name":"t","chunk_size":8192,"transient":true}`},
 		{"POST /v1/snapshots", "", "", `{"origin":"z","name":"t"}`},
+		{"POST /v1/snapshots", "", " ", `0`}, // a space in the request line: skipped (Go's server answers it)
 		{"POST /v1/snapshots/{}/merge", "s", "", `{}`},
 		{"POST /v1/snapshots/{}/extend", "s", "", `{"add":4096}`},
 		{"DELETE /v1/snapshots/{}", "s", "force", ``},
@@ -237,6 +238,12 @@ func FuzzAPI(f *testing.F) {
 		req, err := http.NewRequest(r.method, "http://daxsnap"+u+"?"+query, bytes.NewReader(body))
 		if err != nil {
 			t.Skip("not a URL")
+		}
+		if strings.ContainsFunc(req.URL.RawQuery, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			// The client sends such a query as it is, which breaks the
+			// request line: Go's HTTP server answers a plain 400 before
+			// any handler runs, as it does for any malformed request.
+			t.Skip("a space or control character in the request line")
 		}
 		resp, err := z.hc.Do(req)
 		if err != nil {
