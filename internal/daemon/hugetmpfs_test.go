@@ -2,16 +2,35 @@ package daemon_test
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
+
+// hugeTmpfs mounts a 64 MiB tmpfs in 2 MiB pages (huge=always) on a
+// temporary directory until t ends.
+func hugeTmpfs(t *testing.T) string {
+	t.Helper()
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "huge=always,size=64m"); err != nil {
+		t.Fatalf("mount -t tmpfs -o huge=always tmpfs %s: %v", mnt, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("umount %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
 
 // Ensure that a volume whose region and COWs are on a tmpfs in 2 MiB pages
 // (huge=always), which the daemon writes through its mapping instead of
@@ -22,16 +41,7 @@ import (
 func TestSnapshot_hugeTmpfs(t *testing.T) {
 	testutil.RequireRoot(t)
 	const size = 8 << 20
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "huge=always,size=64m"); err != nil {
-		t.Fatalf("mount -t tmpfs -o huge=always tmpfs %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("umount %s: %v", mnt, err)
-		}
-	})
-	e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = mnt })
+	e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = hugeTmpfs(t) })
 	region := e.pmemVol("vol", size)
 	rng := rand.New(rand.NewPCG(3, 4))
 	model := make([]byte, size)
@@ -81,4 +91,53 @@ func TestSnapshot_hugeTmpfs(t *testing.T) {
 	os.Remove(filepath.Dir(region))
 	e.start()
 	e.wantData("vol", model)
+}
+
+// Ensure that a snapshot of memory on a tmpfs in 2 MiB pages, mapped by
+// four writer processes appending causally ordered records, is a
+// consistent cut that stays as it is, and that every store after it
+// reaches the origin: write-protecting a mapping of huge pages splits
+// them, and the faults' copy-out goes between the daemon's mappings.
+// With the cut disabled the checks must catch it.
+func TestDAXSession_cutOnHugeTmpfs(t *testing.T) {
+	testutil.RequireRoot(t) // userfaultfd on another process's memory
+	const size = 4 << 20
+	for _, cut := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cut=%v", cut), func(t *testing.T) {
+			e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = hugeTmpfs(t) })
+			if !cut {
+				defer daemon.DisableCut(e.d)()
+			}
+			mem, cs := e.causalVol(size)
+			var st unix.Stat_t
+			if err := unix.Stat(mem, &st); err != nil || st.Blksize != 2<<20 {
+				t.Fatalf("the region %s is not in huge pages (st_blksize %d, %v)", mem, st.Blksize, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			e.snap("vol", "s", withChunk(4096))
+			err := e.checkSnapshotCut("s", size)
+			switch {
+			case cut && err != nil:
+				t.Error(err)
+			case !cut && err == nil:
+				t.Error("with the cut disabled the snapshot passed the checks: they cannot catch a broken cut")
+			}
+			lasts := make([]uint64, causalWriters)
+			for w, c := range cs {
+				fmt.Sscan(c.Do("stop"), &lasts[w])
+			}
+			if !cut {
+				return
+			}
+			last, err := clienttest.CheckCausal(e.read("vol", 0, size), causalWriters)
+			if err != nil {
+				t.Fatalf("origin after the writers stopped: %v", err)
+			}
+			for w := range last {
+				if last[w] != lasts[w] {
+					t.Errorf("origin holds writer %d's records up to %d, want its last, %d", w, last[w], lasts[w])
+				}
+			}
+		})
+	}
 }
