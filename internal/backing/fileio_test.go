@@ -102,7 +102,7 @@ func TestMemory_fileIOLeavesMappingUntouched(t *testing.T) {
 // page for a hole; a tmpfs file in small pages keeps writing with pwrite.
 func TestMemory_hugeTmpfsWritesThroughMapping(t *testing.T) {
 	const page, huge = 4096, 2 << 20
-	path := filepath.Join(smallTmpfs(t, 8<<20, "huge=always"), "vol")
+	path := filepath.Join(testutil.Tmpfs(t, "huge=always,size=8m"), "vol")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -13,24 +11,6 @@ import (
 	"github.com/daxsnap/daxsnap/internal/backing"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
-
-// smallTmpfs mounts a tmpfs of size bytes on a temporary directory, with
-// more mount options if given ("huge=always").
-func smallTmpfs(t *testing.T, size int64, opts ...string) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	data := strings.Join(append([]string{"size=" + strconv.FormatInt(size, 10)}, opts...), ",")
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, data); err != nil {
-		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v", data, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("umount %s: %v (a device left open?)", dir, err)
-		}
-	})
-	return dir
-}
 
 // fill grows path by 4 KiB writes until the file system is full and
 // returns how many bytes it took.
@@ -63,7 +43,7 @@ func TestMemory_zeroKeepsReservation(t *testing.T) {
 	const region = 1 << 20
 	for _, op := range []string{"discard", "write zeroes"} {
 		t.Run(op, func(t *testing.T) {
-			dir := smallTmpfs(t, 4<<20)
+			dir := testutil.Tmpfs(t, "size=4m")
 			path := filepath.Join(dir, "region")
 			f, err := os.Create(path)
 			if err != nil {

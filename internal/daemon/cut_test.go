@@ -54,6 +54,48 @@ func (e *env) checkSnapshotCut(name string, size int64) error {
 	return nil
 }
 
+// checkCut sets up causalVol(size) on e, makes snapshot s of it with
+// makeSnap while the writers go on, and checks it as a consistent cut:
+// with the cut, s is prefix-closed and stays so, and every store after it
+// reaches the origin; with the cut disabled (daemon.DisableCut) the checks
+// must catch it.
+func (e *env) checkCut(size int64, cut bool, makeSnap func(e *env, mem string)) {
+	t := e.t
+	t.Helper()
+	if !cut {
+		defer daemon.DisableCut(e.d)()
+	}
+	mem, cs := e.causalVol(size)
+	time.Sleep(10 * time.Millisecond)
+	makeSnap(e, mem)
+	err := e.checkSnapshotCut("s", size)
+	switch {
+	case cut && err != nil:
+		t.Error(err)
+	case !cut && err == nil:
+		t.Error("with the cut disabled the snapshot passed the checks: they cannot catch a broken cut")
+	case !cut:
+		t.Logf("without the cut (caught, as it must be): %v", err)
+	}
+	lasts := make([]uint64, causalWriters)
+	for w, c := range cs {
+		fmt.Sscan(c.Do("stop"), &lasts[w])
+	}
+	if !cut {
+		return
+	}
+	// Every store after the cut reached the origin.
+	last, err := clienttest.CheckCausal(e.read("vol", 0, size), causalWriters)
+	if err != nil {
+		t.Fatalf("origin after the writers stopped: %v", err)
+	}
+	for w := range last {
+		if last[w] != lasts[w] {
+			t.Errorf("origin holds writer %d's records up to %d, want its last, %d", w, last[w], lasts[w])
+		}
+	}
+}
+
 // TestDAXSession_CutEveryWay: a snapshot of mapped memory is a consistent
 // cut however it is made: (a) the dmsetup recipe (suspend the origin, load
 // snapshot-origin, create the snapshot, resume), (b) the kernel's order
@@ -88,39 +130,7 @@ func TestDAXSession_CutEveryWay(t *testing.T) {
 	for _, way := range ways {
 		for _, cut := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/cut=%v", way.name, cut), func(t *testing.T) {
-				e := newEnv(t)
-				if !cut {
-					defer daemon.DisableCut(e.d)()
-				}
-				mem, cs := e.causalVol(size)
-				time.Sleep(10 * time.Millisecond)
-				way.make(e, mem)
-				err := e.checkSnapshotCut("s", size)
-				switch {
-				case cut && err != nil:
-					t.Error(err)
-				case !cut && err == nil:
-					t.Error("with the cut disabled the snapshot passed the checks: they cannot catch a broken cut")
-				case !cut:
-					t.Logf("without the cut (caught, as it must be): %v", err)
-				}
-				lasts := make([]uint64, causalWriters)
-				for w, c := range cs {
-					fmt.Sscan(c.Do("stop"), &lasts[w])
-				}
-				if !cut {
-					return
-				}
-				// Every store after the cut reached the origin.
-				last, err := clienttest.CheckCausal(e.read("vol", 0, size), causalWriters)
-				if err != nil {
-					t.Fatalf("origin after the writers stopped: %v", err)
-				}
-				for w := range last {
-					if last[w] != lasts[w] {
-						t.Errorf("origin holds writer %d's records up to %d, want its last, %d", w, last[w], lasts[w])
-					}
-				}
+				newEnv(t).checkCut(size, cut, way.make)
 			})
 		}
 	}

@@ -7,30 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 )
-
-// hugeTmpfs mounts a 64 MiB tmpfs in 2 MiB pages (huge=always) on a
-// temporary directory until t ends.
-func hugeTmpfs(t *testing.T) string {
-	t.Helper()
-	mnt := t.TempDir()
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "huge=always,size=64m"); err != nil {
-		t.Fatalf("mount -t tmpfs -o huge=always tmpfs %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("umount %s: %v", mnt, err)
-		}
-	})
-	return mnt
-}
 
 // Ensure that a volume whose region and COWs are on a tmpfs in 2 MiB pages
 // (huge=always), which the daemon writes through its mapping instead of
@@ -41,7 +23,7 @@ func hugeTmpfs(t *testing.T) string {
 func TestSnapshot_hugeTmpfs(t *testing.T) {
 	testutil.RequireRoot(t)
 	const size = 8 << 20
-	e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = hugeTmpfs(t) })
+	e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = testutil.Tmpfs(t, "huge=always,size=64m") })
 	region := e.pmemVol("vol", size)
 	rng := rand.New(rand.NewPCG(3, 4))
 	model := make([]byte, size)
@@ -104,40 +86,14 @@ func TestDAXSession_cutOnHugeTmpfs(t *testing.T) {
 	const size = 4 << 20
 	for _, cut := range []bool{true, false} {
 		t.Run(fmt.Sprintf("cut=%v", cut), func(t *testing.T) {
-			e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = hugeTmpfs(t) })
-			if !cut {
-				defer daemon.DisableCut(e.d)()
-			}
-			mem, cs := e.causalVol(size)
-			var st unix.Stat_t
-			if err := unix.Stat(mem, &st); err != nil || st.Blksize != 2<<20 {
-				t.Fatalf("the region %s is not in huge pages (st_blksize %d, %v)", mem, st.Blksize, err)
-			}
-			time.Sleep(10 * time.Millisecond)
-			e.snap("vol", "s", withChunk(4096))
-			err := e.checkSnapshotCut("s", size)
-			switch {
-			case cut && err != nil:
-				t.Error(err)
-			case !cut && err == nil:
-				t.Error("with the cut disabled the snapshot passed the checks: they cannot catch a broken cut")
-			}
-			lasts := make([]uint64, causalWriters)
-			for w, c := range cs {
-				fmt.Sscan(c.Do("stop"), &lasts[w])
-			}
-			if !cut {
-				return
-			}
-			last, err := clienttest.CheckCausal(e.read("vol", 0, size), causalWriters)
-			if err != nil {
-				t.Fatalf("origin after the writers stopped: %v", err)
-			}
-			for w := range last {
-				if last[w] != lasts[w] {
-					t.Errorf("origin holds writer %d's records up to %d, want its last, %d", w, last[w], lasts[w])
+			e := newEnvWith(t, func(c *daemon.Config) { c.PmemDir = testutil.Tmpfs(t, "huge=always,size=64m") })
+			e.checkCut(size, cut, func(e *env, mem string) {
+				var st unix.Stat_t
+				if err := unix.Stat(mem, &st); err != nil || st.Blksize != 2<<20 {
+					t.Fatalf("the region %s is not in huge pages (st_blksize %d, %v)", mem, st.Blksize, err)
 				}
-			}
+				e.snap("vol", "s", withChunk(4096))
+			})
 		})
 	}
 }
