@@ -26,6 +26,9 @@ func (d *Device) Size() int64 { return d.size.Load() }
 
 // ReadAt reads from the live table, split at target boundaries.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	if err := d.fill(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return 0, err
@@ -36,6 +39,9 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt writes through the live table, split at target boundaries.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.fill(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return 0, err
@@ -50,6 +56,9 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // read with pread where the memory is a tmpfs file, others as ReadAt.
 // The bytes are the same; only the daemon's mapping is left untouched.
 func (d *Device) ReadFileAt(p []byte, off int64) (int, error) {
+	if err := d.fill(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return 0, err
@@ -61,6 +70,9 @@ func (d *Device) ReadFileAt(p []byte, off int64) (int, error) {
 // WriteFileAt is WriteAt through the files of the memory behind the
 // table (backing.FileWriter), as ReadFileAt reads.
 func (d *Device) WriteFileAt(p []byte, off int64) (int, error) {
+	if err := d.fill(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return 0, err
@@ -82,6 +94,9 @@ func (d *Device) Flush() error {
 
 // Discard deallocates [off, off+n).
 func (d *Device) Discard(off, n int64) error {
+	if err := d.fillAll(); err != nil {
+		return err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return err
@@ -93,6 +108,9 @@ func (d *Device) Discard(off, n int64) error {
 
 // WriteZeroes makes [off, off+n) read back as zeroes.
 func (d *Device) WriteZeroes(off, n int64) error {
+	if err := d.fillAll(); err != nil {
+		return err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return err
@@ -105,6 +123,9 @@ func (d *Device) WriteZeroes(off, n int64) error {
 // DirectAccess returns the memory behind [off, off+n) of a DAX-capable
 // device, limited to the range of the one target that holds off.
 func (d *Device) DirectAccess(off, n int64) ([]byte, error) {
+	if err := d.fill(off, n); err != nil {
+		return nil, err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return nil, err
@@ -117,6 +138,9 @@ func (d *Device) DirectAccess(off, n int64) ([]byte, error) {
 // without writing (see WritePreparer): the fault path calls it before it
 // lets a direct-access store reach the memory.
 func (d *Device) PrepareWrite(off, n int64) error {
+	if err := d.fill(off, n); err != nil {
+		return err
+	}
 	t, err := d.enter()
 	if err != nil {
 		return err

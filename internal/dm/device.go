@@ -57,6 +57,8 @@ type Device struct {
 
 	// observer is told of writes before they happen (observe.go).
 	observer atomic.Pointer[observerBox]
+	// filler restores the memory on demand (fill.go).
+	filler atomic.Pointer[fillerBox]
 }
 
 // Name returns the device name.
@@ -75,6 +77,9 @@ func (d *Device) UUID() string { return d.uuid }
 // replacing any inactive table (dmsetup load). The capability rule is
 // checked here: a table that would take dax or sync away is refused.
 func (d *Device) Load(text string) error {
+	if err := d.refuseRestoring("load"); err != nil {
+		return err
+	}
 	t, err := buildTable(d.m.reg, d.m.pool, d.Name(), text, d.loadMode(), d, d.events.bump)
 	if err != nil {
 		return err
@@ -125,6 +130,9 @@ type SuspendOptions struct {
 // and in-flight I/O drains, then postsuspend hooks. Suspending a suspended
 // device does nothing.
 func (d *Device) Suspend(opts SuspendOptions) error {
+	if err := d.refuseRestoring("suspend"); err != nil {
+		return err
+	}
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed.Load() {

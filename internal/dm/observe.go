@@ -79,6 +79,9 @@ func (d *Device) observedGranularity() int64 {
 // fn must not call d's methods. Quiesce fails, without suspending d,
 // when some line of the live table is not memory a client can map.
 func (d *Device) Quiesce(fn func(live []Extent)) error {
+	if err := d.refuseRestoring("quiesce"); err != nil {
+		return err
+	}
 	d.ctl.Lock()
 	defer d.ctl.Unlock()
 	if d.removed.Load() {
