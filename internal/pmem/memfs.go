@@ -45,8 +45,11 @@ func probeMemFS(op, dir string) (memFS, error) {
 }
 
 // createRegionFile creates path and reserves size bytes in it, so the
-// memory is really there when a table maps it. On failure nothing is left.
-func createRegionFile(path string, size int64) (err error) {
+// memory is really there when a table maps it; without reserve it only
+// checks that the file system has that much free and leaves the file a
+// hole (a restore on demand fills only holes). On failure nothing is
+// left.
+func createRegionFile(path string, size int64, reserve bool) (err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -62,6 +65,16 @@ func createRegionFile(path string, size int64) (err error) {
 			os.Remove(path)
 		}
 	}()
+	if !reserve {
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+			return fmt.Errorf("statfs %s: %w", path, err)
+		}
+		if free := int64(st.Bavail) * st.Bsize; st.Blocks > 0 && free < size {
+			return errorf(dm.ErrNoSpace, "%s needs %d bytes and its file system has %d free: choose a smaller size or free some", path, size, free)
+		}
+		return f.Truncate(size)
+	}
 	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			return errorf(dm.ErrNoSpace, "reserve %d bytes for %s: not enough memory in its file system (mount size, huge pages or RAM): choose a smaller size or free some", size, path)

@@ -119,7 +119,7 @@ func (m *Manager) Create(req wire.PmemCreate) (wire.Pmem, error) {
 	if _, err := os.Lstat(rec.Path); err == nil {
 		return wire.Pmem{}, errorf(dm.ErrExists, "%s: %s exists but is not a region of this daemon: pick another name, or delete the file if nothing uses it", op, rec.Path)
 	}
-	err = m.store.RegionTransition(req.Name, state.Op{Verb: "create"}, rec, func() error { return createRegionFile(rec.Path, rec.Size) },
+	err = m.store.RegionTransition(req.Name, state.Op{Verb: "create"}, rec, func() error { return createRegionFile(rec.Path, rec.Size, true) },
 		func() *state.Region { return created(rec) })
 	if err != nil {
 		m.removeRegionDir(sub)

@@ -72,7 +72,7 @@ func (m *Manager) Missing(paths []string) []state.Region {
 // missing (a reboot emptied its file system), at the path and size it
 // had, and records the new file's identity. The caller fills it (from a
 // checkpoint) before anything maps it.
-func (m *Manager) Recreate(name string) (state.Region, error) {
+func (m *Manager) Recreate(name string, sparse bool) (state.Region, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	op := "restore region " + name
@@ -86,7 +86,7 @@ func (m *Manager) Recreate(name string) (state.Region, error) {
 	if _, err := ensureRegionDir(op, filepath.Dir(filepath.Dir(rec.Path))); err != nil {
 		return rec, err
 	}
-	if err := createRegionFile(rec.Path, rec.Size); err != nil {
+	if err := createRegionFile(rec.Path, rec.Size, !sparse); err != nil {
 		return rec, fmt.Errorf("%s: %w", op, err)
 	}
 	if err := identify(&rec); err != nil {
