@@ -73,6 +73,20 @@ var commands = map[string]command{
 			fill(ch.m.Bytes(), uint64(a.int(0)))
 			return "", nil
 		}},
+	"check": {usage: "check SEED", doc: "load every word; answers how many pages differ from what fill SEED writes", mapped: true,
+		run: func(ch *child, a args) (string, error) {
+			mem, seed := ch.m.Bytes(), uint64(a.int(0))
+			bad := 0
+			for p := 0; p < len(mem)/pageSize; p++ {
+				for off := p * pageSize; off < (p+1)*pageSize; off += 8 {
+					if binary.LittleEndian.Uint64(mem[off:]) != seed<<32|uint64(p) {
+						bad++
+						break
+					}
+				}
+			}
+			return fmt.Sprint(bad), nil
+		}},
 	"stream": {usage: "stream", doc: "write seq+1 to page seq%P, seq = 0, 1, ..., until stop", mapped: true,
 		run: func(ch *child, _ args) (string, error) {
 			mem := ch.m.Bytes()

@@ -13,7 +13,7 @@ import (
 )
 
 func (a *app) serveCmd() *cobra.Command {
-	var nbdAddr, metricsAddr, tlsCreds, tlsAuthz, fuseDir, cowDir, logFormat, logLevel string
+	var nbdAddr, metricsAddr, tlsCreds, tlsAuthz, fuseDir, cowDir, logFormat, logLevel, restoreMode string
 	var noNBDUnix, nbdInsecure, recoverState bool
 	var autoThreshold, autoPercent int
 	var shutdownTimeout time.Duration
@@ -54,13 +54,17 @@ func (a *app) serveCmd() *cobra.Command {
 					return fmt.Errorf("serve: --cow-dir: %w", err)
 				}
 			}
+			if restoreMode != "eager" && restoreMode != "lazy" {
+				return fmt.Errorf("serve: --restore %q: give eager or lazy", restoreMode)
+			}
 			if !cmd.Flags().Changed("fuse") {
 				fuseDir = filepath.Join(a.stateDir(), daemon.FUSEDirName)
 			}
 			return daemon.ServeUntilSignal(daemon.Config{StateDir: a.stateDir(), RuntimeDir: a.runtimeDir(), COWDir: cowDir, NBDAddr: nbdAddr, MetricsAddr: metricsAddr,
 				NBDTLSCreds: tlsCreds, NBDTLSAuthz: tlsAuthz, NBDInsecure: nbdInsecure,
 				NoNBDUnix: noNBDUnix, FUSEDir: fuseDir, Version: version, Logger: log, Recover: recoverState,
-				Snapshots: snapshots.Config{AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent}, ShutdownTimeout: shutdownTimeout})
+				Snapshots: snapshots.Config{AutoextendThreshold: autoThreshold, AutoextendPercent: autoPercent}, ShutdownTimeout: shutdownTimeout,
+				LazyRestore: restoreMode == "lazy"})
 		},
 	}
 	f := cmd.Flags()
@@ -72,6 +76,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&noNBDUnix, "no-nbd-socket", false, "do not export on RUNTIME-DIR/"+daemon.NBDSocketName)
 	f.StringVar(&fuseDir, "fuse", "", "mount point where every device is a file, for losetup (default STATE/"+daemon.FUSEDirName+`; "" for none)`)
 	f.StringVar(&cowDir, "cow-dir", "", "directory for the COW files of snapshots taken without --cow, and their lost+found, for every origin (default: for an origin all on tmpfs/hugetlbfs, /dev/shm/daxsnap-cow-UID-HASH, this daemon's own; otherwise STATE/cow and STATE/lost+found); one daemon per directory; docs/decisions.md says why")
+	f.StringVar(&restoreMode, "restore", "eager", "how a checkpointed volume whose memory is gone (after a reboot) comes back: eager restores it whole from its checkpoint before serving; lazy serves it at once and restores each part on first use, the rest in the background (docs/checkpoint.md)")
 	f.BoolVar(&recoverState, "recover", false, "if STATE/daxsnap.db is damaged, missing or empty, start from its backup STATE/daxsnap.db.bak (the damaged file is kept aside)")
 	f.IntVar(&autoThreshold, "autoextend-threshold", 100, "grow a snapshot's COW file when it is this percent full (50 to 99; 100 for never), unless the snapshot has its own (lvm.conf's snapshot_autoextend_threshold)")
 	f.IntVar(&autoPercent, "autoextend-percent", 20, "grow it by this percent of its size (lvm.conf's snapshot_autoextend_percent)")

@@ -1,16 +1,20 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/daxsnap/daxsnap/client"
+	"github.com/daxsnap/daxsnap/client/clienttest"
 	"github.com/daxsnap/daxsnap/internal/daemon"
 	"github.com/daxsnap/daxsnap/internal/testutil"
 	"github.com/daxsnap/daxsnap/internal/wire"
@@ -120,8 +124,9 @@ func BenchmarkRestore(b *testing.B) {
 	const size = 1 << 30
 	dir := benchDir(b)
 	img := filepath.Join(dir, "vol.img")
-	b.Run("restore", func(b *testing.B) {
-		e := newEnv(b)
+	// setup makes a checkpointed 1 GiB volume, every page written.
+	setup := func(b *testing.B, lazy bool) (*env, string) {
+		e := newEnvWith(b, func(cfg *daemon.Config) { cfg.LazyRestore = lazy })
 		region := e.pmemVol("vol", size)
 		for off := int64(0); off < size; off += 32 << 20 {
 			e.must("write", e.c.WriteData(bg, "vol", off, fillImage(32<<20, uint64(off>>20))))
@@ -132,21 +137,68 @@ func BenchmarkRestore(b *testing.B) {
 		if _, err := e.c.CheckpointNow(bg, "vol"); err != nil {
 			b.Fatal(err)
 		}
+		return e, region
+	}
+	reboot := func(b *testing.B, e *env, region string) {
+		b.StopTimer()
+		e.stop()
+		if err := os.Remove(region); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		e.start()
+	}
+	b.Run("restore", func(b *testing.B) {
+		e, region := setup(b, false)
 		b.SetBytes(size)
 		b.ResetTimer()
 		for b.Loop() {
-			b.StopTimer()
-			e.stop()
-			if err := os.Remove(region); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
-			e.start()
+			reboot(b, e, region)
 		}
 		b.StopTimer()
 		if in := e.info("vol"); in.Durability == nil || in.Durability.Restored == nil {
 			b.Fatalf("not restored: %+v", in)
 		}
+	})
+	// lazy: serve --restore=lazy. An op is the restore until complete;
+	// read-ms is the time from the start until a block read of 4 KiB at
+	// a random place returns, map-ms until a client's map of the whole
+	// volume and a load from a random page return (time to first
+	// access, by either door).
+	b.Run("lazy", func(b *testing.B) {
+		e, region := setup(b, true)
+		b.SetBytes(size)
+		var readMS, mapMS float64
+		rounds := 0
+		b.ResetTimer()
+		for b.Loop() {
+			began := time.Now()
+			reboot(b, e, region)
+			off := rand.Int64N(size/4096) * 4096
+			p, err := e.c.ReadData(bg, "vol", off, 4096)
+			if err != nil || !bytes.Equal(p, fillImage(32<<20, uint64(off>>20>>5<<5))[off%(32<<20):off%(32<<20)+4096]) {
+				b.Fatalf("first read at %d: %v, or not the checkpoint's bytes", off, err)
+			}
+			readMS += float64(time.Since(began).Microseconds()) / 1000
+			c := clienttest.Start(b, e.d.SessionSocketPath())
+			c.Do("map vol 0 %d rw", size)
+			c.Do("peek %d", rand.Int64N(size))
+			mapMS += float64(time.Since(began).Microseconds()) / 1000
+			for {
+				in := e.info("vol")
+				if in.Durability != nil && in.Durability.Restoring == nil && in.Durability.Restored != nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			c.Do("unmap")
+			c.Do("quit")
+			b.StartTimer()
+			rounds++
+		}
+		b.ReportMetric(readMS/float64(rounds), "read-ms")
+		b.ReportMetric(mapMS/float64(rounds), "map-ms")
 	})
 	b.Run("fio", func(b *testing.B) {
 		testutil.RequireTool(b, "fio")

@@ -31,6 +31,10 @@ type ckRestore struct {
 	recs  map[string]state.Checkpoint // checkpointed devices by name
 	fills map[string]ckImage          // devices to fill from their image
 	why   map[string]string           // devices not restored, and why
+	// cont: devices whose restore on demand an earlier daemon left
+	// unfinished, to continue into the holes of their regions.
+	cont map[string]bool
+	lazy map[string]*lazyRun // restores on demand started (checkpoint_lazy.go)
 }
 
 // prepare, before the devices come back, makes the regions of
@@ -38,6 +42,7 @@ type ckRestore struct {
 // a checkpoint to restore.
 func (r *ckRestore) prepare(recs []state.Device) {
 	r.recs, r.fills, r.why = map[string]state.Checkpoint{}, map[string]ckImage{}, map[string]string{}
+	r.cont, r.lazy = map[string]bool{}, map[string]*lazyRun{}
 	defer func() { r.d.cks.setStarting(r.recs) }()
 	for _, rec := range recs {
 		if rec.Checkpoint == nil {
@@ -45,7 +50,8 @@ func (r *ckRestore) prepare(recs []state.Device) {
 		}
 		r.recs[rec.Name] = *rec.Checkpoint
 		missing := r.d.regions.Missing(tableArgs(rec.Live))
-		if len(missing) == 0 {
+		seq := rec.Checkpoint.RestoringSeq
+		if len(missing) == 0 && seq == 0 {
 			continue // memory intact
 		}
 		log := r.d.log.With("device", rec.Name, "image", rec.Checkpoint.Path)
@@ -55,15 +61,30 @@ func (r *ckRestore) prepare(recs []state.Device) {
 			log.Error("volume not restored: memory gone, image refused", "err", err)
 			continue
 		}
-		if _, ok := img.Last(); !ok {
+		last, ok := img.Last()
+		if !ok {
 			img.Close()
 			r.why[rec.Name] = fmt.Sprintf("Its memory was gone at start and its checkpoint image %s holds no complete checkpoint, so there was nothing to restore.", rec.Checkpoint.Path)
 			log.Error("volume not restored: memory gone, image holds no complete checkpoint")
 			continue
 		}
+		if seq != 0 {
+			// An earlier daemon restored it on demand and stopped first:
+			// its regions hold what was restored or written since.
+			if last.Seq != seq {
+				img.Close()
+				r.why[rec.Name] = fmt.Sprintf("Its restore on demand from checkpoint %d of %s was not finished, and the image's newest checkpoint is now %d, so it cannot be continued. Delete the volume's region files and restart `daxsnap serve` to restore it again.", seq, rec.Checkpoint.Path, last.Seq)
+				log.Error("volume not restored: the restore under way cannot be continued", "seq", seq, "image_seq", last.Seq)
+				continue
+			}
+			r.cont[rec.Name] = true
+			log.Info("continuing the restore on demand an earlier daemon left unfinished", "seq", seq, "regions_missing", len(missing))
+		}
 		var errs []error
 		for _, reg := range missing {
-			if _, err := r.d.regions.Recreate(reg.Name); err != nil {
+			// A restore on demand fills holes only: its regions are not
+			// reserved up front (their memory comes as it is restored).
+			if _, err := r.d.regions.Recreate(reg.Name, r.d.cfg.LazyRestore || seq != 0); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -95,6 +116,21 @@ func tableArgs(text string) []string {
 // copies each image to be restored into its volume.
 func (r *ckRestore) fill() {
 	for name, img := range r.fills {
+		if r.d.cfg.LazyRestore || r.cont[name] {
+			err := r.lazyOne(name, img)
+			if err == nil {
+				continue // the image is the restore's now
+			}
+			if r.cont[name] {
+				// Its regions hold stores a whole copy would undo.
+				r.why[name] = fmt.Sprintf("Its restore on demand from %s was not finished and could not be continued: %v.", r.recs[name].Path, err)
+				r.d.log.Error("volume not restored", "device", name, "image", r.recs[name].Path, "err", err)
+				r.degrade(name)
+				img.Close()
+				continue
+			}
+			r.d.log.Warn("volume restored whole before it serves: it cannot be restored on demand", "device", name, "err", err)
+		}
 		if err := r.fillOne(name, img); err != nil {
 			r.why[name] = fmt.Sprintf("Its memory was gone at start and the restore from %s failed, so it serves nothing rather than half its data: %v. Check the image and restart `daxsnap serve`.", r.recs[name].Path, err)
 			r.d.log.Error("volume not restored", "device", name, "image", r.recs[name].Path, "err", err)
@@ -107,20 +143,29 @@ func (r *ckRestore) fill() {
 	}
 }
 
+// target is device name, to be restored from img.
+func (r *ckRestore) target(name string, img ckImage) (*dm.Device, error) {
+	dev, err := r.d.mgr.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if r.d.devs.note(dev).keptLive != "" {
+		return nil, errors.New("its table did not load")
+	}
+	if img.Size() != dev.Size() {
+		return nil, fmt.Errorf("the image holds %d bytes and the volume has %d", img.Size(), dev.Size())
+	}
+	return dev, nil
+}
+
 // fillOne copies the newest complete checkpoint of img into device name.
 func (r *ckRestore) fillOne(name string, img ckImage) error {
-	dev, err := r.d.mgr.Get(name)
+	dev, err := r.target(name, img)
 	if err != nil {
 		return err
 	}
-	if r.d.devs.note(dev).keptLive != "" {
-		return errors.New("its table did not load")
-	}
 	last, _ := img.Last()
 	size := img.Size()
-	if size != dev.Size() {
-		return fmt.Errorf("the image holds %d bytes and the volume has %d", size, dev.Size())
-	}
 	log := r.d.log.With("device", name, "image", r.recs[name].Path, "seq", last.Seq, "checkpoint_time", last.Time.UTC().Format(time.RFC3339Nano))
 	log.Info("restoring volume from its checkpoint: its memory was gone", "bytes", size)
 	start := time.Now()
@@ -251,13 +296,24 @@ func (r *ckRestore) start() {
 			r.d.log.Error("checkpoints of volume not started", "device", name, "image", cfg.Path, "err", v.startErr)
 			continue
 		}
+		if run := r.lazy[name]; run != nil {
+			r.d.ckStarts.Add(1)
+			go func() {
+				defer r.d.ckStarts.Done()
+				if r.awaitLazy(dev, run) {
+					cfg.RestoringSeq = 0
+					r.startOne(dev, cfg, false)
+				}
+			}()
+			continue
+		}
 		if v.restored != nil {
 			r.startOne(dev, cfg, true) // before the doors open
 			continue
 		}
-		r.d.bg.Add(1)
+		r.d.ckStarts.Add(1)
 		go func() {
-			defer r.d.bg.Done()
+			defer r.d.ckStarts.Done()
 			r.startOne(dev, cfg, false)
 		}()
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/daxsnap/daxsnap/internal/api"
 	"github.com/daxsnap/daxsnap/internal/dm"
+	"github.com/daxsnap/daxsnap/internal/progress"
 	"github.com/daxsnap/daxsnap/internal/state"
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
@@ -165,6 +166,11 @@ func (s checkpointService) CheckpointDisable(ctx context.Context, name string) e
 	v := s.cks.get(dev)
 	if v == nil {
 		return errorf(dm.ErrInvalidArgument, "%s: %s is not checkpointed", op, name)
+	}
+	if done, total, ok := dev.Restoring(); ok {
+		// Its record must say so until the restore is complete, or a
+		// start would take its half-restored regions as intact.
+		return fmt.Errorf("%s: %w (%s of %s so far): disable it once `daxsnap status` no longer says restoring", op, dm.ErrRestoring, progress.Bytes(done), progress.Bytes(total))
 	}
 	disable := func() error {
 		s.cks.set(dev, nil)

@@ -80,6 +80,8 @@ type checkpoints struct {
 	starting map[string]state.Checkpoint
 	// restoredAt: the checkpoint each device restored at start came from.
 	restoredAt map[*dm.Device]*wire.CheckpointInfo
+	// lazy: the restores on demand under way (checkpoint_lazy.go).
+	lazy map[*dm.Device]*lazyRun
 }
 
 func newCheckpoints() *checkpoints {
@@ -179,6 +181,60 @@ func (c *checkpoints) restored(dev *dm.Device, info *wire.CheckpointInfo) {
 	c.restoredAt[dev] = info
 }
 
+// finishRestore notes that dev's restore on demand from info is
+// complete: its record no longer says it is under way.
+func (c *checkpoints) finishRestore(dev *dm.Device, info *wire.CheckpointInfo) {
+	c.restored(dev, info)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v := c.m[dev]; v != nil {
+		v.cfg.RestoringSeq = 0
+		v.restored = info
+	}
+}
+
+// setLazy sets dev's restore on demand.
+func (c *checkpoints) setLazy(dev *dm.Device, run *lazyRun) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lazy == nil {
+		c.lazy = map[*dm.Device]*lazyRun{}
+	}
+	c.lazy[dev] = run
+}
+
+// takeLazy removes dev's restore on demand run, complete, for its
+// caller to close; false if stopLazy took it first.
+func (c *checkpoints) takeLazy(dev *dm.Device, run *lazyRun) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lazy[dev] != run {
+		return false
+	}
+	delete(c.lazy, dev)
+	return true
+}
+
+// stopLazy stops dev's restore on demand, or all of them (dev nil): the
+// device went, or the daemon stops. What is restored stays, and the
+// record still says a restore is under way: the next start continues it.
+func (c *checkpoints) stopLazy(dev *dm.Device) {
+	c.mu.Lock()
+	var runs []*lazyRun
+	for d, run := range c.lazy {
+		if dev == nil || d == dev {
+			runs = append(runs, run)
+			delete(c.lazy, d)
+		}
+	}
+	c.mu.Unlock()
+	for _, run := range runs {
+		run.lr.Close()
+		<-run.filled
+		run.img.Close()
+	}
+}
+
 // restoredOf is the checkpoint dev was restored from at start, or nil.
 func (c *checkpoints) restoredOf(dev *dm.Device) *wire.CheckpointInfo {
 	c.mu.Lock()
@@ -203,6 +259,7 @@ func (c *checkpoints) record(dev *dm.Device) *state.Checkpoint {
 // closeAll stops every engine (shutdown).
 func (c *checkpoints) closeAll() error {
 	c.cancel()
+	c.stopLazy(nil)
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
@@ -232,6 +289,7 @@ func (c *checkpoints) closeAll() error {
 
 // forget stops dev's engine: dm removed dev.
 func (c *checkpoints) forget(dev *dm.Device) {
+	c.stopLazy(dev)
 	if v := c.take(dev); v != nil && v.eng != nil {
 		v.eng.Close()
 	}
@@ -300,6 +358,9 @@ func (d *Daemon) durability(dev *dm.Device) *wire.Durability {
 	}
 	out := &wire.Durability{Device: dev.Name(), State: wire.DurabilityCheckpointed, Path: v.cfg.Path, Journal: v.cfg.Journal, Endpoint: v.cfg.Endpoint,
 		IntervalMS: v.cfg.IntervalMS, BufferBytes: v.cfg.BufferBytes, Restored: v.restored, Error: v.startErr}
+	if done, total, ok := dev.Restoring(); ok {
+		out.Restoring = &wire.RestoreProgress{Seq: v.cfg.RestoringSeq, Done: done, Total: total}
+	}
 	if v.eng != nil {
 		st := v.eng.Status()
 		out.Last, out.Written, out.Running = st.Last, st.Written, st.Running
@@ -326,6 +387,9 @@ func durabilityText(du *wire.Durability, now time.Time) string {
 		to = " to " + du.Path
 	}
 	s := fmt.Sprintf("checkpointed%s: %s (interval %s), %s written", to, last, agoText(time.Duration(du.IntervalMS)*time.Millisecond), progress.Bytes(du.Written))
+	if r := du.Restoring; r != nil {
+		s = fmt.Sprintf("checkpointed%s: restoring on demand from checkpoint %d, %s of %s so far; checkpoints start when it is complete", to, r.Seq, progress.Bytes(r.Done), progress.Bytes(r.Total))
+	}
 	if du.Error != "" {
 		s += "; the last checkpoint failed: " + du.Error
 	}

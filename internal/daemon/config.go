@@ -84,6 +84,12 @@ type Config struct {
 	// ControlLimits bound the control socket's clients: read timeouts
 	// and the cap on other users' connections (zero: api.DefaultLimits).
 	ControlLimits api.Limits
+	// LazyRestore: a checkpointed volume whose memory is gone at start
+	// serves at once, its memory restored from the image on demand
+	// (first touch of a unit, by a mapping or a block I/O) and in the
+	// background (checkpoint_lazy.go); without it the start restores it
+	// whole before serving.
+	LazyRestore bool
 	// CheckpointDevs, if set, opens the image and journal of every
 	// checkpointed volume in place of their files (tests: crash devices).
 	CheckpointDevs CheckpointDevs

@@ -45,7 +45,11 @@ type Daemon struct {
 	holders  *holders       // who uses a device (holders.go)
 	sessions *daxSessions   // DAX mappings on <state>/dax.sock (sessions.go)
 	bg       sync.WaitGroup // serving goroutines and state reconciliations
-	errs     chan error     // a listener that stopped on its own
+	// ckStarts: the checkpoint engines starting at start (ckRestore.start),
+	// which read their devices: shutdown waits for them before it
+	// suspends the devices.
+	ckStarts sync.WaitGroup
+	errs     chan error // a listener that stopped on its own
 
 	stopping     atomic.Bool       // a stop began: nothing new opens (lifecycle.go)
 	drained      atomic.Bool       // Drain returned: it logged the users it breaks
@@ -196,6 +200,7 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	errs = append(errs, d.cks.closeAll())
 	errs = append(errs, d.exports.stopFUSE())
 	errs = append(errs, d.sessions.stop())
+	d.ckStarts.Wait()
 	errs = append(errs, d.quiesce())
 	d.bg.Wait()
 	errs = append(errs, d.closeDevices(), d.store.Close())

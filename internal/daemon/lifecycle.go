@@ -32,6 +32,10 @@ func (d *Daemon) quiesce() error {
 				errs = append(errs, fmt.Errorf("flush %s: %w", name, err))
 			}
 		}
+		// Nothing reaches the devices any more (the doors and the DAX
+		// sessions are closed), and a restore on demand stopped (closeAll)
+		// is continued by the next start: a filler must not refuse this.
+		dev.SetFiller(nil)
 		if err := dev.Suspend(dm.SuspendOptions{}); err != nil {
 			errs = append(errs, fmt.Errorf("suspend %s: %w", name, err))
 		}

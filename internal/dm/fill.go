@@ -1,7 +1,6 @@
 package dm
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/daxsnap/daxsnap/internal/backing"
@@ -25,8 +24,8 @@ type Filler interface {
 }
 
 // ErrRestoring is returned for a change that must wait until the
-// device's memory is restored (see Filler).
-var ErrRestoring = errors.New("the device's memory is still being restored from its checkpoint")
+// device's memory is restored (see Filler); it is an ErrBusy.
+var ErrRestoring = fmt.Errorf("%w: the device's memory is still being restored from its checkpoint", ErrBusy)
 
 type fillerBox struct{ f Filler }
 

@@ -18,6 +18,7 @@ func TestOf(t *testing.T) {
 		code string
 	}{
 		{fmt.Errorf("map vol: %w", dm.ErrBusy), wire.CodeBusy},
+		{fmt.Errorf("load vol: %w", dm.ErrRestoring), wire.CodeBusy},
 		{fmt.Errorf("%w: the COW is full", dm.ErrNoSpace), wire.CodeNoSpace},
 		{fmt.Errorf("%w: uid 5 may not map vol", access.ErrPermission), wire.CodePermission},
 		{&dm.TableError{Reason: "would take dax away", Err: dm.ErrDAXChange}, wire.CodeDAXChange},

@@ -71,6 +71,11 @@ type mapping struct {
 // before the client may use it (its faults then held by the cut). Without
 // either it still checks the client registered the whole range.
 func (m *mapping) attach() error {
+	if m.dev.Filling() {
+		if err := m.armRestore(); err != nil {
+			return err
+		}
+	}
 	srv := m.sess.srv
 	// A cut lists mappings under protMu: m is either in its list or
 	// sees the cut here.
@@ -99,6 +104,49 @@ func (m *mapping) attach() error {
 	m.handling = true
 	go m.handle()
 	return nil
+}
+
+// armRestore prepares a mapping of memory still being restored on demand
+// (dm.Device.Filling): the client's range is registered for missing
+// faults too, which the handler resolves by restoring the page's unit
+// first (missing); a mapping without a userfaultfd of the daemon's gets
+// its whole range restored before the client may use it.
+func (m *mapping) armRestore() error {
+	if m.uffd == nil {
+		if err := m.dev.Fill(m.off, m.n); err != nil {
+			return fmt.Errorf("mapping %d of %s: %w", m.id, m.dev.Name(), err)
+		}
+		return nil
+	}
+	err := retry(func() error { return m.uffd.Register(m.base(), uintptr(m.n), uffd.ModeMissing|uffd.ModeWP) })
+	if err != nil {
+		return fmt.Errorf("mapping %d of %s: its memory is being restored, and its range could not be registered for missing faults: %w", m.id, m.dev.Name(), err)
+	}
+	return nil
+}
+
+// missing resolves a fault on a page not in memory at device offset off
+// (client address addr): its unit is restored if the restore on demand
+// has not done it yet, and a page still missing then (a hole, after a
+// discard) is resolved with zeroes, write-protected so that a store to it
+// is seen as any first store is.
+func (m *mapping) missing(off int64, addr uintptr) {
+	srv := m.sess.srv
+	page := off - off%m.page
+	if err := m.dev.Fill(page, m.page); err != nil {
+		srv.stats.HandlerErrors.Add(1)
+		srv.log.Error("restore of a page a client touched failed; the client waits and retries", append(m.sess.log(), "device", m.dev.Name(), "offset", page, "err", err)...)
+		time.Sleep(100 * time.Millisecond)
+		m.uffd.Wake(addr, uintptr(m.page))
+		return
+	}
+	placed, err := m.uffd.ZeroPage(addr, int(m.page))
+	if err != nil && !gone(err) {
+		srv.log.Error("resolve a fault on a hole", append(m.sess.log(), "device", m.dev.Name(), "offset", page, "err", err)...)
+	}
+	if !placed {
+		m.uffd.Wake(addr, uintptr(m.page))
+	}
 }
 
 // index adds m to its devices' indexes unless a recall fences one of them.
@@ -412,6 +460,12 @@ func (m *mapping) event(msg uffd.Msg) {
 		if f.Addr < base || f.Addr >= base+uintptr(m.n) {
 			srv.log.Warn("fault outside the mapping", append(m.sess.log(), "addr", f.Addr, "mapping", base)...)
 			m.uffd.Wake(f.Addr&^uintptr(m.page-1), uintptr(m.page))
+			return
+		}
+		if f.Flags&uffd.FaultWP == 0 {
+			// Registered for missing faults while its memory is restored:
+			// a restore waits for the image, not for this handler.
+			go m.missing(m.off+int64(f.Addr-base), f.Addr&^uintptr(m.page-1))
 			return
 		}
 		m.fault(m.off+int64(f.Addr-base), time.Now())

@@ -76,6 +76,12 @@ type Checkpoint struct {
 	// device's name at enable, kept across renames); Journal is "".
 	Endpoint string `json:"endpoint,omitempty"`
 	Volume   string `json:"volume,omitempty"`
+	// RestoringSeq, if not 0: the volume's memory is being restored on
+	// demand from checkpoint RestoringSeq of the image (serve
+	// --restore=lazy), and its region files hold only what is restored
+	// or written since. A start continues that restore into them
+	// instead of taking them as intact.
+	RestoringSeq uint64 `json:"restoring_seq,omitempty"`
 }
 
 // Autoextend is LVM's snapshot_autoextend_threshold and _percent: when

@@ -16,14 +16,14 @@ const (
 	nrUnregister   = 0x01
 	nrWake         = 0x02
 	nrCopy         = 0x03
-	nrZeropage     = 0x04
 	nrWriteprotect = 0x06
 	nrAPI          = 0x3F
 
 	wpModeProtect  = 1 << 0 // UFFDIO_WRITEPROTECT_MODE_WP
 	wpModeDontWake = 1 << 1 // UFFDIO_WRITEPROTECT_MODE_DONTWAKE
 
-	fillModeDontWake = 1 << 0 // UFFDIO_COPY_MODE_DONTWAKE, UFFDIO_ZEROPAGE_MODE_DONTWAKE
+	fillModeDontWake = 1 << 0 // UFFDIO_COPY_MODE_DONTWAKE
+	copyModeWP       = 1 << 1 // UFFDIO_COPY_MODE_WP
 
 	// featureInitialized is the kernel-internal bit that /proc/PID/fdinfo
 	// shows once UFFDIO_API has succeeded (Linux 6.10+); never requested.
@@ -60,12 +60,6 @@ type uffdioCopy struct {
 	Copy int64 // bytes copied, or a negative errno
 }
 
-type uffdioZeropage struct {
-	Range    uffdioRange
-	Mode     uint64
-	Zeropage int64 // bytes zeroed, or a negative errno
-}
-
 // ioc builds an ioctl request number the way the kernel's _IOC macro does,
 // with the direction encoding of this architecture (ioc_*_linux.go).
 func ioc(dir, nr, size uintptr) uintptr {
@@ -79,7 +73,6 @@ var (
 	reqWake         = ioc(iocRead, nrWake, unsafe.Sizeof(uffdioRange{}))
 	reqWriteprotect = ioc(iocRead|iocWrite, nrWriteprotect, unsafe.Sizeof(uffdioWriteprotect{}))
 	reqCopy         = ioc(iocRead|iocWrite, nrCopy, unsafe.Sizeof(uffdioCopy{}))
-	reqZeropage     = ioc(iocRead|iocWrite, nrZeropage, unsafe.Sizeof(uffdioZeropage{}))
 	reqDevNew       = ioc(iocNone, 0x00, 0) // USERFAULTFD_IOC_NEW on /dev/userfaultfd
 )
 

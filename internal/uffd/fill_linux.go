@@ -50,22 +50,24 @@ func (fd *FD) Fill(dst uintptr, src []byte, page int, wake bool) (placed int64, 
 	return placed, nil
 }
 
-// ZeroPage places zeroed pages at [addr, addr+n), a range registered with
-// ModeMissing (UFFDIO_ZEROPAGE), and wakes the threads waiting there on
-// this userfaultfd. placed is false if the first page was already
-// present (then nobody was woken: call Wake).
-func (fd *FD) ZeroPage(addr, n uintptr) (placed bool, err error) {
-	z := uffdioZeropage{Range: uffdioRange{uint64(addr), uint64(n)}}
-	err = fd.ioctl(reqZeropage, unsafe.Pointer(&z))
+// ZeroPage places a zeroed, write-protected page at addr, in a range
+// registered with ModeMissing and ModeWP, and wakes the threads waiting
+// there on this userfaultfd: a hole's missing fault is resolved as the
+// kernel would, and a write to the page then faults as a first write to a
+// protected page does. placed is false if the page was already present
+// (then nobody was woken: call Wake).
+func (fd *FD) ZeroPage(addr uintptr, page int) (placed bool, err error) {
+	zero := make([]byte, page)
+	c := uffdioCopy{Dst: uint64(addr), Src: uint64(uintptr(unsafe.Pointer(&zero[0]))), Len: uint64(page), Mode: copyModeWP}
+	err = fd.ioctl(reqCopy, unsafe.Pointer(&c))
+	runtime.KeepAlive(zero)
 	switch {
 	case err == nil:
 		return true, nil
-	case z.Zeropage > 0:
-		return true, nil // part of it: the rest was there
 	case errors.Is(err, unix.EEXIST):
 		return false, nil
 	}
-	return false, rangeError("zero page", addr, n, err, fillHint)
+	return false, rangeError("zero page", addr, uintptr(page), err, fillHint)
 }
 
 func fillHint(errno unix.Errno) string {

@@ -17,7 +17,7 @@ import (
 // then waits for the handler; Fill through a second mapping (registered
 // with a userfaultfd of the filler's) places pages in the file's page
 // cache, never over a page already there; ZeroPage resolves a hole with
-// zeroes.
+// zeroes, write-protected.
 func TestFill_missingShmem(t *testing.T) {
 	const pages = 8
 	f := shmFixture(t, pages, uffd.FeaturePagefaultFlagWP|uffd.FeatureWPHugetlbfsShmem, 0)
@@ -80,7 +80,7 @@ func TestFill_missingShmem(t *testing.T) {
 	}
 
 	// A hole punched after the fill: ZeroPage resolves its fault.
-	if placed, err := f.fd.ZeroPage(f.pageAddr(6), uintptr(pageSize)); err != nil || placed {
+	if placed, err := f.fd.ZeroPage(f.pageAddr(6), pageSize); err != nil || placed {
 		t.Fatalf("ZeroPage over a present page: placed %v, %v; want false, nil", placed, err)
 	}
 	if err := unix.Fallocate(int(f.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(6*pageSize), int64(pageSize)); err != nil {
@@ -96,10 +96,15 @@ func TestFill_missingShmem(t *testing.T) {
 	if m := nextMsg(t, f.fd); m.Event != uffd.EventPagefault || m.Fault().Addr != f.pageAddr(6) {
 		t.Fatalf("got %v, want a missing fault at %#x", &m, f.pageAddr(6))
 	}
-	if placed, err := f.fd.ZeroPage(f.pageAddr(6), uintptr(pageSize)); err != nil || !placed {
+	if placed, err := f.fd.ZeroPage(f.pageAddr(6), pageSize); err != nil || !placed {
 		t.Fatalf("ZeroPage of a hole: placed %v, %v; want true, nil", placed, err)
 	}
 	if v := <-got; v != 0 {
 		t.Fatalf("the read of the zeroed hole returned %#x", v)
 	}
+	// The zeroed page is write-protected: a store to it faults.
+	s := f.store(f.client, 6*pageSize, 7)
+	expectFault(t, f.fd, f.pageAddr(6))
+	f.unprotect(6*pageSize, pageSize)
+	s.wait(t, "store to the zeroed page")
 }

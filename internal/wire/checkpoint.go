@@ -69,6 +69,10 @@ type Durability struct {
 	// Restored names the checkpoint the volume was brought back from at
 	// this daemon's start, if it was.
 	Restored *CheckpointInfo `json:"restored,omitempty"`
+	// Restoring: the volume serves while its memory is restored on
+	// demand from checkpoint Seq (serve --restore=lazy); checkpoints
+	// start once it is complete.
+	Restoring *RestoreProgress `json:"restoring,omitempty"`
 }
 
 // CheckpointInfo is one complete checkpoint of an image.
@@ -79,4 +83,11 @@ type CheckpointInfo struct {
 	Chunks     int64     `json:"chunks"`         // chunks written back for it
 	DurationMS int64     `json:"duration_ms"`    // cut to durable, if this daemon took it
 	Full       bool      `json:"full,omitempty"` // every chunk, not only the changed ones
+}
+
+// RestoreProgress is how far a lazy restore is.
+type RestoreProgress struct {
+	Seq   uint64 `json:"seq"`   // the checkpoint restored
+	Done  int64  `json:"done"`  // bytes restored so far
+	Total int64  `json:"total"` // the volume's size
 }
