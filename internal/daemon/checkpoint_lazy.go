@@ -38,6 +38,11 @@ type lazyRun struct {
 	settleErr error
 }
 
+// lazyStreams is how many units the background pass restores at once:
+// fewer than an eager restore's streams, so that the units asked for on
+// demand wait less for a CPU behind it.
+const lazyStreams = 2
+
 // lazyFill is a lazy restore as its device's filler.
 type lazyFill struct{ run *lazyRun }
 
@@ -93,7 +98,7 @@ func (r *ckRestore) lazyOne(name string, img ckImage) error {
 	r.d.bg.Add(1)
 	go func() {
 		defer r.d.bg.Done()
-		run.err = lr.Run(restoreStreams)
+		run.err = lr.Run(lazyStreams)
 		close(run.filled)
 	}()
 	return nil
