@@ -169,5 +169,112 @@ func TestCheckpoint_lazyRestore(t *testing.T) {
 	if in := e.info("vol"); in.Durability == nil || in.Durability.Restoring != nil {
 		t.Fatalf("after a restart the volume restores again: %+v", in.Durability)
 	}
-	_ = filepath.Base(region)
+}
+
+// fileDev is a file as an image.Dev, for a test that opens a daemon's
+// image itself.
+type fileDev struct{ *os.File }
+
+func (f fileDev) Flush() error { return f.Sync() }
+func (f fileDev) Size() int64 {
+	st, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// Ensure that ext4 on a volume restored on demand, through FUSE and a loop
+// device, mounts and takes new files while the restore is under way, and
+// that once complete the volume passes e2fsck -fn and holds the files
+// checkpointed and the file written during the restore.
+func TestCheckpoint_ext4LazyRestore(t *testing.T) {
+	testutil.RequireTool(t, "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "fsfreeze")
+	e := newFUSEEnv(t)
+	const size = 64 * mib
+	region := e.pmemVol("vol", size)
+	e.enableCheckpoints("vol", t.TempDir(), 0)
+	file := filepath.Join(e.d.FUSEDir(), "vol")
+	loop := losetup(t, file, false)
+	e.waitOpenCount("vol", 1)
+	run(t, "mkfs.ext4", "-q", loop.Dev)
+	mnt := mountAt(t, loop.Dev)
+	files := map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the checkpoint\n")}
+	for name, data := range files {
+		writeFile(t, filepath.Join(mnt, name), data)
+	}
+	run(t, "fsfreeze", "-f", mnt)
+	last := e.checkpoint("vol")
+	run(t, "fsfreeze", "-u", mnt)
+	run(t, "umount", mnt)
+	detach(t, loop)
+	e.waitOpenCount("vol", 0)
+
+	e.stop()
+	if err := os.Remove(region); err != nil {
+		t.Fatal(err)
+	}
+	var slow atomic.Bool
+	slow.Store(true)
+	e.cfg.LazyRestore = true
+	e.cfg.CheckpointDevs = func(path, journal string) (image.Dev, image.Dev, bool, error) {
+		i, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		j, err := os.OpenFile(journal, os.O_RDWR, 0)
+		if err != nil {
+			i.Close()
+			return nil, nil, false, err
+		}
+		t.Cleanup(func() { i.Close(); j.Close() })
+		return slowDev{fileDev{i}, &slow}, fileDev{j}, true, nil
+	}
+	e.start()
+	if in := e.info("vol"); in.Durability == nil || in.Durability.Restoring == nil {
+		t.Fatalf("info after the reboot: %+v; want restoring", in.Durability)
+	}
+	loop = losetup(t, file, false)
+	e.waitOpenCount("vol", 1)
+	mnt = mountAt(t, loop.Dev)
+	for name, want := range files {
+		if got, err := os.ReadFile(filepath.Join(mnt, name)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s during the restore: %v, as written: %v", name, err, bytes.Equal(got, want))
+		}
+	}
+	files["c"] = randomBytes(2 * mib)
+	writeFile(t, filepath.Join(mnt, "c"), files["c"])
+	if in := e.info("vol"); in.Durability == nil || in.Durability.Restoring == nil {
+		t.Logf("the restore was complete before the file system was done with: %+v", in.Durability)
+	}
+	run(t, "umount", mnt)
+	detach(t, loop)
+	e.waitOpenCount("vol", 0)
+	slow.Store(false)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		in := e.info("vol")
+		if in.Durability != nil && in.Durability.Restoring == nil {
+			if in.Durability.Restored == nil || in.Durability.Restored.Seq != last.Seq || in.Note != "" {
+				t.Fatalf("after the restore: %+v, note %q", in.Durability, in.Note)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restore is not complete a minute later")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	loop = losetup(t, file, true)
+	e.waitOpenCount("vol", 1)
+	run(t, "e2fsck", "-fn", loop.Dev)
+	mnt = mountAt(t, loop.Dev, "-o", "ro")
+	for name, want := range files {
+		if got, err := os.ReadFile(filepath.Join(mnt, name)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s after the restore: %v, as written: %v", name, err, bytes.Equal(got, want))
+		}
+	}
+	run(t, "umount", mnt)
+	detach(t, loop)
+	e.waitOpenCount("vol", 0)
 }
