@@ -2,8 +2,10 @@ package daemon_test
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,14 +27,40 @@ import (
 // the image, so that a test sees the restore under way.
 type slowDev struct {
 	image.Dev
-	slow *atomic.Bool
+	slow  *atomic.Bool
+	delay time.Duration // 0: 40 ms
 }
 
 func (d slowDev) ReadAt(p []byte, off int64) (int, error) {
 	if d.slow.Load() && len(p) >= 256<<10 {
-		time.Sleep(40 * time.Millisecond)
+		time.Sleep(cmp.Or(d.delay, 40*time.Millisecond))
 	}
 	return d.Dev.ReadAt(p, off)
+}
+
+// serveLazyEnv makes a serve child restore on demand, its image's large
+// reads slowed by the duration it holds.
+const serveLazyEnv = "DAXSNAP_TEST_SERVE_LAZY"
+
+// slowImages opens an existing checkpoint image's files, its reads
+// slowed by delay (slow nil: always).
+func slowImages(slow *atomic.Bool, delay time.Duration) daemon.CheckpointDevs {
+	if slow == nil {
+		slow = &atomic.Bool{}
+		slow.Store(true)
+	}
+	return func(path, journal string) (image.Dev, image.Dev, bool, error) {
+		i, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		j, err := os.OpenFile(journal, os.O_RDWR, 0)
+		if err != nil {
+			i.Close()
+			return nil, nil, false, err
+		}
+		return slowDev{fileDev{i}, slow, delay}, fileDev{j}, true, nil
+	}
 }
 
 // Ensure that with --restore=lazy a volume whose memory is gone serves at
@@ -61,7 +89,7 @@ func TestCheckpoint_lazyRestore(t *testing.T) {
 			defer omu.Unlock()
 			exists := made
 			made = true
-			return slowDev{imgDev, &slow}, jnlDev, exists, nil
+			return slowDev{imgDev, &slow, 0}, jnlDev, exists, nil
 		}
 	})
 	region := e.pmemVol("vol", size)
@@ -217,19 +245,7 @@ func TestCheckpoint_ext4LazyRestore(t *testing.T) {
 	var slow atomic.Bool
 	slow.Store(true)
 	e.cfg.LazyRestore = true
-	e.cfg.CheckpointDevs = func(path, journal string) (image.Dev, image.Dev, bool, error) {
-		i, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			return nil, nil, false, err
-		}
-		j, err := os.OpenFile(journal, os.O_RDWR, 0)
-		if err != nil {
-			i.Close()
-			return nil, nil, false, err
-		}
-		t.Cleanup(func() { i.Close(); j.Close() })
-		return slowDev{fileDev{i}, &slow}, fileDev{j}, true, nil
-	}
+	e.cfg.CheckpointDevs = slowImages(&slow, 0)
 	e.start()
 	if in := e.info("vol"); in.Durability == nil || in.Durability.Restoring == nil {
 		t.Fatalf("info after the reboot: %+v; want restoring", in.Durability)
@@ -277,4 +293,117 @@ func TestCheckpoint_ext4LazyRestore(t *testing.T) {
 	run(t, "umount", mnt)
 	detach(t, loop)
 	e.waitOpenCount("vol", 0)
+}
+
+// Ensure that kill -9 of the daemon at random moments of a restore on
+// demand, with a program storing to the volume throughout (stores that
+// restore their unit on demand, some of them in flight at the kill), in
+// a loop, loses nothing: each start continues the restore, and once it
+// is complete the volume is the checkpoint with every store made since.
+func TestCheckpoint_killDuringLazyRestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	const (
+		size = 64 << 20
+		page = 4096
+	)
+	kills := 4
+	if testing.Short() {
+		kills = 2
+	}
+	seed := uint64(time.Now().UnixNano())
+	r := rand.New(rand.NewPCG(seed, 3))
+	t.Logf("seed %d", seed)
+	dir := t.TempDir()
+	g := &crashRig{t: t, state: filepath.Join(dir, "state")}
+	t.Cleanup(func() {
+		g.kill()
+		if t.Failed() {
+			t.Logf("daemon logs (last run):\n%s", g.logs)
+		}
+	})
+	g.start()
+	p, err := g.c.PmemCreate(bg, wire.PmemCreate{Name: "vol-mem", Size: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(p.Path, size/512)}); err != nil {
+		t.Fatal(err)
+	}
+	model := fillImage(size, 5)
+	for off := 0; off < size; off += 8 << 20 {
+		if err := g.c.WriteData(bg, "vol", int64(off), model[off:off+8<<20]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "vol.img")
+	if _, err := g.c.CheckpointEnable(bg, "vol", wire.CheckpointEnable{Path: img, IntervalMS: 3600_000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.c.CheckpointNow(bg, "vol"); err != nil {
+		t.Fatal(err)
+	}
+	g.kill()
+	if err := os.Remove(p.Path); err != nil {
+		t.Fatal(err)
+	}
+	g.env = []string{serveLazyEnv + "=15ms"} // 32 rounds of two 1 MiB reads: about half a second
+	g.start()
+
+	c := clienttest.Start(t, daemon.SessionSocketPathIn(g.state))
+	c.Do("map vol 0 %d rw", size)
+	poke := func() {
+		off := r.Int64N(size/page)*page + r.Int64N(page)
+		c.Do("poke %d", off)
+		model[off] = 0xa5
+	}
+	for k := range kills {
+		if in, err := g.c.Info(bg, "vol"); err != nil || in.Durability == nil || in.Durability.Restoring == nil {
+			t.Fatalf("start %d: not restoring on demand: %+v, %v", k, in.Durability, err)
+		}
+		for range 3 {
+			poke()
+		}
+		// A store in flight at the kill: it completes once the next
+		// daemon has taken the mapping over.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			poke()
+			poke()
+		}()
+		time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
+		g.kill()
+		g.start()
+		<-done
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		in, err := g.c.Info(bg, "vol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Durability != nil && in.Durability.Restoring == nil {
+			if in.Durability.Restored == nil || in.Note != "" {
+				t.Fatalf("after the restore: %+v, note %q", in.Durability, in.Note)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restore is not complete two minutes later: %+v", in.Durability)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var got []byte
+	for off := int64(0); off < size; off += 32 << 20 {
+		b, err := g.c.ReadData(bg, "vol", off, 32<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b...)
+	}
+	if !bytes.Equal(got, model) {
+		t.Fatalf("after %d kills the volume differs from the checkpoint and the stores since: %d pages differ", kills, diffPages(got, model))
+	}
+	c.Do("unmap")
+	c.Do("quit")
 }

@@ -39,7 +39,16 @@ const servePmemEnv = "DAXSNAP_TEST_SERVE_PMEM"
 
 func serveChild(state string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := daemon.ServeUntilSignal(daemon.Config{StateDir: state, PmemDir: os.Getenv(servePmemEnv), Logger: log}); err != nil {
+	cfg := daemon.Config{StateDir: state, PmemDir: os.Getenv(servePmemEnv), Logger: log}
+	if d := os.Getenv(serveLazyEnv); d != "" {
+		delay, err := time.ParseDuration(d)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			return 1
+		}
+		cfg.LazyRestore, cfg.CheckpointDevs = true, slowImages(nil, delay)
+	}
+	if err := daemon.ServeUntilSignal(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		return 1
 	}
@@ -79,6 +88,7 @@ type crashRig struct {
 
 	writes, flushes, kills, cutOps int
 	trouble                        []string // warnings and errors of earlier runs
+	env                            []string // more environment for the child
 }
 
 // Ensure that after kill -9 at random moments while writers hammer the
@@ -152,6 +162,7 @@ func (g *crashRig) start() {
 		g.pmem = pmemDir(g.t)
 	}
 	g.cmd.Env = append(os.Environ(), serveChildEnv+"="+g.state, servePmemEnv+"="+g.pmem)
+	g.cmd.Env = append(g.cmd.Env, g.env...)
 	g.cmd.Stderr = g.logs
 	if err := g.cmd.Start(); err != nil {
 		g.t.Fatal(err)
