@@ -314,13 +314,7 @@ func TestCheckpoint_killDuringLazyRestore(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed, 3))
 	t.Logf("seed %d", seed)
 	dir := t.TempDir()
-	g := &crashRig{t: t, state: filepath.Join(dir, "state")}
-	t.Cleanup(func() {
-		g.kill()
-		if t.Failed() {
-			t.Logf("daemon logs (last run):\n%s", g.logs)
-		}
-	})
+	g := serveRig(t, dir)
 	g.start()
 	p, err := g.c.PmemCreate(bg, wire.PmemCreate{Name: "vol-mem", Size: size})
 	if err != nil {

@@ -39,13 +39,7 @@ func TestDAXSession_DaemonRestart(t *testing.T) {
 // file in pmemDir (tmpfs: DAX-capable, write-protectable).
 func memVolRig(t *testing.T, dir string, size int) *crashRig {
 	t.Helper()
-	g := &crashRig{t: t, state: filepath.Join(dir, "state")}
-	t.Cleanup(func() {
-		g.kill()
-		if t.Failed() {
-			t.Logf("daemon logs (last run):\n%s", g.logs)
-		}
-	})
+	g := serveRig(t, dir)
 	g.start()
 	mem := filepath.Join(pmemDir(t), "vol.mem")
 	if err := os.WriteFile(mem, make([]byte, size), 0o600); err != nil {
@@ -54,6 +48,19 @@ func memVolRig(t *testing.T, dir string, size int) *crashRig {
 	if _, err := g.c.Create(bg, wire.DeviceCreate{Name: "vol", Table: linear(mem, size/512)}); err != nil {
 		t.Fatal(err)
 	}
+	return g
+}
+
+// serveRig is a daemon in a child process with its state in dir, not
+// started yet, killed at the end.
+func serveRig(t *testing.T, dir string) *crashRig {
+	g := &crashRig{t: t, state: filepath.Join(dir, "state")}
+	t.Cleanup(func() {
+		g.kill()
+		if t.Failed() {
+			t.Logf("daemon logs (last run):\n%s", g.logs)
+		}
+	})
 	return g
 }
 
