@@ -140,7 +140,9 @@ func TestCheckpoint_lazyRestore(t *testing.T) {
 	}
 	c.Do("poke %d", lastPage+16) // a store to a restored unit
 	want[lastPage+16] = 0xa5
-	restoring("after the first touches")
+	r := restoring("after the first touches")
+	wantMetric(t, e.metrics(), `daxsnap_checkpoint_restore_remaining_bytes{device="vol"}`,
+		func(v float64) bool { return v > 0 && v <= float64(size-r.Done) }, "the bytes not restored yet")
 
 	_, err := e.c.SnapshotCreate(bg, wire.SnapshotCreate{Origin: "vol", Name: "s"})
 	if err == nil || !strings.Contains(err.Error(), "still being restored") {

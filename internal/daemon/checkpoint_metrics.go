@@ -33,11 +33,13 @@ var (
 		"Cap of the copy-on-write buffer.", []string{"device"}, nil)
 	descCkRunning = prometheus.NewDesc("daxsnap_checkpoint_in_progress",
 		"1 while a checkpoint is being written back.", []string{"device"}, nil)
+	descCkRestoreLeft = prometheus.NewDesc("daxsnap_checkpoint_restore_remaining_bytes",
+		"Bytes of a volume restored on demand (serve --restore=lazy) not restored yet; absent when none is under way.", []string{"device"}, nil)
 )
 
 func (c ckCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCkEnabled, descCkLast, descCkSeq, descCkDuration, descCkCut, descCkTotal, descCkErrors,
-		descCkBytes, descCkWaits, descCkWaitTime, descCkBuffer, descCkBufferCap, descCkRunning} {
+		descCkBytes, descCkWaits, descCkWaitTime, descCkBuffer, descCkBufferCap, descCkRunning, descCkRestoreLeft} {
 		ch <- d
 	}
 }
@@ -51,6 +53,9 @@ func (c ckCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for dev, v := range c.cks.all() {
 		name := dev.Name()
+		if done, total, ok := dev.Restoring(); ok {
+			gauge(descCkRestoreLeft, float64(total-done), name)
+		}
 		if v.eng == nil {
 			gauge(descCkEnabled, 0, name)
 			continue
