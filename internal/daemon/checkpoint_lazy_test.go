@@ -71,8 +71,15 @@ func slowImages(slow *atomic.Bool, delay time.Duration) daemon.CheckpointDevs {
 // disable` are refused until it is complete; a daemon stopped in the
 // middle continues it at its next start without undoing the stores made
 // since; and once complete the record says so, the log names the
-// checkpoint, and checkpoints go on.
+// checkpoint, and checkpoints go on. Also with the region on a tmpfs in
+// huge pages, as docs/snapshot.md advises (the restore places small
+// pages there).
 func TestCheckpoint_lazyRestore(t *testing.T) {
+	t.Run("shm", func(t *testing.T) { testLazyRestore(t, "") })
+	t.Run("hugeTmpfs", func(t *testing.T) { testLazyRestore(t, "huge=always,size=96m") })
+}
+
+func testLazyRestore(t *testing.T, tmpfs string) {
 	testutil.RequireRoot(t)
 	const (
 		size = 32 << 20
@@ -84,6 +91,9 @@ func TestCheckpoint_lazyRestore(t *testing.T) {
 	var omu sync.Mutex
 	made := false
 	e := newEnvWith(t, func(cfg *daemon.Config) {
+		if tmpfs != "" {
+			cfg.PmemDir = testutil.Tmpfs(t, tmpfs)
+		}
 		cfg.CheckpointDevs = func(path, journal string) (image.Dev, image.Dev, bool, error) {
 			omu.Lock()
 			defer omu.Unlock()
