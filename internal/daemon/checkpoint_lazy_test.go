@@ -148,6 +148,15 @@ func testLazyRestore(t *testing.T, tmpfs string) {
 	if got := e.read("vol", mid, page); !bytes.Equal(got, want[mid:mid+page]) {
 		t.Fatal("a block read during the restore differs from the checkpoint")
 	}
+	// A read-only map (no userfaultfd the daemon could catch its faults
+	// with) gets its range restored before the client may load from it.
+	ro := clienttest.Start(t, e.d.SessionSocketPath())
+	ro.Do("map vol %d %d ro", 24<<20, 4<<20)
+	if got, wantOff := ro.Do("peek %d", 4096+8), int64(24<<20+4096+8); got != fmt.Sprint(want[wantOff]) {
+		t.Fatalf("read-only map: load at %d returned %s, want %d", wantOff, got, want[wantOff])
+	}
+	ro.Do("unmap")
+	ro.Do("quit")
 	c.Do("poke %d", lastPage+16) // a store to a restored unit
 	want[lastPage+16] = 0xa5
 	r := restoring("after the first touches")
