@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 
@@ -19,8 +20,14 @@ import (
 // A volume checkpointed to an object store comes back from it after a
 // reboot, byte for byte as of its last checkpoint, and its checkpoints
 // go on from there. The endpoint is given at enable only (not in the
-// environment): the restart finds it in the device's record.
+// environment): the restart finds it in the device's record. Restored
+// whole at the start, and on demand (serve --restore=lazy).
 func TestCheckpoint_s3RebootRestores(t *testing.T) {
+	t.Run("eager", func(t *testing.T) { testS3RebootRestores(t, false) })
+	t.Run("lazy", func(t *testing.T) { testS3RebootRestores(t, true) })
+}
+
+func testS3RebootRestores(t *testing.T, lazy bool) {
 	testutil.RequireRoot(t)
 	srv := s3test.Shared(t)
 	srv.Setenv(t)
@@ -28,7 +35,8 @@ func TestCheckpoint_s3RebootRestores(t *testing.T) {
 	const size = 4 << 20
 	e := newEnv(t)
 	region := e.pmemVol("vol", size)
-	url := "s3://" + srv.Bucket + "/ck"
+	prefix := "ck-" + t.Name()[strings.LastIndex(t.Name(), "/")+1:]
+	url := "s3://" + srv.Bucket + "/" + prefix
 	if _, err := e.c.CheckpointEnable(bg, "vol", wire.CheckpointEnable{Path: url, IntervalMS: 3600_000, Journal: "/tmp/j"}); err == nil {
 		t.Fatal("checkpoint enable to s3 with a journal: accepted")
 	}
@@ -67,7 +75,7 @@ func TestCheckpoint_s3RebootRestores(t *testing.T) {
 		t.Fatalf("info durability: %q", in.Durability.Text)
 	}
 	var manifests []string
-	for o := range srv.Client.ListObjects(context.Background(), srv.Bucket, minio.ListObjectsOptions{Prefix: "ck/checkpoints/vol/", Recursive: true}) {
+	for o := range srv.Client.ListObjects(context.Background(), srv.Bucket, minio.ListObjectsOptions{Prefix: prefix + "/checkpoints/vol/", Recursive: true}) {
 		manifests = append(manifests, o.Key)
 	}
 	if len(manifests) != 2 {
@@ -81,6 +89,7 @@ func TestCheckpoint_s3RebootRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(filepath.Dir(region))
+	e.cfg.LazyRestore = lazy
 	e.start()
 
 	if got := e.read("vol", 0, size); !bytes.Equal(got, saved) {
@@ -93,6 +102,10 @@ func TestCheckpoint_s3RebootRestores(t *testing.T) {
 		t.Fatalf("the restored volume differs from checkpoint %d in %d bytes", last.Seq, n)
 	}
 	in := e.info("vol")
+	for deadline := time.Now().Add(time.Minute); lazy && in.Durability != nil && in.Durability.Restoring != nil && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the restore on demand settles
+		in = e.info("vol")
+	}
 	if in.Note != "" || in.Durability == nil || in.Durability.Restored == nil || in.Durability.Restored.Seq != last.Seq {
 		t.Fatalf("info after the restore: note %q, durability %+v; want restored from checkpoint %d", in.Note, in.Durability, last.Seq)
 	}
