@@ -16,6 +16,18 @@
 // then lifts the protection of that unit in every mapping of the device,
 // in every session, and wakes the writer.
 //
+// # Restore on demand
+//
+// While a device's memory is restored on demand from a checkpoint
+// (dm.Device.Filling: serve --restore=lazy after a reboot), a mapping
+// is registered for missing faults too, through the client's
+// userfaultfd, when it is armed. A missing fault restores the unit of
+// its page (dm.Device.Fill, which places the page in the file) and wakes
+// the client; one on a page still missing after that (a hole a discard
+// left) gets a zeroed, write-protected page. A mapping without a
+// userfaultfd of the daemon's (read-only) has its whole range restored
+// before it is armed.
+//
 // # Consistent cut
 //
 // Server.Cut is the one consistent cut, a dm.Cutter the daemon installs on
