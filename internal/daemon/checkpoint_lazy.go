@@ -95,9 +95,9 @@ func (r *ckRestore) lazyOne(name string, img ckImage) error {
 	r.lazy[name] = run
 	r.d.log.Info("restoring volume on demand from its checkpoint: its memory was gone; it serves now",
 		"device", name, "image", cfg.Path, "seq", last.Seq, "checkpoint_time", last.Time.UTC().Format(time.RFC3339Nano), "bytes", size)
-	r.d.bg.Add(1)
+	// Not one of the daemon's goroutines a stop waits for: a read of
+	// the image may hang, and Close makes the pass stop at its next unit.
 	go func() {
-		defer r.d.bg.Done()
 		run.err = lr.Run(lazyStreams)
 		close(run.filled)
 	}()
@@ -108,7 +108,13 @@ func (r *ckRestore) lazyOne(name string, img ckImage) error {
 // as such and lets the filler go; false if it did not complete (the
 // volume then serves what is restored, and its checkpoints do not start).
 func (r *ckRestore) awaitLazy(dev *dm.Device, run *lazyRun) bool {
-	<-run.filled
+	select {
+	case <-run.filled:
+	case <-run.lr.Stopped():
+		// The daemon stops, or the device went: the next start continues.
+		r.d.cks.started(dev, nil, "the restore on demand was stopped")
+		return false
+	}
 	log := r.d.log.With("device", dev.Name(), "seq", run.info.Seq)
 	if run.err != nil {
 		defer close(run.settled)

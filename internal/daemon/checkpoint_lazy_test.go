@@ -23,28 +23,37 @@ import (
 	"github.com/daxsnap/daxsnap/internal/wire"
 )
 
-// slowDev delays large reads while slow is set: a restore's reads of
-// the image, so that a test sees the restore under way.
+// slowDev delays large reads (a restore's) while slow is set, so that a
+// test sees the restore under way: each by delay, and one of the byte at
+// hold (if not 0) until slow is cleared, so that the restore cannot be
+// complete before the test says, however slow the machine.
 type slowDev struct {
 	image.Dev
 	slow  *atomic.Bool
 	delay time.Duration // 0: 40 ms
+	hold  int64
 }
 
 func (d slowDev) ReadAt(p []byte, off int64) (int, error) {
-	if d.slow.Load() && len(p) >= 256<<10 {
-		time.Sleep(cmp.Or(d.delay, 40*time.Millisecond))
+	if len(p) >= 256<<10 {
+		for d.hold != 0 && d.slow.Load() && off <= d.hold && d.hold < off+int64(len(p)) {
+			time.Sleep(time.Millisecond)
+		}
+		if d.slow.Load() {
+			time.Sleep(cmp.Or(d.delay, 40*time.Millisecond))
+		}
 	}
 	return d.Dev.ReadAt(p, off)
 }
 
 // serveLazyEnv makes a serve child restore on demand, its image's large
-// reads slowed by the duration it holds.
+// reads slowed: "DELAY" or "DELAY,HOLD" (a duration, and the MiB whose
+// read waits for ever).
 const serveLazyEnv = "DAXSNAP_TEST_SERVE_LAZY"
 
 // slowImages opens an existing checkpoint image's files, its reads
-// slowed by delay (slow nil: always).
-func slowImages(slow *atomic.Bool, delay time.Duration) daemon.CheckpointDevs {
+// slowed by delay and hold as slowDev's (slow nil: always).
+func slowImages(slow *atomic.Bool, delay time.Duration, hold int64) daemon.CheckpointDevs {
 	if slow == nil {
 		slow = &atomic.Bool{}
 		slow.Store(true)
@@ -59,7 +68,7 @@ func slowImages(slow *atomic.Bool, delay time.Duration) daemon.CheckpointDevs {
 			i.Close()
 			return nil, nil, false, err
 		}
-		return slowDev{fileDev{i}, slow, delay}, fileDev{j}, true, nil
+		return slowDev{fileDev{i}, slow, delay, hold}, fileDev{j}, true, nil
 	}
 }
 
@@ -99,7 +108,7 @@ func testLazyRestore(t *testing.T, tmpfs string) {
 			defer omu.Unlock()
 			exists := made
 			made = true
-			return slowDev{imgDev, &slow, 0}, jnlDev, exists, nil
+			return slowDev{imgDev, &slow, time.Millisecond, 5 << 20}, jnlDev, exists, nil
 		}
 	})
 	region := e.pmemVol("vol", size)
@@ -266,7 +275,7 @@ func TestCheckpoint_ext4LazyRestore(t *testing.T) {
 	var slow atomic.Bool
 	slow.Store(true)
 	e.cfg.LazyRestore = true
-	e.cfg.CheckpointDevs = slowImages(&slow, 0)
+	e.cfg.CheckpointDevs = slowImages(&slow, 0, 0)
 	e.start()
 	if in := e.info("vol"); in.Durability == nil || in.Durability.Restoring == nil {
 		t.Fatalf("info after the reboot: %+v; want restoring", in.Durability)
@@ -361,35 +370,54 @@ func TestCheckpoint_killDuringLazyRestore(t *testing.T) {
 	if err := os.Remove(p.Path); err != nil {
 		t.Fatal(err)
 	}
-	g.env = []string{serveLazyEnv + "=15ms"} // 32 rounds of two 1 MiB reads: about half a second
+	// Until the last start, the restore cannot complete (the read of
+	// unit 7 waits for ever), whatever the machine's speed.
+	g.env = []string{serveLazyEnv + "=5ms,7"}
 	g.start()
-
+	restoring := func(k int) {
+		if in, err := g.c.Info(bg, "vol"); err != nil || in.Durability == nil || in.Durability.Restoring == nil {
+			t.Fatalf("start %d: not restoring on demand: %+v, %v", k, in.Durability, err)
+		}
+	}
+	restoring(0)
 	c := clienttest.Start(t, daemon.SessionSocketPathIn(g.state))
 	c.Do("map vol 0 %d rw", size)
-	poke := func() {
-		off := r.Int64N(size/page)*page + r.Int64N(page)
+	target := func() int64 {
+		for {
+			off := r.Int64N(size/page)*page + r.Int64N(page)
+			if off>>20 != 7 {
+				return off
+			}
+		}
+	}
+	poke := func(off int64) {
 		c.Do("poke %d", off)
 		model[off] = 0xa5
 	}
 	for k := range kills {
-		if in, err := g.c.Info(bg, "vol"); err != nil || in.Durability == nil || in.Durability.Restoring == nil {
-			t.Fatalf("start %d: not restoring on demand: %+v, %v", k, in.Durability, err)
-		}
 		for range 3 {
-			poke()
+			poke(target())
 		}
-		// A store in flight at the kill: it completes once the next
+		// Stores in flight at the kill: they complete once the next
 		// daemon has taken the mapping over.
+		a, b := target(), target()
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			poke()
-			poke()
+			c.Do("poke %d", a)
+			c.Do("poke %d", b)
 		}()
 		time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
 		g.kill()
+		if k == kills-1 {
+			g.env = []string{serveLazyEnv + "=1ms"}
+		}
 		g.start()
+		if k < kills-1 {
+			restoring(k + 1)
+		}
 		<-done
+		model[a], model[b] = 0xa5, 0xa5
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {

@@ -230,8 +230,12 @@ func (c *checkpoints) stopLazy(dev *dm.Device) {
 	c.mu.Unlock()
 	for _, run := range runs {
 		run.lr.Close()
-		<-run.filled
-		run.img.Close()
+		// A read of the image may hang (a stalled disk or object
+		// store): the stop does not wait for the background pass.
+		go func() {
+			<-run.filled
+			run.img.Close()
+		}()
 	}
 }
 

@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"bytes"
+	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,13 +43,15 @@ const servePmemEnv = "DAXSNAP_TEST_SERVE_PMEM"
 func serveChild(state string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := daemon.Config{StateDir: state, PmemDir: os.Getenv(servePmemEnv), Logger: log}
-	if d := os.Getenv(serveLazyEnv); d != "" {
+	if v := os.Getenv(serveLazyEnv); v != "" {
+		d, mib, _ := strings.Cut(v, ",")
 		delay, err := time.ParseDuration(d)
-		if err != nil {
+		hold, herr := strconv.ParseInt(cmp.Or(mib, "0"), 10, 64)
+		if err = errors.Join(err, herr); err != nil {
 			fmt.Fprintln(os.Stderr, "serve:", err)
 			return 1
 		}
-		cfg.LazyRestore, cfg.CheckpointDevs = true, slowImages(nil, delay)
+		cfg.LazyRestore, cfg.CheckpointDevs = true, slowImages(nil, delay, hold<<20)
 	}
 	if err := daemon.ServeUntilSignal(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)

@@ -249,6 +249,9 @@ func (r *Restore) Complete() bool {
 	}
 }
 
+// Stopped is closed by Close.
+func (r *Restore) Stopped() <-chan struct{} { return r.stop }
+
 // Done is closed once every unit is restored.
 func (r *Restore) Done() <-chan struct{} { return r.complete }
 
