@@ -249,24 +249,8 @@ func (f fileDev) Size() int64 {
 func TestCheckpoint_ext4LazyRestore(t *testing.T) {
 	testutil.RequireTool(t, "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "fsfreeze")
 	e := newFUSEEnv(t)
-	const size = 64 * mib
-	region := e.pmemVol("vol", size)
-	e.enableCheckpoints("vol", t.TempDir(), 0)
-	file := filepath.Join(e.d.FUSEDir(), "vol")
-	loop := losetup(t, file, false)
-	e.waitOpenCount("vol", 1)
-	run(t, "mkfs.ext4", "-q", loop.Dev)
-	mnt := mountAt(t, loop.Dev)
-	files := map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the checkpoint\n")}
-	for name, data := range files {
-		writeFile(t, filepath.Join(mnt, name), data)
-	}
-	run(t, "fsfreeze", "-f", mnt)
-	last := e.checkpoint("vol")
-	run(t, "fsfreeze", "-u", mnt)
-	run(t, "umount", mnt)
-	detach(t, loop)
-	e.waitOpenCount("vol", 0)
+	v := ext4Checkpointed(e, nil)
+	region, file, files, last := v.region, v.file, v.files, v.last
 
 	e.stop()
 	if err := os.Remove(region); err != nil {
@@ -280,9 +264,9 @@ func TestCheckpoint_ext4LazyRestore(t *testing.T) {
 	if in := e.info("vol"); in.Durability == nil || in.Durability.Restoring == nil {
 		t.Fatalf("info after the reboot: %+v; want restoring", in.Durability)
 	}
-	loop = losetup(t, file, false)
+	loop := losetup(t, file, false)
 	e.waitOpenCount("vol", 1)
-	mnt = mountAt(t, loop.Dev)
+	mnt := mountAt(t, loop.Dev)
 	for name, want := range files {
 		if got, err := os.ReadFile(filepath.Join(mnt, name)); err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s during the restore: %v, as written: %v", name, err, bytes.Equal(got, want))

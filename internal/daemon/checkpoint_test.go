@@ -267,25 +267,10 @@ func TestCheckpoint_killDuringCheckpoints(t *testing.T) {
 func TestCheckpoint_ext4Reboot(t *testing.T) {
 	testutil.RequireTool(t, "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "fsfreeze")
 	e := newFUSEEnv(t)
-	const size = 64 * mib
-	region := e.pmemVol("vol", size)
-	e.enableCheckpoints("vol", t.TempDir(), 0)
-	file := filepath.Join(e.d.FUSEDir(), "vol")
-	loop := losetup(t, file, false)
-	e.waitOpenCount("vol", 1)
-	run(t, "mkfs.ext4", "-q", loop.Dev)
-	mnt := mountAt(t, loop.Dev)
-	files := map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the checkpoint\n")}
-	for name, data := range files {
-		writeFile(t, filepath.Join(mnt, name), data)
-	}
-	run(t, "fsfreeze", "-f", mnt)
-	e.checkpoint("vol")
-	run(t, "fsfreeze", "-u", mnt)
-	writeFile(t, filepath.Join(mnt, "c"), []byte("written after the checkpoint\n"))
-	run(t, "umount", mnt)
-	detach(t, loop)
-	e.waitOpenCount("vol", 0)
+	e2 := ext4Checkpointed(e, func(mnt string) {
+		writeFile(t, filepath.Join(mnt, "c"), []byte("written after the checkpoint\n"))
+	})
+	region, file, files := e2.region, e2.file, e2.files
 
 	e.stop()
 	if err := os.Remove(region); err != nil {
@@ -295,10 +280,10 @@ func TestCheckpoint_ext4Reboot(t *testing.T) {
 	if in := e.info("vol"); in.Note != "" || in.Durability == nil || in.Durability.Restored == nil {
 		t.Fatalf("info after the reboot: note %q, durability %+v", in.Note, in.Durability)
 	}
-	loop = losetup(t, file, true)
+	loop := losetup(t, file, true)
 	e.waitOpenCount("vol", 1)
 	run(t, "e2fsck", "-fn", loop.Dev)
-	mnt = mountAt(t, loop.Dev, "-o", "ro")
+	mnt := mountAt(t, loop.Dev, "-o", "ro")
 	for name, want := range files {
 		got, err := os.ReadFile(filepath.Join(mnt, name))
 		if err != nil || !bytes.Equal(got, want) {
@@ -311,6 +296,42 @@ func TestCheckpoint_ext4Reboot(t *testing.T) {
 	run(t, "umount", mnt)
 	detach(t, loop)
 	e.waitOpenCount("vol", 0)
+}
+
+// ext4Vol is a checkpointed 64 MiB volume "vol" with ext4 on it, made
+// through the FUSE export and a loop device.
+type ext4Vol struct {
+	region, file string
+	files        map[string][]byte // written before the checkpoint
+	last         wire.CheckpointInfo
+}
+
+// ext4Checkpointed makes ext4 on a checkpointed volume, writes files,
+// checkpoints it frozen (fsfreeze), runs after (if not nil) on the mount
+// and lets go of it.
+func ext4Checkpointed(e *env, after func(mnt string)) ext4Vol {
+	t := e.t.(*testing.T)
+	t.Helper()
+	v := ext4Vol{region: e.pmemVol("vol", 64*mib), file: filepath.Join(e.d.FUSEDir(), "vol")}
+	e.enableCheckpoints("vol", t.TempDir(), 0)
+	loop := losetup(t, v.file, false)
+	e.waitOpenCount("vol", 1)
+	run(t, "mkfs.ext4", "-q", loop.Dev)
+	mnt := mountAt(t, loop.Dev)
+	v.files = map[string][]byte{"a": randomBytes(3 * mib), "dir/b": []byte("written before the checkpoint\n")}
+	for name, data := range v.files {
+		writeFile(t, filepath.Join(mnt, name), data)
+	}
+	run(t, "fsfreeze", "-f", mnt)
+	v.last = e.checkpoint("vol")
+	run(t, "fsfreeze", "-u", mnt)
+	if after != nil {
+		after(mnt)
+	}
+	run(t, "umount", mnt)
+	detach(t, loop)
+	e.waitOpenCount("vol", 0)
+	return v
 }
 
 // Ensure that a damaged image or journal is refused with a clear error,

@@ -27,10 +27,7 @@ type Allocation struct {
 // through the device it remaps to (a file's holes, a mapped device's own
 // map); a line that cannot tell counts as data.
 func (d *Device) Allocation(off, n int64) ([]Allocation, error) {
-	if err := d.fill(off, n); err != nil {
-		return nil, err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, n)
 	if err != nil {
 		return nil, err
 	}

@@ -20,16 +20,22 @@ func (d *Device) enter() (*Table, error) {
 
 func (d *Device) exit() { d.io.RUnlock() }
 
+// enterRange is enter for an I/O of [off, off+n): once d's filler (if
+// any) has restored that range (fill.go).
+func (d *Device) enterRange(off, n int64) (*Table, error) {
+	if err := d.fill(off, n); err != nil {
+		return nil, err
+	}
+	return d.enter()
+}
+
 // Size is the live table's size in bytes (0 without a live table). It
 // does not wait for a suspended device.
 func (d *Device) Size() int64 { return d.size.Load() }
 
 // ReadAt reads from the live table, split at target boundaries.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
-	if err := d.fill(off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
@@ -39,10 +45,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 
 // WriteAt writes through the live table, split at target boundaries.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
-	if err := d.fill(off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
@@ -56,10 +59,7 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // read with pread where the memory is a tmpfs file, others as ReadAt.
 // The bytes are the same; only the daemon's mapping is left untouched.
 func (d *Device) ReadFileAt(p []byte, off int64) (int, error) {
-	if err := d.fill(off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
@@ -70,10 +70,7 @@ func (d *Device) ReadFileAt(p []byte, off int64) (int, error) {
 // WriteFileAt is WriteAt through the files of the memory behind the
 // table (backing.FileWriter), as ReadFileAt reads.
 func (d *Device) WriteFileAt(p []byte, off int64) (int, error) {
-	if err := d.fill(off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
@@ -123,10 +120,7 @@ func (d *Device) WriteZeroes(off, n int64) error {
 // DirectAccess returns the memory behind [off, off+n) of a DAX-capable
 // device, limited to the range of the one target that holds off.
 func (d *Device) DirectAccess(off, n int64) ([]byte, error) {
-	if err := d.fill(off, n); err != nil {
-		return nil, err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, n)
 	if err != nil {
 		return nil, err
 	}
@@ -138,10 +132,7 @@ func (d *Device) DirectAccess(off, n int64) ([]byte, error) {
 // without writing (see WritePreparer): the fault path calls it before it
 // lets a direct-access store reach the memory.
 func (d *Device) PrepareWrite(off, n int64) error {
-	if err := d.fill(off, n); err != nil {
-		return err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, n)
 	if err != nil {
 		return err
 	}

@@ -109,10 +109,7 @@ func (d *Device) Filling() bool {
 // devices below it reaches, is restored: the fault handler calls it for a
 // client's load or store of a page not restored yet.
 func (d *Device) Fill(off, n int64) error {
-	if err := d.fill(off, n); err != nil {
-		return err
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, n)
 	if err != nil {
 		return err
 	}

@@ -30,10 +30,7 @@ func LendFrom(be any, off, n int64) (mem []byte, release func(), ok bool) {
 // false, with nothing held, where a copy is needed: a line that is not
 // DAX-capable, or any error, which ReadAt then reports.
 func (d *Device) LendRead(off, n int64) (mem []byte, release func(), ok bool) {
-	if d.fill(off, n) != nil {
-		return nil, nil, false // ReadAt reports it
-	}
-	t, err := d.enter()
+	t, err := d.enterRange(off, n) // an error: ReadAt reports it
 	if err != nil {
 		return nil, nil, false
 	}
