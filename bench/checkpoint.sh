@@ -59,6 +59,14 @@
 # quarter of it to WB_DIR, then the three checkpoints. Reported: the
 # medians, and each checkpoint's against fio of as many bytes (full and
 # first against fio of WB_SIZE, 25% against fio of a quarter).
+#
+# Restore time (RESTORE=0 to skip it, RESTORE_ONLY=1 to run it alone):
+# BenchmarkRestore in internal/daemon, a 1 GiB checkpointed volume whose
+# region is deleted, the daemon started again, the image in WB_DIR:
+# the eager restore (start to serving), the restore on demand (start to
+# a first block read, to a program's first load, to complete), and its
+# peers reading the same image with O_DIRECT: fio at the restore's block
+# size and reads in flight, and dd; RESTORE_REPS [3] rounds of 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -121,6 +129,38 @@ writeback() {
 	echo "ratio against the benchmark's own peer, the same bytes written with 1 MiB O_DIRECT writes and fdatasync just"
 	echo "before each checkpoint (pairs taken seconds apart: steadier on a shared disk)."
 }
+# restore: the restore time table (see above).
+restore() {
+	local dir reps out
+	dir=${WB_DIR:-/var/tmp}
+	reps=${RESTORE_REPS:-3}
+	[ "$(stat -f -c %T "$dir")" = tmpfs ] && die "WB_DIR $dir is tmpfs: give a directory on a disk file system"
+	go test -c -o "$tmp/daemon.test" ./internal/daemon
+	out=$(cd internal/daemon && DAXSNAP_BENCH_DIR="$dir" "$tmp/daemon.test" -test.run '^$' -test.bench '^BenchmarkRestore$' \
+		-test.benchtime 3x -test.count "$reps")
+	echo "$out" >&2
+	# rmetric CASE UNIT: that figure of each round of CASE, one a line.
+	rmetric() { awk -v n="BenchmarkRestore/$1-" -v u="$2" 'index($1, n) == 1 { for (i = 2; i < NF; i++) if ($(i + 1) == u) print $i }' <<<"$out"; }
+	# rmed CASE UNIT [DIV]: the median over the rounds, divided by DIV.
+	rmed() { rmetric "$1" "$2" | sort -n | awk -v d="${3:-1}" '{ v[NR] = $1 } END { if (NR) printf "%.0f", v[int((NR + 1) / 2)] / d; else printf "-" }'; }
+	local eager lazy fiot ddt
+	eager=$(rmed restore ns/op 1e6)
+	lazy=$(rmed lazy ns/op 1e6)
+	fiot=$(rmed fio ns/op 1e6)
+	ddt=$(rmed dd ns/op 1e6)
+	rx() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+	echo
+	echo "## Restore time: 1 GiB volume, every page written, image in $dir, median of $reps rounds of 3"
+	printf '%-58s %8s %8s %8s\n' "" ms x-fio x-dd
+	printf '%-58s %8s %8s %8s\n' "eager restore (serve, the default): start to serving" "$eager" "$(rx "$eager" "$fiot")" "$(rx "$eager" "$ddt")"
+	printf '%-58s %8s\n' "on demand (serve --restore=lazy): start to a 4 KiB read" "$(rmed lazy read-ms)"
+	printf '%-58s %8s\n' "on demand: start, a program's map and a load" "$(rmed lazy map-ms)"
+	printf '%-58s %8s %8s %8s\n' "on demand: start to the restore complete" "$lazy" "$(rx "$lazy" "$fiot")" "$(rx "$lazy" "$ddt")"
+	printf '%-58s %8s\n' "peer: fio --direct=1 --rw=read at the restore's block size" "$fiot"
+	printf '%-58s %8s\n' "peer: dd iflag=direct bs=8M" "$ddt"
+	echo "A restore reads the image with 8 MiB O_DIRECT reads, as many in flight as fio has here (BenchmarkRestore in"
+	echo "internal/daemon). x-fio, x-dd: the restore's time over the peer's (lower is faster)."
+}
 SIZES=${SIZES:-"1G 4G 16G"}
 WRITERS=${WRITERS:-4}
 HOT=${HOT:-16M}
@@ -132,6 +172,10 @@ BASE=${BASE:-$(git log -1 --format=%H --grep='^session: two-phase cut' --grep='^
 bench_scratch cutbench
 if [ "${WRITEBACK_ONLY:-0}" = 1 ]; then
 	writeback
+	exit 0
+fi
+if [ "${RESTORE_ONLY:-0}" = 1 ]; then
+	restore
 	exit 0
 fi
 go build -o "$tmp/cutstall" ./bench/cutstall
@@ -301,4 +345,7 @@ echo "the same for the removal after it (not timed as the cut); held-avg, the me
 echo "longest snapshot create (BGSAVE until done)."
 if [ "${WRITEBACK:-1}" != 0 ]; then
 	writeback
+fi
+if [ "${RESTORE:-1}" != 0 ]; then
+	restore
 fi
