@@ -43,7 +43,10 @@
 # ckpt-cap (ckpt with the copy-on-write buffer's cap set to CAP [80M]:
 # `checkpoint enable --buffer`; the default cap, 1 % of the volume, is
 # less than the writers' hot ranges below 8 GiB, so they meet
-# backpressure).
+# backpressure). FIRST_APART=1: the ckpt builds take their first
+# checkpoint (the whole volume) before the quiet stretch, reported on a
+# line of its own, so that the stretch with cuts has the periodic,
+# incremental checkpoints only.
 #
 # Write-back bandwidth (WRITEBACK=0 to skip it, WRITEBACK_ONLY=1 to run it
 # alone): bytes of volume data made durable per second of checkpoint
@@ -237,9 +240,11 @@ for size in $SIZES; do
 			cut="$bin --state $state checkpoint vol"
 			uncut=""
 		fi
-		echo "## $size, $build: $WRITERS writers, $HOT hot each, $CUTS cuts" >&2
+		first=""
+		[ "${FIRST_APART:-0}" = 1 ] && [ "${build#ckpt}" != "$build" ] && first=$cut
+		echo "## $size, $build: $WRITERS writers, $HOT hot each, $CUTS cuts${first:+, the first checkpoint apart}" >&2
 		out=$("$tmp/cutstall" -socket "$state/dax.sock" -device vol -size "$size" -writers "$WRITERS" -hot "$HOT" \
-			-quiet "$QUIET" -cuts "$CUTS" -cut "$cut" -uncut "$uncut" -metrics "$state/daxsnap.sock")
+			-quiet "$QUIET" -cuts "$CUTS" -cut "$cut" -uncut "$uncut" -first "$first" -metrics "$state/daxsnap.sock")
 		echo "$out" >&2
 		curl -s --unix-socket "$state/daxsnap.sock" http://x/metrics >"$tmp/metrics" || true
 		q=$(grep '^stretch quiet' <<<"$out")
@@ -283,6 +288,8 @@ for size in $SIZES; do
 			fiobw=$(fio --name=w --filename="$tmp/ck/fio.dat" --direct=1 --rw=write --bs=1M --size="$size" --output-format=json 2>/dev/null |
 				python3 -c 'import json, sys; s = sys.stdin.read(); print("%.0f" % (json.loads(s[s.index("{"):])["jobs"][0]["write"]["bw_bytes"] / 1e6))' || echo -)
 			rm -f "$tmp/ck/fio.dat"
+			f=$(grep '^stretch first' <<<"$out" || true)
+			[ -n "$f" ] && extra+=("$size $build: the first checkpoint (the whole volume) before the quiet stretch: $(ms "$(field "$f" cut-max)") ms; stores meanwhile p99 $(us "$(field "$f" p99)") µs, longest $(ms "$(field "$f" max)") ms, blk $(ms "$(field "$f" blocked)") ms")
 			extra+=("$size $build: checkpoint write-back of the whole volume (enable + first checkpoint) $ckbw MB/s, fio --direct=1 --rw=write --bs=1M $fiobw MB/s; during the cuts: $(mib "$ckpt_written") MiB written back, COW buffer cap $(mib "$ckpt_cap") MiB, ${ckpt_bp:--} backpressure waits")
 		fi
 		dx remove vol >/dev/null 2>&1 || true

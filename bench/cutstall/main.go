@@ -60,6 +60,7 @@ var (
 	every    = flag.Duration("every", time.Second, "interval between cuts")
 	cutCmd   = flag.String("cut", "", "shell command that cuts (e.g. daxsnap snapshot create)")
 	uncutCmd = flag.String("uncut", "", "shell command run after each cut, not timed as part of it (e.g. snapshot remove)")
+	firstCmd = flag.String("first", "", "shell command run once before the quiet stretch, its stores reported apart as stretch first (e.g. the first checkpoint, which writes the whole volume, so that the cuts are the periodic ones)")
 	redis    = flag.String("redis", "", "measure a Redis server at this address instead: SETs in a loop, BGSAVE as the cut")
 	redisPID = flag.Int("redis-pid", 0, "the Redis server's pid, for its memory")
 	keys     = flag.Int("keys", 1000000, "keys the Redis dataset holds (key:N, as DEBUG POPULATE names them)")
@@ -180,7 +181,8 @@ func (h *hist) line(name string, cutMax time.Duration) string {
 
 // writer is one writer process: it maps its share, populates it, says
 // "ready", then stores until told "stop"; "phase N" switches the
-// histogram it records into, "report N" prints that one as JSON.
+// histogram it records into (0 quiet, 1 cuts, 2 first), "report N" prints
+// that one as JSON.
 func writer(i int) error {
 	debug.SetGCPercent(-1) // no collection (and its stop) while storing
 	size, err := parseSize(*sizeFlag)
@@ -213,8 +215,8 @@ func writer(i int) error {
 	words := uint64(hot / 8)
 	var phase atomic.Int32
 	var stop atomic.Bool
-	hs := [2]*hist{{}, {}}
-	var mu sync.Mutex // hs while reporting
+	hs := [3]*hist{{}, {}, {}} // quiet, cuts, first
+	var mu sync.Mutex          // hs while reporting
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -242,7 +244,7 @@ func writer(i int) error {
 		}
 		w0, c0, d0 := clock()
 		rng := rand.Uint64() | 1
-		local := [2]*hist{{}, {}}
+		local := [3]*hist{{}, {}, {}}
 		flush := func() { // allocates nothing: a collection would stop the writer
 			mu.Lock()
 			for k := range hs {
@@ -278,10 +280,11 @@ func writer(i int) error {
 		switch {
 		case len(f) == 2 && f[0] == "phase":
 			k, _ := strconv.Atoi(f[1])
-			phase.Store(int32(k))
+			phase.Store(int32(min(max(k, 0), len(hs)-1)))
 			fmt.Println("ok")
 		case len(f) == 2 && f[0] == "report":
 			k, _ := strconv.Atoi(f[1])
+			k = min(max(k, 0), len(hs)-1)
 			mu.Lock()
 			b, _ := json.Marshal(hs[k])
 			mu.Unlock()
@@ -387,6 +390,14 @@ func runDAX() error {
 			return fmt.Errorf("writer %d did not start: %q %v", i, k.out.Text(), k.out.Err())
 		}
 	}
+	var firstLine string
+	if *firstCmd != "" {
+		h, took, err := stretchOf(kids, 2, shell(*firstCmd, new(int)))
+		if err != nil {
+			return err
+		}
+		firstLine = h.line("first", took)
+	}
 	time.Sleep(*quiet)
 	for _, k := range kids {
 		if _, err := k.ask("phase 1"); err != nil {
@@ -424,12 +435,50 @@ func runDAX() error {
 	for _, k := range kids {
 		k.ask("stop")
 	}
+	if firstLine != "" {
+		fmt.Println(firstLine)
+	}
 	fmt.Println(all[0].line("quiet", 0))
 	fmt.Println(all[1].line("cuts", cutMax))
 	if holds[0] != nil {
 		fmt.Printf("daemon cut %s uncut %s\n", holds[0], holds[1])
 	}
 	return nil
+}
+
+// stretchOf runs cmd once with the writers' stores counted in phase p,
+// then puts them back in phase 0, and returns their stores meanwhile and
+// how long cmd took.
+func stretchOf(kids []*kid, p int, cmd func() error) (hist, time.Duration, error) {
+	var all hist
+	for _, k := range kids {
+		if _, err := k.ask(fmt.Sprintf("phase %d", p)); err != nil {
+			return all, 0, err
+		}
+	}
+	t0 := time.Now()
+	if err := cmd(); err != nil {
+		return all, 0, err
+	}
+	took := time.Since(t0)
+	for _, k := range kids {
+		if _, err := k.ask("phase 0"); err != nil {
+			return all, 0, err
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // each writer's last stores of phase p reach its histogram
+	for i, k := range kids {
+		ans, err := k.ask(fmt.Sprintf("report %d", p))
+		if err != nil {
+			return all, 0, err
+		}
+		var h hist
+		if err := json.Unmarshal([]byte(ans), &h); err != nil {
+			return all, 0, fmt.Errorf("writer %d: %v", i, err)
+		}
+		all.merge(&h)
+	}
+	return all, took, nil
 }
 
 // holdLog is the daemon's own account of each run of a command that cuts
