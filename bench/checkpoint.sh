@@ -74,15 +74,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 
+# diskdir: WB_DIR [/var/tmp], refused if tmpfs (the image must be on a disk).
+diskdir() {
+	local dir=${WB_DIR:-/var/tmp}
+	[ "$(stat -f -c %T "$dir")" = tmpfs ] && die "WB_DIR $dir is tmpfs: give a directory on a disk file system"
+	echo "$dir"
+}
+
 # writeback: the write-back bandwidth table (see above).
 writeback() {
 	local size dir reps q r fsz
 	size=$(numfmt --from=iec "${WB_SIZE:-1G}")
-	dir=${WB_DIR:-/var/tmp}
+	dir=$(diskdir)
 	reps=${WB_REPS:-3}
 	q=$((size / 4 / 1048576 * 1048576))
 	fsz=$(stat -f -c %T "$dir")
-	[ "$fsz" = tmpfs ] && die "WB_DIR $dir is tmpfs: give a directory on a disk file system"
 	go test -c -o "$tmp/checkpoint.test" ./internal/checkpoint
 	wbdir=$(mktemp -d "$dir/daxsnap-writeback.XXXXXX")
 	trap 'bench_cleanup; rm -rf "$wbdir"' EXIT # a failed round leaves WB_SIZE files on the disk otherwise
@@ -135,9 +141,8 @@ writeback() {
 # restore: the restore time table (see above).
 restore() {
 	local dir reps out
-	dir=${WB_DIR:-/var/tmp}
+	dir=$(diskdir)
 	reps=${RESTORE_REPS:-3}
-	[ "$(stat -f -c %T "$dir")" = tmpfs ] && die "WB_DIR $dir is tmpfs: give a directory on a disk file system"
 	go test -c -o "$tmp/daemon.test" ./internal/daemon
 	out=$(cd internal/daemon && DAXSNAP_BENCH_DIR="$dir" "$tmp/daemon.test" -test.run '^$' -test.bench '^BenchmarkRestore$' \
 		-test.benchtime 3x -test.count "$reps")

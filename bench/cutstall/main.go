@@ -399,10 +399,8 @@ func runDAX() error {
 		firstLine = h.line("first", took)
 	}
 	time.Sleep(*quiet)
-	for _, k := range kids {
-		if _, err := k.ask("phase 1"); err != nil {
-			return err
-		}
+	if err := setPhase(kids, 1); err != nil {
+		return err
 	}
 	n := 0
 	cut, uncut := shell(*cutCmd, &n), shell(*uncutCmd, &n)
@@ -420,16 +418,8 @@ func runDAX() error {
 	}
 	var all [2]hist
 	for p := range all {
-		for i, k := range kids {
-			ans, err := k.ask(fmt.Sprintf("report %d", p))
-			if err != nil {
-				return err
-			}
-			var h hist
-			if err := json.Unmarshal([]byte(ans), &h); err != nil {
-				return fmt.Errorf("writer %d: %v", i, err)
-			}
-			all[p].merge(&h)
+		if all[p], err = collect(kids, p); err != nil {
+			return err
 		}
 	}
 	for _, k := range kids {
@@ -450,35 +440,47 @@ func runDAX() error {
 // then puts them back in phase 0, and returns their stores meanwhile and
 // how long cmd took.
 func stretchOf(kids []*kid, p int, cmd func() error) (hist, time.Duration, error) {
-	var all hist
-	for _, k := range kids {
-		if _, err := k.ask(fmt.Sprintf("phase %d", p)); err != nil {
-			return all, 0, err
-		}
+	if err := setPhase(kids, p); err != nil {
+		return hist{}, 0, err
 	}
 	t0 := time.Now()
 	if err := cmd(); err != nil {
-		return all, 0, err
+		return hist{}, 0, err
 	}
 	took := time.Since(t0)
-	for _, k := range kids {
-		if _, err := k.ask("phase 0"); err != nil {
-			return all, 0, err
-		}
+	if err := setPhase(kids, 0); err != nil {
+		return hist{}, 0, err
 	}
 	time.Sleep(100 * time.Millisecond) // each writer's last stores of phase p reach its histogram
+	h, err := collect(kids, p)
+	return h, took, err
+}
+
+// setPhase makes every writer record its stores in phase p.
+func setPhase(kids []*kid, p int) error {
+	for _, k := range kids {
+		if _, err := k.ask(fmt.Sprintf("phase %d", p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collect merges the writers' histograms of phase p.
+func collect(kids []*kid, p int) (hist, error) {
+	var all hist
 	for i, k := range kids {
 		ans, err := k.ask(fmt.Sprintf("report %d", p))
 		if err != nil {
-			return all, 0, err
+			return all, err
 		}
 		var h hist
 		if err := json.Unmarshal([]byte(ans), &h); err != nil {
-			return all, 0, fmt.Errorf("writer %d: %v", i, err)
+			return all, fmt.Errorf("writer %d: %v", i, err)
 		}
 		all.merge(&h)
 	}
-	return all, took, nil
+	return all, nil
 }
 
 // holdLog is the daemon's own account of each run of a command that cuts
