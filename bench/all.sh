@@ -82,7 +82,7 @@ fi
 # cow_rows NAME LABEL [VAR=VALUE...]: cow.sh's two rows, run with the
 # settings given (SHMDIR: where its tmpfs files go), labelled LABEL.
 cow_rows() {
-	local n=$1 label=$2 l="$OUT/$1.log" wl d p
+	local n=$1 label=$2 l="$OUT/$1.log" wl d p db pb
 	shift 2
 	if ! run "$n" env "$@" SERVERS="$COW_SERVER nbdkit" SIZE="$COW_SIZE" NSNAPS=none ROUNDS="$ROUNDS" \
 		WORKLOADS="randwrite:4k write:1M" CHUNK=4k bench/cow.sh; then
@@ -93,7 +93,10 @@ cow_rows() {
 		d=$(awk -v w="$wl" -v s="$COW_SERVER" '$1 == w && $2 == s { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
 		p=$(awk -v w="$wl" '$1 == w && $2 == "nbdkit" { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
 		if [ "$wl" = randwrite:4k ]; then
-			row "first writes after a snapshot, randwrite 4k (COW 4k, $COW_SERVER$label)" "$(k "$d") IOPS" "nbdkit cow $(k "$p")" "$(ratio "$d" "$p")" ">= 1.5"
+			# what each server's and fio's CPU per write allow (cow.sh's CPU-bound)
+			db=$(awk -v w="$wl" -v s="$COW_SERVER" '$1 == w && $2 == s { print $7; exit }' "$l")
+			pb=$(awk -v w="$wl" '$1 == w && $2 == "nbdkit" { print $7; exit }' "$l")
+			row "first writes after a snapshot, randwrite 4k (COW 4k, $COW_SERVER$label)" "$(k "$d") IOPS (CPU-bound $(k "$db"))" "nbdkit cow $(k "$p") (CPU-bound $(k "$pb"))" "$(ratio "$d" "$p")" ">= 1.5"
 		else
 			row "first writes after a snapshot, write 1M (COW 4k, $COW_SERVER$label)" "$d MiB/s" "nbdkit cow $p" "$(ratio "$d" "$p")" ">= 1.5"
 		fi
@@ -155,7 +158,8 @@ fi
 
 echo
 echo "bench/all.sh: ROUNDS=$ROUNDS (median), QUICK=$QUICK, $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg); logs in $OUT"
-echo "Throughput ratios are daxsnap / peer (> 1: daxsnap faster)."
+echo "Throughput ratios are daxsnap / peer (> 1: daxsnap faster). CPU-bound: the writes per second"
+echo "the server's and fio's CPU time per write allow with every CPU busy (bench/cow.sh)."
 echo
 {
 	echo "what|daxsnap|peer (same run)|ratio|goal"

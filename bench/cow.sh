@@ -27,7 +27,10 @@
 #
 # The table shows each server's CPU time per write too (user + system of
 # its process, over the fio run): on a shared machine, where IOPS swing
-# with the other load, it is the steadier figure.
+# with the other load, it is the steadier figure. Beside it, fio's own CPU
+# time per write, and the writes per second the two allow when they keep
+# every CPU busy (CPU-bound): on two CPUs a client that costs as much as
+# the server caps the rate whatever the server saves.
 #
 # Environment (defaults in brackets):
 #   SIZE     export size, all written per workload [256M]
@@ -77,7 +80,7 @@ dx() { "$tmp/daxsnap" --state "$shm/state" "$@"; }
 echo "base image: $SIZE of random data in tmpfs" >&2
 dd if=/dev/urandom of="$shm/base.raw" bs=1M count=$((size_b >> 20)) status=none
 
-# fio_run URI RW BS SIZE -> "iops MiB/s" of the writes
+# fio_run URI RW BS SIZE -> "iops MiB/s fio-CPU-µs-per-write" of the writes
 fio_run() {
 	fio --name=cow --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --size="$4" --iodepth="$IODEPTH" \
 		--randrepeat=0 --output-format=json 2>"$tmp/fio.err" >"$tmp/fio.json" ||
@@ -85,8 +88,12 @@ fio_run() {
 	python3 -c '
 import json, sys
 s = open(sys.argv[1]).read()
-j = json.loads(s[s.index("{"):])["jobs"][0]["write"]
-print("%.0f %.1f" % (j["iops"], j["bw_bytes"] / 2**20))' "$tmp/fio.json" || die "no fio result for $1: $(cat "$tmp/fio.json" "$tmp/fio.err")"
+job = json.loads(s[s.index("{"):])["jobs"][0]
+j = job["write"]
+# the CPU time fio spent per write, in µs: usr_cpu and sys_cpu are percent
+# of job_runtime (ms).
+fio_us = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] * 1000 / max(j["total_ios"], 1)
+print("%.0f %.1f %.1f" % (j["iops"], j["bw_bytes"] / 2**20, fio_us))' "$tmp/fio.json" || die "no fio result for $1: $(cat "$tmp/fio.json" "$tmp/fio.err")"
 }
 
 # cpu_ticks PID: the process's user+system CPU time, in clock ticks.
@@ -186,17 +193,21 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 python3 - "$tmp/results" <<'PY'
-import statistics, sys
+import os, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    wl, srv, iops, mibs, cpu = line.split()
-    rows.setdefault((wl, srv), []).append((float(iops), float(mibs), float(cpu)))
-med = {k: tuple(statistics.median(r[j] for r in v) for j in range(3)) for k, v in rows.items()}
-print("%-12s %-14s %10s %10s %12s" % ("workload", "server", "IOPS", "MiB/s", "CPU us/write"))
-for (wl, srv), (i, m, c) in med.items():
-    print("%-12s %-14s %10.0f %10.1f %12.1f" % (wl, srv, i, m, c))
+    wl, srv, iops, mibs, fio, cpu = line.split()
+    rows.setdefault((wl, srv), []).append((float(iops), float(mibs), float(cpu), float(fio)))
+med = {k: tuple(statistics.median(r[j] for r in v) for j in range(4)) for k, v in rows.items()}
+ncpu = os.cpu_count()
+print("%-12s %-14s %10s %10s %12s %12s %12s" % ("workload", "server", "IOPS", "MiB/s", "CPU us/write", "fio us/write", "CPU-bound"))
+for (wl, srv), (i, m, c, f) in med.items():
+    # The writes per second if the server and fio kept every CPU busy
+    # and nothing else ran: how far the client's own cost lets it go.
+    bound = ncpu * 1e6 / (c + f) if c + f > 0 else 0
+    print("%-12s %-14s %10.0f %10.1f %12.1f %12.1f %12.0f" % (wl, srv, i, m, c, f, bound))
 print("\nRatios (daxsnap origin / peer; > 1 means daxsnap is faster):")
-for (wl, srv), (i, _, _) in med.items():
+for (wl, srv), (i, _, _, _) in med.items():
     if srv in ("nbdkit", "qemu-nbd", "daxsnap-diskcow") and (wl, "daxsnap") in med:
         print("  %-12s vs %-9s %.2f" % (wl, srv, med[(wl, "daxsnap")][0] / i))
 PY
@@ -223,7 +234,7 @@ python3 - "$tmp/nresults" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    n, iops, mibs = line.split()
+    n, iops, mibs = line.split()[:3]
     rows.setdefault(int(n), []).append((float(iops), float(mibs)))
 base = statistics.median(i for i, _ in rows[0])
 print("%-10s %10s %10s %16s %18s" % ("snapshots", "IOPS", "MiB/s", "time/write vs 0", "per snapshot vs 1"))
