@@ -61,12 +61,19 @@ table_rows() {
 	local wl d p
 	for wl in randread:4k randwrite:4k; do
 		d=$(col "$1" "$wl" 2) p=$(col "$1" "$wl" 4)
-		row "$2 ${wl%%:*} 4k$3" "$(k "$d") IOPS" "$4 $(k "$p")" "$(ratio "$d" "$p")" "$5"
+		row "$2 ${wl%%:*} 4k$3" "$(k "$d") IOPS$(bound "$1" "$wl" daxsnap)" "$4 $(k "$p")$(bound "$1" "$wl" nbdkit)" "$(ratio "$d" "$p")" "$5"
 	done
 	for wl in read:1M write:1M; do
 		d=$(col "$1" "$wl" 3) p=$(col "$1" "$wl" 5)
 		row "$2 ${wl%%:*} 1M" "$d MiB/s" "$4 $p" "$(ratio "$d" "$p")" "$6"
 	done
+}
+# bound LOG WORKLOAD SERVER: " (CPU-bound R)" from the server's line of
+# nbd.sh's CPU table, or nothing (fuse.sh has none).
+bound() {
+	local b
+	b=$(awk -v w="$2" -v s="$3" '$1 == "cpu" && $2 == w && $3 == s { print $6; exit }' "$1")
+	[ -n "$b" ] && echo " (CPU-bound $(k "$b"))"
 }
 k() { awk -v x="$1" 'BEGIN { if (x == "") print "?"; else if (x >= 10000) printf "%.1fk", x / 1000; else printf "%.0f", x }'; }
 
@@ -158,8 +165,8 @@ fi
 
 echo
 echo "bench/all.sh: ROUNDS=$ROUNDS (median), QUICK=$QUICK, $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg); logs in $OUT"
-echo "Throughput ratios are daxsnap / peer (> 1: daxsnap faster). CPU-bound: the writes per second"
-echo "the server's and fio's CPU time per write allow with every CPU busy (bench/cow.sh)."
+echo "Throughput ratios are daxsnap / peer (> 1: daxsnap faster). CPU-bound: the requests per second"
+echo "the server's and fio's CPU time per request allow with every CPU busy (bench/nbd.sh, bench/cow.sh)."
 echo
 {
 	echo "what|daxsnap|peer (same run)|ratio|goal"

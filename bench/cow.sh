@@ -96,9 +96,6 @@ fio_us = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] * 1000 / m
 print("%.0f %.1f %.1f" % (j["iops"], j["bw_bytes"] / 2**20, fio_us))' "$tmp/fio.json" || die "no fio result for $1: $(cat "$tmp/fio.json" "$tmp/fio.err")"
 }
 
-# cpu_ticks PID: the process's user+system CPU time, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
 # server_pid SERVER: the process serving SERVER's URI.
 server_pid() {
 	case $1 in

@@ -30,6 +30,9 @@ bench_cleanup() {
 	rm -rf "$tmp" "$shm"
 }
 
+# cpu_ticks PID: the process's user+system CPU time, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 # median FILE COLUMN: the median of a column of numbers.
 median() {
 	sort -n -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'

@@ -18,8 +18,10 @@
 #             is /etc/pki/libnbd) they run as nobody, whom the client
 #             certificate's CN names and who owns daxsnap's volume
 # Workloads run interleaved across the servers, ROUNDS times; the table
-# shows the median. Each server is filled once before measuring so reads
-# see data, not holes.
+# shows the median, and a second one each server's and fio's CPU time per
+# request and the rate the two allow with every CPU busy (CPU-bound).
+# Each server is filled once before measuring so reads see data, not
+# holes.
 #
 # Environment (defaults in brackets):
 #   RUNTIME   seconds per fio run [10]        IODEPTH  fio iodepth [16]
@@ -188,21 +190,31 @@ wait_ready() { # index name
 	die "$2 did not start"
 }
 
-# fio_run server uri rw bs runtime -> "iops MiB/s"
+# fio_run server uri rw bs runtime -> "iops MiB/s fio-CPU-µs-per-op ops"
 fio_run() {
 	local n=$1
 	shift
 	local extra=(--time_based "--runtime=$4")
 	[ "$4" = fill ] && extra=()
 	as_client "$n" fio --name=bench --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --iodepth="$IODEPTH" \
-		--size="$SIZE" "${extra[@]}" --output-format=terse --terse-version=3 2>/dev/null |
-		awk -F';' 'NF > 50 { r = $8 + $49; bw = ($7 + $48) / 1024; printf "%d %.0f\n", r, bw }'
+		--size="$SIZE" "${extra[@]}" --output-format=json 2>/dev/null |
+		python3 -c '
+import json, sys
+s = sys.stdin.read()
+j = json.loads(s[s.index("{"):])["jobs"][0]
+r, w = j["read"], j["write"]
+ops = r["total_ios"] + w["total_ios"]
+# the CPU time fio spent per request: usr_cpu and sys_cpu are percent of job_runtime (ms)
+us = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] * 1000 / max(ops, 1)
+print("%d %.0f %.1f %d" % (r["iops"] + w["iops"], (r["bw_bytes"] + w["bw_bytes"]) / 2**20, us, ops))'
 }
 
 read -r -a servers <<<"$SERVERS"
 case " $SERVERS " in *-tls" "*) make_pki ;; esac
+spid=()
 for i in "${!servers[@]}"; do
 	start "$i" "${servers[$i]}"
+	spid[i]=${pids[-1]}
 	fio_run "${servers[$i]}" "$(uri_of "$i" "${servers[$i]}")" write 1M fill >/dev/null # fill
 done
 
@@ -211,9 +223,26 @@ for wl in $WORKLOADS; do
 	rw=${wl%%:*} bs=${wl##*:}
 	for r in $(seq "$ROUNDS"); do
 		for i in "${!servers[@]}"; do
-			echo "$r $(fio_run "${servers[$i]}" "$(uri_of "$i" "${servers[$i]}")" "$rw" "$bs" "$RUNTIME")" >>"$tmp/$wl.${servers[$i]}"
+			t0=$(cpu_ticks "${spid[i]}")
+			res=$(fio_run "${servers[$i]}" "$(uri_of "$i" "${servers[$i]}")" "$rw" "$bs" "$RUNTIME")
+			t1=$(cpu_ticks "${spid[i]}")
+			# round iops MiB/s fio-µs/op ops server-µs/op
+			echo "$r $res $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="${res##* }" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')" >>"$tmp/$wl.${servers[$i]}"
 		done
 	done
 done
 
 bench_table 16 "${servers[@]}"
+
+# The CPU time per request of each server (user + system of its process
+# over the fio run) and of fio itself, and the requests per second the two
+# allow with every CPU busy: on two CPUs fio's own cost bounds the rate
+# whatever the server saves.
+echo
+printf "%-4s %-14s %-12s %14s %12s %12s\n" "" workload server "server us/op" "fio us/op" "CPU-bound"
+for wl in $WORKLOADS; do
+	for n in "${servers[@]}"; do
+		awk -v wl="$wl" -v n="$n" -v c="$(nproc)" -v srv="$(median "$tmp/$wl.$n" 6)" -v fio="$(median "$tmp/$wl.$n" 4)" \
+			'BEGIN { printf "cpu  %-14s %-12s %14.1f %12.1f %12.0f\n", wl, n, srv, fio, (srv + fio > 0 ? c * 1e6 / (srv + fio) : 0) }'
+	done
+done
