@@ -89,26 +89,22 @@ fi
 # cow_rows NAME LABEL [VAR=VALUE...]: cow.sh's two rows, run with the
 # settings given (SHMDIR: where its tmpfs files go), labelled LABEL.
 cow_rows() {
-	local n=$1 label=$2 l="$OUT/$1.log" wl d p db pb
+	local n=$1 label=$2 l="$OUT/$1.log" d p db pb
 	shift 2
 	if ! run "$n" env "$@" SERVERS="$COW_SERVER nbdkit" SIZE="$COW_SIZE" NSNAPS=none ROUNDS="$ROUNDS" \
 		WORKLOADS="randwrite:4k write:1M" CHUNK=4k bench/cow.sh; then
 		row "COW rows$label" "failed" "see $l" "" ""
 		return
 	fi
-	for wl in randwrite:4k write:1M; do
-		d=$(awk -v w="$wl" -v s="$COW_SERVER" '$1 == w && $2 == s { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
-		p=$(awk -v w="$wl" '$1 == w && $2 == "nbdkit" { print ($1 ~ /4k/ ? $3 : $4); exit }' "$l")
-		if [ "$wl" = randwrite:4k ]; then
-			# what each server's and fio's CPU per write allow (cow.sh's CPU-bound)
-			db=$(awk -v w="$wl" -v s="$COW_SERVER" '$1 == w && $2 == s { print $7; exit }' "$l")
-			pb=$(awk -v w="$wl" '$1 == w && $2 == "nbdkit" { print $7; exit }' "$l")
-			row "first writes after a snapshot, randwrite 4k (COW 4k, $COW_SERVER$label)" "$(k "$d") IOPS (CPU-bound $(k "$db"))" "nbdkit cow $(k "$p") (CPU-bound $(k "$pb"))" "$(ratio "$d" "$p")" ">= 1.5"
-		else
-			row "first writes after a snapshot, write 1M (COW 4k, $COW_SERVER$label)" "$d MiB/s" "nbdkit cow $p" "$(ratio "$d" "$p")" ">= 1.5"
-		fi
-	done
+	# cow.sh's table: workload server IOPS MiB/s CPU fio CPU-bound
+	d=$(cowcol "$l" randwrite:4k "$COW_SERVER" 3) p=$(cowcol "$l" randwrite:4k nbdkit 3)
+	db=$(cowcol "$l" randwrite:4k "$COW_SERVER" 7) pb=$(cowcol "$l" randwrite:4k nbdkit 7)
+	row "first writes after a snapshot, randwrite 4k (COW 4k, $COW_SERVER$label)" "$(k "$d") IOPS (CPU-bound $(k "$db"))" "nbdkit cow $(k "$p") (CPU-bound $(k "$pb"))" "$(ratio "$d" "$p")" ">= 1.5"
+	d=$(cowcol "$l" write:1M "$COW_SERVER" 4) p=$(cowcol "$l" write:1M nbdkit 4)
+	row "first writes after a snapshot, write 1M (COW 4k, $COW_SERVER$label)" "$d MiB/s" "nbdkit cow $p" "$(ratio "$d" "$p")" ">= 1.5"
 }
+# cowcol LOG WORKLOAD SERVER N: the Nth field of the server's row of cow.sh's table.
+cowcol() { awk -v w="$2" -v s="$3" -v n="$4" '$1 == w && $2 == s { print $n; exit }' "$1"; }
 
 has cow && cow_rows cow ""
 

@@ -80,20 +80,12 @@ dx() { "$tmp/daxsnap" --state "$shm/state" "$@"; }
 echo "base image: $SIZE of random data in tmpfs" >&2
 dd if=/dev/urandom of="$shm/base.raw" bs=1M count=$((size_b >> 20)) status=none
 
-# fio_run URI RW BS SIZE -> "iops MiB/s fio-CPU-µs-per-write" of the writes
+# fio_run URI RW BS SIZE -> "iops MiB/s fio-CPU-µs-per-write writes"
 fio_run() {
 	fio --name=cow --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --size="$4" --iodepth="$IODEPTH" \
 		--randrepeat=0 --output-format=json 2>"$tmp/fio.err" >"$tmp/fio.json" ||
 		{ cat "$tmp/fio.err" >&2; die "fio failed on $1"; }
-	python3 -c '
-import json, sys
-s = open(sys.argv[1]).read()
-job = json.loads(s[s.index("{"):])["jobs"][0]
-j = job["write"]
-# the CPU time fio spent per write, in µs: usr_cpu and sys_cpu are percent
-# of job_runtime (ms).
-fio_us = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] * 1000 / max(j["total_ios"], 1)
-print("%.0f %.1f %.1f" % (j["iops"], j["bw_bytes"] / 2**20, fio_us))' "$tmp/fio.json" || die "no fio result for $1: $(cat "$tmp/fio.json" "$tmp/fio.err")"
+	fio_summary <"$tmp/fio.json" || die "no fio result for $1: $(cat "$tmp/fio.json" "$tmp/fio.err")"
 }
 
 # server_pid SERVER: the process serving SERVER's URI.
@@ -182,10 +174,8 @@ for round in $(seq "$ROUNDS"); do
 			t0=$(cpu_ticks "$spid")
 			res=$(fio_run "$URI" "$rw" "$bs" "$SIZE")
 			t1=$(cpu_ticks "$spid")
-			# the server's CPU time per write, in µs (clock ticks of 1/HZ s)
-			cpu=$(python3 -c 'import os, sys; print("%.1f" % ((int(sys.argv[1]) - int(sys.argv[2])) * 1e6 / os.sysconf("SC_CLK_TCK") / (int(sys.argv[3]) // int(sys.argv[4]))))' \
-				"$t1" "$t0" "$size_b" "$(bytes "$bs")")
-			echo "$wl $srv $res $cpu" >>"$tmp/results"
+			# the server's CPU time per write, in µs
+			echo "$wl $srv $res $(us_per_op $((t1 - t0)) "${res##* }")" >>"$tmp/results"
 		done
 	done
 done
@@ -193,7 +183,7 @@ python3 - "$tmp/results" <<'PY'
 import os, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    wl, srv, iops, mibs, fio, cpu = line.split()
+    wl, srv, iops, mibs, fio, _, cpu = line.split()
     rows.setdefault((wl, srv), []).append((float(iops), float(mibs), float(cpu), float(fio)))
 med = {k: tuple(statistics.median(r[j] for r in v) for j in range(4)) for k, v in rows.items()}
 ncpu = os.cpu_count()

@@ -33,6 +33,26 @@ bench_cleanup() {
 # cpu_ticks PID: the process's user+system CPU time, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# us_per_op TICKS OPS: TICKS clock ticks of CPU time per request, in µs.
+us_per_op() {
+	awk -v d="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }'
+}
+
+# fio_summary: fio's JSON output on stdin -> "IOPS MiB/s fio-µs-per-op
+# ops", reads and writes together; fio-µs-per-op is the CPU time fio
+# itself spent per request (usr_cpu and sys_cpu are percent of
+# job_runtime, in ms), beside which a server's own cost is measured.
+fio_summary() {
+	python3 -c '
+import json, sys
+s = sys.stdin.read()
+j = json.loads(s[s.index("{"):])["jobs"][0]
+r, w = j["read"], j["write"]
+ops = r["total_ios"] + w["total_ios"]
+us = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] * 1000 / max(ops, 1)
+print("%.0f %.1f %.1f %d" % (r["iops"] + w["iops"], (r["bw_bytes"] + w["bw_bytes"]) / 2**20, us, ops))'
+}
+
 # median FILE COLUMN: the median of a column of numbers.
 median() {
 	sort -n -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'

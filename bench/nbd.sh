@@ -197,16 +197,7 @@ fio_run() {
 	local extra=(--time_based "--runtime=$4")
 	[ "$4" = fill ] && extra=()
 	as_client "$n" fio --name=bench --ioengine=nbd --uri="$1" --rw="$2" --bs="$3" --iodepth="$IODEPTH" \
-		--size="$SIZE" "${extra[@]}" --output-format=json 2>/dev/null |
-		python3 -c '
-import json, sys
-s = sys.stdin.read()
-j = json.loads(s[s.index("{"):])["jobs"][0]
-r, w = j["read"], j["write"]
-ops = r["total_ios"] + w["total_ios"]
-# the CPU time fio spent per request: usr_cpu and sys_cpu are percent of job_runtime (ms)
-us = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] * 1000 / max(ops, 1)
-print("%d %.0f %.1f %d" % (r["iops"] + w["iops"], (r["bw_bytes"] + w["bw_bytes"]) / 2**20, us, ops))'
+		--size="$SIZE" "${extra[@]}" --output-format=json 2>/dev/null | fio_summary
 }
 
 read -r -a servers <<<"$SERVERS"
@@ -227,7 +218,7 @@ for wl in $WORKLOADS; do
 			res=$(fio_run "${servers[$i]}" "$(uri_of "$i" "${servers[$i]}")" "$rw" "$bs" "$RUNTIME")
 			t1=$(cpu_ticks "${spid[i]}")
 			# round iops MiB/s fio-µs/op ops server-µs/op
-			echo "$r $res $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="${res##* }" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')" >>"$tmp/$wl.${servers[$i]}"
+			echo "$r $res $(us_per_op $((t1 - t0)) "${res##* }")" >>"$tmp/$wl.${servers[$i]}"
 		done
 	done
 done
